@@ -1,0 +1,241 @@
+"""The node: a ZeroTier endpoint running on its own thread inside this process.
+
+Several nodes can run in one process, each with its own store, identity and events.
+
+    with zt.Node(zt.NodeOptions(store="./zt-home")) as node:
+        print(node.address)
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from . import _native
+from .errors import NodeStateError
+from .events import Event, EventStream, _make
+from .stores import Store, open_store
+
+__all__ = ["Node", "NodeOptions", "NodeState"]
+
+log = logging.getLogger("zt.node")
+
+EventCallback = Callable[[Event], Any]
+PlanetLike = Union[_native.World, bytes, str, "os.PathLike[str]"]
+
+
+class NodeState(enum.Enum):
+    """Where a node is in its life. FAULTED carries its cause in :attr:`Node.fault`."""
+
+    CREATED = "created"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAULTED = "faulted"
+
+
+@dataclass
+class NodeOptions:
+    """How a node is set up.
+
+    store:
+        Where state lives: a directory path (a zerotier-one / libzt home, created if needed), a
+        :class:`zt.FileStore` or :class:`zt.MemoryStore`, any object with ``get``/``put``/
+        ``delete``/``list`` methods, or None for memory only.
+    identity:
+        Use this identity (with secret) instead of the stored or a newly generated one. A store
+        that already holds a different identity refuses it.
+    planet:
+        A private planet (:class:`zt.World`, its bytes, or a file path) instead of ZeroTier's
+        default. A newer signed revision of it found in the store still wins, as in zerotier-one.
+    keygen_threads:
+        Cores used to generate an identity (0 = all).
+    on_event:
+        A callback for every event, called on a dispatcher thread.
+    event_queue_size:
+        Capacity of each event consumer's queue.
+    """
+
+    store: Union[Store, str, os.PathLike[str], None] = None
+    identity: Optional[_native.Identity] = None
+    planet: Optional[PlanetLike] = None
+    keygen_threads: int = 0
+    on_event: Optional[EventCallback] = None
+    event_queue_size: int = 1024
+
+
+def _load_planet(planet: PlanetLike) -> _native.World:
+    if isinstance(planet, _native.World):
+        return planet
+    if isinstance(planet, bytes):
+        return _native.World.from_bytes(planet)
+    return _native.World.from_bytes(Path(planet).read_bytes())
+
+
+class Node:
+    """A ZeroTier node. Thread-safe; ``start``/``stop`` are idempotent; a context manager."""
+
+    def __init__(self, options: Optional[NodeOptions] = None, **kwargs: Any) -> None:
+        if options is None:
+            options = NodeOptions(**kwargs)
+        elif kwargs:
+            raise TypeError("pass either a NodeOptions or keyword options, not both")
+        if options.event_queue_size < 1:
+            raise ValueError("event_queue_size must be at least 1")
+        if options.keygen_threads < 0:
+            raise ValueError("keygen_threads must be >= 0")
+        self.options = options
+        self.store = open_store(options.store)
+        planet = _load_planet(options.planet) if options.planet is not None else None
+        self._native = _native.NativeNode(
+            self.store,
+            identity=options.identity,
+            planet=planet,
+            keygen_threads=options.keygen_threads,
+        )
+        self._lock = threading.Lock()
+        self._callbacks: list[EventCallback] = []
+        self._dispatcher: Optional[threading.Thread] = None
+        self._dispatch_sub: Optional[_native.EventSubscription] = None
+        if options.on_event is not None:
+            self.add_event_callback(options.on_event)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self, *, wait: bool = True, timeout: Optional[float] = None) -> Node:
+        """Starts the node (a no-op if starting or running).
+
+        With ``wait`` it returns once the node runs, raising :class:`zt.errors.NodeFaultedError`
+        with the cause if it cannot start, or ``TimeoutError``.
+        """
+        self._native.start()
+        if wait:
+            self._native.wait_running(timeout)
+        return self
+
+    def wait_running(self, timeout: Optional[float] = None) -> None:
+        """Waits until the node runs (see :meth:`start`)."""
+        self._native.wait_running(timeout)
+
+    def stop(self) -> None:
+        """Stops the node, persisting its state, and waits for it (a no-op unless running)."""
+        self._native.stop()
+
+    def close(self) -> None:
+        """Stops the node and ends every event stream and the callback dispatcher."""
+        self._native.stop()
+        self._native.close_events()
+        t = self._dispatcher
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=5)
+
+    def __enter__(self) -> Node:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def state(self) -> NodeState:
+        """The lifecycle state."""
+        return NodeState(self._native.lifecycle()[0])
+
+    @property
+    def fault(self) -> Optional[str]:
+        """Why the node faulted, or None."""
+        return self._native.lifecycle()[1]
+
+    # -- what the node is ------------------------------------------------------------------
+
+    def _require(self, value: Any, what: str) -> Any:
+        if value is None:
+            raise NodeStateError(f"the node's {what} is known once it has started")
+        return value
+
+    @property
+    def identity(self) -> _native.Identity:
+        """The node's identity, with its secret key."""
+        ident: _native.Identity = self._require(self._native.identity(), "identity")
+        return ident
+
+    @property
+    def address(self) -> str:
+        """The node's 10-hex-digit ZeroTier address."""
+        return self.identity.address
+
+    @property
+    def planet(self) -> _native.World:
+        """The planet in use."""
+        planet: _native.World = self._require(self._native.planet(), "planet")
+        return planet
+
+    @property
+    def moons(self) -> list[_native.World]:
+        """The moons held."""
+        return self._native.moons()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters of the node's work and of dropped or failed operations."""
+        return self._native.stats()
+
+    def update_world(self, world: _native.World, timeout: float = 10.0) -> None:
+        """Offers a newer signed revision of the planet or of a held moon.
+
+        Raises :class:`zt.errors.WorldError` if it is not a valid update.
+        """
+        self._native.update_world(world, timeout)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def events(self, *, until_down: bool = True, queue_size: Optional[int] = None) -> EventStream:
+        """A new event stream, from now on (create it before :meth:`start` to see start-up)."""
+        size = queue_size if queue_size is not None else self.options.event_queue_size
+        return EventStream(self._native.subscribe(size), until_down=until_down)
+
+    def add_event_callback(self, callback: EventCallback) -> None:
+        """Calls ``callback(event)`` for each event, on a dispatcher thread. Exceptions it raises
+        are logged to the ``zt.events`` logger and do not stop delivery."""
+        with self._lock:
+            self._callbacks.append(callback)
+            if self._dispatcher is None:
+                sub = self._native.subscribe(self.options.event_queue_size)
+                self._dispatch_sub = sub
+                self._dispatcher = threading.Thread(
+                    target=self._dispatch, args=(sub,), name="zt-events", daemon=True
+                )
+                self._dispatcher.start()
+
+    def remove_event_callback(self, callback: EventCallback) -> None:
+        """Stops calling ``callback``."""
+        with self._lock:
+            self._callbacks.remove(callback)
+
+    def _dispatch(self, sub: _native.EventSubscription) -> None:
+        while True:
+            try:
+                item = sub.recv(None)
+            except EOFError:
+                return
+            if item is None:
+                continue
+            ev = _make(*item)
+            with self._lock:
+                callbacks = list(self._callbacks)
+            for cb in callbacks:
+                try:
+                    cb(ev)
+                except Exception:
+                    log.exception("event callback %r failed on %s", cb, ev.name)
+
+    def __repr__(self) -> str:
+        ident = self._native.identity()
+        addr = ident.address if ident is not None else "?"
+        return f"<zt.Node {addr} {self.state.value}>"

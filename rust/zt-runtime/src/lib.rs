@@ -1,0 +1,21 @@
+//! The OS side of `zt`: everything the sans-IO core (`zt-proto`) must not do.
+//!
+//! - [`clock`] and [`rng`]: the only places that read time and OS randomness.
+//! - [`keygen`]: identity generation spread over the machine's cores.
+//! - [`store`]: the state store interface, the file store (zerotier-one's layout, atomic writes)
+//!   and the memory store; [`state`] loads a node's state from a store before the core starts.
+//! - [`events`]: typed node events with libzt's codes, fanned out to subscribers that can be
+//!   waited on by blocking call or by a readiness descriptor (for `select` and asyncio).
+//! - [`runtime`]: one loop thread per node that drives the core and executes its outputs.
+
+pub mod clock;
+pub mod events;
+pub mod keygen;
+pub mod rng;
+pub mod runtime;
+pub mod state;
+pub mod store;
+
+pub use events::{EventCode, NodeEvent, Subscription};
+pub use runtime::{Lifecycle, NodeRuntime, RuntimeOptions};
+pub use store::{FileStore, MemoryStore, Store, StoreError};

@@ -1,0 +1,611 @@
+//! One loop thread per node: loads state, drives the sans-IO core, executes its outputs.
+//!
+//! Lifecycle: `Created → Starting → Running → Stopping → Stopped`, or `Faulted(cause)` when the
+//! node cannot start or its thread fails. `start` and `stop` are idempotent and may be called from
+//! any thread; a stopped or faulted node can be started again.
+
+use std::collections::VecDeque;
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll, Token, Waker};
+use zt_proto::node::{Event, NodeStats, StoreKey, StoreOp};
+use zt_proto::world::WorldUpdateRejected;
+use zt_proto::{Identity, Node, World};
+
+use crate::clock::Clock;
+use crate::events::{EventHub, NodeEvent, Subscription};
+use crate::state::{self, LoadOptions, ROOTS_ALIAS};
+use crate::store::{Store, StoreError};
+
+const WAKE: Token = Token(0);
+
+/// Where a node is in its life.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Built, never started.
+    Created,
+    /// Loading state and starting the loop.
+    Starting,
+    /// Running.
+    Running,
+    /// Shutting down.
+    Stopping,
+    /// Stopped cleanly.
+    Stopped,
+    /// Could not start or failed while running; the cause.
+    Faulted(String),
+}
+
+impl Lifecycle {
+    /// A short lowercase name.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Faulted(_) => "faulted",
+        }
+    }
+}
+
+/// Options of a node's runtime.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeOptions {
+    /// Identity and planet choices.
+    pub load: LoadOptions,
+}
+
+/// What the node looks like from outside, refreshed by the loop.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// The node's identity (with secret).
+    pub identity: Identity,
+    /// The current planet.
+    pub planet: World,
+    /// The moons.
+    pub moons: Vec<World>,
+    /// Core counters.
+    pub stats: NodeStats,
+    /// Store writes that failed since start.
+    pub store_errors: u64,
+}
+
+enum Command {
+    Stop,
+    WorldUpdate(Box<World>, mpsc::Sender<Result<(), WorldUpdateRejected>>),
+}
+
+/// Error from the runtime API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The node is not running.
+    #[error("the node is {0}")]
+    NotRunning(&'static str),
+    /// The node faulted.
+    #[error("the node failed: {0}")]
+    Faulted(String),
+    /// A wait ran out.
+    #[error("timed out waiting for the node")]
+    Timeout,
+    /// The node stopped before answering.
+    #[error("the node stopped before answering")]
+    Stopped,
+}
+
+struct Control {
+    lifecycle: Lifecycle,
+    waker: Option<Arc<Waker>>,
+    commands: VecDeque<Command>,
+    thread: Option<JoinHandle<()>>,
+    thread_id: Option<ThreadId>,
+    snapshot: Option<Snapshot>,
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
+    options: RuntimeOptions,
+    hub: EventHub,
+    control: Mutex<Control>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Control> {
+        self.control.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_lifecycle(&self, l: Lifecycle) {
+        let mut c = self.lock();
+        c.lifecycle = l;
+        if !matches!(c.lifecycle, Lifecycle::Running) {
+            c.waker = None;
+        }
+        self.changed.notify_all();
+    }
+}
+
+/// A node and its loop thread.
+pub struct NodeRuntime {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for NodeRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeRuntime")
+            .field("lifecycle", &self.lifecycle())
+            .finish()
+    }
+}
+
+impl NodeRuntime {
+    /// A node over `store`, not yet started.
+    #[must_use]
+    pub fn new(store: Arc<dyn Store>, options: RuntimeOptions) -> Self {
+        let control = Control {
+            lifecycle: Lifecycle::Created,
+            waker: None,
+            commands: VecDeque::new(),
+            thread: None,
+            thread_id: None,
+            snapshot: None,
+        };
+        Self {
+            shared: Arc::new(Shared {
+                store,
+                options,
+                hub: EventHub::default(),
+                control: Mutex::new(control),
+                changed: Condvar::new(),
+            }),
+        }
+    }
+
+    /// The current lifecycle state.
+    #[must_use]
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.shared.lock().lifecycle.clone()
+    }
+
+    /// A subscription to this node's events (from now on).
+    ///
+    /// # Errors
+    /// Out of file descriptors.
+    pub fn subscribe(&self, capacity: usize) -> std::io::Result<Arc<Subscription>> {
+        self.shared.hub.subscribe(capacity)
+    }
+
+    /// The latest snapshot, once the node has run.
+    #[must_use]
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        self.shared.lock().snapshot.clone()
+    }
+
+    /// Starts the node's thread unless it is starting or running; returns at once.
+    ///
+    /// # Errors
+    /// The OS refused to start a thread.
+    pub fn start(&self) -> std::io::Result<()> {
+        let mut c = self.shared.lock();
+        loop {
+            match c.lifecycle {
+                Lifecycle::Starting | Lifecycle::Running => return Ok(()),
+                Lifecycle::Stopping => {
+                    c = self
+                        .shared
+                        .changed
+                        .wait(c)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                Lifecycle::Created | Lifecycle::Stopped | Lifecycle::Faulted(_) => break,
+            }
+        }
+        if let Some(old) = c.thread.take() {
+            // The old loop has ended (its state is final); reap it.
+            let _ = old.join();
+        }
+        c.commands.clear();
+        c.lifecycle = Lifecycle::Starting;
+        let shared = self.shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("zt-node".into())
+            .spawn(move || run(&shared))
+            .inspect_err(|_| c.lifecycle = Lifecycle::Faulted("could not start a thread".into()))?;
+        c.thread_id = Some(handle.thread().id());
+        c.thread = Some(handle);
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
+    /// Waits until the node is running.
+    ///
+    /// # Errors
+    /// It faulted, stopped, or `timeout` ran out.
+    pub fn wait_running(&self, timeout: Option<Duration>) -> Result<(), RuntimeError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut c = self.shared.lock();
+        loop {
+            match &c.lifecycle {
+                Lifecycle::Running => return Ok(()),
+                Lifecycle::Faulted(cause) => return Err(RuntimeError::Faulted(cause.clone())),
+                Lifecycle::Starting => {}
+                other => return Err(RuntimeError::NotRunning(other.name())),
+            }
+            c = match deadline {
+                None => self
+                    .shared
+                    .changed
+                    .wait(c)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(RuntimeError::Timeout);
+                    }
+                    self.shared
+                        .changed
+                        .wait_timeout(c, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+
+    fn send(&self, cmd: Command) {
+        let mut c = self.shared.lock();
+        c.commands.push_back(cmd);
+        if let Some(w) = &c.waker {
+            // A failed wake means the loop is gone; it will not read the command, which the
+            // caller notices through the lifecycle.
+            let _ = w.wake();
+        }
+    }
+
+    /// Stops the node and waits for its thread to finish (unless called from that thread).
+    /// Does nothing if it is not starting or running.
+    pub fn stop(&self) {
+        {
+            let mut c = self.shared.lock();
+            match c.lifecycle {
+                Lifecycle::Created | Lifecycle::Stopped | Lifecycle::Faulted(_) => return,
+                Lifecycle::Starting | Lifecycle::Running => {
+                    c.lifecycle = Lifecycle::Stopping;
+                    self.shared.changed.notify_all();
+                    drop(c);
+                    self.send(Command::Stop);
+                }
+                Lifecycle::Stopping => {}
+            }
+        }
+        let mut c = self.shared.lock();
+        if c.thread_id == Some(std::thread::current().id()) {
+            return;
+        }
+        while matches!(c.lifecycle, Lifecycle::Stopping) {
+            c = self
+                .shared
+                .changed
+                .wait(c)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        let thread = c.thread.take();
+        drop(c);
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+
+    /// Offers a newer revision of the planet or of a held moon.
+    ///
+    /// # Errors
+    /// The node is not running, or the update was refused (the inner error says why).
+    pub fn update_world(
+        &self,
+        world: World,
+        timeout: Duration,
+    ) -> Result<Result<(), WorldUpdateRejected>, RuntimeError> {
+        let lifecycle = self.lifecycle();
+        if lifecycle != Lifecycle::Running {
+            return Err(RuntimeError::NotRunning(lifecycle.name()));
+        }
+        let (tx, rx) = mpsc::channel();
+        self.send(Command::WorldUpdate(Box::new(world), tx));
+        match rx.recv_timeout(timeout) {
+            Ok(r) => Ok(r),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(RuntimeError::Timeout),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(RuntimeError::Stopped),
+        }
+    }
+
+    /// Ends every event subscription (after a final stop).
+    pub fn close_events(&self) {
+        self.shared.hub.close_all();
+    }
+}
+
+impl Drop for NodeRuntime {
+    fn drop(&mut self) {
+        self.stop();
+        self.shared.hub.close_all();
+    }
+}
+
+/// Failure that ends a loop.
+#[derive(Debug, thiserror::Error)]
+enum LoopError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Node(#[from] zt_proto::node::NodeError),
+    #[error("event loop: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn run(shared: &Arc<Shared>) {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_loop(shared)));
+    let cause = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Some(format!("internal error: {msg}"))
+        }
+    };
+    match cause {
+        None => {
+            shared.set_lifecycle(Lifecycle::Stopped);
+            log::info!(target: "zt.node", "node stopped");
+        }
+        Some(cause) => {
+            log::error!(target: "zt.node", "node failed: {cause}");
+            shared.hub.publish(&NodeEvent::FatalError {
+                message: cause.clone(),
+            });
+            shared.set_lifecycle(Lifecycle::Faulted(cause));
+        }
+    }
+}
+
+struct Outputs<'a> {
+    shared: &'a Shared,
+    planet_in_roots: bool,
+    store_errors: u64,
+}
+
+impl Outputs<'_> {
+    fn drain(&mut self, node: &mut Node) {
+        while let Some(ev) = node.poll_event() {
+            let ev = match ev {
+                Event::Up { address } => NodeEvent::Up { address },
+                Event::PlanetChanged { id, timestamp } => {
+                    NodeEvent::PlanetChanged { id, timestamp }
+                }
+                Event::MoonChanged { id, timestamp } => NodeEvent::MoonChanged { id, timestamp },
+                other => {
+                    log::debug!(target: "zt.node", "unhandled core event {other:?}");
+                    continue;
+                }
+            };
+            self.shared.hub.publish(&ev);
+        }
+        while let Some(op) = node.poll_store() {
+            self.execute(op);
+        }
+    }
+
+    fn execute(&mut self, op: StoreOp) {
+        let store = &*self.shared.store;
+        let (key, result) = match op {
+            StoreOp::Put { key, data } => {
+                let mut r = store.put(&key.path(), &data, key.is_secret());
+                if r.is_ok() && key == StoreKey::Planet && self.planet_in_roots {
+                    r = store.put(ROOTS_ALIAS, &data, false);
+                }
+                (key, r)
+            }
+            StoreOp::Delete { key } => (key, store.delete(&key.path())),
+        };
+        match result {
+            Ok(()) => self.shared.hub.publish(&NodeEvent::Stored { key }),
+            Err(e) => {
+                self.store_errors += 1;
+                log::error!(target: "zt.store", "could not persist {}: {e}", key.path());
+            }
+        }
+    }
+}
+
+fn snapshot(node: &Node, store_errors: u64) -> Snapshot {
+    Snapshot {
+        identity: node.identity().clone(),
+        planet: node.planet().clone(),
+        moons: node.moons().to_vec(),
+        stats: node.stats().clone(),
+        store_errors,
+    }
+}
+
+fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
+    let clock = Clock::new();
+    let loaded = state::load(&*shared.store, &shared.options.load)?;
+    for key in &loaded.written {
+        shared.hub.publish(&NodeEvent::Stored { key: *key });
+    }
+    let mut node = Node::new(loaded.config, clock.now())?;
+    let mut poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+    let mut out = Outputs {
+        shared,
+        planet_in_roots: loaded.planet_in_roots,
+        store_errors: 0,
+    };
+    {
+        let mut c = shared.lock();
+        c.snapshot = Some(snapshot(&node, 0));
+        if c.lifecycle == Lifecycle::Starting {
+            c.lifecycle = Lifecycle::Running;
+        }
+        c.waker = Some(waker);
+        shared.changed.notify_all();
+    }
+    log::info!(target: "zt.node", "node {} running", node.address());
+    let mut events = Events::with_capacity(64);
+    let mut stopping = false;
+    while !stopping {
+        out.drain(&mut node);
+        let commands: Vec<Command> = {
+            let mut c = shared.lock();
+            c.snapshot = Some(snapshot(&node, out.store_errors));
+            c.commands.drain(..).collect()
+        };
+        for cmd in commands {
+            match cmd {
+                Command::Stop => stopping = true,
+                Command::WorldUpdate(world, reply) => {
+                    let _ = reply.send(node.handle_world_update(*world));
+                }
+            }
+        }
+        if stopping {
+            break;
+        }
+        let timeout = clock.until(node.poll_timeout());
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e.into());
+            }
+        }
+        node.handle_timeout(clock.now());
+    }
+    out.drain(&mut node);
+    shared.lock().snapshot = Some(snapshot(&node, out.store_errors));
+    shared.hub.publish(&NodeEvent::Down);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{EventCode, RecvError};
+    use crate::store::MemoryStore;
+
+    fn runtime() -> (NodeRuntime, Arc<MemoryStore>) {
+        let store = Arc::new(MemoryStore::new());
+        let rt = NodeRuntime::new(
+            store.clone(),
+            RuntimeOptions {
+                load: LoadOptions {
+                    keygen_threads: 1,
+                    ..Default::default()
+                },
+            },
+        );
+        (rt, store)
+    }
+
+    fn codes(sub: &Subscription) -> Vec<EventCode> {
+        std::iter::from_fn(|| sub.recv(Some(Duration::from_millis(200))).ok())
+            .map(|e| e.code())
+            .collect()
+    }
+
+    #[test]
+    fn lifecycle_start_stop_restart() {
+        let (rt, store) = runtime();
+        let sub = rt.subscribe(64).unwrap();
+        assert_eq!(rt.lifecycle(), Lifecycle::Created);
+        rt.stop(); // no-op
+        rt.start().unwrap();
+        rt.start().unwrap(); // idempotent
+        rt.wait_running(Some(Duration::from_secs(30))).unwrap();
+        let id = rt.snapshot().unwrap().identity;
+        assert!(store.get("identity.secret").unwrap().is_some());
+        rt.stop();
+        rt.stop();
+        assert_eq!(rt.lifecycle(), Lifecycle::Stopped);
+        let c = codes(&sub);
+        assert_eq!(
+            c,
+            vec![
+                EventCode::StoreIdentitySecret,
+                EventCode::StoreIdentityPublic,
+                EventCode::NodeUp,
+                EventCode::PlanetChanged,
+                EventCode::StorePlanet,
+                EventCode::NodeDown
+            ]
+        );
+        rt.start().unwrap();
+        rt.wait_running(Some(Duration::from_secs(30))).unwrap();
+        assert_eq!(
+            rt.snapshot().unwrap().identity,
+            id,
+            "restart reuses the stored identity"
+        );
+        drop(rt);
+        assert!(codes(&sub).contains(&EventCode::NodeDown));
+        assert_eq!(sub.try_recv(), Err(RecvError::Closed));
+    }
+
+    #[test]
+    fn corrupt_store_faults_with_cause() {
+        let (rt, store) = runtime();
+        store
+            .put("identity.secret", b"0123456789:0:zz", true)
+            .unwrap();
+        let sub = rt.subscribe(8).unwrap();
+        rt.start().unwrap();
+        let err = rt.wait_running(Some(Duration::from_secs(10))).unwrap_err();
+        assert!(
+            matches!(err, RuntimeError::Faulted(ref m) if m.contains("identity.secret")),
+            "{err}"
+        );
+        assert!(matches!(rt.lifecycle(), Lifecycle::Faulted(_)));
+        assert_eq!(
+            sub.recv(Some(Duration::from_secs(1))).unwrap().code(),
+            EventCode::NodeFatalError
+        );
+        assert_eq!(
+            store.get("identity.secret").unwrap().unwrap(),
+            b"0123456789:0:zz"
+        );
+    }
+
+    #[test]
+    fn concurrent_start_stop_from_threads() {
+        let (rt, _) = runtime();
+        let rt = Arc::new(rt);
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let rt = rt.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..5 {
+                        if i % 2 == 0 {
+                            rt.start().unwrap();
+                        } else {
+                            rt.stop();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        rt.stop();
+        assert_eq!(rt.lifecycle(), Lifecycle::Stopped);
+        rt.start().unwrap();
+        rt.wait_running(Some(Duration::from_secs(30))).unwrap();
+    }
+}

@@ -1,0 +1,229 @@
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Store, StoreError, check_key};
+
+/// A directory laid out as zerotier-one's and libzt's home (`identity.secret`, `planet`,
+/// `moons.d/`, `peers.d/`, `networks.d/`).
+///
+/// Writes are atomic: data goes to a temporary file in the same directory, which is flushed to
+/// disk and renamed over the target, and the directory is then synced.
+#[derive(Debug)]
+pub struct FileStore {
+    root: PathBuf,
+    counter: AtomicU64,
+}
+
+impl FileStore {
+    /// Opens (creating with mode 0700 if needed) the directory `root`.
+    ///
+    /// # Errors
+    /// The directory cannot be created, or `root` is not a directory.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        let io = |source| StoreError::Io {
+            path: root.display().to_string(),
+            source,
+        };
+        match fs::metadata(&root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(io(std::io::Error::new(
+                    ErrorKind::NotADirectory,
+                    "not a directory",
+                )));
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&root)
+                    .map_err(|e| StoreError::Io {
+                        path: root.display().to_string(),
+                        source: e,
+                    })?;
+            }
+            Err(e) => return Err(io(e)),
+        }
+        Ok(Self {
+            root,
+            counter: AtomicU64::new(0),
+        })
+    }
+
+    /// The directory.
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        check_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+        move |source| StoreError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Store for FileStore {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.path(key)?;
+        match fs::read(&path) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Self::io(&path)(e)),
+        }
+    }
+
+    fn put(&self, key: &str, data: &[u8], secret: bool) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        if dir != self.root {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(&dir)
+                .map_err(Self::io(&dir))?;
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".tmp-{}-{n}-{name}", std::process::id()));
+        let mode = if secret { 0o600 } else { 0o644 };
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&tmp)?;
+            // create_new honours the umask; set the exact mode explicitly.
+            f.set_permissions(fs::Permissions::from_mode(mode))?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            sync_dir(&dir)
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(Self::io(&path)(e));
+        }
+        Ok(())
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Self::io(&path)(e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        // Only one directory level is used: "<dir>/<file>" or top-level files.
+        let (dir_key, file_prefix) = match prefix.rsplit_once('/') {
+            Some((d, f)) => (Some(d), f),
+            None => (None, prefix),
+        };
+        let dir = match dir_key {
+            Some(d) => self.path(d)?,
+            None => self.root.clone(),
+        };
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Self::io(&dir)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(Self::io(&dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(file_prefix) || name.starts_with('.') {
+                continue;
+            }
+            if entry.file_type().map_err(Self::io(&dir))?.is_file() {
+                out.push(match dir_key {
+                    Some(d) => format!("{d}/{name}"),
+                    None => name,
+                });
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn describe(&self, key: &str) -> String {
+        self.root.join(key).display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_list_delete_and_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileStore::open(dir.path().join("home")).unwrap();
+        let home_mode = fs::metadata(s.root()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(home_mode, 0o700);
+        s.put("identity.secret", b"secret", true).unwrap();
+        s.put("identity.public", b"public", false).unwrap();
+        s.put("moons.d/0000000000000001.moon", b"m", false).unwrap();
+        let mode = |k: &str| fs::metadata(s.root().join(k)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("identity.secret"), 0o600);
+        assert_eq!(mode("identity.public"), 0o644);
+        assert_eq!(
+            s.get("identity.secret").unwrap().as_deref(),
+            Some(&b"secret"[..])
+        );
+        assert_eq!(s.get("planet").unwrap(), None);
+        assert_eq!(
+            s.list("moons.d/").unwrap(),
+            vec!["moons.d/0000000000000001.moon"]
+        );
+        assert_eq!(
+            s.list("identity.").unwrap(),
+            vec!["identity.public", "identity.secret"]
+        );
+        assert!(s.list("peers.d/").unwrap().is_empty());
+        s.put("identity.public", b"public2", false).unwrap();
+        assert_eq!(
+            s.get("identity.public").unwrap().as_deref(),
+            Some(&b"public2"[..])
+        );
+        s.delete("identity.public").unwrap();
+        s.delete("identity.public").unwrap();
+        assert_eq!(s.get("identity.public").unwrap(), None);
+        // No temporary files are left behind.
+        let leftovers: Vec<_> = fs::read_dir(s.root())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty());
+        assert!(matches!(s.get("../x"), Err(StoreError::InvalidKey(_))));
+    }
+
+    #[test]
+    fn open_rejects_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        fs::write(&f, b"x").unwrap();
+        assert!(FileStore::open(&f).is_err());
+    }
+}
