@@ -12,9 +12,8 @@ node's thread. ``put`` must be atomic.
 from __future__ import annotations
 
 import os
-from typing import Optional, Protocol, Union, runtime_checkable
-
 from collections.abc import Iterable
+from typing import Optional, Protocol, Union, runtime_checkable
 
 from ._native import FileStore, MemoryStore
 
@@ -47,5 +46,7 @@ def open_store(spec: Union[Store, str, os.PathLike[str], None]) -> Store:
         return FileStore(os.fspath(spec))
     for method in ("get", "put", "delete", "list"):
         if not callable(getattr(spec, method, None)):
-            raise TypeError(f"a store needs get, put, delete and list methods; {spec!r} lacks {method}")
+            raise TypeError(
+                f"a store needs get, put, delete and list methods; {spec!r} lacks {method}"
+            )
     return spec

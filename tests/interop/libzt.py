@@ -102,7 +102,7 @@ _WORKER = Path(__file__).resolve()
 Json = dict[str, Any]
 
 
-class LibztUnavailable(RuntimeError):
+class LibztUnavailable(RuntimeError):  # noqa: N818 (reads as a state, like StopIteration)
     """libzt cannot be used here (download, build, load or network namespace failed)."""
 
     def __init__(self, reason: str) -> None:
@@ -813,7 +813,7 @@ def _worker_main(argv: list[str]) -> NoReturn:
         status = _EXIT_UNAVAILABLE
     except _WorkerError as exc:
         sys.stderr.write(f"error: {exc}\n")
-    except Exception:  # noqa: BLE001 - any failure is reported on stderr
+    except Exception:
         traceback.print_exc()
     finally:
         sys.stderr.flush()

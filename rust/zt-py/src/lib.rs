@@ -3,6 +3,7 @@
 
 use pyo3::prelude::*;
 
+mod crypto;
 mod errors;
 mod identity;
 mod node;
@@ -13,6 +14,8 @@ mod world;
 mod _native {
     use super::*;
 
+    #[pymodule_export]
+    use crypto::{identity_hash, poly1305, salsa20, sha512};
     #[pymodule_export]
     use identity::{Identity, KeyPair};
     #[pymodule_export]
@@ -35,9 +38,12 @@ mod _native {
     const VERSION: &str = env!("CARGO_PKG_VERSION");
 
     #[pymodule_init]
-    fn init(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         // Route the `log` records of the Rust crates to Python's `logging` ("zt.*" loggers).
-        let _ = pyo3_log::try_init();
+        // No caching, so that logging configured after import still takes effect; the Rust side
+        // only logs lifecycle-level records.
+        let logger = pyo3_log::Logger::new(m.py(), pyo3_log::Caching::Nothing)?;
+        let _ = logger.install();
         Ok(())
     }
 }

@@ -463,19 +463,22 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
     let mut events = Events::with_capacity(64);
     let mut stopping = false;
     while !stopping {
-        out.drain(&mut node);
-        let commands: Vec<Command> = {
-            let mut c = shared.lock();
-            c.snapshot = Some(snapshot(&node, out.store_errors));
-            c.commands.drain(..).collect()
-        };
+        let commands: Vec<Command> = shared.lock().commands.drain(..).collect();
+        let mut replies = Vec::new();
         for cmd in commands {
             match cmd {
                 Command::Stop => stopping = true,
                 Command::WorldUpdate(world, reply) => {
-                    let _ = reply.send(node.handle_world_update(*world));
+                    replies.push((reply, node.handle_world_update(*world)));
                 }
             }
+        }
+        // Outputs are executed and the snapshot refreshed before anyone hears back, so a caller
+        // that gets an answer sees its effect.
+        out.drain(&mut node);
+        shared.lock().snapshot = Some(snapshot(&node, out.store_errors));
+        for (reply, result) in replies {
+            let _ = reply.send(result);
         }
         if stopping {
             break;

@@ -1,0 +1,1 @@
+"""Command-line tools: ``python -m zt <command>`` (also installed as ``zt``)."""

@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import zt
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "zt", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_idtool_generate_validate_getpublic_sign_verify(tmp_path: Path) -> None:
+    r = run("idtool", "generate", cwd=tmp_path)
+    assert r.returncode == 0 and len(r.stdout) == 270 and not r.stdout.endswith("\n")
+    ident = zt.Identity.from_string(r.stdout)
+    ident.validate()
+    r = run("idtool", "generate", "id.secret", "id.public", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout == "id.secret written\nid.public written\n"
+    assert (tmp_path / "id.secret").stat().st_mode & 0o777 == 0o600
+    secret = (tmp_path / "id.secret").read_text()
+    public = (tmp_path / "id.public").read_text()
+    assert zt.Identity.from_string(secret).public_string() == public
+    r = run("idtool", "validate", "id.secret", cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (0, "id.secret is a valid identity\n")
+    r = run("idtool", "validate", public, cwd=tmp_path)
+    assert r.returncode == 0
+    r = run("idtool", "getpublic", "id.secret", cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (0, public)
+    (tmp_path / "msg").write_bytes(b"message \x00\xff")
+    r = run("idtool", "sign", "id.secret", "msg", cwd=tmp_path)
+    assert r.returncode == 0 and len(r.stdout) == 192
+    sig = r.stdout
+    assert zt.Identity.from_string(public).verify(b"message \x00\xff", bytes.fromhex(sig))
+    r = run("idtool", "verify", "id.public", "msg", sig, cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (0, "msg signature valid\n")
+    (tmp_path / "sig.txt").write_text(sig)
+    assert run("idtool", "verify", "id.public", "msg", "sig.txt", cwd=tmp_path).returncode == 0
+    (tmp_path / "msg").write_bytes(b"other")
+    r = run("idtool", "verify", "id.public", "msg", sig, cwd=tmp_path)
+    assert (r.returncode, r.stderr) == (1, "msg signature check FAILED\n")
+
+
+def test_idtool_errors_and_exit_codes(tmp_path: Path) -> None:
+    r = run("idtool", cwd=tmp_path)
+    assert r.returncode == 1 and "Usage:" in r.stdout
+    assert run("idtool", "nonsense", cwd=tmp_path).returncode == 1
+    r = run("idtool", "validate", "missing-file", cwd=tmp_path)
+    assert (r.returncode, r.stderr) == (
+        1,
+        "Identity argument invalid or file unreadable: missing-file\n",
+    )
+    good = zt.Identity.generate()
+    bad = "0123456789" + good.public_string()[10:]
+    r = run("idtool", "validate", bad, cwd=tmp_path)
+    assert (r.returncode, r.stderr) == (1, f"{bad} FAILED validation.\n")
+    r = run("idtool", "sign", good.public_string(), "x", cwd=tmp_path)
+    assert r.returncode == 1 and "does not contain a private key" in r.stderr
+    r = run("idtool", "sign", good.secret_string(), "nofile", cwd=tmp_path)
+    assert (r.returncode, r.stderr) == (1, "nofile is not readable\n")
+    assert run("idtool", "initmoon", cwd=tmp_path).returncode == 0  # help, as stock
+    assert run("idtool", "genmoon", cwd=tmp_path).returncode == 0
+    assert run("idtool", "sign", cwd=tmp_path).returncode == 1
+
+
+def test_idtool_vanity(tmp_path: Path) -> None:
+    r = run("idtool", "generate", "v.secret", "v.public", "a", cwd=tmp_path)
+    assert r.returncode == 0
+    assert zt.Identity.from_string((tmp_path / "v.secret").read_text()).address.startswith("a")
+    assert "vanity address: found " in r.stderr
+
+
+def test_initmoon_genmoon(tmp_path: Path) -> None:
+    seed = zt.Identity.generate()
+    (tmp_path / "seed.public").write_text(seed.public_string())
+    r = run("idtool", "initmoon", "seed.public", cwd=tmp_path)
+    assert r.returncode == 0
+    doc = json.loads(r.stdout)
+    assert list(doc) == sorted(doc) and r.stdout.startswith('{\n "id": ')
+    assert doc["id"] == seed.address and doc["worldType"] == "moon"
+    assert doc["signingKey"] == doc["updatesMustBeSignedBy"]
+    # Endpoint order as zerotier-idtool 1.14.1 writes it (observed with the stock tool).
+    doc["roots"][0]["stableEndpoints"] = [
+        "2001:db8::2/9993",
+        "203.0.113.9/9993",
+        "203.0.113.10/9994",
+        "198.18.0.1/9993",
+        "2001:db8::1/9993",
+    ]
+    (tmp_path / "moon.json").write_text(json.dumps(doc))
+    r = run("idtool", "genmoon", "moon.json", cwd=tmp_path)
+    name = f"{int(seed.address, 16):016x}.moon"
+    assert r.returncode == 0 and r.stdout.startswith(f"wrote {name} (signed world with timestamp ")
+    moon = zt.World.from_bytes((tmp_path / name).read_bytes())
+    assert moon.world_type == "moon" and moon.verify() and moon.id == int(seed.address, 16)
+    assert moon.roots[0].stable_endpoints == [
+        "198.18.0.1/9993",
+        "203.0.113.9/9993",
+        "203.0.113.10/9994",
+        "2001:db8::1/9993",
+        "2001:db8::2/9993",
+    ]
+    doc["worldType"] = "galaxy"
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    assert run("idtool", "genmoon", "bad.json", cwd=tmp_path).stderr == "invalid worldType\n"
+    assert run("idtool", "genmoon", "nope.json", cwd=tmp_path).stderr == "cannot read nope.json\n"
+
+
+def test_mkplanet_and_rotation(tmp_path: Path) -> None:
+    roots = [zt.Identity.generate() for _ in range(2)]
+    (tmp_path / "r0.public").write_text(roots[0].public_string())
+    args = [
+        "mkplanet",
+        "--root",
+        "r0.public@203.0.113.1/9993,2001:db8::1/9993",
+        "--root",
+        f"{roots[1].public_string()}@203.0.113.2/9993",
+        "--id",
+        "0x1234",
+        "--timestamp",
+        "1000",
+        "--keys",
+        "keys",
+    ]
+    r = run(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    v1 = zt.World.from_bytes((tmp_path / "planet").read_bytes())
+    assert v1.id == 0x1234 and v1.timestamp == 1000 and v1.verify()
+    assert v1.roots[0].stable_endpoints == ["203.0.113.1/9993", "2001:db8::1/9993"]
+    cur = (tmp_path / "keys" / "current.c25519").read_bytes()
+    assert len(cur) == 128 and cur[:64] == v1.update_key
+    (tmp_path / "planet").rename(tmp_path / "v1")
+    r = run(*args[:-4], "--rotate", "--keys", "keys", "--update", "v1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    v2 = zt.World.from_bytes((tmp_path / "planet").read_bytes())
+    assert v1.accepts_update(v2) and v2.update_key != v1.update_key
+    r = run(*args[:-4], "--timestamp", "5", "--keys", "keys", "--update", "planet", cwd=tmp_path)
+    assert r.returncode == 1 and "cannot make the planet" in r.stderr
+
+
+def test_demo_and_version(tmp_path: Path) -> None:
+    r = run("demo", "--home", str(tmp_path / "home"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "address:" in r.stdout and "NODE_UP" in r.stdout and "valid=True" in r.stdout
+    assert (tmp_path / "home" / "identity.secret").exists()
+    r = run("version", cwd=tmp_path)
+    assert r.stdout.strip() == f"zt {zt.__version__}"
+    assert run(cwd=tmp_path).returncode == 1
+    assert run("bogus", cwd=tmp_path).returncode == 2
