@@ -15,14 +15,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 import zt
-from tests.interop.libzt import id_new, id_pair_is_valid, libzt_available, libzt_unavailable_reason
+from tests.interop.libzt import id_new, id_pair_is_valid
+from tests.interop.marks import INTEROP
 
-pytestmark = [
-    pytest.mark.interop,
-    pytest.mark.skipif(
-        not libzt_available(), reason=f"libzt unavailable: {libzt_unavailable_reason()}"
-    ),
-]
+pytestmark = INTEROP
 
 COUNT = 10
 SAMPLE = 6  # identities per tampering test, half from each library

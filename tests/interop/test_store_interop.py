@@ -20,17 +20,11 @@ from tests.interop.libzt import (
     LibztUnavailable,
     NodeInfo,
     id_pair_is_valid,
-    libzt_available,
-    libzt_unavailable_reason,
     start_node,
 )
+from tests.interop.marks import INTEROP
 
-pytestmark = [
-    pytest.mark.interop,
-    pytest.mark.skipif(
-        not libzt_available(), reason=f"libzt unavailable: {libzt_unavailable_reason()}"
-    ),
-]
+pytestmark = INTEROP
 
 WORLD_ID = 0x00C0FFEE00000001
 TIMESTAMP = 1_700_000_000_000

@@ -23,18 +23,12 @@ from tests.interop.libzt import (
     LibztUnavailable,
     NodeInfo,
     id_new,
-    libzt_available,
-    libzt_unavailable_reason,
     sign_root_set,
     start_node,
 )
+from tests.interop.marks import INTEROP
 
-pytestmark = [
-    pytest.mark.interop,
-    pytest.mark.skipif(
-        not libzt_available(), reason=f"libzt unavailable: {libzt_unavailable_reason()}"
-    ),
-]
+pytestmark = INTEROP
 
 WORLD_ID = 0x0123456789ABCDEF
 TIMESTAMP = 1_700_000_000_000

@@ -191,22 +191,57 @@ def _genmoon(path: str) -> int:
     return 0
 
 
-def main(argv: list[str], prog: str = "zt idtool") -> int:
-    """Runs ``idtool`` with ``argv`` (the words after ``idtool``); returns the exit code."""
-    if not argv:
+class _ExitError(Exception):
+    """Ends a command with an exit code (its message already written)."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _need(args: list[str], n: int, prog: str) -> None:
+    if len(args) < n:
         _help(sys.stdout, prog)
-        return 1
-    cmd, args = argv[0], argv[1:]
+        raise _ExitError(1)
+
+
+def _identity_arg(arg: str) -> Identity:
+    ident = identity_from_arg(arg)
+    if ident is None:
+        sys.stderr.write(f"Identity argument invalid or file unreadable: {arg}\n")
+        raise _ExitError(1)
+    return ident
+
+
+def _file_arg(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        sys.stderr.write(f"{path} is not readable\n")
+        raise _ExitError(1) from None
+
+
+def _verify(args: list[str]) -> int:
+    ident = _identity_arg(args[0])
+    data = _file_arg(args[1])
+    sig = _unhex(args[2])
+    if not (len(sig) > 5 and ident.verify(data, sig)):
+        try:
+            sig = _unhex(Path(args[2]).read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            sig = b""
+        if not (len(sig) > 5 and ident.verify(data, sig)):
+            sys.stderr.write(f"{args[1]} signature check FAILED\n")
+            return 1
+    sys.stdout.write(f"{args[1]} signature valid\n")
+    return 0
+
+
+def _run(cmd: str, args: list[str], prog: str) -> int:
     if cmd == "generate":
         return _generate(args)
     if cmd in ("validate", "getpublic"):
-        if not args:
-            _help(sys.stdout, prog)
-            return 1
-        ident = identity_from_arg(args[0])
-        if ident is None:
-            sys.stderr.write(f"Identity argument invalid or file unreadable: {args[0]}\n")
-            return 1
+        _need(args, 1, prog)
+        ident = _identity_arg(args[0])
         if cmd == "getpublic":
             sys.stdout.write(ident.public_string())
             return 0
@@ -216,58 +251,33 @@ def main(argv: list[str], prog: str = "zt idtool") -> int:
         sys.stdout.write(f"{args[0]} is a valid identity\n")
         return 0
     if cmd == "sign":
-        if len(args) < 2:
-            _help(sys.stdout, prog)
-            return 1
-        ident = identity_from_arg(args[0])
-        if ident is None:
-            sys.stderr.write(f"Identity argument invalid or file unreadable: {args[0]}\n")
-            return 1
+        _need(args, 2, prog)
+        ident = _identity_arg(args[0])
         if not ident.has_secret:
             sys.stderr.write(
                 f"{args[0]} does not contain a private key (must use private to sign)\n"
             )
             return 1
-        try:
-            data = Path(args[1]).read_bytes()
-        except OSError:
-            sys.stderr.write(f"{args[1]} is not readable\n")
-            return 1
-        sys.stdout.write(ident.sign(data).hex())
+        sys.stdout.write(ident.sign(_file_arg(args[1])).hex())
         return 0
     if cmd == "verify":
-        if len(args) < 3:
-            _help(sys.stdout, prog)
-            return 1
-        ident = identity_from_arg(args[0])
-        if ident is None:
-            sys.stderr.write(f"Identity argument invalid or file unreadable: {args[0]}\n")
-            return 1
-        try:
-            data = Path(args[1]).read_bytes()
-        except OSError:
-            sys.stderr.write(f"{args[1]} is not readable\n")
-            return 1
-        sig = _unhex(args[2])
-        if not (len(sig) > 5 and ident.verify(data, sig)):
-            try:
-                sig = _unhex(Path(args[2]).read_text(encoding="utf-8", errors="replace"))
-            except OSError:
-                sig = b""
-            if not (len(sig) > 5 and ident.verify(data, sig)):
-                sys.stderr.write(f"{args[1]} signature check FAILED\n")
-                return 1
-        sys.stdout.write(f"{args[1]} signature valid\n")
-        return 0
-    if cmd == "initmoon":
+        _need(args, 3, prog)
+        return _verify(args)
+    if cmd in ("initmoon", "genmoon"):
         if not args:
-            _help(sys.stdout, prog)
+            _help(sys.stdout, prog)  # zerotier-idtool exits 0 here
             return 0
-        return _initmoon(args[0])
-    if cmd == "genmoon":
-        if not args:
-            _help(sys.stdout, prog)
-            return 0
-        return _genmoon(args[0])
+        return _initmoon(args[0]) if cmd == "initmoon" else _genmoon(args[0])
     _help(sys.stdout, prog)
     return 1
+
+
+def main(argv: list[str], prog: str = "zt idtool") -> int:
+    """Runs ``idtool`` with ``argv`` (the words after ``idtool``); returns the exit code."""
+    if not argv:
+        _help(sys.stdout, prog)
+        return 1
+    try:
+        return _run(argv[0], argv[1:], prog)
+    except _ExitError as e:
+        return e.code
