@@ -106,6 +106,19 @@ struct Control {
     thread: Option<JoinHandle<()>>,
     thread_id: Option<ThreadId>,
     snapshot: Option<Snapshot>,
+    /// Incremented by every start, so that a stopper joins only the thread it stopped.
+    generation: u64,
+}
+
+impl Control {
+    fn send(&mut self, cmd: Command) {
+        self.commands.push_back(cmd);
+        if let Some(w) = &self.waker {
+            // A failed wake means the loop is gone; it will not read the command, which the
+            // caller notices through the lifecycle.
+            let _ = w.wake();
+        }
+    }
 }
 
 struct Shared {
@@ -155,6 +168,7 @@ impl NodeRuntime {
             thread: None,
             thread_id: None,
             snapshot: None,
+            generation: 0,
         };
         Self {
             shared: Arc::new(Shared {
@@ -211,6 +225,7 @@ impl NodeRuntime {
             let _ = old.join();
         }
         c.commands.clear();
+        c.generation += 1;
         c.lifecycle = Lifecycle::Starting;
         let shared = self.shared.clone();
         let handle = std::thread::Builder::new()
@@ -258,42 +273,33 @@ impl NodeRuntime {
         }
     }
 
-    fn send(&self, cmd: Command) {
-        let mut c = self.shared.lock();
-        c.commands.push_back(cmd);
-        if let Some(w) = &c.waker {
-            // A failed wake means the loop is gone; it will not read the command, which the
-            // caller notices through the lifecycle.
-            let _ = w.wake();
-        }
-    }
-
     /// Stops the node and waits for its thread to finish (unless called from that thread).
     /// Does nothing if it is not starting or running.
     pub fn stop(&self) {
-        {
-            let mut c = self.shared.lock();
-            match c.lifecycle {
-                Lifecycle::Created | Lifecycle::Stopped | Lifecycle::Faulted(_) => return,
-                Lifecycle::Starting | Lifecycle::Running => {
-                    c.lifecycle = Lifecycle::Stopping;
-                    self.shared.changed.notify_all();
-                    drop(c);
-                    self.send(Command::Stop);
-                }
-                Lifecycle::Stopping => {}
-            }
-        }
         let mut c = self.shared.lock();
+        let generation = c.generation;
+        match c.lifecycle {
+            Lifecycle::Created | Lifecycle::Stopped | Lifecycle::Faulted(_) => return,
+            Lifecycle::Starting | Lifecycle::Running => {
+                c.lifecycle = Lifecycle::Stopping;
+                c.send(Command::Stop);
+                self.shared.changed.notify_all();
+            }
+            Lifecycle::Stopping => {}
+        }
         if c.thread_id == Some(std::thread::current().id()) {
             return;
         }
-        while matches!(c.lifecycle, Lifecycle::Stopping) {
+        while matches!(c.lifecycle, Lifecycle::Stopping) && c.generation == generation {
             c = self
                 .shared
                 .changed
                 .wait(c)
                 .unwrap_or_else(PoisonError::into_inner);
+        }
+        if c.generation != generation {
+            // Restarted meanwhile: the starter reaped the thread this call stopped.
+            return;
         }
         let thread = c.thread.take();
         drop(c);
@@ -316,7 +322,9 @@ impl NodeRuntime {
             return Err(RuntimeError::NotRunning(lifecycle.name()));
         }
         let (tx, rx) = mpsc::channel();
-        self.send(Command::WorldUpdate(Box::new(world), tx));
+        self.shared
+            .lock()
+            .send(Command::WorldUpdate(Box::new(world), tx));
         match rx.recv_timeout(timeout) {
             Ok(r) => Ok(r),
             Err(mpsc::RecvTimeoutError::Timeout) => Err(RuntimeError::Timeout),
@@ -589,20 +597,29 @@ mod tests {
     fn concurrent_start_stop_from_threads() {
         let (rt, _) = runtime();
         let rt = Arc::new(rt);
+        let (done_tx, done_rx) = mpsc::channel();
         let threads: Vec<_> = (0..8)
             .map(|i| {
                 let rt = rt.clone();
+                let done = done_tx.clone();
                 std::thread::spawn(move || {
-                    for _ in 0..5 {
+                    for _ in 0..25 {
                         if i % 2 == 0 {
                             rt.start().unwrap();
                         } else {
                             rt.stop();
                         }
                     }
+                    done.send(()).unwrap();
                 })
             })
             .collect();
+        // A watchdog rather than a hang: every thread must finish.
+        for _ in 0..threads.len() {
+            done_rx
+                .recv_timeout(Duration::from_secs(120))
+                .expect("start/stop deadlocked");
+        }
         for t in threads {
             t.join().unwrap();
         }

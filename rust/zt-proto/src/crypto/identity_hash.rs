@@ -7,7 +7,8 @@
 //! buffer or on `D`, so it is produced in large batches, which lets the cipher use its wide
 //! backend.
 
-use super::{Salsa, SalsaRounds, sha512};
+use super::salsa_wide::Salsa20Wide;
+use super::sha512;
 
 /// Size of the scratch buffer.
 pub const MEMORY: usize = 2 * 1024 * 1024;
@@ -35,11 +36,10 @@ pub fn hash(public: &[u8; 64], scratch: &mut Scratch) -> [u8; 64] {
     let mut d = sha512(public);
     let key: [u8; 32] = d[..32].try_into().unwrap_or([0; 32]);
     let nonce: [u8; 8] = d[32..40].try_into().unwrap_or([0; 8]);
-    let mut s20 = Salsa::new(SalsaRounds::R20, &key, &nonce);
+    let mut s20 = Salsa20Wide::new(&key, &nonce);
 
     let mem = &mut scratch.mem[..];
-    mem.fill(0);
-    s20.crypt(mem);
+    s20.fill(mem);
     for i in 64..MEMORY {
         mem[i] ^= mem[i - 64];
     }
@@ -52,8 +52,7 @@ pub fn hash(public: &[u8; 64], scratch: &mut Scratch) -> [u8; 64] {
     let stream = &mut scratch.stream[..];
     let mut w = 0;
     while w < WORDS {
-        stream.fill(0);
-        s20.crypt(stream);
+        s20.fill(stream);
         for block in stream.chunks_exact(64) {
             let i1 = (word(mem, w) % 8) as usize;
             let i2 = (word(mem, w + 1) % WORDS as u64) as usize;

@@ -6,6 +6,7 @@
 
 pub mod c25519;
 pub mod identity_hash;
+pub mod salsa_wide;
 
 use poly1305::Poly1305;
 use poly1305::universal_hash::KeyInit;
