@@ -1,15 +1,42 @@
-"""The marks every interop test module carries: `interop`, and a skip with the harness's reason
-when libzt 1.8.4 cannot be used on this machine."""
+"""What every interop test module shares.
+
+Off CI, interop tests skip (with the reason) where libzt 1.8.4 cannot be used or no isolated
+network namespace can be made (that needs root or user namespaces). On CI (`CI` set; CI runs as
+root) they must run, so the same conditions fail the test instead.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Optional
+
 import pytest
 
-from tests.interop.libzt import libzt_available, libzt_unavailable_reason
+from tests.interop.libzt import (
+    LibztUnavailable,
+    NodeInfo,
+    libzt_available,
+    libzt_unavailable_reason,
+    start_node,
+)
+
+IN_CI = bool(os.environ.get("CI"))
 
 INTEROP = [
     pytest.mark.interop,
     pytest.mark.skipif(
-        not libzt_available(), reason=f"libzt unavailable: {libzt_unavailable_reason()}"
+        not IN_CI and not libzt_available(),
+        reason=f"libzt unavailable: {libzt_unavailable_reason()}",
     ),
 ]
+
+
+def start_node_or_skip(storage: Path, roots: Optional[bytes] = None) -> NodeInfo:
+    """Starts a libzt node in an isolated network namespace (see `libzt.start_node`)."""
+    try:
+        return start_node(storage, roots=roots)
+    except LibztUnavailable as exc:
+        if IN_CI:
+            pytest.fail(f"CI must run this test, but a libzt node cannot start: {exc.reason}")
+        pytest.skip(f"needs root or user namespaces to isolate a libzt node: {exc.reason}")

@@ -9,27 +9,17 @@ import pytest
 
 from tests.interop.libzt import (
     LibztError,
-    LibztUnavailable,
-    NodeInfo,
     id_new,
     id_pair_is_valid,
-    libzt_unavailable_reason,
     sign_root_set,
-    start_node,
 )
+from tests.interop.marks import INTEROP, start_node_or_skip
 
-pytestmark = pytest.mark.interop
+pytestmark = INTEROP
 
 IDENTITY_SECRET_RE = re.compile(r"^[0-9a-f]{10}:0:[0-9a-f]{128}:[0-9a-f]{128}$")
 WORLD_ID = 0x0123456789ABCDEF
 TIMESTAMP = 1_700_000_000_000
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _libzt() -> None:
-    reason = libzt_unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"libzt {reason}")
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +31,6 @@ def identities() -> list[str]:
 def _flip_hex(text: str, index: int) -> str:
     replacement = "1" if text[index] == "0" else "0"
     return text[:index] + replacement + text[index + 1 :]
-
-
-def _start_node_or_skip(storage: Path, roots: bytes | None = None) -> NodeInfo:
-    try:
-        return start_node(storage, roots=roots)
-    except LibztUnavailable as exc:
-        pytest.skip(f"cannot isolate a libzt node: {exc.reason}")
 
 
 def test_id_new_gives_identities_libzt_accepts(identities: list[str]) -> None:
@@ -95,7 +78,7 @@ def test_sign_root_set_makes_a_planet(identities: list[str]) -> None:
 
 def test_start_node_writes_identity_and_roots(tmp_path: Path) -> None:
     storage = tmp_path / "node"
-    info = _start_node_or_skip(storage)
+    info = start_node_or_skip(storage)
     node_id = info["node_id"]
     assert re.fullmatch(r"[0-9a-f]{10}", node_id)
     assert {"identity.secret", "identity.public", "roots"} <= set(info["files"])
@@ -105,7 +88,7 @@ def test_start_node_writes_identity_and_roots(tmp_path: Path) -> None:
     assert secret.startswith(public + ":")
     assert id_pair_is_valid([secret]) == [True]
 
-    again = _start_node_or_skip(storage)  # identity persists in the storage dir
+    again = start_node_or_skip(storage)  # identity persists in the storage dir
     assert again["node_id"] == node_id
 
 
@@ -115,7 +98,7 @@ def test_start_node_uses_given_roots(tmp_path: Path, identities: list[str]) -> N
         WORLD_ID, TIMESTAMP, [(public, ["203.0.113.7/9993"])]
     )
     storage = tmp_path / "node"
-    info = _start_node_or_skip(storage, roots=planet)
+    info = start_node_or_skip(storage, roots=planet)
     assert "roots" in info["files"]
     assert (storage / "roots").read_bytes() == planet
 
@@ -124,7 +107,7 @@ def test_start_node_adopts_a_seeded_identity(tmp_path: Path, identities: list[st
     storage = tmp_path / "node"
     storage.mkdir()
     (storage / "identity.secret").write_text(identities[2])
-    info = _start_node_or_skip(storage)
+    info = start_node_or_skip(storage)
     assert info["node_id"] == identities[2][:10]
 
 

@@ -17,12 +17,9 @@ import pytest
 
 import zt
 from tests.interop.libzt import (
-    LibztUnavailable,
-    NodeInfo,
     id_pair_is_valid,
-    start_node,
 )
-from tests.interop.marks import INTEROP
+from tests.interop.marks import INTEROP, start_node_or_skip
 
 pytestmark = INTEROP
 
@@ -52,13 +49,6 @@ class LibztHome:
     planet: bytes
 
 
-def _start_node_or_skip(storage: Path, roots: bytes | None = None) -> NodeInfo:
-    try:
-        return start_node(storage, roots=roots)
-    except LibztUnavailable as exc:
-        pytest.skip(f"cannot isolate a libzt node: {exc.reason}")
-
-
 def _zt_planet() -> zt.World:
     root = zt.Identity.generate()
     return zt.planet.make_planet(
@@ -73,7 +63,7 @@ def _zt_planet() -> zt.World:
 def libzt_home_template(tmp_path_factory: pytest.TempPathFactory) -> LibztHome:
     planet = _zt_planet().to_bytes()
     path = tmp_path_factory.mktemp("libzt-template") / "home"
-    info = _start_node_or_skip(path, roots=planet)
+    info = start_node_or_skip(path, roots=planet)
     assert {"identity.secret", "identity.public", "roots"} <= set(info["files"])
     return LibztHome(path, info["node_id"], planet)
 
@@ -155,7 +145,7 @@ def test_libzt_replaces_a_truncated_identity_secret(libzt_home: LibztHome) -> No
     when identity.secret does not parse, and overwrites the file."""
     secret = libzt_home.path / "identity.secret"
     secret.write_bytes(secret.read_bytes()[:135])
-    info = _start_node_or_skip(libzt_home.path)
+    info = start_node_or_skip(libzt_home.path)
     assert info["node_id"] != libzt_home.node_id
     replaced = secret.read_text()
     assert replaced.startswith(info["node_id"] + ":0:")
@@ -186,7 +176,7 @@ def test_libzt_opens_a_zt_home(tmp_path: Path, custom_planet: bool) -> None:
     assert (home / "identity.public").read_bytes() == secret_string.rsplit(":", 1)[0].encode()
     assert id_pair_is_valid([before.data.decode()]) == [True]
 
-    info = _start_node_or_skip(home, roots=planet_bytes if custom_planet else None)
+    info = start_node_or_skip(home, roots=planet_bytes if custom_planet else None)
     assert info["node_id"] == address
     assert FileState.of(secret_file).data == before.data
     if custom_planet:
@@ -199,7 +189,7 @@ def test_zt_upgrades_libzt_default_planet_and_libzt_keeps_it(tmp_path: Path) -> 
     ``roots``, zt writes it there too (and as ``planet``).  libzt then keeps that newer
     revision rather than going back to its built-in one."""
     home = tmp_path / "home"
-    info = _start_node_or_skip(home)
+    info = start_node_or_skip(home)
     libzt_default = (home / "roots").read_bytes()
     secret_before = FileState.of(home / "identity.secret")
     ours = zt.default_planet().to_bytes()
@@ -213,6 +203,6 @@ def test_zt_upgrades_libzt_default_planet_and_libzt_keeps_it(tmp_path: Path) -> 
     assert (home / "roots").read_bytes() == ours
     assert (home / "planet").read_bytes() == ours
 
-    again = _start_node_or_skip(home)
+    again = start_node_or_skip(home)
     assert again["node_id"] == info["node_id"]
     assert (home / "roots").read_bytes() == ours
