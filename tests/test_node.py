@@ -220,3 +220,18 @@ def test_options_validation() -> None:
         zt.Node(event_queue_size=0)
     with pytest.raises(zt.WorldError):
         zt.Node(planet=b"not a planet")
+
+
+def test_running_nodes_stop_cleanly_at_exit(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    home = str(tmp_path / "h")
+    script = (
+        "import zt\n"
+        f"n = zt.Node(store={home!r}, on_event=lambda e: print(e.name, flush=True))\n"
+        "n.start()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-1] == "NODE_DOWN"

@@ -8,10 +8,12 @@ Several nodes can run in one process, each with its own store, identity and even
 
 from __future__ import annotations
 
+import atexit
 import enum
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,16 @@ from .stores import Store, open_store
 __all__ = ["Node", "NodeOptions", "NodeState"]
 
 log = logging.getLogger("zt.node")
+
+# Nodes still running when the interpreter exits are stopped cleanly, so their state is persisted.
+_live_nodes: weakref.WeakSet[Node] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live_nodes() -> None:
+    for node in list(_live_nodes):
+        node.close()
+
 
 EventCallback = Callable[[Event], Any]
 PlanetLike = Union[_native.World, bytes, str, "os.PathLike[str]"]
@@ -115,6 +127,7 @@ class Node:
         With ``wait`` it returns once the node runs, raising :class:`zt.errors.NodeFaultedError`
         with the cause if it cannot start, or ``TimeoutError``.
         """
+        _live_nodes.add(self)
         self._native.start()
         if wait:
             self._native.wait_running(timeout)
