@@ -28,6 +28,7 @@ pub mod crypto;
 pub mod identity;
 pub mod inet;
 pub mod node;
+pub mod packet;
 pub mod planet;
 pub mod time;
 pub mod wire;

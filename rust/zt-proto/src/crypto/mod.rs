@@ -4,6 +4,7 @@
 //! algorithms are the key-pair layout and signature format ([`c25519`]) and the memory-hard
 //! identity hash ([`identity_hash`]).
 
+pub mod aes_siv;
 pub mod c25519;
 pub mod identity_hash;
 pub mod salsa_wide;

@@ -1,0 +1,1352 @@
+//! The node state machine: inputs in, outputs polled out (see the crate docs for the contract).
+
+mod incoming;
+pub mod peer;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+
+use crate::address::Address;
+use crate::crypto::SecureRandom;
+use crate::identity::Identity;
+use crate::inet::InetAddress;
+use crate::packet::{self, Cipher, PeerKeys, Verb};
+use crate::time::Timestamp;
+use crate::world::{World, WorldType, WorldUpdateRejected};
+
+pub use peer::{CachedPeer, LocalSocket, Path, Peer, RemoteVersion, ip_scope, usable_endpoint};
+
+/// Interval of the quick housekeeping pass (WHOIS retries, queued packets).
+pub const QUICK_TASK_INTERVAL_MS: i64 = 500;
+/// Interval of the ping check (keepalives, online test, network config refresh).
+pub const PING_CHECK_INTERVAL_MS: i64 = 5_000;
+/// Interval of the slow housekeeping pass (peer/path cleanup).
+pub const HOUSEKEEPING_INTERVAL_MS: i64 = 30_000;
+
+/// A persisted object, named as zerotier-one names its files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StoreKey {
+    /// `identity.public`
+    IdentityPublic,
+    /// `identity.secret` (written with owner-only permissions)
+    IdentitySecret,
+    /// `planet` (libzt calls it `roots`)
+    Planet,
+    /// `moons.d/<16 hex id>.moon`
+    Moon(u64),
+    /// `peers.d/<10 hex address>.peer`
+    Peer(Address),
+    /// `networks.d/<16 hex nwid>.conf`
+    NetworkConfig(u64),
+}
+
+impl StoreKey {
+    /// The relative path zerotier-one uses for this object.
+    #[must_use]
+    pub fn path(&self) -> String {
+        match self {
+            Self::IdentityPublic => "identity.public".into(),
+            Self::IdentitySecret => "identity.secret".into(),
+            Self::Planet => "planet".into(),
+            Self::Moon(id) => format!("moons.d/{id:016x}.moon"),
+            Self::Peer(a) => format!("peers.d/{a}.peer"),
+            Self::NetworkConfig(id) => format!("networks.d/{id:016x}.conf"),
+        }
+    }
+
+    /// Whether the object must be readable by its owner only.
+    #[must_use]
+    pub fn is_secret(&self) -> bool {
+        matches!(self, Self::IdentitySecret)
+    }
+}
+
+/// A write or delete for the runtime's store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreOp {
+    /// Write `data` under `key` (atomically, replacing any old value).
+    Put {
+        /// What.
+        key: StoreKey,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// Remove `key`.
+    Delete {
+        /// What.
+        key: StoreKey,
+    },
+}
+
+/// Something the application may want to know about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The node is up with this address.
+    Up {
+        /// The node's address.
+        address: Address,
+    },
+    /// A planet was adopted (at start-up or as a signed update).
+    PlanetChanged {
+        /// World ID.
+        id: u64,
+        /// Revision timestamp.
+        timestamp: u64,
+    },
+    /// A moon was added or updated.
+    MoonChanged {
+        /// World ID.
+        id: u64,
+        /// Revision timestamp.
+        timestamp: u64,
+    },
+    /// An upstream (root) answered recently: the node is online.
+    Online,
+    /// No upstream answered within the activity timeout.
+    Offline,
+    /// A direct path to a peer was learned.
+    PathAdded {
+        /// The peer.
+        address: Address,
+        /// The endpoint.
+        remote: SocketAddr,
+    },
+    /// A direct path to a peer expired.
+    PathRemoved {
+        /// The peer.
+        address: Address,
+        /// The endpoint.
+        remote: SocketAddr,
+    },
+    /// A USER_MESSAGE arrived.
+    UserMessage {
+        /// Sender.
+        from: Address,
+        /// Message type ID.
+        type_id: u64,
+        /// Payload.
+        data: Vec<u8>,
+    },
+}
+
+/// Why an input was dropped (each is counted in [`NodeStats::drops`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Too short to be a packet or fragment.
+    Runt,
+    /// A packet claiming to come from this node.
+    FromSelf,
+    /// A fragment header out of range or inconsistent with its set.
+    BadFragment,
+    /// A reassembled packet over the size limit.
+    Oversize,
+    /// A fragment set that never completed.
+    FragmentTimeout,
+    /// MAC or SIV tag did not verify.
+    BadMac,
+    /// A cipher suite this node does not accept.
+    UnsupportedCipher,
+    /// Compressed payload that does not decompress.
+    BadCompression,
+    /// A payload too short or malformed for its verb.
+    Malformed,
+    /// A HELLO with a protocol version below 4.
+    OldProtocol,
+    /// A HELLO whose identity does not match its source, or fails validation.
+    BadIdentity,
+    /// A HELLO from a different identity with a known address.
+    IdentityCollision,
+    /// New identities from one source network arriving too fast.
+    RateLimited,
+    /// An OK that answers nothing this node sent.
+    UnexpectedReply,
+    /// OK(WHOIS), RENDEZVOUS or worlds from a peer that is not an upstream.
+    NotFromUpstream,
+    /// Relaying is not this node's job (not a root), or hop limit reached.
+    RelayRefused,
+    /// Nowhere to relay to.
+    RelayNoRoute,
+    /// Waited too long for a WHOIS answer.
+    QueueTimeout,
+    /// A queue was full.
+    QueueFull,
+    /// A verb this node does not handle (yet).
+    UnhandledVerb,
+    /// An authenticated packet seen before (a replay, or a duplicate from the network).
+    Replay,
+}
+
+/// Counters of what the node did and dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Quick housekeeping passes run.
+    pub quick_tasks: u64,
+    /// Ping checks run.
+    pub ping_checks: u64,
+    /// Slow housekeeping passes run.
+    pub housekeeping: u64,
+    /// World updates refused (bad signature, not newer, foreign ID).
+    pub worlds_rejected: u64,
+    /// Datagrams received.
+    pub datagrams_in: u64,
+    /// Datagrams sent.
+    pub datagrams_out: u64,
+    /// Packets accepted (authenticated) and processed.
+    pub packets_in: u64,
+    /// Datagrams relayed for others.
+    pub relayed: u64,
+    /// RENDEZVOUS messages sent.
+    pub rendezvous_sent: u64,
+    /// Inputs dropped, by reason.
+    pub drops: BTreeMap<DropReason, u64>,
+}
+
+impl NodeStats {
+    /// All drops.
+    #[must_use]
+    pub fn total_drops(&self) -> u64 {
+        self.drops.values().sum()
+    }
+}
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Local socket to send from.
+    pub local: LocalSocket,
+    /// Destination.
+    pub to: SocketAddr,
+    /// Bytes.
+    pub data: Vec<u8>,
+    /// IP TTL to use for this datagram only (NAT-opening junk uses 2).
+    pub ttl: Option<u32>,
+}
+
+/// Error constructing a node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The node's own identity must include its secret key.
+    #[error("the node identity {0} has no secret key")]
+    NoSecret(Address),
+    /// The node's identity failed validation.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    /// A stored planet or moon is not usable.
+    #[error("stored {0:?} world is not usable: {1}")]
+    World(WorldType, String),
+}
+
+/// Error sending a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The message does not fit in a packet.
+    #[error("message too large ({0} bytes)")]
+    TooLarge(usize),
+    /// Sending to oneself.
+    #[error("cannot send to this node's own address")]
+    ToSelf,
+    /// The queue for peers being looked up is full.
+    #[error("too many messages are waiting for unknown peers")]
+    QueueFull,
+}
+
+/// Protocol settings (defaults match stock ZeroTier SDK builds).
+#[derive(Clone, Debug)]
+pub struct CoreOptions {
+    /// Use loopback paths (stock nodes never do; handy for single-host setups of `zt` nodes).
+    pub allow_loopback: bool,
+    /// Physical MTU (UDP payload per datagram).
+    pub physical_mtu: usize,
+    /// A root silent this long makes the node offline; peers this quiet are not kept alive.
+    pub activity_timeout_ms: i64,
+    /// Software version reported in HELLO (major, minor, revision).
+    pub software_version: (u8, u8, u16),
+}
+
+impl Default for CoreOptions {
+    fn default() -> Self {
+        Self {
+            allow_loopback: false,
+            physical_mtu: packet::DEFAULT_PHYSICAL_MTU,
+            activity_timeout_ms: ACTIVITY_TIMEOUT_MS,
+            software_version: (1, 14, 1),
+        }
+    }
+}
+
+/// What the runtime loaded from the store before creating the node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The node's identity, with its secret key.
+    pub identity: Identity,
+    /// The stored planet, if any; it wins over `default_planet` unless that is a signed update.
+    pub stored_planet: Option<World>,
+    /// The built-in (or user-chosen) planet.
+    pub default_planet: World,
+    /// Stored moons.
+    pub moons: Vec<World>,
+    /// Cached peers (their HELLOs go out at start-up).
+    pub peers: Vec<CachedPeer>,
+    /// Protocol settings.
+    pub options: CoreOptions,
+}
+
+/// A root silent this long makes the node offline (stock SDK builds use 30 s).
+pub const ACTIVITY_TIMEOUT_MS: i64 = 30_000;
+const FULL_HELLO_INTERVAL_MS: i64 = 60_000;
+const WHOIS_RETRY_MS: i64 = 500;
+const QUEUE_TIMEOUT_MS: i64 = 5_000;
+const QUEUE_SIZE: usize = 32;
+const FRAGMENT_SETS: usize = 32;
+const EXPECT_REPLY_MS: i64 = 60_000;
+const EXPECT_REPLY_MAX: usize = 8192;
+const UNITE_INTERVAL_MS: i64 = 30_000;
+const PUSH_INTERVAL_RELAYED_MS: i64 = 15_000;
+const PUSH_INTERVAL_DIRECT_MS: i64 = 120_000;
+const TRUST_MS: i64 = 600_000;
+const IDENTITY_GATE_MS: i64 = 2_000;
+const ECHO_GATE_MS: i64 = 166;
+const PEER_EVICT_MS: i64 = 600_000;
+
+/// Wire IDs of recently accepted packets (IDs are random or SIV tags, so a repeat is a replay).
+#[derive(Default)]
+struct ReplayWindow {
+    seen: std::collections::HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl ReplayWindow {
+    const CAPACITY: usize = 1 << 16;
+
+    /// Records `id`; false if it was already there.
+    fn insert(&mut self, id: u64) -> bool {
+        if !self.seen.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Schedule {
+    quick: Timestamp,
+    ping: Timestamp,
+    housekeeping: Timestamp,
+}
+
+struct Queued {
+    dest: Address,
+    verb: Verb,
+    payload: Vec<u8>,
+    created: Timestamp,
+}
+
+struct FragmentSet {
+    created: Timestamp,
+    local: LocalSocket,
+    from: SocketAddr,
+    head: Option<Vec<u8>>,
+    pieces: [Option<Vec<u8>>; packet::MAX_FRAGMENTS],
+    total: u8,
+}
+
+/// The ZeroTier node core.
+pub struct Node {
+    identity: Identity,
+    options: CoreOptions,
+    rng: Box<dyn SecureRandom + Send>,
+    planet: World,
+    moons: Vec<World>,
+    upstreams: Vec<Address>,
+    peers: BTreeMap<Address, Peer>,
+    locals: Vec<(LocalSocket, SocketAddr)>,
+    surface: BTreeMap<Address, SocketAddr>,
+    schedule: Schedule,
+    online: bool,
+    last_up: Timestamp,
+    expecting: BTreeMap<u64, Timestamp>,
+    whois_sent: BTreeMap<Address, Timestamp>,
+    tx_queue: VecDeque<Queued>,
+    rx_queue: VecDeque<(Timestamp, LocalSocket, SocketAddr, Vec<u8>)>,
+    fragments: BTreeMap<u64, FragmentSet>,
+    united: BTreeMap<(Address, Address), Timestamp>,
+    identity_gate: BTreeMap<u64, Timestamp>,
+    echo_gate: BTreeMap<(LocalSocket, SocketAddr), Timestamp>,
+    pending_hellos: Vec<(Address, SocketAddr)>,
+    replay: ReplayWindow,
+    events: VecDeque<Event>,
+    store_ops: VecDeque<StoreOp>,
+    transmits: VecDeque<Transmit>,
+    stats: NodeStats,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("address", &self.identity.address())
+            .field("peers", &self.peers.len())
+            .field("online", &self.online)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Creates the node at time `now`; emits [`Event::Up`] and stores whatever the adopted
+    /// planet changed.
+    ///
+    /// # Errors
+    /// The identity has no secret key, or a stored world is of the wrong kind.
+    pub fn new(
+        config: NodeConfig,
+        rng: Box<dyn SecureRandom + Send>,
+        now: Timestamp,
+    ) -> Result<Self, NodeError> {
+        let NodeConfig {
+            identity,
+            stored_planet,
+            default_planet,
+            moons,
+            peers,
+            options,
+        } = config;
+        if !identity.has_secret() {
+            return Err(NodeError::NoSecret(identity.address()));
+        }
+        if default_planet.world_type != WorldType::Planet {
+            return Err(NodeError::World(
+                WorldType::Planet,
+                "the default is not a planet".into(),
+            ));
+        }
+        let never = Timestamp(i64::MIN / 2);
+        let mut node = Self {
+            identity,
+            options,
+            rng,
+            planet: default_planet.clone(),
+            moons: Vec::new(),
+            upstreams: Vec::new(),
+            peers: BTreeMap::new(),
+            locals: Vec::new(),
+            surface: BTreeMap::new(),
+            schedule: Schedule {
+                quick: now,
+                ping: now,
+                housekeeping: now + HOUSEKEEPING_INTERVAL_MS,
+            },
+            online: false,
+            last_up: never,
+            expecting: BTreeMap::new(),
+            whois_sent: BTreeMap::new(),
+            tx_queue: VecDeque::new(),
+            rx_queue: VecDeque::new(),
+            fragments: BTreeMap::new(),
+            united: BTreeMap::new(),
+            identity_gate: BTreeMap::new(),
+            echo_gate: BTreeMap::new(),
+            pending_hellos: Vec::new(),
+            replay: ReplayWindow::default(),
+            events: VecDeque::new(),
+            store_ops: VecDeque::new(),
+            transmits: VecDeque::new(),
+            stats: NodeStats::default(),
+        };
+        let mut store_planet = true;
+        if let Some(stored) = stored_planet {
+            if stored.world_type != WorldType::Planet {
+                return Err(NodeError::World(WorldType::Planet, "not a planet".into()));
+            }
+            // A stored planet wins unless the default is a signed update of that same planet.
+            if stored.check_update(&default_planet).is_err() {
+                node.planet = stored;
+                store_planet = false;
+            }
+        }
+        if store_planet {
+            node.store_ops.push_back(StoreOp::Put {
+                key: StoreKey::Planet,
+                data: node.planet.to_bytes(),
+            });
+        }
+        for m in moons {
+            if m.world_type != WorldType::Moon {
+                return Err(NodeError::World(
+                    WorldType::Moon,
+                    format!("{:016x} is a planet", m.id),
+                ));
+            }
+            node.moons.retain(|x| x.id != m.id);
+            node.moons.push(m);
+        }
+        node.refresh_upstreams();
+        for cached in peers {
+            let addr = cached.identity.address();
+            if addr == node.address() {
+                continue;
+            }
+            if node.add_peer(cached.identity.clone()) {
+                if let Some(p) = node.peers.get_mut(&addr) {
+                    p.version = cached.version;
+                }
+            }
+            for ep in cached.endpoints {
+                node.pending_hellos.push((addr, ep));
+            }
+        }
+        node.online = node.is_root();
+        node.events.push_back(Event::Up {
+            address: node.identity.address(),
+        });
+        node.events.push_back(Event::PlanetChanged {
+            id: node.planet.id,
+            timestamp: node.planet.timestamp,
+        });
+        if node.online {
+            node.events.push_back(Event::Online);
+        }
+        Ok(node)
+    }
+
+    /// The node's identity.
+    #[must_use]
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The node's address.
+    #[must_use]
+    pub fn address(&self) -> Address {
+        self.identity.address()
+    }
+
+    /// The current planet.
+    #[must_use]
+    pub fn planet(&self) -> &World {
+        &self.planet
+    }
+
+    /// The moons held.
+    #[must_use]
+    pub fn moons(&self) -> &[World] {
+        &self.moons
+    }
+
+    /// Every root of the planet and moons except this node, in order, without duplicates.
+    #[must_use]
+    pub fn upstreams(&self) -> Vec<Address> {
+        self.upstreams.clone()
+    }
+
+    /// Whether this node is one of its planet's or moons' roots.
+    #[must_use]
+    pub fn is_root(&self) -> bool {
+        std::iter::once(&self.planet)
+            .chain(self.moons.iter())
+            .any(|w| {
+                w.roots
+                    .iter()
+                    .any(|r| r.identity.address() == self.address())
+            })
+    }
+
+    /// Whether the node reaches a root (always true for a root).
+    #[must_use]
+    pub fn is_online(&self) -> bool {
+        self.online
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// Known peers.
+    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values()
+    }
+
+    /// One peer.
+    #[must_use]
+    pub fn peer(&self, address: Address) -> Option<&Peer> {
+        self.peers.get(&address)
+    }
+
+    /// External addresses of this node as roots and peers report them.
+    #[must_use]
+    pub fn surface_addresses(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = self.surface.values().copied().collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Tells the core which local UDP sockets exist and what they are bound to.
+    pub fn set_local_sockets(&mut self, locals: Vec<(LocalSocket, SocketAddr)>) {
+        self.locals = locals;
+    }
+
+    fn socket_for(&self, to: &SocketAddr) -> Option<LocalSocket> {
+        self.locals
+            .iter()
+            .find(|(_, a)| a.is_ipv4() == to.is_ipv4())
+            .map(|(l, _)| *l)
+    }
+
+    fn refresh_upstreams(&mut self) {
+        let mut ups = Vec::new();
+        let mut idents = Vec::new();
+        for w in std::iter::once(&self.planet).chain(self.moons.iter()) {
+            for r in &w.roots {
+                let a = r.identity.address();
+                if a != self.address() && !ups.contains(&a) {
+                    ups.push(a);
+                    idents.push(r.identity.clone());
+                }
+            }
+        }
+        for id in idents {
+            self.add_peer(id);
+        }
+        self.upstreams = ups;
+    }
+
+    fn is_upstream(&self, a: Address) -> bool {
+        self.upstreams.contains(&a)
+    }
+
+    fn stable_endpoints(&self, a: Address) -> Vec<SocketAddr> {
+        std::iter::once(&self.planet)
+            .chain(self.moons.iter())
+            .flat_map(|w| w.roots.iter())
+            .filter(|r| r.identity.address() == a)
+            .flat_map(|r| r.stable_endpoints.iter().filter_map(|e| e.0))
+            .collect()
+    }
+
+    /// Adds a peer (computing its keys) unless known; true if added.
+    fn add_peer(&mut self, identity: Identity) -> bool {
+        let a = identity.address();
+        if a == self.address() || self.peers.contains_key(&a) {
+            return false;
+        }
+        let Ok(shared) = self.identity.agree(&identity) else {
+            return false;
+        };
+        let keys = PeerKeys::new(&shared);
+        self.peers.insert(a, Peer::new(identity.to_public(), keys));
+        true
+    }
+
+    fn drop_input(&mut self, why: DropReason) {
+        *self.stats.drops.entry(why).or_insert(0) += 1;
+    }
+
+    fn random_id(&mut self) -> [u8; 8] {
+        let mut id = [0u8; 8];
+        self.rng.fill(&mut id);
+        id
+    }
+
+    /// Offers a newer revision of the planet or of a held moon (from the network or the user).
+    /// Accepted worlds are stored and announced.
+    ///
+    /// # Errors
+    /// Why the world was refused (counted in [`NodeStats::worlds_rejected`]).
+    pub fn handle_world_update(&mut self, world: World) -> Result<(), WorldUpdateRejected> {
+        let current = match world.world_type {
+            WorldType::Planet => Some(&self.planet),
+            WorldType::Moon => self.moons.iter().find(|m| m.id == world.id),
+        };
+        let verdict = match current {
+            Some(cur) => cur.check_update(&world),
+            None => Err(WorldUpdateRejected::DifferentWorld),
+        };
+        if let Err(e) = verdict {
+            self.stats.worlds_rejected += 1;
+            return Err(e);
+        }
+        let (id, timestamp, data) = (world.id, world.timestamp, world.to_bytes());
+        match world.world_type {
+            WorldType::Planet => {
+                self.planet = world;
+                self.store_ops.push_back(StoreOp::Put {
+                    key: StoreKey::Planet,
+                    data,
+                });
+                self.events
+                    .push_back(Event::PlanetChanged { id, timestamp });
+            }
+            WorldType::Moon => {
+                self.moons.retain(|m| m.id != id);
+                self.moons.push(world);
+                self.store_ops.push_back(StoreOp::Put {
+                    key: StoreKey::Moon(id),
+                    data,
+                });
+                self.events.push_back(Event::MoonChanged { id, timestamp });
+            }
+        }
+        self.refresh_upstreams();
+        Ok(())
+    }
+
+    // ---- sending ------------------------------------------------------------------------
+
+    /// Emits an armored packet on one path, fragmenting it as needed.
+    fn emit(&mut self, local: LocalSocket, to: SocketAddr, data: Vec<u8>, now: Timestamp) {
+        let mtu = self.options.physical_mtu;
+        for d in packet::fragment(&data, mtu) {
+            self.stats.datagrams_out += 1;
+            self.transmits.push_back(Transmit {
+                local,
+                to,
+                data: d,
+                ttl: None,
+            });
+        }
+        let dest = packet::destination(&data);
+        if let Some(p) = self.peers.get_mut(&dest) {
+            if let Some(path) = p
+                .paths
+                .iter_mut()
+                .find(|x| x.local == local && x.remote == to)
+            {
+                path.last_send = now;
+            }
+        }
+    }
+
+    /// Builds and armors a packet for `dest` (which must be a known peer).
+    fn seal(
+        &mut self,
+        now: Timestamp,
+        dest: Address,
+        verb: Verb,
+        payload: &[u8],
+        cipher: Option<Cipher>,
+    ) -> Option<Vec<u8>> {
+        let id = self.random_id();
+        let me = self.address();
+        let mtu = self.options.physical_mtu;
+        let peer = self.peers.get(&dest)?;
+        let mut p = packet::new_packet(id, dest, me, verb);
+        p.extend_from_slice(payload);
+        let cipher = cipher.unwrap_or(if peer.supports_aes() {
+            Cipher::AesGmacSiv
+        } else {
+            Cipher::Poly1305Salsa2012
+        });
+        if cipher != Cipher::Poly1305None
+            && matches!(
+                verb,
+                Verb::PushDirectPaths | Verb::UserMessage | Verb::Whois
+            )
+        {
+            packet::compress(&mut p);
+        }
+        if p.len() > packet::MAX_PACKET_LEN {
+            return None;
+        }
+        let fragmented = packet::needs_fragmenting(p.len(), mtu);
+        packet::set_fragmented(&mut p, fragmented);
+        packet::armor(&mut p, &peer.keys, cipher);
+        self.expect_reply(now, packet::packet_id(&p));
+        Some(p)
+    }
+
+    /// Remembers the wire ID of a packet sent, so that an OK answering it is accepted.
+    fn expect_reply(&mut self, now: Timestamp, wire_id: u64) {
+        if self.expecting.len() >= EXPECT_REPLY_MAX {
+            if let Some((&oldest, _)) = self.expecting.iter().min_by_key(|(_, t)| **t) {
+                self.expecting.remove(&oldest);
+            }
+        }
+        self.expecting.insert(wire_id, now);
+    }
+
+    /// Sends to a peer by the best route: its direct path, else relayed through the best
+    /// upstream, else queued while its identity is looked up.
+    fn send(&mut self, now: Timestamp, dest: Address, verb: Verb, payload: Vec<u8>) -> bool {
+        if dest == self.address() {
+            return false;
+        }
+        let Some(peer) = self.peers.get(&dest) else {
+            self.enqueue(now, dest, verb, payload);
+            self.request_whois(now, dest);
+            return false;
+        };
+        let route = peer
+            .best_alive_path(now)
+            .map(|p| (p.local, p.remote))
+            .or_else(|| self.relay_route(now, dest))
+            .or_else(|| peer.best_path(now).map(|p| (p.local, p.remote)));
+        let Some((local, to)) = route else {
+            self.enqueue(now, dest, verb, payload);
+            return false;
+        };
+        let Some(p) = self.seal(now, dest, verb, &payload, None) else {
+            return false;
+        };
+        self.emit(local, to, p, now);
+        true
+    }
+
+    /// The physical path to the best upstream (other than `not`), for relaying.
+    fn relay_route(&self, now: Timestamp, not: Address) -> Option<(LocalSocket, SocketAddr)> {
+        self.best_upstream(now, Some(not))
+            .and_then(|u| self.peers.get(&u))
+            .and_then(|p| p.best_path(now))
+            .map(|p| (p.local, p.remote))
+    }
+
+    fn best_upstream(&self, now: Timestamp, not: Option<Address>) -> Option<Address> {
+        self.upstreams
+            .iter()
+            .filter(|a| Some(**a) != not)
+            .filter_map(|a| self.peers.get(a).map(|p| (a, p)))
+            .filter(|(_, p)| p.best_path(now).is_some())
+            .min_by_key(|(_, p)| {
+                let lat = u64::from(p.best_path(now).and_then(|x| x.latency).unwrap_or(0xffff));
+                let age = now.since(p.last_receive).max(0) as u64;
+                if now.since(p.last_receive) >= self.options.activity_timeout_ms {
+                    u64::MAX
+                } else {
+                    lat * (1 + age / 61_000)
+                }
+            })
+            .map(|(a, _)| *a)
+    }
+
+    fn enqueue(&mut self, now: Timestamp, dest: Address, verb: Verb, payload: Vec<u8>) {
+        if self.tx_queue.len() >= QUEUE_SIZE {
+            self.tx_queue.pop_front();
+            self.drop_input(DropReason::QueueFull);
+        }
+        self.tx_queue.push_back(Queued {
+            dest,
+            verb,
+            payload,
+            created: now,
+        });
+    }
+
+    /// Sends a HELLO (authenticated, not encrypted) to `dest` at a specific endpoint.
+    fn send_hello(&mut self, now: Timestamp, dest: Address, local: LocalSocket, to: SocketAddr) {
+        let Some(peer) = self.peers.get(&dest) else {
+            return;
+        };
+        let keys = peer.keys.clone();
+        let (major, minor, rev) = self.options.software_version;
+        let mut body = vec![packet::PROTOCOL_VERSION, major, minor];
+        body.extend_from_slice(&rev.to_be_bytes());
+        body.extend_from_slice(&(now.as_millis() as u64).to_be_bytes());
+        self.identity.write(&mut body, false);
+        InetAddress(Some(to)).write(&mut body);
+        body.extend_from_slice(&self.planet.id.to_be_bytes());
+        body.extend_from_slice(&self.planet.timestamp.to_be_bytes());
+        let id = self.random_id();
+        let mut p = packet::new_packet(id, dest, self.address(), Verb::Hello);
+        p.extend_from_slice(&body);
+        // The tail (moon list) is encrypted with the HELLO field cipher.
+        let mut tail = (self.moons.len() as u16).to_be_bytes().to_vec();
+        for m in &self.moons {
+            tail.push(WorldType::Moon as u8);
+            tail.extend_from_slice(&m.id.to_be_bytes());
+            tail.extend_from_slice(&m.timestamp.to_be_bytes());
+        }
+        packet::crypt_hello_field(&keys, &id, &mut tail);
+        p.extend_from_slice(&tail);
+        packet::armor(&mut p, &keys, Cipher::Poly1305None);
+        self.expect_reply(now, packet::packet_id(&p));
+        if let Some(peer) = self.peers.get_mut(&dest) {
+            peer.last_hello = now;
+        }
+        self.emit(local, to, p, now);
+    }
+
+    /// Sends a packet to a peer at a specific endpoint (replies, path probes).
+    fn send_via(
+        &mut self,
+        now: Timestamp,
+        dest: Address,
+        verb: Verb,
+        payload: &[u8],
+        local: LocalSocket,
+        to: SocketAddr,
+    ) {
+        if let Some(p) = self.seal(now, dest, verb, payload, None) {
+            self.emit(local, to, p, now);
+        }
+    }
+
+    /// Probes a possible direct path: ECHO if the peer's version allows, else HELLO.
+    fn contact(&mut self, now: Timestamp, dest: Address, to: SocketAddr) {
+        let Some(local) = self.socket_for(&to) else {
+            return;
+        };
+        let echo_ok = self
+            .peers
+            .get(&dest)
+            .and_then(|p| p.version)
+            .is_some_and(|v| v.protocol >= 5);
+        if echo_ok {
+            self.send_via(now, dest, Verb::Echo, &[], local, to);
+        } else {
+            self.send_hello(now, dest, local, to);
+        }
+    }
+
+    fn request_whois(&mut self, now: Timestamp, addr: Address) {
+        if self
+            .whois_sent
+            .get(&addr)
+            .is_some_and(|t| now.since(*t) < WHOIS_RETRY_MS)
+        {
+            return;
+        }
+        let Some(up) = self.best_upstream(now, Some(addr)) else {
+            return;
+        };
+        self.whois_sent.insert(addr, now);
+        self.send(now, up, Verb::Whois, addr.to_bytes().to_vec());
+    }
+
+    /// Sends a USER_MESSAGE (type IDs up to 65535 are reserved by ZeroTier).
+    ///
+    /// # Errors
+    /// Too large, to self, or the lookup queue is full.
+    pub fn send_user_message(
+        &mut self,
+        now: Timestamp,
+        dest: Address,
+        type_id: u64,
+        data: &[u8],
+    ) -> Result<(), SendError> {
+        if dest == self.address() {
+            return Err(SendError::ToSelf);
+        }
+        let max = packet::MAX_PACKET_LEN - packet::IDX_PAYLOAD - 8;
+        if data.len() > max {
+            return Err(SendError::TooLarge(data.len()));
+        }
+        if !self.peers.contains_key(&dest) && self.tx_queue.len() >= QUEUE_SIZE {
+            return Err(SendError::QueueFull);
+        }
+        let mut payload = type_id.to_be_bytes().to_vec();
+        payload.extend_from_slice(data);
+        if let Some(p) = self.peers.get_mut(&dest) {
+            p.last_trust = now;
+        }
+        self.send(now, dest, Verb::UserMessage, payload);
+        Ok(())
+    }
+
+    /// Sends an ECHO to a peer (a reachability probe; the OK updates its path).
+    pub fn ping(&mut self, now: Timestamp, dest: Address) {
+        self.send(now, dest, Verb::Echo, Vec::new());
+    }
+
+    // ---- timers ---------------------------------------------------------------------------
+
+    /// Runs every periodic task that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        if now >= self.schedule.quick {
+            self.stats.quick_tasks += 1;
+            self.schedule.quick = now + QUICK_TASK_INTERVAL_MS;
+            self.quick_tasks(now);
+        }
+        if now >= self.schedule.ping {
+            self.stats.ping_checks += 1;
+            self.schedule.ping = now + PING_CHECK_INTERVAL_MS;
+            self.ping_check(now);
+        }
+        if now >= self.schedule.housekeeping {
+            self.stats.housekeeping += 1;
+            self.schedule.housekeeping = now + HOUSEKEEPING_INTERVAL_MS;
+            self.housekeeping(now);
+        }
+    }
+
+    fn quick_tasks(&mut self, now: Timestamp) {
+        let before = self.tx_queue.len() + self.rx_queue.len();
+        self.tx_queue
+            .retain(|q| now.since(q.created) < QUEUE_TIMEOUT_MS);
+        self.rx_queue.retain(|q| now.since(q.0) < QUEUE_TIMEOUT_MS);
+        let expired = before - self.tx_queue.len() - self.rx_queue.len();
+        for _ in 0..expired {
+            self.drop_input(DropReason::QueueTimeout);
+        }
+        let mut unknown: Vec<Address> = self
+            .tx_queue
+            .iter()
+            .map(|q| q.dest)
+            .chain(self.rx_queue.iter().map(|q| packet::source(&q.3)))
+            .filter(|a| !self.peers.contains_key(a))
+            .collect();
+        unknown.dedup();
+        for a in unknown {
+            self.request_whois(now, a);
+        }
+        self.flush_tx_queue(now);
+        let stale: Vec<u64> = self
+            .fragments
+            .iter()
+            .filter(|(_, f)| now.since(f.created) >= QUEUE_TIMEOUT_MS)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            self.fragments.remove(&k);
+            self.drop_input(DropReason::FragmentTimeout);
+        }
+        self.whois_sent
+            .retain(|_, t| now.since(*t) < QUEUE_TIMEOUT_MS);
+        self.echo_gate.retain(|_, t| now.since(*t) < 1_000);
+        self.identity_gate
+            .retain(|_, t| now.since(*t) < IDENTITY_GATE_MS);
+    }
+
+    fn flush_tx_queue(&mut self, now: Timestamp) {
+        let queued: Vec<Queued> = self.tx_queue.drain(..).collect();
+        let (ready, wait): (Vec<Queued>, Vec<Queued>) = queued.into_iter().partition(|q| {
+            self.peers.get(&q.dest).is_some_and(|p| {
+                p.best_path(now).is_some() || self.relay_route(now, q.dest).is_some()
+            })
+        });
+        self.tx_queue = wait.into();
+        for q in ready {
+            self.send(now, q.dest, q.verb, q.payload);
+        }
+    }
+
+    fn ping_check(&mut self, now: Timestamp) {
+        for (addr, ep) in std::mem::take(&mut self.pending_hellos) {
+            if let Some(local) = self.socket_for(&ep) {
+                self.send_hello(now, addr, local, ep);
+            }
+        }
+        for up in self.upstreams.clone() {
+            let Some(peer) = self.peers.get(&up) else {
+                continue;
+            };
+            let alive: Vec<(LocalSocket, SocketAddr, Timestamp)> = peer
+                .paths
+                .iter()
+                .filter(|p| p.is_alive(now))
+                .map(|p| (p.local, p.remote, p.last_send))
+                .collect();
+            let hello_due = now.since(peer.last_hello) >= FULL_HELLO_INTERVAL_MS;
+            if alive.is_empty() {
+                for ep in self.stable_endpoints(up) {
+                    if let Some(local) = self.socket_for(&ep) {
+                        self.send_hello(now, up, local, ep);
+                    }
+                }
+            } else {
+                for (local, remote, last_send) in alive {
+                    if hello_due {
+                        self.send_hello(now, up, local, remote);
+                    } else if now.since(last_send) >= peer::PATH_HEARTBEAT_MS {
+                        self.send_via(now, up, Verb::Echo, &[], local, remote);
+                    }
+                }
+            }
+        }
+        // Keep direct paths to peers in use alive.
+        let in_use: Vec<Address> = self
+            .peers
+            .iter()
+            .filter(|(a, p)| {
+                !self.upstreams.contains(a)
+                    && now.since(p.last_trust) < self.options.activity_timeout_ms.max(TRUST_MS / 4)
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        for a in in_use {
+            let Some(peer) = self.peers.get(&a) else {
+                continue;
+            };
+            let hello_due = now.since(peer.last_hello) >= FULL_HELLO_INTERVAL_MS;
+            let paths: Vec<_> = peer
+                .paths
+                .iter()
+                .filter(|p| !p.is_expired(now))
+                .map(|p| (p.local, p.remote, p.last_send))
+                .collect();
+            for (local, remote, last_send) in paths {
+                if hello_due {
+                    self.send_hello(now, a, local, remote);
+                } else if now.since(last_send) >= peer::PATH_HEARTBEAT_MS {
+                    self.send_via(now, a, Verb::Echo, &[], local, remote);
+                }
+            }
+        }
+        self.update_online(now);
+    }
+
+    fn update_online(&mut self, now: Timestamp) {
+        let online = self.is_root() || now.since(self.last_up) < self.options.activity_timeout_ms;
+        if online != self.online {
+            self.online = online;
+            self.events.push_back(if online {
+                Event::Online
+            } else {
+                Event::Offline
+            });
+        }
+    }
+
+    fn housekeeping(&mut self, now: Timestamp) {
+        let mut removed = Vec::new();
+        for (a, p) in &mut self.peers {
+            p.paths.retain(|path| {
+                let keep = !path.is_expired(now);
+                if !keep {
+                    removed.push((*a, path.remote));
+                }
+                keep
+            });
+            p.confirm_sent.retain(|(_, t)| now.since(*t) < 10_000);
+        }
+        for (address, remote) in removed {
+            self.events
+                .push_back(Event::PathRemoved { address, remote });
+        }
+        let evict: Vec<Address> = self
+            .peers
+            .iter()
+            .filter(|(a, p)| {
+                !self.upstreams.contains(a)
+                    && now.since(p.last_receive) >= PEER_EVICT_MS
+                    && now.since(p.last_trust) >= PEER_EVICT_MS
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        for a in evict {
+            if let Some(p) = self.peers.remove(&a) {
+                self.store_ops.push_back(StoreOp::Put {
+                    key: StoreKey::Peer(a),
+                    data: p.to_cache(),
+                });
+            }
+        }
+        self.united
+            .retain(|_, t| now.since(*t) < UNITE_INTERVAL_MS * 8);
+        self.expecting
+            .retain(|_, t| now.since(*t) < EXPECT_REPLY_MS);
+    }
+
+    /// Writes every peer with a path to the peer cache (call before stopping).
+    pub fn persist_peers(&mut self) {
+        let ops: Vec<StoreOp> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.paths.is_empty())
+            .map(|(a, p)| StoreOp::Put {
+                key: StoreKey::Peer(*a),
+                data: p.to_cache(),
+            })
+            .collect();
+        self.store_ops.extend(ops);
+    }
+
+    /// When [`Node::handle_timeout`] should next be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Timestamp {
+        self.schedule
+            .quick
+            .min(self.schedule.ping)
+            .min(self.schedule.housekeeping)
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next store operation, if any.
+    pub fn poll_store(&mut self) -> Option<StoreOp> {
+        self.store_ops.pop_front()
+    }
+
+    /// The next datagram to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::c25519::KeyPair;
+    use crate::crypto::test_rng::TestRng;
+    use crate::world::Root;
+
+    fn planet(id: u64, ts: u64, signer: &KeyPair, next: &KeyPair) -> World {
+        let root = Root {
+            identity: Identity::generate(&mut TestRng(id + ts)),
+            stable_endpoints: vec!["203.0.113.9/9993".parse().unwrap()],
+        };
+        World::make(
+            WorldType::Planet,
+            id,
+            ts,
+            *next.public(),
+            vec![root],
+            signer,
+        )
+        .unwrap()
+    }
+
+    fn config(stored: Option<World>, default: World) -> NodeConfig {
+        NodeConfig {
+            identity: Identity::generate(&mut TestRng(99)),
+            stored_planet: stored,
+            default_planet: default,
+            moons: vec![],
+            peers: vec![],
+            options: CoreOptions::default(),
+        }
+    }
+
+    fn new_node(c: NodeConfig, now: Timestamp) -> Result<Node, NodeError> {
+        Node::new(c, Box::new(TestRng(1234)), now)
+    }
+
+    fn drain(node: &mut Node) -> (Vec<Event>, Vec<StoreOp>) {
+        let ev = std::iter::from_fn(|| node.poll_event()).collect();
+        let st = std::iter::from_fn(|| node.poll_store()).collect();
+        (ev, st)
+    }
+
+    #[test]
+    fn fresh_node_adopts_and_stores_default_planet() {
+        let k = KeyPair::generate(&mut TestRng(1));
+        let p = planet(7, 100, &k, &k);
+        let mut node = new_node(config(None, p.clone()), Timestamp(0)).unwrap();
+        let (ev, st) = drain(&mut node);
+        assert_eq!(
+            ev[0],
+            Event::Up {
+                address: node.address()
+            }
+        );
+        assert_eq!(
+            st,
+            vec![StoreOp::Put {
+                key: StoreKey::Planet,
+                data: p.to_bytes()
+            }]
+        );
+        assert_eq!(node.planet(), &p);
+        assert_eq!(node.upstreams().len(), 1);
+        assert!(
+            node.peer(node.upstreams()[0]).is_some(),
+            "roots are known peers from the start"
+        );
+        assert!(!node.is_root());
+    }
+
+    #[test]
+    fn stored_planet_overrides_default_unless_default_is_signed_update() {
+        let k = KeyPair::generate(&mut TestRng(2));
+        let custom = planet(8, 100, &k, &k);
+        let default = planet(7, 500, &k, &k);
+        let mut node = new_node(config(Some(custom.clone()), default), Timestamp(0)).unwrap();
+        assert_eq!(node.planet(), &custom);
+        assert!(
+            drain(&mut node).1.is_empty(),
+            "an unchanged stored planet is not rewritten"
+        );
+
+        let newer = planet(8, 200, &k, &k);
+        let mut node = new_node(config(Some(custom.clone()), newer.clone()), Timestamp(0)).unwrap();
+        assert_eq!(node.planet(), &newer);
+        assert_eq!(drain(&mut node).1.len(), 1);
+
+        let stranger = KeyPair::generate(&mut TestRng(3));
+        let forged = planet(8, 300, &stranger, &stranger);
+        let node = new_node(config(Some(custom.clone()), forged), Timestamp(0)).unwrap();
+        assert_eq!(node.planet(), &custom);
+    }
+
+    #[test]
+    fn world_updates_follow_the_signing_chain() {
+        let k1 = KeyPair::generate(&mut TestRng(4));
+        let k2 = KeyPair::generate(&mut TestRng(5));
+        let p1 = planet(9, 100, &k1, &k1);
+        let mut node = new_node(config(None, p1), Timestamp(0)).unwrap();
+        drain(&mut node);
+        let p2 = planet(9, 200, &k1, &k2);
+        node.handle_world_update(p2.clone()).unwrap();
+        let (ev, st) = drain(&mut node);
+        assert_eq!(
+            ev,
+            vec![Event::PlanetChanged {
+                id: 9,
+                timestamp: 200
+            }]
+        );
+        assert_eq!(
+            st,
+            vec![StoreOp::Put {
+                key: StoreKey::Planet,
+                data: p2.to_bytes()
+            }]
+        );
+        // k1 no longer signs updates.
+        assert_eq!(
+            node.handle_world_update(planet(9, 300, &k1, &k1)),
+            Err(WorldUpdateRejected::BadSignature)
+        );
+        assert_eq!(
+            node.handle_world_update(p2),
+            Err(WorldUpdateRejected::NotNewer)
+        );
+        assert_eq!(node.stats().worlds_rejected, 2);
+        node.handle_world_update(planet(9, 300, &k2, &k2)).unwrap();
+    }
+
+    #[test]
+    fn timers_follow_the_injected_clock() {
+        let k = KeyPair::generate(&mut TestRng(6));
+        let mut node = new_node(config(None, planet(1, 1, &k, &k)), Timestamp(1_000)).unwrap();
+        assert_eq!(node.poll_timeout(), Timestamp(1_000));
+        node.handle_timeout(Timestamp(1_000));
+        assert_eq!(node.poll_timeout(), Timestamp(1_500));
+        assert!(
+            node.poll_transmit().is_none(),
+            "no local sockets yet, so nothing to send"
+        );
+        // Early wake-ups do nothing.
+        node.handle_timeout(Timestamp(1_499));
+        assert_eq!(node.stats().quick_tasks, 1);
+        let mut now = Timestamp(1_000);
+        while now < Timestamp(61_000) {
+            now = node.poll_timeout();
+            node.handle_timeout(now);
+        }
+        let s = node.stats();
+        assert_eq!((s.quick_tasks, s.ping_checks, s.housekeeping), (121, 13, 2));
+    }
+
+    #[test]
+    fn rejects_identity_without_secret() {
+        let k = KeyPair::generate(&mut TestRng(7));
+        let mut c = config(None, planet(1, 1, &k, &k));
+        c.identity = c.identity.to_public();
+        assert!(matches!(
+            new_node(c, Timestamp(0)),
+            Err(NodeError::NoSecret(_))
+        ));
+    }
+}

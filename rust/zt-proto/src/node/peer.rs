@@ -1,0 +1,338 @@
+//! Peers and their physical paths.
+
+use std::net::SocketAddr;
+
+use crate::identity::Identity;
+use crate::packet::PeerKeys;
+use crate::time::Timestamp;
+
+/// Index of a local UDP socket, assigned by the runtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LocalSocket(pub u16);
+
+/// A path is alive while something arrived within this long (heartbeat period + 5 s).
+pub const PATH_ALIVE_MS: i64 = 19_000;
+/// A path with nothing sent for this long gets a heartbeat.
+pub const PATH_HEARTBEAT_MS: i64 = 14_000;
+/// A path slot with no authenticated receive for this long expires.
+pub const PATH_EXPIRATION_MS: i64 = 243_000;
+/// Most path slots per peer.
+pub const MAX_PATHS: usize = 64;
+
+/// One physical path to a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Path {
+    /// Local socket.
+    pub local: LocalSocket,
+    /// Remote endpoint.
+    pub remote: SocketAddr,
+    /// Last authenticated receive from the peer over this path.
+    pub last_receive: Timestamp,
+    /// Last send over this path.
+    pub last_send: Timestamp,
+    /// Round-trip latency in ms, when measured.
+    pub latency: Option<u32>,
+}
+
+impl Path {
+    /// Whether something arrived recently.
+    #[must_use]
+    pub fn is_alive(&self, now: Timestamp) -> bool {
+        now.since(self.last_receive) < PATH_ALIVE_MS
+    }
+
+    /// Whether this slot has expired.
+    #[must_use]
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        now.since(self.last_receive) >= PATH_EXPIRATION_MS
+    }
+
+    /// Lower is better: latency (or 0xffff unknown), penalised when not alive, scaled by scope.
+    #[must_use]
+    pub fn quality(&self, now: Timestamp) -> u64 {
+        let lat = u64::from(self.latency.unwrap_or(0xffff));
+        let q = if self.is_alive(now) {
+            lat
+        } else {
+            lat + 0xffff + (now.since(self.last_receive).clamp(0, 140_000) as u64)
+        };
+        q * (8 - u64::from(ip_scope(&self.remote)))
+    }
+}
+
+/// The remote software version from HELLO / OK(HELLO).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemoteVersion {
+    /// Protocol version.
+    pub protocol: u8,
+    /// Major.
+    pub major: u8,
+    /// Minor.
+    pub minor: u8,
+    /// Revision.
+    pub revision: u16,
+}
+
+/// A known peer.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// Its identity.
+    pub identity: Identity,
+    /// Keys shared with it.
+    pub keys: PeerKeys,
+    /// Its version, once known.
+    pub version: Option<RemoteVersion>,
+    /// Physical paths.
+    pub paths: Vec<Path>,
+    /// Last authenticated packet from it (any path, direct or relayed).
+    pub last_receive: Timestamp,
+    /// Last full HELLO sent.
+    pub last_hello: Timestamp,
+    /// Last packet that shows the peer is in use (not keepalive traffic).
+    pub last_trust: Timestamp,
+    /// Last PUSH_DIRECT_PATHS sent.
+    pub last_push: Timestamp,
+    /// PUSH_DIRECT_PATHS receive gate: when the current burst started and its count.
+    pub push_gate: (Timestamp, u32),
+    /// Last HELLO sent to confirm an unknown path, per endpoint.
+    pub confirm_sent: Vec<(SocketAddr, Timestamp)>,
+}
+
+impl Peer {
+    /// A peer from its identity and the keys agreed with it.
+    #[must_use]
+    pub fn new(identity: Identity, keys: PeerKeys) -> Self {
+        let never = Timestamp(i64::MIN / 2);
+        Self {
+            identity,
+            keys,
+            version: None,
+            paths: Vec::new(),
+            last_receive: never,
+            last_hello: never,
+            last_trust: never,
+            last_push: never,
+            push_gate: (never, 0),
+            confirm_sent: Vec::new(),
+        }
+    }
+
+    /// Whether the peer speaks AES-GMAC-SIV (protocol ≥ 12).
+    #[must_use]
+    pub fn supports_aes(&self) -> bool {
+        self.version.is_some_and(|v| v.protocol >= 12)
+    }
+
+    /// The best non-expired path, if any.
+    #[must_use]
+    pub fn best_path(&self, now: Timestamp) -> Option<&Path> {
+        self.paths
+            .iter()
+            .filter(|p| !p.is_expired(now))
+            .min_by_key(|p| p.quality(now))
+    }
+
+    /// The best path that is alive.
+    #[must_use]
+    pub fn best_alive_path(&self, now: Timestamp) -> Option<&Path> {
+        self.paths
+            .iter()
+            .filter(|p| p.is_alive(now))
+            .min_by_key(|p| p.quality(now))
+    }
+
+    /// Whether `remote` on `local` is a known path.
+    #[must_use]
+    pub fn has_path(&self, local: LocalSocket, remote: SocketAddr) -> bool {
+        self.paths
+            .iter()
+            .any(|p| p.local == local && p.remote == remote)
+    }
+
+    /// Records an authenticated receive on a known path; false if the path is not known.
+    pub fn refresh_path(&mut self, local: LocalSocket, remote: SocketAddr, now: Timestamp) -> bool {
+        match self
+            .paths
+            .iter_mut()
+            .find(|p| p.local == local && p.remote == remote)
+        {
+            Some(p) => {
+                p.last_receive = now;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Learns a path (reusing a dead slot with the same IP, else a free slot, else the oldest).
+    pub fn learn_path(&mut self, local: LocalSocket, remote: SocketAddr, now: Timestamp) {
+        if self.refresh_path(local, remote, now) {
+            return;
+        }
+        let path = Path {
+            local,
+            remote,
+            last_receive: now,
+            last_send: now,
+            latency: None,
+        };
+        if let Some(slot) = self
+            .paths
+            .iter_mut()
+            .find(|p| p.local == local && p.remote.ip() == remote.ip() && !p.is_alive(now))
+        {
+            *slot = path;
+        } else if self.paths.len() < MAX_PATHS {
+            self.paths.push(path);
+        } else if let Some(oldest) = self.paths.iter_mut().min_by_key(|p| p.last_receive) {
+            *oldest = path;
+        }
+    }
+
+    /// Serializes the peer for the peer cache (format 2).
+    #[must_use]
+    pub fn to_cache(&self) -> Vec<u8> {
+        let mut v = vec![2u8];
+        self.identity.write(&mut v, false);
+        let ver = self.version.unwrap_or(RemoteVersion {
+            protocol: 0,
+            major: 0,
+            minor: 0,
+            revision: 0,
+        });
+        for x in [
+            u16::from(ver.protocol),
+            u16::from(ver.major),
+            u16::from(ver.minor),
+            ver.revision,
+        ] {
+            v.extend_from_slice(&x.to_be_bytes());
+        }
+        let paths: Vec<_> = self.paths.iter().take(u16::MAX as usize).collect();
+        v.extend_from_slice(&(paths.len() as u16).to_be_bytes());
+        for p in paths {
+            crate::inet::InetAddress(Some(p.remote)).write(&mut v);
+        }
+        v
+    }
+}
+
+/// A parsed peer cache entry.
+#[derive(Clone, Debug)]
+pub struct CachedPeer {
+    /// The identity.
+    pub identity: Identity,
+    /// The version, if it was known.
+    pub version: Option<RemoteVersion>,
+    /// Endpoints to try.
+    pub endpoints: Vec<SocketAddr>,
+}
+
+impl CachedPeer {
+    /// Parses a peer cache entry.
+    ///
+    /// # Errors
+    /// Malformed input or an unknown format version.
+    pub fn parse(b: &[u8]) -> Result<Self, crate::wire::WireError> {
+        use crate::wire::{Reader, WireError};
+        let mut r = Reader::new(b);
+        let fmt = r.u8()?;
+        if fmt != 2 {
+            return Err(WireError::BadValue {
+                what: "peer cache format",
+                value: fmt.into(),
+            });
+        }
+        let identity = Identity::read(&mut r).map_err(|_| WireError::BadValue {
+            what: "peer cache identity",
+            value: 0,
+        })?;
+        let proto = r.u16()?;
+        let major = r.u16()?;
+        let minor = r.u16()?;
+        let revision = r.u16()?;
+        let version = (proto > 0).then_some(RemoteVersion {
+            protocol: proto.min(255) as u8,
+            major: major.min(255) as u8,
+            minor: minor.min(255) as u8,
+            revision,
+        });
+        let n = r.u16()?;
+        let mut endpoints = Vec::new();
+        for _ in 0..n {
+            if let crate::inet::InetAddress(Some(a)) = crate::inet::InetAddress::read(&mut r)? {
+                endpoints.push(a);
+            }
+        }
+        Ok(Self {
+            identity,
+            version,
+            endpoints,
+        })
+    }
+}
+
+/// ZeroTier's IP scope classes (higher is more local); 0 means unusable.
+#[must_use]
+pub fn ip_scope(addr: &SocketAddr) -> u8 {
+    use std::net::IpAddr;
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            let o = ip.octets();
+            if ip.is_unspecified() {
+                0
+            } else if ip.is_multicast() {
+                1
+            } else if ip.is_loopback() {
+                2
+            } else if ip.is_link_local() {
+                5
+            } else if o[0] == 10
+                || (o[0] == 172 && (16..32).contains(&o[1]))
+                || (o[0] == 192 && o[1] == 168)
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+                || (o[0] == 192 && o[1] == 0 && o[2] == 2)
+                || (o[0] == 198 && (o[1] == 18 || o[1] == 19))
+                || (o[0] == 198 && o[1] == 51 && o[2] == 100)
+                || (o[0] == 203 && o[1] == 0 && o[2] == 113)
+            {
+                7
+            } else if [6, 11, 21, 22, 25, 26, 28, 29, 30, 51, 55, 56].contains(&o[0]) || o[0] >= 240
+            {
+                3
+            } else {
+                4
+            }
+        }
+        IpAddr::V6(ip) => {
+            let s = ip.segments();
+            if ip.is_unspecified() {
+                0
+            } else if ip.is_multicast() {
+                1
+            } else if ip.is_loopback() {
+                2
+            } else if (s[0] & 0xffc0) == 0xfe80 {
+                5
+            } else if (s[0] & 0xfe00) == 0xfc00 {
+                7
+            } else if let Some(v4) = ip.to_ipv4_mapped() {
+                ip_scope(&SocketAddr::new(v4.into(), addr.port()))
+            } else {
+                4
+            }
+        }
+    }
+}
+
+/// Whether ZeroTier traffic may use this endpoint: no link-local, multicast or unspecified
+/// addresses, and loopback only when `allow_loopback` (stock nodes never use loopback).
+#[must_use]
+pub fn usable_endpoint(addr: &SocketAddr, allow_loopback: bool) -> bool {
+    addr.port() != 0
+        && match ip_scope(addr) {
+            3 | 4 | 6 | 7 => true,
+            2 => allow_loopback,
+            _ => false,
+        }
+}

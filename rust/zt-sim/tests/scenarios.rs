@@ -1,0 +1,224 @@
+//! Multi-node scenarios on the simulated network.
+
+use std::net::SocketAddr;
+
+use zt_proto::crypto::c25519::KeyPair;
+use zt_proto::node::{DropReason, Event};
+use zt_proto::{Address, Identity, Root, Timestamp, World, WorldType};
+use zt_sim::{Netem, Sim, SimRng, public};
+
+const START: Timestamp = Timestamp(1_700_000_000_000);
+const USER_TYPE: u64 = 0x1_0000;
+
+fn planet_with_root(root: &Identity, ep: SocketAddr, seed: u64) -> World {
+    let key = KeyPair::generate(&mut SimRng(seed));
+    let roots = vec![Root {
+        identity: root.to_public(),
+        stable_endpoints: vec![ep.into()],
+    }];
+    World::make(WorldType::Planet, 0x5151, 1, *key.public(), roots, &key).unwrap()
+}
+
+fn identity(seed: u64) -> Identity {
+    Identity::generate(&mut SimRng(seed))
+}
+
+fn drain_messages(sim: &mut Sim, host: usize) -> Vec<(Address, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Some(ev) = sim.hosts[host].node.poll_event() {
+        if let Event::UserMessage {
+            from,
+            type_id,
+            data,
+        } = ev
+        {
+            assert_eq!(type_id, USER_TYPE);
+            out.push((from, data));
+        }
+    }
+    out
+}
+
+fn has_direct_path(sim: &Sim, a: usize, b: usize) -> bool {
+    let addr_b = sim.hosts[b].node.address();
+    sim.hosts[a]
+        .node
+        .peer(addr_b)
+        .and_then(|p| p.best_alive_path(sim.now))
+        .is_some_and(|p| p.remote == sim.hosts[b].public_addr())
+}
+
+#[test]
+fn two_leaves_go_online_relay_then_go_direct() {
+    let root_id = identity(1);
+    let planet = planet_with_root(&root_id, public(1), 99);
+    let mut sim = Sim::new(7, Netem::default(), START);
+    let root = sim.add_host(root_id, planet.clone(), public(1), None);
+    let a = sim.add_host(identity(2), planet.clone(), public(2), None);
+    let b = sim.add_host(identity(3), planet, public(3), None);
+    assert!(sim.hosts[root].node.is_online(), "a root is always online");
+    sim.run_for(6_000);
+    assert!(sim.hosts[a].node.is_online() && sim.hosts[b].node.is_online());
+
+    let addr_b = sim.hosts[b].node.address();
+    let now = sim.now;
+    sim.hosts[a]
+        .node
+        .send_user_message(now, addr_b, USER_TYPE, b"hello b")
+        .unwrap();
+    sim.run_for(2_000);
+    let got = drain_messages(&mut sim, b);
+    assert_eq!(
+        got,
+        vec![(sim.hosts[a].node.address(), b"hello b".to_vec())]
+    );
+    assert!(
+        sim.hosts[root].node.stats().relayed > 0,
+        "the first message went through the root"
+    );
+    assert!(sim.hosts[root].node.stats().rendezvous_sent >= 2);
+    sim.run_for(5_000);
+    assert!(has_direct_path(&sim, a, b) && has_direct_path(&sim, b, a));
+
+    // Traffic now flows directly: the root relays nothing more.
+    let relayed = sim.hosts[root].node.stats().relayed;
+    let addr_a = sim.hosts[a].node.address();
+    for i in 0..5u8 {
+        let now = sim.now;
+        sim.hosts[b]
+            .node
+            .send_user_message(now, addr_a, USER_TYPE, &[i])
+            .unwrap();
+        sim.run_for(100);
+    }
+    assert_eq!(drain_messages(&mut sim, a).len(), 5);
+    assert_eq!(sim.hosts[root].node.stats().relayed, relayed);
+}
+
+#[test]
+fn five_leaves_with_loss_reordering_duplication_and_nat() {
+    let root_id = identity(10);
+    let planet = planet_with_root(&root_id, public(1), 98);
+    let netem = Netem {
+        latency_ms: 20,
+        jitter_ms: 40,
+        loss: 0.05,
+        duplicate: 0.05,
+    };
+    let mut sim = Sim::new(11, netem, START);
+    let root = sim.add_host(root_id, planet.clone(), public(1), None);
+    let mut leaves = Vec::new();
+    for i in 0..4u8 {
+        leaves.push(sim.add_host(
+            identity(20 + u64::from(i)),
+            planet.clone(),
+            public(10 + i),
+            None,
+        ));
+    }
+    // One leaf behind a port-restricted cone NAT.
+    let private: SocketAddr = "10.0.0.2:9993".parse().unwrap();
+    let nat_public: SocketAddr = "198.51.100.7:40001".parse().unwrap();
+    let natted = sim.add_host(identity(30), planet, private, Some(nat_public));
+    leaves.push(natted);
+
+    sim.run_for(20_000);
+    for &l in &leaves {
+        assert!(sim.hosts[l].node.is_online(), "leaf {l} online");
+    }
+    // Every leaf messages every other leaf once a second for 40 s.
+    let addrs: Vec<Address> = leaves
+        .iter()
+        .map(|&l| sim.hosts[l].node.address())
+        .collect();
+    for round in 0..40u8 {
+        for (i, &l) in leaves.iter().enumerate() {
+            for (j, &dest) in addrs.iter().enumerate() {
+                if i != j {
+                    let now = sim.now;
+                    sim.hosts[l]
+                        .node
+                        .send_user_message(now, dest, USER_TYPE, &[round])
+                        .unwrap();
+                }
+            }
+        }
+        sim.run_for(1_000);
+    }
+    sim.run_for(3_000);
+    for (i, &l) in leaves.iter().enumerate() {
+        let got = drain_messages(&mut sim, l);
+        for (j, &from) in addrs.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let n = got.iter().filter(|(f, _)| *f == from).count();
+            // 5 % loss each way and a few lost to path set-up: most of 40 arrive, none twice.
+            assert!(n >= 30 && n <= 40, "leaf {i} got {n}/40 from leaf {j}");
+            assert!(
+                has_direct_path(&sim, l, leaves[j]),
+                "direct path {i} -> {j}"
+            );
+        }
+    }
+    let drops = &sim.hosts[leaves[0]].node.stats().drops;
+    assert!(
+        drops.get(&DropReason::Replay).copied().unwrap_or(0) > 0,
+        "duplicates are dropped"
+    );
+    assert!(sim.stats.duplicated > 0 && sim.stats.lost > 0);
+    let _ = root;
+}
+
+#[test]
+fn garbage_truncated_replayed_and_forged_datagrams_are_counted() {
+    let root_id = identity(40);
+    let planet = planet_with_root(&root_id, public(1), 97);
+    let mut sim = Sim::new(3, Netem::default(), START);
+    let _root = sim.add_host(root_id, planet.clone(), public(1), None);
+    let a = sim.add_host(identity(41), planet, public(2), None);
+    sim.run_for(6_000);
+    let from = public(1);
+    let mut rng = SimRng(5);
+    for len in [0usize, 1, 13, 16, 17, 27, 28, 29, 100, 1500, 20_000] {
+        let mut junk = vec![0u8; len];
+        zt_proto::crypto::SecureRandom::fill(&mut rng, &mut junk);
+        sim.inject(a, from, &junk);
+    }
+    // A valid packet from the root, captured, then replayed and then tampered with.
+    let me = sim.hosts[a].node.address();
+    let before = sim.hosts[a].node.stats().clone();
+    let mut captured = None;
+    sim.hosts[0].node.ping(sim.now, me);
+    while let Some(t) = sim.hosts[0].node.poll_transmit() {
+        captured = Some(t.data);
+    }
+    let pkt = captured.expect("the root sent an ECHO");
+    sim.inject(a, from, &pkt);
+    sim.inject(a, from, &pkt);
+    let mut forged = pkt.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    sim.inject(a, from, &forged);
+    for cut in [1, 8, pkt.len() - 28 + 1] {
+        sim.inject(a, from, &pkt[..pkt.len().saturating_sub(cut)]);
+    }
+    let after = sim.hosts[a].node.stats();
+    let d = |r: DropReason| {
+        after.drops.get(&r).copied().unwrap_or(0) - before.drops.get(&r).copied().unwrap_or(0)
+    };
+    assert_eq!(d(DropReason::Replay), 1);
+    assert_eq!(d(DropReason::BadMac), 1);
+    assert_eq!(d(DropReason::Runt), 3, "truncated below a header");
+    assert_eq!(after.packets_in - before.packets_in, 1);
+    assert!(
+        after.total_drops() >= 10,
+        "garbage counted: {:?}",
+        after.drops
+    );
+    sim.run_for(10_000);
+    assert!(
+        sim.hosts[a].node.is_online(),
+        "still working after the abuse"
+    );
+}
