@@ -28,7 +28,9 @@ __all__ = [
     "EventStream",
     "FatalErrorEvent",
     "NodeEvent",
+    "PeerPathEvent",
     "StoreEvent",
+    "UserMessageEvent",
     "WorldEvent",
 ]
 
@@ -49,8 +51,11 @@ class EventCode(enum.IntEnum):
     STORE_PEER = 273
     STORE_NETWORK = 274
     STORE_MOON = 275
+    PEER_PATH_DISCOVERED = 243
+    PEER_PATH_DEAD = 244
     PLANET_CHANGED = 300
     MOON_CHANGED = 301
+    USER_MESSAGE = 310
 
 
 @dataclass(frozen=True)
@@ -94,8 +99,31 @@ class WorldEvent(Event):
     timestamp: int = 0
 
 
+@dataclass(frozen=True)
+class PeerPathEvent(Event):
+    """PEER_PATH_DISCOVERED / PEER_PATH_DEAD: a direct path to ``address`` at ``remote``."""
+
+    address: str = ""
+    remote: str = ""
+
+
+@dataclass(frozen=True)
+class UserMessageEvent(Event):
+    """USER_MESSAGE: ``data`` of type ``type_id`` from ``address``."""
+
+    address: str = ""
+    type_id: int = 0
+    data: bytes = b""
+
+
 def _make(code: int, payload: dict[str, Any]) -> Event:
     c = EventCode(code)
+    if c in (EventCode.PEER_PATH_DISCOVERED, EventCode.PEER_PATH_DEAD):
+        return PeerPathEvent(c, str(payload["address"]), str(payload["remote"]))
+    if c == EventCode.USER_MESSAGE:
+        return UserMessageEvent(
+            c, str(payload["address"]), int(payload["type_id"]), bytes(payload["data"])
+        )
     if c == EventCode.NODE_FATAL_ERROR:
         return FatalErrorEvent(c, str(payload.get("message", "")))
     if 270 <= c <= 279:

@@ -24,7 +24,7 @@ from .errors import NodeStateError
 from .events import Event, EventStream, _make
 from .stores import Store, open_store
 
-__all__ = ["Node", "NodeOptions", "NodeState"]
+__all__ = ["Node", "NodeOptions", "NodeState", "PathInfo", "PeerInfo"]
 
 log = logging.getLogger("zt.node")
 
@@ -73,6 +73,15 @@ class NodeOptions:
         A callback for every event, called on a dispatcher thread.
     event_queue_size:
         Capacity of each event consumer's queue.
+    port:
+        UDP port (0 = random, as libzt; zerotier-one uses 9993).
+    ipv6:
+        Also use IPv6.
+    allow_loopback:
+        Use loopback paths (stock ZeroTier never does; useful for several zt nodes on one host).
+    allowed_destinations:
+        Send only to these prefixes (``["127.0.0.0/8", ...]``); None reads the
+        ``ZT_ALLOWED_DESTINATIONS`` environment variable, else anywhere.
     """
 
     store: Union[Store, str, os.PathLike[str], None] = None
@@ -81,6 +90,36 @@ class NodeOptions:
     keygen_threads: int = 0
     on_event: Optional[EventCallback] = None
     event_queue_size: int = 1024
+    port: int = 0
+    ipv6: bool = True
+    allow_loopback: bool = False
+    allowed_destinations: Optional[list[str]] = None
+
+
+@dataclass(frozen=True)
+class PathInfo:
+    """A physical path to a peer."""
+
+    remote: str
+    last_receive_ago_ms: int
+    latency_ms: Optional[int]
+    alive: bool
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """A peer as the node knows it."""
+
+    address: str
+    version: Optional[str]
+    protocol: Optional[int]
+    is_root: bool
+    paths: tuple[PathInfo, ...]
+
+    @property
+    def direct(self) -> bool:
+        """Whether an alive direct path exists."""
+        return any(p.alive for p in self.paths)
 
 
 def _load_planet(planet: PlanetLike) -> _native.World:
@@ -103,6 +142,8 @@ class Node:
             raise ValueError("event_queue_size must be at least 1")
         if options.keygen_threads < 0:
             raise ValueError("keygen_threads must be >= 0")
+        if not 0 <= options.port <= 65535:
+            raise ValueError("port must be in 0..65535")
         self.options = options
         self.store = open_store(options.store)
         planet = _load_planet(options.planet) if options.planet is not None else None
@@ -111,6 +152,10 @@ class Node:
             identity=options.identity,
             planet=planet,
             keygen_threads=options.keygen_threads,
+            port=options.port,
+            ipv6=options.ipv6,
+            allow_loopback=options.allow_loopback,
+            allowed_destinations=options.allowed_destinations,
         )
         self._lock = threading.Lock()
         self._callbacks: list[EventCallback] = []
@@ -195,9 +240,65 @@ class Node:
         return self._native.moons()
 
     @property
-    def stats(self) -> dict[str, int]:
-        """Counters of the node's work and of dropped or failed operations."""
+    def stats(self) -> dict[str, Any]:
+        """Counters of the node's work and of dropped or failed operations (``drops`` maps each
+        drop reason to its count)."""
         return self._native.stats()
+
+    def _status(self) -> tuple[bool, bool, int]:
+        status: tuple[bool, bool, int] = self._require(self._native.status(), "status")
+        return status
+
+    @property
+    def online(self) -> bool:
+        """Whether a root answers (always true for a root)."""
+        return self._status()[0]
+
+    @property
+    def is_root(self) -> bool:
+        """Whether this node is a root of its planet or of a moon."""
+        return self._status()[1]
+
+    @property
+    def port(self) -> int:
+        """The UDP port the node listens on."""
+        return self._status()[2]
+
+    def peers(self) -> list[PeerInfo]:
+        """Known peers and their paths."""
+        return [
+            PeerInfo(
+                address=p["address"],
+                version=p["version"],
+                protocol=p["protocol"],
+                is_root=p["is_root"],
+                paths=tuple(PathInfo(**x) for x in p["paths"]),
+            )
+            for p in self._native.peers()
+        ]
+
+    def peer(self, address: str) -> Optional[PeerInfo]:
+        """One peer, or None."""
+        return next((p for p in self.peers() if p.address == address), None)
+
+    def send_user_message(
+        self, address: str, type_id: int, data: bytes, timeout: float = 10.0
+    ) -> None:
+        """Sends a USER_MESSAGE (type IDs up to 0xffff are reserved by ZeroTier). It is queued
+        while the peer is looked up; delivery is not confirmed."""
+        if not 0 <= type_id < 2**64:
+            raise ValueError("type_id must fit in 64 bits")
+        self._native.send_user_message(address, type_id, bytes(data), timeout)
+
+    def wait_online(self, timeout: Optional[float] = None) -> None:
+        """Waits until a root answers; raises TimeoutError."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.online:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("no root answered in time")
+            time.sleep(0.02)
 
     def update_world(self, world: _native.World, timeout: float = 10.0) -> None:
         """Offers a newer signed revision of the planet or of a held moon.

@@ -36,6 +36,19 @@ fn payload<'py>(py: Python<'py>, ev: &NodeEvent) -> PyResult<Bound<'py, PyDict>>
             d.set_item("id", *id)?;
             d.set_item("timestamp", *timestamp)?;
         }
+        NodeEvent::PathDiscovered { address, remote } | NodeEvent::PathDead { address, remote } => {
+            d.set_item("address", address.to_string())?;
+            d.set_item("remote", remote.to_string())?;
+        }
+        NodeEvent::UserMessage {
+            from,
+            type_id,
+            data,
+        } => {
+            d.set_item("address", from.to_string())?;
+            d.set_item("type_id", *type_id)?;
+            d.set_item("data", pyo3::types::PyBytes::new(py, data))?;
+        }
         _ => {}
     }
     Ok(d)
@@ -104,12 +117,20 @@ impl NativeNode {
 #[pymethods]
 impl NativeNode {
     #[new]
-    #[pyo3(signature = (store, identity = None, planet = None, keygen_threads = 0))]
+    #[pyo3(signature = (
+        store, identity = None, planet = None, keygen_threads = 0, port = 0, ipv6 = true,
+        allow_loopback = false, allowed_destinations = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         store: &Bound<'_, PyAny>,
         identity: Option<Identity>,
         planet: Option<World>,
         keygen_threads: usize,
+        port: u16,
+        ipv6: bool,
+        allow_loopback: bool,
+        allowed_destinations: Option<Vec<String>>,
     ) -> PyResult<Self> {
         if let Some(p) = &planet {
             if p.0.world_type != zt_proto::WorldType::Planet {
@@ -118,12 +139,26 @@ impl NativeNode {
                 ));
             }
         }
+        let allowed = match allowed_destinations {
+            None => None,
+            Some(list) => Some(
+                zt_runtime::udp::parse_prefixes(&list.join(",")).map_err(PyValueError::new_err)?,
+            ),
+        };
+        let core = zt_proto::node::CoreOptions {
+            allow_loopback,
+            ..Default::default()
+        };
         let options = RuntimeOptions {
             load: LoadOptions {
                 identity: identity.map(|i| i.0),
                 planet: planet.map(|p| p.0),
                 keygen_threads,
+                core,
             },
+            port,
+            ipv6,
+            allowed_destinations: allowed,
         };
         Ok(Self {
             rt: Some(NodeRuntime::new(to_store(store)?, options)),
@@ -193,8 +228,73 @@ impl NativeNode {
             d.set_item("housekeeping", s.stats.housekeeping)?;
             d.set_item("worlds_rejected", s.stats.worlds_rejected)?;
             d.set_item("store_errors", s.store_errors)?;
+            d.set_item("send_errors", s.send_errors)?;
+            d.set_item("datagrams_in", s.stats.datagrams_in)?;
+            d.set_item("datagrams_out", s.stats.datagrams_out)?;
+            d.set_item("packets_in", s.stats.packets_in)?;
+            d.set_item("relayed", s.stats.relayed)?;
+            d.set_item("rendezvous_sent", s.stats.rendezvous_sent)?;
+            d.set_item("drops_total", s.stats.total_drops())?;
+            let drops = PyDict::new(py);
+            for (reason, n) in &s.stats.drops {
+                drops.set_item(format!("{reason:?}"), *n)?;
+            }
+            d.set_item("drops", drops)?;
         }
         Ok(d)
+    }
+
+    /// `(online, is_root, port)` once started.
+    fn status(&self) -> Option<(bool, bool, u16)> {
+        self.rt().snapshot().map(|s| (s.online, s.is_root, s.port))
+    }
+
+    /// Known peers as dicts.
+    fn peers<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let Some(s) = self.rt().snapshot() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for p in s.peers {
+            let d = PyDict::new(py);
+            d.set_item("address", p.address.to_string())?;
+            d.set_item("version", p.version.map(|(a, b, c)| format!("{a}.{b}.{c}")))?;
+            d.set_item("protocol", p.protocol)?;
+            d.set_item("is_root", p.is_root)?;
+            let mut paths = Vec::new();
+            for x in p.paths {
+                let pd = PyDict::new(py);
+                pd.set_item("remote", x.remote.to_string())?;
+                pd.set_item("last_receive_ago_ms", x.last_receive_ago_ms)?;
+                pd.set_item("latency_ms", x.latency_ms)?;
+                pd.set_item("alive", x.alive)?;
+                paths.push(pd);
+            }
+            d.set_item("paths", paths)?;
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    /// Sends a USER_MESSAGE; raises ValueError for a bad address or size.
+    #[pyo3(signature = (address, type_id, data, timeout = 10.0))]
+    fn send_user_message(
+        &self,
+        py: Python<'_>,
+        address: &str,
+        type_id: u64,
+        data: &[u8],
+        timeout: f64,
+    ) -> PyResult<()> {
+        let dest: zt_proto::Address = address
+            .parse()
+            .map_err(|e: zt_proto::address::AddressError| PyValueError::new_err(e.to_string()))?;
+        let t = duration(Some(timeout))?.unwrap_or_default();
+        let data = data.to_vec();
+        let rt = self.rt();
+        py.detach(|| rt.send_user_message(dest, type_id, data, t))
+            .map_err(errors::runtime)?
+            .map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
     /// A new event queue holding at most `capacity` undelivered events.

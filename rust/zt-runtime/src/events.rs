@@ -41,6 +41,12 @@ pub enum EventCode {
     StoreNetwork = 274,
     /// A moon was written (zt).
     StoreMoon = 275,
+    /// A direct path to a peer was learned (`ZTS_EVENT_PEER_PATH_DISCOVERED`).
+    PeerPathDiscovered = 243,
+    /// A direct path to a peer expired (`ZTS_EVENT_PEER_PATH_DEAD`).
+    PeerPathDead = 244,
+    /// A USER_MESSAGE arrived (zt).
+    UserMessage = 310,
     /// A planet was adopted (zt).
     PlanetChanged = 300,
     /// A moon was added or updated (zt).
@@ -86,6 +92,29 @@ pub enum NodeEvent {
         /// Revision.
         timestamp: u64,
     },
+    /// A direct path was learned.
+    PathDiscovered {
+        /// The peer.
+        address: Address,
+        /// Its endpoint.
+        remote: std::net::SocketAddr,
+    },
+    /// A direct path expired.
+    PathDead {
+        /// The peer.
+        address: Address,
+        /// Its endpoint.
+        remote: std::net::SocketAddr,
+    },
+    /// A USER_MESSAGE arrived.
+    UserMessage {
+        /// Sender.
+        from: Address,
+        /// Type ID.
+        type_id: u64,
+        /// Payload.
+        data: Vec<u8>,
+    },
 }
 
 impl NodeEvent {
@@ -108,6 +137,9 @@ impl NodeEvent {
             },
             Self::PlanetChanged { .. } => EventCode::PlanetChanged,
             Self::MoonChanged { .. } => EventCode::MoonChanged,
+            Self::PathDiscovered { .. } => EventCode::PeerPathDiscovered,
+            Self::PathDead { .. } => EventCode::PeerPathDead,
+            Self::UserMessage { .. } => EventCode::UserMessage,
         }
     }
 }

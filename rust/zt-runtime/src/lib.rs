@@ -15,6 +15,7 @@ pub mod rng;
 pub mod runtime;
 pub mod state;
 pub mod store;
+pub mod udp;
 
 pub use events::{EventCode, NodeEvent, Subscription};
 pub use runtime::{Lifecycle, NodeRuntime, RuntimeOptions};

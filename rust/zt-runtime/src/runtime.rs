@@ -11,7 +11,7 @@ use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token, Waker};
-use zt_proto::node::{Event, NodeStats, StoreKey, StoreOp};
+use zt_proto::node::{Event, NodeStats, SendError, StoreKey, StoreOp};
 use zt_proto::world::WorldUpdateRejected;
 use zt_proto::{Identity, Node, World};
 
@@ -19,8 +19,10 @@ use crate::clock::Clock;
 use crate::events::{EventHub, NodeEvent, Subscription};
 use crate::state::{self, LoadOptions, ROOTS_ALIAS};
 use crate::store::{Store, StoreError};
+use crate::udp::{RECV_BUFFER, UdpSockets};
 
 const WAKE: Token = Token(0);
+const FIRST_SOCKET: usize = 1;
 
 /// Where a node is in its life.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,10 +57,60 @@ impl Lifecycle {
 }
 
 /// Options of a node's runtime.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RuntimeOptions {
-    /// Identity and planet choices.
+    /// Identity, planet and protocol choices.
     pub load: LoadOptions,
+    /// UDP port (0 = random, as libzt does; zerotier-one uses 9993).
+    pub port: u16,
+    /// Also bind IPv6.
+    pub ipv6: bool,
+    /// Send only to these prefixes (None: the `ZT_ALLOWED_DESTINATIONS` environment variable, a
+    /// comma-separated prefix list, if set; else anywhere). Test suites use it to guarantee that
+    /// no datagram leaves the hosts they control.
+    pub allowed_destinations: Option<Vec<crate::udp::IpPrefix>>,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self {
+            load: LoadOptions::default(),
+            port: 0,
+            ipv6: true,
+            allowed_destinations: None,
+        }
+    }
+}
+
+/// Name of the environment variable holding the destination allow-list.
+pub const ALLOWED_DESTINATIONS_ENV: &str = "ZT_ALLOWED_DESTINATIONS";
+
+/// One path of a peer, as reported.
+#[derive(Clone, Debug)]
+pub struct PathInfo {
+    /// Remote endpoint.
+    pub remote: std::net::SocketAddr,
+    /// Milliseconds since the last authenticated packet on it.
+    pub last_receive_ago_ms: i64,
+    /// Round-trip latency, if measured.
+    pub latency_ms: Option<u32>,
+    /// Whether it is alive.
+    pub alive: bool,
+}
+
+/// A peer, as reported.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    /// Address.
+    pub address: zt_proto::Address,
+    /// Software version (major, minor, revision), when known.
+    pub version: Option<(u8, u8, u16)>,
+    /// Protocol version, when known.
+    pub protocol: Option<u8>,
+    /// Whether it is one of this node's roots.
+    pub is_root: bool,
+    /// Its paths.
+    pub paths: Vec<PathInfo>,
 }
 
 /// What the node looks like from outside, refreshed by the loop.
@@ -74,11 +126,27 @@ pub struct Snapshot {
     pub stats: NodeStats,
     /// Store writes that failed since start.
     pub store_errors: u64,
+    /// Datagrams the OS refused to send.
+    pub send_errors: u64,
+    /// Whether a root answers (always for a root).
+    pub online: bool,
+    /// Whether this node is a root of its planet or a moon.
+    pub is_root: bool,
+    /// The UDP port.
+    pub port: u16,
+    /// Peers.
+    pub peers: Vec<PeerInfo>,
 }
 
 enum Command {
     Stop,
     WorldUpdate(Box<World>, mpsc::Sender<Result<(), WorldUpdateRejected>>),
+    UserMessage(
+        zt_proto::Address,
+        u64,
+        Vec<u8>,
+        mpsc::Sender<Result<(), SendError>>,
+    ),
 }
 
 /// Error from the runtime API.
@@ -332,6 +400,32 @@ impl NodeRuntime {
         }
     }
 
+    /// Sends a USER_MESSAGE to `dest` (queued while its identity is looked up).
+    ///
+    /// # Errors
+    /// The node is not running, or the message cannot be sent (the inner error says why).
+    pub fn send_user_message(
+        &self,
+        dest: zt_proto::Address,
+        type_id: u64,
+        data: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Result<(), SendError>, RuntimeError> {
+        let lifecycle = self.lifecycle();
+        if lifecycle != Lifecycle::Running {
+            return Err(RuntimeError::NotRunning(lifecycle.name()));
+        }
+        let (tx, rx) = mpsc::channel();
+        self.shared
+            .lock()
+            .send(Command::UserMessage(dest, type_id, data, tx));
+        match rx.recv_timeout(timeout) {
+            Ok(r) => Ok(r),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(RuntimeError::Timeout),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(RuntimeError::Stopped),
+        }
+    }
+
     /// Ends every event subscription (after a final stop).
     pub fn close_events(&self) {
         self.shared.hub.close_all();
@@ -387,12 +481,20 @@ fn run(shared: &Arc<Shared>) {
 
 struct Outputs<'a> {
     shared: &'a Shared,
+    udp: UdpSockets,
     planet_in_roots: bool,
     store_errors: u64,
+    send_errors: u64,
 }
 
 impl Outputs<'_> {
     fn drain(&mut self, node: &mut Node) {
+        while let Some(t) = node.poll_transmit() {
+            if let Err(e) = self.udp.send(&t) {
+                self.send_errors += 1;
+                log::trace!(target: "zt.node", "send to {} failed: {e}", t.to);
+            }
+        }
         while let Some(ev) = node.poll_event() {
             let ev = match ev {
                 Event::Up { address } => NodeEvent::Up { address },
@@ -400,6 +502,21 @@ impl Outputs<'_> {
                     NodeEvent::PlanetChanged { id, timestamp }
                 }
                 Event::MoonChanged { id, timestamp } => NodeEvent::MoonChanged { id, timestamp },
+                Event::Online => NodeEvent::Online,
+                Event::Offline => NodeEvent::Offline,
+                Event::PathAdded { address, remote } => {
+                    NodeEvent::PathDiscovered { address, remote }
+                }
+                Event::PathRemoved { address, remote } => NodeEvent::PathDead { address, remote },
+                Event::UserMessage {
+                    from,
+                    type_id,
+                    data,
+                } => NodeEvent::UserMessage {
+                    from,
+                    type_id,
+                    data,
+                },
                 other => {
                     log::debug!(target: "zt.node", "unhandled core event {other:?}");
                     continue;
@@ -434,13 +551,38 @@ impl Outputs<'_> {
     }
 }
 
-fn snapshot(node: &Node, store_errors: u64) -> Snapshot {
+fn snapshot(node: &Node, out: &Outputs<'_>, now: zt_proto::Timestamp) -> Snapshot {
+    let roots = node.upstreams();
+    let peers = node
+        .peers()
+        .map(|p| PeerInfo {
+            address: p.identity.address(),
+            version: p.version.map(|v| (v.major, v.minor, v.revision)),
+            protocol: p.version.map(|v| v.protocol),
+            is_root: roots.contains(&p.identity.address()),
+            paths: p
+                .paths
+                .iter()
+                .map(|x| PathInfo {
+                    remote: x.remote,
+                    last_receive_ago_ms: now.since(x.last_receive),
+                    latency_ms: x.latency,
+                    alive: x.is_alive(now),
+                })
+                .collect(),
+        })
+        .collect();
     Snapshot {
         identity: node.identity().clone(),
         planet: node.planet().clone(),
         moons: node.moons().to_vec(),
         stats: node.stats().clone(),
-        store_errors,
+        store_errors: out.store_errors,
+        send_errors: out.send_errors,
+        online: node.is_online(),
+        is_root: node.is_root(),
+        port: out.udp.port(),
+        peers,
     }
 }
 
@@ -450,42 +592,78 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
     for key in &loaded.written {
         shared.hub.publish(&NodeEvent::Stored { key: *key });
     }
-    let mut node = Node::new(loaded.config, clock.now())?;
+    let mut udp = UdpSockets::bind(shared.options.port, shared.options.ipv6)?;
+    let allowed = match &shared.options.allowed_destinations {
+        Some(a) => Some(a.clone()),
+        None => match std::env::var(ALLOWED_DESTINATIONS_ENV) {
+            Ok(v) => Some(crate::udp::parse_prefixes(&v).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{ALLOWED_DESTINATIONS_ENV}: {e}"),
+                )
+            })?),
+            Err(_) => None,
+        },
+    };
+    udp.set_allowed_destinations(allowed);
+    let mut node = Node::new(loaded.config, Box::new(crate::rng::OsRng), clock.now())?;
+    node.set_local_sockets(udp.locals());
     let mut poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+    udp.register(poll.registry(), FIRST_SOCKET)?;
     let mut out = Outputs {
         shared,
+        udp,
         planet_in_roots: loaded.planet_in_roots,
         store_errors: 0,
+        send_errors: 0,
     };
     {
         let mut c = shared.lock();
-        c.snapshot = Some(snapshot(&node, 0));
+        c.snapshot = Some(snapshot(&node, &out, clock.now()));
         if c.lifecycle == Lifecycle::Starting {
             c.lifecycle = Lifecycle::Running;
         }
         c.waker = Some(waker);
         shared.changed.notify_all();
     }
-    log::info!(target: "zt.node", "node {} running", node.address());
+    log::info!(
+        target: "zt.node",
+        "node {} running on UDP port {}{}",
+        node.address(),
+        out.udp.port(),
+        if node.is_root() { " as a root" } else { "" }
+    );
     let mut events = Events::with_capacity(64);
+    let mut buf = vec![0u8; RECV_BUFFER];
     let mut stopping = false;
     while !stopping {
         let commands: Vec<Command> = shared.lock().commands.drain(..).collect();
-        let mut replies = Vec::new();
+        let mut world_replies = Vec::new();
+        let mut send_replies = Vec::new();
         for cmd in commands {
             match cmd {
                 Command::Stop => stopping = true,
                 Command::WorldUpdate(world, reply) => {
-                    replies.push((reply, node.handle_world_update(*world)));
+                    world_replies.push((reply, node.handle_world_update(*world)));
+                }
+                Command::UserMessage(dest, type_id, data, reply) => {
+                    let r = node.send_user_message(clock.now(), dest, type_id, &data);
+                    send_replies.push((reply, r));
                 }
             }
+        }
+        if stopping {
+            node.persist_peers();
         }
         // Outputs are executed and the snapshot refreshed before anyone hears back, so a caller
         // that gets an answer sees its effect.
         out.drain(&mut node);
-        shared.lock().snapshot = Some(snapshot(&node, out.store_errors));
-        for (reply, result) in replies {
+        shared.lock().snapshot = Some(snapshot(&node, &out, clock.now()));
+        for (reply, result) in world_replies {
+            let _ = reply.send(result);
+        }
+        for (reply, result) in send_replies {
             let _ = reply.send(result);
         }
         if stopping {
@@ -497,10 +675,20 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
                 return Err(e.into());
             }
         }
-        node.handle_timeout(clock.now());
+        for ev in &events {
+            let Some(index) = ev.token().0.checked_sub(FIRST_SOCKET) else {
+                continue;
+            };
+            let now = clock.now();
+            out.udp.recv_all(index, &mut buf, |local, from, data| {
+                node.handle_datagram(now, local, from, data);
+            })?;
+        }
+        let now = clock.now();
+        if node.poll_timeout() <= now {
+            node.handle_timeout(now);
+        }
     }
-    out.drain(&mut node);
-    shared.lock().snapshot = Some(snapshot(&node, out.store_errors));
     shared.hub.publish(&NodeEvent::Down);
     Ok(())
 }
@@ -520,6 +708,9 @@ mod tests {
                     keygen_threads: 1,
                     ..Default::default()
                 },
+                // Unit tests talk to nobody: the default planet's roots are public hosts.
+                allowed_destinations: Some(Vec::new()),
+                ..Default::default()
             },
         );
         (rt, store)

@@ -10,7 +10,7 @@
 //! - The planet is `planet`, or libzt's `roots` when there is no `planet`. A corrupt one fails
 //!   loading, naming the file. Moons are `moons.d/*.moon`.
 
-use zt_proto::node::StoreKey;
+use zt_proto::node::{CachedPeer, CoreOptions, StoreKey};
 use zt_proto::planet::default_planet;
 use zt_proto::{Identity, NodeConfig, World, WorldType};
 
@@ -28,6 +28,8 @@ pub struct LoadOptions {
     pub planet: Option<World>,
     /// Cores for identity generation (0 = all).
     pub keygen_threads: usize,
+    /// Protocol settings for the core.
+    pub core: CoreOptions,
 }
 
 /// The loaded state.
@@ -39,6 +41,8 @@ pub struct Loaded {
     pub written: Vec<StoreKey>,
     /// The store used libzt's `roots` file name for the planet.
     pub planet_in_roots: bool,
+    /// Peer cache entries that could not be read.
+    pub skipped_peers: usize,
 }
 
 fn corrupt(store: &dyn Store, key: &str, reason: impl std::fmt::Display) -> StoreError {
@@ -165,15 +169,35 @@ pub fn load(store: &dyn Store, options: &LoadOptions) -> Result<Loaded, StoreErr
         }
     }
 
+    // The peer cache is only a hint: a corrupt entry is skipped (and logged), never fatal.
+    let mut peers = Vec::new();
+    let mut skipped_peers = 0usize;
+    for key in store.list("peers.d/")? {
+        if !key.ends_with(".peer") {
+            continue;
+        }
+        match store.get(&key)?.map(|b| CachedPeer::parse(&b)) {
+            Some(Ok(p)) => peers.push(p),
+            Some(Err(e)) => {
+                skipped_peers += 1;
+                log::warn!(target: "zt.store", "ignoring {}: {e}", store.describe(&key));
+            }
+            None => {}
+        }
+    }
+
     Ok(Loaded {
         config: NodeConfig {
             identity,
             stored_planet,
             default_planet: default,
             moons,
+            peers,
+            options: options.core.clone(),
         },
         written,
         planet_in_roots,
+        skipped_peers,
     })
 }
 
@@ -229,6 +253,16 @@ mod tests {
     }
 
     #[test]
+    fn corrupt_peer_cache_entries_are_skipped() {
+        let s = MemoryStore::new();
+        load(&s, &opts()).unwrap();
+        s.put("peers.d/0123456789.peer", b"\x02garbage", false)
+            .unwrap();
+        let l = load(&s, &opts()).unwrap();
+        assert_eq!((l.skipped_peers, l.config.peers.len()), (1, 0));
+    }
+
+    #[test]
     fn missing_secret_with_public_present_refuses() {
         let s = MemoryStore::new();
         load(&s, &opts()).unwrap();
@@ -247,6 +281,7 @@ mod tests {
         s.put("roots", &p.to_bytes(), false).unwrap();
         let l = load(&s, &opts()).unwrap();
         assert!(l.planet_in_roots);
+        assert_eq!(l.skipped_peers, 0);
         assert_eq!(l.config.stored_planet.as_ref(), Some(&p));
         s.put("planet", &p.to_bytes()[..100], false).unwrap();
         let e = load(&s, &opts()).unwrap_err();

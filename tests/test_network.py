@@ -1,0 +1,125 @@
+"""Real UDP on loopback: a zt root and zt nodes in one process (stock ZeroTier never uses
+loopback paths, so the nodes opt in with ``allow_loopback``)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import socket
+import time
+from collections.abc import Iterator
+from typing import Callable
+
+import pytest
+
+import zt
+from zt.events import UserMessageEvent
+from zt.planet import make_planet
+
+USER_TYPE = 0x10000
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def loopback_planet(root_id: zt.Identity) -> tuple[zt.World, int]:
+    port = free_udp_port()
+    planet = make_planet([(root_id, [f"127.0.0.1/{port}"])], signing_key=zt.KeyPair.generate())
+    return planet, port
+
+
+def options(
+    planet: zt.World,
+    *,
+    identity: zt.Identity | None = None,
+    port: int = 0,
+    store: str | None = None,
+) -> zt.NodeOptions:
+    return zt.NodeOptions(
+        planet=planet,
+        allow_loopback=True,
+        ipv6=False,
+        identity=identity,
+        port=port,
+        store=store,
+    )
+
+
+@pytest.fixture
+def loopback_net() -> Iterator[tuple[zt.Node, zt.Node, zt.Node]]:
+    root_id = zt.Identity.generate()
+    planet, port = loopback_planet(root_id)
+    root = zt.Node(options(planet, identity=root_id, port=port)).start()
+    a = zt.Node(options(planet)).start()
+    b = zt.Node(options(planet)).start()
+    try:
+        yield root, a, b
+    finally:
+        for n in (a, b, root):
+            n.close()
+
+
+def test_root_and_two_nodes_online_relay_then_direct(
+    loopback_net: tuple[zt.Node, zt.Node, zt.Node],
+) -> None:
+    root, a, b = loopback_net
+    assert root.is_root and root.online
+    a.wait_online(15)
+    b.wait_online(15)
+    rp = a.peer(root.address)
+    assert rp is not None and rp.is_root and rp.direct and rp.protocol == 12
+    stream = b.events(until_down=False)
+    a.send_user_message(b.address, USER_TYPE, b"hello over zt")
+    deadline = time.monotonic() + 10
+    got = None
+    while got is None and time.monotonic() < deadline:
+        ev = stream.get(timeout=0.5)
+        if isinstance(ev, UserMessageEvent):
+            got = ev
+    assert got is not None, "the message arrived"
+    assert (got.address, got.type_id, got.data) == (a.address, USER_TYPE, b"hello over zt")
+    assert root.stats["relayed"] > 0, "the first packets went through the root"
+
+    def direct(x: zt.Node, y: zt.Node) -> bool:
+        p = x.peer(y.address)
+        return p is not None and p.direct
+
+    wait_until(lambda: direct(a, b) and direct(b, a), 15, "a direct path both ways")
+    peer_b = a.peer(b.address)
+    assert peer_b is not None
+    path = next(p for p in peer_b.paths if p.alive)
+    assert path.remote == f"127.0.0.1:{b.port}"
+
+
+def test_peers_are_cached_at_stop(tmp_path: pathlib.Path) -> None:
+    root_id = zt.Identity.generate()
+    planet, port = loopback_planet(root_id)
+    home = str(tmp_path / "a")
+    with (
+        zt.Node(options(planet, identity=root_id, port=port)),
+        zt.Node(options(planet, store=home)) as a,
+    ):
+        a.wait_online(15)
+    assert f"{root_id.address}.peer" in os.listdir(os.path.join(home, "peers.d"))
+
+
+def test_send_user_message_validation(loopback_net: tuple[zt.Node, zt.Node, zt.Node]) -> None:
+    _, a, _ = loopback_net
+    with pytest.raises(ValueError, match="10 hexadecimal"):
+        a.send_user_message("nothex", USER_TYPE, b"")
+    with pytest.raises(ValueError, match="own address"):
+        a.send_user_message(a.address, USER_TYPE, b"")
+    with pytest.raises(ValueError, match="too large"):
+        a.send_user_message("0123456789", USER_TYPE, bytes(20_000))
