@@ -143,11 +143,84 @@ def test_mkplanet_and_rotation(tmp_path: Path) -> None:
 
 
 def test_demo_and_version(tmp_path: Path) -> None:
-    r = run("demo", "--home", str(tmp_path / "home"), cwd=tmp_path)
+    r = run("demo", "--home", str(tmp_path / "homes"), "--messages", "5", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "address:" in r.stdout and "NODE_UP" in r.stdout and "valid=True" in r.stdout
-    assert (tmp_path / "home" / "identity.secret").exists()
+    assert "bob got 5/5 messages from alice" in r.stdout
+    assert "alice -> bob direct path: ['127.0.0.1:" in r.stdout
+    assert r.stdout.endswith("demo ok\n")
+    for name in ("root", "alice", "bob"):
+        assert (tmp_path / "homes" / name / "identity.secret").exists()
     r = run("version", cwd=tmp_path)
     assert r.stdout.strip() == f"zt {zt.__version__}"
     assert run(cwd=tmp_path).returncode == 1
     assert run("bogus", cwd=tmp_path).returncode == 2
+
+
+def test_run_serves_as_root_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    import os
+    import signal
+    import socket
+
+    root = zt.Identity.generate()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    planet = zt.planet.make_planet(
+        [(root, [f"127.0.0.1/{port}"])], signing_key=zt.KeyPair.generate()
+    )
+    (tmp_path / "planet.bin").write_bytes(planet.to_bytes())
+    home = tmp_path / "root"
+    home.mkdir()
+    (home / "identity.secret").write_text(root.secret_string())
+    env = dict(os.environ, ZT_ALLOWED_DESTINATIONS="127.0.0.0/8")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "zt",
+            "run",
+            "--home",
+            str(home),
+            "--port",
+            str(port),
+            "--planet",
+            str(tmp_path / "planet.bin"),
+            "--allow-loopback",
+            "--no-ipv6",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line == f"root {root.address} listening on UDP port {port}\n"
+        opts = zt.NodeOptions(planet=planet, allow_loopback=True, ipv6=False)
+        with zt.Node(opts) as leaf:
+            leaf.wait_online(15)
+            leaf_addr = leaf.address
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert out == "stopped\n"
+    assert (home / "peers.d" / f"{leaf_addr}.peer").exists(), "peers persisted at stop"
+    assert (home / "planet").read_bytes() == planet.to_bytes()
+
+
+def test_run_reports_a_busy_port(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("0.0.0.0", 0))
+        port = s.getsockname()[1]
+        r = run("run", "--home", str(tmp_path / "h"), "--port", str(port), cwd=tmp_path)
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last == f"zt run: the node failed: cannot bind UDP port {port}: " + (
+        "Address already in use (os error 98)"
+    )

@@ -8,6 +8,7 @@ from typing import Optional
 COMMANDS = {
     "idtool": "identities, signatures and moons (zerotier-idtool compatible)",
     "mkplanet": "build and sign a private planet",
+    "run": "run a node (or a root) in the foreground until SIGINT/SIGTERM",
     "demo": "the main job: a node, its identity and a private planet, end to end",
     "version": "print the version",
 }
@@ -34,6 +35,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         from .cli import mkplanet
 
         return mkplanet.main(rest)
+    if cmd == "run":
+        from .cli import run
+
+        return run.main(rest)
     if cmd == "demo":
         from .cli import demo
 

@@ -1,52 +1,102 @@
-"""``zt demo``: the main job, end to end on this machine with no network traffic.
+"""``zt demo``: the main job, end to end on this machine, with traffic only on loopback.
 
-It loads (or creates) a node home, starts the node, prints its identity, builds a private
-planet with the node as its root, restarts the node on that planet, signs and verifies a message,
-and shows the events it saw. Later releases extend it to a root, a controller and two nodes
-moving data.
+It creates a private planet whose root is a zt node, starts that root and two more nodes in this
+process, shows them come online, sends USER_MESSAGEs between the two (first relayed by the root,
+which then introduces them), waits for the direct path, and prints what each node stored. Later
+releases add a network controller and sockets.
 """
 
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from .._native import KeyPair
-from ..events import Event
+from .._native import Identity, KeyPair
+from ..events import UserMessageEvent
 from ..node import Node, NodeOptions
 from ..planet import make_planet
+
+USER_TYPE = 0x10001
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def main(argv: list[str], prog: str = "zt demo") -> int:
     """Runs the demo; returns the exit code."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0] if __doc__ else "")
-    p.add_argument("--home", help="node home directory (default: a temporary directory)")
+    p.add_argument("--home", help="directory for the three node homes (default: temporary)")
+    p.add_argument("--messages", type=int, default=20, help="messages each way (default 20)")
     args = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="zt-demo-") as tmp:
-        home = Path(args.home) if args.home else Path(tmp) / "home"
-        seen: list[Event] = []
-        with Node(NodeOptions(store=home, on_event=seen.append)) as node:
-            ident = node.identity
-            print(f"home:      {home}")
-            print(f"address:   {node.address}")
-            print(f"identity:  {ident}")
-            print(f"planet:    {node.planet!r} (ZeroTier's default)")
+        base = Path(args.home) if args.home else Path(tmp)
+        root_id = Identity.generate()
+        port = _free_port()
+        planet = make_planet([(root_id, [f"127.0.0.1/{port}"])], signing_key=KeyPair.generate())
+        print(f"planet:  {planet!r}, root {root_id.address} at 127.0.0.1/{port}")
 
-        # A private planet with this node as its only root (documentation address: no traffic).
-        key = KeyPair.generate()
-        planet = make_planet([(ident, ["203.0.113.1/9993"])], signing_key=key)
-        with Node(NodeOptions(store=home, planet=planet)) as node:
-            assert node.address == ident.address, "the stored identity is reused"
-            print(f"planet:    {node.planet!r} (private, signed: {node.planet.verify()})")
-            sig = node.identity.sign(b"hello, zt")
-            print(f"signature: {sig.hex()[:32]}… valid={ident.public.verify(b'hello, zt', sig)}")
-        print("events:    " + ", ".join(e.name for e in seen))
-        files = sorted(str(f.relative_to(home)) for f in home.rglob("*") if f.is_file())
-        print("stored:    " + ", ".join(files))
-    return 0
+        def opts(name: str, **kw: object) -> NodeOptions:
+            o = NodeOptions(
+                store=base / name,
+                planet=planet,
+                allow_loopback=True,
+                ipv6=False,
+                allowed_destinations=["127.0.0.0/8"],
+            )
+            for k, v in kw.items():
+                setattr(o, k, v)
+            return o
+
+        t0 = time.monotonic()
+        with (
+            Node(opts("root", identity=root_id, port=port)) as root,
+            Node(opts("alice")) as alice,
+            Node(opts("bob")) as bob,
+        ):
+            print(f"root:    {root.address} (root={root.is_root}, online={root.online})")
+            inbox = bob.events(until_down=False)
+            alice.wait_online(20)
+            bob.wait_online(20)
+            print(f"alice:   {alice.address} online ({time.monotonic() - t0:.2f} s after start)")
+            print(f"bob:     {bob.address} online")
+            for i in range(args.messages):
+                alice.send_user_message(bob.address, USER_TYPE, f"message {i}".encode())
+                time.sleep(0.05)
+            got: list[UserMessageEvent] = []
+            deadline = time.monotonic() + 10
+            while len(got) < args.messages and time.monotonic() < deadline:
+                ev = inbox.get(timeout=0.2)
+                if isinstance(ev, UserMessageEvent) and ev.address == alice.address:
+                    got.append(ev)
+            print(f"bob got {len(got)}/{args.messages} messages from alice")
+            deadline = time.monotonic() + 15
+            peer = alice.peer(bob.address)
+            while not (peer and peer.direct) and time.monotonic() < deadline:
+                time.sleep(0.1)
+                peer = alice.peer(bob.address)
+            if peer and peer.direct:
+                print(f"alice -> bob direct path: {[x.remote for x in peer.paths if x.alive]}")
+            print(
+                f"root relayed {root.stats['relayed']} datagrams, "
+                f"sent {root.stats['rendezvous_sent']} RENDEZVOUS"
+            )
+            ok = len(got) == args.messages and bool(peer and peer.direct)
+        for name in ("root", "alice", "bob"):
+            files = sorted(
+                str(f.relative_to(base / name)) for f in (base / name).rglob("*") if f.is_file()
+            )
+            print(f"{name:<8} stored: {', '.join(files)}")
+    print("demo ok" if ok else "demo FAILED")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

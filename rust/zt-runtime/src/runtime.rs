@@ -448,6 +448,8 @@ enum LoopError {
     Node(#[from] zt_proto::node::NodeError),
     #[error("event loop: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot bind UDP port {port}: {source}")]
+    Bind { port: u16, source: std::io::Error },
 }
 
 fn run(shared: &Arc<Shared>) {
@@ -592,7 +594,9 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
     for key in &loaded.written {
         shared.hub.publish(&NodeEvent::Stored { key: *key });
     }
-    let mut udp = UdpSockets::bind(shared.options.port, shared.options.ipv6)?;
+    let port = shared.options.port;
+    let mut udp = UdpSockets::bind(port, shared.options.ipv6)
+        .map_err(|source| LoopError::Bind { port, source })?;
     let allowed = match &shared.options.allowed_destinations {
         Some(a) => Some(a.clone()),
         None => match std::env::var(ALLOWED_DESTINATIONS_ENV) {

@@ -311,6 +311,8 @@ const TRUST_MS: i64 = 600_000;
 const IDENTITY_GATE_MS: i64 = 2_000;
 const ECHO_GATE_MS: i64 = 166;
 const PEER_EVICT_MS: i64 = 600_000;
+/// While no root answers, HELLOs to roots are retried this often (not only every ping check).
+const ROOT_HELLO_RETRY_MS: i64 = 1_000;
 
 /// Wire IDs of recently accepted packets (IDs are random or SIV tags, so a repeat is a replay).
 #[derive(Default)]
@@ -999,6 +1001,7 @@ impl Node {
             self.request_whois(now, a);
         }
         self.flush_tx_queue(now);
+        self.retry_unreachable_roots(now);
         let stale: Vec<u64> = self
             .fragments
             .iter()
@@ -1014,6 +1017,25 @@ impl Node {
         self.echo_gate.retain(|_, t| now.since(*t) < 1_000);
         self.identity_gate
             .retain(|_, t| now.since(*t) < IDENTITY_GATE_MS);
+    }
+
+    /// HELLOs the stable endpoints of roots with no live path, at most every second.
+    fn retry_unreachable_roots(&mut self, now: Timestamp) {
+        for up in self.upstreams.clone() {
+            let Some(peer) = self.peers.get(&up) else {
+                continue;
+            };
+            if peer.best_alive_path(now).is_some()
+                || now.since(peer.last_hello) < ROOT_HELLO_RETRY_MS
+            {
+                continue;
+            }
+            for ep in self.stable_endpoints(up) {
+                if let Some(local) = self.socket_for(&ep) {
+                    self.send_hello(now, up, local, ep);
+                }
+            }
+        }
     }
 
     fn flush_tx_queue(&mut self, now: Timestamp) {
