@@ -81,6 +81,8 @@ pub struct Host {
     pub node: Node,
     /// The address its socket is bound to.
     pub bind: SocketAddr,
+    /// When true the host is cut off: nothing it sends or is sent reaches anyone.
+    pub isolated: bool,
     nat: Option<Nat>,
 }
 
@@ -147,6 +149,24 @@ impl Sim {
         }
     }
 
+    /// Adds a host with a node built from `config` (identity, planet, cached peers, options).
+    ///
+    /// # Panics
+    /// If the node cannot be created (invalid test set-up).
+    #[allow(clippy::expect_used)]
+    pub fn add_host_with(&mut self, config: NodeConfig, bind: SocketAddr) -> usize {
+        let seed = self.rng.next_u64();
+        let mut node = Node::new(config, Box::new(SimRng(seed)), self.now).expect("valid node");
+        node.set_local_sockets(vec![(LocalSocket(0), bind)]);
+        self.hosts.push(Host {
+            node,
+            bind,
+            isolated: false,
+            nat: None,
+        });
+        self.hosts.len() - 1
+    }
+
     /// Adds a host with `identity` bound to `bind`, behind a NAT whose public address is
     /// `nat_public` if given. Returns its index.
     ///
@@ -175,7 +195,12 @@ impl Sim {
             public,
             allowed: BTreeSet::new(),
         });
-        self.hosts.push(Host { node, bind, nat });
+        self.hosts.push(Host {
+            node,
+            bind,
+            isolated: false,
+            nat,
+        });
         self.hosts.len() - 1
     }
 
@@ -198,6 +223,10 @@ impl Sim {
 
     fn send(&mut self, host: usize, to: SocketAddr, data: Vec<u8>, ttl: Option<u32>) {
         self.stats.sent += 1;
+        if self.hosts[host].isolated {
+            self.stats.lost += 1;
+            return;
+        }
         let h = &mut self.hosts[host];
         let from = match &mut h.nat {
             Some(nat) => {
@@ -242,6 +271,7 @@ impl Sim {
             Some(nat) => nat.public == d.to && nat.allowed.contains(&d.from),
         });
         match target {
+            Some(i) if self.hosts[i].isolated => self.stats.lost += 1,
             Some(i) => {
                 self.stats.delivered += 1;
                 self.hosts[i]
@@ -299,4 +329,11 @@ impl Sim {
 #[must_use]
 pub fn public(i: u8) -> SocketAddr {
     SocketAddr::new(IpAddr::from([203, 0, 113, i]), 9993)
+}
+
+/// The `i`-th address of a large simulated population, each in its own /24 (198.18.0.0/15).
+#[must_use]
+pub fn population(i: u16) -> SocketAddr {
+    let net = 18 + (i / 256) as u8;
+    SocketAddr::new(IpAddr::from([198, net, (i % 256) as u8, 1]), 9993)
 }
