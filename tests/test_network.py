@@ -123,3 +123,29 @@ def test_send_user_message_validation(loopback_net: tuple[zt.Node, zt.Node, zt.N
         a.send_user_message(a.address, USER_TYPE, b"")
     with pytest.raises(ValueError, match="too large"):
         a.send_user_message("0123456789", USER_TYPE, bytes(20_000))
+
+
+def test_garbage_on_the_wire_is_counted_and_harmless(
+    loopback_net: tuple[zt.Node, zt.Node, zt.Node],
+) -> None:
+    root, a, _ = loopback_net
+    a.wait_online(15)
+    before = a.stats
+    rng = __import__("random").Random(1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for size in (0, 1, 13, 16, 17, 27, 28, 29, 64, 200, 1400, 9000):
+            s.sendto(bytes(rng.getrandbits(8) for _ in range(size)), ("127.0.0.1", a.port))
+        # Well-formed headers addressed to the node, from its root, with a wrong MAC.
+        me = bytes.fromhex(a.address)
+        src = bytes.fromhex(root.address)
+        for cipher in (0, 1, 3):
+            forged = bytes(8) + me + src + bytes([cipher << 3]) + bytes(8) + b"\x08" + bytes(40)
+            s.sendto(forged, ("127.0.0.1", a.port))
+    wait_until(
+        lambda: a.stats["drops_total"] - before["drops_total"] >= 12, 5, "the drops to be counted"
+    )
+    drops = a.stats["drops"]
+    assert drops.get("BadMac", 0) - before["drops"].get("BadMac", 0) >= 3
+    assert drops.get("Runt", 0) > before["drops"].get("Runt", 0)
+    assert a.online
+    a.send_user_message(root.address, USER_TYPE, b"still fine")
