@@ -234,6 +234,8 @@ impl NativeNode {
             d.set_item("packets_in", s.stats.packets_in)?;
             d.set_item("relayed", s.stats.relayed)?;
             d.set_item("rendezvous_sent", s.stats.rendezvous_sent)?;
+            d.set_item("push_sent", s.stats.push_sent)?;
+            d.set_item("push_contacts", s.stats.push_contacts)?;
             d.set_item("drops_total", s.stats.total_drops())?;
             let drops = PyDict::new(py);
             for (reason, n) in &s.stats.drops {

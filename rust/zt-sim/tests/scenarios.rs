@@ -162,6 +162,19 @@ fn five_leaves_with_loss_reordering_duplication_and_nat() {
             );
         }
     }
+    // Relayed traffic made the leaves push their surface addresses, and the receivers probed them.
+    let pushed: u64 = leaves
+        .iter()
+        .map(|&l| sim.hosts[l].node.stats().push_sent)
+        .sum();
+    let probed: u64 = leaves
+        .iter()
+        .map(|&l| sim.hosts[l].node.stats().push_contacts)
+        .sum();
+    assert!(
+        pushed > 0 && probed > 0,
+        "PUSH_DIRECT_PATHS sent {pushed}, acted on {probed}"
+    );
     let drops = &sim.hosts[leaves[0]].node.stats().drops;
     assert!(
         drops.get(&DropReason::Replay).copied().unwrap_or(0) > 0,

@@ -758,6 +758,7 @@ impl Node {
             }
         }
         for ep in targets {
+            self.stats.push_contacts += 1;
             self.contact(now, src, ep);
         }
     }
@@ -820,6 +821,7 @@ impl Node {
             }
             v.extend_from_slice(&ep.port().to_be_bytes());
         }
+        self.stats.push_sent += 1;
         self.send(now, src, Verb::PushDirectPaths, v);
     }
 }

@@ -199,6 +199,10 @@ pub struct NodeStats {
     pub relayed: u64,
     /// RENDEZVOUS messages sent.
     pub rendezvous_sent: u64,
+    /// PUSH_DIRECT_PATHS messages sent.
+    pub push_sent: u64,
+    /// Endpoints contacted because a peer pushed them.
+    pub push_contacts: u64,
     /// Inputs dropped, by reason.
     pub drops: BTreeMap<DropReason, u64>,
 }
