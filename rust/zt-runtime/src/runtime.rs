@@ -23,6 +23,18 @@ use crate::udp::{RECV_BUFFER, UdpSockets};
 
 const WAKE: Token = Token(0);
 const FIRST_SOCKET: usize = 1;
+const INTERFACE_REFRESH_MS: i64 = 30_000;
+
+/// The host's interface addresses (what PUSH_DIRECT_PATHS advertises, with the bound port).
+fn interface_addresses() -> Vec<std::net::IpAddr> {
+    match if_addrs::get_if_addrs() {
+        Ok(list) => list.into_iter().map(|i| i.ip()).collect(),
+        Err(e) => {
+            log::debug!(target: "zt.node", "cannot list interfaces: {e}");
+            Vec::new()
+        }
+    }
+}
 
 /// Where a node is in its life.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -612,6 +624,8 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
     udp.set_allowed_destinations(allowed);
     let mut node = Node::new(loaded.config, Box::new(crate::rng::OsRng), clock.now())?;
     node.set_local_sockets(udp.locals());
+    node.set_interface_addresses(interface_addresses());
+    let mut interfaces_at = clock.now();
     let mut poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
     udp.register(poll.registry(), FIRST_SOCKET)?;
@@ -689,6 +703,10 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
             })?;
         }
         let now = clock.now();
+        if now.since(interfaces_at) >= INTERFACE_REFRESH_MS {
+            node.set_interface_addresses(interface_addresses());
+            interfaces_at = now;
+        }
         if node.poll_timeout() <= now {
             node.handle_timeout(now);
         }

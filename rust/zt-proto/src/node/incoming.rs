@@ -779,8 +779,7 @@ impl Node {
     /// A packet showing the peer is in use: keep its paths alive and, when it arrived relayed,
     /// tell it where this node can be reached directly.
     fn note_trust(&mut self, now: Timestamp, src: Address, hops: u8) {
-        let surface = self.surface_addresses();
-        let local_eps: Vec<SocketAddr> = self.locals.iter().map(|(_, a)| *a).collect();
+        let eps = self.direct_endpoints();
         let Some(peer) = self.peers.get_mut(&src) else {
             return;
         };
@@ -794,14 +793,6 @@ impl Node {
             return;
         }
         peer.last_push = now;
-        let mut eps: Vec<SocketAddr> = surface;
-        for ep in local_eps {
-            if !ep.ip().is_unspecified() && !eps.contains(&ep) {
-                eps.push(ep);
-            }
-        }
-        let allow = self.options.allow_loopback;
-        eps.retain(|e| usable_endpoint(e, allow));
         if eps.is_empty() {
             return;
         }

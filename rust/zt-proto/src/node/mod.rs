@@ -376,6 +376,7 @@ pub struct Node {
     upstreams: Vec<Address>,
     peers: BTreeMap<Address, Peer>,
     locals: Vec<(LocalSocket, SocketAddr)>,
+    interfaces: Vec<std::net::IpAddr>,
     surface: BTreeMap<Address, SocketAddr>,
     schedule: Schedule,
     online: bool,
@@ -444,6 +445,7 @@ impl Node {
             upstreams: Vec::new(),
             peers: BTreeMap::new(),
             locals: Vec::new(),
+            interfaces: Vec::new(),
             surface: BTreeMap::new(),
             schedule: Schedule {
                 quick: now,
@@ -600,6 +602,38 @@ impl Node {
     /// Tells the core which local UDP sockets exist and what they are bound to.
     pub fn set_local_sockets(&mut self, locals: Vec<(LocalSocket, SocketAddr)>) {
         self.locals = locals;
+    }
+
+    /// Tells the core the host's interface addresses; with the bound ports they are the direct
+    /// endpoints advertised to peers in PUSH_DIRECT_PATHS.
+    pub fn set_interface_addresses(&mut self, addrs: Vec<std::net::IpAddr>) {
+        self.interfaces = addrs;
+    }
+
+    /// Endpoints where peers may reach this node directly: interface addresses with the bound
+    /// port of their family, then external addresses reported by roots.
+    #[must_use]
+    pub fn direct_endpoints(&self) -> Vec<SocketAddr> {
+        let mut eps: Vec<SocketAddr> = Vec::new();
+        for ip in &self.interfaces {
+            let port = self
+                .locals
+                .iter()
+                .find(|(_, a)| a.is_ipv4() == ip.is_ipv4())
+                .map(|(_, a)| a.port());
+            if let Some(port) = port {
+                let ep = SocketAddr::new(*ip, port);
+                if usable_endpoint(&ep, self.options.allow_loopback) && !eps.contains(&ep) {
+                    eps.push(ep);
+                }
+            }
+        }
+        for ep in self.surface_addresses() {
+            if usable_endpoint(&ep, self.options.allow_loopback) && !eps.contains(&ep) {
+                eps.push(ep);
+            }
+        }
+        eps
     }
 
     fn socket_for(&self, to: &SocketAddr) -> Option<LocalSocket> {
@@ -1363,6 +1397,24 @@ mod tests {
         }
         let s = node.stats();
         assert_eq!((s.quick_tasks, s.ping_checks, s.housekeeping), (121, 13, 2));
+    }
+
+    #[test]
+    fn direct_endpoints_are_usable_interface_addresses_with_the_bound_port() {
+        let k = KeyPair::generate(&mut TestRng(8));
+        let mut node = new_node(config(None, planet(1, 1, &k, &k)), Timestamp(0)).unwrap();
+        node.set_local_sockets(vec![
+            (LocalSocket(0), "0.0.0.0:9993".parse().unwrap()),
+            (LocalSocket(1), "[::]:9994".parse().unwrap()),
+        ]);
+        node.set_interface_addresses(
+            ["127.0.0.1", "10.1.2.3", "fe80::1", "2001:db8::5", "169.254.1.1"]
+                .iter()
+                .map(|a| a.parse().unwrap())
+                .collect(),
+        );
+        let eps: Vec<String> = node.direct_endpoints().iter().map(ToString::to_string).collect();
+        assert_eq!(eps, vec!["10.1.2.3:9993", "[2001:db8::5]:9994"]);
     }
 
     #[test]
