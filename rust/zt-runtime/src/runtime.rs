@@ -388,6 +388,25 @@ impl NodeRuntime {
         }
     }
 
+    /// Sends a command built around a reply channel and waits for the loop's answer.
+    fn request<T>(
+        &self,
+        command: impl FnOnce(mpsc::Sender<T>) -> Command,
+        timeout: Duration,
+    ) -> Result<T, RuntimeError> {
+        let lifecycle = self.lifecycle();
+        if lifecycle != Lifecycle::Running {
+            return Err(RuntimeError::NotRunning(lifecycle.name()));
+        }
+        let (tx, rx) = mpsc::channel();
+        self.shared.lock().send(command(tx));
+        match rx.recv_timeout(timeout) {
+            Ok(r) => Ok(r),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(RuntimeError::Timeout),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(RuntimeError::Stopped),
+        }
+    }
+
     /// Offers a newer revision of the planet or of a held moon.
     ///
     /// # Errors
@@ -397,19 +416,7 @@ impl NodeRuntime {
         world: World,
         timeout: Duration,
     ) -> Result<Result<(), WorldUpdateRejected>, RuntimeError> {
-        let lifecycle = self.lifecycle();
-        if lifecycle != Lifecycle::Running {
-            return Err(RuntimeError::NotRunning(lifecycle.name()));
-        }
-        let (tx, rx) = mpsc::channel();
-        self.shared
-            .lock()
-            .send(Command::WorldUpdate(Box::new(world), tx));
-        match rx.recv_timeout(timeout) {
-            Ok(r) => Ok(r),
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(RuntimeError::Timeout),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(RuntimeError::Stopped),
-        }
+        self.request(|tx| Command::WorldUpdate(Box::new(world), tx), timeout)
     }
 
     /// Sends a USER_MESSAGE to `dest` (queued while its identity is looked up).
@@ -423,19 +430,7 @@ impl NodeRuntime {
         data: Vec<u8>,
         timeout: Duration,
     ) -> Result<Result<(), SendError>, RuntimeError> {
-        let lifecycle = self.lifecycle();
-        if lifecycle != Lifecycle::Running {
-            return Err(RuntimeError::NotRunning(lifecycle.name()));
-        }
-        let (tx, rx) = mpsc::channel();
-        self.shared
-            .lock()
-            .send(Command::UserMessage(dest, type_id, data, tx));
-        match rx.recv_timeout(timeout) {
-            Ok(r) => Ok(r),
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(RuntimeError::Timeout),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(RuntimeError::Stopped),
-        }
+        self.request(|tx| Command::UserMessage(dest, type_id, data, tx), timeout)
     }
 
     /// Ends every event subscription (after a final stop).

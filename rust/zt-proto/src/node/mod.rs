@@ -1408,12 +1408,22 @@ mod tests {
             (LocalSocket(1), "[::]:9994".parse().unwrap()),
         ]);
         node.set_interface_addresses(
-            ["127.0.0.1", "10.1.2.3", "fe80::1", "2001:db8::5", "169.254.1.1"]
-                .iter()
-                .map(|a| a.parse().unwrap())
-                .collect(),
+            [
+                "127.0.0.1",
+                "10.1.2.3",
+                "fe80::1",
+                "2001:db8::5",
+                "169.254.1.1",
+            ]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect(),
         );
-        let eps: Vec<String> = node.direct_endpoints().iter().map(ToString::to_string).collect();
+        let eps: Vec<String> = node
+            .direct_endpoints()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(eps, vec!["10.1.2.3:9993", "[2001:db8::5]:9994"]);
     }
 
