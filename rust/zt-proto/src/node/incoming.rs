@@ -518,6 +518,7 @@ impl Node {
         if self.expecting.remove(&in_re_id).is_none() {
             return self.drop_input(DropReason::UnexpectedReply);
         }
+        // (Its entry in the FIFO order goes at the next housekeeping pass.)
         self.received(now, local, from, src, hops, Verb::Ok);
         match Verb::from_u8(in_re) {
             Some(Verb::Hello) => {

@@ -381,7 +381,8 @@ pub struct Node {
     schedule: Schedule,
     online: bool,
     last_up: Timestamp,
-    expecting: BTreeMap<u64, Timestamp>,
+    expecting: std::collections::HashMap<u64, Timestamp>,
+    expecting_order: VecDeque<u64>,
     whois_sent: BTreeMap<Address, Timestamp>,
     tx_queue: VecDeque<Queued>,
     rx_queue: VecDeque<(Timestamp, LocalSocket, SocketAddr, Vec<u8>)>,
@@ -454,7 +455,8 @@ impl Node {
             },
             online: false,
             last_up: never,
-            expecting: BTreeMap::new(),
+            expecting: std::collections::HashMap::new(),
+            expecting_order: VecDeque::new(),
             whois_sent: BTreeMap::new(),
             tx_queue: VecDeque::new(),
             rx_queue: VecDeque::new(),
@@ -801,18 +803,30 @@ impl Node {
         let fragmented = packet::needs_fragmenting(p.len(), mtu);
         packet::set_fragmented(&mut p, fragmented);
         packet::armor(&mut p, &peer.keys, cipher);
-        self.expect_reply(now, packet::packet_id(&p));
+        if matches!(
+            verb,
+            Verb::Hello
+                | Verb::Whois
+                | Verb::Echo
+                | Verb::NetworkConfigRequest
+                | Verb::MulticastGather
+        ) {
+            self.expect_reply(now, packet::packet_id(&p));
+        }
         Some(p)
     }
 
-    /// Remembers the wire ID of a packet sent, so that an OK answering it is accepted.
+    /// Remembers the wire ID of a request sent, so that an OK answering it is accepted (the
+    /// oldest are forgotten first beyond [`EXPECT_REPLY_MAX`]).
     fn expect_reply(&mut self, now: Timestamp, wire_id: u64) {
-        if self.expecting.len() >= EXPECT_REPLY_MAX {
-            if let Some((&oldest, _)) = self.expecting.iter().min_by_key(|(_, t)| **t) {
-                self.expecting.remove(&oldest);
+        while self.expecting_order.len() >= EXPECT_REPLY_MAX {
+            if let Some(old) = self.expecting_order.pop_front() {
+                self.expecting.remove(&old);
             }
         }
-        self.expecting.insert(wire_id, now);
+        if self.expecting.insert(wire_id, now).is_none() {
+            self.expecting_order.push_back(wire_id);
+        }
     }
 
     /// Sends to a peer by the best route: its direct path, else relayed through the best
