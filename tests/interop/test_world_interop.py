@@ -20,13 +20,10 @@ import pytest
 
 import zt
 from tests.interop.libzt import (
-    LibztUnavailable,
-    NodeInfo,
     id_new,
     sign_root_set,
-    start_node,
 )
-from tests.interop.marks import INTEROP
+from tests.interop.marks import INTEROP, start_node_or_skip
 
 pytestmark = INTEROP
 
@@ -55,13 +52,6 @@ def root_ids() -> list[str]:
 @pytest.fixture(scope="module")
 def roots(root_ids: list[str]) -> list[RootSpec]:
     return [(ident, _endpoints(n)) for n, ident in enumerate(root_ids)]
-
-
-def _start_node_or_skip(storage: Path, roots: bytes | None = None) -> NodeInfo:
-    try:
-        return start_node(storage, roots=roots)
-    except LibztUnavailable as exc:
-        pytest.skip(f"cannot isolate a libzt node: {exc.reason}")
 
 
 def _assert_roots(world: zt.World, expected: Sequence[RootSpec]) -> None:
@@ -136,7 +126,7 @@ def test_zt_root_serialisation_matches_libzt(n_roots: int, roots: list[RootSpec]
 def test_libzt_default_planet_in_zt(tmp_path: Path) -> None:
     """libzt's built-in planet (the ``roots`` it writes when given none) as zt sees it."""
     storage = tmp_path / "node"
-    _start_node_or_skip(storage)
+    start_node_or_skip(storage)
     planet = (storage / "roots").read_bytes()
     world = zt.World.from_bytes(planet)
     assert world.world_type == "planet"
@@ -262,7 +252,7 @@ def test_libzt_adopts_a_zt_planet(tmp_path: Path, roots: list[RootSpec]) -> None
     planet = zt.planet.make_planet(roots, signing_key=key, world_id=WORLD_ID, timestamp=TIMESTAMP)
     data = planet.to_bytes()
     storage = tmp_path / "node"
-    info = _start_node_or_skip(storage, roots=data)
+    info = start_node_or_skip(storage, roots=data)
     assert "roots" in info["files"]
     written = (storage / "roots").read_bytes()
     assert written == data  # libzt adopted our planet rather than its built-in one
@@ -289,5 +279,5 @@ def test_libzt_does_not_check_a_planets_signature_on_first_load(
     # Observed: libzt (like zerotier-one) trusts the planet it is started with; it does not
     # check the signature and adopts the tampered planet as its roots.
     storage = tmp_path / "node"
-    _start_node_or_skip(storage, roots=data)
+    start_node_or_skip(storage, roots=data)
     assert (storage / "roots").read_bytes() == data
