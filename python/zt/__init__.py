@@ -6,7 +6,7 @@ make them). Start with :class:`Node`, :class:`Identity` and :mod:`zt.planet`.
 
 from __future__ import annotations
 
-from . import errors, events, planet, stores
+from . import errors, events, network, planet, stores
 from ._native import (
     BUILD_PROFILE,
     VERSION,
@@ -57,6 +57,7 @@ __all__ = [
     "default_planet",
     "errors",
     "events",
+    "network",
     "planet",
     "stores",
 ]

@@ -449,6 +449,22 @@ def id_new(count: int = 1, *, timeout: float | None = None) -> tuple[list[str], 
     return [str(k) for k in result["keys"]], [float(s) for s in result["seconds"]]
 
 
+def compute_addresses(
+    pairs: Sequence[tuple[int, str]], port_ranges: Sequence[tuple[int, int]]
+) -> tuple[list[dict[str, str]], list[int]]:
+    """libzt's rfc4193 and 6plane addresses for (network ID, node address) pairs, and its
+    ad-hoc network IDs for port ranges (no node is started)."""
+    result = _run_worker(
+        "compute_addresses",
+        {
+            "pairs": [[f"{n:016x}", a] for n, a in pairs],
+            "port_ranges": [list(r) for r in port_ranges],
+        },
+        timeout=60.0,
+    )
+    return [dict(x) for x in result["addresses"]], [int(x) for x in result["adhoc"]]
+
+
 def id_pair_is_valid(keys: Sequence[str], *, timeout: float | None = None) -> list[bool]:
     """libzt's verdict (``zts_id_pair_is_valid``) on each identity string.
 
@@ -1379,6 +1395,24 @@ class _Adhoc:
         )
 
 
+def _cmd_compute_addresses(args: Json) -> Json:
+    lib = _load(args)
+    _bind_signatures(lib, _NETNS_SIGNATURES)
+    out: list[Json] = []
+    for nwid_hex, node_hex in args["pairs"]:
+        nwid, node = int(nwid_hex, 16), int(node_hex, 16)
+
+        def rfc4193(b: ctypes.Array[ctypes.c_char], n: int = nwid, a: int = node) -> int:
+            return int(lib.zts_addr_compute_rfc4193_str(n, a, b, len(b)))
+
+        def sixplane(b: ctypes.Array[ctypes.c_char], n: int = nwid, a: int = node) -> int:
+            return int(lib.zts_addr_compute_6plane_str(n, a, b, len(b)))
+
+        out.append({"rfc4193": _ip_str(rfc4193), "6plane": _ip_str(sixplane)})
+    adhoc = [int(lib.zts_net_compute_adhoc_id(a, b)) for a, b in args["port_ranges"]]
+    return {"addresses": out, "adhoc": adhoc}
+
+
 def _cmd_netns_node(args: Json) -> Json:
     faulthandler.enable()  # a crash inside libzt then leaves the Python stack on stderr
     _check_lab_namespace(int(args["parent_netns"]))
@@ -1434,6 +1468,7 @@ _COMMANDS: dict[str, Callable[[Json], Json]] = {
     "sign_root_set": _cmd_sign_root_set,
     "start_node": _cmd_start_node,
     "netns_node": _cmd_netns_node,
+    "compute_addresses": _cmd_compute_addresses,
 }
 
 

@@ -25,8 +25,10 @@
 
 pub mod address;
 pub mod crypto;
+pub mod dictionary;
 pub mod identity;
 pub mod inet;
+pub mod network;
 pub mod node;
 pub mod packet;
 pub mod planet;

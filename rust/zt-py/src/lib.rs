@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod crypto;
 mod errors;
 mod identity;
+mod network;
 mod node;
 mod store;
 mod world;
@@ -18,6 +19,8 @@ mod _native {
     use crypto::{identity_hash, poly1305, salsa20, sha512};
     #[pymodule_export]
     use identity::{Identity, KeyPair};
+    #[pymodule_export]
+    use network::{network_adhoc_id, network_member_mac, network_rfc4193, network_sixplane};
     #[pymodule_export]
     use node::{EventSubscription, NativeNode};
     #[pymodule_export]
