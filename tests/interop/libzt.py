@@ -236,27 +236,32 @@ def _extract_sdk(wheel: Path, sdk: Path) -> None:
     os.replace(tmp, sdk)
 
 
-def _build_shim(shim: Path) -> None:
+def _compile_shared(source_text: str, target: Path, what: str, *flags: str) -> None:
+    """Builds ``source_text`` into the shared library ``target`` (atomically, via a temp file);
+    raises :class:`LibztUnavailable` naming ``what`` when no compiler works."""
     compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if not compiler:
-        raise LibztUnavailable("no C compiler (gcc/cc) to build the libzt symbol shim")
-    source = shim.with_suffix(".c")
-    source.write_text(_SHIM_SOURCE)
-    tmp = shim.with_name(f".{shim.name}.{os.getpid()}.tmp")
-    cmd = [compiler, "-shared", "-fPIC", "-O2", "-o", str(tmp), str(source)]
+        raise LibztUnavailable(f"no C compiler (gcc/cc) to build {what}")
+    source = target.with_suffix(".c")
+    source.write_text(source_text)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    cmd = [compiler, "-shared", "-fPIC", "-O2", *flags, "-o", str(tmp), str(source)]
     try:
         proc = subprocess.run(
             cmd, capture_output=True, text=True, timeout=_GCC_TIMEOUT_S, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise LibztUnavailable(f"cannot build the libzt symbol shim: {exc}") from exc
+        raise LibztUnavailable(f"cannot build {what}: {exc}") from exc
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise LibztUnavailable(
-            f"cannot build the libzt symbol shim ({compiler} exit {proc.returncode}): "
-            f"{_tail(proc.stderr)}"
+            f"cannot build {what} ({compiler} exit {proc.returncode}): {_tail(proc.stderr)}"
         )
-    os.replace(tmp, shim)
+    os.replace(tmp, target)
+
+
+def _build_shim(shim: Path) -> None:
+    _compile_shared(_SHIM_SOURCE, shim, "the libzt symbol shim")
 
 
 def ensure_libzt() -> Path:
@@ -663,26 +668,7 @@ def ensure_ip6lock(sdk: Path) -> Path:
     with _locked(sdk.parent):
         if target.is_file():
             return target
-        compiler = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
-        if not compiler:
-            raise LibztUnavailable("no C compiler (gcc/cc) to build the IPv6 input lock")
-        source = target.with_suffix(".c")
-        source.write_text(_IP6LOCK_SOURCE)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        cmd = [compiler, "-shared", "-fPIC", "-O2", "-pthread", "-o", str(tmp), str(source)]
-        try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=_GCC_TIMEOUT_S, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise LibztUnavailable(f"cannot build the IPv6 input lock: {exc}") from exc
-        if proc.returncode != 0:
-            tmp.unlink(missing_ok=True)
-            raise LibztUnavailable(
-                f"cannot build the IPv6 input lock ({compiler} exit {proc.returncode}): "
-                f"{_tail(proc.stderr)}"
-            )
-        os.replace(tmp, target)
+        _compile_shared(_IP6LOCK_SOURCE, target, "the IPv6 input lock", "-pthread")
     return target
 
 

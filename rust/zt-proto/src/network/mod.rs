@@ -97,14 +97,7 @@ impl NetworkId {
     /// The member's MAC address on this network.
     #[must_use]
     pub fn mac(self, node: Address) -> Mac {
-        let mut m = u64::from(first_octet(self)) << 40;
-        let a = node.to_u64();
-        for i in 0..5 {
-            let shift = 8 * (4 - i);
-            let byte = ((a >> shift) & 0xff) ^ ((self.0 >> (8 * (i + 1))) & 0xff);
-            m |= byte << shift;
-        }
-        Mac(m)
+        Mac((u64::from(first_octet(self)) << 40) | self.mix(node.to_u64()))
     }
 
     /// The node a member MAC on this network belongs to (`None` if the MAC is not a member MAC
@@ -114,13 +107,21 @@ impl NetworkId {
         if (mac.0 >> 40) as u8 != first_octet(self) {
             return None;
         }
-        let mut a = 0u64;
+        Some(Address::from_u64_truncating(
+            self.mix(mac.0 & 0xff_ffff_ffff),
+        ))
+    }
+
+    /// XORs the 5 bytes of `v` (most significant first) with network ID bytes 1..=5 (bits 8–15
+    /// for the first, … bits 40–47 for the last). Its own inverse: maps node bits to MAC bits
+    /// and back.
+    fn mix(self, v: u64) -> u64 {
+        let mut out = 0u64;
         for i in 0..5 {
             let shift = 8 * (4 - i);
-            let byte = ((mac.0 >> shift) & 0xff) ^ ((self.0 >> (8 * (i + 1))) & 0xff);
-            a |= byte << shift;
+            out |= (((v >> shift) & 0xff) ^ ((self.0 >> (8 * (i + 1))) & 0xff)) << shift;
         }
-        Some(Address::from_u64_truncating(a))
+        out
     }
 }
 
