@@ -7,6 +7,8 @@ use std::str::FromStr;
 
 use crate::address::Address;
 
+pub mod rules;
+
 /// A 64-bit network ID: the controller's address in the top 40 bits, a number below.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NetworkId(pub u64);
