@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod address;
+pub mod controller;
 pub mod crypto;
 pub mod dictionary;
 pub mod identity;
