@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use crate::address::Address;
 
+pub mod credentials;
 pub mod rules;
 
 /// A 64-bit network ID: the controller's address in the top 40 bits, a number below.

@@ -460,7 +460,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn sample() -> Vec<Rule> {
-        let a = Address::new(0x89e9_2cee_e5).unwrap();
+        let a = Address::new(0x89_e92c_eee5).unwrap();
         vec![
             Rule::not(RuleKind::EtherType(0x86dd)),
             Rule::new(RuleKind::Drop),
