@@ -1,5 +1,5 @@
-//! Virtual networks: identifiers and address derivations (this module), later configs,
-//! credentials, Ethernet and multicast.
+//! Virtual networks: identifiers and address derivations (this module), configs ([`config`]),
+//! credentials ([`credentials`]) and flow rules ([`rules`], [`filter`]).
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -7,6 +7,8 @@ use std::str::FromStr;
 
 use crate::address::Address;
 
+pub mod config;
+pub mod credentials;
 pub mod filter;
 pub mod rules;
 

@@ -1,0 +1,2241 @@
+//! Network credentials: the certificate of membership (COM), capabilities, tags, certificates
+//! of ownership (COO) and revocations, with their wire forms, signatures and the payload of
+//! NETWORK_CREDENTIALS (verb 0x0a).
+//!
+//! Every credential is issued (signed) by the controller of its network, the node whose address
+//! is the top 40 bits of the network ID. Capabilities can in principle be passed along a chain
+//! of custody; every other credential carries exactly one signer.
+//!
+//! Signed messages follow ZeroTier 1.x exactly:
+//!
+//! * a COM signs only its qualifiers (24 bytes each: id, value, max delta);
+//! * tags, COOs, revocations and capabilities sign `7f×8 ‖ body ‖ 7f×8`, where the body is the
+//!   wire form without the signature fields (and, for capabilities, without the custody chain)
+//!   but with the 2-byte length of additional fields (always 0).
+//!
+//! Messages are always rebuilt from the parsed values, never taken from the received bytes, as
+//! ZeroTier does: fields a reader skips (reserved words, additional fields) are not signed.
+//!
+//! Readers accept what ZeroTier 1.14.1 accepts, with two deliberate exceptions noted on
+//! [`Coo::read`] (more than 16 things) and [`Revocation::read`] (an unknown revoked-credential
+//! type); neither is ever produced by a ZeroTier controller. Capability rule tables are read by
+//! [`crate::network::rules`], which rejects operands shorter than their type needs.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use sha2::{Digest, Sha384};
+
+use crate::address::Address;
+use crate::identity::Identity;
+use crate::network::rules::{MAX_CAPABILITY_RULES, Rule, read_rules, write_rules};
+use crate::network::{Mac, NetworkId};
+use crate::wire::{Reader, WireError};
+
+/// Length of a ZeroTier (C25519) signature.
+pub const SIGNATURE_LEN: usize = 96;
+
+/// Most qualifiers a COM may carry.
+pub const MAX_COM_QUALIFIERS: usize = 8;
+/// Longest capability custody chain.
+pub const MAX_CUSTODY_CHAIN: u8 = 7;
+/// Most things a COO may list.
+pub const MAX_COO_THINGS: usize = 16;
+
+/// Framing around the signed body of tags, COOs, revocations and capabilities.
+const SIGN_FRAME: [u8; 8] = [0x7f; 8];
+/// Signature type "C25519/Ed25519" in the signature fields.
+const SIGNATURE_TYPE_C25519: u8 = 1;
+/// Size of the value field of a COO thing.
+const THING_VALUE_LEN: usize = 16;
+
+/// A 96-byte ZeroTier signature.
+pub type SignatureBytes = [u8; SIGNATURE_LEN];
+
+/// Error parsing, signing or verifying a credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialError {
+    /// The wire form is truncated or holds a value the format forbids.
+    #[error("malformed credential: {0}")]
+    Wire(#[from] WireError),
+    /// The credential's contents are not valid (too many entries, missing fields...).
+    #[error("invalid credential: {0}")]
+    Malformed(&'static str),
+    /// The identity given as controller is not the controller of the credential's network.
+    #[error("the given identity is not the controller of the credential's network")]
+    WrongNetwork,
+    /// The credential was signed by someone other than its network's controller (or, in a
+    /// capability's custody chain, by someone other than the previous holder).
+    #[error("the credential was not signed by its network's controller")]
+    WrongSigner,
+    /// The signature does not verify.
+    #[error("bad credential signature")]
+    BadSignature,
+    /// The credential carries no signature.
+    #[error("the credential is not signed")]
+    NotSigned,
+    /// Signing needs the signer's secret key.
+    #[error("the signing identity has no secret key")]
+    NoSecret,
+    /// A capability's custody chain is already as long as it may get.
+    #[error("the capability's custody chain is full")]
+    CustodyFull,
+    /// Verifying needs the identity of this node, which the caller does not know (ZeroTier
+    /// asks for it with WHOIS and retries later).
+    #[error("verification needs the identity of {0}")]
+    UnknownSigner(Address),
+}
+
+/// Credential type codes, as used in revocations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum CredentialType {
+    /// No credential.
+    Null = 0,
+    /// Certificate of membership.
+    Com = 1,
+    /// Capability.
+    Capability = 2,
+    /// Tag.
+    Tag = 3,
+    /// Certificate of ownership.
+    Coo = 4,
+    /// Revocation.
+    Revocation = 6,
+}
+
+impl CredentialType {
+    /// The type with wire code `v`, if any.
+    #[must_use]
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => Self::Null,
+            1 => Self::Com,
+            2 => Self::Capability,
+            3 => Self::Tag,
+            4 => Self::Coo,
+            6 => Self::Revocation,
+            _ => return None,
+        })
+    }
+
+    /// The wire code.
+    #[must_use]
+    pub fn to_u8(self) -> u8 {
+        self as u8
+    }
+}
+
+/// SHA-384 over an identity's 5-byte address and 64-byte public key (what a COM embeds).
+#[must_use]
+pub fn public_key_hash(identity: &Identity) -> [u8; 48] {
+    let mut h = Sha384::new();
+    h.update(identity.address().to_bytes());
+    h.update(identity.public_key());
+    h.finalize().into()
+}
+
+fn read_u32(r: &mut Reader<'_>) -> Result<u32, WireError> {
+    Ok(u32::from_be_bytes(r.array()?))
+}
+
+fn read_address(r: &mut Reader<'_>) -> Result<Address, WireError> {
+    Ok(Address::from_bytes(&r.array()?))
+}
+
+/// The zero address means "none".
+fn nonzero(a: Address) -> Option<Address> {
+    (a.to_u64() != 0).then_some(a)
+}
+
+fn write_opt_address(out: &mut Vec<u8>, a: Option<Address>) {
+    out.extend_from_slice(&a.map_or([0; Address::LEN], Address::to_bytes));
+}
+
+/// Reads the signature fields: type, length, bytes. Type 1 must be 96 bytes long; any other
+/// type is skipped by its length and yields an all-zero (hence invalid) signature.
+fn read_signature(r: &mut Reader<'_>) -> Result<SignatureBytes, WireError> {
+    let ty = r.u8()?;
+    let len = r.u16()?;
+    if ty == SIGNATURE_TYPE_C25519 {
+        if usize::from(len) != SIGNATURE_LEN {
+            return Err(WireError::BadValue {
+                what: "signature length",
+                value: u64::from(len),
+            });
+        }
+        r.array()
+    } else {
+        r.bytes(usize::from(len))?;
+        Ok([0; SIGNATURE_LEN])
+    }
+}
+
+fn write_signature(out: &mut Vec<u8>, sig: &SignatureBytes) {
+    out.push(SIGNATURE_TYPE_C25519);
+    out.extend_from_slice(&(SIGNATURE_LEN as u16).to_be_bytes());
+    out.extend_from_slice(sig);
+}
+
+/// Skips the "additional fields" block (a 2-byte length and that many bytes).
+fn skip_additional(r: &mut Reader<'_>) -> Result<(), WireError> {
+    let n = r.u16()?;
+    r.bytes(usize::from(n))?;
+    Ok(())
+}
+
+/// Writes an empty "additional fields" block.
+fn write_no_additional(out: &mut Vec<u8>) {
+    out.extend_from_slice(&0u16.to_be_bytes());
+}
+
+/// Signs with `signer`, mapping a missing secret key.
+fn sign_with(signer: &Identity, message: &[u8]) -> Result<SignatureBytes, CredentialError> {
+    signer.sign(message).map_err(|_| CredentialError::NoSecret)
+}
+
+/// The checks shared by every single-signer credential: it is signed, by its network's
+/// controller, `controller` is that node, and the signature verifies.
+fn verify_single(
+    network: NetworkId,
+    signed_by: Option<Address>,
+    controller: &Identity,
+    message: &[u8],
+    signature: &SignatureBytes,
+) -> Result<(), CredentialError> {
+    let signer = signed_by
+        .and_then(nonzero)
+        .ok_or(CredentialError::NotSigned)?;
+    let expected = network.controller();
+    if signer != expected {
+        return Err(CredentialError::WrongSigner);
+    }
+    if controller.address() != expected {
+        return Err(CredentialError::WrongNetwork);
+    }
+    if controller.verify(message, signature) {
+        Ok(())
+    } else {
+        Err(CredentialError::BadSignature)
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Certificate of membership
+// ------------------------------------------------------------------------------------------
+
+/// One COM qualifier: a numbered value and how far another COM's value may differ from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Qualifier {
+    /// Qualifier ID (0 timestamp, 1 network ID, 2 issued-to, 3..6 identity hash).
+    pub id: u64,
+    /// The value.
+    pub value: u64,
+    /// Largest |mine − theirs| that still agrees.
+    pub max_delta: u64,
+}
+
+/// A certificate of membership: a list of qualifiers signed by the network's controller.
+///
+/// Two members may talk on a private network when each one's COM agrees with the other's
+/// ([`Com::agrees_with`]).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Com {
+    /// The qualifiers, ids non-decreasing, at most [`MAX_COM_QUALIFIERS`].
+    pub qualifiers: Vec<Qualifier>,
+    /// The signer (`None` when unsigned; written as the zero address).
+    pub signed_by: Option<Address>,
+    /// The signature, present on the wire only when `signed_by` is set.
+    pub signature: Option<SignatureBytes>,
+}
+
+impl Com {
+    /// Qualifier ID of the timestamp.
+    pub const ID_TIMESTAMP: u64 = 0;
+    /// Qualifier ID of the network ID.
+    pub const ID_NETWORK_ID: u64 = 1;
+    /// Qualifier ID of the member's address.
+    pub const ID_ISSUED_TO: u64 = 2;
+    /// First of the four qualifier IDs holding the member's public-key hash (3..=6).
+    pub const ID_KEY_HASH: u64 = 3;
+
+    /// The unsigned COM a ZeroTier 1.14.1 controller issues: timestamp (with `max_delta`),
+    /// network ID (delta 0), issued-to address and the first 32 bytes of the member's
+    /// public-key hash as four big-endian words (all three with delta `u64::MAX`).
+    #[must_use]
+    pub fn new(network: NetworkId, timestamp: i64, max_delta: i64, issued_to: &Identity) -> Com {
+        let mut qualifiers = vec![
+            Qualifier {
+                id: Self::ID_TIMESTAMP,
+                value: timestamp as u64,
+                max_delta: max_delta as u64,
+            },
+            Qualifier {
+                id: Self::ID_NETWORK_ID,
+                value: network.0,
+                max_delta: 0,
+            },
+            Qualifier {
+                id: Self::ID_ISSUED_TO,
+                value: issued_to.address().to_u64(),
+                max_delta: u64::MAX,
+            },
+        ];
+        qualifiers.extend(
+            key_hash_words(issued_to)
+                .into_iter()
+                .zip(Self::ID_KEY_HASH..)
+                .map(|(value, id)| Qualifier {
+                    id,
+                    value,
+                    max_delta: u64::MAX,
+                }),
+        );
+        Com {
+            qualifiers,
+            signed_by: None,
+            signature: None,
+        }
+    }
+
+    fn value_of(&self, id: u64) -> Option<u64> {
+        self.qualifiers.iter().find(|q| q.id == id).map(|q| q.value)
+    }
+
+    /// The timestamp qualifier.
+    #[must_use]
+    pub fn timestamp(&self) -> Option<i64> {
+        self.value_of(Self::ID_TIMESTAMP).map(|v| v as i64)
+    }
+
+    /// The network ID qualifier.
+    #[must_use]
+    pub fn network_id(&self) -> Option<NetworkId> {
+        self.value_of(Self::ID_NETWORK_ID).map(NetworkId)
+    }
+
+    /// The member the COM was issued to.
+    #[must_use]
+    pub fn issued_to(&self) -> Option<Address> {
+        self.value_of(Self::ID_ISSUED_TO)
+            .map(Address::from_u64_truncating)
+    }
+
+    /// The signed message: the qualifiers only, 24 bytes each.
+    #[must_use]
+    pub fn signing_message(&self) -> Vec<u8> {
+        let mut m = Vec::with_capacity(self.qualifiers.len() * 24);
+        for q in &self.qualifiers {
+            m.extend_from_slice(&q.id.to_be_bytes());
+            m.extend_from_slice(&q.value.to_be_bytes());
+            m.extend_from_slice(&q.max_delta.to_be_bytes());
+        }
+        m
+    }
+
+    /// Signs with `signer` (normally the network's controller).
+    ///
+    /// # Errors
+    /// [`CredentialError::NoSecret`] without a secret key; [`CredentialError::Malformed`] with
+    /// more than [`MAX_COM_QUALIFIERS`] qualifiers.
+    pub fn sign(&mut self, signer: &Identity) -> Result<(), CredentialError> {
+        if self.qualifiers.len() > MAX_COM_QUALIFIERS {
+            return Err(CredentialError::Malformed("more than 8 COM qualifiers"));
+        }
+        let sig = sign_with(signer, &self.signing_message())?;
+        self.signed_by = Some(signer.address());
+        self.signature = Some(sig);
+        Ok(())
+    }
+
+    /// Verifies that the COM is signed by `controller`, which must be the controller of the
+    /// network named in the COM.
+    ///
+    /// # Errors
+    /// [`CredentialError::NotSigned`], [`CredentialError::Malformed`] (no network ID, too many
+    /// qualifiers), [`CredentialError::WrongSigner`], [`CredentialError::WrongNetwork`],
+    /// [`CredentialError::BadSignature`].
+    pub fn verify(&self, controller: &Identity) -> Result<(), CredentialError> {
+        let signature = self.signature.ok_or(CredentialError::NotSigned)?;
+        if self.signed_by.and_then(nonzero).is_none() {
+            return Err(CredentialError::NotSigned);
+        }
+        let network = self
+            .network_id()
+            .ok_or(CredentialError::Malformed("COM without network ID"))?;
+        if self.qualifiers.len() > MAX_COM_QUALIFIERS {
+            return Err(CredentialError::Malformed("more than 8 COM qualifiers"));
+        }
+        verify_single(
+            network,
+            self.signed_by,
+            controller,
+            &self.signing_message(),
+            &signature,
+        )
+    }
+
+    /// Whether `theirs`, presented by `their_identity`, agrees with this (my) COM: both have
+    /// qualifiers; every qualifier of mine has a counterpart in theirs within my max delta
+    /// (their extra qualifiers are ignored; if theirs repeats an id, its last value counts); and if
+    /// mine carries any public-key hash qualifier, theirs carries all four and they match
+    /// `their_identity`. Signatures are not checked here.
+    #[must_use]
+    pub fn agrees_with(&self, theirs: &Com, their_identity: &Identity) -> bool {
+        if self.qualifiers.is_empty() || theirs.qualifiers.is_empty() {
+            return false;
+        }
+        let their_value = |id: u64| theirs.qualifiers.iter().rev().find(|q| q.id == id);
+        let mut check_hash = false;
+        for mine in &self.qualifiers {
+            if (Self::ID_KEY_HASH..Self::ID_KEY_HASH + 4).contains(&mine.id) {
+                check_hash = true;
+            }
+            let Some(t) = their_value(mine.id) else {
+                return false;
+            };
+            if mine.value.abs_diff(t.value) > mine.max_delta {
+                return false;
+            }
+        }
+        if check_hash {
+            for (word, id) in key_hash_words(their_identity)
+                .into_iter()
+                .zip(Self::ID_KEY_HASH..)
+            {
+                if their_value(id).map(|q| q.value) != Some(word) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Reads one COM (starting with its type byte 0x01).
+    ///
+    /// # Errors
+    /// Truncated input, a type other than 1, more than 8 qualifiers, or decreasing ids.
+    pub fn read(r: &mut Reader<'_>) -> Result<Com, CredentialError> {
+        let ty = r.u8()?;
+        if ty != 1 {
+            return Err(WireError::BadValue {
+                what: "COM type",
+                value: u64::from(ty),
+            }
+            .into());
+        }
+        let count = r.u16()?;
+        if usize::from(count) > MAX_COM_QUALIFIERS {
+            return Err(WireError::BadValue {
+                what: "COM qualifier count",
+                value: u64::from(count),
+            }
+            .into());
+        }
+        let mut qualifiers: Vec<Qualifier> = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let q = Qualifier {
+                id: r.u64()?,
+                value: r.u64()?,
+                max_delta: r.u64()?,
+            };
+            if qualifiers.last().is_some_and(|last| q.id < last.id) {
+                return Err(WireError::BadValue {
+                    what: "COM qualifier order",
+                    value: q.id,
+                }
+                .into());
+            }
+            qualifiers.push(q);
+        }
+        let signed_by = nonzero(read_address(r)?);
+        let signature = match signed_by {
+            Some(_) => Some(r.array()?),
+            None => None,
+        };
+        Ok(Com {
+            qualifiers,
+            signed_by,
+            signature,
+        })
+    }
+
+    /// Appends the wire form (272 bytes for a signed 7-qualifier COM). A signer without a
+    /// signature is written with an all-zero signature.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        out.push(1);
+        let n = self.qualifiers.len().min(usize::from(u16::MAX));
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+        for q in &self.qualifiers[..n] {
+            out.extend_from_slice(&q.id.to_be_bytes());
+            out.extend_from_slice(&q.value.to_be_bytes());
+            out.extend_from_slice(&q.max_delta.to_be_bytes());
+        }
+        let signer = self.signed_by.and_then(nonzero);
+        write_opt_address(out, signer);
+        if signer.is_some() {
+            out.extend_from_slice(&self.signature.unwrap_or([0; SIGNATURE_LEN]));
+        }
+    }
+
+    /// The wire form.
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write(&mut out);
+        out
+    }
+}
+
+/// The first 32 bytes of the public-key hash as four big-endian words.
+fn key_hash_words(identity: &Identity) -> [u64; 4] {
+    let h = public_key_hash(identity);
+    let mut w = [0u64; 4];
+    for (word, chunk) in w.iter_mut().zip(h.chunks_exact(8)) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        *word = u64::from_be_bytes(b);
+    }
+    w
+}
+
+// ------------------------------------------------------------------------------------------
+// Capability
+// ------------------------------------------------------------------------------------------
+
+/// One link of a capability's chain of custody.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Custody {
+    /// The node the capability was handed to.
+    pub to: Address,
+    /// The node handing it over (the controller for the first link).
+    pub from: Address,
+    /// `from`'s signature over the capability (the same message for every link).
+    pub signature: SignatureBytes,
+}
+
+/// A capability: a numbered rule table that the holder may apply to its traffic, evaluated
+/// before the network's base rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capability {
+    /// The network.
+    pub network_id: NetworkId,
+    /// Issue time (ms).
+    pub timestamp: i64,
+    /// Capability ID (also its evaluation order).
+    pub id: u32,
+    /// The rules, at most [`MAX_CAPABILITY_RULES`].
+    pub rules: Vec<Rule>,
+    /// Longest allowed custody chain, 1..=7 (controllers use 1).
+    pub max_custody: u8,
+    /// The chain of custody, at most `max_custody` links.
+    pub custody: Vec<Custody>,
+}
+
+impl Capability {
+    /// An unsigned capability with a custody chain of at most one link (as controllers issue
+    /// them). Rules beyond [`MAX_CAPABILITY_RULES`] are dropped, as ZeroTier does.
+    #[must_use]
+    pub fn new(network_id: NetworkId, timestamp: i64, id: u32, mut rules: Vec<Rule>) -> Self {
+        rules.truncate(MAX_CAPABILITY_RULES);
+        Self {
+            network_id,
+            timestamp,
+            id,
+            rules,
+            max_custody: 1,
+            custody: Vec::new(),
+        }
+    }
+
+    /// How many custody links are written (and may be signed).
+    fn custody_limit(&self) -> usize {
+        usize::from(self.max_custody.min(MAX_CUSTODY_CHAIN))
+    }
+
+    fn rule_count(&self) -> usize {
+        self.rules.len().min(usize::from(u16::MAX))
+    }
+
+    /// Body fields shared by the wire form and the signed message, up to the rules.
+    fn write_head(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.network_id.0.to_be_bytes());
+        out.extend_from_slice(&self.timestamp.to_be_bytes());
+        out.extend_from_slice(&self.id.to_be_bytes());
+        let n = self.rule_count();
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+        write_rules(out, &self.rules[..n]);
+        out.push(self.max_custody);
+    }
+
+    /// The signed message: `7f×8`, network ID, timestamp, ID, rule count, rules, max custody,
+    /// additional-fields length (0), `7f×8` — the custody chain is not signed.
+    #[must_use]
+    pub fn signing_message(&self) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&SIGN_FRAME);
+        self.write_head(&mut m);
+        write_no_additional(&mut m);
+        m.extend_from_slice(&SIGN_FRAME);
+        m
+    }
+
+    /// Appends a custody link from `signer` to `to` (the controller issuing the capability to
+    /// member `to`, or a holder passing it on).
+    ///
+    /// # Errors
+    /// [`CredentialError::CustodyFull`] if the chain already has `max_custody` links,
+    /// [`CredentialError::Malformed`] for a zero `to` or too many rules,
+    /// [`CredentialError::NoSecret`] without a secret key.
+    pub fn sign(&mut self, signer: &Identity, to: Address) -> Result<(), CredentialError> {
+        if self.rules.len() > MAX_CAPABILITY_RULES {
+            return Err(CredentialError::Malformed("more than 64 capability rules"));
+        }
+        if to.to_u64() == 0 {
+            return Err(CredentialError::Malformed("custody to the zero address"));
+        }
+        if self.custody.len() >= self.custody_limit() {
+            return Err(CredentialError::CustodyFull);
+        }
+        let signature = sign_with(signer, &self.signing_message())?;
+        self.custody.push(Custody {
+            to,
+            from: signer.address(),
+            signature,
+        });
+        Ok(())
+    }
+
+    /// Verifies a capability whose custody chain involves only `controller` (all capabilities
+    /// ZeroTier controllers issue). Longer chains need [`Capability::verify_with`].
+    ///
+    /// # Errors
+    /// [`CredentialError::NotSigned`] (no first link), [`CredentialError::WrongSigner`] (first
+    /// link not from the network's controller, or a broken chain),
+    /// [`CredentialError::WrongNetwork`], [`CredentialError::BadSignature`],
+    /// [`CredentialError::Malformed`], or [`CredentialError::UnknownSigner`] for a later link
+    /// from another node.
+    pub fn verify(&self, controller: &Identity) -> Result<(), CredentialError> {
+        let expected = self.network_id.controller();
+        let result = self.verify_with(|a| (a == controller.address()).then_some(controller));
+        match result {
+            Err(CredentialError::UnknownSigner(a)) if a == expected => {
+                Err(CredentialError::WrongNetwork)
+            }
+            r => r,
+        }
+    }
+
+    /// Verifies the whole chain of custody, looking up each link's signer with `lookup`: the
+    /// first link must come from the network's controller, each later one from the previous
+    /// link's `to`, and every signature must verify. The chain ends at `max_custody` links or
+    /// at the first link to the zero address.
+    ///
+    /// # Errors
+    /// As [`Capability::verify`]; [`CredentialError::UnknownSigner`] when `lookup` has no
+    /// identity for a signer (ZeroTier would WHOIS it and retry).
+    pub fn verify_with<'a>(
+        &self,
+        mut lookup: impl FnMut(Address) -> Option<&'a Identity>,
+    ) -> Result<(), CredentialError> {
+        if !(1..=MAX_CUSTODY_CHAIN).contains(&self.max_custody) {
+            return Err(CredentialError::Malformed("custody chain length"));
+        }
+        if self.rules.len() > MAX_CAPABILITY_RULES {
+            return Err(CredentialError::Malformed("more than 64 capability rules"));
+        }
+        let message = self.signing_message();
+        let controller = self.network_id.controller();
+        let mut previous: Option<&Custody> = None;
+        for c in 0..usize::from(self.max_custody) {
+            let link = match (previous, self.custody.get(c)) {
+                (None, Some(l)) if l.to.to_u64() != 0 => {
+                    if l.from.to_u64() == 0 || l.from != controller {
+                        return Err(CredentialError::WrongSigner);
+                    }
+                    l
+                }
+                (None, _) => return Err(CredentialError::NotSigned),
+                (Some(_), None) => return Ok(()),
+                (Some(_), Some(l)) if l.to.to_u64() == 0 => return Ok(()),
+                (Some(prev), Some(l)) => {
+                    if l.from.to_u64() == 0 || l.from != prev.to {
+                        return Err(CredentialError::WrongSigner);
+                    }
+                    l
+                }
+            };
+            let id = lookup(link.from)
+                .filter(|id| id.address() == link.from)
+                .ok_or(CredentialError::UnknownSigner(link.from))?;
+            if !id.verify(&message, &link.signature) {
+                return Err(CredentialError::BadSignature);
+            }
+            previous = Some(link);
+        }
+        Ok(())
+    }
+
+    /// The current holder: the `to` of the last custody link (before any zero `to`). No
+    /// signature covers the custody links, so this is not authenticated (as in ZeroTier, which
+    /// files a received capability under this address).
+    #[must_use]
+    pub fn issued_to(&self) -> Option<Address> {
+        self.custody
+            .iter()
+            .take(usize::from(MAX_CUSTODY_CHAIN))
+            .map_while(|l| nonzero(l.to))
+            .last()
+    }
+
+    /// Reads one capability.
+    ///
+    /// # Errors
+    /// Truncated input, more than 64 rules, a malformed rule, a max custody outside 1..=7,
+    /// more custody links than that, or a type-1 signature whose length is not 96.
+    pub fn read(r: &mut Reader<'_>) -> Result<Capability, CredentialError> {
+        let network_id = NetworkId(r.u64()?);
+        let timestamp = r.u64()? as i64;
+        let id = read_u32(r)?;
+        let count = r.u16()?;
+        if usize::from(count) > MAX_CAPABILITY_RULES {
+            return Err(WireError::BadValue {
+                what: "capability rule count",
+                value: u64::from(count),
+            }
+            .into());
+        }
+        let rules = read_rules(r, usize::from(count))?;
+        let max_custody = r.u8()?;
+        if !(1..=MAX_CUSTODY_CHAIN).contains(&max_custody) {
+            return Err(WireError::BadValue {
+                what: "capability max custody",
+                value: u64::from(max_custody),
+            }
+            .into());
+        }
+        let mut custody = Vec::new();
+        loop {
+            let to = read_address(r)?;
+            if to.to_u64() == 0 {
+                break;
+            }
+            if custody.len() >= usize::from(max_custody) {
+                return Err(WireError::BadValue {
+                    what: "capability custody chain length",
+                    value: custody.len() as u64 + 1,
+                }
+                .into());
+            }
+            let from = read_address(r)?;
+            let signature = read_signature(r)?;
+            custody.push(Custody {
+                to,
+                from,
+                signature,
+            });
+        }
+        skip_additional(r)?;
+        Ok(Capability {
+            network_id,
+            timestamp,
+            id,
+            rules,
+            max_custody,
+            custody,
+        })
+    }
+
+    /// Appends the wire form (139 bytes plus the rules with one custody link). At most
+    /// `max_custody` links are written, up to the first one to the zero address.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        self.write_head(out);
+        for link in self
+            .custody
+            .iter()
+            .take(self.custody_limit())
+            .take_while(|l| l.to.to_u64() != 0)
+        {
+            out.extend_from_slice(&link.to.to_bytes());
+            out.extend_from_slice(&link.from.to_bytes());
+            write_signature(out, &link.signature);
+        }
+        out.extend_from_slice(&[0; Address::LEN]);
+        write_no_additional(out);
+    }
+
+    /// The wire form.
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write(&mut out);
+        out
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Tag
+// ------------------------------------------------------------------------------------------
+
+/// A tag: a numbered 32-bit value a controller assigns to a member, tested by tag rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tag {
+    /// The network.
+    pub network_id: NetworkId,
+    /// Issue time (ms).
+    pub timestamp: i64,
+    /// Tag ID.
+    pub id: u32,
+    /// Tag value.
+    pub value: u32,
+    /// The member holding the tag.
+    pub issued_to: Address,
+    /// The signer (`None`: written as the zero address).
+    pub signed_by: Option<Address>,
+    /// The signature (all zero when unsigned, or when the wire held a non-C25519 signature).
+    pub signature: SignatureBytes,
+}
+
+impl Tag {
+    /// An unsigned tag.
+    #[must_use]
+    pub fn new(
+        network_id: NetworkId,
+        timestamp: i64,
+        id: u32,
+        value: u32,
+        issued_to: Address,
+    ) -> Self {
+        Self {
+            network_id,
+            timestamp,
+            id,
+            value,
+            issued_to,
+            signed_by: None,
+            signature: [0; SIGNATURE_LEN],
+        }
+    }
+
+    fn write_body(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.network_id.0.to_be_bytes());
+        out.extend_from_slice(&self.timestamp.to_be_bytes());
+        out.extend_from_slice(&self.id.to_be_bytes());
+        out.extend_from_slice(&self.value.to_be_bytes());
+        out.extend_from_slice(&self.issued_to.to_bytes());
+        write_opt_address(out, self.signed_by);
+    }
+
+    /// The signed message: `7f×8`, network ID, timestamp, ID, value, issued-to, signed-by,
+    /// additional-fields length (0), `7f×8`.
+    #[must_use]
+    pub fn signing_message(&self) -> Vec<u8> {
+        let mut m = Vec::with_capacity(58);
+        m.extend_from_slice(&SIGN_FRAME);
+        self.write_body(&mut m);
+        write_no_additional(&mut m);
+        m.extend_from_slice(&SIGN_FRAME);
+        m
+    }
+
+    /// Signs with `signer` (sets `signed_by` first: it is part of the message).
+    ///
+    /// # Errors
+    /// [`CredentialError::NoSecret`] without a secret key.
+    pub fn sign(&mut self, signer: &Identity) -> Result<(), CredentialError> {
+        if !signer.has_secret() {
+            return Err(CredentialError::NoSecret);
+        }
+        self.signed_by = Some(signer.address());
+        self.signature = sign_with(signer, &self.signing_message())?;
+        Ok(())
+    }
+
+    /// Verifies that the tag is signed by `controller`, the controller of its network.
+    ///
+    /// # Errors
+    /// [`CredentialError::NotSigned`], [`CredentialError::WrongSigner`],
+    /// [`CredentialError::WrongNetwork`], [`CredentialError::BadSignature`].
+    pub fn verify(&self, controller: &Identity) -> Result<(), CredentialError> {
+        verify_single(
+            self.network_id,
+            self.signed_by,
+            controller,
+            &self.signing_message(),
+            &self.signature,
+        )
+    }
+
+    /// Reads one tag.
+    ///
+    /// # Errors
+    /// Truncated input or a type-1 signature whose length is not 96.
+    pub fn read(r: &mut Reader<'_>) -> Result<Tag, CredentialError> {
+        let network_id = NetworkId(r.u64()?);
+        let timestamp = r.u64()? as i64;
+        let id = read_u32(r)?;
+        let value = read_u32(r)?;
+        let issued_to = read_address(r)?;
+        let signed_by = nonzero(read_address(r)?);
+        let signature = read_signature(r)?;
+        skip_additional(r)?;
+        Ok(Tag {
+            network_id,
+            timestamp,
+            id,
+            value,
+            issued_to,
+            signed_by,
+            signature,
+        })
+    }
+
+    /// Appends the wire form (135 bytes).
+    pub fn write(&self, out: &mut Vec<u8>) {
+        self.write_body(out);
+        write_signature(out, &self.signature);
+        write_no_additional(out);
+    }
+
+    /// The wire form.
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write(&mut out);
+        out
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Certificate of ownership
+// ------------------------------------------------------------------------------------------
+
+/// Something a COO certifies the member owns. On the wire: a type byte and 16 value bytes
+/// (the MAC or IP first, zero-padded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Thing {
+    /// A MAC address (type 1).
+    Mac(Mac),
+    /// An IPv4 address (type 2).
+    Ipv4(Ipv4Addr),
+    /// An IPv6 address (type 3).
+    Ipv6(Ipv6Addr),
+    /// Any other type, or a known type whose padding is not zero: kept as is so that the
+    /// signature still verifies. Ownership tests compare the known types' leading bytes.
+    Other {
+        /// Type byte.
+        kind: u8,
+        /// Value bytes.
+        value: [u8; 16],
+    },
+}
+
+impl Thing {
+    /// Wire type of a MAC thing.
+    pub const TYPE_MAC: u8 = 1;
+    /// Wire type of an IPv4 thing.
+    pub const TYPE_IPV4: u8 = 2;
+    /// Wire type of an IPv6 thing.
+    pub const TYPE_IPV6: u8 = 3;
+
+    /// The thing for an IP address.
+    #[must_use]
+    pub fn ip(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(a) => Self::Ipv4(a),
+            IpAddr::V6(a) => Self::Ipv6(a),
+        }
+    }
+
+    /// The wire type byte.
+    #[must_use]
+    pub fn kind(&self) -> u8 {
+        match self {
+            Self::Mac(_) => Self::TYPE_MAC,
+            Self::Ipv4(_) => Self::TYPE_IPV4,
+            Self::Ipv6(_) => Self::TYPE_IPV6,
+            Self::Other { kind, .. } => *kind,
+        }
+    }
+
+    /// The 16 wire value bytes.
+    #[must_use]
+    pub fn value(&self) -> [u8; 16] {
+        let mut v = [0u8; THING_VALUE_LEN];
+        match self {
+            Self::Mac(m) => v[..6].copy_from_slice(&m.to_bytes()),
+            Self::Ipv4(a) => v[..4].copy_from_slice(&a.octets()),
+            Self::Ipv6(a) => v = a.octets(),
+            Self::Other { value, .. } => v = *value,
+        }
+        v
+    }
+
+    /// The thing for a wire type and value (known types only when their padding is zero).
+    #[must_use]
+    pub fn from_wire(kind: u8, value: [u8; 16]) -> Self {
+        let padded = |n: usize| value[n..].iter().all(|&b| b == 0);
+        match kind {
+            Self::TYPE_MAC if padded(6) => {
+                let mut m = [0u8; 6];
+                m.copy_from_slice(&value[..6]);
+                Self::Mac(Mac::from_bytes(&m))
+            }
+            Self::TYPE_IPV4 if padded(4) => {
+                Self::Ipv4(Ipv4Addr::new(value[0], value[1], value[2], value[3]))
+            }
+            Self::TYPE_IPV6 => Self::Ipv6(Ipv6Addr::from(value)),
+            _ => Self::Other { kind, value },
+        }
+    }
+}
+
+/// A certificate of ownership: the MACs and IPs a member may use as source addresses (the
+/// rules engine's "sender IP/MAC authenticated" characteristics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Coo {
+    /// The network.
+    pub network_id: NetworkId,
+    /// Issue time (ms).
+    pub timestamp: i64,
+    /// Flags (none defined; 0).
+    pub flags: u64,
+    /// COO ID (controllers issue ID 1).
+    pub id: u32,
+    /// What is owned; only the first [`MAX_COO_THINGS`] are written.
+    pub things: Vec<Thing>,
+    /// The owner.
+    pub issued_to: Address,
+    /// The signer (`None`: written as the zero address).
+    pub signed_by: Option<Address>,
+    /// The signature (all zero when unsigned, or when the wire held a non-C25519 signature).
+    pub signature: SignatureBytes,
+}
+
+impl Coo {
+    /// An unsigned COO owning nothing yet.
+    #[must_use]
+    pub fn new(network_id: NetworkId, timestamp: i64, id: u32, issued_to: Address) -> Self {
+        Self {
+            network_id,
+            timestamp,
+            flags: 0,
+            id,
+            things: Vec::new(),
+            issued_to,
+            signed_by: None,
+            signature: [0; SIGNATURE_LEN],
+        }
+    }
+
+    /// Adds a thing unless [`MAX_COO_THINGS`] are already listed; returns whether it was added.
+    pub fn add_thing(&mut self, thing: Thing) -> bool {
+        if self.things.len() >= MAX_COO_THINGS {
+            return false;
+        }
+        self.things.push(thing);
+        true
+    }
+
+    fn owns(&self, kind: u8, bytes: &[u8]) -> bool {
+        self.things
+            .iter()
+            .take(MAX_COO_THINGS)
+            .any(|t| t.kind() == kind && t.value().starts_with(bytes))
+    }
+
+    /// Whether the COO lists `ip`.
+    #[must_use]
+    pub fn owns_ip(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => self.owns(Thing::TYPE_IPV4, &a.octets()),
+            IpAddr::V6(a) => self.owns(Thing::TYPE_IPV6, &a.octets()),
+        }
+    }
+
+    /// Whether the COO lists `mac`.
+    #[must_use]
+    pub fn owns_mac(&self, mac: Mac) -> bool {
+        self.owns(Thing::TYPE_MAC, &mac.to_bytes())
+    }
+
+    fn write_body(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.network_id.0.to_be_bytes());
+        out.extend_from_slice(&self.timestamp.to_be_bytes());
+        out.extend_from_slice(&self.flags.to_be_bytes());
+        out.extend_from_slice(&self.id.to_be_bytes());
+        let n = self.things.len().min(MAX_COO_THINGS);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+        for t in &self.things[..n] {
+            out.push(t.kind());
+            out.extend_from_slice(&t.value());
+        }
+        out.extend_from_slice(&self.issued_to.to_bytes());
+        write_opt_address(out, self.signed_by);
+    }
+
+    /// The signed message: `7f×8`, the wire form without the three signature fields, `7f×8`.
+    #[must_use]
+    pub fn signing_message(&self) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&SIGN_FRAME);
+        self.write_body(&mut m);
+        write_no_additional(&mut m);
+        m.extend_from_slice(&SIGN_FRAME);
+        m
+    }
+
+    /// Signs with `signer` (sets `signed_by` first: it is part of the message).
+    ///
+    /// # Errors
+    /// [`CredentialError::NoSecret`] without a secret key.
+    pub fn sign(&mut self, signer: &Identity) -> Result<(), CredentialError> {
+        if !signer.has_secret() {
+            return Err(CredentialError::NoSecret);
+        }
+        self.signed_by = Some(signer.address());
+        self.signature = sign_with(signer, &self.signing_message())?;
+        Ok(())
+    }
+
+    /// Verifies that the COO is signed by `controller`, the controller of its network.
+    ///
+    /// # Errors
+    /// [`CredentialError::NotSigned`], [`CredentialError::WrongSigner`],
+    /// [`CredentialError::WrongNetwork`], [`CredentialError::BadSignature`].
+    pub fn verify(&self, controller: &Identity) -> Result<(), CredentialError> {
+        verify_single(
+            self.network_id,
+            self.signed_by,
+            controller,
+            &self.signing_message(),
+            &self.signature,
+        )
+    }
+
+    /// Reads one COO.
+    ///
+    /// A thing count above 16 is rejected: ZeroTier 1.14.1 would read only 16 things and then
+    /// take the remaining thing bytes for the following fields, i.e. mis-parse; its writers
+    /// never list more than 16.
+    ///
+    /// # Errors
+    /// Truncated input, more than 16 things, or a type-1 signature whose length is not 96.
+    pub fn read(r: &mut Reader<'_>) -> Result<Coo, CredentialError> {
+        let network_id = NetworkId(r.u64()?);
+        let timestamp = r.u64()? as i64;
+        let flags = r.u64()?;
+        let id = read_u32(r)?;
+        let count = r.u16()?;
+        if usize::from(count) > MAX_COO_THINGS {
+            return Err(WireError::BadValue {
+                what: "COO thing count",
+                value: u64::from(count),
+            }
+            .into());
+        }
+        let mut things = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let kind = r.u8()?;
+            things.push(Thing::from_wire(kind, r.array()?));
+        }
+        let issued_to = read_address(r)?;
+        let signed_by = nonzero(read_address(r)?);
+        let signature = read_signature(r)?;
+        skip_additional(r)?;
+        Ok(Coo {
+            network_id,
+            timestamp,
+            flags,
+            id,
+            things,
+            issued_to,
+            signed_by,
+            signature,
+        })
+    }
+
+    /// Appends the wire form (141 + 17 × things bytes).
+    pub fn write(&self, out: &mut Vec<u8>) {
+        self.write_body(out);
+        write_signature(out, &self.signature);
+        write_no_additional(out);
+    }
+
+    /// The wire form.
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write(&mut out);
+        out
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Revocation
+// ------------------------------------------------------------------------------------------
+
+/// A revocation: the member `target`'s credentials of one type (and ID) with a timestamp up to
+/// `threshold` are no longer valid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    /// Revocation ID (random).
+    pub id: u32,
+    /// The network.
+    pub network_id: NetworkId,
+    /// ID of the revoked credential (0 for COMs).
+    pub credential_id: u32,
+    /// Credentials with a timestamp ≤ this (ms) are revoked.
+    pub threshold: i64,
+    /// Flags ([`Revocation::FLAG_FAST_PROPAGATE`]).
+    pub flags: u64,
+    /// The member whose credentials are revoked.
+    pub target: Address,
+    /// The signer (`None`: written as the zero address).
+    pub signed_by: Option<Address>,
+    /// Type of the revoked credential.
+    pub credential_type: CredentialType,
+    /// The signature (all zero when unsigned, or when the wire held a non-C25519 signature).
+    pub signature: SignatureBytes,
+}
+
+impl Revocation {
+    /// Receivers re-broadcast the revocation to the network's other members.
+    pub const FLAG_FAST_PROPAGATE: u64 = 0x1;
+
+    /// An unsigned revocation.
+    #[must_use]
+    pub fn new(
+        id: u32,
+        network_id: NetworkId,
+        credential_id: u32,
+        threshold: i64,
+        flags: u64,
+        target: Address,
+        credential_type: CredentialType,
+    ) -> Self {
+        Self {
+            id,
+            network_id,
+            credential_id,
+            threshold,
+            flags,
+            target,
+            signed_by: None,
+            credential_type,
+            signature: [0; SIGNATURE_LEN],
+        }
+    }
+
+    /// Whether [`Revocation::FLAG_FAST_PROPAGATE`] is set.
+    #[must_use]
+    pub fn fast_propagate(&self) -> bool {
+        self.flags & Self::FLAG_FAST_PROPAGATE != 0
+    }
+
+    fn write_body(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&self.id.to_be_bytes());
+        out.extend_from_slice(&self.network_id.0.to_be_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&self.credential_id.to_be_bytes());
+        out.extend_from_slice(&self.threshold.to_be_bytes());
+        out.extend_from_slice(&self.flags.to_be_bytes());
+        out.extend_from_slice(&self.target.to_bytes());
+        write_opt_address(out, self.signed_by);
+        out.push(self.credential_type.to_u8());
+    }
+
+    /// The signed message: `7f×8`, the wire form without the three signature fields (reserved
+    /// words as zeros), `7f×8`.
+    #[must_use]
+    pub fn signing_message(&self) -> Vec<u8> {
+        let mut m = Vec::with_capacity(69);
+        m.extend_from_slice(&SIGN_FRAME);
+        self.write_body(&mut m);
+        write_no_additional(&mut m);
+        m.extend_from_slice(&SIGN_FRAME);
+        m
+    }
+
+    /// Signs with `signer` (sets `signed_by` first: it is part of the message).
+    ///
+    /// # Errors
+    /// [`CredentialError::NoSecret`] without a secret key.
+    pub fn sign(&mut self, signer: &Identity) -> Result<(), CredentialError> {
+        if !signer.has_secret() {
+            return Err(CredentialError::NoSecret);
+        }
+        self.signed_by = Some(signer.address());
+        self.signature = sign_with(signer, &self.signing_message())?;
+        Ok(())
+    }
+
+    /// Verifies that the revocation is signed by `controller`, the controller of its network.
+    ///
+    /// # Errors
+    /// [`CredentialError::NotSigned`], [`CredentialError::WrongSigner`],
+    /// [`CredentialError::WrongNetwork`], [`CredentialError::BadSignature`].
+    pub fn verify(&self, controller: &Identity) -> Result<(), CredentialError> {
+        verify_single(
+            self.network_id,
+            self.signed_by,
+            controller,
+            &self.signing_message(),
+            &self.signature,
+        )
+    }
+
+    /// Reads one revocation. The reserved words are ignored.
+    ///
+    /// A revoked-credential type that is not a [`CredentialType`] is rejected here; ZeroTier
+    /// parses it and rejects the revocation when it is added, with the same outcome except
+    /// that the rest of a NETWORK_CREDENTIALS packet is still read.
+    ///
+    /// # Errors
+    /// Truncated input, an unknown credential type, or a type-1 signature whose length is
+    /// not 96.
+    pub fn read(r: &mut Reader<'_>) -> Result<Revocation, CredentialError> {
+        r.bytes(4)?;
+        let id = read_u32(r)?;
+        let network_id = NetworkId(r.u64()?);
+        r.bytes(4)?;
+        let credential_id = read_u32(r)?;
+        let threshold = r.u64()? as i64;
+        let flags = r.u64()?;
+        let target = read_address(r)?;
+        let signed_by = nonzero(read_address(r)?);
+        let ty = r.u8()?;
+        let credential_type = CredentialType::from_u8(ty).ok_or(WireError::BadValue {
+            what: "revoked credential type",
+            value: u64::from(ty),
+        })?;
+        let signature = read_signature(r)?;
+        skip_additional(r)?;
+        Ok(Revocation {
+            id,
+            network_id,
+            credential_id,
+            threshold,
+            flags,
+            target,
+            signed_by,
+            credential_type,
+            signature,
+        })
+    }
+
+    /// Appends the wire form (152 bytes).
+    pub fn write(&self, out: &mut Vec<u8>) {
+        self.write_body(out);
+        write_signature(out, &self.signature);
+        write_no_additional(out);
+    }
+
+    /// The wire form.
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write(&mut out);
+        out
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// NETWORK_CREDENTIALS
+// ------------------------------------------------------------------------------------------
+
+/// The payload of NETWORK_CREDENTIALS (verb 0x0a): COMs (each starting with 0x01) ended by a
+/// 0x00, then counted lists of capabilities, tags, revocations and COOs. Each credential names
+/// its own network, so one packet may carry several networks' credentials.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Credentials {
+    /// Certificates of membership.
+    pub coms: Vec<Com>,
+    /// Capabilities.
+    pub capabilities: Vec<Capability>,
+    /// Tags.
+    pub tags: Vec<Tag>,
+    /// Revocations.
+    pub revocations: Vec<Revocation>,
+    /// Certificates of ownership.
+    pub coos: Vec<Coo>,
+}
+
+impl Credentials {
+    /// Parses a payload. As ZeroTier does, the payload may end before any count (older short
+    /// forms): what was read so far is returned. Bytes after the COO list are ignored.
+    ///
+    /// # Errors
+    /// A malformed credential or a truncated list. ZeroTier processes each credential as soon
+    /// as it is read, so the ones before the error still count there: see
+    /// [`Credentials::read_partial`].
+    pub fn read(payload: &[u8]) -> Result<Credentials, CredentialError> {
+        let mut c = Credentials::default();
+        c.read_into(payload)?;
+        Ok(c)
+    }
+
+    /// Parses a payload like [`Credentials::read`], but also returns the credentials read
+    /// before an error (those a ZeroTier node would already have acted on), with the error.
+    #[must_use]
+    pub fn read_partial(payload: &[u8]) -> (Credentials, Option<CredentialError>) {
+        let mut c = Credentials::default();
+        let err = c.read_into(payload).err();
+        (c, err)
+    }
+
+    fn read_into(&mut self, payload: &[u8]) -> Result<(), CredentialError> {
+        let mut r = Reader::new(payload);
+        while payload.get(r.position()).is_some_and(|&b| b != 0) {
+            self.coms.push(Com::read(&mut r)?);
+        }
+        if r.is_empty() {
+            return Ok(());
+        }
+        r.u8()?; // the 0x00 ending the COM list
+        if r.is_empty() {
+            return Ok(());
+        }
+        for _ in 0..r.u16()? {
+            self.capabilities.push(Capability::read(&mut r)?);
+        }
+        if r.is_empty() {
+            return Ok(());
+        }
+        for _ in 0..r.u16()? {
+            self.tags.push(Tag::read(&mut r)?);
+        }
+        if r.is_empty() {
+            return Ok(());
+        }
+        for _ in 0..r.u16()? {
+            self.revocations.push(Revocation::read(&mut r)?);
+        }
+        if r.is_empty() {
+            return Ok(());
+        }
+        for _ in 0..r.u16()? {
+            self.coos.push(Coo::read(&mut r)?);
+        }
+        Ok(())
+    }
+
+    /// The payload, every list present (a push carrying only revocations is
+    /// `00 0000 0000 <count> <revocations> 0000`). Splitting over packets is the caller's
+    /// business; at most 65 535 entries per list are written.
+    #[must_use]
+    pub fn write(&self) -> Vec<u8> {
+        fn list<T>(out: &mut Vec<u8>, items: &[T], write: impl Fn(&T, &mut Vec<u8>)) {
+            let n = items.len().min(usize::from(u16::MAX));
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+            for item in &items[..n] {
+                write(item, out);
+            }
+        }
+        let mut out = Vec::new();
+        for com in &self.coms {
+            com.write(&mut out);
+        }
+        out.push(0);
+        list(&mut out, &self.capabilities, Capability::write);
+        list(&mut out, &self.tags, Tag::write);
+        list(&mut out, &self.revocations, Revocation::write);
+        list(&mut out, &self.coos, Coo::write);
+        out
+    }
+
+    /// True when no credential is held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.coms.is_empty()
+            && self.capabilities.is_empty()
+            && self.tags.is_empty()
+            && self.revocations.is_empty()
+            && self.coos.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::test_rng::TestRng;
+    use crate::network::rules::RuleKind;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    /// ZeroTier's self-test identity (with secret), used as controller for the stock vectors.
+    const KNOWN_GOOD: &str = "8e4df28b72:0:ac3d46abe0c21f3cfe7a6c8d6a85cfcffcb82fbd55af6a4d6350657c68200843fa2e16f9418bbd9702cae365f2af5fb4c420908b803a681d4daef6114d78a2d7:bd8dd6e4ce7022d2f812797a80c6ee8ad180dc4ebf301dec8b06d1be08832bddd63a2f1cfa7b2c504474c75bdc8898ba476ef92e8e2d0509f8441985171ff16e";
+    const STOCK_NWID: NetworkId = NetworkId(0x8e4d_f28b_72ab_cdef);
+    const STOCK_TS: i64 = 1_700_000_000_000;
+    const MEMBER: u64 = 0x11_2233_4455;
+
+    // Serializations produced by ZeroTierOne 1.14.1's own classes (a throwaway C++ driver
+    // linked against node/*.cpp), all signed by KNOWN_GOOD on network 8e4df28b72abcdef at
+    // 1700000000000: COM(tmd 7200000, issued to KNOWN_GOOD); capability 5 (NOT ethertype
+    // 0x86dd, IPv4 source 10.147.17.0/24, ACCEPT; custody 1, to 1122334455); tag 7 =
+    // 0xdeadbeef; revocation 0x01020304 (COM, fast propagate); COO 1 (10.147.17.5,
+    // fd00::1, 02:89:e9:30:0c:27); and the NETWORK_CREDENTIALS payload a member pushes with
+    // the COM, capability, tag and COO.
+    const STOCK_COM: &[&str] = &[
+        "01000700000000000000000000018bcfe5680000000000006ddd0000000000000000018e4df28b72abcdef00",
+        "0000000000000000000000000000020000008e4df28b72ffffffffffffffff0000000000000003e9994e84f3",
+        "977ec3ffffffffffffffff0000000000000004b4b7a70a8df7e25affffffffffffffff0000000000000005d4",
+        "8b8f4cde290920ffffffffffffffff000000000000000681078525f4b6a995ffffffffffffffff8e4df28b72",
+        "b45c809798b3ba423e0153ace02fc6635c70e01970e7d53908525a1f3c8324bd86e48d92749e3f6627d1fe82",
+        "15585047dd50aa0509ae095f4744467834e6bd07d1914aef128aab7bfc616a34c524178f81de928f738638a2",
+        "aeff0e7027f30b73",
+    ];
+    const STOCK_CAPABILITY: &[&str] = &[
+        "8e4df28b72abcdef0000018bcfe56800000000050003a50286dd1f050a9311001801000111223344558e4df2",
+        "8b7201006021db68a6e5fd64d9daeff78b5451bab9fd1d4b0904e82d45ba86240b9ba9bb48c519dea555e265",
+        "71b4287e19dfe6840bf663de7e8c619fe0a67f524e8afeb006c1b34b5d4abff70a9db7468a25e63c413d9bcf",
+        "5fe843c38bc04b241781f8413400000000000000",
+    ];
+    const STOCK_TAG: &[&str] = &[
+        "8e4df28b72abcdef0000018bcfe5680000000007deadbeef11223344558e4df28b72010060973f4b0e28fbdf",
+        "b877f79cec8e18df45fa9e17ddd8a4f78ae2b5695e2e095e62af124b3b38bc2029d8ef9fd15d81640dc98d08",
+        "58dbcebb0802683a7219ba29057bea7f9637511c5205ff263c1a520a6c65e1bec63c12a3795f83647974b804",
+        "070000",
+    ];
+    const STOCK_REVOCATION: &[&str] = &[
+        "00000000010203048e4df28b72abcdef00000000000000000000018bcfe56800000000000000000111223344",
+        "558e4df28b7201010060cef9f8d13009fa3be3c1f1bfc7ab20a5895a9903be4fadcdb86caf6dd23a5e4e1904",
+        "79e71b87ac73b7b593cf12590f35431cc7f5187e865c4fdaf4ef8a68cd036c35829c3ef0d91515eb61b966b9",
+        "f5f40090b1016b6d18bf9082aca05fee81ec0000",
+    ];
+    const STOCK_COO: &[&str] = &[
+        "8e4df28b72abcdef0000018bcfe568000000000000000000000000010003020a931105000000000000000000",
+        "00000003fd000000000000000000000000000001010289e9300c270000000000000000000011223344558e4d",
+        "f28b72010060d219910b90a2387fecffce4828193fe38cc703400972a3a31f2215cfb403cd27df2c198510e0",
+        "91e6ed5a303dc1944e02be9e94171585994f52e7408fc22a110ff5d91eca4b1d1a1dbf54c8ec81481a227ea4",
+        "9b80efb3b0ee86ede00ec02ba07e0000",
+    ];
+    const STOCK_CREDENTIALS: &[&str] = &[
+        "01000700000000000000000000018bcfe5680000000000006ddd0000000000000000018e4df28b72abcdef00",
+        "0000000000000000000000000000020000008e4df28b72ffffffffffffffff0000000000000003e9994e84f3",
+        "977ec3ffffffffffffffff0000000000000004b4b7a70a8df7e25affffffffffffffff0000000000000005d4",
+        "8b8f4cde290920ffffffffffffffff000000000000000681078525f4b6a995ffffffffffffffff8e4df28b72",
+        "b45c809798b3ba423e0153ace02fc6635c70e01970e7d53908525a1f3c8324bd86e48d92749e3f6627d1fe82",
+        "15585047dd50aa0509ae095f4744467834e6bd07d1914aef128aab7bfc616a34c524178f81de928f738638a2",
+        "aeff0e7027f30b730000018e4df28b72abcdef0000018bcfe56800000000050003a50286dd1f050a93110018",
+        "01000111223344558e4df28b7201006021db68a6e5fd64d9daeff78b5451bab9fd1d4b0904e82d45ba86240b",
+        "9ba9bb48c519dea555e26571b4287e19dfe6840bf663de7e8c619fe0a67f524e8afeb006c1b34b5d4abff70a",
+        "9db7468a25e63c413d9bcf5fe843c38bc04b241781f841340000000000000000018e4df28b72abcdef000001",
+        "8bcfe5680000000007deadbeef11223344558e4df28b72010060973f4b0e28fbdfb877f79cec8e18df45fa9e",
+        "17ddd8a4f78ae2b5695e2e095e62af124b3b38bc2029d8ef9fd15d81640dc98d0858dbcebb0802683a7219ba",
+        "29057bea7f9637511c5205ff263c1a520a6c65e1bec63c12a3795f83647974b804070000000000018e4df28b",
+        "72abcdef0000018bcfe568000000000000000000000000010003020a93110500000000000000000000000003",
+        "fd000000000000000000000000000001010289e9300c270000000000000000000011223344558e4df28b7201",
+        "0060d219910b90a2387fecffce4828193fe38cc703400972a3a31f2215cfb403cd27df2c198510e091e6ed5a",
+        "303dc1944e02be9e94171585994f52e7408fc22a110ff5d91eca4b1d1a1dbf54c8ec81481a227ea49b80efb3",
+        "b0ee86ede00ec02ba07e0000",
+    ];
+
+    fn unhex(parts: &[&str]) -> Vec<u8> {
+        hex::decode(parts.concat()).unwrap()
+    }
+
+    fn known_good() -> Identity {
+        KNOWN_GOOD.parse().unwrap()
+    }
+
+    /// Generated identities: 0 = controller, 1 = member, 2 = another node.
+    fn ids() -> &'static [Identity; 3] {
+        static IDS: OnceLock<[Identity; 3]> = OnceLock::new();
+        IDS.get_or_init(|| {
+            [
+                Identity::generate(&mut TestRng(0x1234_5678)),
+                Identity::generate(&mut TestRng(0x9abc_def0)),
+                Identity::generate(&mut TestRng(0x0fed_cba9)),
+            ]
+        })
+    }
+
+    fn nwid_of(controller: &Identity) -> NetworkId {
+        NetworkId((controller.address().to_u64() << 24) | 0x00_0042)
+    }
+
+    fn member() -> Address {
+        Address::new(MEMBER).unwrap()
+    }
+
+    fn sample_rules() -> Vec<Rule> {
+        vec![
+            Rule::not(RuleKind::EtherType(0x86dd)),
+            Rule::new(RuleKind::Ipv4Source(Ipv4Addr::new(10, 147, 17, 0), 24)),
+            Rule::new(RuleKind::Accept),
+        ]
+    }
+
+    fn stock_com() -> Com {
+        let c = known_good();
+        let mut com = Com::new(STOCK_NWID, STOCK_TS, 7_200_000, &c);
+        com.sign(&c).unwrap();
+        com
+    }
+
+    fn stock_capability() -> Capability {
+        let mut cap = Capability::new(STOCK_NWID, STOCK_TS, 5, sample_rules());
+        cap.sign(&known_good(), member()).unwrap();
+        cap
+    }
+
+    fn stock_tag() -> Tag {
+        let mut tag = Tag::new(STOCK_NWID, STOCK_TS, 7, 0xdead_beef, member());
+        tag.sign(&known_good()).unwrap();
+        tag
+    }
+
+    fn stock_revocation() -> Revocation {
+        let mut rev = Revocation::new(
+            0x0102_0304,
+            STOCK_NWID,
+            0,
+            STOCK_TS,
+            Revocation::FLAG_FAST_PROPAGATE,
+            member(),
+            CredentialType::Com,
+        );
+        rev.sign(&known_good()).unwrap();
+        rev
+    }
+
+    fn stock_coo() -> Coo {
+        let mut coo = Coo::new(STOCK_NWID, STOCK_TS, 1, member());
+        assert!(coo.add_thing(Thing::Ipv4(Ipv4Addr::new(10, 147, 17, 5))));
+        assert!(coo.add_thing(Thing::Ipv6("fd00::1".parse().unwrap())));
+        assert!(coo.add_thing(Thing::Mac(Mac(0x0289_e930_0c27))));
+        coo.sign(&known_good()).unwrap();
+        coo
+    }
+
+    // ---- stock vectors ----
+
+    #[test]
+    fn stock_vectors_byte_exact() {
+        assert_eq!(stock_com().to_bytes(), unhex(STOCK_COM));
+        assert_eq!(stock_capability().to_bytes(), unhex(STOCK_CAPABILITY));
+        assert_eq!(stock_tag().to_bytes(), unhex(STOCK_TAG));
+        assert_eq!(stock_revocation().to_bytes(), unhex(STOCK_REVOCATION));
+        assert_eq!(stock_coo().to_bytes(), unhex(STOCK_COO));
+        let creds = Credentials {
+            coms: vec![stock_com()],
+            capabilities: vec![stock_capability()],
+            tags: vec![stock_tag()],
+            revocations: vec![],
+            coos: vec![stock_coo()],
+        };
+        assert_eq!(creds.write(), unhex(STOCK_CREDENTIALS));
+    }
+
+    #[test]
+    fn stock_vectors_parse_and_verify() {
+        let c = known_good();
+        let creds = Credentials::read(&unhex(STOCK_CREDENTIALS)).unwrap();
+        assert_eq!(creds.coms, [stock_com()]);
+        assert_eq!(creds.capabilities, [stock_capability()]);
+        assert_eq!(creds.tags, [stock_tag()]);
+        assert_eq!(creds.coos, [stock_coo()]);
+        assert!(creds.revocations.is_empty());
+        creds.coms[0].verify(&c).unwrap();
+        creds.capabilities[0].verify(&c).unwrap();
+        creds.tags[0].verify(&c).unwrap();
+        creds.coos[0].verify(&c).unwrap();
+        let rev = Revocation::read(&mut Reader::new(&unhex(STOCK_REVOCATION))).unwrap();
+        assert_eq!(rev, stock_revocation());
+        rev.verify(&c).unwrap();
+        assert!(rev.fast_propagate());
+        assert_eq!(creds.capabilities[0].issued_to(), Some(member()));
+        assert_eq!(creds.coms[0].issued_to(), Some(c.address()));
+        assert_eq!(creds.coms[0].timestamp(), Some(STOCK_TS));
+        assert_eq!(creds.coms[0].network_id(), Some(STOCK_NWID));
+    }
+
+    // ---- COM ----
+
+    #[test]
+    fn com_layout_and_round_trip() {
+        let [ctl, m, _] = ids();
+        let nwid = nwid_of(ctl);
+        let mut com = Com::new(nwid, 1000, 50, m);
+        assert_eq!(com.qualifiers.len(), 7);
+        assert_eq!(com.to_bytes().len(), 1 + 2 + 7 * 24 + 5);
+        assert_eq!(com.verify(ctl), Err(CredentialError::NotSigned));
+        com.sign(ctl).unwrap();
+        let bytes = com.to_bytes();
+        assert_eq!(bytes.len(), 272);
+        assert_eq!(&bytes[..3], &[1, 0, 7]);
+        let hash = public_key_hash(m);
+        assert_eq!(&bytes[3 + 3 * 24 + 8..3 + 3 * 24 + 16], &hash[..8]);
+        let mut r = Reader::new(&bytes);
+        let back = Com::read(&mut r).unwrap();
+        r.finish().unwrap();
+        assert_eq!(back, com);
+        back.verify(ctl).unwrap();
+        assert_eq!(back.timestamp(), Some(1000));
+        assert_eq!(back.network_id(), Some(nwid));
+        assert_eq!(back.issued_to(), Some(m.address()));
+
+        // Unsigned: zero signer, no signature.
+        let unsigned = Com::new(nwid, 1000, 50, m);
+        let bytes = unsigned.to_bytes();
+        assert_eq!(Com::read(&mut Reader::new(&bytes)).unwrap(), unsigned);
+    }
+
+    #[test]
+    fn com_signature_is_checked() {
+        let [ctl, m, other] = ids();
+        let nwid = nwid_of(ctl);
+        let mut com = Com::new(nwid, 1000, 50, m);
+        com.sign(ctl).unwrap();
+        // Any flipped byte either fails to parse or fails to verify.
+        let bytes = com.to_bytes();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            if let Ok(c) = Com::read(&mut Reader::new(&b)) {
+                assert!(c.verify(ctl).is_err(), "byte {i}");
+            }
+        }
+        let mut b = bytes.clone();
+        b[35] ^= 0x80; // the network ID qualifier's value
+        let c = Com::read(&mut Reader::new(&b)).unwrap();
+        assert_eq!(c.verify(ctl), Err(CredentialError::WrongSigner));
+        let mut b = bytes.clone();
+        b[18] ^= 0x01; // the timestamp
+        let c = Com::read(&mut Reader::new(&b)).unwrap();
+        assert_eq!(c.verify(ctl), Err(CredentialError::BadSignature));
+
+        // Signed by someone else than the controller.
+        let mut forged = Com::new(nwid, 1000, 50, m);
+        forged.sign(other).unwrap();
+        assert_eq!(forged.verify(ctl), Err(CredentialError::WrongSigner));
+        assert_eq!(forged.verify(other), Err(CredentialError::WrongSigner));
+        // Right signer, but the identity passed is not the controller.
+        assert_eq!(com.verify(other), Err(CredentialError::WrongNetwork));
+        // No secret.
+        assert_eq!(
+            Com::new(nwid, 1, 1, m).sign(&ctl.to_public()),
+            Err(CredentialError::NoSecret)
+        );
+    }
+
+    #[test]
+    fn com_agreement() {
+        let [ctl, m, other] = ids();
+        let nwid = nwid_of(ctl);
+        let mine = Com::new(nwid, 10_000, 1_000, ctl);
+        let theirs = Com::new(nwid, 10_900, 1_000, m);
+        assert!(mine.agrees_with(&theirs, m));
+        assert!(theirs.agrees_with(&mine, ctl));
+        // Exactly at the delta still agrees; one more does not.
+        assert!(mine.agrees_with(&Com::new(nwid, 11_000, 1, m), m));
+        assert!(!mine.agrees_with(&Com::new(nwid, 11_001, 1, m), m));
+        assert!(!mine.agrees_with(&Com::new(nwid, 8_999, 1, m), m));
+        // My delta counts, not theirs.
+        let strict = Com::new(nwid, 10_000, 10, ctl);
+        assert!(!strict.agrees_with(&theirs, m));
+        assert!(theirs.agrees_with(&strict, ctl));
+        // The COM must belong to the identity presenting it.
+        assert!(!mine.agrees_with(&theirs, other));
+        // Different network.
+        let elsewhere = Com::new(NetworkId(nwid.0 + 1), 10_000, 1_000, m);
+        assert!(!mine.agrees_with(&elsewhere, m));
+        // Empty COMs never agree.
+        assert!(!mine.agrees_with(&Com::default(), m));
+        assert!(!Com::default().agrees_with(&theirs, m));
+        // An old-style COM (no identity hash) on my side does not demand one.
+        let mut old = mine.clone();
+        old.qualifiers.truncate(3);
+        let mut their_old = theirs.clone();
+        their_old.qualifiers.truncate(3);
+        assert!(old.agrees_with(&their_old, other));
+        // But a hashed COM of mine requires their hash.
+        assert!(!mine.agrees_with(&their_old, m));
+        // Their extra qualifiers are ignored.
+        let mut extra = theirs.clone();
+        extra.qualifiers.push(Qualifier {
+            id: 99,
+            value: 5,
+            max_delta: 0,
+        });
+        assert!(mine.agrees_with(&extra, m));
+    }
+
+    #[test]
+    fn com_parse_limits() {
+        let q = |id: u64| {
+            let mut v = id.to_be_bytes().to_vec();
+            v.extend_from_slice(&[0; 16]);
+            v
+        };
+        let com = |ids: &[u64]| {
+            let mut b = vec![1];
+            b.extend_from_slice(&(ids.len() as u16).to_be_bytes());
+            for &id in ids {
+                b.extend(q(id));
+            }
+            b.extend_from_slice(&[0; 5]);
+            b
+        };
+        let ok = com(&[0, 0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            Com::read(&mut Reader::new(&ok)).unwrap().qualifiers.len(),
+            8
+        );
+        assert!(Com::read(&mut Reader::new(&com(&[0; 9]))).is_err());
+        assert!(Com::read(&mut Reader::new(&com(&[0, 2, 1]))).is_err());
+        let mut bad_type = com(&[0]);
+        bad_type[0] = 2;
+        assert!(Com::read(&mut Reader::new(&bad_type)).is_err());
+        // A signer announces 96 signature bytes.
+        let mut signed = com(&[0]);
+        let n = signed.len();
+        signed[n - 1] = 1;
+        assert!(matches!(
+            Com::read(&mut Reader::new(&signed)),
+            Err(CredentialError::Wire(WireError::Truncated { .. }))
+        ));
+        // Too many qualifiers cannot be signed.
+        let mut big = Com {
+            qualifiers: vec![Qualifier::default(); 9],
+            ..Com::default()
+        };
+        assert!(matches!(
+            big.sign(&ids()[0]),
+            Err(CredentialError::Malformed(_))
+        ));
+    }
+
+    // ---- Capability ----
+
+    #[test]
+    fn capability_layout_sign_verify() {
+        let [ctl, m, other] = ids();
+        let nwid = nwid_of(ctl);
+        let rules = sample_rules();
+        let mut rule_bytes = Vec::new();
+        write_rules(&mut rule_bytes, &rules);
+        let mut cap = Capability::new(nwid, 77, 3, rules);
+        assert_eq!(cap.verify(ctl), Err(CredentialError::NotSigned));
+        assert_eq!(cap.issued_to(), None);
+        cap.sign(ctl, m.address()).unwrap();
+        assert_eq!(
+            cap.sign(ctl, m.address()),
+            Err(CredentialError::CustodyFull)
+        );
+        let bytes = cap.to_bytes();
+        assert_eq!(bytes.len(), 139 + rule_bytes.len());
+        let mut r = Reader::new(&bytes);
+        let back = Capability::read(&mut r).unwrap();
+        r.finish().unwrap();
+        assert_eq!(back, cap);
+        back.verify(ctl).unwrap();
+        assert_eq!(back.issued_to(), Some(m.address()));
+        // The custody chain is not signed; the rest is.
+        assert!(cap.signing_message().starts_with(&[0x7f; 8]));
+        assert!(
+            cap.signing_message()
+                .ends_with(&[0, 0, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f])
+        );
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            if let Ok(c) = Capability::read(&mut Reader::new(&b)) {
+                // The custody chain is not signed: a changed holder still verifies.
+                let mut holder_changed = cap.clone();
+                if let Some(l) = c.custody.first() {
+                    holder_changed.custody[0].to = l.to;
+                }
+                if c == holder_changed {
+                    assert_eq!(c.verify(ctl), Ok(()), "byte {i}");
+                } else {
+                    assert!(c.verify(ctl).is_err(), "byte {i}");
+                }
+            }
+        }
+        // Issued by someone else.
+        let mut forged = Capability::new(nwid, 77, 3, sample_rules());
+        forged.sign(other, m.address()).unwrap();
+        assert_eq!(forged.verify(ctl), Err(CredentialError::WrongSigner));
+        assert_eq!(cap.verify(other), Err(CredentialError::WrongNetwork));
+    }
+
+    #[test]
+    fn capability_custody_chain() {
+        let [ctl, m, other] = ids();
+        let nwid = nwid_of(ctl);
+        let mut cap = Capability::new(nwid, 77, 3, vec![Rule::new(RuleKind::Accept)]);
+        cap.max_custody = 2;
+        cap.sign(ctl, m.address()).unwrap();
+        cap.sign(m, other.address()).unwrap();
+        assert_eq!(cap.issued_to(), Some(other.address()));
+        let bytes = cap.to_bytes();
+        let back = Capability::read(&mut Reader::new(&bytes)).unwrap();
+        assert_eq!(back, cap);
+        let lookup = |a: Address| ids().iter().find(|i| i.address() == a);
+        back.verify_with(lookup).unwrap();
+        assert_eq!(
+            back.verify(ctl),
+            Err(CredentialError::UnknownSigner(m.address()))
+        );
+        // A link not from the previous holder breaks the chain.
+        let mut broken = cap.clone();
+        broken.custody[1].from = ctl.address();
+        assert_eq!(
+            broken.verify_with(lookup),
+            Err(CredentialError::WrongSigner)
+        );
+        // More links than max custody do not parse.
+        let mut long = cap.clone();
+        long.max_custody = 1;
+        let mut b = Vec::new();
+        long.write_head(&mut b);
+        for l in &cap.custody {
+            b.extend_from_slice(&l.to.to_bytes());
+            b.extend_from_slice(&l.from.to_bytes());
+            write_signature(&mut b, &l.signature);
+        }
+        b.extend_from_slice(&[0; 7]);
+        assert!(Capability::read(&mut Reader::new(&b)).is_err());
+        // ...and are not written either.
+        assert_eq!(long.to_bytes().len(), 139 + 2);
+    }
+
+    #[test]
+    fn capability_parse_limits() {
+        let mut cap = Capability::new(NetworkId(1), 0, 0, vec![]);
+        cap.custody.push(Custody {
+            to: member(),
+            from: member(),
+            signature: [7; 96],
+        });
+        let good = cap.to_bytes();
+        assert_eq!(good.len(), 139);
+        Capability::read(&mut Reader::new(&good)).unwrap();
+        // Max custody 0 or 8.
+        for m in [0u8, 8] {
+            let mut b = good.clone();
+            b[22] = m;
+            assert!(Capability::read(&mut Reader::new(&b)).is_err());
+        }
+        // 65 rules.
+        let mut b = good.clone();
+        b[20..22].copy_from_slice(&65u16.to_be_bytes());
+        b.splice(22..22, [1u8, 0].repeat(65));
+        assert!(Capability::read(&mut Reader::new(&b)).is_err());
+        let mut b = good.clone();
+        b[20..22].copy_from_slice(&64u16.to_be_bytes());
+        b.splice(22..22, [1u8, 0].repeat(64));
+        assert_eq!(
+            Capability::read(&mut Reader::new(&b)).unwrap().rules.len(),
+            64
+        );
+        // Signature type 1 with a length other than 96.
+        let mut b = good.clone();
+        b[34] = 95;
+        assert!(Capability::read(&mut Reader::new(&b)).is_err());
+        // Another signature type is skipped by its length.
+        let mut b = good[..33].to_vec();
+        b.extend_from_slice(&[2, 0, 3, 9, 9, 9]);
+        b.extend_from_slice(&[0; 5]);
+        b.extend_from_slice(&[0, 2, 0xaa, 0xbb]); // additional fields, skipped
+        let c = Capability::read(&mut Reader::new(&b)).unwrap();
+        assert_eq!(c.custody[0].signature, [0; 96]);
+        // Constructor truncates rule tables like ZeroTier.
+        let many = Capability::new(NetworkId(1), 0, 0, vec![Rule::new(RuleKind::Accept); 70]);
+        assert_eq!(many.rules.len(), MAX_CAPABILITY_RULES);
+    }
+
+    // ---- Tag ----
+
+    #[test]
+    fn tag_layout_sign_verify() {
+        let [ctl, m, other] = ids();
+        let nwid = nwid_of(ctl);
+        let mut tag = Tag::new(nwid, 5, 100, 42, m.address());
+        assert_eq!(tag.verify(ctl), Err(CredentialError::NotSigned));
+        tag.sign(ctl).unwrap();
+        let bytes = tag.to_bytes();
+        assert_eq!(bytes.len(), 135);
+        let mut r = Reader::new(&bytes);
+        let back = Tag::read(&mut r).unwrap();
+        r.finish().unwrap();
+        assert_eq!(back, tag);
+        back.verify(ctl).unwrap();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            if let Ok(t) = Tag::read(&mut Reader::new(&b)) {
+                assert!(t.verify(ctl).is_err(), "byte {i}");
+            }
+        }
+        let mut b = bytes.clone();
+        b[24] ^= 1; // issued-to
+        assert_eq!(
+            Tag::read(&mut Reader::new(&b)).unwrap().verify(ctl),
+            Err(CredentialError::BadSignature)
+        );
+        let mut forged = Tag::new(nwid, 5, 100, 42, m.address());
+        forged.sign(other).unwrap();
+        assert_eq!(forged.verify(ctl), Err(CredentialError::WrongSigner));
+        assert_eq!(tag.verify(other), Err(CredentialError::WrongNetwork));
+        assert_eq!(
+            Tag::new(nwid, 5, 100, 42, m.address()).sign(&ctl.to_public()),
+            Err(CredentialError::NoSecret)
+        );
+    }
+
+    // ---- COO ----
+
+    #[test]
+    fn coo_layout_sign_verify_owns() {
+        let [ctl, m, other] = ids();
+        let nwid = nwid_of(ctl);
+        let mut coo = Coo::new(nwid, 9, 1, m.address());
+        assert_eq!(coo.to_bytes().len(), 141);
+        let ip4: IpAddr = "10.1.2.3".parse().unwrap();
+        let ip6: IpAddr = "fd00::5".parse().unwrap();
+        let mac = Mac(0x0211_2233_4455);
+        assert!(coo.add_thing(Thing::ip(ip4)));
+        assert!(coo.add_thing(Thing::ip(ip6)));
+        assert!(coo.add_thing(Thing::Mac(mac)));
+        coo.sign(ctl).unwrap();
+        let bytes = coo.to_bytes();
+        assert_eq!(bytes.len(), 141 + 17 * 3);
+        let mut r = Reader::new(&bytes);
+        let back = Coo::read(&mut r).unwrap();
+        r.finish().unwrap();
+        assert_eq!(back, coo);
+        back.verify(ctl).unwrap();
+        assert!(back.owns_ip(ip4) && back.owns_ip(ip6) && back.owns_mac(mac));
+        assert!(!back.owns_ip("10.1.2.4".parse().unwrap()));
+        assert!(!back.owns_ip("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!back.owns_mac(Mac(0x0211_2233_4456)));
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            if let Ok(c) = Coo::read(&mut Reader::new(&b)) {
+                assert!(c.verify(ctl).is_err(), "byte {i}");
+            }
+        }
+        let mut forged = coo.clone();
+        forged.sign(other).unwrap();
+        assert_eq!(forged.verify(ctl), Err(CredentialError::WrongSigner));
+        assert_eq!(coo.verify(other), Err(CredentialError::WrongNetwork));
+    }
+
+    #[test]
+    fn coo_things_limits_and_raw_values() {
+        let mut coo = Coo::new(NetworkId(1), 0, 1, member());
+        for i in 0..20u8 {
+            let added = coo.add_thing(Thing::Ipv4(Ipv4Addr::new(10, 0, 0, i)));
+            assert_eq!(added, i < 16);
+        }
+        coo.things.push(Thing::Ipv4(Ipv4Addr::new(10, 0, 0, 99)));
+        let bytes = coo.to_bytes();
+        assert_eq!(bytes.len(), 141 + 17 * 16);
+        assert_eq!(
+            Coo::read(&mut Reader::new(&bytes)).unwrap().things.len(),
+            16
+        );
+        let mut b = bytes.clone();
+        b[28..30].copy_from_slice(&17u16.to_be_bytes());
+        b.splice(30..30, [0u8; 17]);
+        assert!(Coo::read(&mut Reader::new(&b)).is_err());
+
+        // Unknown thing types and non-zero padding survive a round trip and count as owned.
+        let mut v = [0u8; 16];
+        v[..4].copy_from_slice(&[10, 9, 8, 7]);
+        v[15] = 1;
+        let odd = Thing::from_wire(Thing::TYPE_IPV4, v);
+        assert_eq!(odd, Thing::Other { kind: 2, value: v });
+        let other = Thing::from_wire(9, [5; 16]);
+        let mut coo = Coo::new(NetworkId(1), 0, 1, member());
+        coo.things = vec![odd, other];
+        let back = Coo::read(&mut Reader::new(&coo.to_bytes())).unwrap();
+        assert_eq!(back, coo);
+        assert!(back.owns_ip("10.9.8.7".parse().unwrap()));
+        assert_eq!(
+            Thing::from_wire(1, Thing::Mac(Mac(0x0102_0304_0506)).value()),
+            Thing::Mac(Mac(0x0102_0304_0506))
+        );
+    }
+
+    // ---- Revocation ----
+
+    #[test]
+    fn revocation_layout_sign_verify() {
+        let [ctl, m, other] = ids();
+        let nwid = nwid_of(ctl);
+        let mut rev = Revocation::new(
+            0xfeed_f00d,
+            nwid,
+            0,
+            123_456,
+            Revocation::FLAG_FAST_PROPAGATE,
+            m.address(),
+            CredentialType::Com,
+        );
+        rev.sign(ctl).unwrap();
+        let bytes = rev.to_bytes();
+        assert_eq!(bytes.len(), 152);
+        let mut r = Reader::new(&bytes);
+        let back = Revocation::read(&mut r).unwrap();
+        r.finish().unwrap();
+        assert_eq!(back, rev);
+        back.verify(ctl).unwrap();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            let reserved = (0..4).contains(&i) || (16..20).contains(&i);
+            match Revocation::read(&mut Reader::new(&b)) {
+                // The reserved words are neither kept nor signed.
+                Ok(x) if reserved => assert_eq!(x.verify(ctl), Ok(())),
+                Ok(x) => assert!(x.verify(ctl).is_err(), "byte {i}"),
+                Err(_) => assert!(!reserved),
+            }
+        }
+        // Unknown revoked-credential type.
+        let mut b = bytes.clone();
+        b[50] = 5;
+        assert!(Revocation::read(&mut Reader::new(&b)).is_err());
+        let mut forged = rev.clone();
+        forged.sign(other).unwrap();
+        assert_eq!(forged.verify(ctl), Err(CredentialError::WrongSigner));
+        assert_eq!(rev.verify(other), Err(CredentialError::WrongNetwork));
+        assert_eq!(CredentialType::from_u8(6), Some(CredentialType::Revocation));
+        assert_eq!(CredentialType::from_u8(5), None);
+        assert_eq!(CredentialType::Coo.to_u8(), 4);
+    }
+
+    // ---- NETWORK_CREDENTIALS ----
+
+    #[test]
+    fn credentials_round_trip_and_short_forms() {
+        let all = Credentials {
+            coms: vec![stock_com(), stock_com()],
+            capabilities: vec![stock_capability(), stock_capability()],
+            tags: vec![stock_tag()],
+            revocations: vec![stock_revocation()],
+            coos: vec![stock_coo()],
+        };
+        let bytes = all.write();
+        assert_eq!(Credentials::read(&bytes).unwrap(), all);
+        // Trailing bytes after the COO list are ignored.
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(&[1, 2, 3]);
+        assert_eq!(Credentials::read(&longer).unwrap(), all);
+
+        assert_eq!(Credentials::read(&[]).unwrap(), Credentials::default());
+        assert_eq!(Credentials::default().write(), [0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let coms_only = Credentials {
+            coms: vec![stock_com()],
+            ..Credentials::default()
+        };
+        // COM list only: with and without its terminator, or stopping before any count.
+        let com = stock_com().to_bytes();
+        assert_eq!(Credentials::read(&com).unwrap(), coms_only);
+        let full = coms_only.write();
+        for cut in [com.len() + 1, com.len() + 3, com.len() + 5, com.len() + 7] {
+            assert_eq!(Credentials::read(&full[..cut]).unwrap(), coms_only, "{cut}");
+        }
+        // A count cut in half is an error.
+        assert!(Credentials::read(&full[..com.len() + 2]).is_err());
+
+        // Revocation only, as a controller sends it.
+        let rev = stock_revocation();
+        let only = Credentials {
+            revocations: vec![rev.clone()],
+            ..Credentials::default()
+        };
+        let mut expected = vec![0, 0, 0, 0, 0, 0, 1];
+        expected.extend(rev.to_bytes());
+        expected.extend([0, 0]);
+        assert_eq!(only.write(), expected);
+        assert_eq!(Credentials::read(&expected).unwrap(), only);
+    }
+
+    #[test]
+    fn credentials_partial_reads() {
+        let all = Credentials {
+            coms: vec![stock_com()],
+            capabilities: vec![],
+            tags: vec![stock_tag(), stock_tag()],
+            revocations: vec![],
+            coos: vec![stock_coo()],
+        };
+        let bytes = all.write();
+        // Cut inside the second tag.
+        let cut = 272 + 1 + 2 + 2 + 135 + 50;
+        assert!(Credentials::read(&bytes[..cut]).is_err());
+        let (got, err) = Credentials::read_partial(&bytes[..cut]);
+        assert!(err.is_some());
+        assert_eq!(got.coms.len(), 1);
+        assert_eq!(got.tags, [stock_tag()]);
+        let (got, err) = Credentials::read_partial(&bytes);
+        assert_eq!((got, err), (all, None));
+        // A COM list entry that is not a COM.
+        assert!(Credentials::read(&[2, 0, 0]).is_err());
+    }
+
+    // ---- robustness ----
+
+    proptest! {
+        #[test]
+        fn never_panics(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = Credentials::read(&data);
+            let _ = Com::read(&mut Reader::new(&data));
+            let _ = Capability::read(&mut Reader::new(&data));
+            let _ = Tag::read(&mut Reader::new(&data));
+            let _ = Coo::read(&mut Reader::new(&data));
+            let _ = Revocation::read(&mut Reader::new(&data));
+        }
+
+        #[test]
+        fn mutated_payloads_never_panic_and_reparse_stably(
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8),
+            cut in any::<usize>(),
+        ) {
+            let mut data = unhex(STOCK_CREDENTIALS);
+            for (i, v) in flips {
+                let n = data.len();
+                data[i % n] = v;
+            }
+            data.truncate(cut % (data.len() + 1));
+            let (got, _) = Credentials::read_partial(&data);
+            // Whatever was read is written back in a form that reads the same.
+            prop_assert_eq!(Credentials::read(&got.write()), Ok(got.clone()));
+            for c in &got.coms {
+                let _ = c.verify(&known_good());
+            }
+            for c in &got.capabilities {
+                let _ = c.verify(&known_good());
+                let _ = c.issued_to();
+            }
+        }
+
+        #[test]
+        fn random_com_fields_round_trip(
+            qs in proptest::collection::vec((0u64..10, any::<u64>(), any::<u64>()), 0..=8),
+            signer in proptest::option::of(1u64..0xff_ffff_ffff),
+            sig in any::<u8>(),
+        ) {
+            let mut qualifiers: Vec<Qualifier> = qs
+                .into_iter()
+                .map(|(id, value, max_delta)| Qualifier { id, value, max_delta })
+                .collect();
+            qualifiers.sort_by_key(|q| q.id);
+            let com = Com {
+                qualifiers,
+                signed_by: signer.map(|s| Address::new(s).unwrap()),
+                signature: signer.map(|_| [sig; 96]),
+            };
+            let bytes = com.to_bytes();
+            let mut r = Reader::new(&bytes);
+            prop_assert_eq!(Com::read(&mut r), Ok(com));
+            prop_assert!(r.is_empty());
+        }
+    }
+}
