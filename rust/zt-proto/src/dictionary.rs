@@ -95,6 +95,15 @@ impl Dictionary {
         self.add(key, format!("{v:016x}").as_bytes())
     }
 
+    /// Appends a signed integer as 16 lowercase hex digits, negative ones with a leading `-`.
+    pub fn add_i64(&mut self, key: &str, v: i64) -> bool {
+        if v < 0 {
+            self.add(key, format!("-{:016x}", v.unsigned_abs()).as_bytes())
+        } else {
+            self.add_u64(key, v as u64)
+        }
+    }
+
     /// Appends a boolean as `1`/`0`.
     pub fn add_bool(&mut self, key: &str, v: bool) -> bool {
         self.add(key, if v { b"1" } else { b"0" })
@@ -129,6 +138,27 @@ impl Dictionary {
             return Some(0);
         }
         u64::from_str_radix(&digits[digits.len().saturating_sub(16)..], 16).ok()
+    }
+
+    /// The first value for `key` as a signed hex integer (`-` then hex for negative values).
+    #[must_use]
+    pub fn get_i64(&self, key: &str) -> Option<i64> {
+        let v = self.get(key)?;
+        if v.first() == Some(&b'-') {
+            let rest = Self::parse_hex(&v[1..]);
+            Some((rest as i64).wrapping_neg())
+        } else {
+            Some(Self::parse_hex(v) as i64)
+        }
+    }
+
+    fn parse_hex(v: &[u8]) -> u64 {
+        v.iter()
+            .take_while(|b| b.is_ascii_hexdigit())
+            .fold(0u64, |acc, &b| {
+                let d = (b as char).to_digit(16).unwrap_or(0);
+                acc.wrapping_shl(4) | u64::from(d)
+            })
     }
 
     /// The first value for `key` as a boolean.

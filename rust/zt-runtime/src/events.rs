@@ -13,6 +13,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use zt_proto::Address;
+use zt_proto::network::NetworkId;
+use zt_proto::network::config::IpPrefix;
 use zt_proto::node::StoreKey;
 
 /// Numeric event codes. 2xx are libzt's `ZTS_EVENT_*` values; 275 and 3xx are `zt`'s own.
@@ -45,6 +47,34 @@ pub enum EventCode {
     PeerPathDiscovered = 243,
     /// A direct path to a peer expired (`ZTS_EVENT_PEER_PATH_DEAD`).
     PeerPathDead = 244,
+    /// The controller does not have the network (`ZTS_EVENT_NETWORK_NOT_FOUND`).
+    NetworkNotFound = 210,
+    /// Never produced by 1.x controllers (`ZTS_EVENT_NETWORK_CLIENT_TOO_OLD`).
+    NetworkClientTooOld = 211,
+    /// Waiting for a config (`ZTS_EVENT_NETWORK_REQ_CONFIG`).
+    NetworkRequestConfig = 212,
+    /// Configured (`ZTS_EVENT_NETWORK_OK`).
+    NetworkOk = 213,
+    /// The controller refused this node (`ZTS_EVENT_NETWORK_ACCESS_DENIED`).
+    NetworkAccessDenied = 214,
+    /// An IPv4 address is assigned (`ZTS_EVENT_NETWORK_READY_IP4`).
+    NetworkReadyIp4 = 215,
+    /// An IPv6 address is assigned (`ZTS_EVENT_NETWORK_READY_IP6`).
+    NetworkReadyIp6 = 216,
+    /// The network was left (`ZTS_EVENT_NETWORK_DOWN`).
+    NetworkDown = 218,
+    /// A new config took effect (`ZTS_EVENT_NETWORK_UPDATE`).
+    NetworkUpdate = 219,
+    /// The controller wants SSO authentication (zt; libzt has no such event).
+    NetworkAuthenticationRequired = 220,
+    /// An IPv4 address was assigned (`ZTS_EVENT_ADDR_ADDED_IP4`).
+    AddrAddedIp4 = 260,
+    /// An IPv4 address was withdrawn (`ZTS_EVENT_ADDR_REMOVED_IP4`).
+    AddrRemovedIp4 = 261,
+    /// An IPv6 address was assigned (`ZTS_EVENT_ADDR_ADDED_IP6`).
+    AddrAddedIp6 = 262,
+    /// An IPv6 address was withdrawn (`ZTS_EVENT_ADDR_REMOVED_IP6`).
+    AddrRemovedIp6 = 263,
     /// A USER_MESSAGE arrived (zt).
     UserMessage = 310,
     /// A planet was adopted (zt).
@@ -115,6 +145,22 @@ pub enum NodeEvent {
         /// Payload.
         data: Vec<u8>,
     },
+    /// A network's state changed (`code` says how: 210–220).
+    Network {
+        /// Which event.
+        code: EventCode,
+        /// Network.
+        network: NetworkId,
+    },
+    /// A managed address was assigned or withdrawn (`code` 260–263).
+    Address {
+        /// Which event.
+        code: EventCode,
+        /// Network.
+        network: NetworkId,
+        /// Address and prefix length.
+        address: IpPrefix,
+    },
 }
 
 impl NodeEvent {
@@ -140,6 +186,7 @@ impl NodeEvent {
             Self::PathDiscovered { .. } => EventCode::PeerPathDiscovered,
             Self::PathDead { .. } => EventCode::PeerPathDead,
             Self::UserMessage { .. } => EventCode::UserMessage,
+            Self::Network { code, .. } | Self::Address { code, .. } => *code,
         }
     }
 }

@@ -8,8 +8,13 @@
 //!   waited on by blocking call or by a readiness descriptor (for `select` and asyncio).
 //! - [`runtime`]: one loop thread per node that drives the core and executes its outputs.
 
+pub mod api;
 pub mod clock;
+pub mod controller;
+pub mod controller_db;
 pub mod events;
+pub mod frames;
+pub mod http;
 pub mod keygen;
 pub mod rng;
 pub mod runtime;

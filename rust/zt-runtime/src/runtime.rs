@@ -17,6 +17,7 @@ use zt_proto::{Identity, Node, World};
 
 use crate::clock::Clock;
 use crate::events::{EventHub, NodeEvent, Subscription};
+use crate::frames::FrameTap;
 use crate::state::{self, LoadOptions, ROOTS_ALIAS};
 use crate::store::{Store, StoreError};
 use crate::udp::{RECV_BUFFER, UdpSockets};
@@ -81,6 +82,17 @@ pub struct RuntimeOptions {
     /// comma-separated prefix list, if set; else anywhere). Test suites use it to guarantee that
     /// no datagram leaves the hosts they control.
     pub allowed_destinations: Option<Vec<crate::udp::IpPrefix>>,
+    /// Run the built-in network controller with this database.
+    pub controller: Option<ControllerStorage>,
+}
+
+/// Where the built-in controller keeps its records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControllerStorage {
+    /// A SQLite file.
+    File(std::path::PathBuf),
+    /// Memory only (lost at stop).
+    Memory,
 }
 
 impl Default for RuntimeOptions {
@@ -90,6 +102,7 @@ impl Default for RuntimeOptions {
             port: 0,
             ipv6: true,
             allowed_destinations: None,
+            controller: None,
         }
     }
 }
@@ -148,10 +161,28 @@ pub struct Snapshot {
     pub port: u16,
     /// Peers.
     pub peers: Vec<PeerInfo>,
+    /// Networks joined.
+    pub networks: Vec<zt_proto::node::NetworkInfo>,
+    /// Frames delivered while no tap listened.
+    pub frames_untapped: u64,
+}
+
+/// Work for the loop thread; it returns the reply, sent once the work's outputs are executed.
+type Job = Box<dyn FnOnce(&mut LoopCtx<'_>) -> Box<dyn FnOnce() + Send> + Send>;
+
+/// What a [`NodeRuntime::call`] closure gets on the loop thread.
+pub struct LoopCtx<'a> {
+    /// The node core.
+    pub node: &'a mut Node,
+    /// The current time.
+    pub now: zt_proto::Timestamp,
+    /// The built-in controller, if enabled.
+    pub controller: Option<&'a mut crate::controller::ControllerHost>,
 }
 
 enum Command {
     Stop,
+    Call(Job),
     WorldUpdate(Box<World>, mpsc::Sender<Result<(), WorldUpdateRejected>>),
     UserMessage(
         zt_proto::Address,
@@ -205,6 +236,7 @@ struct Shared {
     store: Arc<dyn Store>,
     options: RuntimeOptions,
     hub: EventHub,
+    taps: Mutex<Vec<std::sync::Weak<FrameTap>>>,
     control: Mutex<Control>,
     changed: Condvar,
 }
@@ -221,6 +253,76 @@ impl Shared {
             c.waker = None;
         }
         self.changed.notify_all();
+    }
+}
+
+/// Sends a command built around a reply channel and waits for the loop's answer.
+fn request<T>(
+    shared: &Shared,
+    command: impl FnOnce(mpsc::Sender<T>) -> Command,
+    timeout: Duration,
+) -> Result<T, RuntimeError> {
+    let lifecycle = shared.lock().lifecycle.clone();
+    if lifecycle != Lifecycle::Running {
+        return Err(RuntimeError::NotRunning(lifecycle.name()));
+    }
+    let (tx, rx) = mpsc::channel();
+    shared.lock().send(command(tx));
+    match rx.recv_timeout(timeout) {
+        Ok(r) => Ok(r),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(RuntimeError::Timeout),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(RuntimeError::Stopped),
+    }
+}
+
+fn call<T: Send + 'static>(
+    shared: &Shared,
+    f: impl FnOnce(&mut LoopCtx<'_>) -> T + Send + 'static,
+    timeout: Duration,
+) -> Result<T, RuntimeError> {
+    request(
+        shared,
+        move |tx| {
+            Command::Call(Box::new(move |ctx: &mut LoopCtx<'_>| {
+                let r = f(ctx);
+                Box::new(move || {
+                    let _ = tx.send(r);
+                }) as Box<dyn FnOnce() + Send>
+            }))
+        },
+        timeout,
+    )
+}
+
+/// A shared handle on a running node: snapshots and calls on its loop thread.
+#[derive(Clone)]
+pub struct NodeHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle").finish_non_exhaustive()
+    }
+}
+
+impl NodeHandle {
+    /// The latest snapshot, once the node has run.
+    #[must_use]
+    pub fn snapshot(&self) -> Option<Snapshot> {
+        self.shared.lock().snapshot.clone()
+    }
+
+    /// As [`NodeRuntime::call`].
+    ///
+    /// # Errors
+    /// The node is not running or did not answer in time.
+    pub fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut LoopCtx<'_>) -> T + Send + 'static,
+        timeout: Duration,
+    ) -> Result<T, RuntimeError> {
+        call(&self.shared, f, timeout)
     }
 }
 
@@ -255,6 +357,7 @@ impl NodeRuntime {
                 store,
                 options,
                 hub: EventHub::default(),
+                taps: Mutex::new(Vec::new()),
                 control: Mutex::new(control),
                 changed: Condvar::new(),
             }),
@@ -388,22 +491,19 @@ impl NodeRuntime {
         }
     }
 
-    /// Sends a command built around a reply channel and waits for the loop's answer.
     fn request<T>(
         &self,
         command: impl FnOnce(mpsc::Sender<T>) -> Command,
         timeout: Duration,
     ) -> Result<T, RuntimeError> {
-        let lifecycle = self.lifecycle();
-        if lifecycle != Lifecycle::Running {
-            return Err(RuntimeError::NotRunning(lifecycle.name()));
-        }
-        let (tx, rx) = mpsc::channel();
-        self.shared.lock().send(command(tx));
-        match rx.recv_timeout(timeout) {
-            Ok(r) => Ok(r),
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(RuntimeError::Timeout),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(RuntimeError::Stopped),
+        request(&self.shared, command, timeout)
+    }
+
+    /// A cloneable handle for other threads (API servers): snapshots and calls, no lifecycle.
+    #[must_use]
+    pub fn handle(&self) -> NodeHandle {
+        NodeHandle {
+            shared: self.shared.clone(),
         }
     }
 
@@ -433,9 +533,42 @@ impl NodeRuntime {
         self.request(|tx| Command::UserMessage(dest, type_id, data, tx), timeout)
     }
 
+    /// Runs `f` on the loop thread with the node (and controller) and returns its result once
+    /// everything it caused is sent and stored.
+    ///
+    /// # Errors
+    /// The node is not running or did not answer in time.
+    pub fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut LoopCtx<'_>) -> T + Send + 'static,
+        timeout: Duration,
+    ) -> Result<T, RuntimeError> {
+        call(&self.shared, f, timeout)
+    }
+
+    /// A tap receiving the frames the node delivers on `network` (dropped with the tap).
+    #[must_use]
+    pub fn tap_frames(&self, network: zt_proto::network::NetworkId, capacity: usize) -> Arc<FrameTap> {
+        let tap = Arc::new(FrameTap::new(network, capacity));
+        let mut taps = self.shared.taps.lock().unwrap_or_else(PoisonError::into_inner);
+        taps.retain(|w| w.strong_count() > 0);
+        taps.push(Arc::downgrade(&tap));
+        tap
+    }
+
     /// Ends every event subscription (after a final stop).
     pub fn close_events(&self) {
         self.shared.hub.close_all();
+        for t in self
+            .shared
+            .taps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+        {
+            t.close();
+        }
     }
 }
 
@@ -457,6 +590,8 @@ enum LoopError {
     Io(#[from] std::io::Error),
     #[error("cannot bind UDP port {port}: {source}")]
     Bind { port: u16, source: std::io::Error },
+    #[error(transparent)]
+    Db(#[from] crate::controller_db::DbError),
 }
 
 fn run(shared: &Arc<Shared>) {
@@ -491,51 +626,143 @@ fn run(shared: &Arc<Shared>) {
 struct Outputs<'a> {
     shared: &'a Shared,
     udp: UdpSockets,
+    controller: Option<crate::controller::ControllerHost>,
+    frames_untapped: u64,
     planet_in_roots: bool,
     store_errors: u64,
     send_errors: u64,
 }
 
 impl Outputs<'_> {
-    fn drain(&mut self, node: &mut Node) {
-        while let Some(t) = node.poll_transmit() {
-            if let Err(e) = self.udp.send(&t) {
-                self.send_errors += 1;
-                log::trace!(target: "zt.node", "send to {} failed: {e}", t.to);
+    fn drain(&mut self, node: &mut Node, now: zt_proto::Timestamp) {
+        loop {
+            let mut progress = false;
+            while let Some(t) = node.poll_transmit() {
+                progress = true;
+                if let Err(e) = self.udp.send(&t) {
+                    self.send_errors += 1;
+                    log::trace!(target: "zt.node", "send to {} failed: {e}", t.to);
+                }
+            }
+            while let Some(ev) = node.poll_event() {
+                progress = true;
+                self.event(node, now, ev);
+            }
+            while let Some(op) = node.poll_store() {
+                progress = true;
+                self.execute(op);
+            }
+            while let Some(f) = node.poll_frame() {
+                progress = true;
+                self.deliver(f);
+            }
+            if !progress {
+                break;
             }
         }
-        while let Some(ev) = node.poll_event() {
-            let ev = match ev {
-                Event::Up { address } => NodeEvent::Up { address },
-                Event::PlanetChanged { id, timestamp } => {
-                    NodeEvent::PlanetChanged { id, timestamp }
+    }
+
+    fn deliver(&mut self, f: zt_proto::node::Frame) {
+        let taps = self
+            .shared
+            .taps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .filter(|t| t.network() == f.network)
+            .collect::<Vec<_>>();
+        match taps.split_last() {
+            None => self.frames_untapped += 1,
+            Some((last, rest)) => {
+                for t in rest {
+                    t.push(f.clone());
                 }
-                Event::MoonChanged { id, timestamp } => NodeEvent::MoonChanged { id, timestamp },
-                Event::Online => NodeEvent::Online,
-                Event::Offline => NodeEvent::Offline,
-                Event::PathAdded { address, remote } => {
-                    NodeEvent::PathDiscovered { address, remote }
-                }
-                Event::PathRemoved { address, remote } => NodeEvent::PathDead { address, remote },
-                Event::UserMessage {
-                    from,
-                    type_id,
-                    data,
-                } => NodeEvent::UserMessage {
-                    from,
-                    type_id,
-                    data,
+                last.push(f);
+            }
+        }
+    }
+
+    fn event(&mut self, node: &mut Node, now: zt_proto::Timestamp, ev: Event) {
+        use crate::events::EventCode as C;
+        let net = |code, network| NodeEvent::Network { code, network };
+        let ev = match ev {
+            Event::Up { address } => NodeEvent::Up { address },
+            Event::PlanetChanged { id, timestamp } => NodeEvent::PlanetChanged { id, timestamp },
+            Event::MoonChanged { id, timestamp } => NodeEvent::MoonChanged { id, timestamp },
+            Event::Online => NodeEvent::Online,
+            Event::Offline => NodeEvent::Offline,
+            Event::PathAdded { address, remote } => NodeEvent::PathDiscovered { address, remote },
+            Event::PathRemoved { address, remote } => NodeEvent::PathDead { address, remote },
+            Event::UserMessage {
+                from,
+                type_id,
+                data,
+            } => NodeEvent::UserMessage {
+                from,
+                type_id,
+                data,
+            },
+            Event::NetworkStatus { network, status } => {
+                use zt_proto::node::NetworkStatus as S;
+                let code = match status {
+                    S::RequestingConfiguration => C::NetworkRequestConfig,
+                    S::Ok => {
+                        // libzt announces readiness per family before OK.
+                        let info = node.network(network);
+                        let ips = info
+                            .as_ref()
+                            .and_then(|i| i.config.as_ref())
+                            .map(|c| c.static_ips.clone())
+                            .unwrap_or_default();
+                        if ips.iter().any(|p| p.ip.is_ipv4()) {
+                            self.shared.hub.publish(&net(C::NetworkReadyIp4, network));
+                        }
+                        if ips.iter().any(|p| p.ip.is_ipv6()) {
+                            self.shared.hub.publish(&net(C::NetworkReadyIp6, network));
+                        }
+                        C::NetworkOk
+                    }
+                    S::AccessDenied => C::NetworkAccessDenied,
+                    S::NotFound | S::PortError => C::NetworkNotFound,
+                    S::ClientTooOld => C::NetworkClientTooOld,
+                    S::AuthenticationRequired => C::NetworkAuthenticationRequired,
+                };
+                net(code, network)
+            }
+            Event::NetworkConfigured { network } => net(C::NetworkUpdate, network),
+            Event::NetworkLeft { network } => net(C::NetworkDown, network),
+            Event::NetworkAddressAdded { network, address } => NodeEvent::Address {
+                code: if address.ip.is_ipv4() {
+                    C::AddrAddedIp4
+                } else {
+                    C::AddrAddedIp6
                 },
-                other => {
-                    log::debug!(target: "zt.node", "unhandled core event {other:?}");
-                    continue;
+                network,
+                address,
+            },
+            Event::NetworkAddressRemoved { network, address } => NodeEvent::Address {
+                code: if address.ip.is_ipv4() {
+                    C::AddrRemovedIp4
+                } else {
+                    C::AddrRemovedIp6
+                },
+                network,
+                address,
+            },
+            Event::ControllerRequest(req) => {
+                match self.controller.as_mut() {
+                    Some(c) => c.handle_request(node, now, &req),
+                    None => log::debug!(target: "zt.controller", "request without a controller"),
                 }
-            };
-            self.shared.hub.publish(&ev);
-        }
-        while let Some(op) = node.poll_store() {
-            self.execute(op);
-        }
+                return;
+            }
+            other => {
+                log::debug!(target: "zt.node", "unhandled core event {other:?}");
+                return;
+            }
+        };
+        self.shared.hub.publish(&ev);
     }
 
     fn execute(&mut self, op: StoreOp) {
@@ -592,6 +819,8 @@ fn snapshot(node: &Node, out: &Outputs<'_>, now: zt_proto::Timestamp) -> Snapsho
         is_root: node.is_root(),
         port: out.udp.port(),
         peers,
+        networks: node.networks(),
+        frames_untapped: out.frames_untapped,
     }
 }
 
@@ -618,6 +847,17 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
     };
     udp.set_allowed_destinations(allowed);
     let mut node = Node::new(loaded.config, Box::new(crate::rng::OsRng), clock.now())?;
+    let controller = match &shared.options.controller {
+        None => None,
+        Some(storage) => {
+            let db = match storage {
+                ControllerStorage::File(p) => crate::controller_db::ControllerDb::open(p),
+                ControllerStorage::Memory => crate::controller_db::ControllerDb::in_memory(),
+            }?;
+            node.set_controller(true);
+            Some(crate::controller::ControllerHost::new(db, node.identity().clone()))
+        }
+    };
     node.set_local_sockets(udp.locals());
     node.set_interface_addresses(interface_addresses());
     let mut interfaces_at = clock.now();
@@ -627,6 +867,8 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
     let mut out = Outputs {
         shared,
         udp,
+        controller,
+        frames_untapped: 0,
         planet_in_roots: loaded.planet_in_roots,
         store_errors: 0,
         send_errors: 0,
@@ -654,9 +896,18 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         let commands: Vec<Command> = shared.lock().commands.drain(..).collect();
         let mut world_replies = Vec::new();
         let mut send_replies = Vec::new();
+        let mut call_replies = Vec::new();
         for cmd in commands {
             match cmd {
                 Command::Stop => stopping = true,
+                Command::Call(job) => {
+                    let mut ctx = LoopCtx {
+                        node: &mut node,
+                        now: clock.now(),
+                        controller: out.controller.as_mut(),
+                    };
+                    call_replies.push(job(&mut ctx));
+                }
                 Command::WorldUpdate(world, reply) => {
                     world_replies.push((reply, node.handle_world_update(*world)));
                 }
@@ -671,8 +922,11 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         }
         // Outputs are executed and the snapshot refreshed before anyone hears back, so a caller
         // that gets an answer sees its effect.
-        out.drain(&mut node);
+        out.drain(&mut node, clock.now());
         shared.lock().snapshot = Some(snapshot(&node, &out, clock.now()));
+        for reply in call_replies {
+            reply();
+        }
         for (reply, result) in world_replies {
             let _ = reply.send(result);
         }

@@ -186,6 +186,26 @@ pub fn load(store: &dyn Store, options: &LoadOptions) -> Result<Loaded, StoreErr
         }
     }
 
+    // Networks joined before: `networks.d/<16 hex>.conf`, a single LF when not configured yet.
+    // A corrupt config is only a cache: the network is rejoined and asks again.
+    let mut networks = Vec::new();
+    for key in store.list("networks.d/")? {
+        let Some(name) = key
+            .strip_prefix("networks.d/")
+            .and_then(|k| k.strip_suffix(".conf"))
+        else {
+            continue;
+        };
+        if name.len() != 16 {
+            continue;
+        }
+        let Ok(id) = u64::from_str_radix(name, 16) else {
+            continue;
+        };
+        let data = store.get(&key)?.unwrap_or_default();
+        networks.push((zt_proto::network::NetworkId(id), data));
+    }
+
     Ok(Loaded {
         config: NodeConfig {
             identity,
@@ -193,6 +213,7 @@ pub fn load(store: &dyn Store, options: &LoadOptions) -> Result<Loaded, StoreErr
             default_planet: default,
             moons,
             peers,
+            networks,
             options: options.core.clone(),
         },
         written,

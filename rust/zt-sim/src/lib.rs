@@ -186,6 +186,7 @@ impl Sim {
             default_planet: planet,
             moons: vec![],
             peers: vec![],
+            networks: vec![],
             options: CoreOptions::default(),
         };
         let seed = self.rng.next_u64();

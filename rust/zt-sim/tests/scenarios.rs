@@ -398,6 +398,7 @@ fn cached_peers_are_greeted_at_start() {
             version: None,
             endpoints: vec![public(3)],
         }],
+        networks: vec![],
         options: CoreOptions::default(),
     };
     let a = sim.add_host_with(config, public(2));

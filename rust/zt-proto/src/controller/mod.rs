@@ -32,6 +32,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde_json::{Map, Value, json};
 
 pub mod assign;
+pub mod issue;
 pub mod json;
 pub mod records;
 pub mod rule_json;

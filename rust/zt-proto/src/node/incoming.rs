@@ -290,6 +290,15 @@ impl Node {
                     Verb::Rendezvous => self.handle_rendezvous(now, src, &payload),
                     Verb::PushDirectPaths => self.handle_push_direct_paths(now, src, &payload),
                     Verb::UserMessage => self.handle_user_message(now, src, hops, &payload),
+                    Verb::NetworkConfigRequest
+                        if self.handle_config_request(
+                            now,
+                            src,
+                            hops,
+                            from,
+                            u64::from_be_bytes(wire_id),
+                            &payload,
+                        ) => {}
                     Verb::NetworkConfigRequest => {
                         // Not a controller: stock answers UNSUPPORTED_OPERATION with the network.
                         let mut e = vec![Verb::NetworkConfigRequest as u8];
@@ -298,6 +307,26 @@ impl Node {
                         e.extend_from_slice(payload.get(..8).unwrap_or(&[0; 8]));
                         self.send_via(now, src, Verb::Error, &e, local, from);
                     }
+                    Verb::NetworkConfig => self.handle_config_chunk(
+                        now,
+                        src,
+                        u64::from_be_bytes(wire_id),
+                        &payload,
+                        true,
+                    ),
+                    Verb::NetworkCredentials => self.handle_credentials(now, src, &payload),
+                    Verb::Frame
+                    | Verb::ExtFrame
+                    | Verb::MulticastFrame
+                    | Verb::MulticastLike
+                    | Verb::MulticastGather => self.dispatch_network_verb(
+                        now,
+                        src,
+                        other,
+                        u64::from_be_bytes(wire_id),
+                        &payload,
+                        false,
+                    ),
                     Verb::Nop
                     | Verb::Ack
                     | Verb::QosMeasurement
@@ -515,7 +544,18 @@ impl Node {
         let (Ok(in_re), Ok(in_re_id)) = (r.u8(), r.u64()) else {
             return self.drop_input(DropReason::Malformed);
         };
-        if self.expecting.remove(&in_re_id).is_none() {
+        // Config replies come in several chunks and gathers may be answered by several
+        // OKs: those keep their entry until it expires.
+        let multi = matches!(
+            Verb::from_u8(in_re),
+            Some(Verb::NetworkConfigRequest | Verb::MulticastGather | Verb::MulticastFrame)
+        );
+        let known = if multi {
+            self.expecting.contains_key(&in_re_id)
+        } else {
+            self.expecting.remove(&in_re_id).is_some()
+        };
+        if !known {
             return self.drop_input(DropReason::UnexpectedReply);
         }
         // (Its entry in the FIFO order goes at the next housekeeping pass.)
@@ -589,6 +629,12 @@ impl Node {
                 }
                 self.flush_tx_queue(now);
             }
+            Some(Verb::NetworkConfigRequest) => {
+                let rest = &payload[r.position()..];
+                self.handle_config_chunk(now, src, in_re_id, rest, false);
+            }
+            Some(Verb::MulticastGather) => self.handle_gather_ok(now, false, &mut r),
+            Some(Verb::MulticastFrame) => self.handle_gather_ok(now, true, &mut r),
             _ => {}
         }
     }
@@ -606,6 +652,9 @@ impl Node {
             return self.drop_input(DropReason::Malformed);
         }
         self.received(now, local, from, src, hops, Verb::Error);
+        let in_re = payload[0];
+        let code = payload[9];
+        self.handle_network_error(now, src, in_re, code, &payload[10..]);
     }
 
     fn handle_whois(

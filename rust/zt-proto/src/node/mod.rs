@@ -1,6 +1,7 @@
 //! The node state machine: inputs in, outputs polled out (see the crate docs for the contract).
 
 mod incoming;
+pub mod network;
 pub mod peer;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -10,10 +11,15 @@ use crate::address::Address;
 use crate::crypto::SecureRandom;
 use crate::identity::Identity;
 use crate::inet::InetAddress;
+use crate::network::NetworkId;
+use crate::network::config::IpPrefix;
 use crate::packet::{self, Cipher, PeerKeys, Verb};
 use crate::time::Timestamp;
 use crate::world::{World, WorldType, WorldUpdateRejected};
 
+pub use network::{
+    ControllerRequest, Frame, FrameError, LOCAL_REQUEST, NetworkInfo, NetworkStatus,
+};
 pub use peer::{CachedPeer, LocalSocket, Path, Peer, RemoteVersion, ip_scope, usable_endpoint};
 
 /// Interval of the quick housekeeping pass (WHOIS retries, queued packets).
@@ -119,6 +125,40 @@ pub enum Event {
         /// The endpoint.
         remote: SocketAddr,
     },
+    /// A network's status changed (joined, configured, refused...).
+    NetworkStatus {
+        /// Network.
+        network: NetworkId,
+        /// New status.
+        status: NetworkStatus,
+    },
+    /// A new config for a network took effect.
+    NetworkConfigured {
+        /// Network.
+        network: NetworkId,
+    },
+    /// A managed address was assigned.
+    NetworkAddressAdded {
+        /// Network.
+        network: NetworkId,
+        /// The address with its prefix length.
+        address: IpPrefix,
+    },
+    /// A managed address was withdrawn.
+    NetworkAddressRemoved {
+        /// Network.
+        network: NetworkId,
+        /// The address with its prefix length.
+        address: IpPrefix,
+    },
+    /// A network was left.
+    NetworkLeft {
+        /// Network.
+        network: NetworkId,
+    },
+    /// A member asks this node's controller for a config (answer with
+    /// [`Node::controller_send_config`] or [`Node::controller_send_error`]).
+    ControllerRequest(Box<ControllerRequest>),
     /// A USER_MESSAGE arrived.
     UserMessage {
         /// Sender.
@@ -176,6 +216,22 @@ pub enum DropReason {
     UnhandledVerb,
     /// An authenticated packet seen before (a replay, or a duplicate from the network).
     Replay,
+    /// A network config (chunk) that is malformed, unsigned, not for us or not verifiable.
+    BadConfig,
+    /// A signature that does not verify.
+    BadSignature,
+    /// Traffic for a network this node has not joined.
+    NotMember,
+    /// A credential that does not parse or verify.
+    BadCredential,
+    /// Network traffic from a peer without valid credentials (held, credentials requested).
+    NoCredentials,
+    /// The network's rules dropped a frame.
+    Filtered,
+    /// A bridged frame from a peer that is not an active bridge (or to us, not a bridge).
+    NotBridge,
+    /// A multicast on a network with multicast off.
+    MulticastDisabled,
 }
 
 /// Counters of what the node did and dropped.
@@ -205,6 +261,8 @@ pub struct NodeStats {
     pub push_contacts: u64,
     /// Inputs dropped, by reason.
     pub drops: BTreeMap<DropReason, u64>,
+    /// Frames from the local stack not sent, by reason.
+    pub frames_dropped: BTreeMap<FrameError, u64>,
 }
 
 impl NodeStats {
@@ -256,6 +314,9 @@ pub enum SendError {
     /// The queue for peers being looked up is full.
     #[error("too many messages are waiting for unknown peers")]
     QueueFull,
+    /// A config for a network this node does not control.
+    #[error("this node is not the controller of that network")]
+    NotController,
 }
 
 /// Protocol settings (defaults match stock ZeroTier SDK builds).
@@ -295,6 +356,8 @@ pub struct NodeConfig {
     pub moons: Vec<World>,
     /// Cached peers (their HELLOs go out at start-up).
     pub peers: Vec<CachedPeer>,
+    /// Networks joined in an earlier run, with their stored config (`\\n` = none yet).
+    pub networks: Vec<(NetworkId, Vec<u8>)>,
     /// Protocol settings.
     pub options: CoreOptions,
 }
@@ -396,6 +459,7 @@ pub struct Node {
     store_ops: VecDeque<StoreOp>,
     transmits: VecDeque<Transmit>,
     stats: NodeStats,
+    nets: network::Networks,
 }
 
 impl std::fmt::Debug for Node {
@@ -425,6 +489,7 @@ impl Node {
             default_planet,
             moons,
             peers,
+            networks,
             options,
         } = config;
         if !identity.has_secret() {
@@ -470,6 +535,7 @@ impl Node {
             store_ops: VecDeque::new(),
             transmits: VecDeque::new(),
             stats: NodeStats::default(),
+            nets: network::Networks::default(),
         };
         let mut store_planet = true;
         if let Some(stored) = stored_planet {
@@ -514,6 +580,9 @@ impl Node {
             }
         }
         node.online = node.is_root();
+        for (id, cached) in networks {
+            node.join_cached(now, id, &cached);
+        }
         node.events.push_back(Event::Up {
             address: node.identity.address(),
         });
@@ -790,10 +859,19 @@ impl Node {
             Cipher::Poly1305Salsa2012
         });
         if cipher != Cipher::Poly1305None
-            && matches!(
+            && (matches!(
                 verb,
                 Verb::PushDirectPaths | Verb::UserMessage | Verb::Whois
-            )
+            ) || (payload.len() > 64
+                && matches!(
+                    verb,
+                    Verb::Ok
+                        | Verb::NetworkConfig
+                        | Verb::NetworkConfigRequest
+                        | Verb::NetworkCredentials
+                        | Verb::MulticastLike
+                        | Verb::MulticastFrame
+                )))
         {
             packet::compress(&mut p);
         }
@@ -810,6 +888,7 @@ impl Node {
                 | Verb::Echo
                 | Verb::NetworkConfigRequest
                 | Verb::MulticastGather
+                | Verb::MulticastFrame
         ) {
             self.expect_reply(now, packet::packet_id(&p));
         }
@@ -1019,16 +1098,19 @@ impl Node {
             self.stats.quick_tasks += 1;
             self.schedule.quick = now + QUICK_TASK_INTERVAL_MS;
             self.quick_tasks(now);
+            self.network_quick_tasks(now);
         }
         if now >= self.schedule.ping {
             self.stats.ping_checks += 1;
             self.schedule.ping = now + PING_CHECK_INTERVAL_MS;
             self.ping_check(now);
+            self.network_ping_check(now);
         }
         if now >= self.schedule.housekeeping {
             self.stats.housekeeping += 1;
             self.schedule.housekeeping = now + HOUSEKEEPING_INTERVAL_MS;
             self.housekeeping(now);
+            self.network_housekeeping(now);
         }
     }
 
@@ -1288,6 +1370,7 @@ mod tests {
             default_planet: default,
             moons: vec![],
             peers: vec![],
+            networks: vec![],
             options: CoreOptions::default(),
         }
     }

@@ -1,0 +1,800 @@
+//! A network's configuration as its controller issues it (the netconfig dictionary), and the
+//! signed chunks it travels in.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use crate::address::Address;
+use crate::dictionary::Dictionary;
+use crate::identity::Identity;
+use crate::inet::InetAddress;
+use crate::network::credentials::{Capability, Com, Coo, Tag};
+use crate::network::rules::{self, Rule};
+use crate::network::NetworkId;
+use crate::wire::{Reader, WireError};
+
+/// Netconfig format version written (members need ≥ 6).
+pub const CONFIG_VERSION: u64 = 7;
+/// Default MTU of a network.
+pub const DEFAULT_MTU: u16 = 2800;
+/// Smallest MTU a config may set.
+pub const MIN_MTU: u16 = 1280;
+/// Largest MTU a config may set.
+pub const MAX_MTU: u16 = 10000;
+/// Most bytes kept of a network's name.
+pub const MAX_NAME_LEN: usize = 127;
+/// Most routes kept.
+pub const MAX_ROUTES: usize = 128;
+/// Most static (managed) IPs kept.
+pub const MAX_STATIC_IPS: usize = 32;
+/// Most specialists kept.
+pub const MAX_SPECIALISTS: usize = 256;
+/// Most capabilities kept.
+pub const MAX_CAPABILITIES: usize = 128;
+/// Most tags kept.
+pub const MAX_TAGS: usize = 128;
+/// Most certificates of ownership kept.
+pub const MAX_COOS: usize = 4;
+/// Largest assembled netconfig dictionary accepted (stock 1.8.4 is the smaller of the two).
+pub const MAX_DICT_LEN: usize = 422_527;
+
+/// Flag: ff:ff:ff:ff:ff:ff frames allowed.
+pub const FLAG_ENABLE_BROADCAST: u64 = 0x02;
+/// Flag: emulate IPv6 NDP for rfc4193 and 6plane addresses.
+pub const FLAG_ENABLE_IPV6_NDP_EMULATION: u64 = 0x04;
+/// Flag: what an unknown MATCH rule evaluates to.
+pub const FLAG_RULES_RESULT_OF_UNSUPPORTED_MATCH: u64 = 0x08;
+/// Flag: do not compress multicast frames.
+pub const FLAG_DISABLE_COMPRESSION: u64 = 0x10;
+
+/// Specialist role: active bridge.
+pub const SPECIALIST_ACTIVE_BRIDGE: u64 = 0x0000_0200_0000_0000;
+/// Specialist role: anchor.
+pub const SPECIALIST_ANCHOR: u64 = 0x0000_0400_0000_0000;
+/// Specialist role: multicast replicator.
+pub const SPECIALIST_MULTICAST_REPLICATOR: u64 = 0x0000_0800_0000_0000;
+
+/// Default credential time window a controller uses (30 minutes).
+pub const DEFAULT_CREDENTIAL_MAX_DELTA: i64 = 1_800_000;
+/// Largest credential time window (also what ad-hoc networks use).
+pub const MAX_CREDENTIAL_MAX_DELTA: i64 = 7_200_000;
+
+/// Private (members need a certificate of membership) or public.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum NetworkType {
+    /// Members must hold an agreeing certificate of membership.
+    #[default]
+    Private,
+    /// Anybody may join and send.
+    Public,
+}
+
+/// An IP address with a prefix length (a managed address or a route target).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IpPrefix {
+    /// The address.
+    pub ip: IpAddr,
+    /// Prefix length in bits.
+    pub bits: u8,
+}
+
+impl IpPrefix {
+    fn write(&self, out: &mut Vec<u8>) {
+        InetAddress(Some(SocketAddr::new(self.ip, u16::from(self.bits)))).write(out);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Option<Self>, WireError> {
+        Ok(InetAddress::read(r)?.0.map(|s| Self {
+            ip: s.ip(),
+            bits: s.port().min(255) as u8,
+        }))
+    }
+
+    /// Whether `ip` is within this prefix.
+    #[must_use]
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.ip, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let bits = u32::from(self.bits.min(32));
+                let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+                u32::from(a) & mask == u32::from(b) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let bits = u32::from(self.bits.min(128));
+                let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+                u128::from(a) & mask == u128::from(b) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for IpPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.ip, self.bits)
+    }
+}
+
+/// A managed route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Route {
+    /// Destination network.
+    pub target: IpPrefix,
+    /// Gateway (None = on the network itself).
+    pub via: Option<IpAddr>,
+    /// Flags (none defined).
+    pub flags: u16,
+    /// Metric.
+    pub metric: u16,
+}
+
+/// DNS settings pushed to members.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Dns {
+    /// Search domain (≤ 127 bytes).
+    pub domain: String,
+    /// Up to 4 servers.
+    pub servers: Vec<IpAddr>,
+}
+
+impl Dns {
+    fn write(&self, out: &mut Vec<u8>) {
+        let mut domain = [0u8; 128];
+        let d = self.domain.as_bytes();
+        let n = d.len().min(127);
+        domain[..n].copy_from_slice(&d[..n]);
+        out.extend_from_slice(&domain);
+        for i in 0..4 {
+            let a = self.servers.get(i).map(|ip| SocketAddr::new(*ip, 0));
+            InetAddress(a).write(out);
+        }
+    }
+
+    fn read(blob: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(blob);
+        let domain: [u8; 128] = r.array()?;
+        let end = domain.iter().position(|&b| b == 0).unwrap_or(127);
+        let mut servers = Vec::new();
+        for _ in 0..4 {
+            if let Some(s) = InetAddress::read(&mut r)?.0 {
+                servers.push(s.ip());
+            }
+        }
+        Ok(Self {
+            domain: String::from_utf8_lossy(&domain[..end]).into_owned(),
+            servers,
+        })
+    }
+}
+
+/// Single sign-on settings (carried, not acted upon).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Sso {
+    /// 0 implicit, 1 OIDC.
+    pub version: u64,
+    /// Whether SSO is on.
+    pub enabled: bool,
+    /// Authentication URL.
+    pub authentication_url: String,
+    /// Authentication expiry (ms).
+    pub authentication_expiry: i64,
+}
+
+/// Why a netconfig was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No or an old `v` (legacy configs are not supported, as in stock 1.x).
+    #[error("netconfig version {0} is not supported (need ≥ 6)")]
+    Version(u64),
+    /// No network ID.
+    #[error("netconfig has no network ID")]
+    NoNetwork,
+    /// No issued-to address.
+    #[error("netconfig has no issued-to address")]
+    NoIssuedTo,
+    /// A binary field does not parse.
+    #[error("netconfig field {0} is malformed: {1}")]
+    Field(&'static str, String),
+}
+
+/// A network configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// Network.
+    pub network_id: NetworkId,
+    /// Controller time of issue (ms).
+    pub timestamp: i64,
+    /// Largest |credential timestamp − `timestamp`| for peers' credentials to count.
+    pub credential_max_delta: i64,
+    /// Revision counter.
+    pub revision: u64,
+    /// The member this config is for.
+    pub issued_to: Address,
+    /// Remote trace target.
+    pub remote_trace_target: Option<Address>,
+    /// Remote trace level.
+    pub remote_trace_level: u8,
+    /// `FLAG_*` bits.
+    pub flags: u64,
+    /// Most recipients of one multicast (0 = multicast off).
+    pub multicast_limit: u32,
+    /// Private or public.
+    pub network_type: NetworkType,
+    /// Short name.
+    pub name: String,
+    /// MTU (clamped to [1280, 10000]).
+    pub mtu: u16,
+    /// Certificate of membership.
+    pub com: Option<Com>,
+    /// Capabilities, by ID.
+    pub capabilities: Vec<Capability>,
+    /// Tags, by ID.
+    pub tags: Vec<Tag>,
+    /// Certificates of ownership (≤ 4).
+    pub coos: Vec<Coo>,
+    /// Specialists (address | role bits).
+    pub specialists: Vec<u64>,
+    /// Routes.
+    pub routes: Vec<Route>,
+    /// Managed addresses.
+    pub static_ips: Vec<IpPrefix>,
+    /// Base rule table (empty drops everything).
+    pub rules: Vec<Rule>,
+    /// DNS.
+    pub dns: Dns,
+    /// SSO.
+    pub sso: Sso,
+}
+
+impl NetworkConfig {
+    /// An empty private config for `network_id` issued to `issued_to` (rules empty: drops all).
+    #[must_use]
+    pub fn new(network_id: NetworkId, issued_to: Address) -> Self {
+        Self {
+            network_id,
+            timestamp: 0,
+            credential_max_delta: 0,
+            revision: 0,
+            issued_to,
+            remote_trace_target: None,
+            remote_trace_level: 0,
+            flags: 0,
+            multicast_limit: 0,
+            network_type: NetworkType::Private,
+            name: String::new(),
+            mtu: DEFAULT_MTU,
+            com: None,
+            capabilities: Vec::new(),
+            tags: Vec::new(),
+            coos: Vec::new(),
+            specialists: Vec::new(),
+            routes: Vec::new(),
+            static_ips: Vec::new(),
+            rules: Vec::new(),
+            dns: Dns::default(),
+            sso: Sso::default(),
+        }
+    }
+
+    /// Whether ff:ff:ff:ff:ff:ff frames are allowed.
+    #[must_use]
+    pub fn broadcast_enabled(&self) -> bool {
+        self.flags & FLAG_ENABLE_BROADCAST != 0
+    }
+
+    /// Whether NDP emulation is on.
+    #[must_use]
+    pub fn ndp_emulation(&self) -> bool {
+        self.flags & FLAG_ENABLE_IPV6_NDP_EMULATION != 0
+    }
+
+    /// Whether `address` is an active bridge.
+    #[must_use]
+    pub fn is_active_bridge(&self, address: Address) -> bool {
+        self.specialists.iter().any(|s| {
+            s & 0xff_ffff_ffff == address.to_u64() && s & SPECIALIST_ACTIVE_BRIDGE != 0
+        })
+    }
+
+    /// Addresses of specialists having any of `roles`.
+    #[must_use]
+    pub fn specialists_with(&self, roles: u64) -> Vec<Address> {
+        self.specialists
+            .iter()
+            .filter(|s| *s & roles != 0)
+            .map(|s| Address::from_u64_truncating(*s))
+            .collect()
+    }
+
+    /// Our rfc4193 or 6plane address that shares its prefix with `ip`, if any (for NDP
+    /// emulation: such addresses resolve by computation).
+    #[must_use]
+    pub fn emulated_v6_prefix_owner(&self, ip: Ipv6Addr) -> Option<Address> {
+        let b = ip.octets();
+        for p in &self.static_ips {
+            let IpAddr::V6(mine) = p.ip else { continue };
+            let m = mine.octets();
+            if p.bits == 88 && m[0] == 0xfd && m[9] == 0x99 && m[10] == 0x93 && b[..11] == m[..11]
+            {
+                return Address::from_bytes(&[b[11], b[12], b[13], b[14], b[15]]).into();
+            }
+            if p.bits == 40 && m[0] == 0xfc && b[..5] == m[..5] {
+                return Address::from_bytes(&[b[5], b[6], b[7], b[8], b[9]]).into();
+            }
+        }
+        None
+    }
+
+    /// The netconfig dictionary (in stock 1.14.1's key order).
+    #[must_use]
+    pub fn to_dictionary(&self) -> Dictionary {
+        let mut d = Dictionary::new();
+        d.add_u64("v", CONFIG_VERSION);
+        d.add_u64("nwid", self.network_id.0);
+        d.add_i64("ts", self.timestamp);
+        d.add_i64("ctmd", self.credential_max_delta);
+        d.add_u64("r", self.revision);
+        d.add("id", self.issued_to.to_string().as_bytes());
+        let tt = self
+            .remote_trace_target
+            .map_or_else(|| "0000000000".to_owned(), |a| a.to_string());
+        d.add("tt", tt.as_bytes());
+        d.add_u64("tl", u64::from(self.remote_trace_level));
+        d.add_u64("f", self.flags);
+        d.add_u64("ml", u64::from(self.multicast_limit));
+        d.add_u64(
+            "t",
+            match self.network_type {
+                NetworkType::Private => 0,
+                NetworkType::Public => 1,
+            },
+        );
+        let name = truncate_utf8(&self.name, MAX_NAME_LEN);
+        d.add("n", name.as_bytes());
+        d.add_u64("mtu", u64::from(self.mtu));
+        let mut tmp = Vec::new();
+        if let Some(com) = &self.com {
+            com.write(&mut tmp);
+            d.add("C", &tmp);
+        }
+        tmp.clear();
+        for c in &self.capabilities {
+            c.write(&mut tmp);
+        }
+        if !tmp.is_empty() {
+            d.add("CAP", &tmp);
+        }
+        tmp.clear();
+        for t in &self.tags {
+            t.write(&mut tmp);
+        }
+        if !tmp.is_empty() {
+            d.add("TAG", &tmp);
+        }
+        tmp.clear();
+        for c in self.coos.iter().take(MAX_COOS) {
+            c.write(&mut tmp);
+        }
+        if !tmp.is_empty() {
+            d.add("COO", &tmp);
+        }
+        tmp.clear();
+        for s in &self.specialists {
+            tmp.extend_from_slice(&s.to_be_bytes());
+        }
+        if !tmp.is_empty() {
+            d.add("S", &tmp);
+        }
+        tmp.clear();
+        for r in &self.routes {
+            r.target.write(&mut tmp);
+            InetAddress(r.via.map(|v| SocketAddr::new(v, 0))).write(&mut tmp);
+            tmp.extend_from_slice(&r.flags.to_be_bytes());
+            tmp.extend_from_slice(&r.metric.to_be_bytes());
+        }
+        if !tmp.is_empty() {
+            d.add("RT", &tmp);
+        }
+        tmp.clear();
+        for ip in &self.static_ips {
+            ip.write(&mut tmp);
+        }
+        if !tmp.is_empty() {
+            d.add("I", &tmp);
+        }
+        if !self.rules.is_empty() {
+            tmp.clear();
+            rules::write_rules(&mut tmp, &self.rules);
+            d.add("R", &tmp);
+        }
+        tmp.clear();
+        self.dns.write(&mut tmp);
+        d.add("DNS", &tmp);
+        d.add_u64("ssov", self.sso.version);
+        d.add_bool("ssoe", self.sso.enabled);
+        if self.sso.enabled && self.sso.version == 0 {
+            if !self.sso.authentication_url.is_empty() {
+                d.add("aurl", self.sso.authentication_url.as_bytes());
+            }
+            d.add_i64("aexpt", self.sso.authentication_expiry);
+        }
+        d
+    }
+
+    /// Parses a netconfig dictionary as a member does.
+    ///
+    /// # Errors
+    /// Missing version, network or issued-to; a malformed COM or COO blob (malformed
+    /// capability and tag blobs are truncated at the first bad entry, as stock does).
+    pub fn from_dictionary(d: &Dictionary) -> Result<Self, ConfigError> {
+        let version = d.get_u64("v").unwrap_or(0);
+        if version < 6 {
+            return Err(ConfigError::Version(version));
+        }
+        let nwid = d.get_u64("nwid").unwrap_or(0);
+        if nwid == 0 {
+            return Err(ConfigError::NoNetwork);
+        }
+        let issued = d.get_u64("id").unwrap_or(0);
+        if issued == 0 {
+            return Err(ConfigError::NoIssuedTo);
+        }
+        let mut c = Self::new(NetworkId(nwid), Address::from_u64_truncating(issued));
+        c.timestamp = d.get_i64("ts").unwrap_or(0);
+        c.credential_max_delta = d.get_i64("ctmd").unwrap_or(0);
+        c.revision = d.get_u64("r").unwrap_or(0);
+        c.remote_trace_target = d
+            .get_u64("tt")
+            .filter(|t| *t & 0xff_ffff_ffff != 0)
+            .map(Address::from_u64_truncating);
+        c.remote_trace_level = d.get_u64("tl").unwrap_or(0).min(255) as u8;
+        c.multicast_limit = d.get_u64("ml").unwrap_or(0).min(u64::from(u32::MAX)) as u32;
+        if let Some(n) = d.get("n") {
+            let n = &n[..n.len().min(MAX_NAME_LEN)];
+            c.name = String::from_utf8_lossy(n).into_owned();
+        }
+        c.mtu = d
+            .get_u64("mtu")
+            .unwrap_or(u64::from(DEFAULT_MTU))
+            .clamp(u64::from(MIN_MTU), u64::from(MAX_MTU)) as u16;
+        c.flags = d.get_u64("f").unwrap_or(0);
+        c.network_type = if d.get_u64("t").unwrap_or(0) == 1 {
+            NetworkType::Public
+        } else {
+            NetworkType::Private
+        };
+        let bad = |what: &'static str, e: &dyn std::fmt::Display| {
+            ConfigError::Field(what, e.to_string())
+        };
+        if let Some(blob) = d.get("C") {
+            let mut r = Reader::new(blob);
+            c.com = Some(Com::read(&mut r).map_err(|e| bad("C", &e))?);
+        }
+        if let Some(blob) = d.get("CAP") {
+            let mut r = Reader::new(blob);
+            while !r.is_empty() && c.capabilities.len() < MAX_CAPABILITIES {
+                match Capability::read(&mut r) {
+                    Ok(cap) => c.capabilities.push(cap),
+                    Err(_) => break,
+                }
+            }
+            c.capabilities.sort_by_key(|x| x.id);
+        }
+        if let Some(blob) = d.get("TAG") {
+            let mut r = Reader::new(blob);
+            while !r.is_empty() && c.tags.len() < MAX_TAGS {
+                match Tag::read(&mut r) {
+                    Ok(t) => c.tags.push(t),
+                    Err(_) => break,
+                }
+            }
+            c.tags.sort_by_key(|x| x.id);
+        }
+        if let Some(blob) = d.get("COO") {
+            let mut r = Reader::new(blob);
+            while !r.is_empty() {
+                let coo = Coo::read(&mut r).map_err(|e| bad("COO", &e))?;
+                if c.coos.len() < MAX_COOS {
+                    c.coos.push(coo);
+                }
+            }
+        }
+        if let Some(blob) = d.get("S") {
+            for ch in blob.chunks_exact(8).take(MAX_SPECIALISTS) {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(ch);
+                c.specialists.push(u64::from_be_bytes(b));
+            }
+        }
+        if let Some(blob) = d.get("RT") {
+            let mut r = Reader::new(blob);
+            while !r.is_empty() && c.routes.len() < MAX_ROUTES {
+                let route = (|| -> Result<Option<Route>, WireError> {
+                    let target = IpPrefix::read(&mut r)?;
+                    let via = InetAddress::read(&mut r)?.0.map(|s| s.ip());
+                    let flags = r.u16()?;
+                    let metric = r.u16()?;
+                    Ok(target.map(|target| Route {
+                        target,
+                        via,
+                        flags,
+                        metric,
+                    }))
+                })()
+                .map_err(|e| bad("RT", &e))?;
+                c.routes.extend(route);
+            }
+        }
+        if let Some(blob) = d.get("I") {
+            let mut r = Reader::new(blob);
+            while !r.is_empty() && c.static_ips.len() < MAX_STATIC_IPS {
+                if let Some(ip) = IpPrefix::read(&mut r).map_err(|e| bad("I", &e))? {
+                    c.static_ips.push(ip);
+                }
+            }
+        }
+        if let Some(blob) = d.get("R") {
+            c.rules = rules::parse_rules(blob).map_err(|e| bad("R", &e))?;
+        }
+        if let Some(blob) = d.get("DNS") {
+            c.dns = Dns::read(blob).map_err(|e| bad("DNS", &e))?;
+        }
+        c.sso.version = d.get_u64("ssov").unwrap_or(0);
+        c.sso.enabled = d.get_bool("ssoe").unwrap_or(false);
+        if c.sso.enabled {
+            c.sso.authentication_url = d.get_str("aurl").unwrap_or_default();
+            c.sso.authentication_expiry = d.get_i64("aexpt").unwrap_or(0);
+        }
+        Ok(c)
+    }
+
+    /// The dictionary text.
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.to_dictionary().to_bytes()
+    }
+
+    /// Parses dictionary text.
+    ///
+    /// # Errors
+    /// As [`Self::from_dictionary`].
+    pub fn from_bytes(b: &[u8]) -> Result<Self, ConfigError> {
+        Self::from_dictionary(&Dictionary::parse(b))
+    }
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Flag of a config chunk: forward it to the network's other members.
+pub const CHUNK_FLAG_FAST_PROPAGATE: u8 = 0x01;
+/// Largest dictionary slice in one chunk (as stock controllers cut them).
+pub const MAX_CHUNK_LEN: usize = 10024 - (28 + 256);
+
+/// One signed piece of a netconfig.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigChunk<'a> {
+    /// Network.
+    pub network_id: NetworkId,
+    /// Dictionary bytes [index, index + len).
+    pub data: &'a [u8],
+    /// `CHUNK_FLAG_*`.
+    pub flags: u8,
+    /// Same for all chunks of one update.
+    pub update_id: u64,
+    /// Length of the whole dictionary.
+    pub total_len: u32,
+    /// Byte offset of this chunk.
+    pub index: u32,
+    /// Controller signature over everything before it (None in the legacy unsigned form).
+    pub signature: Option<[u8; 96]>,
+    /// The signed bytes (network ID through index).
+    pub signed: &'a [u8],
+    /// The whole chunk as received (network ID through signature), for forwarding.
+    pub raw: &'a [u8],
+}
+
+impl<'a> ConfigChunk<'a> {
+    /// Parses a chunk (the payload of NETWORK_CONFIG, or OK(NETWORK_CONFIG_REQUEST) after the
+    /// OK header).
+    ///
+    /// # Errors
+    /// Truncated, inconsistent (index + len > total) or wrongly typed signature.
+    pub fn parse(payload: &'a [u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(payload);
+        let network_id = NetworkId(r.u64()?);
+        let len = usize::from(r.u16()?);
+        let data = r.bytes(len)?;
+        if r.is_empty() {
+            return Ok(Self {
+                network_id,
+                data,
+                flags: 0,
+                update_id: 0,
+                total_len: len as u32,
+                index: 0,
+                signature: None,
+                signed: &payload[..r.position()],
+                raw: &payload[..r.position()],
+            });
+        }
+        let flags = r.u8()?;
+        let update_id = r.u64()?;
+        let total_len = u32::from_be_bytes(r.array()?);
+        let index = u32::from_be_bytes(r.array()?);
+        let signed_end = r.position();
+        if u64::from(index) + len as u64 > u64::from(total_len) || total_len as usize > MAX_DICT_LEN
+        {
+            return Err(WireError::BadValue {
+                what: "config chunk range",
+                value: u64::from(index) + len as u64,
+            });
+        }
+        let sig_type = r.u8()?;
+        let sig_len = r.u16()?;
+        if sig_type != 1 || sig_len != 96 {
+            return Err(WireError::BadValue {
+                what: "config chunk signature",
+                value: u64::from(sig_type) << 16 | u64::from(sig_len),
+            });
+        }
+        let signature: [u8; 96] = r.array()?;
+        Ok(Self {
+            network_id,
+            data,
+            flags,
+            update_id,
+            total_len,
+            index,
+            signature: Some(signature),
+            signed: &payload[..signed_end],
+            raw: &payload[..r.position()],
+        })
+    }
+
+    /// Whether the controller's signature verifies.
+    #[must_use]
+    pub fn verify(&self, controller: &Identity) -> bool {
+        self.signature
+            .is_some_and(|s| controller.verify(self.signed, &s))
+    }
+
+    /// An ID for duplicate detection: the first 16 signature bytes folded to 8.
+    #[must_use]
+    pub fn chunk_id(&self) -> u64 {
+        let Some(s) = self.signature else { return 0 };
+        let mut a = [0u8; 8];
+        let mut b = [0u8; 8];
+        a.copy_from_slice(&s[..8]);
+        b.copy_from_slice(&s[8..16]);
+        u64::from_ne_bytes(a) ^ u64::from_ne_bytes(b)
+    }
+}
+
+/// Splits a netconfig into signed chunk payloads (controller side).
+///
+/// # Errors
+/// The signer has no secret key.
+pub fn make_chunks(
+    network_id: NetworkId,
+    dict: &[u8],
+    update_id: u64,
+    flags: u8,
+    signer: &Identity,
+) -> Result<Vec<Vec<u8>>, crate::identity::IdentityError> {
+    let mut out = Vec::new();
+    let mut index = 0usize;
+    loop {
+        let n = (dict.len() - index).min(MAX_CHUNK_LEN);
+        let mut p = Vec::with_capacity(n + 128);
+        p.extend_from_slice(&network_id.0.to_be_bytes());
+        p.extend_from_slice(&(n as u16).to_be_bytes());
+        p.extend_from_slice(&dict[index..index + n]);
+        p.push(flags);
+        p.extend_from_slice(&update_id.to_be_bytes());
+        p.extend_from_slice(&(dict.len() as u32).to_be_bytes());
+        p.extend_from_slice(&(index as u32).to_be_bytes());
+        let sig = signer.sign(&p)?;
+        p.push(1);
+        p.extend_from_slice(&96u16.to_be_bytes());
+        p.extend_from_slice(&sig);
+        out.push(p);
+        index += n;
+        if index >= dict.len() {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Maximum number of updates reassembled at once.
+pub const MAX_INCOMING_UPDATES: usize = 3;
+/// Most chunks accepted for one update.
+pub const MAX_UPDATE_CHUNKS: usize = MAX_DICT_LEN / 1024 + 1;
+
+#[derive(Clone, Debug, Default)]
+struct UpdateSlot {
+    update_id: u64,
+    usage: u64,
+    chunk_ids: Vec<u64>,
+    have: usize,
+    data: Vec<u8>,
+}
+
+/// What happened to a chunk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChunkOutcome {
+    /// Stored; more chunks are needed.
+    Incomplete,
+    /// Seen before.
+    Duplicate,
+    /// Too many chunks for this update.
+    TooManyChunks,
+    /// The whole dictionary.
+    Complete(Vec<u8>),
+}
+
+/// Member-side reassembly of netconfig updates (3 slots, as stock).
+#[derive(Clone, Debug, Default)]
+pub struct ConfigAssembler {
+    slots: [UpdateSlot; MAX_INCOMING_UPDATES],
+}
+
+impl ConfigAssembler {
+    /// Adds a chunk whose signature the caller has verified (or a legacy unsigned chunk the
+    /// caller accepted, with `legacy_id` = the packet ID).
+    pub fn add(&mut self, chunk: &ConfigChunk<'_>, legacy_id: u64) -> ChunkOutcome {
+        let (update_id, chunk_id) = if chunk.signature.is_some() {
+            (chunk.update_id, chunk.chunk_id())
+        } else {
+            (legacy_id, legacy_id)
+        };
+        let slot_i = self
+            .slots
+            .iter()
+            .position(|s| s.update_id == update_id && s.usage > 0)
+            .unwrap_or_else(|| {
+                (0..MAX_INCOMING_UPDATES)
+                    .min_by_key(|&i| self.slots[i].usage)
+                    .unwrap_or(0)
+            });
+        let slot = &mut self.slots[slot_i];
+        if slot.update_id == update_id && slot.chunk_ids.contains(&chunk_id) {
+            return ChunkOutcome::Duplicate;
+        }
+        if slot.update_id != update_id || slot.usage == 0 {
+            slot.update_id = update_id;
+            slot.chunk_ids.clear();
+            slot.have = 0;
+            slot.data = vec![0; chunk.total_len as usize];
+        }
+        if slot.chunk_ids.len() >= MAX_UPDATE_CHUNKS {
+            return ChunkOutcome::TooManyChunks;
+        }
+        slot.usage += 1;
+        slot.chunk_ids.push(chunk_id);
+        let start = chunk.index as usize;
+        let end = start + chunk.data.len();
+        if slot.data.len() < end {
+            slot.data.resize(end, 0);
+        }
+        slot.data[start..end].copy_from_slice(chunk.data);
+        slot.have += chunk.data.len();
+        if slot.have >= chunk.total_len as usize {
+            let data = std::mem::take(&mut slot.data);
+            slot.chunk_ids.clear();
+            slot.have = 0;
+            slot.update_id = 0;
+            return ChunkOutcome::Complete(data);
+        }
+        ChunkOutcome::Incomplete
+    }
+}
