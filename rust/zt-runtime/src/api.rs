@@ -93,9 +93,9 @@ pub fn network_json(n: &NetworkInfo) -> Value {
 /// `GET /peer/<address>`.
 #[must_use]
 pub fn peer_json(p: &PeerInfo, now_ms: i64, moon_roots: &[zt_proto::Address]) -> Value {
-    let (maj, min, rev) = p
-        .version
-        .map_or((-1, -1, -1), |(a, b, c)| (i64::from(a), i64::from(b), i64::from(c)));
+    let (maj, min, rev) = p.version.map_or((-1, -1, -1), |(a, b, c)| {
+        (i64::from(a), i64::from(b), i64::from(c))
+    });
     let latency = p
         .paths
         .iter()

@@ -147,7 +147,13 @@ impl ControllerHost {
         }
         match outcome.decision {
             Decision::NotFound => {
-                node.controller_send_error(now, id, member_addr, req.request_id, ERROR_OBJ_NOT_FOUND);
+                node.controller_send_error(
+                    now,
+                    id,
+                    member_addr,
+                    req.request_id,
+                    ERROR_OBJ_NOT_FOUND,
+                );
             }
             Decision::AccessDenied => {
                 if let Some(s) = self.status.get_mut(&(id, member_addr)) {
@@ -332,7 +338,11 @@ impl ControllerHost {
         let members = self.db.members(id)?;
         self.db.delete_network(id)?;
         for (a, _) in members {
-            if self.status.get(&(id, a)).is_some_and(|s| s.authorized.is_some()) {
+            if self
+                .status
+                .get(&(id, a))
+                .is_some_and(|s| s.authorized.is_some())
+            {
                 self.revoke(node, now, id, a);
             }
         }

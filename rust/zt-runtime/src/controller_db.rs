@@ -79,7 +79,9 @@ impl ControllerDb {
     /// # Errors
     /// SQLite errors.
     pub fn network_ids(&self) -> Result<Vec<NetworkId>, DbError> {
-        let mut st = self.conn.prepare_cached("SELECT id FROM network ORDER BY id")?;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id FROM network ORDER BY id")?;
         let rows = st.query_map([], |r| r.get::<_, i64>(0))?;
         let mut out = Vec::new();
         for r in rows {
@@ -144,12 +146,21 @@ impl ControllerDb {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn put_member(&self, id: NetworkId, address: Address, record: &Value) -> Result<(), DbError> {
+    pub fn put_member(
+        &self,
+        id: NetworkId,
+        address: Address,
+        record: &Value,
+    ) -> Result<(), DbError> {
         self.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO member (network, address, record) VALUES (?1, ?2, ?3)",
             )?
-            .execute(params![key(id.0), key(address.to_u64()), record.to_string()])?;
+            .execute(params![
+                key(id.0),
+                key(address.to_u64()),
+                record.to_string()
+            ])?;
         Ok(())
     }
 
@@ -200,8 +211,10 @@ mod tests {
         let a = Address::new(0x89e9_2cee_e5).unwrap();
         {
             let db = ControllerDb::open(&path).unwrap();
-            db.put_network(id, &json!({"id": id.to_string(), "x": 1})).unwrap();
-            db.put_member(id, a, &json!({"address": a.to_string()})).unwrap();
+            db.put_network(id, &json!({"id": id.to_string(), "x": 1}))
+                .unwrap();
+            db.put_member(id, a, &json!({"address": a.to_string()}))
+                .unwrap();
         }
         let mut db = ControllerDb::open(&path).unwrap();
         assert_eq!(db.network_ids().unwrap(), [id]);
@@ -228,7 +241,10 @@ mod tests {
     fn corrupt_records_are_reported() {
         let db = ControllerDb::in_memory().unwrap();
         db.conn
-            .execute("INSERT INTO network (id, record) VALUES (1, 'not json')", [])
+            .execute(
+                "INSERT INTO network (id, record) VALUES (1, 'not json')",
+                [],
+            )
             .unwrap();
         assert!(matches!(
             db.network(NetworkId(1)),

@@ -245,12 +245,9 @@ impl Api {
         &self,
         f: impl FnOnce(&mut LoopCtx<'_>) -> T + Send + 'static,
     ) -> Result<T, Response> {
-        self.node.call(f, CALL_TIMEOUT).map_err(|e| {
-            Response::json(
-                503,
-                &json!({"error": 503, "description": e.to_string()}),
-            )
-        })
+        self.node
+            .call(f, CALL_TIMEOUT)
+            .map_err(|e| Response::json(503, &json!({"error": 503, "description": e.to_string()})))
     }
 
     /// Answers one request.
@@ -278,9 +275,8 @@ impl Api {
     }
 
     fn body(req: &Request) -> Result<Value, Response> {
-        serde_json::from_slice(&req.body).map_err(|e| {
-            Response::json(500, &json!({"error": 500, "description": e.to_string()}))
-        })
+        serde_json::from_slice(&req.body)
+            .map_err(|e| Response::json(500, &json!({"error": 500, "description": e.to_string()})))
     }
 
     fn route(&self, req: &Request) -> Result<Response, Response> {
@@ -330,7 +326,8 @@ impl Api {
                 let id = NetworkId(u64::from_str_radix(id, 16).unwrap_or(0));
                 match m {
                     "GET" => {
-                        let v = self.call(move |ctx| ctx.node.network(id).map(|n| api::network_json(&n)))?;
+                        let v = self
+                            .call(move |ctx| ctx.node.network(id).map(|n| api::network_json(&n)))?;
                         match v {
                             Some(v) => ok(v),
                             None => Ok(Response::json(404, &json!({}))),
@@ -345,7 +342,11 @@ impl Api {
                     }
                     "DELETE" => {
                         let left = self.call(move |ctx| ctx.node.leave(id))?;
-                        ok(if left { json!({"result": true}) } else { json!({}) })
+                        ok(if left {
+                            json!({"result": true})
+                        } else {
+                            json!({})
+                        })
                     }
                     _ => Err(Response::empty(405)),
                 }
@@ -397,7 +398,10 @@ impl Api {
                         .as_mut()
                         .map(|c| c.post_network(ctx.node, now, None, &body))
                 })?;
-                Ok(Response::json(200, &r.ok_or_else(no_controller)?.map_err(api_err)?))
+                Ok(Response::json(
+                    200,
+                    &r.ok_or_else(no_controller)?.map_err(api_err)?,
+                ))
             }
             (_, ["network", nw]) if post && nw.len() == 16 && nw.ends_with("______") => {
                 let prefix = nw[..10].to_owned();
@@ -411,7 +415,10 @@ impl Api {
                     }
                     Some(c.post_network(ctx.node, now, None, &body))
                 })?;
-                Ok(Response::json(200, &r.ok_or_else(no_controller)?.map_err(api_err)?))
+                Ok(Response::json(
+                    200,
+                    &r.ok_or_else(no_controller)?.map_err(api_err)?,
+                ))
             }
             (_, ["network", nw, rest @ ..]) if is_hex(nw, 16) => {
                 let id = NetworkId(u64::from_str_radix(nw, 16).unwrap_or(0));
@@ -445,7 +452,10 @@ impl Api {
                         .as_mut()
                         .map(|c| c.post_network(ctx.node, now, Some(id), &body))
                 })?;
-                Ok(Response::json(200, &r.ok_or_else(no_controller)?.map_err(&api_err)?))
+                Ok(Response::json(
+                    200,
+                    &r.ok_or_else(no_controller)?.map_err(&api_err)?,
+                ))
             }
             ("DELETE", []) => {
                 let r = self.call(move |ctx| {
@@ -454,7 +464,10 @@ impl Api {
                         .as_mut()
                         .map(|c| c.delete_network(ctx.node, now, id))
                 })?;
-                Ok(Response::json(200, &r.ok_or_else(no_controller)?.map_err(&api_err)?))
+                Ok(Response::json(
+                    200,
+                    &r.ok_or_else(no_controller)?.map_err(&api_err)?,
+                ))
             }
             ("GET", ["member"]) => {
                 let r = self.call(move |ctx| ctx.controller.as_ref().map(|c| c.members(id)))?;
@@ -469,10 +482,12 @@ impl Api {
                 let addr = Address::from_u64_truncating(u64::from_str_radix(a, 16).unwrap_or(0));
                 match m {
                     "GET" => {
-                        let r = self.call(move |ctx| {
-                            ctx.controller.as_ref().map(|c| c.member(id, addr))
-                        })?;
-                        Ok(Response::json(200, &r.ok_or_else(no_controller)?.map_err(&api_err)?))
+                        let r = self
+                            .call(move |ctx| ctx.controller.as_ref().map(|c| c.member(id, addr)))?;
+                        Ok(Response::json(
+                            200,
+                            &r.ok_or_else(no_controller)?.map_err(&api_err)?,
+                        ))
                     }
                     "POST" | "PUT" => {
                         let body = Self::body(req)?;
@@ -482,7 +497,10 @@ impl Api {
                                 .as_mut()
                                 .map(|c| c.post_member(ctx.node, now, id, addr, &body))
                         })?;
-                        Ok(Response::json(200, &r.ok_or_else(no_controller)?.map_err(&api_err)?))
+                        Ok(Response::json(
+                            200,
+                            &r.ok_or_else(no_controller)?.map_err(&api_err)?,
+                        ))
                     }
                     "DELETE" => {
                         let r = self.call(move |ctx| {
@@ -491,7 +509,10 @@ impl Api {
                                 .as_mut()
                                 .map(|c| c.delete_member(ctx.node, now, id, addr))
                         })?;
-                        Ok(Response::json(200, &r.ok_or_else(no_controller)?.map_err(&api_err)?))
+                        Ok(Response::json(
+                            200,
+                            &r.ok_or_else(no_controller)?.map_err(&api_err)?,
+                        ))
                     }
                     _ => Err(Response::empty(405)),
                 }

@@ -548,9 +548,17 @@ impl NodeRuntime {
 
     /// A tap receiving the frames the node delivers on `network` (dropped with the tap).
     #[must_use]
-    pub fn tap_frames(&self, network: zt_proto::network::NetworkId, capacity: usize) -> Arc<FrameTap> {
+    pub fn tap_frames(
+        &self,
+        network: zt_proto::network::NetworkId,
+        capacity: usize,
+    ) -> Arc<FrameTap> {
         let tap = Arc::new(FrameTap::new(network, capacity));
-        let mut taps = self.shared.taps.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut taps = self
+            .shared
+            .taps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         taps.retain(|w| w.strong_count() > 0);
         taps.push(Arc::downgrade(&tap));
         tap
@@ -855,7 +863,10 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
                 ControllerStorage::Memory => crate::controller_db::ControllerDb::in_memory(),
             }?;
             node.set_controller(true);
-            Some(crate::controller::ControllerHost::new(db, node.identity().clone()))
+            Some(crate::controller::ControllerHost::new(
+                db,
+                node.identity().clone(),
+            ))
         }
     };
     node.set_local_sockets(udp.locals());

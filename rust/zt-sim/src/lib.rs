@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, BinaryHeap};
 use std::net::{IpAddr, SocketAddr};
 
 use zt_proto::crypto::SecureRandom;
-use zt_proto::node::{CoreOptions, LocalSocket, NodeConfig};
+use zt_proto::node::{CoreOptions, Event, Frame, LocalSocket, NodeConfig};
 use zt_proto::{Identity, Node, Timestamp, World};
 
 /// Deterministic (NOT secure) random numbers: SplitMix64.
@@ -83,7 +83,20 @@ pub struct Host {
     pub bind: SocketAddr,
     /// When true the host is cut off: nothing it sends or is sent reaches anyone.
     pub isolated: bool,
+    /// If set, the host's events go through it (a controller answering requests, say); what
+    /// it returns is kept in `events`.
+    pub handler: Option<Box<dyn EventHandler>>,
+    /// Events kept by the handler.
+    pub events: std::collections::VecDeque<Event>,
+    /// Frames the node delivered to its (virtual) stack.
+    pub frames: std::collections::VecDeque<Frame>,
     nat: Option<Nat>,
+}
+
+/// Something that reacts to a host's events inside the simulation.
+pub trait EventHandler: std::fmt::Debug {
+    /// Handles `ev`; returns it (or another) to keep it for the test, None to swallow it.
+    fn handle(&mut self, node: &mut Node, now: Timestamp, ev: Event) -> Option<Event>;
 }
 
 impl Host {
@@ -162,6 +175,9 @@ impl Sim {
             node,
             bind,
             isolated: false,
+            handler: None,
+            events: std::collections::VecDeque::new(),
+            frames: std::collections::VecDeque::new(),
             nat: None,
         });
         self.hosts.len() - 1
@@ -200,6 +216,9 @@ impl Sim {
             node,
             bind,
             isolated: false,
+            handler: None,
+            events: std::collections::VecDeque::new(),
+            frames: std::collections::VecDeque::new(),
             nat,
         });
         self.hosts.len() - 1
@@ -213,12 +232,31 @@ impl Sim {
         self.pump();
     }
 
-    fn pump(&mut self) {
+    /// Executes every host's outputs (after a test drove a node directly).
+    pub fn pump(&mut self) {
         for i in 0..self.hosts.len() {
-            while let Some(t) = self.hosts[i].node.poll_transmit() {
-                self.send(i, t.to, t.data, t.ttl);
+            loop {
+                let h = &mut self.hosts[i];
+                if let Some(handler) = h.handler.as_mut() {
+                    while let Some(ev) = h.node.poll_event() {
+                        if let Some(kept) = handler.handle(&mut h.node, self.now, ev) {
+                            h.events.push_back(kept);
+                        }
+                    }
+                }
+                while let Some(f) = h.node.poll_frame() {
+                    h.frames.push_back(f);
+                }
+                let mut sent = false;
+                while let Some(t) = self.hosts[i].node.poll_transmit() {
+                    sent = true;
+                    self.send(i, t.to, t.data, t.ttl);
+                }
+                while self.hosts[i].node.poll_store().is_some() {}
+                if !sent {
+                    break;
+                }
             }
-            while self.hosts[i].node.poll_store().is_some() {}
         }
     }
 

@@ -7,9 +7,9 @@ use crate::address::Address;
 use crate::dictionary::Dictionary;
 use crate::identity::Identity;
 use crate::inet::InetAddress;
+use crate::network::NetworkId;
 use crate::network::credentials::{Capability, Com, Coo, Tag};
 use crate::network::rules::{self, Rule};
-use crate::network::NetworkId;
 use crate::wire::{Reader, WireError};
 
 /// Netconfig format version written (members need ≥ 6).
@@ -95,12 +95,20 @@ impl IpPrefix {
         match (self.ip, ip) {
             (IpAddr::V4(a), IpAddr::V4(b)) => {
                 let bits = u32::from(self.bits.min(32));
-                let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+                let mask = if bits == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - bits)
+                };
                 u32::from(a) & mask == u32::from(b) & mask
             }
             (IpAddr::V6(a), IpAddr::V6(b)) => {
                 let bits = u32::from(self.bits.min(128));
-                let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+                let mask = if bits == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - bits)
+                };
                 u128::from(a) & mask == u128::from(b) & mask
             }
             _ => false,
@@ -291,9 +299,9 @@ impl NetworkConfig {
     /// Whether `address` is an active bridge.
     #[must_use]
     pub fn is_active_bridge(&self, address: Address) -> bool {
-        self.specialists.iter().any(|s| {
-            s & 0xff_ffff_ffff == address.to_u64() && s & SPECIALIST_ACTIVE_BRIDGE != 0
-        })
+        self.specialists
+            .iter()
+            .any(|s| s & 0xff_ffff_ffff == address.to_u64() && s & SPECIALIST_ACTIVE_BRIDGE != 0)
     }
 
     /// Addresses of specialists having any of `roles`.
@@ -314,8 +322,7 @@ impl NetworkConfig {
         for p in &self.static_ips {
             let IpAddr::V6(mine) = p.ip else { continue };
             let m = mine.octets();
-            if p.bits == 88 && m[0] == 0xfd && m[9] == 0x99 && m[10] == 0x93 && b[..11] == m[..11]
-            {
+            if p.bits == 88 && m[0] == 0xfd && m[9] == 0x99 && m[10] == 0x93 && b[..11] == m[..11] {
                 return Address::from_bytes(&[b[11], b[12], b[13], b[14], b[15]]).into();
             }
             if p.bits == 40 && m[0] == 0xfc && b[..5] == m[..5] {
@@ -463,9 +470,8 @@ impl NetworkConfig {
         } else {
             NetworkType::Private
         };
-        let bad = |what: &'static str, e: &dyn std::fmt::Display| {
-            ConfigError::Field(what, e.to_string())
-        };
+        let bad =
+            |what: &'static str, e: &dyn std::fmt::Display| ConfigError::Field(what, e.to_string());
         if let Some(blob) = d.get("C") {
             let mut r = Reader::new(blob);
             c.com = Some(Com::read(&mut r).map_err(|e| bad("C", &e))?);

@@ -1085,6 +1085,19 @@ impl Node {
         Ok(())
     }
 
+    /// Sends an arbitrary verb and payload to a peer: for tests that need malformed or forged
+    /// protocol messages from an authenticated peer.
+    #[doc(hidden)]
+    pub fn send_raw_for_tests(
+        &mut self,
+        now: Timestamp,
+        dest: Address,
+        verb: Verb,
+        payload: Vec<u8>,
+    ) {
+        self.send(now, dest, verb, payload);
+    }
+
     /// Sends an ECHO to a peer (a reachability probe; the OK updates its path).
     pub fn ping(&mut self, now: Timestamp, dest: Address) {
         self.send(now, dest, Verb::Echo, Vec::new());

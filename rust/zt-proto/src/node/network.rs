@@ -511,7 +511,8 @@ impl Node {
                 request_id: LOCAL_REQUEST,
                 from: None,
             };
-            self.events.push_back(Event::ControllerRequest(Box::new(req)));
+            self.events
+                .push_back(Event::ControllerRequest(Box::new(req)));
             return;
         }
         let (rev, ts) = net
@@ -557,7 +558,10 @@ impl Node {
                 c.multicast_limit = 0;
                 c.rules = filter::adhoc_port_rules(start, end);
             }
-            AdHoc::Ipv4 { octet: first_octet, hub } => {
+            AdHoc::Ipv4 {
+                octet: first_octet,
+                hub,
+            } => {
                 c.name = format!("adhoc-{first_octet}.0.0.0");
                 c.multicast_limit = 1024;
                 c.rules = vec![crate::network::rules::Rule::new(
@@ -650,7 +654,8 @@ impl Node {
                 address: ip,
             });
         }
-        self.events.push_back(Event::NetworkConfigured { network: id });
+        self.events
+            .push_back(Event::NetworkConfigured { network: id });
         self.events.push_back(Event::NetworkStatus {
             network: id,
             status: NetworkStatus::Ok,
@@ -818,7 +823,8 @@ impl Node {
             from: (hops == 0).then_some(from),
         };
         let _ = now;
-        self.events.push_back(Event::ControllerRequest(Box::new(req)));
+        self.events
+            .push_back(Event::ControllerRequest(Box::new(req)));
         true
     }
 
@@ -839,9 +845,7 @@ impl Node {
             return Err(super::SendError::NotController);
         }
         let dest = config.issued_to;
-        self.nets
-            .controller_authorized
-            .insert((id, dest), now);
+        self.nets.controller_authorized.insert((id, dest), now);
         if dest == self.address() {
             if self.nets.joined.contains_key(&id) {
                 self.set_configuration(now, id, config.clone(), true);
@@ -888,7 +892,8 @@ impl Node {
             if let Some(n) = self.nets.joined.get_mut(&network) {
                 if n.failure != Some(status) {
                     n.failure = Some(status);
-                    self.events.push_back(Event::NetworkStatus { network, status });
+                    self.events
+                        .push_back(Event::NetworkStatus { network, status });
                 }
             }
             return;
@@ -948,7 +953,13 @@ impl Node {
     }
 
     /// Pushes our COM, capabilities, tags and COOs to `peer` if it needs them.
-    pub(super) fn push_credentials(&mut self, now: Timestamp, id: NetworkId, peer: Address, asked: bool) {
+    pub(super) fn push_credentials(
+        &mut self,
+        now: Timestamp,
+        id: NetworkId,
+        peer: Address,
+        asked: bool,
+    ) {
         if peer == id.controller() && !asked {
             return;
         }
@@ -1036,8 +1047,12 @@ impl Node {
             let Some(m) = self.membership_mut(id, to) else {
                 continue;
             };
-            if m.caps.get(&cap.id).is_some_and(|o| o.timestamp > cap.timestamp)
-                || m.revoked.get(&(2, cap.id)).is_some_and(|r| *r >= cap.timestamp)
+            if m.caps
+                .get(&cap.id)
+                .is_some_and(|o| o.timestamp > cap.timestamp)
+                || m.revoked
+                    .get(&(2, cap.id))
+                    .is_some_and(|r| *r >= cap.timestamp)
             {
                 continue;
             }
@@ -1056,8 +1071,12 @@ impl Node {
             let Some(m) = self.membership_mut(id, tag.issued_to) else {
                 continue;
             };
-            if m.tags.get(&tag.id).is_some_and(|o| o.timestamp > tag.timestamp)
-                || m.revoked.get(&(3, tag.id)).is_some_and(|r| *r >= tag.timestamp)
+            if m.tags
+                .get(&tag.id)
+                .is_some_and(|o| o.timestamp > tag.timestamp)
+                || m.revoked
+                    .get(&(3, tag.id))
+                    .is_some_and(|r| *r >= tag.timestamp)
             {
                 continue;
             }
@@ -1076,8 +1095,12 @@ impl Node {
             let Some(m) = self.membership_mut(id, coo.issued_to) else {
                 continue;
             };
-            if m.coos.get(&coo.id).is_some_and(|o| o.timestamp > coo.timestamp)
-                || m.revoked.get(&(4, coo.id)).is_some_and(|r| *r >= coo.timestamp)
+            if m.coos
+                .get(&coo.id)
+                .is_some_and(|o| o.timestamp > coo.timestamp)
+                || m.revoked
+                    .get(&(4, coo.id))
+                    .is_some_and(|r| *r >= coo.timestamp)
             {
                 continue;
             }
@@ -1141,7 +1164,10 @@ impl Node {
         if rev.target == self.address() && rev.credential_type == CredentialType::Com {
             // Our own membership was revoked: our config's COM is no longer good.
             if let Some(n) = self.nets.joined.get_mut(&id) {
-                if n.config.as_ref().and_then(|c| c.com.as_ref()).and_then(Com::timestamp)
+                if n.config
+                    .as_ref()
+                    .and_then(|c| c.com.as_ref())
+                    .and_then(Com::timestamp)
                     .is_some_and(|t| t <= rev.threshold)
                 {
                     n.failure = Some(NetworkStatus::AccessDenied);
@@ -1173,7 +1199,15 @@ impl Node {
 
     // ----- frames in ---------------------------------------------------------------------------
 
-    fn need_credentials(&mut self, now: Timestamp, src: Address, verb: Verb, wire_id: u64, id: NetworkId, payload: &[u8]) {
+    fn need_credentials(
+        &mut self,
+        now: Timestamp,
+        src: Address,
+        verb: Verb,
+        wire_id: u64,
+        id: NetworkId,
+        payload: &[u8],
+    ) {
         let mut e = vec![verb as u8];
         e.extend_from_slice(&wire_id.to_be_bytes());
         e.push(ERROR_NEED_MEMBERSHIP_CERTIFICATE);
@@ -1236,11 +1270,20 @@ impl Node {
         }
     }
 
-    fn handle_frame_in(&mut self, now: Timestamp, src: Address, wire_id: u64, payload: &[u8], retry: bool) {
+    fn handle_frame_in(
+        &mut self,
+        now: Timestamp,
+        src: Address,
+        wire_id: u64,
+        payload: &[u8],
+        retry: bool,
+    ) {
         if payload.len() < 10 {
             return self.drop_input(DropReason::Malformed);
         }
-        let id = NetworkId(u64::from_be_bytes(payload[..8].try_into().unwrap_or([0; 8])));
+        let id = NetworkId(u64::from_be_bytes(
+            payload[..8].try_into().unwrap_or([0; 8]),
+        ));
         let Some(net) = self.nets.joined.get(&id) else {
             return self.drop_input(DropReason::NotMember);
         };
@@ -1266,7 +1309,14 @@ impl Node {
         self.nets.frames.push_back(frame);
     }
 
-    fn handle_ext_frame(&mut self, now: Timestamp, src: Address, wire_id: u64, payload: &[u8], retry: bool) {
+    fn handle_ext_frame(
+        &mut self,
+        now: Timestamp,
+        src: Address,
+        wire_id: u64,
+        payload: &[u8],
+        retry: bool,
+    ) {
         let mut r = Reader::new(payload);
         let (Ok(nwid), Ok(flags)) = (r.u64(), r.u8()) else {
             return self.drop_input(DropReason::Malformed);
@@ -1350,7 +1400,14 @@ impl Node {
         self.handle_credentials(now, src, &creds.write());
     }
 
-    fn handle_multicast_frame(&mut self, now: Timestamp, src: Address, wire_id: u64, payload: &[u8], retry: bool) {
+    fn handle_multicast_frame(
+        &mut self,
+        now: Timestamp,
+        src: Address,
+        wire_id: u64,
+        payload: &[u8],
+        retry: bool,
+    ) {
         let mut r = Reader::new(payload);
         let (Ok(nwid), Ok(flags)) = (r.u64(), r.u8()) else {
             return self.drop_input(DropReason::Malformed);
@@ -1492,7 +1549,15 @@ impl Node {
         let unsupported = cfg.flags & config::FLAG_RULES_RESULT_OF_UNSUPPORTED_MATCH != 0;
         let d = filter::filter_inbound(&cfg.rules, caps, &info, &ctx, unsupported);
         for c in &d.copies {
-            self.send_ext_copy(now, id, c.to, f, &f.payload, c.length, c.ext_frame_flags(true));
+            self.send_ext_copy(
+                now,
+                id,
+                c.to,
+                f,
+                &f.payload,
+                c.length,
+                c.ext_frame_flags(true),
+            );
         }
         if let Some(r) = d.redirect {
             self.send_ext_copy(
@@ -1529,7 +1594,13 @@ impl Node {
 
     // ----- multicast -----------------------------------------------------------------------------
 
-    fn send_likes(&mut self, now: Timestamp, id: NetworkId, to: Address, groups: &[MulticastGroup]) {
+    fn send_likes(
+        &mut self,
+        now: Timestamp,
+        id: NetworkId,
+        to: Address,
+        groups: &[MulticastGroup],
+    ) {
         for chunk in groups.chunks(500) {
             let mut p = Vec::with_capacity(chunk.len() * 18);
             for g in chunk {
@@ -1642,10 +1713,9 @@ impl Node {
         for id in ids {
             self.retry_held(now, id, None);
         }
-        self.nets
-            .multicast
-            .pending
-            .retain(|p| now.since(p.created) < MULTICAST_TRANSMIT_TIMEOUT_MS && p.sent.len() < p.limit);
+        self.nets.multicast.pending.retain(|p| {
+            now.since(p.created) < MULTICAST_TRANSMIT_TIMEOUT_MS && p.sent.len() < p.limit
+        });
     }
 
     /// Housekeeping: forget stale subscriptions and controller authorizations.
@@ -1662,10 +1732,7 @@ impl Node {
     fn may_use_multicast_from(&self, id: NetworkId, src: Address) -> bool {
         (self.nets.joined.contains_key(&id) && self.gate(id, src))
             || self.is_root()
-            || self
-                .nets
-                .controller_authorized
-                .contains_key(&(id, src))
+            || self.nets.controller_authorized.contains_key(&(id, src))
     }
 
     fn learn_member(&mut self, now: Timestamp, id: NetworkId, g: MulticastGroup, a: Address) {
@@ -1706,7 +1773,13 @@ impl Node {
     }
 
     /// Members to tell a gatherer about: ourselves first if subscribed, then others at random.
-    fn gather(&mut self, id: NetworkId, g: MulticastGroup, not: Address, limit: u32) -> (u32, Vec<Address>) {
+    fn gather(
+        &mut self,
+        id: NetworkId,
+        g: MulticastGroup,
+        not: Address,
+        limit: u32,
+    ) -> (u32, Vec<Address>) {
         let mut out = Vec::new();
         let subscribed = self
             .nets
@@ -1747,9 +1820,13 @@ impl Node {
 
     fn handle_gather(&mut self, now: Timestamp, src: Address, wire_id: u64, payload: &[u8]) {
         let mut r = Reader::new(payload);
-        let (Ok(nwid), Ok(flags), Ok(mac), Ok(adi), Ok(limit)) =
-            (r.u64(), r.u8(), r.array::<6>(), r.array::<4>(), r.array::<4>())
-        else {
+        let (Ok(nwid), Ok(flags), Ok(mac), Ok(adi), Ok(limit)) = (
+            r.u64(),
+            r.u8(),
+            r.array::<6>(),
+            r.array::<4>(),
+            r.array::<4>(),
+        ) else {
             return self.drop_input(DropReason::Malformed);
         };
         let id = NetworkId(nwid);
@@ -1978,7 +2055,12 @@ impl Node {
     fn filter_out(
         &mut self,
         now: Timestamp,
-        id: NetworkId, dest: Option<Address>, f: &Frame, payload: &[u8], no_copy: bool) -> bool {
+        id: NetworkId,
+        dest: Option<Address>,
+        f: &Frame,
+        payload: &[u8],
+        no_copy: bool,
+    ) -> bool {
         let mut seed = [0u8; 8];
         self.rng.fill(&mut seed);
         let Some(net) = self.nets.joined.get(&id) else {
@@ -2008,7 +2090,15 @@ impl Node {
         let d = filter::filter_outbound(&cfg.rules, caps, &info, &ctx, unsupported);
         if !no_copy {
             for c in &d.copies {
-                self.send_ext_copy(now, id, c.to, f, payload, c.length, c.ext_frame_flags(false));
+                self.send_ext_copy(
+                    now,
+                    id,
+                    c.to,
+                    f,
+                    payload,
+                    c.length,
+                    c.ext_frame_flags(false),
+                );
             }
         }
         if let Some(r) = d.redirect {
@@ -2029,8 +2119,18 @@ impl Node {
     fn send_ext_copy(
         &mut self,
         now: Timestamp,
-        id: NetworkId, to: Address, f: &Frame, payload: &[u8], len: usize, flags: u8) {
-        let n = if len == 0 { payload.len() } else { payload.len().min(len) };
+        id: NetworkId,
+        to: Address,
+        f: &Frame,
+        payload: &[u8],
+        len: usize,
+        flags: u8,
+    ) {
+        let n = if len == 0 {
+            payload.len()
+        } else {
+            payload.len().min(len)
+        };
         let mut p = Vec::with_capacity(n + 23);
         p.extend_from_slice(&id.0.to_be_bytes());
         p.push(flags);
@@ -2084,7 +2184,14 @@ impl Node {
             if !self.filter_out(now, id, None, &f, &f.payload, false) {
                 return Err(self.frame_drop(FrameError::Filtered));
             }
-            self.multicast(now, id, group, bridged.then_some(f.src), f.ethertype, &f.payload);
+            self.multicast(
+                now,
+                id,
+                group,
+                bridged.then_some(f.src),
+                f.ethertype,
+                &f.payload,
+            );
             return Ok(());
         }
         if f.dst == my_mac {

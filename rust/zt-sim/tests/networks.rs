@@ -1,0 +1,483 @@
+//! Networks on the simulated network: a controller node, members joining, configs, credentials,
+//! Ethernet frames, multicast (ARP), deauthorization, ad-hoc networks.
+#![allow(clippy::unwrap_used)]
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+
+use serde_json::{Value, json};
+use zt_proto::controller::records::{member_update_from_post, network_update_from_post};
+use zt_proto::controller::{self as ctl, Decision, NetworkSummary, Request};
+use zt_proto::crypto::c25519::KeyPair;
+use zt_proto::network::credentials::{CredentialType, Revocation};
+use zt_proto::network::{Mac, NetworkId};
+use zt_proto::node::network::{ERROR_NETWORK_ACCESS_DENIED, ERROR_OBJ_NOT_FOUND};
+use zt_proto::node::{DropReason, Event, Frame, NetworkStatus};
+use zt_proto::{Address, Identity, Node, Root, Timestamp, World, WorldType};
+use zt_sim::{EventHandler, Netem, Sim, SimRng, public};
+
+const START: Timestamp = Timestamp(1_700_000_000_000);
+
+fn identity(seed: u64) -> Identity {
+    Identity::generate(&mut SimRng(seed))
+}
+
+fn planet(root: &Identity, ep: SocketAddr) -> World {
+    let key = KeyPair::generate(&mut SimRng(77));
+    let roots = vec![Root {
+        identity: root.to_public(),
+        stable_endpoints: vec![ep.into()],
+    }];
+    World::make(WorldType::Planet, 0x5151, 1, *key.public(), roots, &key).unwrap()
+}
+
+/// Controller records in memory.
+#[derive(Debug, Default)]
+struct Records {
+    networks: HashMap<NetworkId, Value>,
+    members: HashMap<(NetworkId, Address), Value>,
+    requests: u32,
+    rng: Option<SimRng>,
+}
+
+/// Answers requests from the shared records, as the runtime's controller host does.
+#[derive(Debug)]
+struct MemController(Rc<RefCell<Records>>);
+
+impl EventHandler for MemController {
+    fn handle(&mut self, node: &mut Node, now: Timestamp, ev: Event) -> Option<Event> {
+        let Event::ControllerRequest(req) = ev else {
+            return Some(ev);
+        };
+        let mut guard = self.0.borrow_mut();
+        let this = &mut *guard;
+        this.requests += 1;
+        let id = req.network;
+        let a = req.requester.address();
+        let members: Vec<Value> = this
+            .members
+            .iter()
+            .filter(|((n, _), _)| *n == id)
+            .map(|(_, v)| v.clone())
+            .collect();
+        let allocated = ctl::allocated_ips(members.iter());
+        let bridges = ctl::active_bridges(members.iter());
+        let outcome = ctl::decide(
+            &Request {
+                network_id: id,
+                identity: &req.requester,
+                metadata: &req.metadata,
+                genuine: true,
+                now,
+            },
+            this.networks.get(&id),
+            this.members.get(&(id, a)),
+            &NetworkSummary {
+                allocated_ips: &allocated,
+                active_bridges: &bridges,
+            },
+            this.rng.get_or_insert(SimRng(5)),
+        );
+        if let Some(save) = outcome.save {
+            this.members.insert((id, a), save);
+        }
+        match outcome.decision {
+            Decision::NotFound => {
+                node.controller_send_error(now, id, a, req.request_id, ERROR_OBJ_NOT_FOUND);
+            }
+            Decision::AccessDenied => {
+                node.controller_send_error(now, id, a, req.request_id, ERROR_NETWORK_ACCESS_DENIED);
+            }
+            Decision::NoAnswer => {}
+            Decision::Authorized(plan) => {
+                let c = ctl::issue::issue(&plan, node.identity(), &req.requester).unwrap();
+                node.controller_send_config(now, req.request_id, &c)
+                    .unwrap();
+            }
+        }
+        None
+    }
+}
+
+struct Lab {
+    sim: Sim,
+    ctl: usize,
+    members: Vec<usize>,
+    nwid: NetworkId,
+    records: Rc<RefCell<Records>>,
+}
+
+fn lab(netem: Netem, n_members: usize, network: &Value) -> Lab {
+    let root_id = identity(1);
+    let p = planet(&root_id, public(1));
+    let mut sim = Sim::new(11, netem, START);
+    sim.add_host(root_id, p.clone(), public(1), None);
+    let ctl_id = identity(2);
+    let ctl_addr = ctl_id.address();
+    let ctl = sim.add_host(ctl_id, p.clone(), public(2), None);
+    sim.hosts[ctl].node.set_controller(true);
+    let nwid = NetworkId((ctl_addr.to_u64() << 24) | 0x00_0042);
+    let records = Rc::new(RefCell::new(Records::default()));
+    let mut rec = Value::Null;
+    network_update_from_post(&mut rec, nwid, network, START).unwrap();
+    records.borrow_mut().networks.insert(nwid, rec);
+    sim.hosts[ctl].handler = Some(Box::new(MemController(records.clone())));
+    let members = (0..n_members)
+        .map(|i| {
+            sim.add_host(
+                identity(10 + i as u64),
+                p.clone(),
+                public(10 + i as u8),
+                None,
+            )
+        })
+        .collect();
+    sim.run_for(3_000);
+    Lab {
+        sim,
+        ctl,
+        members,
+        nwid,
+        records,
+    }
+}
+
+fn status(sim: &Sim, host: usize, id: NetworkId) -> Option<NetworkStatus> {
+    sim.hosts[host].node.network(id).map(|n| n.status)
+}
+
+fn ipv4_of(sim: &Sim, host: usize, id: NetworkId) -> Option<Ipv4Addr> {
+    sim.hosts[host]
+        .node
+        .network(id)?
+        .config?
+        .static_ips
+        .iter()
+        .find_map(|p| match p.ip {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        })
+}
+
+fn arp_request(src_mac: Mac, src_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut p = vec![0, 1, 8, 0, 6, 4, 0, 1];
+    p.extend_from_slice(&src_mac.to_bytes());
+    p.extend_from_slice(&src_ip.octets());
+    p.extend_from_slice(&[0; 6]);
+    p.extend_from_slice(&target.octets());
+    p
+}
+
+fn private_network() -> Value {
+    json!({
+        "name": "sim-net",
+        "private": true,
+        "v4AssignMode": {"zt": true},
+        "v6AssignMode": {"rfc4193": true, "6plane": false, "zt": false},
+        "ipAssignmentPools": [{"ipRangeStart": "198.18.0.10", "ipRangeEnd": "198.18.0.250"}],
+        "routes": [{"target": "198.18.0.0/15", "via": null}],
+    })
+}
+
+fn authorize(records: &RefCell<Records>, id: NetworkId, a: Address, yes: bool) -> bool {
+    let mut r = records.borrow_mut();
+    let mut rec = r.members.get(&(id, a)).cloned().unwrap_or(Value::Null);
+    let change =
+        member_update_from_post(&mut rec, id, a, &json!({"authorized": yes}), START).unwrap();
+    r.members.insert((id, a), rec);
+    change.deauthorized
+}
+
+#[test]
+fn members_are_held_until_authorized_then_configured_and_talk() {
+    held_authorized_talk_revoked(Netem::default());
+}
+
+#[test]
+fn the_same_over_a_lossy_reordering_duplicating_network() {
+    held_authorized_talk_revoked(Netem {
+        latency_ms: 20,
+        jitter_ms: 30,
+        loss: 0.03,
+        duplicate: 0.05,
+    });
+}
+
+fn send_until_delivered(lab: &mut Lab, from: usize, to: usize, f: &Frame) -> bool {
+    // Loss may eat a frame (as on a real network); the upper layer retries.
+    for _ in 0..5 {
+        let now = lab.sim.now;
+        lab.sim.hosts[from].node.send_frame(now, f.clone()).unwrap();
+        lab.sim.pump();
+        lab.sim.run_for(1_500);
+        if lab.sim.hosts[to]
+            .frames
+            .iter()
+            .any(|g| g.payload == f.payload)
+        {
+            return true;
+        }
+    }
+    false
+}
+
+fn held_authorized_talk_revoked(netem: Netem) {
+    let mut lab = lab(netem, 2, &private_network());
+    let ctl = lab.ctl;
+    let id = lab.nwid;
+    let (a, b) = (lab.members[0], lab.members[1]);
+    for &m in &lab.members {
+        let now = lab.sim.now;
+        lab.sim.hosts[m].node.join(now, id);
+    }
+    lab.sim.pump();
+    lab.sim.run_for(8_000);
+    for &m in &lab.members {
+        assert_eq!(status(&lab.sim, m, id), Some(NetworkStatus::AccessDenied));
+    }
+    // Authorize both through the records (the API would do the same).
+    let addr_a = lab.sim.hosts[a].node.address();
+    let addr_b = lab.sim.hosts[b].node.address();
+    assert!(
+        lab.records.borrow().members.contains_key(&(id, addr_a)),
+        "pending member saved"
+    );
+    authorize(&lab.records, id, addr_a, true);
+    authorize(&lab.records, id, addr_b, true);
+    lab.sim.run_for(8_000);
+    for &m in &lab.members {
+        assert_eq!(status(&lab.sim, m, id), Some(NetworkStatus::Ok));
+        let info = lab.sim.hosts[m].node.network(id).unwrap();
+        let c = info.config.unwrap();
+        assert_eq!(c.name, "sim-net");
+        let me = lab.sim.hosts[m].node.address();
+        assert!(
+            c.static_ips
+                .iter()
+                .any(|p| p.ip == IpAddr::V6(id.rfc4193(me)) && p.bits == 88),
+            "rfc4193 assigned"
+        );
+        let v4 = ipv4_of(&lab.sim, m, id).unwrap();
+        assert!(v4.octets()[..3] == [198, 18, 0]);
+        assert!(c.com.is_some());
+    }
+    let ip_a = ipv4_of(&lab.sim, a, id).unwrap();
+    let ip_b = ipv4_of(&lab.sim, b, id).unwrap();
+    assert_ne!(ip_a, ip_b);
+    let mac_a = id.mac(addr_a);
+    let mac_b = id.mac(addr_b);
+
+    // ARP request from A for B's IP: a multicast to B's ARP group, found by gathering.
+    let arp = Frame {
+        network: id,
+        dst: Mac::BROADCAST,
+        src: mac_a,
+        ethertype: 0x0806,
+        payload: arp_request(mac_a, ip_a, ip_b),
+    };
+    assert!(
+        send_until_delivered(&mut lab, a, b, &arp),
+        "B receives A's ARP request"
+    );
+    let got = lab.sim.hosts[b]
+        .frames
+        .iter()
+        .find(|f| f.ethertype == 0x0806)
+        .unwrap();
+    assert_eq!(got.src, mac_a);
+    assert_eq!(got.dst, Mac::BROADCAST);
+    // Unicast B → A (FRAME, after B pushed its credentials).
+    let uni = Frame {
+        network: id,
+        dst: mac_a,
+        src: mac_b,
+        ethertype: 0x0800,
+        payload: vec![0x45; 40],
+    };
+    assert!(
+        send_until_delivered(&mut lab, b, a, &uni),
+        "A receives B's unicast"
+    );
+    let got = lab.sim.hosts[a]
+        .frames
+        .iter()
+        .find(|f| f.payload == uni.payload)
+        .unwrap();
+    assert_eq!((got.src, got.dst), (mac_b, mac_a));
+
+    // Deauthorize B: the controller revokes it, A refuses B's frames from then on.
+    assert!(authorize(&lab.records, id, addr_b, false));
+    let now = lab.sim.now;
+    let mut rev = Revocation::new(
+        7,
+        id,
+        0,
+        now.as_millis(),
+        Revocation::FLAG_FAST_PROPAGATE,
+        addr_b,
+        CredentialType::Com,
+    );
+    rev.sign(lab.sim.hosts[ctl].node.identity()).unwrap();
+    for &m in &[a, b] {
+        let to = lab.sim.hosts[m].node.address();
+        lab.sim.hosts[ctl]
+            .node
+            .controller_send_revocation(now, to, &rev);
+    }
+    lab.sim.pump();
+    lab.sim.run_for(7_000);
+    assert_eq!(status(&lab.sim, b, id), Some(NetworkStatus::AccessDenied));
+    let before = *lab.sim.hosts[a]
+        .node
+        .stats()
+        .drops
+        .get(&DropReason::NoCredentials)
+        .unwrap_or(&0);
+    let now = lab.sim.now;
+    let _ = lab.sim.hosts[b].node.send_frame(
+        now,
+        Frame {
+            network: id,
+            dst: mac_a,
+            src: mac_b,
+            ethertype: 0x0800,
+            payload: vec![0x46; 40],
+        },
+    );
+    lab.sim.pump();
+    lab.sim.run_for(6_000);
+    assert!(
+        lab.sim.hosts[a]
+            .frames
+            .iter()
+            .all(|f| f.payload != vec![0x46; 40]),
+        "revoked member's frame must not be delivered"
+    );
+    let after = *lab.sim.hosts[a]
+        .node
+        .stats()
+        .drops
+        .get(&DropReason::NoCredentials)
+        .unwrap_or(&0);
+    assert!(after > before, "refused at the gate and counted");
+}
+
+#[test]
+fn adhoc_networks_configure_locally_and_filter_ports() {
+    let root_id = identity(1);
+    let p = planet(&root_id, public(1));
+    let mut sim = Sim::new(3, Netem::default(), START);
+    sim.add_host(root_id, p.clone(), public(1), None);
+    let a = sim.add_host(identity(30), p.clone(), public(30), None);
+    let b = sim.add_host(identity(31), p, public(31), None);
+    sim.run_for(3_000);
+    let id = NetworkId::adhoc(5000, 6000);
+    for h in [a, b] {
+        let now = sim.now;
+        sim.hosts[h].node.join(now, id);
+        let info = sim.hosts[h].node.network(id).unwrap();
+        assert_eq!(info.status, NetworkStatus::Ok, "ad-hoc configs are local");
+        let c = info.config.unwrap();
+        assert_eq!(c.name, "adhoc-1388-1770");
+        assert_eq!(c.multicast_limit, 0);
+        let me = sim.hosts[h].node.address();
+        assert_eq!(c.static_ips[0].ip, IpAddr::V6(id.sixplane(me)));
+        assert_eq!(c.rules.len(), 14);
+    }
+    let (aa, ab) = (sim.hosts[a].node.address(), sim.hosts[b].node.address());
+    let v6 = |dport: u16, flags: u8| {
+        let mut p = vec![0x60, 0, 0, 0, 0, 20, 6, 64];
+        p.extend_from_slice(&id.sixplane(aa).octets());
+        p.extend_from_slice(&id.sixplane(ab).octets());
+        p.extend_from_slice(&40000u16.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        p
+    };
+    let frame = |payload| Frame {
+        network: id,
+        dst: id.mac(ab),
+        src: id.mac(aa),
+        ethertype: 0x86dd,
+        payload,
+    };
+    let now = sim.now;
+    sim.hosts[a]
+        .node
+        .send_frame(now, frame(v6(5555, 0x02)))
+        .unwrap();
+    sim.pump();
+    sim.run_for(1_000);
+    assert_eq!(
+        sim.hosts[b].frames.len(),
+        1,
+        "SYN to a port in range passes"
+    );
+    let now = sim.now;
+    let err = sim.hosts[a]
+        .node
+        .send_frame(now, frame(v6(22, 0x02)))
+        .unwrap_err();
+    assert_eq!(err, zt_proto::node::FrameError::Filtered);
+    // IPv4 is not allowed on a port-range ad-hoc network.
+    let mut f = frame(vec![0x45; 40]);
+    f.ethertype = 0x0800;
+    let now = sim.now;
+    assert!(sim.hosts[a].node.send_frame(now, f).is_err());
+    // Broadcast is off and multicast limit 0.
+    let mut f = frame(vec![1; 28]);
+    f.dst = Mac::BROADCAST;
+    let now = sim.now;
+    assert!(sim.hosts[a].node.send_frame(now, f).is_err());
+}
+
+#[test]
+fn forged_unsigned_and_garbage_configs_are_dropped_and_counted() {
+    let mut lab = lab(Netem::default(), 1, &private_network());
+    let id = lab.nwid;
+    let m = lab.members[0];
+    let now = lab.sim.now;
+    lab.sim.hosts[m].node.join(now, id);
+    lab.sim.pump();
+    lab.sim.run_for(2_000);
+    let me = lab.sim.hosts[m].node.address();
+    // A config for us signed by someone who is not the controller, pushed by the root host.
+    let forger = identity(2_000);
+    let mut c = zt_proto::network::config::NetworkConfig::new(id, me);
+    c.timestamp = now.as_millis();
+    c.rules = vec![zt_proto::network::rules::Rule::new(
+        zt_proto::network::rules::RuleKind::Accept,
+    )];
+    let chunks = zt_proto::network::config::make_chunks(id, &c.to_bytes(), 99, 0, &forger).unwrap();
+    let ctl = lab.ctl;
+    let drops = |lab: &Lab| lab.sim.hosts[m].node.stats().drops.clone();
+    let before = drops(&lab);
+    // The controller node itself relays the forged chunk bytes as a NETWORK_CONFIG push.
+    let now = lab.sim.now;
+    lab.sim.hosts[ctl].node.send_raw_for_tests(
+        now,
+        me,
+        zt_proto::packet::Verb::NetworkConfig,
+        chunks[0].clone(),
+    );
+    // And plain garbage.
+    lab.sim.hosts[ctl].node.send_raw_for_tests(
+        now,
+        me,
+        zt_proto::packet::Verb::NetworkConfig,
+        vec![1, 2, 3],
+    );
+    lab.sim.pump();
+    lab.sim.run_for(1_000);
+    let after = drops(&lab);
+    let d = |r| after.get(&r).unwrap_or(&0) - before.get(&r).unwrap_or(&0);
+    assert_eq!(d(DropReason::BadSignature), 1);
+    assert_eq!(d(DropReason::BadConfig), 1);
+    assert_ne!(
+        status(&lab.sim, m, id),
+        Some(NetworkStatus::Ok),
+        "a forged config is never applied"
+    );
+}
