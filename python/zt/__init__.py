@@ -6,7 +6,7 @@ make them). Start with :class:`Node`, :class:`Identity` and :mod:`zt.planet`.
 
 from __future__ import annotations
 
-from . import errors, events, network, planet, stores
+from . import controller, errors, events, network, planet, stores
 from ._native import (
     BUILD_PROFILE,
     VERSION,
@@ -16,8 +16,11 @@ from ._native import (
     World,
     default_planet,
 )
+from .controller import Controller
 from .errors import (
+    ControllerError,
     IdentityError,
+    NetworkError,
     NodeFaultedError,
     NodeStateError,
     StoreCorruptError,
@@ -26,6 +29,7 @@ from .errors import (
     ZtError,
 )
 from .events import Event, EventCode, EventStream
+from .network import NetworkInfo
 from .node import Node, NodeOptions, NodeState
 from .stores import FileStore, MemoryStore, Store
 
@@ -33,6 +37,8 @@ __version__ = VERSION
 
 __all__ = [
     "BUILD_PROFILE",
+    "Controller",
+    "ControllerError",
     "Event",
     "EventCode",
     "EventStream",
@@ -41,6 +47,8 @@ __all__ = [
     "IdentityError",
     "KeyPair",
     "MemoryStore",
+    "NetworkError",
+    "NetworkInfo",
     "Node",
     "NodeFaultedError",
     "NodeOptions",
@@ -54,6 +62,7 @@ __all__ = [
     "WorldError",
     "ZtError",
     "__version__",
+    "controller",
     "default_planet",
     "errors",
     "events",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 __all__ = [
+    "ControllerError",
     "IdentityError",
+    "NetworkError",
     "NodeError",
     "NodeFaultedError",
     "NodeStateError",
@@ -44,3 +46,18 @@ class NodeStateError(NodeError, RuntimeError):
 
 class NodeFaultedError(NodeError, RuntimeError):
     """The node could not start or stopped on an error; the message gives the cause."""
+
+
+class NetworkError(ZtError, RuntimeError):
+    """A network operation failed: not joined, not configured yet, or a frame the network does
+    not allow (rules, broadcast or multicast disabled, too large)."""
+
+
+class ControllerError(ZtError, RuntimeError):
+    """The built-in controller refused a call; ``status`` is the HTTP status of the same call on
+    the local JSON API (404 unknown network/member, 400, 500 invalid body, 503 unavailable)."""
+
+    def __init__(self, status: int, description: str) -> None:
+        super().__init__(f"{status}: {description}" if description else str(status))
+        self.status = status
+        self.description = description

@@ -23,10 +23,12 @@ from typing import Any, Optional
 from . import _native
 
 __all__ = [
+    "AddressEvent",
     "Event",
     "EventCode",
     "EventStream",
     "FatalErrorEvent",
+    "NetworkEvent",
     "NodeEvent",
     "PeerPathEvent",
     "StoreEvent",
@@ -51,6 +53,20 @@ class EventCode(enum.IntEnum):
     STORE_PEER = 273
     STORE_NETWORK = 274
     STORE_MOON = 275
+    NETWORK_NOT_FOUND = 210
+    NETWORK_CLIENT_TOO_OLD = 211
+    NETWORK_REQ_CONFIG = 212
+    NETWORK_OK = 213
+    NETWORK_ACCESS_DENIED = 214
+    NETWORK_READY_IP4 = 215
+    NETWORK_READY_IP6 = 216
+    NETWORK_DOWN = 218
+    NETWORK_UPDATE = 219
+    NETWORK_AUTHENTICATION_REQUIRED = 220
+    ADDR_ADDED_IP4 = 260
+    ADDR_REMOVED_IP4 = 261
+    ADDR_ADDED_IP6 = 262
+    ADDR_REMOVED_IP6 = 263
     PEER_PATH_DISCOVERED = 243
     PEER_PATH_DEAD = 244
     PLANET_CHANGED = 300
@@ -116,8 +132,27 @@ class UserMessageEvent(Event):
     data: bytes = b""
 
 
+@dataclass(frozen=True)
+class NetworkEvent(Event):
+    """NETWORK_*: a network's state changed (``network`` is its 16-hex-digit ID)."""
+
+    network: str = ""
+
+
+@dataclass(frozen=True)
+class AddressEvent(Event):
+    """ADDR_ADDED_* / ADDR_REMOVED_*: a managed address (``ip/prefix``) on ``network``."""
+
+    network: str = ""
+    address: str = ""
+
+
 def _make(code: int, payload: dict[str, Any]) -> Event:
     c = EventCode(code)
+    if 210 <= c <= 220:
+        return NetworkEvent(c, str(payload.get("network", "")))
+    if 260 <= c <= 263:
+        return AddressEvent(c, str(payload.get("network", "")), str(payload.get("address", "")))
     if c in (EventCode.PEER_PATH_DISCOVERED, EventCode.PEER_PATH_DEAD):
         return PeerPathEvent(c, str(payload["address"]), str(payload["remote"]))
     if c == EventCode.USER_MESSAGE:

@@ -7,12 +7,16 @@ zt.network.rfc4193_address(0x8056c2e21c000001, "89e92ceee5")
 from __future__ import annotations
 
 import ipaddress
-from typing import Union
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
 
 from . import _native
 
 __all__ = [
+    "NetworkInfo",
+    "Route",
     "adhoc_network_id",
+    "format_network_id",
     "controller_of",
     "member_mac",
     "parse_network_id",
@@ -32,6 +36,11 @@ def parse_network_id(nwid: NetworkIdLike) -> int:
     if not 0 <= nwid < 2**64:
         raise ValueError("a network ID is a 64-bit unsigned integer")
     return nwid
+
+
+def format_network_id(nwid: NetworkIdLike) -> str:
+    """The 16-hex-digit text form of a network ID."""
+    return f"{parse_network_id(nwid):016x}"
 
 
 def controller_of(nwid: NetworkIdLike) -> str:
@@ -60,3 +69,80 @@ def adhoc_network_id(start_port: int, end_port: int) -> int:
     if not (0 <= start_port <= 65535 and 0 <= end_port <= 65535):
         raise ValueError("ports are 0..65535")
     return _native.network_adhoc_id(start_port, end_port)
+
+
+IpInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A managed route: ``target`` network, via ``via`` (None = on the network itself)."""
+
+    target: Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+    via: Optional[Union[ipaddress.IPv4Address, ipaddress.IPv6Address]]
+    flags: int = 0
+    metric: int = 0
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    """A joined network as the node sees it (zerotier-one's ``/network`` object in ``raw``).
+
+    ``status`` is one of ``REQUESTING_CONFIGURATION``, ``OK``, ``ACCESS_DENIED``,
+    ``NOT_FOUND``, ``PORT_ERROR``, ``CLIENT_TOO_OLD``, ``AUTHENTICATION_REQUIRED``.
+    """
+
+    id: str
+    name: str
+    status: str
+    type: str
+    mac: str
+    mtu: int
+    broadcast: bool
+    revision: int
+    addresses: tuple[IpInterface, ...]
+    routes: tuple[Route, ...]
+    dns_domain: str
+    dns_servers: tuple[str, ...]
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def ipv4(self) -> Optional[ipaddress.IPv4Interface]:
+        """The first managed IPv4 address, if any."""
+        return next((a for a in self.addresses if isinstance(a, ipaddress.IPv4Interface)), None)
+
+    @property
+    def ipv6(self) -> tuple[ipaddress.IPv6Interface, ...]:
+        """The managed IPv6 addresses."""
+        return tuple(a for a in self.addresses if isinstance(a, ipaddress.IPv6Interface))
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> NetworkInfo:
+        """From zerotier-one's ``/network/<id>`` JSON object."""
+        routes = []
+        for r in d.get("routes", []):
+            via = r.get("via")
+            routes.append(
+                Route(
+                    target=ipaddress.ip_network(r["target"], strict=False),
+                    via=ipaddress.ip_address(via) if via else None,
+                    flags=int(r.get("flags", 0)),
+                    metric=int(r.get("metric", 0)),
+                )
+            )
+        dns = d.get("dns") or {}
+        return cls(
+            id=str(d["id"]),
+            name=str(d.get("name", "")),
+            status=str(d.get("status", "")),
+            type=str(d.get("type", "")),
+            mac=str(d.get("mac", "")),
+            mtu=int(d.get("mtu", 0)),
+            broadcast=bool(d.get("broadcastEnabled", False)),
+            revision=int(d.get("netconfRevision", 0)),
+            addresses=tuple(ipaddress.ip_interface(a) for a in d.get("assignedAddresses", [])),
+            routes=tuple(routes),
+            dns_domain=str(dns.get("domain", "")),
+            dns_servers=tuple(str(x) for x in dns.get("servers", [])),
+            raw=d,
+        )

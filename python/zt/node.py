@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import atexit
 import enum
+import json
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +22,10 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from . import _native
-from .errors import NodeStateError
+from .controller import Controller
+from .errors import ControllerError, NetworkError, NodeStateError
 from .events import Event, EventStream, _make
+from .network import NetworkIdLike, NetworkInfo, format_network_id
 from .stores import Store, open_store
 
 __all__ = ["Node", "NodeOptions", "NodeState", "PathInfo", "PeerInfo"]
@@ -82,6 +86,13 @@ class NodeOptions:
     allowed_destinations:
         Send only to these prefixes (``["127.0.0.0/8", ...]``); None reads the
         ``ZT_ALLOWED_DESTINATIONS`` environment variable, else anywhere.
+    controller:
+        Run the built-in network controller (:attr:`Node.controller`): True keeps its records in
+        ``controller.db`` in the node's home directory (in memory for a memory store), a path
+        names the SQLite file, ``":memory:"`` keeps them in memory.
+    api_port:
+        Serve zerotier-one's local JSON API on loopback TCP at this port (0 = any free port)
+        with the home's ``authtoken.secret``; None (default) serves nothing.
     """
 
     store: Union[Store, str, os.PathLike[str], None] = None
@@ -94,6 +105,8 @@ class NodeOptions:
     ipv6: bool = True
     allow_loopback: bool = False
     allowed_destinations: Optional[list[str]] = None
+    controller: Union[bool, str, os.PathLike[str]] = False
+    api_port: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -144,9 +157,19 @@ class Node:
             raise ValueError("keygen_threads must be >= 0")
         if not 0 <= options.port <= 65535:
             raise ValueError("port must be in 0..65535")
+        if options.api_port is not None and not 0 <= options.api_port <= 65535:
+            raise ValueError("api_port must be in 0..65535")
         self.options = options
         self.store = open_store(options.store)
         planet = _load_planet(options.planet) if options.planet is not None else None
+        controller: Optional[str] = None
+        if options.controller is True:
+            home = options.store if isinstance(options.store, (str, os.PathLike)) else None
+            controller = (
+                os.path.join(os.fspath(home), "controller.db") if home is not None else ":memory:"
+            )
+        elif options.controller:
+            controller = os.fspath(options.controller)
         self._native = _native.NativeNode(
             self.store,
             identity=options.identity,
@@ -156,7 +179,10 @@ class Node:
             ipv6=options.ipv6,
             allow_loopback=options.allow_loopback,
             allowed_destinations=options.allowed_destinations,
+            controller=controller,
         )
+        self.controller: Optional[Controller] = Controller(self) if controller else None
+        self.api_port: Optional[int] = None
         self._lock = threading.Lock()
         self._callbacks: list[EventCallback] = []
         self._dispatcher: Optional[threading.Thread] = None
@@ -176,6 +202,10 @@ class Node:
         self._native.start()
         if wait:
             self._native.wait_running(timeout)
+            if self.options.api_port is not None and self.api_port is None:
+                home = self.options.store
+                home_s = os.fspath(home) if isinstance(home, (str, os.PathLike)) else None
+                self.api_port = self._native.start_api(self.options.api_port, None, home_s)
         return self
 
     def wait_running(self, timeout: Optional[float] = None) -> None:
@@ -184,10 +214,14 @@ class Node:
 
     def stop(self) -> None:
         """Stops the node, persisting its state, and waits for it (a no-op unless running)."""
+        self._native.stop_api()
+        self.api_port = None
         self._native.stop()
 
     def close(self) -> None:
         """Stops the node and ends every event stream and the callback dispatcher."""
+        self._native.stop_api()
+        self.api_port = None
         self._native.stop()
         self._native.close_events()
         t = self._dispatcher
@@ -306,6 +340,73 @@ class Node:
         Raises :class:`zt.errors.WorldError` if it is not a valid update.
         """
         self._native.update_world(world, timeout)
+
+    # -- networks --------------------------------------------------------------------------
+
+    def join(self, nwid: NetworkIdLike) -> None:
+        """Joins a network (idempotent); its config is requested at once (ad-hoc networks are
+        configured locally). Watch :meth:`network` or NETWORK_* events for the outcome."""
+        self._native.join(format_network_id(nwid))
+
+    def leave(self, nwid: NetworkIdLike) -> bool:
+        """Leaves a network (its stored config is deleted); False if it was not joined."""
+        return self._native.leave(format_network_id(nwid))
+
+    def networks(self) -> list[NetworkInfo]:
+        """Joined networks."""
+        return [NetworkInfo.from_json(d) for d in json.loads(self._native.networks_json())]
+
+    def network(self, nwid: NetworkIdLike) -> Optional[NetworkInfo]:
+        """A joined network, or None."""
+        want = format_network_id(nwid)
+        return next((n for n in self.networks() if n.id == want), None)
+
+    def wait_network(
+        self,
+        nwid: NetworkIdLike,
+        timeout: Optional[float] = None,
+        *,
+        addresses: bool = True,
+    ) -> NetworkInfo:
+        """Waits until the network is OK (and, with ``addresses``, has a managed address).
+
+        Raises :class:`zt.errors.NetworkError` on ACCESS_DENIED / NOT_FOUND only once the
+        timeout passes (a member may be authorized meanwhile), ``TimeoutError`` otherwise.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            n = self.network(nwid)
+            if n is None:
+                raise NetworkError(f"not a member of {format_network_id(nwid)}")
+            if n.status == "OK" and (n.addresses or not addresses):
+                return n
+            if deadline is not None and time.monotonic() > deadline:
+                if n.status in ("ACCESS_DENIED", "NOT_FOUND", "AUTHENTICATION_REQUIRED"):
+                    raise NetworkError(f"network {n.id}: {n.status}")
+                raise TimeoutError(f"network {n.id} is {n.status}")
+            time.sleep(0.05)
+
+    def send_frame(self, nwid: NetworkIdLike, frame: bytes) -> None:
+        """Sends an Ethernet frame (14-byte header + payload) on a network, as the node's own
+        virtual NIC would. Raises :class:`zt.errors.NetworkError` if the network refuses it."""
+        self._native.send_frame(format_network_id(nwid), bytes(frame))
+
+    def frames(self, nwid: NetworkIdLike, capacity: int = 1024) -> _native.FrameTap:
+        """A tap receiving the Ethernet frames the node delivers on a network (from now on)."""
+        return self._native.tap_frames(format_network_id(nwid), capacity)
+
+    def multicast_subscribe(self, nwid: NetworkIdLike, mac: str, adi: int = 0) -> None:
+        """Subscribes to a multicast group (announced to the network's members)."""
+        self._native.multicast_subscribe(format_network_id(nwid), mac, adi)
+
+    def api(self, method: str, path: str, body: Optional[Any] = None) -> Any:
+        """Calls the node's local JSON API in-process (zerotier-one's paths and objects);
+        raises :class:`zt.errors.ControllerError` with the HTTP status on failure."""
+        data = None if body is None else json.dumps(body).encode()
+        status, text = self._native.api(method, path, data)
+        if status != 200:
+            raise ControllerError(status, text)
+        return json.loads(text) if text else {}
 
     # -- events ----------------------------------------------------------------------------
 

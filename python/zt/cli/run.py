@@ -2,6 +2,10 @@
 
 Like zerotier-one, a ``planet`` file in the home overrides ZeroTier's default planet; a node
 listed as a root in its planet serves as a root (answers WHOIS, relays, sends RENDEZVOUS).
+Networks joined before (``networks.d``) are rejoined; ``--join`` joins more. With
+``--controller`` the node also runs the built-in network controller (``controller.db`` in the
+home). The local JSON API of zerotier-one is served on loopback TCP at the UDP port's number
+(``--api-port`` to choose, ``--no-api`` to disable), authenticated by ``authtoken.secret``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Optional
 
-from ..events import Event, EventCode
+from ..events import AddressEvent, Event, EventCode, NetworkEvent
+from ..network import parse_network_id
 from ..node import Node, NodeOptions
 
 log = logging.getLogger("zt.run")
@@ -32,6 +37,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         action="store_true",
         help="use loopback paths (several zt nodes on one host)",
     )
+    p.add_argument(
+        "--join", action="append", default=[], metavar="NWID", help="join this network (repeat)"
+    )
+    p.add_argument(
+        "--controller", action="store_true", help="run the built-in network controller"
+    )
+    p.add_argument("--api-port", type=int, help="local API TCP port (default: the UDP port)")
+    p.add_argument("--no-api", action="store_true", help="do not serve the local JSON API")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -54,6 +67,17 @@ def main(argv: list[str], prog: str = "zt run") -> int:
     def on_event(ev: Event) -> None:
         if ev.code in (EventCode.NODE_ONLINE, EventCode.NODE_OFFLINE):
             log.info("%s", ev.name.lower().replace("node_", "node "))
+        elif isinstance(ev, (NetworkEvent, AddressEvent)):
+            log.info("%s", ev)
+
+    try:
+        joins = [parse_network_id(n) for n in args.join]
+    except ValueError as e:
+        sys.stderr.write(f"zt run: {e}\n")
+        return 2
+    api_port: Optional[int] = None
+    if not args.no_api:
+        api_port = args.api_port if args.api_port is not None else args.port
 
     opts = NodeOptions(
         store=args.home,
@@ -62,6 +86,8 @@ def main(argv: list[str], prog: str = "zt run") -> int:
         ipv6=not args.no_ipv6,
         allow_loopback=args.allow_loopback,
         on_event=on_event,
+        controller=bool(args.controller),
+        api_port=api_port,
     )
     try:
         node = Node(opts)
@@ -69,8 +95,12 @@ def main(argv: list[str], prog: str = "zt run") -> int:
     except Exception as e:  # a clear message, not a traceback, for a shell user
         sys.stderr.write(f"zt run: {e}\n")
         return 1
+    for nwid in joins:
+        node.join(nwid)
     role = "root" if node.is_root else "node"
     sys.stdout.write(f"{role} {node.address} listening on UDP port {node.port}\n")
+    if node.api_port is not None:
+        sys.stdout.write(f"api on 127.0.0.1:{node.api_port}\n")
     sys.stdout.flush()
     try:
         while not stop.wait(0.5):

@@ -49,9 +49,58 @@ fn payload<'py>(py: Python<'py>, ev: &NodeEvent) -> PyResult<Bound<'py, PyDict>>
             d.set_item("type_id", *type_id)?;
             d.set_item("data", pyo3::types::PyBytes::new(py, data))?;
         }
+        NodeEvent::Network { network, .. } => d.set_item("network", network.to_string())?,
+        NodeEvent::Address {
+            network, address, ..
+        } => {
+            d.set_item("network", network.to_string())?;
+            d.set_item("address", address.to_string())?;
+        }
         _ => {}
     }
     Ok(d)
+}
+
+/// Frames of one network delivered to this process (a tap on the virtual Ethernet).
+#[pyclass(module = "zt._native", frozen)]
+pub(crate) struct FrameTap(Arc<zt_runtime::frames::FrameTap>);
+
+#[pymethods]
+impl FrameTap {
+    /// The next Ethernet frame (14-byte header + payload); None on timeout or once closed.
+    #[pyo3(signature = (timeout = None))]
+    fn recv<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<Bound<'py, pyo3::types::PyBytes>>> {
+        let t = duration(timeout)?;
+        let tap = self.0.clone();
+        let f = py.detach(move || tap.recv(t));
+        Ok(f.map(|f| pyo3::types::PyBytes::new(py, &f.to_ethernet())))
+    }
+
+    /// Frames lost because this consumer was too slow.
+    #[getter]
+    fn dropped(&self) -> u64 {
+        self.0.dropped()
+    }
+
+    /// Whether it was closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.0.is_closed()
+    }
+
+    /// Stops receiving.
+    fn close(&self) {
+        self.0.close();
+    }
+}
+
+fn network_id(nwid: &str) -> PyResult<zt_proto::network::NetworkId> {
+    nwid.parse()
+        .map_err(|e: zt_proto::network::NetworkIdParseError| PyValueError::new_err(e.to_string()))
 }
 
 #[pymethods]
@@ -103,6 +152,8 @@ impl EventSubscription {
 #[pyclass(module = "zt._native", frozen)]
 pub(crate) struct NativeNode {
     rt: Option<NodeRuntime>,
+    store: Arc<dyn zt_runtime::Store>,
+    http: std::sync::Mutex<Option<zt_runtime::http::HttpServer>>,
 }
 
 impl NativeNode {
@@ -119,7 +170,7 @@ impl NativeNode {
     #[new]
     #[pyo3(signature = (
         store, identity = None, planet = None, keygen_threads = 0, port = 0, ipv6 = true,
-        allow_loopback = false, allowed_destinations = None
+        allow_loopback = false, allowed_destinations = None, controller = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -131,6 +182,7 @@ impl NativeNode {
         ipv6: bool,
         allow_loopback: bool,
         allowed_destinations: Option<Vec<String>>,
+        controller: Option<String>,
     ) -> PyResult<Self> {
         if let Some(p) = &planet {
             if p.0.world_type != zt_proto::WorldType::Planet {
@@ -159,9 +211,19 @@ impl NativeNode {
             port,
             ipv6,
             allowed_destinations: allowed,
+            controller: controller.map(|c| {
+                if c == ":memory:" {
+                    zt_runtime::runtime::ControllerStorage::Memory
+                } else {
+                    zt_runtime::runtime::ControllerStorage::File(c.into())
+                }
+            }),
         };
+        let store = to_store(store)?;
         Ok(Self {
-            rt: Some(NodeRuntime::new(to_store(store)?, options)),
+            rt: Some(NodeRuntime::new(store.clone(), options)),
+            store,
+            http: std::sync::Mutex::new(None),
         })
     }
 
@@ -308,6 +370,132 @@ impl NativeNode {
             .map_err(|e| errors::NodeStateError::new_err(e.to_string()))
     }
 
+    /// Joins a network (idempotent).
+    #[pyo3(signature = (nwid, timeout = 10.0))]
+    fn join(&self, py: Python<'_>, nwid: &str, timeout: f64) -> PyResult<()> {
+        let id = network_id(nwid)?;
+        let t = duration(Some(timeout))?.unwrap_or_default();
+        let rt = self.rt();
+        py.detach(|| rt.call(move |ctx| ctx.node.join(ctx.now, id), t))
+            .map_err(errors::runtime)
+    }
+
+    /// Leaves a network; False if it was not joined.
+    #[pyo3(signature = (nwid, timeout = 10.0))]
+    fn leave(&self, py: Python<'_>, nwid: &str, timeout: f64) -> PyResult<bool> {
+        let id = network_id(nwid)?;
+        let t = duration(Some(timeout))?.unwrap_or_default();
+        let rt = self.rt();
+        py.detach(|| rt.call(move |ctx| ctx.node.leave(id), t))
+            .map_err(errors::runtime)
+    }
+
+    /// Joined networks as zerotier-one's `/network` JSON text.
+    fn networks_json(&self) -> String {
+        self.rt().snapshot().map_or_else(
+            || "[]".to_owned(),
+            |s| zt_runtime::api::networks_json(&s).to_string(),
+        )
+    }
+
+    /// Sends an Ethernet frame (14-byte header + payload) on a network; raises NetworkError.
+    #[pyo3(signature = (nwid, frame, timeout = 10.0))]
+    fn send_frame(&self, py: Python<'_>, nwid: &str, frame: &[u8], timeout: f64) -> PyResult<()> {
+        let id = network_id(nwid)?;
+        let f = zt_proto::node::Frame::from_ethernet(id, frame)
+            .ok_or_else(|| PyValueError::new_err("a frame needs at least a 14-byte header"))?;
+        let t = duration(Some(timeout))?.unwrap_or_default();
+        let rt = self.rt();
+        py.detach(|| rt.call(move |ctx| ctx.node.send_frame(ctx.now, f), t))
+            .map_err(errors::runtime)?
+            .map_err(|e| errors::NetworkError::new_err(e.to_string()))
+    }
+
+    /// A tap receiving the network's frames delivered to this node.
+    #[pyo3(signature = (nwid, capacity = 1024))]
+    fn tap_frames(&self, nwid: &str, capacity: usize) -> PyResult<FrameTap> {
+        Ok(FrameTap(self.rt().tap_frames(network_id(nwid)?, capacity)))
+    }
+
+    /// Subscribes to a multicast group (MAC `xx:xx:..`, ADI) on a network.
+    #[pyo3(signature = (nwid, mac, adi = 0, timeout = 10.0))]
+    fn multicast_subscribe(
+        &self,
+        py: Python<'_>,
+        nwid: &str,
+        mac: &str,
+        adi: u32,
+        timeout: f64,
+    ) -> PyResult<()> {
+        let id = network_id(nwid)?;
+        let hex: String = mac.chars().filter(|c| *c != ':').collect();
+        let m = u64::from_str_radix(&hex, 16)
+            .ok()
+            .filter(|_| hex.len() == 12)
+            .ok_or_else(|| PyValueError::new_err(format!("{mac:?} is not a MAC address")))?;
+        let g = zt_proto::network::MulticastGroup {
+            mac: zt_proto::network::Mac(m),
+            adi,
+        };
+        let t = duration(Some(timeout))?.unwrap_or_default();
+        let rt = self.rt();
+        py.detach(|| rt.call(move |ctx| ctx.node.subscribe(ctx.now, id, g), t))
+            .map_err(errors::runtime)
+    }
+
+    /// Calls the local JSON API in-process (no token): `(status, body text)`.
+    #[pyo3(signature = (method, path, body = None))]
+    fn api(&self, py: Python<'_>, method: &str, path: &str, body: Option<&[u8]>) -> (u16, String) {
+        let api = zt_runtime::http::Api::new(self.rt().handle(), String::new(), None);
+        let body = body.unwrap_or_default().to_vec();
+        let (m, p) = (method.to_owned(), path.to_owned());
+        let r = py.detach(move || api.handle_trusted(&m, &p, &body));
+        (r.status, r.body)
+    }
+
+    /// Serves the local HTTP API on loopback at `port` (0 = any) with this token (None: the
+    /// store's `authtoken.secret`, created if absent); returns the port.
+    #[pyo3(signature = (port, token = None, home = None))]
+    fn start_api(
+        &self,
+        py: Python<'_>,
+        port: u16,
+        token: Option<String>,
+        home: Option<String>,
+    ) -> PyResult<u16> {
+        let token = match token {
+            Some(t) => t,
+            None => {
+                let store = self.store.clone();
+                py.detach(move || zt_runtime::http::auth_token(&*store))
+                    .map_err(errors::store)?
+            }
+        };
+        let mut g = self
+            .http
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = g.as_ref() {
+            return Ok(s.port());
+        }
+        let api = zt_runtime::http::Api::new(self.rt().handle(), token, home);
+        let server = zt_runtime::http::HttpServer::start(api, port)
+            .map_err(|e| errors::NodeStateError::new_err(format!("cannot serve the API: {e}")))?;
+        let p = server.port();
+        *g = Some(server);
+        Ok(p)
+    }
+
+    /// Stops serving the HTTP API.
+    fn stop_api(&self, py: Python<'_>) {
+        let server = self
+            .http
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        py.detach(move || drop(server));
+    }
+
     /// Offers a newer planet or moon revision; raises WorldError if refused.
     #[pyo3(signature = (world, timeout = 10.0))]
     fn update_world(&self, py: Python<'_>, world: &World, timeout: f64) -> PyResult<()> {
@@ -322,6 +510,12 @@ impl NativeNode {
 
 impl Drop for NativeNode {
     fn drop(&mut self) {
+        let http = self
+            .http
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(http);
         if let Some(rt) = self.rt.take() {
             // Stopping joins the loop thread, which may need the GIL (custom stores): release it.
             Python::attach(|py| py.detach(move || drop(rt)));
