@@ -481,3 +481,113 @@ fn forged_unsigned_and_garbage_configs_are_dropped_and_counted() {
         "a forged config is never applied"
     );
 }
+
+fn authorize_all(lab: &mut Lab) {
+    let id = lab.nwid;
+    for &m in &lab.members.clone() {
+        let now = lab.sim.now;
+        lab.sim.hosts[m].node.join(now, id);
+    }
+    lab.sim.pump();
+    lab.sim.run_for(3_000);
+    for &m in &lab.members.clone() {
+        let a = lab.sim.hosts[m].node.address();
+        authorize(&lab.records, id, a, true);
+    }
+    lab.sim.run_for(8_000);
+    for &m in &lab.members {
+        assert_eq!(status(&lab.sim, m, id), Some(NetworkStatus::Ok));
+    }
+}
+
+#[test]
+fn a_member_whose_com_stops_being_refreshed_ages_out() {
+    let mut net = private_network();
+    net["name"] = json!("aging");
+    let mut lab = lab(Netem::default(), 2, &net);
+    // The smallest credential window a controller allows (5 minutes), as a file edit would set.
+    lab.records
+        .borrow_mut()
+        .networks
+        .get_mut(&lab.nwid)
+        .unwrap()["certificateTimeoutWindowSize"] = json!(300_000);
+    authorize_all(&mut lab);
+    let id = lab.nwid;
+    let (a, b) = (lab.members[0], lab.members[1]);
+    let (addr_a, addr_b) = (
+        lab.sim.hosts[a].node.address(),
+        lab.sim.hosts[b].node.address(),
+    );
+    let frame = |n: u8| Frame {
+        network: id,
+        dst: id.mac(addr_b),
+        src: id.mac(addr_a),
+        ethertype: 0x0800,
+        payload: vec![n; 30],
+    };
+    assert!(send_until_delivered(&mut lab, a, b, &frame(1)));
+    // A loses its authorization without a revocation: it keeps its last config and COM, B keeps
+    // refreshing its own every minute.
+    authorize(&lab.records, id, addr_a, false);
+    lab.sim.run_for(3 * 60_000);
+    assert!(
+        send_until_delivered(&mut lab, a, b, &frame(2)),
+        "within the window the old COM still agrees"
+    );
+    lab.sim.run_for(4 * 60_000);
+    assert_eq!(status(&lab.sim, a, id), Some(NetworkStatus::AccessDenied));
+    assert!(
+        !send_until_delivered(&mut lab, a, b, &frame(3)),
+        "a COM older than the window no longer agrees"
+    );
+    assert!(
+        lab.sim.hosts[b].node.stats().drops[&DropReason::NoCredentials] > 0,
+        "refused at the gate and counted"
+    );
+}
+
+#[test]
+fn a_flood_of_partial_config_updates_stays_bounded_and_harmless() {
+    let mut lab = lab(Netem::default(), 1, &private_network());
+    authorize_all(&mut lab);
+    let id = lab.nwid;
+    let m = lab.members[0];
+    let me = lab.sim.hosts[m].node.address();
+    let ctl = lab.ctl;
+    let good = lab.sim.hosts[m].node.network(id).unwrap().config.unwrap();
+    // 500 validly signed first halves of updates that never complete.
+    let mut big = good.clone();
+    big.name = "flood".into();
+    let dict: Vec<u8> = big.to_bytes().into_iter().chain(vec![b' '; 12_000]).collect();
+    for u in 0..500u64 {
+        let chunks = zt_proto::network::config::make_chunks(
+            id,
+            &dict,
+            1_000 + u,
+            0,
+            lab.sim.hosts[ctl].node.identity(),
+        )
+        .unwrap();
+        assert_eq!(chunks.len(), 2);
+        let now = lab.sim.now;
+        lab.sim.hosts[ctl].node.send_raw_for_tests(
+            now,
+            me,
+            zt_proto::packet::Verb::NetworkConfig,
+            chunks[0].clone(),
+        );
+        lab.sim.pump();
+        lab.sim.run_for(5);
+    }
+    lab.sim.run_for(2_000);
+    let info = lab.sim.hosts[m].node.network(id).unwrap();
+    assert_eq!(info.status, NetworkStatus::Ok);
+    assert_eq!(info.config.unwrap().name, "sim-net", "no partial update was applied");
+    // The member still takes a complete update afterwards.
+    lab.records.borrow_mut().networks.get_mut(&id).unwrap()["name"] = json!("renamed");
+    lab.sim.run_for(65_000);
+    assert_eq!(
+        lab.sim.hosts[m].node.network(id).unwrap().config.unwrap().name,
+        "renamed"
+    );
+}

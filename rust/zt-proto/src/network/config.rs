@@ -804,3 +804,241 @@ impl ConfigAssembler {
         ChunkOutcome::Incomplete
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::test_rng::TestRng;
+    use crate::network::credentials::Thing;
+    use crate::network::rules::RuleKind;
+    use proptest::prelude::*;
+
+    fn ids() -> (Identity, Identity) {
+        (
+            Identity::generate(&mut TestRng(11)),
+            Identity::generate(&mut TestRng(12)),
+        )
+    }
+
+    fn full_config(ctl: &Identity, member: &Identity) -> NetworkConfig {
+        let id = NetworkId((ctl.address().to_u64() << 24) | 7);
+        let me = member.address();
+        let mut c = NetworkConfig::new(id, me);
+        c.timestamp = 1_700_000_000_000;
+        c.credential_max_delta = DEFAULT_CREDENTIAL_MAX_DELTA;
+        c.revision = 5;
+        c.flags = FLAG_ENABLE_BROADCAST | FLAG_ENABLE_IPV6_NDP_EMULATION;
+        c.multicast_limit = 32;
+        c.name = "test=net\nwith\\escapes".into();
+        c.mtu = 2800;
+        let mut com = Com::new(id, c.timestamp, c.credential_max_delta, member);
+        com.sign(ctl).unwrap();
+        c.com = Some(com);
+        let mut coo = Coo::new(id, c.timestamp, 1, me);
+        coo.add_thing(Thing::ip("198.18.0.5".parse().unwrap()));
+        coo.sign(ctl).unwrap();
+        c.coos.push(coo);
+        let mut cap = Capability::new(id, c.timestamp, 9, vec![Rule::new(RuleKind::Accept)]);
+        cap.sign(ctl, me).unwrap();
+        c.capabilities.push(cap);
+        let mut tag = Tag::new(id, c.timestamp, 3, 42, me);
+        tag.sign(ctl).unwrap();
+        c.tags.push(tag);
+        c.specialists.push(me.to_u64() | SPECIALIST_ACTIVE_BRIDGE);
+        c.routes.push(Route {
+            target: IpPrefix {
+                ip: "198.18.0.0".parse().unwrap(),
+                bits: 15,
+            },
+            via: None,
+            flags: 0,
+            metric: 0,
+        });
+        c.routes.push(Route {
+            target: IpPrefix {
+                ip: "2001:db8::".parse().unwrap(),
+                bits: 32,
+            },
+            via: Some("fd00::1".parse().unwrap()),
+            flags: 0,
+            metric: 7,
+        });
+        c.static_ips.push(IpPrefix {
+            ip: "198.18.0.5".parse().unwrap(),
+            bits: 15,
+        });
+        c.static_ips.push(IpPrefix {
+            ip: IpAddr::V6(id.rfc4193(me)),
+            bits: 88,
+        });
+        c.rules = vec![
+            Rule::not(RuleKind::EtherType(0x0800)),
+            Rule::new(RuleKind::Drop),
+            Rule::new(RuleKind::Accept),
+        ];
+        c.dns = Dns {
+            domain: "lab.example".into(),
+            servers: vec!["198.18.0.1".parse().unwrap()],
+        };
+        c
+    }
+
+    #[test]
+    fn dictionary_round_trip_with_every_field() {
+        let (ctl, member) = ids();
+        let c = full_config(&ctl, &member);
+        let bytes = c.to_bytes();
+        let back = NetworkConfig::from_bytes(&bytes).unwrap();
+        assert_eq!(back, c);
+        // Stock's key order and integer format.
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.starts_with("v=0000000000000007\nnwid="));
+        let keys: Vec<&str> = text
+            .split('\n')
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+            .filter(|k| ["C", "CAP", "TAG", "COO", "S", "RT", "I", "R", "DNS"].contains(k))
+            .collect();
+        assert_eq!(keys, ["C", "CAP", "TAG", "COO", "S", "RT", "I", "R", "DNS"]);
+        // Binary values are escaped, so the text has no raw NUL.
+        assert!(!bytes.contains(&0));
+        assert!(c.is_active_bridge(member.address()));
+        assert_eq!(
+            c.emulated_v6_prefix_owner(c.network_id.rfc4193(ctl.address())),
+            Some(ctl.address())
+        );
+    }
+
+    #[test]
+    fn static_ip_encoding_matches_stock() {
+        let (ctl, member) = ids();
+        let mut c = NetworkConfig::new(NetworkId(ctl.address().to_u64() << 24), member.address());
+        c.static_ips.push(IpPrefix {
+            ip: "10.147.17.5".parse().unwrap(),
+            bits: 24,
+        });
+        let d = c.to_dictionary();
+        assert_eq!(d.get("I").unwrap(), [4, 10, 147, 17, 5, 0, 24]);
+        let dns = d.get("DNS").unwrap();
+        assert_eq!(dns.len(), 132);
+        assert!(dns.iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn member_side_checks() {
+        let mut d = Dictionary::new();
+        d.add_u64("v", 5);
+        d.add_u64("nwid", 1);
+        d.add("id", b"0102030405");
+        assert_eq!(NetworkConfig::from_dictionary(&d), Err(ConfigError::Version(5)));
+        let mut d = Dictionary::new();
+        d.add_u64("v", 7);
+        d.add("id", b"0102030405");
+        assert_eq!(NetworkConfig::from_dictionary(&d), Err(ConfigError::NoNetwork));
+        let mut d = Dictionary::new();
+        d.add_u64("v", 7);
+        d.add_u64("nwid", 1);
+        assert_eq!(NetworkConfig::from_dictionary(&d), Err(ConfigError::NoIssuedTo));
+        // MTU clamps, long names truncate, a bad COM rejects, a bad CAP list truncates.
+        let mut d = Dictionary::new();
+        d.add_u64("v", 7);
+        d.add_u64("nwid", 1);
+        d.add("id", b"0102030405");
+        d.add_u64("mtu", 100);
+        d.add("n", &[b'x'; 300]);
+        d.add("CAP", &[1, 2, 3]);
+        let c = NetworkConfig::from_dictionary(&d).unwrap();
+        assert_eq!(c.mtu, MIN_MTU);
+        assert_eq!(c.name.len(), MAX_NAME_LEN);
+        assert!(c.capabilities.is_empty());
+        assert!(c.rules.is_empty(), "no rules: everything is dropped");
+        d.add("C", &[2, 0, 0]);
+        assert!(matches!(
+            NetworkConfig::from_dictionary(&d),
+            Err(ConfigError::Field("C", _))
+        ));
+    }
+
+    #[test]
+    fn chunks_reassemble_in_any_order_once() {
+        let (ctl, member) = ids();
+        let mut c = full_config(&ctl, &member);
+        c.name = "x".repeat(100);
+        // A big config: many routes.
+        for i in 0..120u8 {
+            c.routes.push(Route {
+                target: IpPrefix {
+                    ip: IpAddr::V4(std::net::Ipv4Addr::new(198, 18, i, 0)),
+                    bits: 24,
+                },
+                via: None,
+                flags: 0,
+                metric: 0,
+            });
+        }
+        c.routes.truncate(MAX_ROUTES);
+        let dict = c.to_bytes();
+        let chunks = make_chunks(c.network_id, &dict, 77, 0, &ctl).unwrap();
+        assert!(chunks.len() == 1 || dict.len() > MAX_CHUNK_LEN);
+        // Force several chunks with a long DNS-free blob: re-cut the dictionary by hand.
+        let big: Vec<u8> = dict.iter().copied().cycle().take(30_000).collect();
+        let chunks = make_chunks(c.network_id, &big, 78, 0, &ctl).unwrap();
+        assert_eq!(chunks.len(), 4);
+        let mut asm = ConfigAssembler::default();
+        let order = [2usize, 0, 3, 1];
+        let mut done = None;
+        for (k, &i) in order.iter().enumerate() {
+            let ch = ConfigChunk::parse(&chunks[i]).unwrap();
+            assert!(ch.verify(&ctl));
+            assert!(!ch.verify(&member), "only the controller's signature counts");
+            match asm.add(&ch, 0) {
+                ChunkOutcome::Complete(d) => done = Some((k, d)),
+                ChunkOutcome::Incomplete => {}
+                other => panic!("{other:?}"),
+            }
+            if k == 1 {
+                assert_eq!(asm.add(&ch, 0), ChunkOutcome::Duplicate);
+            }
+        }
+        let (k, d) = done.unwrap();
+        assert_eq!(k, 3);
+        assert_eq!(d, big);
+    }
+
+    #[test]
+    fn chunk_parsing_rejects_inconsistent_ranges_and_signatures() {
+        let (ctl, _) = ids();
+        let chunks = make_chunks(NetworkId(1), b"abc", 1, 0, &ctl).unwrap();
+        let mut bad = chunks[0].clone();
+        // total length 2 < index + len.
+        let total_at = 8 + 2 + 3 + 1 + 8;
+        bad[total_at..total_at + 4].copy_from_slice(&2u32.to_be_bytes());
+        assert!(ConfigChunk::parse(&bad).is_err());
+        let mut bad = chunks[0].clone();
+        let sig_type_at = total_at + 8;
+        bad[sig_type_at] = 2;
+        assert!(ConfigChunk::parse(&bad).is_err());
+        // A tampered chunk does not verify.
+        let mut t = chunks[0].clone();
+        t[10] ^= 1;
+        assert!(!ConfigChunk::parse(&t).unwrap().verify(&ctl));
+        // Legacy unsigned form: network, length, whole dictionary.
+        let mut legacy = 1u64.to_be_bytes().to_vec();
+        legacy.extend_from_slice(&3u16.to_be_bytes());
+        legacy.extend_from_slice(b"abc");
+        let l = ConfigChunk::parse(&legacy).unwrap();
+        assert!(l.signature.is_none());
+        assert!(!l.verify(&ctl));
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = ConfigChunk::parse(&data);
+            let _ = NetworkConfig::from_bytes(&data);
+            let mut asm = ConfigAssembler::default();
+            if let Ok(ch) = ConfigChunk::parse(&data) {
+                let _ = asm.add(&ch, 1);
+            }
+        }
+    }
+}

@@ -1549,20 +1549,11 @@ impl Node {
         let unsupported = cfg.flags & config::FLAG_RULES_RESULT_OF_UNSUPPORTED_MATCH != 0;
         let d = filter::filter_inbound(&cfg.rules, caps, &info, &ctx, unsupported);
         for c in &d.copies {
-            self.send_ext_copy(
-                now,
-                id,
-                c.to,
-                f,
-                &f.payload,
-                c.length,
-                c.ext_frame_flags(true),
-            );
+            self.send_ext_copy(now, c.to, f, &f.payload, c.length, c.ext_frame_flags(true));
         }
         if let Some(r) = d.redirect {
             self.send_ext_copy(
                 now,
-                id,
                 r,
                 f,
                 &f.payload,
@@ -2090,21 +2081,12 @@ impl Node {
         let d = filter::filter_outbound(&cfg.rules, caps, &info, &ctx, unsupported);
         if !no_copy {
             for c in &d.copies {
-                self.send_ext_copy(
-                    now,
-                    id,
-                    c.to,
-                    f,
-                    payload,
-                    c.length,
-                    c.ext_frame_flags(false),
-                );
+                self.send_ext_copy(now, c.to, f, payload, c.length, c.ext_frame_flags(false));
             }
         }
         if let Some(r) = d.redirect {
             self.send_ext_copy(
                 now,
-                id,
                 r,
                 f,
                 payload,
@@ -2119,13 +2101,13 @@ impl Node {
     fn send_ext_copy(
         &mut self,
         now: Timestamp,
-        id: NetworkId,
         to: Address,
         f: &Frame,
         payload: &[u8],
         len: usize,
         flags: u8,
     ) {
+        let id = f.network;
         let n = if len == 0 {
             payload.len()
         } else {
