@@ -91,7 +91,8 @@ class Controller:
 
     def members(self, nwid: NetworkIdLike) -> dict[str, int]:
         """Member addresses and their record revisions (zerotier-one's ``…/member`` object)."""
-        m: dict[str, int] = self._call("GET", f"/controller/network/{format_network_id(nwid)}/member")
+        path = f"/controller/network/{format_network_id(nwid)}/member"
+        m: dict[str, int] = self._call("GET", path)
         return m
 
     def member(self, nwid: NetworkIdLike, address: str) -> Record:
