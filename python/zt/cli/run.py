@@ -40,9 +40,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--join", action="append", default=[], metavar="NWID", help="join this network (repeat)"
     )
-    p.add_argument(
-        "--controller", action="store_true", help="run the built-in network controller"
-    )
+    p.add_argument("--controller", action="store_true", help="run the built-in network controller")
     p.add_argument("--api-port", type=int, help="local API TCP port (default: the UDP port)")
     p.add_argument("--no-api", action="store_true", help="do not serve the local JSON API")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
