@@ -208,7 +208,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("controller.db");
         let id = NetworkId(0x8056_c2e2_1c00_0001);
-        let a = Address::new(0x89e9_2cee_e5).unwrap();
+        let a = Address::new(0x0089_e92c_eee5).unwrap();
         {
             let db = ControllerDb::open(&path).unwrap();
             db.put_network(id, &json!({"id": id.to_string(), "x": 1}))
