@@ -285,3 +285,65 @@ def test_controller_changes_survive_kill_9(lab: Lab) -> None:
     assert n.controller.member(created[0], member)["authorized"] is True
     assert n.controller.network(created[0])["name"] == "loopnet"
     assert os.path.exists(home / "controller.db")
+
+
+def test_public_network_settings_and_rules_reach_members(lab: Lab) -> None:
+    assert lab.ctl.controller is not None
+    ctl = lab.ctl.controller
+    net = ctl.create_network(
+        name="public-lab",
+        private=False,
+        mtu=1400,
+        multicastLimit=8,
+        enableBroadcast=False,
+        v4AssignMode={"zt": True},
+        v6AssignMode={"6plane": True, "rfc4193": False, "zt": False},
+        ipAssignmentPools=[{"ipRangeStart": "198.18.7.1", "ipRangeEnd": "198.18.7.1"}],
+        routes=[{"target": "198.18.7.0/24"}, {"target": "2001:db8::/32", "via": "198.18.7.254"}],
+        dns={"domain": "lab.example", "servers": ["198.18.7.53"]},
+        # Only IPv4 frames: NOT ethertype IPv4 -> drop; accept the rest.
+        rules=[
+            {"type": "MATCH_ETHERTYPE", "etherType": 2048, "not": True},
+            {"type": "ACTION_DROP"},
+            {"type": "ACTION_ACCEPT"},
+        ],
+    )
+    nwid = net["id"]
+    assert net["rules"][0] == {
+        "etherType": 2048,
+        "not": True,
+        "or": False,
+        "type": "MATCH_ETHERTYPE",
+    }
+    m = lab.node()
+    m.join(nwid)
+    info = m.wait_network(nwid, 15)  # public: authorized without an API call
+    assert ctl.member(nwid, m.address)["lastAuthorizedCredentialType"] == "public"
+    assert info.type == "PUBLIC" and info.mtu == 1400 and not info.broadcast
+    assert info.dns_domain == "lab.example" and info.dns_servers == ("198.18.7.53",)
+    assert info.ipv4 == ipaddress.IPv4Interface("198.18.7.1/24")
+    six = ipaddress.IPv6Interface(f"{zt.network.sixplane_address(nwid, m.address)}/40")
+    assert info.ipv6 == (six,)
+    assert {str(r.target) for r in info.routes} == {"198.18.7.0/24", "2001:db8::/32"}
+    # The pool had one address: a second member gets none (but still joins).
+    m2 = lab.node()
+    m2.join(nwid)
+    second = m2.wait_network(nwid, 15, addresses=False)
+    assert second.ipv4 is None
+    # The rules: IPv4 passes, ARP (0x0806) is dropped on the way out.
+    mac = bytes.fromhex(info.mac.replace(":", ""))
+    dst = bytes.fromhex(second.mac.replace(":", ""))
+    tap = m2.frames(nwid)
+    ip4 = dst + mac + b"\x08\x00" + bytes(40)
+    m.send_frame(nwid, ip4)
+    assert tap.recv(5) == ip4
+    with pytest.raises(zt.NetworkError, match="rules"):
+        m.send_frame(nwid, dst + mac + b"\x08\x06" + bytes(28))
+    # Broadcast is off (an ARP *request* would still go to its ARP group).
+    with pytest.raises(zt.NetworkError, match="broadcast"):
+        m.send_frame(nwid, b"\xff" * 6 + mac + b"\x08\x00" + bytes(40))
+    assert m.stats["drops"].get("NoCredentials", 0) == 0
+    # A network update reaches online members without a re-join (pushed by the controller).
+    ctl.update_network(nwid, name="renamed", mtu=2000)
+    wait_until(lambda: (n := m.network(nwid)) is not None and n.name == "renamed", 10, "push")
+    assert m.network(nwid).mtu == 2000  # type: ignore[union-attr]
