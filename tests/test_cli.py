@@ -157,9 +157,11 @@ def test_demo_and_version(tmp_path: Path) -> None:
 
 
 def test_run_serves_as_root_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    import json
     import os
     import signal
     import socket
+    import urllib.request
 
     root = zt.Identity.generate()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -173,6 +175,7 @@ def test_run_serves_as_root_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None
     home.mkdir()
     (home / "identity.secret").write_text(root.secret_string())
     env = dict(os.environ, ZT_ALLOWED_DESTINATIONS="127.0.0.0/8")
+    adhoc = zt.network.adhoc_network_id(7000, 7001)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -187,6 +190,8 @@ def test_run_serves_as_root_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None
             str(tmp_path / "planet.bin"),
             "--allow-loopback",
             "--no-ipv6",
+            "--join",
+            f"{adhoc:016x}",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -197,6 +202,17 @@ def test_run_serves_as_root_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line == f"root {root.address} listening on UDP port {port}\n"
+        # The local JSON API is served at the UDP port's number, with the home's token.
+        assert proc.stdout.readline() == f"api on 127.0.0.1:{port}\n"
+        token = (home / "authtoken.secret").read_text().strip()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/network/{adhoc:016x}", headers={"X-ZT1-Auth": token}
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            net = json.loads(r.read())
+        assert net["status"] == "OK" and net["name"] == "adhoc-1b58-1b59", "--join joined"
+        six = zt.network.sixplane_address(adhoc, root.address)
+        assert net["assignedAddresses"] == [f"{six}/40"]
         opts = zt.NodeOptions(planet=planet, allow_loopback=True, ipv6=False)
         with zt.Node(opts) as leaf:
             leaf.wait_online(15)
@@ -209,6 +225,7 @@ def test_run_serves_as_root_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None
     assert proc.returncode == 0, err
     assert out == "stopped\n"
     assert (home / "peers.d" / f"{leaf_addr}.peer").exists(), "peers persisted at stop"
+    assert (home / "networks.d" / f"{adhoc:016x}.conf").exists(), "rejoined at the next start"
     assert (home / "planet").read_bytes() == planet.to_bytes()
 
 
