@@ -929,15 +929,24 @@ mod tests {
         d.add_u64("v", 5);
         d.add_u64("nwid", 1);
         d.add("id", b"0102030405");
-        assert_eq!(NetworkConfig::from_dictionary(&d), Err(ConfigError::Version(5)));
+        assert_eq!(
+            NetworkConfig::from_dictionary(&d),
+            Err(ConfigError::Version(5))
+        );
         let mut d = Dictionary::new();
         d.add_u64("v", 7);
         d.add("id", b"0102030405");
-        assert_eq!(NetworkConfig::from_dictionary(&d), Err(ConfigError::NoNetwork));
+        assert_eq!(
+            NetworkConfig::from_dictionary(&d),
+            Err(ConfigError::NoNetwork)
+        );
         let mut d = Dictionary::new();
         d.add_u64("v", 7);
         d.add_u64("nwid", 1);
-        assert_eq!(NetworkConfig::from_dictionary(&d), Err(ConfigError::NoIssuedTo));
+        assert_eq!(
+            NetworkConfig::from_dictionary(&d),
+            Err(ConfigError::NoIssuedTo)
+        );
         // MTU clamps, long names truncate, a bad COM rejects, a bad CAP list truncates.
         let mut d = Dictionary::new();
         d.add_u64("v", 7);
@@ -989,7 +998,10 @@ mod tests {
         for (k, &i) in order.iter().enumerate() {
             let ch = ConfigChunk::parse(&chunks[i]).unwrap();
             assert!(ch.verify(&ctl));
-            assert!(!ch.verify(&member), "only the controller's signature counts");
+            assert!(
+                !ch.verify(&member),
+                "only the controller's signature counts"
+            );
             match asm.add(&ch, 0) {
                 ChunkOutcome::Complete(d) => done = Some((k, d)),
                 ChunkOutcome::Incomplete => {}

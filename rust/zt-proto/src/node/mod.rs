@@ -232,6 +232,8 @@ pub enum DropReason {
     NotBridge,
     /// A multicast on a network with multicast off.
     MulticastDisabled,
+    /// A bounded table (multicast subscriptions) is full.
+    TableFull,
 }
 
 /// Counters of what the node did and dropped.

@@ -48,6 +48,8 @@ const CONTROLLER_AUTH_WINDOW_MS: i64 = 180_000;
 const MAX_MULTICAST_PAYLOAD: usize = 10_000;
 /// Pending multicasts per group.
 const TX_QUEUE_PER_GROUP: usize = 32;
+/// Most (network, group, member) subscriptions remembered (a root's table included).
+const MAX_MULTICAST_ENTRIES: usize = 1_000_000;
 
 /// ERROR code: object not found.
 pub const ERROR_OBJ_NOT_FOUND: u8 = 0x03;
@@ -311,6 +313,8 @@ fn credential_time_ok(cfg: &NetworkConfig, ts: i64, revoked: Option<i64>) -> boo
 #[derive(Debug, Default)]
 pub(super) struct Multicaster {
     members: BTreeMap<(NetworkId, MulticastGroup), BTreeMap<Address, Timestamp>>,
+    /// Entries in `members` (bounded by [`MAX_MULTICAST_ENTRIES`]).
+    entries: usize,
     last_gather: BTreeMap<(NetworkId, MulticastGroup), Timestamp>,
     pending: Vec<PendingMulticast>,
 }
@@ -404,7 +408,7 @@ impl Node {
         let configured = net.config.is_some();
         self.nets.joined.insert(id, net);
         if configured {
-            self.config_applied(now, id, &[]);
+            self.config_applied(now, id, &[], false);
         }
         self.request_config(now, id);
     }
@@ -414,8 +418,10 @@ impl Node {
         if self.nets.joined.remove(&id).is_none() {
             return false;
         }
-        self.nets.multicast.members.retain(|(n, _), _| *n != id);
-        self.nets.multicast.pending.retain(|p| p.network != id);
+        let mc = &mut self.nets.multicast;
+        mc.members.retain(|(n, _), _| *n != id);
+        mc.entries = mc.members.values().map(BTreeMap::len).sum();
+        mc.pending.retain(|p| p.network != id);
         self.store_ops.push_back(StoreOp::Delete {
             key: StoreKey::NetworkConfig(id.0),
         });
@@ -601,6 +607,7 @@ impl Node {
         let Some(net) = self.nets.joined.get_mut(&id) else {
             return false;
         };
+        let was_ok = net.status() == NetworkStatus::Ok;
         let old_failure = net.failure.take();
         if net.config.as_ref() == Some(&c) {
             if old_failure.is_some() {
@@ -624,12 +631,19 @@ impl Node {
         }
         net.config = Some(c);
         net.last_config_update = now;
-        self.config_applied(now, id, &old_ips);
+        self.config_applied(now, id, &old_ips, was_ok);
         true
     }
 
-    /// Events and announcements after a config took effect.
-    fn config_applied(&mut self, now: Timestamp, id: NetworkId, old_ips: &[IpPrefix]) {
+    /// Events and announcements after a config took effect (the OK status only when it was
+    /// not OK before: configs are refreshed every minute).
+    fn config_applied(
+        &mut self,
+        now: Timestamp,
+        id: NetworkId,
+        old_ips: &[IpPrefix],
+        was_ok: bool,
+    ) {
         let Some(net) = self.nets.joined.get(&id) else {
             return;
         };
@@ -656,10 +670,12 @@ impl Node {
         }
         self.events
             .push_back(Event::NetworkConfigured { network: id });
-        self.events.push_back(Event::NetworkStatus {
-            network: id,
-            status: NetworkStatus::Ok,
-        });
+        if !was_ok {
+            self.events.push_back(Event::NetworkStatus {
+                network: id,
+                status: NetworkStatus::Ok,
+            });
+        }
         self.announce_new_groups(now, id);
     }
 
@@ -758,7 +774,9 @@ impl Node {
                     adi: u32::from_be_bytes(adi),
                 };
                 if let Some(m) = self.nets.multicast.members.get_mut(&(id, g)) {
-                    m.remove(&src);
+                    if m.remove(&src).is_some() {
+                        self.nets.multicast.entries -= 1;
+                    }
                 }
             }
             return;
@@ -1711,10 +1729,12 @@ impl Node {
 
     /// Housekeeping: forget stale subscriptions and controller authorizations.
     pub(super) fn network_housekeeping(&mut self, now: Timestamp) {
-        for m in self.nets.multicast.members.values_mut() {
+        let mc = &mut self.nets.multicast;
+        for m in mc.members.values_mut() {
             m.retain(|_, t| now.since(*t) < LIKE_EXPIRE_MS);
         }
-        self.nets.multicast.members.retain(|_, m| !m.is_empty());
+        mc.members.retain(|_, m| !m.is_empty());
+        mc.entries = mc.members.values().map(BTreeMap::len).sum();
         self.nets
             .controller_authorized
             .retain(|_, t| now.since(*t) < CONTROLLER_AUTH_WINDOW_MS);
@@ -1730,12 +1750,20 @@ impl Node {
         if a == self.address() {
             return;
         }
-        self.nets
-            .multicast
-            .members
-            .entry((id, g))
-            .or_default()
-            .insert(a, now);
+        let m = &mut self.nets.multicast;
+        let group = m.members.entry((id, g)).or_default();
+        if let Some(t) = group.get_mut(&a) {
+            *t = now;
+        } else if m.entries >= MAX_MULTICAST_ENTRIES {
+            if group.is_empty() {
+                m.members.remove(&(id, g));
+            }
+            self.drop_input(DropReason::TableFull);
+            return;
+        } else {
+            group.insert(a, now);
+            m.entries += 1;
+        }
         // Pending multicasts for this group go to the new member.
         let mut sends = Vec::new();
         for p in &mut self.nets.multicast.pending {
