@@ -1,4 +1,4 @@
-"""``python -m zt <command>``: idtool, mkplanet, demo, version."""
+"""``python -m zt <command>``: idtool, mkplanet, run, cli, demo, version."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ COMMANDS = {
     "idtool": "identities, signatures and moons (zerotier-idtool compatible)",
     "mkplanet": "build and sign a private planet",
     "run": "run a node (or a root) in the foreground until SIGINT/SIGTERM",
+    "cli": "query and control a running node (zerotier-cli compatible)",
     "demo": "the main job: a node, its identity and a private planet, end to end",
     "version": "print the version",
 }
@@ -39,6 +40,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         from .cli import run
 
         return run.main(rest)
+    if cmd == "cli":
+        from .cli import cli
+
+        return cli.main(rest)
     if cmd == "demo":
         from .cli import demo
 

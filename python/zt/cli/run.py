@@ -5,7 +5,8 @@ listed as a root in its planet serves as a root (answers WHOIS, relays, sends RE
 Networks joined before (``networks.d``) are rejoined; ``--join`` joins more. With
 ``--controller`` the node also runs the built-in network controller (``controller.db`` in the
 home). The local JSON API of zerotier-one is served on loopback TCP at the UDP port's number
-(``--api-port`` to choose, ``--no-api`` to disable), authenticated by ``authtoken.secret``.
+(``--api-port`` to choose, ``--no-api`` to disable), authenticated by ``authtoken.secret``;
+its port is written to ``zerotier-one.port`` in the home, where ``zt cli -D<home>`` finds it.
 """
 
 from __future__ import annotations
@@ -99,6 +100,11 @@ def main(argv: list[str], prog: str = "zt run") -> int:
     sys.stdout.write(f"{role} {node.address} listening on UDP port {node.port}\n")
     if node.api_port is not None:
         sys.stdout.write(f"api on 127.0.0.1:{node.api_port}\n")
+        # As zerotier-one: where zerotier-cli (and `zt cli -D<home>`) finds the API.
+        try:
+            Path(args.home, "zerotier-one.port").write_text(f"{node.api_port}")
+        except OSError as e:
+            log.warning("cannot write zerotier-one.port: %s", e)
     sys.stdout.flush()
     try:
         while not stop.wait(0.5):
