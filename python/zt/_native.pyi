@@ -169,7 +169,13 @@ class NativeNode:
     def multicast_subscribe(
         self, nwid: str, mac: str, adi: int = 0, timeout: float = 10.0
     ) -> None: ...
-    def api(self, method: str, path: str, body: Optional[bytes] = None) -> tuple[int, str]: ...
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Optional[bytes] = None,
+        home: Optional[str] = None,
+    ) -> tuple[int, str]: ...
     def start_api(
         self, port: int, token: Optional[str] = None, home: Optional[str] = None
     ) -> int: ...

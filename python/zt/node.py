@@ -162,9 +162,10 @@ class Node:
         self.options = options
         self.store = open_store(options.store)
         planet = _load_planet(options.planet) if options.planet is not None else None
+        home = options.store if isinstance(options.store, (str, os.PathLike)) else None
+        self._home: Optional[str] = os.fspath(home) if home is not None else None
         controller: Optional[str] = None
         if options.controller is True:
-            home = options.store if isinstance(options.store, (str, os.PathLike)) else None
             controller = (
                 os.path.join(os.fspath(home), "controller.db") if home is not None else ":memory:"
             )
@@ -203,9 +204,7 @@ class Node:
         if wait:
             self._native.wait_running(timeout)
             if self.options.api_port is not None and self.api_port is None:
-                home = self.options.store
-                home_s = os.fspath(home) if isinstance(home, (str, os.PathLike)) else None
-                self.api_port = self._native.start_api(self.options.api_port, None, home_s)
+                self.api_port = self._native.start_api(self.options.api_port, None, self._home)
         return self
 
     def wait_running(self, timeout: Optional[float] = None) -> None:
@@ -349,8 +348,13 @@ class Node:
         self._native.join(format_network_id(nwid))
 
     def leave(self, nwid: NetworkIdLike) -> bool:
-        """Leaves a network (its stored config is deleted); False if it was not joined."""
-        return self._native.leave(format_network_id(nwid))
+        """Leaves a network (its stored config and local settings are deleted); False if it was
+        not joined."""
+        path = f"/network/{format_network_id(nwid)}"
+        status, text = self._native.api("DELETE", path, None, self._home)
+        if status != 200:
+            raise NodeStateError(f"cannot leave: {text or status}")
+        return bool(json.loads(text).get("result", False))
 
     def networks(self) -> list[NetworkInfo]:
         """Joined networks."""
@@ -403,7 +407,7 @@ class Node:
         """Calls the node's local JSON API in-process (zerotier-one's paths and objects);
         raises :class:`zt.errors.ControllerError` with the HTTP status on failure."""
         data = None if body is None else json.dumps(body).encode()
-        status, text = self._native.api(method, path, data)
+        status, text = self._native.api(method, path, data, self._home)
         if status != 200:
             raise ControllerError(status, text)
         return json.loads(text) if text else {}

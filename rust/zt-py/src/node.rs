@@ -444,9 +444,16 @@ impl NativeNode {
     }
 
     /// Calls the local JSON API in-process (no token): `(status, body text)`.
-    #[pyo3(signature = (method, path, body = None))]
-    fn api(&self, py: Python<'_>, method: &str, path: &str, body: Option<&[u8]>) -> (u16, String) {
-        let api = zt_runtime::http::Api::new(self.rt().handle(), String::new(), None);
+    #[pyo3(signature = (method, path, body = None, home = None))]
+    fn api(
+        &self,
+        py: Python<'_>,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        home: Option<String>,
+    ) -> (u16, String) {
+        let api = zt_runtime::http::Api::new(self.rt().handle(), String::new(), home);
         let body = body.unwrap_or_default().to_vec();
         let (m, p) = (method.to_owned(), path.to_owned());
         let r = py.detach(move || api.handle_trusted(&m, &p, &body));
