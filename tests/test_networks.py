@@ -103,8 +103,9 @@ def test_members_are_held_authorized_configured_and_revoked(lab: Lab) -> None:
 
     for m in (a, b):
         ctl.authorize(nwid, m.address)
-    na = a.wait_network(nwid, 15)
-    nb = b.wait_network(nwid, 15)
+    # Authorizing pushes the config to a pending member seen recently (no wait for its retry).
+    na = a.wait_network(nwid, 2.5)
+    nb = b.wait_network(nwid, 2.5)
     for m, n in ((a, na), (b, nb)):
         assert n.status == "OK" and n.name == "loopnet" and n.type == "PRIVATE"
         assert n.ipv4 is not None and n.ipv4.network == ipaddress.ip_network("198.18.0.0/15")

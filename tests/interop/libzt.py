@@ -688,6 +688,7 @@ class NetnsNodeResult(TypedDict):
     online_after_s: Optional[float]  # zts_node_start() until online (None: never)
     stop_s: Optional[float]  # zts_node_stop() until the service thread exited (None: not seen)
     adhoc: Optional[Json]  # the ad-hoc exchange's report when `adhoc` was given
+    managed: Optional[Json]  # the managed-network worker's report when `managed` was given
 
 
 def _check_adhoc(adhoc: Json) -> Json:
@@ -719,6 +720,55 @@ def _check_adhoc(adhoc: Json) -> Json:
     return spec
 
 
+_MANAGED_ROLES = ("server", "client", "member")
+_MANAGED_DEFAULT_BYTES = 4 << 20
+_MANAGED_MAX_CHUNK = 1 << 20
+_DIGEST_LEN = 32  # sha256
+
+
+def _check_managed(managed: Json) -> Json:
+    spec = dict(managed)
+    role = spec.get("role")
+    if role not in _MANAGED_ROLES:
+        raise ValueError(f"managed['role'] must be one of {_MANAGED_ROLES}, got {role!r}")
+    if not spec.get("exchange_dir"):
+        raise ValueError("managed['exchange_dir'] (a directory all workers can read) is required")
+    spec["exchange_dir"] = os.path.abspath(os.fspath(spec["exchange_dir"]))
+    nwid = spec.get("nwid")
+    if isinstance(nwid, str):
+        if len(nwid) != 16:
+            raise ValueError(f"managed['nwid'] must be 16 hex digits, got {nwid!r}")
+        nwid = int(nwid, 16)
+    if not isinstance(nwid, int) or not 0 < nwid < 1 << 64:
+        raise ValueError(f"managed['nwid'] must be a network ID, got {spec.get('nwid')!r}")
+    spec["nwid"] = f"{nwid:016x}"
+    name = str(spec.get("name", role))
+    if not name or not all(c.isalnum() or c in "-_" for c in name):
+        raise ValueError(f"managed['name'] must be a plain file name stem, got {name!r}")
+    spec["name"] = name
+    spec["timeout_s"] = float(spec.get("timeout_s", 150.0))
+    if spec["timeout_s"] <= 0:
+        raise ValueError("managed['timeout_s'] must be positive")
+    spec["lock_ip6_input"] = bool(spec.get("lock_ip6_input", True))
+    spec["port"] = int(spec.get("port", 5001))
+    if not 0 < spec["port"] <= 0xFFFF:
+        raise ValueError("managed['port'] must be 1..65535")
+    if role == "client":
+        spec["bytes"] = int(spec.get("bytes", _MANAGED_DEFAULT_BYTES))
+        spec["chunk"] = int(spec.get("chunk", 64 << 10))
+        spec["seed"] = int(spec.get("seed", 1))
+        spec["wait_go"] = bool(spec.get("wait_go", True))
+        spec["probe_window_s"] = float(spec.get("probe_window_s", 40.0))
+        spec["probe_connect_timeout_s"] = float(spec.get("probe_connect_timeout_s", 5.0))
+        if spec["bytes"] < 1:
+            raise ValueError("managed['bytes'] must be >= 1")
+        if not 0 < spec["chunk"] <= _MANAGED_MAX_CHUNK:
+            raise ValueError(f"managed['chunk'] must be 1..{_MANAGED_MAX_CHUNK}")
+        if spec["probe_window_s"] < 0 or spec["probe_connect_timeout_s"] < 1:
+            raise ValueError("need probe_window_s >= 0 and probe_connect_timeout_s >= 1")
+    return spec
+
+
 def run_node_in_netns(
     netns: str,
     storage_dir: str | os.PathLike[str],
@@ -726,6 +776,7 @@ def run_node_in_netns(
     port: int = 9994,
     online_timeout_s: float = 30.0,
     adhoc: Json | None = None,
+    managed: Json | None = None,
 ) -> NetnsNodeResult:
     """Run a libzt node inside the existing network namespace ``netns`` (``ip netns exec``).
 
@@ -756,6 +807,31 @@ def run_node_in_netns(
     The exchange's report is ``result["adhoc"]``; a failure there is reported in its ``error``
     (None on success) rather than raised, so the node is always stopped and the caller sees
     what happened.  The server only ever sends small echoes.
+
+    With ``managed`` (instead of ``adhoc``) it joins the controller-managed network ``nwid``
+    and coordinates with the test and other workers through files in ``exchange_dir`` (each
+    written atomically; ``<name>`` is ``name``, default the role):
+
+    * at once ``<name>.joined.json`` (node id, network id); then it polls
+      ``zts_net_get_status`` and records every distinct status with its time (``statuses``,
+      seconds since the join), and waits until the transport is ready and it has both an
+      IPv4 and an IPv6 address (``zts_addr_get_str``), when it writes ``<name>.ready.json``
+      (addresses, MAC);
+    * ``role`` ``"server"``: listens on its IPv4 at ``port`` (before writing ready.json),
+      accepts one connection, reads it to EOF and answers the sha256 of what it read (32
+      bytes); then answers every later connection ("probe") with ``b"ok"`` until the file
+      ``stop`` appears, recording who connected (``probes``);
+    * ``"client"``: waits for ``server.ready.json`` and (``wait_go``, default True) the file
+      ``go``, connects to the server's IPv4, sends ``bytes`` (default 4 MiB) deterministic
+      pseudo-random bytes (``seed``) in ``chunk``-sized sends, shuts its write side and checks
+      the digest (``sha256_ok``); writes ``client.done.json``; then waits for the file
+      ``deauthorized`` and for ``probe_window_s`` (default 40) tries new connections
+      (``probe_connect_timeout_s`` each, default 5), reporting ``probe_after_deauth``: whether
+      one got the server's ``ok``;
+    * ``"member"``: only joins and stays until ``stop``.
+
+    ``timeout_s`` (default 150) bounds the whole run from the join; ``lock_ip6_input`` as for
+    ``adhoc``.  The report is ``result["managed"]`` (``error`` None on success).
     """
     if not 0 < port <= 0xFFFF:
         raise ValueError("port must be 1..65535")
@@ -765,12 +841,17 @@ def run_node_in_netns(
         raise ValueError("online_timeout_s must be positive")
     if shutil.which("ip") is None:
         raise LibztUnavailable("`ip` (iproute2) not found; cannot enter a network namespace")
+    if adhoc is not None and managed is not None:
+        raise ValueError("give adhoc or managed, not both")
     spec = None if adhoc is None else _check_adhoc(adhoc)
-    if spec is not None and spec["lock_ip6_input"]:
-        spec["ip6lock"] = str(ensure_ip6lock(ensure_libzt()))
+    managed_spec = None if managed is None else _check_managed(managed)
+    for s in (spec, managed_spec):
+        if s is not None and s["lock_ip6_input"]:
+            s["ip6lock"] = str(ensure_ip6lock(ensure_libzt()))
     hard_timeout = online_timeout_s + _NODE_STOP_TIMEOUT_S + 30.0
-    if spec is not None:
-        hard_timeout += float(spec["timeout_s"])
+    for s in (spec, managed_spec):
+        if s is not None:
+            hard_timeout += float(s["timeout_s"])
     env = dict(os.environ)
     env["ZT_ALLOWED_DESTINATIONS"] = NETNS_ALLOWED_DESTINATIONS
     result = _run_worker(
@@ -781,6 +862,7 @@ def run_node_in_netns(
             "port": int(port),
             "online_timeout_s": float(online_timeout_s),
             "adhoc": spec,
+            "managed": managed_spec,
             "hard_timeout_s": hard_timeout,
             "parent_netns": os.stat("/proc/self/ns/net").st_ino,
         },
@@ -791,12 +873,14 @@ def run_node_in_netns(
     online_after = result.get("online_after_s")
     stop_s = result.get("stop_s")
     adhoc_result = result.get("adhoc")
+    managed_result = result.get("managed")
     return NetnsNodeResult(
         node_id=str(result["node_id"]),
         online=bool(result["online"]),
         online_after_s=None if online_after is None else float(online_after),
         stop_s=None if stop_s is None else float(stop_s),
         adhoc=dict(adhoc_result) if isinstance(adhoc_result, dict) else None,
+        managed=dict(managed_result) if isinstance(managed_result, dict) else None,
     )
 
 
@@ -1031,6 +1115,7 @@ def _cmd_start_node(args: Json) -> Json:
 # Worker side: a node in a lab namespace, and an ad-hoc TCP echo exchange
 # --------------------------------------------------------------------------------------------
 
+ZTS_AF_INET = 2
 ZTS_AF_INET6 = 10
 ZTS_SOCK_STREAM = 1
 ZTS_IP_MAX_STR_LEN = 46  # ZTS_INET6_ADDRSTRLEN; zts_addr_*_str insist on exactly this
@@ -1068,6 +1153,14 @@ _NETNS_SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "zts_set_recv_timeout": (ctypes.c_int, [ctypes.c_int, ctypes.c_int, ctypes.c_int]),
     "zts_set_send_timeout": (ctypes.c_int, [ctypes.c_int, ctypes.c_int, ctypes.c_int]),
     "zts_set_no_delay": (ctypes.c_int, [ctypes.c_int, ctypes.c_int]),
+    "zts_shutdown_wr": (ctypes.c_int, [ctypes.c_int]),
+    "zts_set_blocking": (ctypes.c_int, [ctypes.c_int, ctypes.c_int]),
+    "zts_bsd_connect": (ctypes.c_int, [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32]),
+    "zts_util_ipstr_to_saddr": (
+        ctypes.c_int,
+        [ctypes.c_char_p, ctypes.c_ushort, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)],
+    ),
+    "zts_net_get_mac": (ctypes.c_uint64, [ctypes.c_uint64]),
 }
 
 
@@ -1381,6 +1474,370 @@ class _Adhoc:
         )
 
 
+# zts_net_get_status values (ZeroTier's virtual network status codes); anything else is an error.
+_NET_STATUS_NAMES = {
+    0: "REQUESTING_CONFIGURATION",
+    1: "OK",
+    2: "ACCESS_DENIED",
+    3: "NOT_FOUND",
+    4: "PORT_ERROR",
+    5: "CLIENT_TOO_OLD",
+}
+ZTS_EAGAIN = 11  # zts_errno after an accept or recv that timed out
+ZTS_EISCONN = 106
+ZTS_EALREADY = 114
+ZTS_EINPROGRESS = 115
+ZTS_ETIMEDOUT = 110
+_SOCKADDR_STORAGE_LEN = 128
+
+
+class _Managed(_Adhoc):
+    """A member of a controller-managed network: server, client or plain member (see
+    run_node_in_netns)."""
+
+    def __init__(self, lib: ctypes.CDLL, node_id: int, spec: Json) -> None:
+        super().__init__(lib, node_id, spec)
+        self.nwid = int(spec["nwid"], 16)
+        self.name = str(spec["name"])
+        self.started = time.monotonic()
+        self.last_status: int | None = None
+        # CLOCK_MONOTONIC is one clock for every process on the machine: the parent can
+        # place this worker's times ("t": seconds since `t0`) on its own timeline.
+        self.report.update(name=self.name, network_id=spec["nwid"], statuses=[], t0=self.started)
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+    def poll_status(self) -> int:
+        """zts_net_get_status, recording it when it differs from the last one seen."""
+        code = int(self.lib.zts_net_get_status(self.nwid))
+        if code != self.last_status:
+            self.last_status = code
+            name = _NET_STATUS_NAMES.get(code, f"error {code}")
+            self.report["statuses"].append({"t": self.elapsed(), "status": name})
+        return code
+
+    def wait(self, predicate: Callable[[], bool], seconds: float, step: float = 0.05) -> bool:
+        """Like _wait_until, polling the network status on every round."""
+
+        def check() -> bool:
+            self.poll_status()
+            return predicate()
+
+        return _wait_until(check, min(seconds, self.remaining()), step)
+
+    def stopping(self) -> bool:
+        return (self.exchange / "stop").is_file()
+
+    def wait_file(self, name: str, seconds: float | None = None) -> bool:
+        """Waits for the file ``name``; False on timeout or when ``stop`` appears first."""
+        path = self.exchange / name
+
+        def there() -> bool:
+            return path.is_file() or self.stopping()
+
+        limit = self.remaining() if seconds is None else seconds
+        return self.wait(there, limit, 0.05) and path.is_file()
+
+    def publish(self, name: str, info: Json) -> None:
+        tmp = self.exchange / f".{name}.tmp"
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, self.exchange / name)
+
+    def stream_socket4(self) -> int:
+        fd = int(self.lib.zts_socket(ZTS_AF_INET, ZTS_SOCK_STREAM, 0))
+        if fd < 0:
+            raise self.socket_error("zts_socket(ZTS_AF_INET)", fd)
+        return fd
+
+    # -- joining ---------------------------------------------------------------------------
+
+    def address_of(self, family: int) -> str | None:
+        """zts_addr_get_str: the node's first address of ``family`` on the network, or None."""
+
+        def call(buf: ctypes.Array[ctypes.c_char]) -> int:
+            return int(self.lib.zts_addr_get_str(self.nwid, family, buf, len(buf)))
+
+        return _ip_str(call)
+
+    def join_managed(self) -> None:
+        lib, nwid = self.lib, self.nwid
+        _check("zts_net_join", int(lib.zts_net_join(nwid)))
+        self.publish(
+            f"{self.name}.joined.json",
+            {"node_id": f"{self.node_id:010x}", "network_id": f"{nwid:016x}"},
+        )
+        self.poll_status()
+        addresses: dict[str, str | None] = {"ipv4": None, "ipv6": None}
+
+        def ready() -> bool:
+            if int(lib.zts_net_transport_is_ready(nwid)) != 1:
+                return False
+            addresses["ipv4"] = self.address_of(ZTS_AF_INET)
+            addresses["ipv6"] = self.address_of(ZTS_AF_INET6)
+            return addresses["ipv4"] is not None and addresses["ipv6"] is not None
+
+        if not self.wait(ready, self.remaining()):
+            raise _WorkerError(
+                f"network {nwid:016x} not ready within the timeout (status "
+                f"{_NET_STATUS_NAMES.get(self.poll_status())}, addresses {addresses})"
+            )
+        self.report["ready_s"] = self.elapsed()
+        mac = int(lib.zts_net_get_mac(nwid))
+        self.report.update(
+            ipv4=addresses["ipv4"],
+            ipv6=addresses["ipv6"],
+            mac=":".join(f"{(mac >> (8 * i)) & 0xFF:02x}" for i in range(5, -1, -1)),
+        )
+        if self.spec.get("ip6lock"):
+            self.install_ip6lock(str(self.spec["ip6lock"]))
+
+    def ready_info(self) -> Json:
+        return {
+            "node_id": f"{self.node_id:010x}",
+            "network_id": f"{self.nwid:016x}",
+            "ipv4": self.report["ipv4"],
+            "ipv6": self.report["ipv6"],
+            "mac": self.report["mac"],
+            "port": int(self.spec["port"]),
+        }
+
+    def run(self) -> Json:
+        role = self.spec["role"]
+        try:
+            self.join_managed()
+            if role == "server":
+                self.serve_managed()
+            elif role == "client":
+                self.publish(f"{self.name}.ready.json", self.ready_info())
+                self.client_managed()
+            else:
+                self.publish(f"{self.name}.ready.json", self.ready_info())
+                if not self.wait_file("stop"):
+                    raise _WorkerError("no stop file within the timeout")
+        except _WorkerError as exc:
+            self.report["error"] = str(exc)
+        except Exception:
+            self.report["error"] = traceback.format_exc()
+        with contextlib.suppress(Exception):
+            self.poll_status()
+        self.count_ip6lock()
+        self.report["end_s"] = self.elapsed()
+        return self.report
+
+    # -- server ----------------------------------------------------------------------------
+
+    def accept(self, fd: int) -> tuple[int, str]:
+        """One zts_accept; (-1, "") when it timed out (the listener's receive timeout)."""
+        remote = ctypes.create_string_buffer(ZTS_IP_MAX_STR_LEN)
+        remote_port = ctypes.c_ushort(0)
+        conn = int(self.lib.zts_accept(fd, remote, ZTS_IP_MAX_STR_LEN, ctypes.byref(remote_port)))
+        if conn < 0:
+            if _zts_errno(self.lib) == ZTS_EAGAIN:
+                return -1, ""
+            raise self.socket_error("zts_accept", conn)
+        return conn, f"{remote.value.decode('ascii')}:{remote_port.value}"
+
+    def serve_managed(self) -> None:
+        lib, port = self.lib, int(self.spec["port"])
+        address = str(self.report["ipv4"])
+        fd = self.stream_socket4()
+        try:
+            rc = int(lib.zts_bind(fd, address.encode("ascii"), port))
+            if rc != 0:
+                raise self.socket_error(f"zts_bind({address}:{port})", rc)
+            rc = int(lib.zts_listen(fd, 4))
+            if rc != 0:
+                raise self.socket_error("zts_listen", rc)
+            self.publish(f"{self.name}.ready.json", self.ready_info())
+            self.serve_bulk(fd)
+            self.serve_probes(fd)
+        finally:
+            lib.zts_close(fd)
+
+    def serve_bulk(self, fd: int) -> None:
+        lib = self.lib
+        conn = -1
+        self.set_timeouts(fd, 1)
+        while conn < 0:
+            self.poll_status()
+            if self.remaining() <= 0 or self.stopping():
+                raise _WorkerError("no bulk connection before the timeout or stop")
+            conn, peer = self.accept(fd)
+        try:
+            self.report["bulk_from"] = peer
+            self.set_timeouts(conn, 30)
+            digest = hashlib.sha256()
+            got = 0
+            buf = ctypes.create_string_buffer(64 << 10)
+            started = time.perf_counter()
+            while True:
+                if self.remaining() <= 0:
+                    raise _WorkerError(f"timeout after receiving {got} bytes")
+                n = int(lib.zts_recv(conn, buf, len(buf), 0))
+                if n == 0:
+                    break
+                if n < 0:
+                    raise self.socket_error(f"zts_recv (after {got} bytes)", n)
+                digest.update(buf.raw[:n])
+                got += n
+            self.report.update(
+                bytes_received=got,
+                receive_s=time.perf_counter() - started,
+                sha256=digest.hexdigest(),
+            )
+            self.send_all(conn, digest.digest())
+        finally:
+            lib.zts_close(conn)
+
+    def serve_probes(self, fd: int) -> None:
+        probes: list[Json] = []
+        self.report["probes"] = probes
+        while not self.stopping():
+            self.poll_status()
+            if self.remaining() <= 0:
+                raise _WorkerError("no stop file within the timeout")
+            conn, peer = self.accept(fd)
+            if conn < 0:
+                continue
+            probe: Json = {"t": self.elapsed(), "from": peer}
+            try:
+                self.set_timeouts(conn, 5)
+                self.send_all(conn, b"ok")
+                probe["answered"] = True
+            except _WorkerError as exc:
+                probe["error"] = str(exc)
+            finally:
+                self.lib.zts_close(conn)
+            probes.append(probe)
+
+    # -- client ----------------------------------------------------------------------------
+
+    def client_managed(self) -> None:
+        lib = self.lib
+        if not self.wait_file("server.ready.json"):
+            raise _WorkerError("the server never wrote server.ready.json")
+        server = json.loads((self.exchange / "server.ready.json").read_text())
+        address, port = str(server["ipv4"]), int(server["port"])
+        self.report["server"] = f"{address}:{port}"
+        if self.spec["wait_go"] and not self.wait_file("go"):
+            raise _WorkerError("no go file within the timeout")
+        self.report["go_s"] = self.elapsed()
+        size, chunk = int(self.spec["bytes"]), int(self.spec["chunk"])
+        data = _pseudo_random(int(self.spec["seed"]), size)
+        fd = self.stream_socket4()
+        try:
+            started = time.perf_counter()
+            timeout_ms = int(min(30.0, max(1.0, self.remaining())) * 1000)
+            rc = int(lib.zts_connect(fd, address.encode("ascii"), port, timeout_ms))
+            if rc != 0:
+                raise self.socket_error(f"zts_connect({address}:{port})", rc)
+            self.report["connect_s"] = time.perf_counter() - started
+            self.set_timeouts(fd, 30)
+            sending = time.perf_counter()
+            for offset in range(0, size, chunk):
+                if self.remaining() <= 0:
+                    raise _WorkerError(f"timeout after sending {offset} bytes")
+                self.send_all(fd, data[offset : offset + chunk])
+                self.report["bytes_sent"] = min(size, offset + chunk)
+            rc = int(lib.zts_shutdown_wr(fd))
+            if rc != 0:
+                raise self.socket_error("zts_shutdown_wr", rc)
+            buf = ctypes.create_string_buffer(_DIGEST_LEN)
+            answer = self.recv_exact(fd, _DIGEST_LEN, buf)
+            elapsed = time.perf_counter() - sending
+            self.report.update(
+                transfer_s=elapsed,
+                mbit_s=size * 8 / elapsed / 1e6,
+                sha256=hashlib.sha256(data).hexdigest(),
+                sha256_ok=answer == hashlib.sha256(data).digest(),
+            )
+        finally:
+            lib.zts_close(fd)
+        self.publish(f"{self.name}.done.json", {"sha256_ok": self.report["sha256_ok"]})
+        if not self.wait_file("deauthorized"):
+            raise _WorkerError("no deauthorized file within the timeout")
+        self.report["deauthorized_s"] = self.elapsed()
+        self.probe(address, port)
+
+    def connect_within(self, fd: int, address: str, port: int, seconds: float) -> int:
+        """Connects ``fd`` without blocking for more than ``seconds``: 0 when connected (the
+        socket is then blocking again), else the errno (ETIMEDOUT when time ran out).
+
+        zts_connect's own timeout does not bound a blocking lwIP connect whose SYNs go
+        unanswered (that takes lwIP's full SYN retry schedule), hence a non-blocking connect
+        polled by repeating it: EINPROGRESS/EALREADY while pending, EISCONN once connected.
+        """
+        lib = self.lib
+        addr = ctypes.create_string_buffer(_SOCKADDR_STORAGE_LEN)
+        addrlen = ctypes.c_uint32(_SOCKADDR_STORAGE_LEN)
+        rc = int(lib.zts_util_ipstr_to_saddr(address.encode("ascii"), port, addr, addrlen))
+        if rc != 0:
+            raise _WorkerError(f"zts_util_ipstr_to_saddr({address}) returned {rc}")
+        _check("zts_set_blocking", int(lib.zts_set_blocking(fd, 0)))
+        deadline = time.monotonic() + seconds
+        while True:
+            rc = int(lib.zts_bsd_connect(fd, addr, addrlen.value))
+            err = 0 if rc == 0 else _zts_errno(lib)
+            if err in (0, ZTS_EISCONN):
+                _check("zts_set_blocking", int(lib.zts_set_blocking(fd, 1)))
+                return 0
+            if err not in (ZTS_EINPROGRESS, ZTS_EALREADY):
+                return err
+            if time.monotonic() >= deadline:
+                return ZTS_ETIMEDOUT
+            time.sleep(0.02)
+
+    def probe(self, address: str, port: int) -> None:
+        """Tries new connections to the server for probe_window_s; stops at the first 'ok'."""
+        lib = self.lib
+        attempts: list[Json] = []
+        self.report.update(probe_after_deauth=False, probes=attempts)
+        window_end = time.monotonic() + float(self.spec["probe_window_s"])
+        connect_s = float(self.spec["probe_connect_timeout_s"])
+        while time.monotonic() < window_end and self.remaining() > 0 and not self.stopping():
+            self.poll_status()
+            attempt: Json = {"t": self.elapsed()}
+            attempts.append(attempt)
+            tried = time.monotonic()
+            fd = int(lib.zts_socket(ZTS_AF_INET, ZTS_SOCK_STREAM, 0))
+            if fd < 0:
+                attempt["socket"] = f"{fd} (zts_errno {_zts_errno(lib)})"
+            else:
+                try:
+                    err = self.connect_within(fd, address, port, connect_s)
+                    attempt["connect_errno"] = err
+                    if err == 0:
+                        self.set_timeouts(fd, 5)
+                        buf = ctypes.create_string_buffer(2)
+                        try:
+                            attempt["got"] = self.recv_exact(fd, 2, buf).decode("latin-1")
+                        except _WorkerError as exc:
+                            attempt["error"] = str(exc)
+                finally:
+                    lib.zts_close(fd)
+            attempt["s"] = round(time.monotonic() - tried, 3)
+            if attempt.get("got") == "ok":
+                self.report["probe_after_deauth"] = True
+                break
+            # A refused or failed connect can return at once: do not spin.
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - tried)))
+        self.poll_status()
+
+
+def _pseudo_random(seed: int, size: int) -> bytes:
+    """``size`` deterministic pseudo-random bytes (sha256 in counter mode)."""
+    out = bytearray()
+    key = seed.to_bytes(8, "big")
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(key + counter.to_bytes(8, "big")).digest()
+        counter += 1
+    return bytes(out[:size])
+
+
 def _cmd_compute_addresses(args: Json) -> Json:
     lib = _load(args)
     _bind_signatures(lib, _NETNS_SIGNATURES)
@@ -1416,7 +1873,13 @@ def _cmd_netns_node(args: Json) -> Json:
 
     started = time.perf_counter()
     _check("zts_node_start", int(lib.zts_node_start()))
-    result: Json = {"online": False, "online_after_s": None, "stop_s": None, "adhoc": None}
+    result: Json = {
+        "online": False,
+        "online_after_s": None,
+        "stop_s": None,
+        "adhoc": None,
+        "managed": None,
+    }
     try:
         node_id = 0
 
@@ -1437,6 +1900,11 @@ def _cmd_netns_node(args: Json) -> Json:
                 result["adhoc"] = _Adhoc(lib, node_id, dict(args["adhoc"])).run()
             else:
                 result["adhoc"] = {"role": args["adhoc"]["role"], "error": "node not online"}
+        if args.get("managed"):
+            if result["online"]:
+                result["managed"] = _Managed(lib, node_id, dict(args["managed"])).run()
+            else:
+                result["managed"] = {"role": args["managed"]["role"], "error": "node not online"}
     finally:
         running = _thread_count()
         stopping = time.perf_counter()

@@ -54,8 +54,12 @@ impl From<DbError> for ApiError {
 #[derive(Debug, Clone)]
 struct MemberStatus {
     last_request: Timestamp,
-    /// Identity and metadata of the last authorized genuine request (enables pushes).
-    authorized: Option<(Identity, Dictionary)>,
+    /// Identity and metadata of the last genuine request: a config can be pushed to the
+    /// member as soon as its record changes (stock pushes only to members that were authorized
+    /// at their last request; a newly authorized member then waits for its next retry).
+    seen: Option<(Identity, Dictionary)>,
+    /// Whether it was authorized at its last request (it gets revocations).
+    authorized: bool,
 }
 
 /// The controller of the networks whose IDs start with this node's address.
@@ -100,10 +104,12 @@ impl ControllerHost {
         }
         let entry = self.status.entry(key).or_insert(MemberStatus {
             last_request: now,
-            authorized: None,
+            seen: None,
+            authorized: false,
         });
         if genuine {
             entry.last_request = now;
+            entry.seen = Some((req.requester.clone(), req.metadata.clone()));
         }
         if let Err(e) = self.answer(node, now, req, genuine) {
             log::error!(target: "zt.controller", "request of {} for {}: {e}", key.1, key.0);
@@ -157,7 +163,7 @@ impl ControllerHost {
             }
             Decision::AccessDenied => {
                 if let Some(s) = self.status.get_mut(&(id, member_addr)) {
-                    s.authorized = None;
+                    s.authorized = false;
                 }
                 node.controller_send_error(
                     now,
@@ -183,10 +189,8 @@ impl ControllerHost {
                         return Ok(());
                     }
                 };
-                if genuine {
-                    if let Some(s) = self.status.get_mut(&(id, member_addr)) {
-                        s.authorized = Some((req.requester.clone(), req.metadata.clone()));
-                    }
+                if let Some(s) = self.status.get_mut(&(id, member_addr)) {
+                    s.authorized = true;
                 }
                 let request_id = if genuine { req.request_id } else { 0 };
                 if let Err(e) = node.controller_send_config(now, request_id, &config) {
@@ -208,14 +212,14 @@ impl ControllerHost {
         v
     }
 
-    /// Re-sends configs to `who` (online members that were authorized at their last request).
+    /// Re-sends configs to `who` (online members; those not authorized get nothing).
     fn push(&mut self, node: &mut Node, now: Timestamp, id: NetworkId, who: &[Address]) {
         for a in who {
             let Some((identity, metadata)) = self
                 .status
                 .get(&(id, *a))
                 .filter(|s| now.since(s.last_request) < ONLINE_WINDOW_MS)
-                .and_then(|s| s.authorized.clone())
+                .and_then(|s| s.seen.clone())
             else {
                 continue;
             };
@@ -257,7 +261,7 @@ impl ControllerHost {
             node.controller_send_revocation(now, a, &rev);
         }
         if let Some(s) = self.status.get_mut(&(id, target)) {
-            s.authorized = None;
+            s.authorized = false;
         }
     }
 
@@ -338,11 +342,7 @@ impl ControllerHost {
         let members = self.db.members(id)?;
         self.db.delete_network(id)?;
         for (a, _) in members {
-            if self
-                .status
-                .get(&(id, a))
-                .is_some_and(|s| s.authorized.is_some())
-            {
+            if self.status.get(&(id, a)).is_some_and(|s| s.authorized) {
                 self.revoke(node, now, id, a);
             }
         }

@@ -729,10 +729,13 @@ impl Node {
         };
         let peer_addr = Address::from_bytes(&addr);
         let ep = SocketAddr::new(ip, port);
-        if !self.peers.contains_key(&peer_addr)
-            || !usable_endpoint(&ep, self.options.allow_loopback)
-        {
+        if !usable_endpoint(&ep, self.options.allow_loopback) {
             return self.drop_input(DropReason::Malformed);
+        }
+        if !self.peers.contains_key(&peer_addr) {
+            // Introduced before its identity arrived: look it up; the next RENDEZVOUS works.
+            self.request_whois(now, peer_addr);
+            return self.drop_input(DropReason::UnknownPeer);
         }
         if let Some(local) = self.socket_for(&ep) {
             // Junk with TTL 2 opens our NAT/firewall toward the peer without reaching it.

@@ -234,6 +234,8 @@ pub enum DropReason {
     MulticastDisabled,
     /// A bounded table (multicast subscriptions) is full.
     TableFull,
+    /// A message about a peer whose identity is not known yet (it is looked up).
+    UnknownPeer,
 }
 
 /// Counters of what the node did and dropped.
