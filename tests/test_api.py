@@ -13,21 +13,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import pytest
 
 import zt
-from zt.planet import make_planet
+
+from .test_network import loopback_planet, wait_until
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def free_tcp_port() -> int:
@@ -35,20 +29,6 @@ def free_tcp_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def loopback_planet(root_id: zt.Identity) -> tuple[zt.World, int]:
-    port = free_udp_port()
-    planet = make_planet([(root_id, [f"127.0.0.1/{port}"])], signing_key=zt.KeyPair.generate())
-    return planet, port
 
 
 def options(

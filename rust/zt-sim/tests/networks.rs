@@ -558,7 +558,11 @@ fn a_flood_of_partial_config_updates_stays_bounded_and_harmless() {
     // 500 validly signed first halves of updates that never complete.
     let mut big = good.clone();
     big.name = "flood".into();
-    let dict: Vec<u8> = big.to_bytes().into_iter().chain(vec![b' '; 12_000]).collect();
+    let dict: Vec<u8> = big
+        .to_bytes()
+        .into_iter()
+        .chain(vec![b' '; 12_000])
+        .collect();
     for u in 0..500u64 {
         let chunks = zt_proto::network::config::make_chunks(
             id,
@@ -582,12 +586,22 @@ fn a_flood_of_partial_config_updates_stays_bounded_and_harmless() {
     lab.sim.run_for(2_000);
     let info = lab.sim.hosts[m].node.network(id).unwrap();
     assert_eq!(info.status, NetworkStatus::Ok);
-    assert_eq!(info.config.unwrap().name, "sim-net", "no partial update was applied");
+    assert_eq!(
+        info.config.unwrap().name,
+        "sim-net",
+        "no partial update was applied"
+    );
     // The member still takes a complete update afterwards.
     lab.records.borrow_mut().networks.get_mut(&id).unwrap()["name"] = json!("renamed");
     lab.sim.run_for(65_000);
     assert_eq!(
-        lab.sim.hosts[m].node.network(id).unwrap().config.unwrap().name,
+        lab.sim.hosts[m]
+            .node
+            .network(id)
+            .unwrap()
+            .config
+            .unwrap()
+            .name,
         "renamed"
     );
 }

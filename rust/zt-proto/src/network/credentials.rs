@@ -796,6 +796,59 @@ pub struct Tag {
     pub signature: SignatureBytes,
 }
 
+/// Tags, COOs and revocations share one signing scheme: the wire form without the signature
+/// fields (its additional-fields length kept), framed by `7f×8` on both sides, signed by the
+/// network's controller. Each type has `write_body` (fields up to and including `signed_by`).
+macro_rules! framed_credential {
+    ($t:ty, $what:literal) => {
+        impl $t {
+            #[doc = concat!("The signed message of the ", $what, ": `7f×8`, its wire form without the")]
+            /// signature fields, `7f×8`.
+            #[must_use]
+            pub fn signing_message(&self) -> Vec<u8> {
+                let mut m = Vec::with_capacity(256);
+                m.extend_from_slice(&SIGN_FRAME);
+                self.write_body(&mut m);
+                write_no_additional(&mut m);
+                m.extend_from_slice(&SIGN_FRAME);
+                m
+            }
+
+            /// Signs with `signer` (sets `signed_by` first: it is part of the message).
+            ///
+            /// # Errors
+            /// [`CredentialError::NoSecret`] without a secret key.
+            pub fn sign(&mut self, signer: &Identity) -> Result<(), CredentialError> {
+                if !signer.has_secret() {
+                    return Err(CredentialError::NoSecret);
+                }
+                self.signed_by = Some(signer.address());
+                self.signature = sign_with(signer, &self.signing_message())?;
+                Ok(())
+            }
+
+            #[doc = concat!("Verifies that the ", $what, " is signed by `controller`, the controller of its network.")]
+            ///
+            /// # Errors
+            /// [`CredentialError::NotSigned`], [`CredentialError::WrongSigner`],
+            /// [`CredentialError::WrongNetwork`], [`CredentialError::BadSignature`].
+            pub fn verify(&self, controller: &Identity) -> Result<(), CredentialError> {
+                verify_single(
+                    self.network_id,
+                    self.signed_by,
+                    controller,
+                    &self.signing_message(),
+                    &self.signature,
+                )
+            }
+        }
+    };
+}
+
+framed_credential!(Tag, "tag");
+framed_credential!(Coo, "certificate of ownership");
+framed_credential!(Revocation, "revocation");
+
 impl Tag {
     /// An unsigned tag.
     #[must_use]
@@ -824,46 +877,6 @@ impl Tag {
         out.extend_from_slice(&self.value.to_be_bytes());
         out.extend_from_slice(&self.issued_to.to_bytes());
         write_opt_address(out, self.signed_by);
-    }
-
-    /// The signed message: `7f×8`, network ID, timestamp, ID, value, issued-to, signed-by,
-    /// additional-fields length (0), `7f×8`.
-    #[must_use]
-    pub fn signing_message(&self) -> Vec<u8> {
-        let mut m = Vec::with_capacity(58);
-        m.extend_from_slice(&SIGN_FRAME);
-        self.write_body(&mut m);
-        write_no_additional(&mut m);
-        m.extend_from_slice(&SIGN_FRAME);
-        m
-    }
-
-    /// Signs with `signer` (sets `signed_by` first: it is part of the message).
-    ///
-    /// # Errors
-    /// [`CredentialError::NoSecret`] without a secret key.
-    pub fn sign(&mut self, signer: &Identity) -> Result<(), CredentialError> {
-        if !signer.has_secret() {
-            return Err(CredentialError::NoSecret);
-        }
-        self.signed_by = Some(signer.address());
-        self.signature = sign_with(signer, &self.signing_message())?;
-        Ok(())
-    }
-
-    /// Verifies that the tag is signed by `controller`, the controller of its network.
-    ///
-    /// # Errors
-    /// [`CredentialError::NotSigned`], [`CredentialError::WrongSigner`],
-    /// [`CredentialError::WrongNetwork`], [`CredentialError::BadSignature`].
-    pub fn verify(&self, controller: &Identity) -> Result<(), CredentialError> {
-        verify_single(
-            self.network_id,
-            self.signed_by,
-            controller,
-            &self.signing_message(),
-            &self.signature,
-        )
     }
 
     /// Reads one tag.
@@ -1074,45 +1087,6 @@ impl Coo {
         write_opt_address(out, self.signed_by);
     }
 
-    /// The signed message: `7f×8`, the wire form without the three signature fields, `7f×8`.
-    #[must_use]
-    pub fn signing_message(&self) -> Vec<u8> {
-        let mut m = Vec::new();
-        m.extend_from_slice(&SIGN_FRAME);
-        self.write_body(&mut m);
-        write_no_additional(&mut m);
-        m.extend_from_slice(&SIGN_FRAME);
-        m
-    }
-
-    /// Signs with `signer` (sets `signed_by` first: it is part of the message).
-    ///
-    /// # Errors
-    /// [`CredentialError::NoSecret`] without a secret key.
-    pub fn sign(&mut self, signer: &Identity) -> Result<(), CredentialError> {
-        if !signer.has_secret() {
-            return Err(CredentialError::NoSecret);
-        }
-        self.signed_by = Some(signer.address());
-        self.signature = sign_with(signer, &self.signing_message())?;
-        Ok(())
-    }
-
-    /// Verifies that the COO is signed by `controller`, the controller of its network.
-    ///
-    /// # Errors
-    /// [`CredentialError::NotSigned`], [`CredentialError::WrongSigner`],
-    /// [`CredentialError::WrongNetwork`], [`CredentialError::BadSignature`].
-    pub fn verify(&self, controller: &Identity) -> Result<(), CredentialError> {
-        verify_single(
-            self.network_id,
-            self.signed_by,
-            controller,
-            &self.signing_message(),
-            &self.signature,
-        )
-    }
-
     /// Reads one COO.
     ///
     /// A thing count above 16 is rejected: ZeroTier 1.14.1 would read only 16 things and then
@@ -1244,46 +1218,6 @@ impl Revocation {
         out.extend_from_slice(&self.target.to_bytes());
         write_opt_address(out, self.signed_by);
         out.push(self.credential_type.to_u8());
-    }
-
-    /// The signed message: `7f×8`, the wire form without the three signature fields (reserved
-    /// words as zeros), `7f×8`.
-    #[must_use]
-    pub fn signing_message(&self) -> Vec<u8> {
-        let mut m = Vec::with_capacity(69);
-        m.extend_from_slice(&SIGN_FRAME);
-        self.write_body(&mut m);
-        write_no_additional(&mut m);
-        m.extend_from_slice(&SIGN_FRAME);
-        m
-    }
-
-    /// Signs with `signer` (sets `signed_by` first: it is part of the message).
-    ///
-    /// # Errors
-    /// [`CredentialError::NoSecret`] without a secret key.
-    pub fn sign(&mut self, signer: &Identity) -> Result<(), CredentialError> {
-        if !signer.has_secret() {
-            return Err(CredentialError::NoSecret);
-        }
-        self.signed_by = Some(signer.address());
-        self.signature = sign_with(signer, &self.signing_message())?;
-        Ok(())
-    }
-
-    /// Verifies that the revocation is signed by `controller`, the controller of its network.
-    ///
-    /// # Errors
-    /// [`CredentialError::NotSigned`], [`CredentialError::WrongSigner`],
-    /// [`CredentialError::WrongNetwork`], [`CredentialError::BadSignature`].
-    pub fn verify(&self, controller: &Identity) -> Result<(), CredentialError> {
-        verify_single(
-            self.network_id,
-            self.signed_by,
-            controller,
-            &self.signing_message(),
-            &self.signature,
-        )
     }
 
     /// Reads one revocation. The reserved words are ignored.

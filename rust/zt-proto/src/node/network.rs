@@ -11,7 +11,9 @@ use crate::identity::Identity;
 use crate::network::config::{
     self, ChunkOutcome, ConfigAssembler, ConfigChunk, IpPrefix, NetworkConfig, NetworkType,
 };
-use crate::network::credentials::{Com, CredentialType, Credentials, Revocation};
+use crate::network::credentials::{
+    Capability, Com, Coo, CredentialType, Credentials, Revocation, Tag,
+};
 use crate::network::filter::{self, FilterContext, FrameInfo};
 use crate::network::{AdHoc, Mac, MulticastGroup, NetworkId};
 use crate::packet::Verb;
@@ -168,14 +170,92 @@ pub struct NetworkInfo {
 pub(super) struct Membership {
     com: Option<Com>,
     com_revoked_before: i64,
-    tags: BTreeMap<u32, crate::network::credentials::Tag>,
-    caps: BTreeMap<u32, crate::network::credentials::Capability>,
-    coos: BTreeMap<u32, crate::network::credentials::Coo>,
+    tags: BTreeMap<u32, Tag>,
+    caps: BTreeMap<u32, Capability>,
+    coos: BTreeMap<u32, Coo>,
     revoked: BTreeMap<(u8, u32), i64>,
     revocation_ids: BTreeSet<u32>,
     last_push: Option<Timestamp>,
     pushed_config_ts: i64,
     last_like: Option<Timestamp>,
+}
+
+/// What capabilities, tags and COOs have in common for a membership table.
+trait Keyed: Clone {
+    /// Credential type number (revocations name it).
+    const KIND: u8;
+    fn key(&self) -> u32;
+    fn stamp(&self) -> i64;
+    fn network(&self) -> NetworkId;
+    fn holder(&self) -> Option<Address>;
+    fn check(&self, controller: &Identity) -> bool;
+    fn table(m: &mut Membership) -> &mut BTreeMap<u32, Self>;
+}
+
+impl Keyed for Capability {
+    const KIND: u8 = 2;
+    fn key(&self) -> u32 {
+        self.id
+    }
+    fn stamp(&self) -> i64 {
+        self.timestamp
+    }
+    fn network(&self) -> NetworkId {
+        self.network_id
+    }
+    fn holder(&self) -> Option<Address> {
+        self.issued_to()
+    }
+    fn check(&self, controller: &Identity) -> bool {
+        self.verify(controller).is_ok()
+    }
+    fn table(m: &mut Membership) -> &mut BTreeMap<u32, Self> {
+        &mut m.caps
+    }
+}
+
+impl Keyed for Tag {
+    const KIND: u8 = 3;
+    fn key(&self) -> u32 {
+        self.id
+    }
+    fn stamp(&self) -> i64 {
+        self.timestamp
+    }
+    fn network(&self) -> NetworkId {
+        self.network_id
+    }
+    fn holder(&self) -> Option<Address> {
+        Some(self.issued_to)
+    }
+    fn check(&self, controller: &Identity) -> bool {
+        self.verify(controller).is_ok()
+    }
+    fn table(m: &mut Membership) -> &mut BTreeMap<u32, Self> {
+        &mut m.tags
+    }
+}
+
+impl Keyed for Coo {
+    const KIND: u8 = 4;
+    fn key(&self) -> u32 {
+        self.id
+    }
+    fn stamp(&self) -> i64 {
+        self.timestamp
+    }
+    fn network(&self) -> NetworkId {
+        self.network_id
+    }
+    fn holder(&self) -> Option<Address> {
+        Some(self.issued_to)
+    }
+    fn check(&self, controller: &Identity) -> bool {
+        self.verify(controller).is_ok()
+    }
+    fn table(m: &mut Membership) -> &mut BTreeMap<u32, Self> {
+        &mut m.coos
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -263,7 +343,7 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn owns(&self, f: impl Fn(&crate::network::credentials::Coo) -> bool) -> bool {
+    fn owns(&self, f: impl Fn(&Coo) -> bool) -> bool {
         if self.inbound {
             let Some(m) = self.remote else { return false };
             m.coos.values().any(|c| {
@@ -1057,80 +1137,43 @@ impl Node {
             self.accept_revocation(now, src, rev);
         }
         for cap in &creds.capabilities {
-            let id = cap.network_id;
-            let (Some(to), Some(ctl)) = (cap.issued_to(), self.controller_identity(now, id)) else {
-                continue;
-            };
-            let ok = cap.verify(&ctl).is_ok();
-            let Some(m) = self.membership_mut(id, to) else {
-                continue;
-            };
-            if m.caps
-                .get(&cap.id)
-                .is_some_and(|o| o.timestamp > cap.timestamp)
-                || m.revoked
-                    .get(&(2, cap.id))
-                    .is_some_and(|r| *r >= cap.timestamp)
-            {
-                continue;
-            }
-            if ok {
-                m.caps.insert(cap.id, cap.clone());
-            } else {
-                self.drop_input(DropReason::BadCredential);
-            }
+            self.accept_keyed(now, cap);
         }
         for tag in &creds.tags {
-            let id = tag.network_id;
-            let Some(ctl) = self.controller_identity(now, id) else {
-                continue;
-            };
-            let ok = tag.verify(&ctl).is_ok();
-            let Some(m) = self.membership_mut(id, tag.issued_to) else {
-                continue;
-            };
-            if m.tags
-                .get(&tag.id)
-                .is_some_and(|o| o.timestamp > tag.timestamp)
-                || m.revoked
-                    .get(&(3, tag.id))
-                    .is_some_and(|r| *r >= tag.timestamp)
-            {
-                continue;
-            }
-            if ok {
-                m.tags.insert(tag.id, tag.clone());
-            } else {
-                self.drop_input(DropReason::BadCredential);
-            }
+            self.accept_keyed(now, tag);
         }
         for coo in &creds.coos {
-            let id = coo.network_id;
-            let Some(ctl) = self.controller_identity(now, id) else {
-                continue;
-            };
-            let ok = coo.verify(&ctl).is_ok();
-            let Some(m) = self.membership_mut(id, coo.issued_to) else {
-                continue;
-            };
-            if m.coos
-                .get(&coo.id)
-                .is_some_and(|o| o.timestamp > coo.timestamp)
-                || m.revoked
-                    .get(&(4, coo.id))
-                    .is_some_and(|r| *r >= coo.timestamp)
-            {
-                continue;
-            }
-            if ok {
-                m.coos.insert(coo.id, coo.clone());
-            } else {
-                self.drop_input(DropReason::BadCredential);
-            }
+            self.accept_keyed(now, coo);
         }
         // Frames held for these senders may pass now.
         for (id, peer) in touched {
             self.retry_held(now, id, Some(peer));
+        }
+    }
+
+    /// Stores a capability, tag or COO of its holder unless it is older than the one held,
+    /// revoked, or not signed by the network's controller.
+    fn accept_keyed<T: Keyed>(&mut self, now: Timestamp, c: &T) {
+        let id = c.network();
+        let (Some(to), Some(ctl)) = (c.holder(), self.controller_identity(now, id)) else {
+            return;
+        };
+        let ok = c.check(&ctl);
+        let Some(m) = self.membership_mut(id, to) else {
+            return;
+        };
+        let revoked = m
+            .revoked
+            .get(&(T::KIND, c.key()))
+            .is_some_and(|r| *r >= c.stamp());
+        let table = T::table(m);
+        if revoked || table.get(&c.key()).is_some_and(|o| o.stamp() > c.stamp()) {
+            return;
+        }
+        if ok {
+            table.insert(c.key(), c.clone());
+        } else {
+            self.drop_input(DropReason::BadCredential);
         }
     }
 
