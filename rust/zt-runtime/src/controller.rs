@@ -192,8 +192,8 @@ impl ControllerHost {
                 if let Some(s) = self.status.get_mut(&(id, member_addr)) {
                     s.authorized = true;
                 }
-                let request_id = if genuine { req.request_id } else { 0 };
-                if let Err(e) = node.controller_send_config(now, request_id, &config) {
+                // Request ID 0 (a push) sends NETWORK_CONFIG instead of an OK.
+                if let Err(e) = node.controller_send_config(now, req.request_id, &config) {
                     log::error!(target: "zt.controller", "cannot send config: {e}");
                 }
             }
@@ -230,7 +230,9 @@ impl ControllerHost {
                 request_id: 0,
                 from: None,
             };
-            if let Err(e) = self.answer(node, now, &req, false) {
+            // The metadata is the member's own last request: its version fields are recorded
+            // as for that request (an authorization pushed before its next request).
+            if let Err(e) = self.answer(node, now, &req, true) {
                 log::error!(target: "zt.controller", "push to {a}: {e}");
             }
         }
