@@ -1,0 +1,289 @@
+//! One network's TCP/IP stack: a smoltcp interface and its sockets over a [`VirtualEthernet`].
+//!
+//! Sans-IO like the protocol core: frames go in with [`NetStack::handle_frame`], come out of
+//! [`NetStack::poll_frame`]; time is given in ms to [`NetStack::poll`], which says when it wants
+//! to be polled next ([`NetStack::poll_at`]).
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
+use smoltcp::socket::{icmp, tcp, udp};
+use smoltcp::storage::PacketMetadata;
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
+
+use crate::device::VirtualEthernet;
+
+/// First ephemeral port (IANA dynamic range).
+pub const EPHEMERAL_FIRST: u16 = 49152;
+
+/// Why a stack operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StackError {
+    /// The socket is not in a state that allows it.
+    #[error("invalid state for this operation")]
+    InvalidState,
+    /// No local address of the destination's family, or unspecified address/port.
+    #[error("address not available")]
+    AddressNotAvailable,
+    /// Every ephemeral port is taken.
+    #[error("no free local port")]
+    NoPorts,
+    /// The port is taken.
+    #[error("address in use")]
+    AddressInUse,
+    /// The buffer is full / empty (try again).
+    #[error("would block")]
+    WouldBlock,
+    /// The datagram does not fit.
+    #[error("message too long")]
+    TooLong,
+    /// Unknown socket handle.
+    #[error("bad socket handle")]
+    BadHandle,
+}
+
+/// A network's stack.
+pub struct NetStack {
+    iface: Interface,
+    dev: VirtualEthernet,
+    sockets: SocketSet<'static>,
+    mac: [u8; 6],
+    next_port: u16,
+}
+
+impl std::fmt::Debug for NetStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetStack")
+            .field("mac", &EthernetAddress(self.mac))
+            .field("addrs", &self.iface.ip_addrs())
+            .finish_non_exhaustive()
+    }
+}
+
+fn ts(ms: i64) -> Instant {
+    Instant::from_millis(ms)
+}
+
+/// The EUI-64 link-local address of a MAC (what lwIP gives a netif, too).
+#[must_use]
+pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
+    Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        mac[0] ^ 0x02,
+        mac[1],
+        mac[2],
+        0xff,
+        0xfe,
+        mac[3],
+        mac[4],
+        mac[5],
+    ])
+}
+
+impl NetStack {
+    /// A stack for the member with this MAC, IP MTU `mtu`, seeded with `seed` (TCP initial
+    /// sequence numbers, ephemeral ports).
+    #[must_use]
+    pub fn new(mac: [u8; 6], mtu: usize, seed: u64, now_ms: i64) -> Self {
+        let mut dev = VirtualEthernet::new(mtu);
+        let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+        config.random_seed = seed;
+        let iface = Interface::new(config, &mut dev, ts(now_ms));
+        let span = u64::from(u16::MAX - EPHEMERAL_FIRST);
+        let mut s = Self {
+            iface,
+            dev,
+            sockets: SocketSet::new(Vec::new()),
+            mac,
+            next_port: EPHEMERAL_FIRST + (seed % span) as u16,
+        };
+        s.set_addresses(&[]);
+        s
+    }
+
+    /// Sets the managed addresses (`ip`, prefix length); the link-local address is kept.
+    pub fn set_addresses(&mut self, addrs: &[(IpAddr, u8)]) {
+        let ll = link_local(self.mac);
+        self.iface.update_ip_addrs(|a| {
+            a.clear();
+            let _ = a.push(IpCidr::new(IpAddress::Ipv6(ll), 64));
+            for (ip, bits) in addrs {
+                let cidr = match ip {
+                    IpAddr::V4(v4) => IpCidr::new(IpAddress::Ipv4(*v4), (*bits).min(32)),
+                    IpAddr::V6(v6) => IpCidr::new(IpAddress::Ipv6(*v6), (*bits).min(128)),
+                };
+                if a.push(cidr).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Sets the IP MTU (a network's config).
+    pub fn set_mtu(&mut self, mtu: usize) {
+        self.dev.set_mtu(mtu);
+    }
+
+    /// The addresses in use.
+    #[must_use]
+    pub fn addresses(&self) -> Vec<(IpAddr, u8)> {
+        self.iface
+            .ip_addrs()
+            .iter()
+            .map(|c| (IpAddr::from(c.address()), c.prefix_len()))
+            .collect()
+    }
+
+    /// A frame from the network (Ethernet, 14-byte header).
+    pub fn handle_frame(&mut self, frame: Vec<u8>) {
+        self.dev.push_rx(frame);
+    }
+
+    /// Processes queued frames and timers; true if anything happened to a socket.
+    pub fn poll(&mut self, now_ms: i64) -> bool {
+        self.iface
+            .poll(ts(now_ms), &mut self.dev, &mut self.sockets)
+            == PollResult::SocketStateChanged
+    }
+
+    /// The next frame for the network.
+    pub fn poll_frame(&mut self) -> Option<Vec<u8>> {
+        self.dev.pop_tx()
+    }
+
+    /// Gives a sent frame's buffer back for reuse.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.dev.recycle(buf);
+    }
+
+    /// When the stack wants [`Self::poll`] again (ms), if at all.
+    pub fn poll_at(&mut self, now_ms: i64) -> Option<i64> {
+        self.iface
+            .poll_at(ts(now_ms), &self.sockets)
+            .map(|i| i.total_millis())
+    }
+
+    /// Frames dropped by full device queues.
+    #[must_use]
+    pub fn dropped_frames(&self) -> u64 {
+        self.dev.dropped
+    }
+
+    // ----- sockets -------------------------------------------------------------------------------
+
+    /// A new TCP socket with these buffer sizes.
+    pub fn add_tcp(&mut self, rx: usize, tx: usize) -> SocketHandle {
+        let s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; rx]),
+            tcp::SocketBuffer::new(vec![0; tx]),
+        );
+        self.sockets.add(s)
+    }
+
+    /// A new UDP socket holding up to `packets` datagrams of `bytes` total each way.
+    pub fn add_udp(&mut self, packets: usize, bytes: usize) -> SocketHandle {
+        let buf = || udp::PacketBuffer::new(vec![PacketMetadata::EMPTY; packets], vec![0; bytes]);
+        self.sockets.add(udp::Socket::new(buf(), buf()))
+    }
+
+    /// A new ICMP socket (for pings).
+    pub fn add_icmp(&mut self, packets: usize, bytes: usize) -> SocketHandle {
+        let buf =
+            || icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; packets], vec![0; bytes]);
+        self.sockets.add(icmp::Socket::new(buf(), buf()))
+    }
+
+    /// Removes a socket (a TCP socket should be closed or aborted first).
+    pub fn remove(&mut self, h: SocketHandle) {
+        self.sockets.remove(h);
+    }
+
+    /// A TCP socket.
+    pub fn tcp(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket<'static>>(h)
+    }
+
+    /// A UDP socket.
+    pub fn udp(&mut self, h: SocketHandle) -> &mut udp::Socket<'static> {
+        self.sockets.get_mut::<udp::Socket<'static>>(h)
+    }
+
+    /// An ICMP socket.
+    pub fn icmp(&mut self, h: SocketHandle) -> &mut icmp::Socket<'static> {
+        self.sockets.get_mut::<icmp::Socket<'static>>(h)
+    }
+
+    fn port_in_use(&self, port: u16) -> bool {
+        self.sockets.iter().any(|(_, s)| match s {
+            smoltcp::socket::Socket::Tcp(t) => {
+                t.local_endpoint().is_some_and(|e| e.port == port)
+                    || t.listen_endpoint().port == port
+            }
+            smoltcp::socket::Socket::Udp(u) => u.endpoint().port == port,
+            _ => false,
+        })
+    }
+
+    /// A free ephemeral port.
+    ///
+    /// # Errors
+    /// All are in use.
+    pub fn ephemeral_port(&mut self) -> Result<u16, StackError> {
+        for _ in 0..=(u16::MAX - EPHEMERAL_FIRST) {
+            let p = self.next_port;
+            self.next_port = if p == u16::MAX {
+                EPHEMERAL_FIRST
+            } else {
+                p + 1
+            };
+            if !self.port_in_use(p) {
+                return Ok(p);
+            }
+        }
+        Err(StackError::NoPorts)
+    }
+
+    /// Starts a TCP connection (from `local_port`, 0 = ephemeral).
+    ///
+    /// # Errors
+    /// Bad state, no address of that family, or no free port.
+    pub fn tcp_connect(
+        &mut self,
+        h: SocketHandle,
+        remote: SocketAddr,
+        local_port: u16,
+    ) -> Result<u16, StackError> {
+        let port = if local_port == 0 {
+            self.ephemeral_port()?
+        } else {
+            local_port
+        };
+        let family_ok = self
+            .iface
+            .ip_addrs()
+            .iter()
+            .any(|c| c.address().version() == IpAddress::from(remote.ip()).version());
+        if !family_ok {
+            return Err(StackError::AddressNotAvailable);
+        }
+        let cx = self.iface.context();
+        let remote = IpEndpoint::new(remote.ip().into(), remote.port());
+        self.sockets
+            .get_mut::<tcp::Socket<'static>>(h)
+            .connect(cx, remote, port)
+            .map_err(|e| match e {
+                tcp::ConnectError::InvalidState => StackError::InvalidState,
+                tcp::ConnectError::Unaddressable => StackError::AddressNotAvailable,
+            })?;
+        Ok(port)
+    }
+}
