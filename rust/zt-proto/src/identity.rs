@@ -166,10 +166,10 @@ impl Identity {
         if digest[59..64] != self.address.to_bytes() {
             return Err(IdentityError::AddressMismatch(self.address));
         }
-        if let Some(kp) = &self.secret {
-            if KeyPair::from_parts(&self.public, kp.secret()).is_none() {
-                return Err(IdentityError::KeyMismatch(self.address));
-            }
+        if let Some(kp) = &self.secret
+            && KeyPair::from_parts(&self.public, kp.secret()).is_none()
+        {
+            return Err(IdentityError::KeyMismatch(self.address));
         }
         Ok(())
     }

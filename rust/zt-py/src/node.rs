@@ -184,12 +184,12 @@ impl NativeNode {
         allowed_destinations: Option<Vec<String>>,
         controller: Option<String>,
     ) -> PyResult<Self> {
-        if let Some(p) = &planet {
-            if p.0.world_type != zt_proto::WorldType::Planet {
-                return Err(errors::world(
-                    "the planet option needs a planet, not a moon",
-                ));
-            }
+        if let Some(p) = &planet
+            && p.0.world_type != zt_proto::WorldType::Planet
+        {
+            return Err(errors::world(
+                "the planet option needs a planet, not a moon",
+            ));
         }
         let allowed = match allowed_destinations {
             None => None,

@@ -94,13 +94,12 @@ impl ControllerHost {
         }
         let key = (req.network, req.requester.address());
         let genuine = req.request_id != 0;
-        if let Some(s) = self.status.get(&key) {
-            if genuine
-                && req.request_id != LOCAL_REQUEST
-                && now.since(s.last_request) <= MIN_REQUEST_PERIOD_MS
-            {
-                return;
-            }
+        if let Some(s) = self.status.get(&key)
+            && genuine
+            && req.request_id != LOCAL_REQUEST
+            && now.since(s.last_request) <= MIN_REQUEST_PERIOD_MS
+        {
+            return;
         }
         let entry = self.status.entry(key).or_insert(MemberStatus {
             last_request: now,

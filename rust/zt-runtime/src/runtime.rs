@@ -948,10 +948,10 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
             break;
         }
         let timeout = clock.until(node.poll_timeout());
-        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e.into());
-            }
+        if let Err(e) = poll.poll(&mut events, Some(timeout))
+            && e.kind() != std::io::ErrorKind::Interrupted
+        {
+            return Err(e.into());
         }
         for ev in &events {
             let Some(index) = ev.token().0.checked_sub(FIRST_SOCKET) else {

@@ -96,17 +96,17 @@ pub fn load(store: &dyn Store, options: &LoadOptions) -> Result<Loaded, StoreErr
                 return Err(corrupt(store, &secret_key, "holds no secret key"));
             }
             id.validate().map_err(|e| corrupt(store, &secret_key, e))?;
-            if let Some(wanted) = &options.identity {
-                if wanted != &id {
-                    return Err(StoreError::Conflict {
-                        path: store.describe(&secret_key),
-                        reason: format!(
-                            "holds identity {}, not the requested {}; refusing to replace it",
-                            id.address(),
-                            wanted.address()
-                        ),
-                    });
-                }
+            if let Some(wanted) = &options.identity
+                && wanted != &id
+            {
+                return Err(StoreError::Conflict {
+                    path: store.describe(&secret_key),
+                    reason: format!(
+                        "holds identity {}, not the requested {}; refusing to replace it",
+                        id.address(),
+                        wanted.address()
+                    ),
+                });
             }
             id
         }
@@ -162,10 +162,10 @@ pub fn load(store: &dyn Store, options: &LoadOptions) -> Result<Loaded, StoreErr
 
     let mut moons = Vec::new();
     for key in store.list("moons.d/")? {
-        if key.ends_with(".moon") {
-            if let Some(m) = read_world(store, &key, WorldType::Moon)? {
-                moons.push(m);
-            }
+        if key.ends_with(".moon")
+            && let Some(m) = read_world(store, &key, WorldType::Moon)?
+        {
+            moons.push(m);
         }
     }
 

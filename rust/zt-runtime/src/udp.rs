@@ -180,13 +180,13 @@ impl UdpSockets {
     /// # Errors
     /// The OS refused (unreachable, buffer full, …).
     pub fn send(&self, t: &Transmit) -> io::Result<()> {
-        if let Some(allowed) = &self.allowed {
-            if !allowed.iter().any(|p| p.contains(t.to.ip())) {
-                return Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!("{} is outside the allowed destinations", t.to),
-                ));
-            }
+        if let Some(allowed) = &self.allowed
+            && !allowed.iter().any(|p| p.contains(t.to.ip()))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} is outside the allowed destinations", t.to),
+            ));
         }
         let Some((_, sock, _)) = self.socks.iter().find(|(l, _, _)| *l == t.local) else {
             return Err(io::Error::new(

@@ -226,12 +226,11 @@ pub fn allocate_ipv4(
             }
         }
         let ip = Ipv4Addr::from(ip);
-        if let Some(prefix) = prefix.filter(|&p| p > 0) {
-            if !allocated.contains(&IpAddr::V4(ip))
-                && !already_listed(assignments, &ip_to_string(ip.into()))
-            {
-                return Some((ip, prefix));
-            }
+        if let Some(prefix) = prefix.filter(|&p| p > 0)
+            && !allocated.contains(&IpAddr::V4(ip))
+            && !already_listed(assignments, &ip_to_string(ip.into()))
+        {
+            return Some((ip, prefix));
         }
     }
     None

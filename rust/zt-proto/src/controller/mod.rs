@@ -305,14 +305,13 @@ pub fn decide(
                     .and_then(Value::as_number),
                 _ => return answer(Decision::NoAnswer),
             };
-            if let Some(e) = expiry {
-                if number_cmp_i64(e, 0).is_some_and(|c| c.is_eq())
-                    || number_cmp_i64(e, now.0).is_some_and(|c| c.is_gt())
-                {
-                    authorized = true;
-                    let token = String::from_utf8_lossy(&token).into_owned();
-                    auto = Some(("token", json!(token)));
-                }
+            if let Some(e) = expiry
+                && (number_cmp_i64(e, 0).is_some_and(|c| c.is_eq())
+                    || number_cmp_i64(e, now.0).is_some_and(|c| c.is_gt()))
+            {
+                authorized = true;
+                let token = String::from_utf8_lossy(&token).into_owned();
+                auto = Some(("token", json!(token)));
             }
         }
     }
@@ -477,15 +476,14 @@ fn rules_caps_tags(network: &Value, m: &mut Value, new_member: bool) -> Option<R
         for cap in caps.iter().filter(|c| c.is_object()) {
             let id = (json_int(field(cap, "id"), 0) & ID_MASK) as u32;
             caps_by_id.insert(id, cap);
-            if new_member && json_bool(field(cap, "default"), false) {
-                if let Value::Array(mine) = &mut m["capabilities"] {
-                    if !mine
-                        .iter()
-                        .any(|c| json_int(c, 0) & ID_MASK == u64::from(id))
-                    {
-                        mine.push(json!(id));
-                    }
-                }
+            if new_member
+                && json_bool(field(cap, "default"), false)
+                && let Value::Array(mine) = &mut m["capabilities"]
+                && !mine
+                    .iter()
+                    .any(|c| json_int(c, 0) & ID_MASK == u64::from(id))
+            {
+                mine.push(json!(id));
             }
         }
     }

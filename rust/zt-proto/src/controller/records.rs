@@ -546,13 +546,13 @@ pub fn member_update_from_post(
         if let Some(Value::Array(a)) = b.get("tags") {
             let mut tags = BTreeMap::new();
             for t in a {
-                if let Value::Array(pair) = t {
-                    if let [id, value] = pair.as_slice() {
-                        tags.insert(
-                            json_int(id, 0) & 0xffff_ffff,
-                            json_int(value, 0) & 0xffff_ffff,
-                        );
-                    }
+                if let Value::Array(pair) = t
+                    && let [id, value] = pair.as_slice()
+                {
+                    tags.insert(
+                        json_int(id, 0) & 0xffff_ffff,
+                        json_int(value, 0) & 0xffff_ffff,
+                    );
                 }
             }
             let tags: Vec<Value> = tags

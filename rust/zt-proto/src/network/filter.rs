@@ -430,14 +430,12 @@ impl<'e, 'a, C: FilterContext + ?Sized> Evaluator<'e, 'a, C> {
         for rule in rules {
             if rule.is_action() {
                 if !set {
-                    if f.inbound {
-                        if let RuleKind::Tee(t) | RuleKind::Watch(t) | RuleKind::Redirect(t) =
+                    if f.inbound
+                        && let RuleKind::Tee(t) | RuleKind::Watch(t) | RuleKind::Redirect(t) =
                             rule.kind
-                        {
-                            if t.address == f.me {
-                                super_accept = true;
-                            }
-                        }
+                        && t.address == f.me
+                    {
+                        super_accept = true;
                     }
                     set = true;
                     continue;

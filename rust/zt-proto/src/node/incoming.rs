@@ -87,11 +87,12 @@ impl Node {
         piece: Option<(u8, u8, Vec<u8>)>,
         head: Option<Vec<u8>>,
     ) {
-        if !self.fragments.contains_key(&id) && self.fragments.len() >= FRAGMENT_SETS {
-            if let Some((&oldest, _)) = self.fragments.iter().min_by_key(|(_, f)| f.created) {
-                self.fragments.remove(&oldest);
-                self.drop_input(DropReason::FragmentTimeout);
-            }
+        if !self.fragments.contains_key(&id)
+            && self.fragments.len() >= FRAGMENT_SETS
+            && let Some((&oldest, _)) = self.fragments.iter().min_by_key(|(_, f)| f.created)
+        {
+            self.fragments.remove(&oldest);
+            self.drop_input(DropReason::FragmentTimeout);
         }
         let set = self.fragments.entry(id).or_insert_with(|| FragmentSet {
             created: now,
@@ -482,12 +483,11 @@ impl Node {
                 }
             }
         }
-        if packet::hops(&p) == 0 {
-            if let Some(InetAddress(Some(addr))) = reported {
-                if self.is_upstream(src) {
-                    self.surface.insert(src, addr);
-                }
-            }
+        if packet::hops(&p) == 0
+            && let Some(InetAddress(Some(addr))) = reported
+            && self.is_upstream(src)
+        {
+            self.surface.insert(src, addr);
         }
         // OK(HELLO): suite 3 only if the peer's version was already known to be >= 12.
         let (maj, min, rev) = self.options.software_version;
@@ -593,22 +593,23 @@ impl Node {
                         }
                     }
                 }
-                if hops == 0 && upstream {
-                    if let Some(InetAddress(Some(addr))) = reported {
-                        self.surface.insert(src, addr);
-                    }
+                if hops == 0
+                    && upstream
+                    && let Some(InetAddress(Some(addr))) = reported
+                {
+                    self.surface.insert(src, addr);
                 }
-                if let Ok(len) = r.u16() {
-                    if let Ok(area) = r.bytes(usize::from(len)) {
-                        if upstream {
-                            let mut wr = Reader::new(area);
-                            while !wr.is_empty() {
-                                let Ok(w) = World::read(&mut wr) else { break };
-                                let _ = self.handle_world_update(w);
-                            }
-                        } else if len > 0 {
-                            self.drop_input(DropReason::NotFromUpstream);
+                if let Ok(len) = r.u16()
+                    && let Ok(area) = r.bytes(usize::from(len))
+                {
+                    if upstream {
+                        let mut wr = Reader::new(area);
+                        while !wr.is_empty() {
+                            let Ok(w) = World::read(&mut wr) else { break };
+                            let _ = self.handle_world_update(w);
                         }
+                    } else if len > 0 {
+                        self.drop_input(DropReason::NotFromUpstream);
                     }
                 }
                 self.update_online(now);

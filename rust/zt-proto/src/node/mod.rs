@@ -401,10 +401,10 @@ impl ReplayWindow {
             return false;
         }
         self.order.push_back(id);
-        if self.order.len() > Self::CAPACITY {
-            if let Some(old) = self.order.pop_front() {
-                self.seen.remove(&old);
-            }
+        if self.order.len() > Self::CAPACITY
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
         }
         true
     }
@@ -574,10 +574,10 @@ impl Node {
             if addr == node.address() {
                 continue;
             }
-            if node.add_peer(cached.identity.clone()) {
-                if let Some(p) = node.peers.get_mut(&addr) {
-                    p.version = cached.version;
-                }
+            if node.add_peer(cached.identity.clone())
+                && let Some(p) = node.peers.get_mut(&addr)
+            {
+                p.version = cached.version;
             }
             for ep in cached.endpoints {
                 node.pending_hellos.push((addr, ep));
@@ -831,14 +831,13 @@ impl Node {
             });
         }
         let dest = packet::destination(&data);
-        if let Some(p) = self.peers.get_mut(&dest) {
-            if let Some(path) = p
+        if let Some(p) = self.peers.get_mut(&dest)
+            && let Some(path) = p
                 .paths
                 .iter_mut()
                 .find(|x| x.local == local && x.remote == to)
-            {
-                path.last_send = now;
-            }
+        {
+            path.last_send = now;
         }
     }
 

@@ -478,12 +478,12 @@ impl Node {
     pub(super) fn join_cached(&mut self, now: Timestamp, id: NetworkId, cached: &[u8]) {
         let me = self.address();
         let mut net = Network::new(id, me);
-        if cached.len() > 1 {
-            if let Ok(c) = NetworkConfig::from_bytes(cached) {
-                if c.issued_to == me && c.network_id == id {
-                    net.config = Some(c);
-                }
-            }
+        if cached.len() > 1
+            && let Ok(c) = NetworkConfig::from_bytes(cached)
+            && c.issued_to == me
+            && c.network_id == id
+        {
+            net.config = Some(c);
         }
         let configured = net.config.is_some();
         self.nets.joined.insert(id, net);
@@ -533,10 +533,10 @@ impl Node {
 
     /// Subscribes to a multicast group on a network (announced to members).
     pub fn subscribe(&mut self, now: Timestamp, id: NetworkId, group: MulticastGroup) {
-        if let Some(n) = self.nets.joined.get_mut(&id) {
-            if n.user_groups.insert(group) {
-                self.announce_new_groups(now, id);
-            }
+        if let Some(n) = self.nets.joined.get_mut(&id)
+            && n.user_groups.insert(group)
+        {
+            self.announce_new_groups(now, id);
         }
     }
 
@@ -853,10 +853,10 @@ impl Node {
                     mac: Mac::from_bytes(&mac),
                     adi: u32::from_be_bytes(adi),
                 };
-                if let Some(m) = self.nets.multicast.members.get_mut(&(id, g)) {
-                    if m.remove(&src).is_some() {
-                        self.nets.multicast.entries -= 1;
-                    }
+                if let Some(m) = self.nets.multicast.members.get_mut(&(id, g))
+                    && m.remove(&src).is_some()
+                {
+                    self.nets.multicast.entries -= 1;
                 }
             }
             return;
@@ -870,14 +870,14 @@ impl Node {
             ERROR_AUTHENTICATION_REQUIRED => NetworkStatus::AuthenticationRequired,
             _ => return,
         };
-        if let Some(n) = self.nets.joined.get_mut(&id) {
-            if n.failure != Some(status) {
-                n.failure = Some(status);
-                self.events.push_back(Event::NetworkStatus {
-                    network: id,
-                    status,
-                });
-            }
+        if let Some(n) = self.nets.joined.get_mut(&id)
+            && n.failure != Some(status)
+        {
+            n.failure = Some(status);
+            self.events.push_back(Event::NetworkStatus {
+                network: id,
+                status,
+            });
         }
     }
 
@@ -987,12 +987,12 @@ impl Node {
                 ERROR_NETWORK_ACCESS_DENIED => NetworkStatus::AccessDenied,
                 _ => NetworkStatus::NotFound,
             };
-            if let Some(n) = self.nets.joined.get_mut(&network) {
-                if n.failure != Some(status) {
-                    n.failure = Some(status);
-                    self.events
-                        .push_back(Event::NetworkStatus { network, status });
-                }
+            if let Some(n) = self.nets.joined.get_mut(&network)
+                && n.failure != Some(status)
+            {
+                n.failure = Some(status);
+                self.events
+                    .push_back(Event::NetworkStatus { network, status });
             }
             return;
         }
@@ -1121,10 +1121,10 @@ impl Node {
             if ts <= m.com_revoked_before {
                 continue;
             }
-            if let Some(old) = &m.com {
-                if old.timestamp().unwrap_or(0) > ts || old == com {
-                    continue;
-                }
+            if let Some(old) = &m.com
+                && (old.timestamp().unwrap_or(0) > ts || old == com)
+            {
+                continue;
             }
             if ok {
                 m.com = Some(com.clone());
@@ -1224,19 +1224,18 @@ impl Node {
         }
         if rev.target == self.address() && rev.credential_type == CredentialType::Com {
             // Our own membership was revoked: our config's COM is no longer good.
-            if let Some(n) = self.nets.joined.get_mut(&id) {
-                if n.config
+            if let Some(n) = self.nets.joined.get_mut(&id)
+                && n.config
                     .as_ref()
                     .and_then(|c| c.com.as_ref())
                     .and_then(Com::timestamp)
                     .is_some_and(|t| t <= rev.threshold)
-                {
-                    n.failure = Some(NetworkStatus::AccessDenied);
-                    self.events.push_back(Event::NetworkStatus {
-                        network: id,
-                        status: NetworkStatus::AccessDenied,
-                    });
-                }
+            {
+                n.failure = Some(NetworkStatus::AccessDenied);
+                self.events.push_back(Event::NetworkStatus {
+                    network: id,
+                    status: NetworkStatus::AccessDenied,
+                });
             }
         }
         if rev.flags & Revocation::FLAG_FAST_PROPAGATE != 0 {
@@ -1892,10 +1891,10 @@ impl Node {
             return self.drop_input(DropReason::Malformed);
         };
         let id = NetworkId(nwid);
-        if flags & 0x01 != 0 {
-            if let Ok(com) = Com::read(&mut r) {
-                self.add_inline_com(now, src, &com);
-            }
+        if flags & 0x01 != 0
+            && let Ok(com) = Com::read(&mut r)
+        {
+            self.add_inline_com(now, src, &com);
         }
         let limit = u32::from_be_bytes(limit);
         if limit == 0 || !self.may_use_multicast_from(id, src) {
@@ -2083,16 +2082,15 @@ impl Node {
                 .iter()
                 .filter(|p| p.network == id && p.group == g)
                 .count();
-            if same_group >= TX_QUEUE_PER_GROUP {
-                if let Some(i) = self
+            if same_group >= TX_QUEUE_PER_GROUP
+                && let Some(i) = self
                     .nets
                     .multicast
                     .pending
                     .iter()
                     .position(|p| p.network == id && p.group == g)
-                {
-                    self.nets.multicast.pending.remove(i);
-                }
+            {
+                self.nets.multicast.pending.remove(i);
             }
             self.nets.multicast.pending.push(PendingMulticast {
                 created: now,
@@ -2225,11 +2223,11 @@ impl Node {
                     return Err(self.frame_drop(FrameError::BroadcastDisabled));
                 }
             }
-            if cfg.ndp_emulation() {
-                if let Some(na) = self.emulate_ndp(cfg, &f, my_mac) {
-                    self.nets.frames.push_back(na);
-                    return Ok(());
-                }
+            if cfg.ndp_emulation()
+                && let Some(na) = self.emulate_ndp(cfg, &f, my_mac)
+            {
+                self.nets.frames.push_back(na);
+                return Ok(());
             }
             if cfg.multicast_limit == 0 {
                 return Err(self.frame_drop(FrameError::MulticastDisabled));
