@@ -348,3 +348,30 @@ def test_public_network_settings_and_rules_reach_members(lab: Lab) -> None:
     ctl.update_network(nwid, name="renamed", mtu=2000)
     wait_until(lambda: (n := m.network(nwid)) is not None and n.name == "renamed", 10, "push")
     assert m.network(nwid).mtu == 2000  # type: ignore[union-attr]
+
+
+def test_nodes_answer_ping_through_their_user_space_stacks(lab: Lab) -> None:
+    assert lab.ctl.controller is not None
+    ctl = lab.ctl.controller
+    nwid = ctl.create_network(**NETWORK)["id"]
+    a = lab.node()
+    b = lab.node()
+    for m in (a, b):
+        m.join(nwid)
+    wait_until(lambda: len(ctl.members(nwid)) == 2, 10, "both pending")
+    for m in (a, b):
+        ctl.authorize(nwid, m.address)
+    a.wait_network(nwid, 10)
+    nb = b.wait_network(nwid, 10)
+    assert nb.ipv4 is not None
+    rtt4 = a.ping(nwid, str(nb.ipv4.ip), timeout=10)
+    assert rtt4 is not None and rtt4 < 5
+    six = str(zt.network.rfc4193_address(nwid, b.address))
+    rtt6 = a.ping(nwid, six, timeout=10, size=1200)
+    assert rtt6 is not None
+    # An address nobody holds gets no answer (and no hang).
+    assert a.ping(nwid, "198.18.0.251", timeout=1) is None
+    with pytest.raises(zt.NetworkError, match="cannot ping"):
+        a.ping("8056c2e21c000001", "198.18.0.1", timeout=1)
+    with pytest.raises(ValueError, match="not an IP"):
+        a.ping(nwid, "nonsense")

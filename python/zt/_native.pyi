@@ -180,6 +180,9 @@ class NativeNode:
         self, port: int, token: Optional[str] = None, home: Optional[str] = None
     ) -> int: ...
     def stop_api(self) -> None: ...
+    def ping(
+        self, nwid: str, ip: str, timeout: float = 5.0, size: int = 56
+    ) -> Optional[float]: ...
 
 @final
 class FrameTap:

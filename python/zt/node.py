@@ -399,6 +399,14 @@ class Node:
         """A tap receiving the Ethernet frames the node delivers on a network (from now on)."""
         return self._native.tap_frames(format_network_id(nwid), capacity)
 
+    def ping(
+        self, nwid: NetworkIdLike, ip: str, timeout: float = 5.0, size: int = 56
+    ) -> Optional[float]:
+        """Pings ``ip`` on a network from this node's own TCP/IP stack (ICMP or ICMPv6 echo);
+        the round-trip time in seconds, or None without a reply within ``timeout``. Every
+        node's stack answers pings to its managed addresses."""
+        return self._native.ping(format_network_id(nwid), str(ip), timeout, size)
+
     def multicast_subscribe(self, nwid: NetworkIdLike, mac: str, adi: int = 0) -> None:
         """Subscribes to a multicast group (announced to the network's members)."""
         self._native.multicast_subscribe(format_network_id(nwid), mac, adi)

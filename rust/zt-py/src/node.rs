@@ -443,6 +443,68 @@ impl NativeNode {
             .map_err(errors::runtime)
     }
 
+    /// Pings `ip` on a network from this node's stack (ICMP / ICMPv6 echo); the round-trip
+    /// time in seconds, or None if no reply came within `timeout`.
+    #[pyo3(signature = (nwid, ip, timeout = 5.0, size = 56))]
+    fn ping(
+        &self,
+        py: Python<'_>,
+        nwid: &str,
+        ip: &str,
+        timeout: f64,
+        size: usize,
+    ) -> PyResult<Option<f64>> {
+        let id = network_id(nwid)?;
+        let dst: std::net::IpAddr = ip
+            .parse()
+            .map_err(|_| PyValueError::new_err(format!("{ip:?} is not an IP address")))?;
+        if size > 1400 {
+            return Err(PyValueError::new_err("size must be at most 1400"));
+        }
+        let t = duration(Some(timeout))?.unwrap_or_default();
+        let rt = self.rt();
+        py.detach(|| {
+            let started = std::time::Instant::now();
+            let ident = (started.elapsed().subsec_nanos() as u16) | 1;
+            let payload = vec![0x5a; size];
+            let call = Duration::from_secs(10);
+            let first = payload.clone();
+            let h = rt
+                .call(
+                    move |ctx| ctx.stacks.ping_send(id, dst, (ident, 1), &first, None),
+                    call,
+                )
+                .map_err(errors::runtime)?
+                .map_err(|e| errors::NetworkError::new_err(format!("cannot ping: {e}")))?;
+            let mut seq = 1u16;
+            let mut last = std::time::Instant::now();
+            loop {
+                let done = started.elapsed() >= t;
+                let got = rt
+                    .call(move |ctx| ctx.stacks.ping_reply(id, h, done), call)
+                    .map_err(errors::runtime)?;
+                if got.is_some() {
+                    return Ok(Some(last.elapsed().as_secs_f64()));
+                }
+                if done {
+                    return Ok(None);
+                }
+                // Like ping(8): another request now and then (the first may be lost while the
+                // neighbour is resolved).
+                if last.elapsed() >= Duration::from_millis(250) {
+                    seq = seq.wrapping_add(1);
+                    last = std::time::Instant::now();
+                    let p = payload.clone();
+                    let _ = rt.call(
+                        move |ctx| ctx.stacks.ping_send(id, dst, (ident, seq), &p, Some(h)),
+                        call,
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    }
+
     /// Calls the local JSON API in-process (no token): `(status, body text)`.
     #[pyo3(signature = (method, path, body = None, home = None))]
     fn api(

@@ -18,6 +18,7 @@ pub mod http;
 pub mod keygen;
 pub mod rng;
 pub mod runtime;
+pub mod stacks;
 pub mod state;
 pub mod store;
 pub mod udp;

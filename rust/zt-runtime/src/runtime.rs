@@ -178,6 +178,8 @@ pub struct LoopCtx<'a> {
     pub now: zt_proto::Timestamp,
     /// The built-in controller, if enabled.
     pub controller: Option<&'a mut crate::controller::ControllerHost>,
+    /// The TCP/IP stacks of the configured networks.
+    pub stacks: &'a mut crate::stacks::Stacks,
 }
 
 enum Command {
@@ -635,6 +637,8 @@ struct Outputs<'a> {
     shared: &'a Shared,
     udp: UdpSockets,
     controller: Option<crate::controller::ControllerHost>,
+    stacks: crate::stacks::Stacks,
+    stacks_dirty: bool,
     frames_untapped: u64,
     planet_in_roots: bool,
     store_errors: u64,
@@ -664,6 +668,13 @@ impl Outputs<'_> {
                 progress = true;
                 self.deliver(f);
             }
+            if self.stacks_dirty {
+                self.stacks_dirty = false;
+                self.stacks.sync(node, now);
+            }
+            if self.stacks.poll(node, now) {
+                progress = true;
+            }
             if !progress {
                 break;
             }
@@ -671,6 +682,7 @@ impl Outputs<'_> {
     }
 
     fn deliver(&mut self, f: zt_proto::node::Frame) {
+        let stacked = self.stacks.deliver(&f);
         let taps = self
             .shared
             .taps
@@ -681,7 +693,8 @@ impl Outputs<'_> {
             .filter(|t| t.network() == f.network)
             .collect::<Vec<_>>();
         match taps.split_last() {
-            None => self.frames_untapped += 1,
+            None if !stacked => self.frames_untapped += 1,
+            None => {}
             Some((last, rest)) => {
                 for t in rest {
                     t.push(f.clone());
@@ -713,6 +726,7 @@ impl Outputs<'_> {
             },
             Event::NetworkStatus { network, status } => {
                 use zt_proto::node::NetworkStatus as S;
+                self.stacks_dirty = true;
                 let code = match status {
                     S::RequestingConfiguration => C::NetworkRequestConfig,
                     S::Ok => {
@@ -738,8 +752,14 @@ impl Outputs<'_> {
                 };
                 net(code, network)
             }
-            Event::NetworkConfigured { network } => net(C::NetworkUpdate, network),
-            Event::NetworkLeft { network } => net(C::NetworkDown, network),
+            Event::NetworkConfigured { network } => {
+                self.stacks_dirty = true;
+                net(C::NetworkUpdate, network)
+            }
+            Event::NetworkLeft { network } => {
+                self.stacks_dirty = true;
+                net(C::NetworkDown, network)
+            }
             Event::NetworkAddressAdded { network, address } => NodeEvent::Address {
                 code: if address.ip.is_ipv4() {
                     C::AddrAddedIp4
@@ -879,6 +899,12 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         shared,
         udp,
         controller,
+        stacks: crate::stacks::Stacks::new({
+            let mut b = [0u8; 8];
+            zt_proto::crypto::SecureRandom::fill(&mut crate::rng::OsRng, &mut b);
+            u64::from_le_bytes(b)
+        }),
+        stacks_dirty: true,
         frames_untapped: 0,
         planet_in_roots: loaded.planet_in_roots,
         store_errors: 0,
@@ -916,6 +942,7 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
                         node: &mut node,
                         now: clock.now(),
                         controller: out.controller.as_mut(),
+                        stacks: &mut out.stacks,
                     };
                     call_replies.push(job(&mut ctx));
                 }
@@ -947,7 +974,12 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         if stopping {
             break;
         }
-        let timeout = clock.until(node.poll_timeout());
+        let now = clock.now();
+        let deadline = match out.stacks.poll_at(now) {
+            Some(t) => t.min(node.poll_timeout()),
+            None => node.poll_timeout(),
+        };
+        let timeout = clock.until(deadline);
         if let Err(e) = poll.poll(&mut events, Some(timeout))
             && e.kind() != std::io::ErrorKind::Interrupted
         {

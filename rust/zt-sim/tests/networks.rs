@@ -627,7 +627,8 @@ impl Stacks {
                     h as u64,
                     lab.sim.now.as_millis(),
                 );
-                let addrs: Vec<(IpAddr, u8)> = c.static_ips.iter().map(|p| (p.ip, p.bits)).collect();
+                let addrs: Vec<(IpAddr, u8)> =
+                    c.static_ips.iter().map(|p| (p.ip, p.bits)).collect();
                 s.set_addresses(&addrs);
                 (h, s)
             })

@@ -194,3 +194,36 @@ fn link_local_is_eui64() {
         "fe80::11:22ff:fe33:4455"
     );
 }
+
+#[test]
+fn stacks_answer_ping6() {
+    use smoltcp::wire::{Icmpv6Packet, Icmpv6Repr, Ipv6Address};
+    let mut p = Pair::new();
+    let h = p.a.add_icmp(8, 4096);
+    p.a.icmp(h).bind(icmp::Endpoint::Ident(0x77)).unwrap();
+    let src: Ipv6Address = "fd00:0:0:0:99:9300:0:1".parse().unwrap();
+    let dst: Ipv6Address = "fd00:0:0:0:99:9300:0:2".parse().unwrap();
+    let repr = Icmpv6Repr::EchoRequest {
+        ident: 0x77,
+        seq_no: 1,
+        data: b"ping6",
+    };
+    let ok = p.run_until(5_000, |p| {
+        let s = p.a.icmp(h);
+        if s.can_send() && p.now % 500 == 1 {
+            let buf = s.send(repr.buffer_len(), IpAddress::Ipv6(dst)).unwrap();
+            repr.emit(
+                &src,
+                &dst,
+                &mut Icmpv6Packet::new_unchecked(buf),
+                &smoltcp::phy::ChecksumCapabilities::default(),
+            );
+        }
+        if s.can_recv() {
+            let (data, _) = s.recv().unwrap();
+            return data.first() == Some(&129);
+        }
+        false
+    });
+    assert!(ok, "B answered A's ICMPv6 echo");
+}

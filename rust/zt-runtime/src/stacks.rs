@@ -1,0 +1,199 @@
+//! The user-space TCP/IP stacks of a node's networks: one [`NetStack`] per configured network,
+//! kept in step with the network's config (MAC, MTU, managed addresses) and fed with its frames.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use zt_proto::network::NetworkId;
+use zt_proto::node::{Frame, NetworkStatus};
+use zt_proto::{Node, Timestamp};
+use zt_stack::NetStack;
+use zt_stack::smoltcp::iface::SocketHandle;
+
+/// The stacks, by network.
+#[derive(Debug, Default)]
+pub struct Stacks {
+    by_net: HashMap<NetworkId, NetStack>,
+    seed: u64,
+    /// Frames the stacks sent that the node refused (rules, no route...).
+    pub refused: u64,
+}
+
+impl Stacks {
+    /// Stacks seeded with `seed` (TCP sequence numbers, ephemeral ports).
+    #[must_use]
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            ..Self::default()
+        }
+    }
+
+    /// Creates, updates or removes stacks after the node's networks changed.
+    pub fn sync(&mut self, node: &Node, now: Timestamp) {
+        let nets = node.networks();
+        self.by_net
+            .retain(|id, _| nets.iter().any(|n| n.id == *id && n.config.is_some()));
+        for n in nets {
+            let Some(c) = n.config.as_ref() else { continue };
+            if n.status != NetworkStatus::Ok && !self.by_net.contains_key(&n.id) {
+                continue;
+            }
+            let addrs: Vec<(IpAddr, u8)> = c.static_ips.iter().map(|p| (p.ip, p.bits)).collect();
+            let seed = self.seed ^ n.id.0;
+            let stack = self.by_net.entry(n.id).or_insert_with(|| {
+                NetStack::new(n.mac.to_bytes(), usize::from(c.mtu), seed, now.as_millis())
+            });
+            stack.set_mtu(usize::from(c.mtu));
+            if stack
+                .addresses()
+                .iter()
+                .skip(1)
+                .copied()
+                .collect::<Vec<_>>()
+                != addrs
+            {
+                stack.set_addresses(&addrs);
+            }
+        }
+    }
+
+    /// Hands a frame the node delivered to the network's stack; false if it has none.
+    pub fn deliver(&mut self, f: &Frame) -> bool {
+        match self.by_net.get_mut(&f.network) {
+            Some(s) => {
+                s.handle_frame(f.to_ethernet());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Polls every stack and sends what they produced through the node. True if anything was
+    /// sent.
+    pub fn poll(&mut self, node: &mut Node, now: Timestamp) -> bool {
+        let mut sent = false;
+        for (id, s) in &mut self.by_net {
+            s.poll(now.as_millis());
+            while let Some(out) = s.poll_frame() {
+                sent = true;
+                match Frame::from_ethernet(*id, &out) {
+                    Some(f) => {
+                        if node.send_frame(now, f).is_err() {
+                            self.refused += 1;
+                        }
+                    }
+                    None => self.refused += 1,
+                }
+                s.recycle(out);
+            }
+        }
+        sent
+    }
+
+    /// The earliest time a stack wants to be polled (ms).
+    pub fn poll_at(&mut self, now: Timestamp) -> Option<Timestamp> {
+        self.by_net
+            .values_mut()
+            .filter_map(|s| s.poll_at(now.as_millis()))
+            .min()
+            .map(Timestamp)
+    }
+
+    /// Sends an ICMP echo request (`ident`, `seq`, `payload`) to `dst` on a network; the
+    /// returned socket collects the reply ([`Self::ping_reply`]). `again` resends on that
+    /// socket (the first request may be lost while the neighbour is resolved, as with any ping).
+    ///
+    /// # Errors
+    /// No stack for that network, or the socket cannot send yet.
+    pub fn ping_send(
+        &mut self,
+        id: NetworkId,
+        dst: IpAddr,
+        (ident, seq): (u16, u16),
+        payload: &[u8],
+        again: Option<SocketHandle>,
+    ) -> Result<SocketHandle, zt_stack::StackError> {
+        use zt_stack::smoltcp::phy::ChecksumCapabilities;
+        use zt_stack::smoltcp::socket::icmp;
+        use zt_stack::smoltcp::wire::{
+            Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpAddress, Ipv6Address,
+        };
+        let s = self
+            .by_net
+            .get_mut(&id)
+            .ok_or(zt_stack::StackError::BadHandle)?;
+        let h = s.add_icmp(4, 4 * (payload.len() + 64));
+        let src6 = s.addresses().iter().find_map(|(a, _)| match a {
+            IpAddr::V6(v6) if !v6.is_unicast_link_local() => Some(*v6),
+            _ => None,
+        });
+        let sock = s.icmp(h);
+        if again.is_none() && sock.bind(icmp::Endpoint::Ident(ident)).is_err() {
+            s.remove(h);
+            return Err(zt_stack::StackError::InvalidState);
+        }
+        let caps = ChecksumCapabilities::default();
+        let r = match dst {
+            IpAddr::V4(v4) => {
+                let repr = Icmpv4Repr::EchoRequest {
+                    ident,
+                    seq_no: seq,
+                    data: payload,
+                };
+                sock.send(repr.buffer_len(), IpAddress::Ipv4(v4))
+                    .map(|buf| {
+                        repr.emit(&mut Icmpv4Packet::new_unchecked(buf), &caps);
+                    })
+            }
+            IpAddr::V6(v6) => {
+                let repr = Icmpv6Repr::EchoRequest {
+                    ident,
+                    seq_no: seq,
+                    data: payload,
+                };
+                let src = src6.unwrap_or(Ipv6Address::UNSPECIFIED);
+                sock.send(repr.buffer_len(), IpAddress::Ipv6(v6))
+                    .map(|buf| {
+                        repr.emit(&src, &v6, &mut Icmpv6Packet::new_unchecked(buf), &caps);
+                    })
+            }
+        };
+        if r.is_err() && again.is_none() {
+            s.remove(h);
+            return Err(zt_stack::StackError::WouldBlock);
+        }
+        Ok(h)
+    }
+
+    /// The source of an echo reply received on a ping socket, if one arrived; `done` removes
+    /// the socket.
+    pub fn ping_reply(&mut self, id: NetworkId, h: SocketHandle, done: bool) -> Option<IpAddr> {
+        let s = self.by_net.get_mut(&id)?;
+        let mut from = None;
+        {
+            let sock = s.icmp(h);
+            while let Ok((data, src)) = sock.recv() {
+                // Type 0 (IPv4 echo reply) or 129 (ICMPv6 echo reply).
+                if matches!(data.first(), Some(0 | 129)) {
+                    from = Some(IpAddr::from(src));
+                }
+            }
+        }
+        if done || from.is_some() {
+            s.remove(h);
+        }
+        from
+    }
+
+    /// The stack of a network.
+    pub fn get(&mut self, id: NetworkId) -> Option<&mut NetStack> {
+        self.by_net.get_mut(&id)
+    }
+
+    /// Networks with a stack.
+    #[must_use]
+    pub fn networks(&self) -> Vec<NetworkId> {
+        self.by_net.keys().copied().collect()
+    }
+}
