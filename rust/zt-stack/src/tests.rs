@@ -227,3 +227,55 @@ fn stacks_answer_ping6() {
     });
     assert!(ok, "B answered A's ICMPv6 echo");
 }
+
+/// Known problem, kept as a repro: with 1 frame in 17 lost (deterministically), smoltcp 0.14's
+/// sender gets all its data acknowledged but its FIN is never (re)transmitted: the client stays
+/// in FIN-WAIT-1 and the server in ESTABLISHED for good. To fix (or work around in the
+/// runtime) before the socket API relies on `close`.
+#[test]
+#[ignore = "smoltcp 0.14: a lost FIN is not retransmitted (issue #5 work item)"]
+fn a_lost_fin_is_retransmitted() {
+    let mut p = Pair::new();
+    p.drop_every = 17;
+    let server = p.b.add_tcp(256 * 1024, 256 * 1024);
+    p.b.tcp(server).listen(7000).unwrap();
+    let client = p.a.add_tcp(256 * 1024, 256 * 1024);
+    p.a.tcp_connect(client, "198.18.0.2:7000".parse().unwrap(), 0)
+        .unwrap();
+    let data = pattern(1 << 20);
+    let (mut sent, mut got) = (0, 0usize);
+    let complete = p.run_until(60_000, |p| {
+        let c = p.a.tcp(client);
+        if c.can_send() && sent < data.len() {
+            sent += c.send_slice(&data[sent..]).unwrap();
+            if sent == data.len() {
+                c.close();
+            }
+        }
+        let s = p.b.tcp(server);
+        while s.can_recv() {
+            s.recv(|b| {
+                got += b.len();
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+        got == data.len()
+    });
+    assert!(complete);
+    let acked = p.run_until(60_000, |p| p.a.tcp(client).send_queue() == 0);
+    assert!(
+        acked,
+        "client {:?} with {} bytes unacknowledged, server {:?}",
+        p.a.tcp(client).state(),
+        p.a.tcp(client).send_queue(),
+        p.b.tcp(server).state()
+    );
+    let fin = p.run_until(60_000, |p| !p.b.tcp(server).may_recv());
+    assert!(
+        fin,
+        "FIN: client {:?}, server {:?}",
+        p.a.tcp(client).state(),
+        p.b.tcp(server).state()
+    );
+}
