@@ -180,6 +180,8 @@ pub struct LoopCtx<'a> {
     pub controller: Option<&'a mut crate::controller::ControllerHost>,
     /// The TCP/IP stacks of the configured networks.
     pub stacks: &'a mut crate::stacks::Stacks,
+    /// The user-space sockets on those stacks.
+    pub sockets: &'a mut crate::sockets::SocketTable,
 }
 
 enum Command {
@@ -309,6 +311,19 @@ impl std::fmt::Debug for NodeHandle {
 }
 
 impl NodeHandle {
+    /// A function that wakes the loop thread (after changing state it services, like socket
+    /// buffers).
+    #[must_use]
+    pub fn waker(&self) -> Arc<dyn Fn() + Send + Sync> {
+        let shared = self.shared.clone();
+        Arc::new(move || {
+            let w = shared.lock().waker.clone();
+            if let Some(w) = w {
+                let _ = w.wake();
+            }
+        })
+    }
+
     /// The latest snapshot, once the node has run.
     #[must_use]
     pub fn snapshot(&self) -> Option<Snapshot> {
@@ -638,6 +653,7 @@ struct Outputs<'a> {
     udp: UdpSockets,
     controller: Option<crate::controller::ControllerHost>,
     stacks: crate::stacks::Stacks,
+    sockets: crate::sockets::SocketTable,
     stacks_dirty: bool,
     frames_untapped: u64,
     planet_in_roots: bool,
@@ -672,7 +688,11 @@ impl Outputs<'_> {
                 self.stacks_dirty = false;
                 self.stacks.sync(node, now);
             }
+            self.sockets.service(&mut self.stacks);
             if self.stacks.poll(node, now) {
+                progress = true;
+            }
+            if self.sockets.service(&mut self.stacks) {
                 progress = true;
             }
             if !progress {
@@ -904,6 +924,7 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
             zt_proto::crypto::SecureRandom::fill(&mut crate::rng::OsRng, &mut b);
             u64::from_le_bytes(b)
         }),
+        sockets: crate::sockets::SocketTable::default(),
         stacks_dirty: true,
         frames_untapped: 0,
         planet_in_roots: loaded.planet_in_roots,
@@ -943,6 +964,7 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
                         now: clock.now(),
                         controller: out.controller.as_mut(),
                         stacks: &mut out.stacks,
+                        sockets: &mut out.sockets,
                     };
                     call_replies.push(job(&mut ctx));
                 }
