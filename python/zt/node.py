@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from . import _native
+from . import socket as zt_socket
 from .controller import Controller
 from .errors import ControllerError, NetworkError, NodeStateError
 from .events import Event, EventStream, _make
@@ -398,6 +399,11 @@ class Node:
     def frames(self, nwid: NetworkIdLike, capacity: int = 1024) -> _native.FrameTap:
         """A tap receiving the Ethernet frames the node delivers on a network (from now on)."""
         return self._native.tap_frames(format_network_id(nwid), capacity)
+
+    def socket(self, family: int = 2, type: int = 1, proto: int = 0) -> zt_socket.socket:
+        """A socket on this node's networks, like ``socket.socket(family, type)``
+        (``AF_INET``/``AF_INET6``, ``SOCK_STREAM`` for now)."""
+        return zt_socket.socket(self, family, type, proto)
 
     def ping(
         self, nwid: NetworkIdLike, ip: str, timeout: float = 5.0, size: int = 56

@@ -565,6 +565,61 @@ impl NativeNode {
         py.detach(move || drop(server));
     }
 
+    /// Starts a TCP connection to `(ip, port)` on the network that routes `ip`.
+    #[pyo3(signature = (ip, port, rcvbuf = 1048576, sndbuf = 1048576))]
+    fn tcp_connect(
+        &self,
+        py: Python<'_>,
+        ip: &str,
+        port: u16,
+        rcvbuf: usize,
+        sndbuf: usize,
+    ) -> PyResult<TcpSocket> {
+        let remote = parse_sockaddr(ip, port)?;
+        let rt = self.rt();
+        let wake = rt.handle().waker();
+        py.detach(|| {
+            rt.call(
+                move |ctx| {
+                    ctx.sockets
+                        .connect(ctx.stacks, remote, (rcvbuf, sndbuf), wake)
+                },
+                Duration::from_secs(10),
+            )
+        })
+        .map_err(errors::runtime)?
+        .map(TcpSocket)
+        .map_err(|e| sock_err(e, None))
+    }
+
+    /// Listens on `(ip, port)` (`ip` "::" or "0.0.0.0": the first configured network).
+    #[pyo3(signature = (ip, port, backlog = 128, rcvbuf = 1048576, sndbuf = 1048576))]
+    fn tcp_listen(
+        &self,
+        py: Python<'_>,
+        ip: &str,
+        port: u16,
+        backlog: usize,
+        rcvbuf: usize,
+        sndbuf: usize,
+    ) -> PyResult<TcpSocket> {
+        let local = parse_sockaddr(ip, port)?;
+        let rt = self.rt();
+        let wake = rt.handle().waker();
+        py.detach(|| {
+            rt.call(
+                move |ctx| {
+                    ctx.sockets
+                        .listen(ctx.stacks, local, backlog, (rcvbuf, sndbuf), wake)
+                },
+                Duration::from_secs(10),
+            )
+        })
+        .map_err(errors::runtime)?
+        .map(TcpSocket)
+        .map_err(|e| sock_err(e, None))
+    }
+
     /// Offers a newer planet or moon revision; raises WorldError if refused.
     #[pyo3(signature = (world, timeout = 10.0))]
     fn update_world(&self, py: Python<'_>, world: &World, timeout: f64) -> PyResult<()> {
@@ -590,4 +645,119 @@ impl Drop for NativeNode {
             Python::attach(|py| py.detach(move || drop(rt)));
         }
     }
+}
+
+fn sock_err(e: zt_runtime::sockets::SockError, timeout: Option<Duration>) -> PyErr {
+    use zt_runtime::sockets::SockError as S;
+    match e {
+        S::WouldBlock if timeout.is_some_and(|t| t.is_zero()) => {
+            pyo3::exceptions::PyBlockingIOError::new_err((e.errno(), e.to_string()))
+        }
+        S::WouldBlock => pyo3::exceptions::PyTimeoutError::new_err("timed out"),
+        other => pyo3::exceptions::PyOSError::new_err((other.errno(), other.to_string())),
+    }
+}
+
+fn addr_tuple(a: Option<std::net::SocketAddr>) -> Option<(String, u16)> {
+    a.map(|a| (a.ip().to_string(), a.port()))
+}
+
+/// A TCP socket on a node's network stack (data is buffered in Rust; `fileno()` is a real
+/// descriptor mirroring readiness).
+#[pyclass(module = "zt._native", frozen)]
+pub(crate) struct TcpSocket(Arc<zt_runtime::sockets::TcpShared>);
+
+#[pymethods]
+impl TcpSocket {
+    /// Up to `n` bytes (b"" at EOF). `timeout`: None blocks, 0 never blocks.
+    #[pyo3(signature = (n, timeout = None))]
+    fn recv<'py>(
+        &self,
+        py: Python<'py>,
+        n: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+        let t = duration(timeout)?;
+        let s = self.0.clone();
+        let mut buf = vec![0u8; n.min(16 << 20)];
+        let got = py
+            .detach(|| s.recv(&mut buf, t))
+            .map_err(|e| sock_err(e, t))?;
+        Ok(pyo3::types::PyBytes::new(py, &buf[..got]))
+    }
+
+    /// Queues bytes; how many were taken (blocks for room unless `timeout` is 0).
+    #[pyo3(signature = (data, timeout = None))]
+    fn send(&self, py: Python<'_>, data: &[u8], timeout: Option<f64>) -> PyResult<usize> {
+        let t = duration(timeout)?;
+        let s = self.0.clone();
+        let d = data.to_vec();
+        py.detach(|| s.send(&d, t)).map_err(|e| sock_err(e, t))
+    }
+
+    /// Waits until connected.
+    #[pyo3(signature = (timeout = None))]
+    fn wait_connected(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        let t = duration(timeout)?;
+        let s = self.0.clone();
+        py.detach(|| s.wait_connected(t))
+            .map_err(|e| sock_err(e, t))
+    }
+
+    /// The next connection of a listening socket.
+    #[pyo3(signature = (timeout = None))]
+    fn accept(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<TcpSocket> {
+        let t = duration(timeout)?;
+        let s = self.0.clone();
+        py.detach(|| s.accept(t))
+            .map(TcpSocket)
+            .map_err(|e| sock_err(e, t))
+    }
+
+    /// Stops sending (FIN after queued data).
+    fn shutdown_write(&self) {
+        self.0.shutdown_write();
+    }
+
+    /// Closes (queued data still goes out).
+    fn close(&self) {
+        self.0.close();
+    }
+
+    /// The readiness descriptor.
+    fn fileno(&self) -> i32 {
+        self.0.fd()
+    }
+
+    /// `(local, peer)` as `(ip, port)` tuples or None.
+    fn addresses(&self) -> (Option<(String, u16)>, Option<(String, u16)>) {
+        let (l, p) = self.0.addresses();
+        (addr_tuple(l), addr_tuple(p))
+    }
+
+    /// "idle", "listening", "connecting", "connected" or "closed".
+    fn phase(&self) -> &'static str {
+        use zt_runtime::sockets::Phase as P;
+        match self.0.phase() {
+            P::Idle => "idle",
+            P::Listening => "listening",
+            P::Connecting => "connecting",
+            P::Connected => "connected",
+            P::Closed => "closed",
+        }
+    }
+
+    /// TCP_NODELAY.
+    fn set_nodelay(&self, on: bool) {
+        self.0.set_nodelay(on);
+    }
+}
+
+fn parse_sockaddr(ip: &str, port: u16) -> PyResult<std::net::SocketAddr> {
+    let ip: std::net::IpAddr = ip
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| PyValueError::new_err(format!("{ip:?} is not an IP address")))?;
+    Ok(std::net::SocketAddr::new(ip, port))
 }
