@@ -658,7 +658,10 @@ fn sock_err(e: zt_runtime::sockets::SockError, timeout: Option<Duration>) -> PyE
     }
 }
 
-fn addr_tuple(a: Option<std::net::SocketAddr>) -> Option<(String, u16)> {
+/// An `(ip, port)` tuple for Python.
+type PyAddr = Option<(String, u16)>;
+
+fn addr_tuple(a: Option<std::net::SocketAddr>) -> PyAddr {
     a.map(|a| (a.ip().to_string(), a.port()))
 }
 
@@ -730,7 +733,7 @@ impl TcpSocket {
     }
 
     /// `(local, peer)` as `(ip, port)` tuples or None.
-    fn addresses(&self) -> (Option<(String, u16)>, Option<(String, u16)>) {
+    fn addresses(&self) -> (PyAddr, PyAddr) {
         let (l, p) = self.0.addresses();
         (addr_tuple(l), addr_tuple(p))
     }
