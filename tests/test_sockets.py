@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 import zt
-from zt.socket import AF_INET, AF_INET6, SOCK_STREAM
+from zt.socket import AF_INET, AF_INET6, SOCK_DGRAM, SOCK_STREAM
 
 from .test_network import wait_until
 from .test_networks import NETWORK, Lab
@@ -135,3 +135,57 @@ def test_tcp_over_ipv4_with_select_makefile_and_errors(lab: Lab) -> None:
         dup.listen()
     assert e.value.errno == 98  # EADDRINUSE
     srv.close()
+
+
+def test_udp_request_response_both_ways(lab: Lab) -> None:
+    nwid = zt.network.adhoc_network_id(5353, 5353)
+    a, b = lab.node(), lab.node()
+    for n in (a, b):
+        n.join(nwid)
+        n.wait_network(nwid, 10)
+    ip_a = str(zt.network.sixplane_address(nwid, a.address))
+    ip_b = str(zt.network.sixplane_address(nwid, b.address))
+    sb = b.socket(AF_INET6, SOCK_DGRAM)
+    sb.bind(("::", 5353))
+    sa = a.socket(AF_INET6, SOCK_DGRAM)
+    sa.bind(("::", 5353))
+    assert sa.getsockname()[1] == 5353
+
+    def echo() -> None:
+        sb.settimeout(5)
+        try:
+            while True:
+                data, addr = sb.recvfrom(65536)
+                sb.sendto(data, addr)
+        except (TimeoutError, OSError):
+            pass
+
+    t = threading.Thread(target=echo, daemon=True)
+    t.start()
+    sa.settimeout(0.5)
+    for i in range(10):
+        msg = bytes([i]) * (64 + 100 * i)
+        for _ in range(20):  # the first datagram may wait for the path; resend like a client
+            sa.sendto(msg, (ip_b, 5353))
+            try:
+                while True:
+                    data, addr = sa.recvfrom(65536)
+                    if data == msg:
+                        break
+            except TimeoutError:
+                continue
+            assert addr == (ip_b, 5353)
+            break
+        else:
+            pytest.fail(f"no echo for datagram {i}")
+    # connect() + send()/recv() for a fixed peer; select sees it readable.
+    sa.connect((ip_b, 5353))
+    sa.send(b"connected")
+    sel = selectors.DefaultSelector()
+    sel.register(sa, selectors.EVENT_READ)
+    assert sel.select(5)
+    assert sa.recv(100) == b"connected"
+    sb.close()
+    sa.close()
+    t.join(10)
+    assert ip_a != ip_b

@@ -6,9 +6,9 @@
         print(s.recv(1024))
 
 Data stays in Rust (the node's user-space TCP/IP stack); ``fileno()`` is a real descriptor that
-is readable/writable exactly when the socket is, so ``select``/``selectors`` work. This first
-version covers TCP (``SOCK_STREAM``); errors are the standard ``OSError`` subclasses with errno
-values and ``TimeoutError`` for timeouts.
+is readable/writable exactly when the socket is, so ``select``/``selectors`` work. TCP
+(``SOCK_STREAM``) and UDP (``SOCK_DGRAM``); errors are the standard ``OSError`` subclasses with
+errno values and ``TimeoutError`` for timeouts.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ from . import _native
 if TYPE_CHECKING:
     from .node import Node
 
-__all__ = ["AF_INET", "AF_INET6", "SOCK_STREAM", "socket"]
+__all__ = ["AF_INET", "AF_INET6", "SOCK_DGRAM", "SOCK_STREAM", "socket"]
 
 AF_INET = _std.AF_INET
 AF_INET6 = _std.AF_INET6
 SOCK_STREAM = _std.SOCK_STREAM
+SOCK_DGRAM = _std.SOCK_DGRAM
 SHUT_RD, SHUT_WR, SHUT_RDWR = _std.SHUT_RD, _std.SHUT_WR, _std.SHUT_RDWR
 
 Address = tuple[Any, ...]
@@ -49,14 +50,16 @@ class socket:  # noqa: N801 - the standard library's name
     ) -> None:
         if family not in (AF_INET, AF_INET6):
             raise OSError(_errno.EAFNOSUPPORT, "address family not supported")
-        if type != SOCK_STREAM:
-            raise OSError(_errno.ESOCKTNOSUPPORT, "only SOCK_STREAM sockets so far")
+        if type not in (SOCK_STREAM, SOCK_DGRAM):
+            raise OSError(_errno.ESOCKTNOSUPPORT, "socket type not supported")
         self._node = node
         self.family = family
         self.type = type
         self.proto = proto
         self._timeout: Optional[float] = _std.getdefaulttimeout()
         self._s: Optional[_native.TcpSocket] = None
+        self._u: Optional[_native.UdpSocket] = None
+        self._peer: Optional[tuple[str, int]] = None
         self._bound: Optional[tuple[str, int]] = None
         self._closed = False
         self._nodelay = True
@@ -69,6 +72,16 @@ class socket:  # noqa: N801 - the standard library's name
         return s
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _udp(self, bind_if_needed: bool = False) -> _native.UdpSocket:
+        if self._closed:
+            raise OSError(_errno.EBADF, "Bad file descriptor")
+        if self._u is None:
+            if not bind_if_needed:
+                raise OSError(_errno.ENOTCONN, "Transport endpoint is not connected")
+            any_host = "::" if self.family == AF_INET6 else "0.0.0.0"
+            self._u = self._node._native.udp_bind(any_host, 0, *self._bufs)
+        return self._u
 
     def _sock(self) -> _native.TcpSocket:
         if self._closed:
@@ -99,6 +112,29 @@ class socket:  # noqa: N801 - the standard library's name
             raise OverflowError("port must be 0-65535.")
         any_host = "::" if self.family == AF_INET6 else "0.0.0.0"
         self._bound = (_ip(host or any_host, self.family), port)
+        if self.type == SOCK_DGRAM:
+            self._u = self._node._native.udp_bind(self._bound[0], port, *self._bufs)
+
+    def sendto(self, data: Union[bytes, bytearray, memoryview], address: Address) -> int:
+        """Sends a datagram (binds an ephemeral port first if needed)."""
+        if self.type != SOCK_DGRAM:
+            raise OSError(_errno.EISCONN, "sendto on a stream socket")
+        host, port = _ip(address[0], self.family), int(address[1])
+        return self._udp(True).sendto(bytes(data), host, port, self._timeout)
+
+    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Address]:
+        """The next datagram and its sender."""
+        if self.type != SOCK_DGRAM:
+            data = self.recv(bufsize)
+            return data, self.getpeername()
+        return self._udp().recvfrom(bufsize, self._timeout)
+
+    def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Address]:
+        view = memoryview(buffer).cast("B")
+        n = len(view) if nbytes == 0 else min(nbytes, len(view))
+        data, addr = self.recvfrom(n)
+        view[: len(data)] = data
+        return len(data), addr
 
     def listen(self, backlog: int = 128) -> None:
         if self._bound is None:
@@ -115,6 +151,10 @@ class socket:  # noqa: N801 - the standard library's name
 
     def connect(self, address: Address) -> None:
         host, port = _ip(address[0], self.family), int(address[1])
+        if self.type == SOCK_DGRAM:
+            self._udp(True)
+            self._peer = (host, port)
+            return
         self._s = self._node._native.tcp_connect(host, port, *self._bufs)
         self._s.set_nodelay(self._nodelay)
         if self._timeout == 0.0:
@@ -129,6 +169,10 @@ class socket:  # noqa: N801 - the standard library's name
         return 0
 
     def send(self, data: Union[bytes, bytearray, memoryview], flags: int = 0) -> int:
+        if self.type == SOCK_DGRAM:
+            if self._peer is None:
+                raise OSError(_errno.EDESTADDRREQ, "Destination address required")
+            return self.sendto(data, self._peer)
         return self._sock().send(bytes(data), self._timeout)
 
     def sendall(self, data: Union[bytes, bytearray, memoryview], flags: int = 0) -> None:
@@ -140,6 +184,8 @@ class socket:  # noqa: N801 - the standard library's name
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
+        if self.type == SOCK_DGRAM:
+            return self._udp().recvfrom(bufsize, self._timeout)[0]
         return self._sock().recv(bufsize, self._timeout)
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
@@ -154,17 +200,28 @@ class socket:  # noqa: N801 - the standard library's name
             self._sock().shutdown_write()
 
     def close(self) -> None:
-        if not self._closed and self._s is not None:
-            self._s.close()
+        if not self._closed:
+            if self._s is not None:
+                self._s.close()
+            if self._u is not None:
+                self._u.close()
         self._closed = True
 
     def detach(self) -> int:
         raise OSError(_errno.EOPNOTSUPP, "zt sockets have no OS descriptor to detach")
 
     def fileno(self) -> int:
-        return -1 if self._closed or self._s is None else self._s.fileno()
+        if self._closed:
+            return -1
+        if self._u is not None:
+            return self._u.fileno()
+        return -1 if self._s is None else self._s.fileno()
 
     def getsockname(self) -> Address:
+        if self._u is not None:
+            local = self._u.local()
+            if local is not None:
+                return local
         if self._s is not None:
             local = self._s.addresses()[0]
             if local is not None:
@@ -174,6 +231,10 @@ class socket:  # noqa: N801 - the standard library's name
         return ("::" if self.family == AF_INET6 else "0.0.0.0", 0)
 
     def getpeername(self) -> Address:
+        if self.type == SOCK_DGRAM:
+            if self._peer is None:
+                raise OSError(_errno.ENOTCONN, "Transport endpoint is not connected")
+            return self._peer
         peer = self._sock().addresses()[1]
         if peer is None:
             raise OSError(_errno.ENOTCONN, "Transport endpoint is not connected")
@@ -226,5 +287,5 @@ class socket:  # noqa: N801 - the standard library's name
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else (self._s.phase() if self._s else "idle")
+        state = "closed" if self._closed else (self._s.phase() if self._s else "open")
         return f"<zt.socket.socket family={self.family} type={self.type} {state}>"

@@ -22,7 +22,7 @@ mod _native {
     #[pymodule_export]
     use network::{network_adhoc_id, network_member_mac, network_rfc4193, network_sixplane};
     #[pymodule_export]
-    use node::{EventSubscription, FrameTap, NativeNode, TcpSocket};
+    use node::{EventSubscription, FrameTap, NativeNode, TcpSocket, UdpSocket};
     #[pymodule_export]
     use store::{FileStore, MemoryStore};
     #[pymodule_export]

@@ -620,6 +620,30 @@ impl NativeNode {
         .map_err(|e| sock_err(e, None))
     }
 
+    /// Binds a UDP socket to `(ip, port)` (port 0: ephemeral; "::"/"0.0.0.0": every network).
+    #[pyo3(signature = (ip, port, rcvbuf = 1048576, sndbuf = 1048576))]
+    fn udp_bind(
+        &self,
+        py: Python<'_>,
+        ip: &str,
+        port: u16,
+        rcvbuf: usize,
+        sndbuf: usize,
+    ) -> PyResult<UdpSocket> {
+        let local = parse_sockaddr(ip, port)?;
+        let rt = self.rt();
+        let wake = rt.handle().waker();
+        py.detach(|| {
+            rt.call(
+                move |ctx| ctx.udp.bind(ctx.stacks, local, (rcvbuf, sndbuf), wake),
+                Duration::from_secs(10),
+            )
+        })
+        .map_err(errors::runtime)?
+        .map(UdpSocket)
+        .map_err(|e| sock_err(e, None))
+    }
+
     /// Offers a newer planet or moon revision; raises WorldError if refused.
     #[pyo3(signature = (world, timeout = 10.0))]
     fn update_world(&self, py: Python<'_>, world: &World, timeout: f64) -> PyResult<()> {
@@ -753,6 +777,70 @@ impl TcpSocket {
     /// TCP_NODELAY.
     fn set_nodelay(&self, on: bool) {
         self.0.set_nodelay(on);
+    }
+}
+
+/// A UDP socket on a node's network stacks.
+#[pyclass(module = "zt._native", frozen)]
+pub(crate) struct UdpSocket(Arc<zt_runtime::sockets::UdpShared>);
+
+#[pymethods]
+impl UdpSocket {
+    /// `(data, (ip, port))` of the next datagram (truncated to `n`).
+    #[pyo3(signature = (n, timeout = None))]
+    fn recvfrom<'py>(
+        &self,
+        py: Python<'py>,
+        n: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<(Bound<'py, pyo3::types::PyBytes>, (String, u16))> {
+        let t = duration(timeout)?;
+        let s = self.0.clone();
+        let (d, from) = py
+            .detach(|| s.recv_from(n, t))
+            .map_err(|e| sock_err(e, t))?;
+        Ok((
+            pyo3::types::PyBytes::new(py, &d),
+            (from.ip().to_string(), from.port()),
+        ))
+    }
+
+    /// Queues a datagram to `(ip, port)`.
+    #[pyo3(signature = (data, ip, port, timeout = None))]
+    fn sendto(
+        &self,
+        py: Python<'_>,
+        data: &[u8],
+        ip: &str,
+        port: u16,
+        timeout: Option<f64>,
+    ) -> PyResult<usize> {
+        let to = parse_sockaddr(ip, port)?;
+        let t = duration(timeout)?;
+        let s = self.0.clone();
+        let d = data.to_vec();
+        py.detach(|| s.send_to(&d, to, t))
+            .map_err(|e| sock_err(e, t))
+    }
+
+    /// The readiness descriptor.
+    fn fileno(&self) -> i32 {
+        self.0.fd()
+    }
+
+    /// `(ip, port)` bound.
+    fn local(&self) -> PyAddr {
+        addr_tuple(self.0.local())
+    }
+
+    /// Datagrams lost because the receive buffer was full.
+    fn dropped(&self) -> u64 {
+        self.0.dropped()
+    }
+
+    /// Closes the socket.
+    fn close(&self) {
+        self.0.close();
     }
 }
 

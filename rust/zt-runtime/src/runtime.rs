@@ -180,8 +180,10 @@ pub struct LoopCtx<'a> {
     pub controller: Option<&'a mut crate::controller::ControllerHost>,
     /// The TCP/IP stacks of the configured networks.
     pub stacks: &'a mut crate::stacks::Stacks,
-    /// The user-space sockets on those stacks.
+    /// The user-space TCP sockets on those stacks.
     pub sockets: &'a mut crate::sockets::SocketTable,
+    /// The user-space UDP sockets.
+    pub udp: &'a mut crate::sockets::UdpTable,
 }
 
 enum Command {
@@ -654,6 +656,7 @@ struct Outputs<'a> {
     controller: Option<crate::controller::ControllerHost>,
     stacks: crate::stacks::Stacks,
     sockets: crate::sockets::SocketTable,
+    datagrams: crate::sockets::UdpTable,
     stacks_dirty: bool,
     frames_untapped: u64,
     planet_in_roots: bool,
@@ -689,10 +692,14 @@ impl Outputs<'_> {
                 self.stacks.sync(node, now);
             }
             self.sockets.service(&mut self.stacks);
+            self.datagrams.service(&mut self.stacks);
             if self.stacks.poll(node, now) {
                 progress = true;
             }
             if self.sockets.service(&mut self.stacks) {
+                progress = true;
+            }
+            if self.datagrams.service(&mut self.stacks) {
                 progress = true;
             }
             if !progress {
@@ -925,6 +932,7 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
             u64::from_le_bytes(b)
         }),
         sockets: crate::sockets::SocketTable::default(),
+        datagrams: crate::sockets::UdpTable::default(),
         stacks_dirty: true,
         frames_untapped: 0,
         planet_in_roots: loaded.planet_in_roots,
@@ -965,6 +973,7 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
                         controller: out.controller.as_mut(),
                         stacks: &mut out.stacks,
                         sockets: &mut out.sockets,
+                        udp: &mut out.datagrams,
                     };
                     call_replies.push(job(&mut ctx));
                 }

@@ -379,7 +379,7 @@ fn endpoint(e: zt_stack::smoltcp::wire::IpEndpoint) -> SocketAddr {
 
 impl SocketTable {
     /// The network whose managed prefixes contain `ip`.
-    fn route(stacks: &mut Stacks, ip: IpAddr) -> Option<NetworkId> {
+    pub(crate) fn route(stacks: &mut Stacks, ip: IpAddr) -> Option<NetworkId> {
         for id in stacks.networks() {
             let s = stacks.get(id)?;
             let hit = s.addresses().iter().any(|(a, bits)| {
@@ -655,5 +655,326 @@ impl SocketTable {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+// ----- UDP -----------------------------------------------------------------------------------
+
+/// Largest datagram accepted (the network MTU limits what actually fits).
+pub const MAX_DATAGRAM: usize = 65_507;
+
+#[derive(Debug)]
+struct UdpState {
+    rx: VecDeque<(SocketAddr, Vec<u8>)>,
+    rx_bytes: usize,
+    rx_cap: usize,
+    tx: VecDeque<(SocketAddr, Vec<u8>)>,
+    tx_bytes: usize,
+    tx_cap: usize,
+    local: Option<SocketAddr>,
+    released: bool,
+    /// Datagrams dropped because the receive buffer was full.
+    dropped: u64,
+    error: Option<SockError>,
+}
+
+/// What application threads and the loop share for one UDP socket.
+pub struct UdpShared {
+    state: Mutex<UdpState>,
+    cond: Condvar,
+    readiness: Readiness,
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for UdpShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpShared")
+            .field("local", &self.lock().local)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UdpShared {
+    fn lock(&self) -> MutexGuard<'_, UdpState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn refresh(&self, st: &UdpState) {
+        let readable = !st.rx.is_empty() || st.error.is_some() || st.released;
+        let writable = st.tx_bytes < st.tx_cap || st.error.is_some();
+        self.readiness.set(readable, writable);
+        self.cond.notify_all();
+    }
+
+    /// The readiness descriptor.
+    #[must_use]
+    pub fn fd(&self) -> i32 {
+        self.readiness.fd()
+    }
+
+    /// The bound address.
+    #[must_use]
+    pub fn local(&self) -> Option<SocketAddr> {
+        self.lock().local
+    }
+
+    /// Datagrams lost to a full receive buffer.
+    #[must_use]
+    pub fn dropped(&self) -> u64 {
+        self.lock().dropped
+    }
+
+    /// The next datagram (truncated to `max`) and its sender.
+    ///
+    /// # Errors
+    /// Closed, or nothing in time.
+    pub fn recv_from(
+        &self,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<(Vec<u8>, SocketAddr), SockError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = self.lock();
+        loop {
+            if let Some((from, mut d)) = st.rx.pop_front() {
+                st.rx_bytes -= d.len();
+                d.truncate(max);
+                self.refresh(&st);
+                return Ok((d, from));
+            }
+            if st.released {
+                return Err(SockError::Closed);
+            }
+            if let Some(e) = st.error {
+                return Err(e);
+            }
+            st = match deadline {
+                None => self.cond.wait(st).unwrap_or_else(PoisonError::into_inner),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Err(SockError::WouldBlock);
+                    }
+                    self.cond
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Queues a datagram to `to`.
+    ///
+    /// # Errors
+    /// Closed, too large, or no room in time.
+    pub fn send_to(
+        &self,
+        data: &[u8],
+        to: SocketAddr,
+        timeout: Option<Duration>,
+    ) -> Result<usize, SockError> {
+        if data.len() > MAX_DATAGRAM {
+            return Err(SockError::Invalid);
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = self.lock();
+        loop {
+            if st.released {
+                return Err(SockError::Closed);
+            }
+            if st.tx_bytes + data.len() <= st.tx_cap || st.tx.is_empty() {
+                st.tx_bytes += data.len();
+                st.tx.push_back((to, data.to_vec()));
+                self.refresh(&st);
+                drop(st);
+                (self.wake)();
+                return Ok(data.len());
+            }
+            st = match deadline {
+                None => self.cond.wait(st).unwrap_or_else(PoisonError::into_inner),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Err(SockError::WouldBlock);
+                    }
+                    self.cond
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Closes the socket.
+    pub fn close(&self) {
+        let mut st = self.lock();
+        st.released = true;
+        self.refresh(&st);
+        drop(st);
+        (self.wake)();
+    }
+}
+
+#[derive(Debug)]
+struct UdpEntry {
+    shared: Arc<UdpShared>,
+    /// One smoltcp socket per network it is bound on.
+    handles: Vec<(NetworkId, SocketHandle)>,
+}
+
+/// The loop thread's UDP sockets.
+#[derive(Debug, Default)]
+pub struct UdpTable {
+    entries: Vec<UdpEntry>,
+}
+
+impl UdpTable {
+    /// Binds `local` (port 0: an ephemeral port; an unspecified address: every configured
+    /// network).
+    ///
+    /// # Errors
+    /// No network for the address, or the port is taken.
+    pub fn bind(
+        &mut self,
+        stacks: &mut Stacks,
+        local: SocketAddr,
+        buffers: (usize, usize),
+        wake: Arc<dyn Fn() + Send + Sync>,
+    ) -> Result<Arc<UdpShared>, SockError> {
+        let nets: Vec<NetworkId> = if local.ip().is_unspecified() {
+            stacks.networks()
+        } else {
+            SocketTable::route(stacks, local.ip()).into_iter().collect()
+        };
+        let Some(first) = nets.first().copied() else {
+            return Err(SockError::NetUnreachable);
+        };
+        let port = if local.port() == 0 {
+            stacks
+                .get(first)
+                .ok_or(SockError::NetUnreachable)?
+                .ephemeral_port()
+                .map_err(|_| SockError::AddrInUse)?
+        } else {
+            local.port()
+        };
+        let taken = self.entries.iter().any(|e| {
+            !e.shared.lock().released
+                && e.shared.local().map(|l| l.port()) == Some(port)
+                && e.handles.iter().any(|(n, _)| nets.contains(n))
+        });
+        if taken {
+            return Err(SockError::AddrInUse);
+        }
+        let mut handles = Vec::new();
+        for n in nets {
+            let Some(s) = stacks.get(n) else { continue };
+            let h = s.add_udp(256, buffers.0.max(MAX_DATAGRAM));
+            let ep = if local.ip().is_unspecified() {
+                zt_stack::smoltcp::wire::IpListenEndpoint { addr: None, port }
+            } else {
+                zt_stack::smoltcp::wire::IpListenEndpoint {
+                    addr: Some(local.ip().into()),
+                    port,
+                }
+            };
+            if s.udp(h).bind(ep).is_err() {
+                s.remove(h);
+                for (n2, h2) in handles {
+                    if let Some(s2) = stacks.get(n2) {
+                        s2.remove(h2);
+                    }
+                }
+                return Err(SockError::AddrInUse);
+            }
+            handles.push((n, h));
+        }
+        let shared = Arc::new(UdpShared {
+            state: Mutex::new(UdpState {
+                rx: VecDeque::new(),
+                rx_bytes: 0,
+                rx_cap: buffers.0,
+                tx: VecDeque::new(),
+                tx_bytes: 0,
+                tx_cap: buffers.1,
+                local: Some(SocketAddr::new(local.ip(), port)),
+                released: false,
+                dropped: 0,
+                error: None,
+            }),
+            cond: Condvar::new(),
+            readiness: Readiness::new().map_err(|_| SockError::Invalid)?,
+            wake,
+        });
+        {
+            let st = shared.lock();
+            shared.refresh(&st);
+        }
+        self.entries.push(UdpEntry {
+            shared: shared.clone(),
+            handles,
+        });
+        Ok(shared)
+    }
+
+    /// Moves datagrams between the shared queues and the stacks; true if any was sent.
+    pub fn service(&mut self, stacks: &mut Stacks) -> bool {
+        let mut sent = false;
+        self.entries.retain_mut(|e| {
+            let mut st = e.shared.lock();
+            if st.released {
+                for (n, h) in &e.handles {
+                    if let Some(s) = stacks.get(*n) {
+                        s.remove(*h);
+                    }
+                }
+                return false;
+            }
+            for (n, h) in &e.handles {
+                let Some(s) = stacks.get(*n) else { continue };
+                let sock = s.udp(*h);
+                while let Ok((data, meta)) = sock.recv() {
+                    if st.rx_bytes + data.len() > st.rx_cap {
+                        st.dropped += 1;
+                        continue;
+                    }
+                    st.rx_bytes += data.len();
+                    st.rx.push_back((endpoint(meta.endpoint), data.to_vec()));
+                }
+            }
+            while let Some((to, _)) = st.tx.front() {
+                let to = *to;
+                let net = SocketTable::route(stacks, to.ip())
+                    .filter(|n| e.handles.iter().any(|(m, _)| m == n));
+                let Some(net) = net else {
+                    // Nothing routes it: dropped like an unroutable datagram.
+                    if let Some((_, d)) = st.tx.pop_front() {
+                        st.tx_bytes -= d.len();
+                    }
+                    continue;
+                };
+                let Some(h) = e.handles.iter().find(|(m, _)| *m == net).map(|(_, h)| *h) else {
+                    break;
+                };
+                let Some(s) = stacks.get(net) else { break };
+                let sock = s.udp(h);
+                if !sock.can_send() {
+                    break;
+                }
+                let Some((_, d)) = st.tx.pop_front() else {
+                    break;
+                };
+                st.tx_bytes -= d.len();
+                let ep = zt_stack::smoltcp::wire::IpEndpoint::new(to.ip().into(), to.port());
+                if sock.send_slice(&d, ep).is_ok() {
+                    sent = true;
+                }
+            }
+            e.shared.refresh(&st);
+            true
+        });
+        sent
     }
 }

@@ -64,8 +64,8 @@ fn sixplane(rt: &NodeRuntime, id: NetworkId) -> IpAddr {
     IpAddr::V6(id.sixplane(s.identity.address()))
 }
 
-#[test]
-fn tcp_between_two_nodes_over_an_adhoc_network() {
+/// A root and two members of the ad-hoc network for port `port`.
+fn adhoc_pair(port_range: u16) -> (NodeRuntime, NodeRuntime, NodeRuntime, NetworkId) {
     let root_id = Identity::generate(&mut OsRng);
     let port = free_port();
     let key = KeyPair::generate(&mut OsRng);
@@ -74,10 +74,10 @@ fn tcp_between_two_nodes_over_an_adhoc_network() {
         stable_endpoints: vec![SocketAddr::from(([127, 0, 0, 1], port)).into()],
     }];
     let planet = World::make(WorldType::Planet, 77, 1, *key.public(), roots, &key).unwrap();
-    let _root = node(&planet, Some(root_id), port);
+    let root = node(&planet, Some(root_id), port);
     let a = node(&planet, None, 0);
     let b = node(&planet, None, 0);
-    let id = NetworkId::adhoc(7000, 7000);
+    let id = NetworkId::adhoc(port_range, port_range);
     for n in [&a, &b] {
         n.call(move |ctx| ctx.node.join(ctx.now, id), T).unwrap();
     }
@@ -90,6 +90,93 @@ fn tcp_between_two_nodes_over_an_adhoc_network() {
             })
         });
     }
+    (root, a, b, id)
+}
+
+#[test]
+fn udp_request_response_both_ways() {
+    let (_root, a, b, id) = adhoc_pair(5353);
+    let bind = |rt: &NodeRuntime| {
+        let wake = rt.handle().waker();
+        rt.call(
+            move |ctx| {
+                ctx.udp.bind(
+                    ctx.stacks,
+                    SocketAddr::new("::".parse().unwrap(), 5353),
+                    (1 << 20, 1 << 20),
+                    wake,
+                )
+            },
+            T,
+        )
+        .unwrap()
+        .unwrap()
+    };
+    let ua = bind(&a);
+    let ub = bind(&b);
+    let (ip_a, ip_b) = (sixplane(&a, id), sixplane(&b, id));
+    // B echoes every datagram back to its sender.
+    let echo = {
+        let ub = ub.clone();
+        std::thread::spawn(move || {
+            let mut seen_from = None;
+            while let Ok((d, from)) = ub.recv_from(65536, Some(Duration::from_secs(5))) {
+                seen_from = Some(from);
+                ub.send_to(&d, from, Some(T)).unwrap();
+            }
+            seen_from
+        })
+    };
+    for round in 0..20u8 {
+        let msg = vec![round; 100 + usize::from(round) * 50];
+        // The first datagrams may wait for neighbour resolution: resend like any UDP client,
+        // and skip late echoes of earlier rounds.
+        let mut ok = false;
+        'attempts: for _ in 0..20 {
+            ua.send_to(&msg, SocketAddr::new(ip_b, 5353), Some(T))
+                .unwrap();
+            while let Ok((d, from)) = ua.recv_from(65536, Some(Duration::from_millis(500))) {
+                assert_eq!(from, SocketAddr::new(ip_b, 5353));
+                if d == msg {
+                    ok = true;
+                    break 'attempts;
+                }
+            }
+        }
+        assert!(ok, "round {round} echoed");
+    }
+    ub.close();
+    assert_eq!(
+        echo.join().unwrap(),
+        Some(SocketAddr::new(ip_a, 5353)),
+        "B saw A's 6plane address and port"
+    );
+    // A second socket on the same port is refused.
+    let wake = a.handle().waker();
+    let dup = a
+        .call(
+            move |ctx| {
+                ctx.udp.bind(
+                    ctx.stacks,
+                    SocketAddr::new("::".parse().unwrap(), 5353),
+                    (4096, 4096),
+                    wake,
+                )
+            },
+            T,
+        )
+        .unwrap();
+    assert_eq!(dup.err(), Some(SockError::AddrInUse));
+    ua.close();
+    assert_eq!(
+        ua.recv_from(10, Some(Duration::from_millis(10))).err(),
+        Some(SockError::Closed)
+    );
+}
+
+#[test]
+fn tcp_between_two_nodes_over_an_adhoc_network() {
+    let (_root, a, b, id) = adhoc_pair(7000);
     let wake_b = b.handle().waker();
     let listener = b
         .call(
