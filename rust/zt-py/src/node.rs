@@ -157,6 +157,24 @@ pub(crate) struct NativeNode {
 }
 
 impl NativeNode {
+    /// Creates a socket on the loop thread (`make` gets the loop and a waker for the socket).
+    fn open_socket<T: Send + 'static>(
+        &self,
+        py: Python<'_>,
+        make: impl FnOnce(
+            &mut zt_runtime::runtime::LoopCtx<'_>,
+            Arc<dyn Fn() + Send + Sync>,
+        ) -> Result<T, zt_runtime::sockets::SockError>
+        + Send
+        + 'static,
+    ) -> PyResult<T> {
+        let rt = self.rt();
+        let wake = rt.handle().waker();
+        py.detach(|| rt.call(move |ctx| make(ctx, wake), Duration::from_secs(10)))
+            .map_err(errors::runtime)?
+            .map_err(|e| sock_err(e, None))
+    }
+
     fn rt(&self) -> &NodeRuntime {
         // Only Drop takes it out.
         self.rt
@@ -576,20 +594,11 @@ impl NativeNode {
         sndbuf: usize,
     ) -> PyResult<TcpSocket> {
         let remote = parse_sockaddr(ip, port)?;
-        let rt = self.rt();
-        let wake = rt.handle().waker();
-        py.detach(|| {
-            rt.call(
-                move |ctx| {
-                    ctx.sockets
-                        .connect(ctx.stacks, remote, (rcvbuf, sndbuf), wake)
-                },
-                Duration::from_secs(10),
-            )
+        self.open_socket(py, move |ctx, wake| {
+            ctx.sockets
+                .connect(ctx.stacks, remote, (rcvbuf, sndbuf), wake)
         })
-        .map_err(errors::runtime)?
         .map(TcpSocket)
-        .map_err(|e| sock_err(e, None))
     }
 
     /// Listens on `(ip, port)` (`ip` "::" or "0.0.0.0": the first configured network).
@@ -604,20 +613,11 @@ impl NativeNode {
         sndbuf: usize,
     ) -> PyResult<TcpSocket> {
         let local = parse_sockaddr(ip, port)?;
-        let rt = self.rt();
-        let wake = rt.handle().waker();
-        py.detach(|| {
-            rt.call(
-                move |ctx| {
-                    ctx.sockets
-                        .listen(ctx.stacks, local, backlog, (rcvbuf, sndbuf), wake)
-                },
-                Duration::from_secs(10),
-            )
+        self.open_socket(py, move |ctx, wake| {
+            ctx.sockets
+                .listen(ctx.stacks, local, backlog, (rcvbuf, sndbuf), wake)
         })
-        .map_err(errors::runtime)?
         .map(TcpSocket)
-        .map_err(|e| sock_err(e, None))
     }
 
     /// Binds a UDP socket to `(ip, port)` (port 0: ephemeral; "::"/"0.0.0.0": every network).
@@ -631,17 +631,10 @@ impl NativeNode {
         sndbuf: usize,
     ) -> PyResult<UdpSocket> {
         let local = parse_sockaddr(ip, port)?;
-        let rt = self.rt();
-        let wake = rt.handle().waker();
-        py.detach(|| {
-            rt.call(
-                move |ctx| ctx.udp.bind(ctx.stacks, local, (rcvbuf, sndbuf), wake),
-                Duration::from_secs(10),
-            )
+        self.open_socket(py, move |ctx, wake| {
+            ctx.udp.bind(ctx.stacks, local, (rcvbuf, sndbuf), wake)
         })
-        .map_err(errors::runtime)?
         .map(UdpSocket)
-        .map_err(|e| sock_err(e, None))
     }
 
     /// Offers a newer planet or moon revision; raises WorldError if refused.

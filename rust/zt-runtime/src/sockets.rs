@@ -92,6 +92,27 @@ impl SockError {
     }
 }
 
+/// Waits on `cond` until woken or `deadline` (`WouldBlock` once it has passed).
+fn wait_on<'a, T>(
+    cond: &Condvar,
+    st: MutexGuard<'a, T>,
+    deadline: Option<Instant>,
+) -> Result<MutexGuard<'a, T>, SockError> {
+    match deadline {
+        None => Ok(cond.wait(st).unwrap_or_else(PoisonError::into_inner)),
+        Some(d) => {
+            let now = Instant::now();
+            if now >= d {
+                return Err(SockError::WouldBlock);
+            }
+            Ok(cond
+                .wait_timeout(st, d - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0)
+        }
+    }
+}
+
 #[derive(Debug)]
 struct TcpState {
     phase: Phase,
@@ -187,24 +208,10 @@ impl TcpShared {
 
     fn wait<'a>(
         &'a self,
-        mut st: MutexGuard<'a, TcpState>,
+        st: MutexGuard<'a, TcpState>,
         deadline: Option<Instant>,
     ) -> Result<MutexGuard<'a, TcpState>, SockError> {
-        match deadline {
-            None => Ok(self.cond.wait(st).unwrap_or_else(PoisonError::into_inner)),
-            Some(d) => {
-                let now = Instant::now();
-                if now >= d {
-                    return Err(SockError::WouldBlock);
-                }
-                st = self
-                    .cond
-                    .wait_timeout(st, d - now)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
-                Ok(st)
-            }
-        }
+        wait_on(&self.cond, st, deadline)
     }
 
     /// Receives up to `buf.len()` bytes; 0 means EOF. `timeout` None blocks, zero does not.
@@ -748,19 +755,7 @@ impl UdpShared {
             if let Some(e) = st.error {
                 return Err(e);
             }
-            st = match deadline {
-                None => self.cond.wait(st).unwrap_or_else(PoisonError::into_inner),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Err(SockError::WouldBlock);
-                    }
-                    self.cond
-                        .wait_timeout(st, d - now)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
-                }
-            };
+            st = wait_on(&self.cond, st, deadline)?;
         }
     }
 
@@ -791,19 +786,7 @@ impl UdpShared {
                 (self.wake)();
                 return Ok(data.len());
             }
-            st = match deadline {
-                None => self.cond.wait(st).unwrap_or_else(PoisonError::into_inner),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Err(SockError::WouldBlock);
-                    }
-                    self.cond
-                        .wait_timeout(st, d - now)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
-                }
-            };
+            st = wait_on(&self.cond, st, deadline)?;
         }
     }
 
