@@ -189,3 +189,48 @@ def test_udp_request_response_both_ways(lab: Lab) -> None:
     sa.close()
     t.join(10)
     assert ip_a != ip_b
+
+
+def test_asyncio_echo_server_with_50_concurrent_clients(lab: Lab) -> None:
+    import asyncio
+
+    import zt.asyncio
+
+    nwid = zt.network.adhoc_network_id(7100, 7100)
+    a, b = lab.node(), lab.node()
+    for n in (a, b):
+        n.join(nwid)
+        n.wait_network(nwid, 10)
+    server_ip = str(zt.network.sixplane_address(nwid, b.address))
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    async def client(i: int) -> bytes:
+        reader, writer = await zt.asyncio.open_connection(a, server_ip, 7100)
+        payload = os.urandom(1000 + i * 3000)
+        writer.write(payload)
+        await writer.drain()
+        writer.write_eof()
+        got = await reader.read(-1)
+        writer.close()
+        assert got == payload, f"client {i}: {len(got)} of {len(payload)} bytes"
+        return hashlib.sha256(got).digest()
+
+    async def main() -> int:
+        server = await zt.asyncio.start_server(handle, b, "::", 7100)
+        async with server:
+            digests = await asyncio.wait_for(asyncio.gather(*(client(i) for i in range(50))), 60)
+        return len(set(digests))
+
+    assert asyncio.run(main()) == 50
+    # Connecting where nobody listens (a port outside the ad-hoc range is dropped) times out.
+
+    async def refused() -> None:
+        await asyncio.wait_for(zt.asyncio.open_connection(a, server_ip, 7101), 1.0)
+
+    with pytest.raises(asyncio.TimeoutError):
+        asyncio.run(refused())

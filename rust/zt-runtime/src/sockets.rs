@@ -19,8 +19,10 @@ use crate::stacks::Stacks;
 
 /// Default buffer size each way.
 pub const DEFAULT_BUFFER: usize = 1 << 20;
-/// Listening smoltcp sockets kept armed per listener (simultaneous handshakes).
-const ARMED: usize = 4;
+/// Most listening smoltcp sockets kept armed per listener: up to the backlog, so that as many
+/// handshakes can be in progress at once (a SYN finding none gets a RST, i.e. "refused").
+/// Their buffers are zeroed allocations the OS maps lazily, so idle ones cost little memory.
+const MAX_ARMED: usize = 128;
 
 /// Where a TCP socket is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -492,7 +494,7 @@ impl SocketTable {
             listen_port: Some(local.port()),
         };
         let stack = stacks.get(net).ok_or(SockError::NetUnreachable)?;
-        for _ in 0..ARMED {
+        for _ in 0..backlog.clamp(1, MAX_ARMED) {
             let h = stack.add_tcp(buffers.0.max(4096), buffers.1.max(4096));
             if stack.tcp(h).listen(local.port()).is_err() {
                 stack.remove(h);
