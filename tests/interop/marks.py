@@ -7,12 +7,12 @@ root) they must run, so the same conditions fail the test instead.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
 import pytest
 
+from tests.ci import IN_CI, environment_lacks
 from tests.interop.libzt import (
     LibztUnavailable,
     NodeInfo,
@@ -20,8 +20,6 @@ from tests.interop.libzt import (
     libzt_unavailable_reason,
     start_node,
 )
-
-IN_CI = bool(os.environ.get("CI"))
 
 INTEROP = [
     pytest.mark.interop,
@@ -37,6 +35,6 @@ def start_node_or_skip(storage: Path, roots: Optional[bytes] = None) -> NodeInfo
     try:
         return start_node(storage, roots=roots)
     except LibztUnavailable as exc:
-        if IN_CI:
-            pytest.fail(f"CI must run this test, but a libzt node cannot start: {exc.reason}")
-        pytest.skip(f"needs root or user namespaces to isolate a libzt node: {exc.reason}")
+        environment_lacks(
+            f"a libzt node cannot start (it needs root or user namespaces): {exc.reason}"
+        )

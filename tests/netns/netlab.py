@@ -30,18 +30,16 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import IO, Any, Optional
 
-import pytest
+from tests.ci import environment_lacks
 
 __all__ = [
     "ALLOWED_DESTINATIONS",
-    "IN_CI",
     "NetLab",
     "NetLabError",
     "netlab_available",
     "require_netlab",
 ]
 
-IN_CI = bool(os.environ.get("CI"))
 
 IPV4_NET = "203.0.113.0/24"  # TEST-NET-3 (RFC 5737)
 IPV6_NET = "2001:db8::/32"  # documentation prefix (RFC 3849)
@@ -117,9 +115,7 @@ def require_netlab() -> None:
     ok, reason = netlab_available()
     if ok:
         return
-    if IN_CI:
-        pytest.fail(f"CI must run this test, but no network lab can be built: {reason}")
-    pytest.skip(f"needs root and `ip netns`: {reason}")
+    environment_lacks(f"no network lab can be built (it needs root and `ip netns`): {reason}")
 
 
 class NetLab:

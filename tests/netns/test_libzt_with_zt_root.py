@@ -22,8 +22,9 @@ from typing import IO, Any, Optional
 import pytest
 
 import zt
+from tests.ci import environment_lacks
 from tests.interop.libzt import LibztUnavailable, NetnsNodeResult, run_node_in_netns
-from tests.interop.marks import IN_CI, INTEROP
+from tests.interop.marks import INTEROP
 from tests.netns.netlab import NetLab, require_netlab
 
 pytestmark = [pytest.mark.netns, *INTEROP]
@@ -133,9 +134,7 @@ def libzt_node(lab: NetLab, host: int, storage: Path, roots: bytes, **kw: Any) -
             **kw,
         )
     except LibztUnavailable as exc:
-        if IN_CI:
-            pytest.fail(f"CI must run this test, but a libzt node cannot start: {exc.reason}")
-        pytest.skip(f"libzt unavailable: {exc.reason}")
+        environment_lacks(f"a libzt node cannot start: {exc.reason}")
 
 
 def test_libzt_node_comes_online_with_a_zt_root(tmp_path: Path) -> None:
