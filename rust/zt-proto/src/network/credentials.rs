@@ -827,6 +827,21 @@ macro_rules! framed_credential {
                 Ok(())
             }
 
+            /// Appends the wire form: the body, the signature fields, no additional fields.
+            pub fn write(&self, out: &mut Vec<u8>) {
+                self.write_body(out);
+                write_signature(out, &self.signature);
+                write_no_additional(out);
+            }
+
+            /// The wire form.
+            #[must_use]
+            pub fn to_bytes(&self) -> Vec<u8> {
+                let mut out = Vec::new();
+                self.write(&mut out);
+                out
+            }
+
             #[doc = concat!("Verifies that the ", $what, " is signed by `controller`, the controller of its network.")]
             ///
             /// # Errors
@@ -901,21 +916,6 @@ impl Tag {
             signed_by,
             signature,
         })
-    }
-
-    /// Appends the wire form (135 bytes).
-    pub fn write(&self, out: &mut Vec<u8>) {
-        self.write_body(out);
-        write_signature(out, &self.signature);
-        write_no_additional(out);
-    }
-
-    /// The wire form.
-    #[must_use]
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.write(&mut out);
-        out
     }
 }
 
@@ -1128,21 +1128,6 @@ impl Coo {
             signature,
         })
     }
-
-    /// Appends the wire form (141 + 17 × things bytes).
-    pub fn write(&self, out: &mut Vec<u8>) {
-        self.write_body(out);
-        write_signature(out, &self.signature);
-        write_no_additional(out);
-    }
-
-    /// The wire form.
-    #[must_use]
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.write(&mut out);
-        out
-    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1257,21 +1242,6 @@ impl Revocation {
             credential_type,
             signature,
         })
-    }
-
-    /// Appends the wire form (152 bytes).
-    pub fn write(&self, out: &mut Vec<u8>) {
-        self.write_body(out);
-        write_signature(out, &self.signature);
-        write_no_additional(out);
-    }
-
-    /// The wire form.
-    #[must_use]
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.write(&mut out);
-        out
     }
 }
 

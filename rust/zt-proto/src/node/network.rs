@@ -192,71 +192,38 @@ trait Keyed: Clone {
     fn table(m: &mut Membership) -> &mut BTreeMap<u32, Self>;
 }
 
-impl Keyed for Capability {
-    const KIND: u8 = 2;
-    fn key(&self) -> u32 {
-        self.id
-    }
-    fn stamp(&self) -> i64 {
-        self.timestamp
-    }
-    fn network(&self) -> NetworkId {
-        self.network_id
-    }
-    fn holder(&self) -> Option<Address> {
-        self.issued_to()
-    }
-    fn check(&self, controller: &Identity) -> bool {
-        self.verify(controller).is_ok()
-    }
-    fn table(m: &mut Membership) -> &mut BTreeMap<u32, Self> {
-        &mut m.caps
-    }
+/// `Keyed` for a credential type: its type number, the membership table holding it, and how
+/// its holder is found.
+macro_rules! keyed {
+    ($t:ty, $kind:literal, $table:ident, |$c:ident| $holder:expr) => {
+        impl Keyed for $t {
+            const KIND: u8 = $kind;
+            fn key(&self) -> u32 {
+                self.id
+            }
+            fn stamp(&self) -> i64 {
+                self.timestamp
+            }
+            fn network(&self) -> NetworkId {
+                self.network_id
+            }
+            fn holder(&self) -> Option<Address> {
+                let $c = self;
+                $holder
+            }
+            fn check(&self, controller: &Identity) -> bool {
+                self.verify(controller).is_ok()
+            }
+            fn table(m: &mut Membership) -> &mut BTreeMap<u32, Self> {
+                &mut m.$table
+            }
+        }
+    };
 }
 
-impl Keyed for Tag {
-    const KIND: u8 = 3;
-    fn key(&self) -> u32 {
-        self.id
-    }
-    fn stamp(&self) -> i64 {
-        self.timestamp
-    }
-    fn network(&self) -> NetworkId {
-        self.network_id
-    }
-    fn holder(&self) -> Option<Address> {
-        Some(self.issued_to)
-    }
-    fn check(&self, controller: &Identity) -> bool {
-        self.verify(controller).is_ok()
-    }
-    fn table(m: &mut Membership) -> &mut BTreeMap<u32, Self> {
-        &mut m.tags
-    }
-}
-
-impl Keyed for Coo {
-    const KIND: u8 = 4;
-    fn key(&self) -> u32 {
-        self.id
-    }
-    fn stamp(&self) -> i64 {
-        self.timestamp
-    }
-    fn network(&self) -> NetworkId {
-        self.network_id
-    }
-    fn holder(&self) -> Option<Address> {
-        Some(self.issued_to)
-    }
-    fn check(&self, controller: &Identity) -> bool {
-        self.verify(controller).is_ok()
-    }
-    fn table(m: &mut Membership) -> &mut BTreeMap<u32, Self> {
-        &mut m.coos
-    }
-}
+keyed!(Capability, 2, caps, |c| c.issued_to());
+keyed!(Tag, 3, tags, |c| Some(c.issued_to));
+keyed!(Coo, 4, coos, |c| Some(c.issued_to));
 
 #[derive(Clone, Debug)]
 struct Held {
@@ -420,6 +387,8 @@ pub(super) struct Networks {
     pub(super) frames: VecDeque<Frame>,
     pub(super) controller: bool,
     pub(super) controller_authorized: HashMap<(NetworkId, Address), Timestamp>,
+    /// State of the per-frame seeds for RANDOM rule matches (seeded once from the node's RNG).
+    pub(super) frame_seed: u64,
 }
 
 /// Why a frame from the local stack was not sent.
@@ -1568,11 +1537,25 @@ impl Node {
         }
     }
 
+    /// A fresh seed for a frame's RANDOM rule matches: SplitMix64 over a state seeded once from
+    /// the secure RNG (not a system call per frame; the values need not be secret).
+    fn frame_seed(&mut self) -> u64 {
+        if self.nets.frame_seed == 0 {
+            let mut b = [0u8; 8];
+            self.rng.fill(&mut b);
+            self.nets.frame_seed = u64::from_le_bytes(b) | 1;
+        }
+        self.nets.frame_seed = self.nets.frame_seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.nets.frame_seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
     /// Inbound filter: 0 drop, 1 accept, 2 accept bypassing MAC checks. Sends the rules'
     /// copies and redirects.
     fn filter_in(&mut self, now: Timestamp, id: NetworkId, src: Address, f: &Frame) -> u8 {
-        let mut seed = [0u8; 8];
-        self.rng.fill(&mut seed);
+        let seed = self.frame_seed();
         let Some(net) = self.nets.joined.get(&id) else {
             return 0;
         };
@@ -1588,7 +1571,7 @@ impl Node {
             ethertype: f.ethertype,
             vlan_id: 0,
             payload: &f.payload,
-            random_seed: u64::from_le_bytes(seed),
+            random_seed: seed,
         };
         let ctx = Ctx {
             local: cfg,
@@ -2121,8 +2104,7 @@ impl Node {
         payload: &[u8],
         no_copy: bool,
     ) -> bool {
-        let mut seed = [0u8; 8];
-        self.rng.fill(&mut seed);
+        let seed = self.frame_seed();
         let Some(net) = self.nets.joined.get(&id) else {
             return false;
         };
@@ -2138,7 +2120,7 @@ impl Node {
             ethertype: f.ethertype,
             vlan_id: 0,
             payload,
-            random_seed: u64::from_le_bytes(seed),
+            random_seed: seed,
         };
         let ctx = Ctx {
             local: cfg,
