@@ -161,8 +161,8 @@ pub struct Snapshot {
     pub port: u16,
     /// Peers.
     pub peers: Vec<PeerInfo>,
-    /// Networks joined.
-    pub networks: Vec<zt_proto::node::NetworkInfo>,
+    /// Networks joined (shared: copied from the node only when they change).
+    pub networks: Arc<Vec<zt_proto::node::NetworkInfo>>,
     /// Frames delivered while no tap listened.
     pub frames_untapped: u64,
 }
@@ -658,6 +658,8 @@ struct Outputs<'a> {
     sockets: crate::sockets::SocketTable,
     datagrams: crate::sockets::UdpTable,
     stacks_dirty: bool,
+    /// Network state changed since the snapshot last copied it (events, API calls).
+    networks_changed: bool,
     frames_untapped: u64,
     planet_in_roots: bool,
     store_errors: u64,
@@ -733,6 +735,16 @@ impl Outputs<'_> {
 
     fn event(&mut self, node: &mut Node, now: zt_proto::Timestamp, ev: Event) {
         use crate::events::EventCode as C;
+        if matches!(
+            ev,
+            Event::NetworkStatus { .. }
+                | Event::NetworkConfigured { .. }
+                | Event::NetworkLeft { .. }
+                | Event::NetworkAddressAdded { .. }
+                | Event::NetworkAddressRemoved { .. }
+        ) {
+            self.networks_changed = true;
+        }
         let net = |code, network| NodeEvent::Network { code, network };
         let ev = match ev {
             Event::Up { address } => NodeEvent::Up { address },
@@ -842,7 +854,19 @@ impl Outputs<'_> {
     }
 }
 
-fn snapshot(node: &Node, out: &Outputs<'_>, now: zt_proto::Timestamp) -> Snapshot {
+/// What the node looks like now. The networks (configs with their credentials) are copied only
+/// when they changed; otherwise the `previous` ones are shared.
+fn snapshot(
+    node: &Node,
+    out: &mut Outputs<'_>,
+    now: zt_proto::Timestamp,
+    previous: Option<Arc<Vec<zt_proto::node::NetworkInfo>>>,
+) -> Snapshot {
+    let networks = match previous {
+        Some(p) if !out.networks_changed => p,
+        _ => Arc::new(node.networks()),
+    };
+    out.networks_changed = false;
     let roots = node.upstreams();
     let peers = node
         .peers()
@@ -874,7 +898,7 @@ fn snapshot(node: &Node, out: &Outputs<'_>, now: zt_proto::Timestamp) -> Snapsho
         is_root: node.is_root(),
         port: out.udp.port(),
         peers,
-        networks: node.networks(),
+        networks,
         frames_untapped: out.frames_untapped,
     }
 }
@@ -934,6 +958,7 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         sockets: crate::sockets::SocketTable::default(),
         datagrams: crate::sockets::UdpTable::default(),
         stacks_dirty: true,
+        networks_changed: true,
         frames_untapped: 0,
         planet_in_roots: loaded.planet_in_roots,
         store_errors: 0,
@@ -941,7 +966,7 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
     };
     {
         let mut c = shared.lock();
-        c.snapshot = Some(snapshot(&node, &out, clock.now()));
+        c.snapshot = Some(snapshot(&node, &mut out, clock.now(), None));
         if c.lifecycle == Lifecycle::Starting {
             c.lifecycle = Lifecycle::Running;
         }
@@ -992,7 +1017,13 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         // Outputs are executed and the snapshot refreshed before anyone hears back, so a caller
         // that gets an answer sees its effect.
         out.drain(&mut node, clock.now());
-        shared.lock().snapshot = Some(snapshot(&node, &out, clock.now()));
+        if !call_replies.is_empty() {
+            // A call may have joined, left or subscribed.
+            out.networks_changed = true;
+        }
+        let previous = shared.lock().snapshot.as_ref().map(|s| s.networks.clone());
+        let snap = snapshot(&node, &mut out, clock.now(), previous);
+        shared.lock().snapshot = Some(snap);
         for reply in call_replies {
             reply();
         }

@@ -271,6 +271,16 @@ impl Network {
         }
     }
 
+    fn info(&self) -> NetworkInfo {
+        NetworkInfo {
+            id: self.id,
+            mac: self.mac,
+            status: self.status(),
+            config: self.config.clone(),
+            subscriptions: self.groups().into_iter().collect(),
+        }
+    }
+
     fn status(&self) -> NetworkStatus {
         match (self.failure, &self.config) {
             (Some(f), _) => f,
@@ -481,23 +491,13 @@ impl Node {
     /// Networks joined.
     #[must_use]
     pub fn networks(&self) -> Vec<NetworkInfo> {
-        self.nets
-            .joined
-            .values()
-            .map(|n| NetworkInfo {
-                id: n.id,
-                mac: n.mac,
-                status: n.status(),
-                config: n.config.clone(),
-                subscriptions: n.groups().into_iter().collect(),
-            })
-            .collect()
+        self.nets.joined.values().map(Network::info).collect()
     }
 
     /// One joined network.
     #[must_use]
     pub fn network(&self, id: NetworkId) -> Option<NetworkInfo> {
-        self.networks().into_iter().find(|n| n.id == id)
+        self.nets.joined.get(&id).map(Network::info)
     }
 
     /// Subscribes to a multicast group on a network (announced to members).
