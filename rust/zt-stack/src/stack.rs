@@ -182,10 +182,14 @@ impl NetStack {
 
     /// A new TCP socket with these buffer sizes.
     pub fn add_tcp(&mut self, rx: usize, tx: usize) -> SocketHandle {
-        let s = tcp::Socket::new(
+        let mut s = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; rx]),
             tcp::SocketBuffer::new(vec![0; tx]),
         );
+        // Without a congestion controller smoltcp sends the whole peer window at once, and a
+        // receiver that queues fewer segments than it advertises (lwIP in libzt) drops most of
+        // each burst; CUBIC backs off on loss like Linux does.
+        s.set_congestion_control(tcp::CongestionControl::Cubic);
         self.sockets.add(s)
     }
 
