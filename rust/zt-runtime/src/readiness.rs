@@ -13,58 +13,85 @@
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 /// Readiness state driven from Rust.
+///
+/// The descriptor is kept up to date only once someone has asked for it ([`Readiness::fd`]):
+/// a socket used with blocking calls alone never pays the system calls of mirroring its state.
 #[derive(Debug)]
 pub struct Readiness {
     user: UnixStream,
     control: UnixStream,
-    state: Mutex<(bool, bool)>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct State {
+    /// `fd()` was called: the descriptor must mirror `want`.
+    armed: bool,
+    /// (readable, writable) as the socket is.
+    want: (bool, bool),
+    /// (readable, writable) as the descriptor polls.
+    have: (bool, bool),
 }
 
 const FILL: [u8; 4096] = [0; 4096];
 
 impl Readiness {
-    /// A descriptor that starts neither readable nor writable.
+    /// A fresh pair, neither readable nor writable.
     ///
     /// # Errors
-    /// The OS refused a socket pair.
+    /// The socket pair could not be created.
     pub fn new() -> std::io::Result<Self> {
         let (user, control) = UnixStream::pair()?;
         user.set_nonblocking(true)?;
         control.set_nonblocking(true)?;
-        let r = Self {
+        Ok(Self {
             user,
             control,
-            state: Mutex::new((false, true)),
-        };
-        r.set(false, false);
-        Ok(r)
+            // A new pair polls writable and not readable.
+            state: Mutex::new(State {
+                armed: false,
+                want: (false, false),
+                have: (false, true),
+            }),
+        })
     }
 
-    /// The descriptor to hand out (`fileno()`).
+    /// The descriptor to hand to `select`/`poll`/asyncio (never read or written by users).
+    /// From the first call on, it mirrors the socket's state.
     #[must_use]
     pub fn fd(&self) -> RawFd {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if !st.armed {
+            st.armed = true;
+            self.apply(&mut st);
+        }
         self.user.as_raw_fd()
     }
 
-    /// Makes the descriptor readable and/or writable (cheap when nothing changes).
+    /// Sets what the socket is; the descriptor follows when it is in use.
     pub fn set(&self, readable: bool, writable: bool) {
-        let mut st = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if st.0 != readable {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.want = (readable, writable);
+        if st.armed {
+            self.apply(&mut st);
+        }
+    }
+
+    fn apply(&self, st: &mut State) {
+        let (readable, writable) = st.want;
+        if st.have.0 != readable {
             if readable {
                 let _ = (&self.control).write(&[1]);
             } else {
                 let mut buf = [0u8; 64];
                 while matches!((&self.user).read(&mut buf), Ok(n) if n > 0) {}
             }
-            st.0 = readable;
+            st.have.0 = readable;
         }
-        if st.1 != writable {
+        if st.have.1 != writable {
             if writable {
                 let mut buf = [0u8; 4096];
                 loop {
@@ -83,7 +110,7 @@ impl Readiness {
                     }
                 }
             }
-            st.1 = writable;
+            st.have.1 = writable;
         }
     }
 }
@@ -106,6 +133,17 @@ mod tests {
             p.revents & libc::POLLIN != 0,
             p.revents & libc::POLLOUT != 0,
         )
+    }
+
+    #[test]
+    fn the_descriptor_follows_once_in_use() {
+        let r = Readiness::new().unwrap();
+        r.set(true, true);
+        r.set(true, false);
+        // Armed by fd(): the latest state, whatever came before.
+        assert_eq!(poll(r.fd()), (true, false));
+        r.set(false, true);
+        assert_eq!(poll(r.fd()), (false, true));
     }
 
     #[test]

@@ -25,6 +25,8 @@ use crate::udp::{RECV_BUFFER, UdpSockets};
 const WAKE: Token = Token(0);
 const FIRST_SOCKET: usize = 1;
 const INTERFACE_REFRESH_MS: i64 = 30_000;
+/// Longest time the published snapshot lags behind the node while packets flow.
+const SNAPSHOT_PERIOD_MS: i64 = 20;
 
 /// The host's interface addresses (what PUSH_DIRECT_PATHS advertises, with the bound port).
 fn interface_addresses() -> Vec<std::net::IpAddr> {
@@ -660,6 +662,8 @@ struct Outputs<'a> {
     stacks_dirty: bool,
     /// Network state changed since the snapshot last copied it (events, API calls).
     networks_changed: bool,
+    /// An event was emitted since the last snapshot (its receiver may look at the node).
+    events_since_snapshot: bool,
     frames_untapped: u64,
     planet_in_roots: bool,
     store_errors: u64,
@@ -679,6 +683,7 @@ impl Outputs<'_> {
             }
             while let Some(ev) = node.poll_event() {
                 progress = true;
+                self.events_since_snapshot = true;
                 self.event(node, now, ev);
             }
             while let Some(op) = node.poll_store() {
@@ -959,6 +964,7 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         datagrams: crate::sockets::UdpTable::default(),
         stacks_dirty: true,
         networks_changed: true,
+        events_since_snapshot: false,
         frames_untapped: 0,
         planet_in_roots: loaded.planet_in_roots,
         store_errors: 0,
@@ -983,8 +989,10 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
     let mut events = Events::with_capacity(64);
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut stopping = false;
+    let mut snapshot_at = clock.now();
     while !stopping {
         let commands: Vec<Command> = shared.lock().commands.drain(..).collect();
+        let had_commands = !commands.is_empty();
         let mut world_replies = Vec::new();
         let mut send_replies = Vec::new();
         let mut call_replies = Vec::new();
@@ -1021,9 +1029,24 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
             // A call may have joined, left or subscribed.
             out.networks_changed = true;
         }
-        let previous = shared.lock().snapshot.as_ref().map(|s| s.networks.clone());
-        let snap = snapshot(&node, &mut out, clock.now(), previous);
-        shared.lock().snapshot = Some(snap);
+        // The snapshot is rebuilt when someone may look at it because of this pass (an answer,
+        // an event), when networks changed, and otherwise at most every SNAPSHOT_PERIOD_MS:
+        // not on every one of the many passes that only move packets.
+        let now = clock.now();
+        let snapshot_stale = if had_commands
+            || out.networks_changed
+            || out.events_since_snapshot
+            || now.since(snapshot_at) >= SNAPSHOT_PERIOD_MS
+        {
+            let previous = shared.lock().snapshot.as_ref().map(|s| s.networks.clone());
+            let snap = snapshot(&node, &mut out, now, previous);
+            shared.lock().snapshot = Some(snap);
+            out.events_since_snapshot = false;
+            snapshot_at = now;
+            false
+        } else {
+            true
+        };
         for reply in call_replies {
             reply();
         }
@@ -1037,10 +1060,13 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
             break;
         }
         let now = clock.now();
-        let deadline = match out.stacks.poll_at(now) {
+        let mut deadline = match out.stacks.poll_at(now) {
             Some(t) => t.min(node.poll_timeout()),
             None => node.poll_timeout(),
         };
+        if snapshot_stale {
+            deadline = deadline.min(snapshot_at + SNAPSHOT_PERIOD_MS);
+        }
         let timeout = clock.until(deadline);
         if let Err(e) = poll.poll(&mut events, Some(timeout))
             && e.kind() != std::io::ErrorKind::Interrupted

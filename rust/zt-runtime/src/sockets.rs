@@ -134,6 +134,8 @@ struct TcpState {
     accept: VecDeque<Arc<TcpShared>>,
     backlog: usize,
     nodelay: bool,
+    /// The loop left data in the stack because `rx` was full: a read must wake it.
+    rx_blocked: bool,
 }
 
 /// What application threads and the loop share for one TCP socket.
@@ -177,6 +179,7 @@ impl TcpShared {
                 accept: VecDeque::new(),
                 backlog: 0,
                 nodelay: true,
+                rx_blocked: false,
             }),
             cond: Condvar::new(),
             readiness: Readiness::new()?,
@@ -231,9 +234,13 @@ impl TcpShared {
                 buf[..first].copy_from_slice(&a[..first]);
                 buf[first..n].copy_from_slice(&b[..n - first]);
                 st.rx.drain(..n);
+                // The loop needs to hear of it only when it stopped moving data for want of room.
+                let wake = std::mem::take(&mut st.rx_blocked);
                 self.refresh(&st);
                 drop(st);
-                (self.wake)();
+                if wake {
+                    (self.wake)();
+                }
                 return Ok(n);
             }
             if let Some(e) = st.error {
@@ -268,10 +275,15 @@ impl TcpShared {
                     let room = st.tx_cap.saturating_sub(st.tx.len());
                     if room > 0 {
                         let n = room.min(data.len());
+                        // Data already waiting means the loop knows (it takes more on its next
+                        // pass, which incoming ACKs cause): only the first bytes wake it.
+                        let wake = st.tx.is_empty();
                         st.tx.extend(&data[..n]);
                         self.refresh(&st);
                         drop(st);
-                        (self.wake)();
+                        if wake {
+                            (self.wake)();
+                        }
                         return Ok(n);
                     }
                 }
@@ -615,6 +627,7 @@ impl SocketTable {
                     (n, ())
                 });
             }
+            st.rx_blocked = s.can_recv();
             if !s.may_recv()
                 && matches!(
                     s.state(),
