@@ -720,7 +720,7 @@ def _check_adhoc(adhoc: Json) -> Json:
     return spec
 
 
-_MANAGED_ROLES = ("server", "client", "member")
+_MANAGED_ROLES = ("server", "client", "member", "agent")
 _MANAGED_DEFAULT_BYTES = 4 << 20
 _MANAGED_MAX_CHUNK = 1 << 20
 _DIGEST_LEN = 32  # sha256
@@ -1118,6 +1118,7 @@ def _cmd_start_node(args: Json) -> Json:
 ZTS_AF_INET = 2
 ZTS_AF_INET6 = 10
 ZTS_SOCK_STREAM = 1
+ZTS_SOCK_DGRAM = 2
 ZTS_IP_MAX_STR_LEN = 46  # ZTS_INET6_ADDRSTRLEN; zts_addr_*_str insist on exactly this
 _RTF_REJECT = 0x0200
 _ONLINE_POLL_S = 0.05
@@ -1161,6 +1162,28 @@ _NETNS_SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
         [ctypes.c_char_p, ctypes.c_ushort, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)],
     ),
     "zts_net_get_mac": (ctypes.c_uint64, [ctypes.c_uint64]),
+    "zts_bsd_sendto": (
+        ctypes.c_ssize_t,
+        [
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.c_uint32,
+        ],
+    ),
+    "zts_bsd_recvfrom": (
+        ctypes.c_ssize_t,
+        [
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_uint32),
+        ],
+    ),
 }
 
 
@@ -1613,6 +1636,10 @@ class _Managed(_Adhoc):
             elif role == "client":
                 self.publish(f"{self.name}.ready.json", self.ready_info())
                 self.client_managed()
+            elif role == "agent":
+                info = {**self.ready_info(), "pid": os.getpid()}
+                self.publish(f"{self.name}.ready.json", info)
+                self.report["commands"] = _SocketAgent(self).serve()
             else:
                 self.publish(f"{self.name}.ready.json", self.ready_info())
                 if not self.wait_file("stop"):
@@ -1825,6 +1852,337 @@ class _Managed(_Adhoc):
             # A refused or failed connect can return at once: do not spin.
             time.sleep(max(0.0, 1.0 - (time.monotonic() - tried)))
         self.poll_status()
+
+
+def _agentproto() -> Any:
+    """tests/netns/agentproto.py, loaded by path (this worker runs isolated)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "netns" / "agentproto.py"
+    spec = importlib.util.spec_from_file_location("agentproto", path)
+    if spec is None or spec.loader is None:
+        raise _WorkerError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _SocketAgent:
+    """The ``agent`` role: runs the socket commands of tests/netns/agentproto.py on libzt."""
+
+    def __init__(self, member: _Managed) -> None:
+        self.m = member
+        self.lib = member.lib
+        self.proto = _agentproto()
+
+    def serve(self) -> list[Json]:
+        m = self.m
+        handlers = {
+            "sink": self.sink,
+            "source": self.source,
+            "echo_server": self.echo_server,
+            "echo_clients": self.echo_clients,
+            "rr": self.rr,
+            "udp_echo": self.udp_echo,
+            "udp_client": self.udp_client,
+        }
+        deadline = time.monotonic() + m.remaining()
+        summary: list[Json] = self.proto.serve_commands(m.exchange, m.name, handlers, deadline)
+        return summary
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @staticmethod
+    def zfamily(args: Json) -> int:
+        return ZTS_AF_INET if int(args["family"]) == 4 else ZTS_AF_INET6
+
+    def own(self, args: Json) -> str:
+        return str(self.m.report["ipv4" if int(args["family"]) == 4 else "ipv6"])
+
+    def socket(self, family: int, kind: int = ZTS_SOCK_STREAM) -> int:
+        fd = int(self.lib.zts_socket(family, kind, 0))
+        if fd < 0:
+            raise self.m.socket_error("zts_socket", fd)
+        return fd
+
+    def listener(self, args: Json, kind: int = ZTS_SOCK_STREAM) -> int:
+        lib, host, port = self.lib, self.own(args), int(args["port"])
+        fd = self.socket(self.zfamily(args), kind)
+        rc = int(lib.zts_bind(fd, host.encode("ascii"), port))
+        if rc != 0:
+            lib.zts_close(fd)
+            raise self.m.socket_error(f"zts_bind({host}, {port})", rc)
+        if kind == ZTS_SOCK_STREAM:
+            rc = int(lib.zts_listen(fd, int(args.get("backlog", 128))))
+            if rc != 0:
+                lib.zts_close(fd)
+                raise self.m.socket_error("zts_listen", rc)
+        return fd
+
+    def connect(self, args: Json) -> int:
+        host, port = str(args["host"]), int(args["port"])
+        fd = self.socket(ZTS_AF_INET6 if ":" in host else ZTS_AF_INET)
+        # A blocking connect: connect_within's polling reads zts_errno, one global shared by
+        # every thread, which concurrent clients would read for each other.
+        timeout_ms = int(float(args.get("timeout_s", 30.0)) * 1000)
+        rc = int(self.lib.zts_connect(fd, host.encode("ascii"), port, timeout_ms))
+        if rc != 0:
+            self.lib.zts_close(fd)
+            raise self.m.socket_error(f"zts_connect({host}, {port})", rc)
+        self.lib.zts_set_no_delay(fd, 1)
+        self.m.set_timeouts(fd, int(args.get("timeout_s", 30)))
+        return fd
+
+    def accept_until(self, fd: int, seconds: float) -> tuple[int, str]:
+        self.m.set_timeouts(fd, 1)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self.m.stopping():
+            conn, peer = self.m.accept(fd)
+            if conn >= 0:
+                return conn, peer
+        raise _WorkerError(f"no connection within {seconds:g} s")
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def sink(self, args: Json, listening: Callable[[Json], None]) -> Json:
+        lib, proto = self.lib, self.proto
+        fd = self.listener(args)
+        report: Json = {"bytes": 0}
+        try:
+            listening({"address": self.own(args)})
+            conn, report["peer"] = self.accept_until(fd, float(args.get("accept_timeout_s", 120)))
+        finally:
+            lib.zts_close(fd)
+        digest = hashlib.sha256() if args.get("digest", True) else None
+        gaps = proto.Gaps()
+        buf = ctypes.create_string_buffer(256 << 10)
+        started: float | None = None
+        try:
+            self.m.set_timeouts(conn, int(args.get("timeout_s", 30)))
+            while True:
+                n = int(lib.zts_recv(conn, buf, len(buf), 0))
+                if started is None:
+                    started = time.monotonic()
+                if n == 0:
+                    break
+                if n < 0:
+                    raise self.m.socket_error(f"zts_recv after {report['bytes']} bytes", n)
+                if digest is not None:
+                    digest.update(memoryview(buf)[:n])
+                report["bytes"] += n
+                gaps.note()
+            if digest is not None:
+                self.m.send_all(conn, digest.digest())
+                report["sha256"] = digest.hexdigest()
+        finally:
+            lib.zts_close(conn)
+        report.update(seconds=time.monotonic() - (started or 0.0), max_gap_s=gaps.max_gap)
+        return report
+
+    def source(self, args: Json, listening: Callable[[Json], None]) -> Json:
+        lib, proto = self.lib, self.proto
+        total, seed = int(args["bytes"]), int(args.get("seed", 1))
+        digest = hashlib.sha256()
+        check = bool(args.get("digest", True))
+        gaps = proto.Gaps()
+        report: Json = {"sent": 0}
+        fd = self.connect(args)
+        started = time.monotonic()
+        try:
+            for offset in range(0, total, proto.CHUNK):
+                chunk = proto.stream_chunk(seed, offset, min(proto.CHUNK, total - offset))
+                self.m.send_all(fd, chunk)
+                if check:
+                    digest.update(chunk)
+                report["sent"] += len(chunk)
+                gaps.note()
+            rc = int(lib.zts_shutdown_wr(fd))
+            if rc != 0:
+                raise self.m.socket_error("zts_shutdown_wr", rc)
+            buf = ctypes.create_string_buffer(proto.DIGEST_LEN)
+            if check:
+                answer = self.m.recv_exact(fd, proto.DIGEST_LEN, buf)
+            else:  # the sink closes once it has read everything
+                n = int(lib.zts_recv(fd, buf, len(buf), 0))
+                answer = digest.digest() if n == 0 else b"unexpected data"
+        finally:
+            lib.zts_close(fd)
+        elapsed = time.monotonic() - started
+        report.update(
+            seconds=elapsed,
+            mb_s=total / elapsed / 1e6,
+            digest_ok=answer == digest.digest(),
+            max_gap_s=gaps.max_gap,
+        )
+        return report
+
+    def echo_server(self, args: Json, listening: Callable[[Json], None]) -> Json:
+        lib, wanted = self.lib, int(args["conns"])
+        served: list[int] = []
+        errors: list[str] = []
+        threads: list[threading.Thread] = []
+
+        def echo(conn: int) -> None:
+            buf = ctypes.create_string_buffer(65536)
+            moved = 0
+            try:
+                self.m.set_timeouts(conn, 60)
+                while (n := int(lib.zts_recv(conn, buf, len(buf), 0))) > 0:
+                    self.m.send_all(conn, buf.raw[:n])
+                    moved += n
+                if n < 0:
+                    errors.append(str(self.m.socket_error("zts_recv", n)))
+            except _WorkerError as exc:
+                errors.append(str(exc))
+            finally:
+                lib.zts_close(conn)
+                served.append(moved)
+
+        fd = self.listener(args)
+        deadline = time.monotonic() + float(args.get("timeout_s", 120.0))
+        try:
+            listening({"address": self.own(args)})
+            self.m.set_timeouts(fd, 1)
+            while len(threads) < wanted and time.monotonic() < deadline:
+                conn, _peer = self.m.accept(fd)
+                if conn >= 0:
+                    t = threading.Thread(target=echo, args=(conn,), daemon=True)
+                    t.start()
+                    threads.append(t)
+        finally:
+            lib.zts_close(fd)
+        for t in threads:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        if len(served) < wanted:
+            errors.append(f"served {len(served)} of {wanted} connections")
+        return {"conns": len(served), "bytes": sum(served), "errors": errors,
+                "error": errors[0] if errors else None}  # fmt: skip
+
+    def echo_clients(self, args: Json, listening: Callable[[Json], None]) -> Json:
+        proto = self.proto
+        count, messages = int(args["clients"]), int(args["messages"])
+        low, high = int(args.get("min_size", 64)), int(args.get("max_size", 2048))
+        moved: list[int] = []
+        errors: list[str] = []
+
+        def client(i: int) -> None:
+            try:
+                fd = self.connect(args)
+            except _WorkerError as exc:
+                errors.append(str(exc))
+                return
+            buf = ctypes.create_string_buffer(65536)
+            total = 0
+            try:
+                for seq in range(messages):
+                    msg = proto.message(seq + i * messages, proto.message_size(seq, low, high))
+                    self.m.send_all(fd, msg)
+                    if self.m.recv_exact(fd, len(msg), buf) != msg:
+                        raise _WorkerError(f"client {i}: echo {seq} differs")
+                    total += len(msg)
+                moved.append(total)
+            except _WorkerError as exc:
+                errors.append(str(exc))
+            finally:
+                self.lib.zts_close(fd)
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(count)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=float(args.get("timeout_s", 120.0)))
+        return {"ok": len(moved), "bytes": sum(moved), "seconds": time.monotonic() - started,
+                "errors": errors, "error": errors[0] if errors else None}  # fmt: skip
+
+    def rr(self, args: Json, listening: Callable[[Json], None]) -> Json:
+        size, count = int(args.get("size", 64)), int(args["count"])
+        msg = b"r" * size
+        buf = ctypes.create_string_buffer(max(size, 1))
+        rtts: list[float] = []
+        fd = self.connect(args)
+        try:
+            for _ in range(count):
+                t0 = time.perf_counter()
+                self.m.send_all(fd, msg)
+                if self.m.recv_exact(fd, size, buf) != msg:
+                    raise _WorkerError("echo differs")
+                rtts.append(time.perf_counter() - t0)
+        finally:
+            self.lib.zts_close(fd)
+        report: Json = self.proto.rtt_report(rtts)
+        return report
+
+    def udp_echo(self, args: Json, listening: Callable[[Json], None]) -> Json:
+        lib, answered, seqs = self.lib, 0, set()
+        idle = float(args.get("idle_s", 3.0))
+        fd = self.listener(args, ZTS_SOCK_DGRAM)
+        deadline = time.monotonic() + float(args.get("timeout_s", 120.0))
+        last: float | None = None
+        buf = ctypes.create_string_buffer(65536)
+        addr = ctypes.create_string_buffer(_SOCKADDR_STORAGE_LEN)
+        try:
+            self.m.set_timeouts(fd, 1)
+            listening({"address": self.own(args)})
+            while time.monotonic() < deadline and not self.m.stopping():
+                if last is not None and time.monotonic() - last > idle:
+                    break
+                addrlen = ctypes.c_uint32(_SOCKADDR_STORAGE_LEN)
+                n = int(lib.zts_bsd_recvfrom(fd, buf, len(buf), 0, addr, ctypes.byref(addrlen)))
+                if n < 0:
+                    continue  # the 1 s receive timeout
+                rc = int(lib.zts_bsd_sendto(fd, buf, n, 0, addr, addrlen.value))
+                if rc != n:
+                    raise self.m.socket_error("zts_bsd_sendto", rc)
+                answered += 1
+                seqs.add(buf.raw[:4])
+                last = time.monotonic()
+        finally:
+            lib.zts_close(fd)
+        return {"answered": answered, "distinct": len(seqs)}
+
+    def udp_client(self, args: Json, listening: Callable[[Json], None]) -> Json:
+        lib, proto = self.lib, self.proto
+        host, port = str(args["host"]), int(args["port"])
+        count, size = int(args["count"]), int(args.get("size", 512))
+        fd = self.socket(ZTS_AF_INET6 if ":" in host else ZTS_AF_INET, ZTS_SOCK_DGRAM)
+        dest = ctypes.create_string_buffer(_SOCKADDR_STORAGE_LEN)
+        destlen = ctypes.c_uint32(_SOCKADDR_STORAGE_LEN)
+        rc = int(lib.zts_util_ipstr_to_saddr(host.encode("ascii"), port, dest, destlen))
+        if rc != 0:
+            raise _WorkerError(f"zts_util_ipstr_to_saddr({host}) returned {rc}")
+        buf = ctypes.create_string_buffer(65536)
+        src = ctypes.create_string_buffer(_SOCKADDR_STORAGE_LEN)
+        rtts: list[float] = []
+        retries = 0
+        unanswered: list[int] = []
+        begun = time.perf_counter()
+        first: float | None = None
+        try:
+            self.m.set_timeouts(fd, 1)
+            for seq in range(count):
+                msg = proto.message(seq, size)
+                for _attempt in range(int(args.get("attempts", 5))):
+                    t0 = time.perf_counter()
+                    rc = int(lib.zts_bsd_sendto(fd, msg, len(msg), 0, dest, destlen.value))
+                    if rc != len(msg):
+                        raise self.m.socket_error("zts_bsd_sendto", rc)
+                    srclen = ctypes.c_uint32(_SOCKADDR_STORAGE_LEN)
+                    n = int(lib.zts_bsd_recvfrom(fd, buf, len(buf), 0, src, ctypes.byref(srclen)))
+                    if n != len(msg) or buf.raw[:n] != msg:
+                        retries += 1
+                        continue
+                    rtts.append(time.perf_counter() - t0)
+                    first = first or time.perf_counter() - begun
+                    break
+                else:
+                    unanswered.append(seq)
+        finally:
+            lib.zts_close(fd)
+        report: Json = proto.rtt_report(rtts) if rtts else {}
+        report.update(answered=len(rtts), retries=retries, unanswered=unanswered, first_s=first)
+        report["error"] = None if len(rtts) == count else f"{count - len(rtts)} unanswered"
+        return report
 
 
 def _pseudo_random(seed: int, size: int) -> bytes:
