@@ -11,7 +11,8 @@ network, every path direct.  Printed:
 * bulk TCP throughput (``--mb`` per transfer, median of ``--rounds`` interleaved rounds) for
   zt→zt, zt→libzt, libzt→zt and libzt→libzt, the longest stall seen by each receiver, the
   ratios zt↔zt / libzt↔libzt, and CPU seconds per GB (sender + receiver processes);
-* 64-byte request/response latency p50/p99 (``--rr`` round trips after 200 warm-up ones) of
+* 64-byte request/response latency p50/p99 (``--rr`` round trips after 200 warm-up ones;
+  median over ``--rounds`` interleaved rounds) of
   zt (blocking socket; and on zt.asyncio streams, i.e. through the readiness descriptors: the
   cost of the ``fileno()`` design) and libzt;
 * RSS of an idle zt agent process, of the same Python without a node, and per-connection
@@ -108,30 +109,37 @@ class Bench:
             self.results[f"bulk_ipv{family}"] = summary
 
     def latency(self) -> None:
+        """Median over ``--rounds`` interleaved rounds of each case's p50 and p99."""
         count = self.args.rr
-        out: dict[str, Any] = {}
         # Blocking sockets, a thread per connection on both ends, as libzt's agent does; and
         # zt.asyncio streams on both ends (the readiness descriptors: the fileno() design).
         cases = [("zt", "z1", "z2", "rr", "threads"), ("zt asyncio", "z1", "z2", "rr_async", ""),
                  ("libzt", "l3", "l4", "rr", ""), ("zt->libzt", "z1", "l4", "rr", "")]  # fmt: skip
+        out: dict[str, Any] = {}
         for family in self.args.families:
-            for name, client, server, op, mode in cases:
-                port = self.next_port()
-                srv = self.agent(server).start(
-                    "echo_server", family=family, port=port, conns=2, mode=mode
-                )
-                srv.listening()
-                host = self.agent(server).address(family)
-                c = self.agent(client)
-                c.start(op, host=host, port=port, count=200).ok(timeout=120)  # warm-up
-                rep = c.start(op, host=host, port=port, count=count).ok(timeout=600)
-                srv.ok(timeout=60)
-                out[f"{name} IPv{family}"] = {k: rep[k] for k in ("p50_ms", "p99_ms", "max_ms")}
-                print(
-                    f"  64-byte RR IPv{family} {name:11} p50 {rep['p50_ms']:.3f} ms  "
-                    f"p99 {rep['p99_ms']:.3f} ms",
-                    flush=True,
-                )
+            runs: dict[str, list[dict[str, float]]] = {c[0]: [] for c in cases}
+            for _ in range(self.args.rounds):
+                for name, client, server, op, mode in cases:
+                    port = self.next_port()
+                    srv = self.agent(server).start(
+                        "echo_server", family=family, port=port, conns=2, mode=mode
+                    )
+                    srv.listening()
+                    host = self.agent(server).address(family)
+                    c = self.agent(client)
+                    c.start(op, host=host, port=port, count=200).ok(timeout=120)  # warm-up
+                    rep = c.start(op, host=host, port=port, count=count).ok(timeout=600)
+                    srv.ok(timeout=60)
+                    runs[name].append(rep)
+                    print(
+                        f"  64-byte RR IPv{family} {name:11} p50 {rep['p50_ms']:.3f} ms  "
+                        f"p99 {rep['p99_ms']:.3f} ms",
+                        flush=True,
+                    )
+            for name, reps in runs.items():
+                out[f"{name} IPv{family}"] = {
+                    k: statistics.median(r[k] for r in reps) for k in ("p50_ms", "p99_ms")
+                }
         self.results["rr_64"] = out
 
     def memory(self) -> None:
