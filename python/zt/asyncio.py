@@ -14,10 +14,12 @@ import asyncio
 import collections
 import contextlib
 import errno
+import os
+import socket
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
-from .socket import AF_INET, AF_INET6, SOCK_STREAM
+from .socket import AF_INET, AF_INET6, SHUT_WR, SOCK_STREAM
 from .socket import socket as zt_socket
 
 if TYPE_CHECKING:
@@ -91,7 +93,7 @@ class _Transport(asyncio.Transport):
         self._maybe_resume_writing()
         self._loop.remove_writer(self._fd)
         if self._eof_written:
-            self._sock.shutdown(2)
+            self._sock.shutdown(SHUT_WR)
         if self._closing:
             self._finish(None)
 
@@ -139,7 +141,7 @@ class _Transport(asyncio.Transport):
     def write_eof(self) -> None:
         self._eof_written = True
         if not self._buffer:
-            self._sock.shutdown(2)
+            self._sock.shutdown(SHUT_WR)
 
     def can_write_eof(self) -> bool:
         return True
@@ -194,28 +196,34 @@ async def open_connection(
     """Connects to ``(host, port)`` on the node's networks; asyncio's reader and writer."""
     loop = asyncio.get_running_loop()
     sock = node.socket(_family(host), SOCK_STREAM)
-    sock.setblocking(False)
-    with contextlib.suppress(BlockingIOError):
-        sock.connect((host, port))
-    fut: asyncio.Future[None] = loop.create_future()
-    fd = sock.fileno()
-
-    def ready() -> None:
-        if not fut.done():
-            fut.set_result(None)
-
-    # Writable once connected; readable as well if it failed.
-    loop.add_writer(fd, ready)
-    loop.add_reader(fd, ready)
     try:
-        await fut
-    finally:
-        loop.remove_writer(fd)
-        loop.remove_reader(fd)
-    native = sock._s
-    if native is None or native.phase() != "connected":
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect((host, port))
+        fut: asyncio.Future[None] = loop.create_future()
+        fd = sock.fileno()
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        # Writable once connected; readable as well if it failed.
+        loop.add_writer(fd, ready)
+        loop.add_reader(fd, ready)
+        try:
+            await fut
+        finally:
+            loop.remove_writer(fd)
+            loop.remove_reader(fd)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, f"{os.strerror(err)}: cannot connect to {host}:{port}")
+        native = sock._s
+        if native is None or native.phase() != "connected":
+            raise ConnectionRefusedError(errno.ECONNREFUSED, f"cannot connect to {host}:{port}")
+    except BaseException:
         sock.close()
-        raise ConnectionRefusedError(errno.ECONNREFUSED, f"cannot connect to {host}:{port}")
+        raise
     reader = asyncio.StreamReader(limit=limit, loop=loop)
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
     transport = _Transport(loop, sock, protocol)
