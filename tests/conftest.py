@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -10,8 +12,36 @@ os.environ["ZT_ALLOWED_DESTINATIONS"] = "127.0.0.0/8,::1/128"
 
 import zt
 
+from .overlay import Pair, adhoc_pair, ipv4_pair, lab_in
+from .test_networks import Lab
+
 
 @pytest.fixture(scope="session")
 def identities() -> list[zt.Identity]:
     """A few generated identities (generation costs ~0.1 s each)."""
     return [zt.Identity.generate() for _ in range(3)]
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    """A root, a controller and room for members, on loopback (closed after the test)."""
+    with lab_in(tmp_path) as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def v6(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    """Two nodes on the ad-hoc IPv6 network for ports 7200-7499, shared by a test module."""
+    with lab_in(tmp_path_factory.mktemp("v6")) as lab:
+        pair = adhoc_pair(lab, 7200, 7499)
+        pair.warm()
+        yield pair
+
+
+@pytest.fixture(scope="module")
+def v4(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    """Two members of an IPv4 controller network, shared by a test module."""
+    with lab_in(tmp_path_factory.mktemp("v4")) as lab:
+        pair = ipv4_pair(lab)
+        pair.warm()
+        yield pair

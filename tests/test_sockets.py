@@ -7,7 +7,6 @@ import hashlib
 import os
 import selectors
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,17 +15,6 @@ from zt.socket import AF_INET, AF_INET6, SOCK_DGRAM, SOCK_STREAM
 
 from .test_network import wait_until
 from .test_networks import NETWORK, Lab
-
-
-@pytest.fixture
-def lab(tmp_path: object) -> Iterator[Lab]:
-    import pathlib
-
-    lab = Lab(pathlib.Path(str(tmp_path)))
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def echo_server(server: zt.socket.socket, count: int = 1) -> threading.Thread:

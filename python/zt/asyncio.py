@@ -14,16 +14,27 @@ import asyncio
 import collections
 import contextlib
 import errno
+import os
+import socket
+import warnings
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
-from .socket import AF_INET, AF_INET6, SOCK_STREAM
+from .socket import AF_INET, AF_INET6, SHUT_WR, SOCK_DGRAM, SOCK_STREAM, _family_of, _sockaddr
 from .socket import socket as zt_socket
 
 if TYPE_CHECKING:
     from .node import Node
 
-__all__ = ["Server", "open_connection", "start_server"]
+__all__ = [
+    "DatagramTransport",
+    "Server",
+    "create_datagram_endpoint",
+    "open_connection",
+    "start_server",
+]
+
+_P = TypeVar("_P", bound=asyncio.DatagramProtocol)
 
 _CHUNK = 256 * 1024
 _HIGH_WATER = 1 << 20
@@ -91,7 +102,7 @@ class _Transport(asyncio.Transport):
         self._maybe_resume_writing()
         self._loop.remove_writer(self._fd)
         if self._eof_written:
-            self._sock.shutdown(2)
+            self._sock.shutdown(SHUT_WR)
         if self._closing:
             self._finish(None)
 
@@ -139,7 +150,7 @@ class _Transport(asyncio.Transport):
     def write_eof(self) -> None:
         self._eof_written = True
         if not self._buffer:
-            self._sock.shutdown(2)
+            self._sock.shutdown(SHUT_WR)
 
     def can_write_eof(self) -> bool:
         return True
@@ -194,28 +205,34 @@ async def open_connection(
     """Connects to ``(host, port)`` on the node's networks; asyncio's reader and writer."""
     loop = asyncio.get_running_loop()
     sock = node.socket(_family(host), SOCK_STREAM)
-    sock.setblocking(False)
-    with contextlib.suppress(BlockingIOError):
-        sock.connect((host, port))
-    fut: asyncio.Future[None] = loop.create_future()
-    fd = sock.fileno()
-
-    def ready() -> None:
-        if not fut.done():
-            fut.set_result(None)
-
-    # Writable once connected; readable as well if it failed.
-    loop.add_writer(fd, ready)
-    loop.add_reader(fd, ready)
     try:
-        await fut
-    finally:
-        loop.remove_writer(fd)
-        loop.remove_reader(fd)
-    native = sock._s
-    if native is None or native.phase() != "connected":
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect((host, port))
+        fut: asyncio.Future[None] = loop.create_future()
+        fd = sock.fileno()
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        # Writable once connected; readable as well if it failed.
+        loop.add_writer(fd, ready)
+        loop.add_reader(fd, ready)
+        try:
+            await fut
+        finally:
+            loop.remove_writer(fd)
+            loop.remove_reader(fd)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, f"{os.strerror(err)}: cannot connect to {host}:{port}")
+        native = sock._s
+        if native is None or native.phase() != "connected":
+            raise ConnectionRefusedError(errno.ECONNREFUSED, f"cannot connect to {host}:{port}")
+    except BaseException:
         sock.close()
-        raise ConnectionRefusedError(errno.ECONNREFUSED, f"cannot connect to {host}:{port}")
+        raise
     reader = asyncio.StreamReader(limit=limit, loop=loop)
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
     transport = _Transport(loop, sock, protocol)
@@ -281,3 +298,383 @@ async def start_server(
     sock.bind((host, port))
     sock.listen(backlog)
     return Server(sock, handler, limit)
+
+
+# -- datagrams ------------------------------------------------------------------------------
+
+_DGRAM_READ_BATCH = 64
+
+
+class DatagramTransport(asyncio.DatagramTransport):
+    """``loop.create_datagram_endpoint``'s transport on a zt UDP socket: reads when the
+    socket's readiness descriptor is readable, sends without blocking (buffering while the
+    socket's send queue is full, until it is writable again)."""
+
+    max_size = 256 * 1024
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: zt_socket,
+        protocol: asyncio.DatagramProtocol,
+        waiter: asyncio.Future[None],
+    ) -> None:
+        try:
+            peer: Optional[Address] = sock.getpeername()
+        except OSError:
+            peer = None
+        super().__init__({"socket": sock, "sockname": sock.getsockname(), "peername": peer})
+        self._loop = loop
+        self._sock: Optional[zt_socket] = sock
+        self._protocol = protocol
+        self._address = peer
+        self._fd = sock.fileno()
+        self._buffer: collections.deque[tuple[bytes, Optional[Address]]] = collections.deque()
+        self._buffer_size = 0
+        self._closing = False
+        self._conn_lost = False
+        self._reading_paused = False
+        self._protocol_paused = False
+        self._high_water = 64 * 1024
+        self._low_water = 16 * 1024
+        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(self._add_reader)
+        loop.call_soon(_set_result_unless_cancelled, waiter)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._conn_lost else "closing" if self._closing else "open"
+        return f"<zt.asyncio datagram transport fd={self._fd} {state}>"
+
+    def _add_reader(self) -> None:
+        if not self._closing and not self._reading_paused:
+            self._loop.add_reader(self._fd, self._read_ready)
+
+    def _read_ready(self) -> None:
+        sock = self._sock
+        for _ in range(_DGRAM_READ_BATCH):
+            if sock is None or self._closing or self._reading_paused:
+                return
+            try:
+                data, addr = sock.recvfrom(self.max_size)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno == errno.EBADF:  # the socket was closed under the transport
+                    self._fatal_error(exc, "zt datagram socket closed")
+                else:
+                    self._protocol.error_received(exc)
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal read error on zt datagram transport")
+                return
+            assert addr is not None
+            self._protocol.datagram_received(data, addr)
+
+    def _send(self, sock: zt_socket, data: bytes, addr: Optional[Address]) -> None:
+        if addr is None:
+            sock.send(data)  # the connected peer (else EDESTADDRREQ)
+        else:
+            sock.sendto(data, addr)
+
+    def sendto(self, data: Union[bytes, bytearray, memoryview], addr: Any = None) -> None:
+        """Sends a datagram to ``addr`` (None: the ``remote_addr`` peer). Never blocks: while
+        the socket's send queue is full, datagrams wait in the transport (the protocol's
+        pause_writing() is called above the high-water mark). OSErrors of sending, such as
+        ``EMSGSIZE``, go to the protocol's error_received(). Ignored once closing."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
+            )
+        sock = self._sock
+        if self._address is not None and addr is not None:
+            try:
+                same = _dgram_addr(sock, addr) == _dgram_addr(sock, self._address)
+            except OSError:
+                same = False
+            if not same:
+                raise ValueError(f"Invalid address: must be None or {self._address}")
+            addr = None
+        if sock is None or self._closing:
+            return
+        if not self._buffer:
+            try:
+                self._send(sock, bytes(data), addr)
+                return
+            except BlockingIOError:
+                self._loop.add_writer(self._fd, self._sendto_ready)
+            except OSError as exc:
+                self._protocol.error_received(exc)
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except (TypeError, ValueError, OverflowError):
+                raise  # a bad address: the caller's mistake, the transport stays up
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal write error on zt datagram transport")
+                return
+        elif addr is not None:
+            try:  # a bad address fails now rather than when the buffer is flushed
+                _dgram_addr(sock, addr)
+            except OSError as exc:
+                self._protocol.error_received(exc)
+                return
+        self._buffer.append((bytes(data), addr))
+        self._buffer_size += len(data)
+        self._maybe_pause_protocol()
+
+    def _sendto_ready(self) -> None:
+        sock = self._sock
+        while self._buffer and sock is not None:
+            data, addr = self._buffer.popleft()
+            self._buffer_size -= len(data)
+            try:
+                self._send(sock, data, addr)
+            except BlockingIOError:
+                self._buffer.appendleft((data, addr))
+                self._buffer_size += len(data)
+                break
+            except OSError as exc:
+                self._protocol.error_received(exc)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal write error on zt datagram transport")
+                return
+        self._maybe_resume_protocol()
+        if not self._buffer:
+            self._loop.remove_writer(self._fd)
+            if self._closing and not self._conn_lost:
+                self._conn_lost = True
+                self._call_connection_lost(None)
+
+    # -- flow control ----------------------------------------------------------------------
+
+    def _maybe_pause_protocol(self) -> None:
+        if self._buffer_size > self._high_water and not self._protocol_paused:
+            self._protocol_paused = True
+            try:
+                self._protocol.pause_writing()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._loop.call_exception_handler(
+                    {"message": "protocol.pause_writing() failed", "exception": exc,
+                     "transport": self, "protocol": self._protocol}
+                )  # fmt: skip
+
+    def _maybe_resume_protocol(self) -> None:
+        if self._protocol_paused and self._buffer_size <= self._low_water:
+            self._protocol_paused = False
+            try:
+                self._protocol.resume_writing()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._loop.call_exception_handler(
+                    {"message": "protocol.resume_writing() failed", "exception": exc,
+                     "transport": self, "protocol": self._protocol}
+                )  # fmt: skip
+
+    def get_write_buffer_size(self) -> int:
+        return self._buffer_size
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (self._low_water, self._high_water)
+
+    def set_write_buffer_limits(
+        self, high: Optional[int] = None, low: Optional[int] = None
+    ) -> None:
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high_water, self._low_water = high, low
+        self._maybe_pause_protocol()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def is_reading(self) -> bool:
+        return not self._closing and not self._reading_paused
+
+    def pause_reading(self) -> None:
+        if self.is_reading():
+            self._reading_paused = True
+            self._loop.remove_reader(self._fd)
+
+    def resume_reading(self) -> None:
+        if self._closing or not self._reading_paused:
+            return
+        self._reading_paused = False
+        self._add_reader()
+
+    # -- life ------------------------------------------------------------------------------
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol  # type: ignore[assignment]
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        """Stops reading; once the buffered datagrams are sent, closes the socket and calls
+        the protocol's connection_lost(None)."""
+        if self._closing:
+            return
+        self._closing = True
+        self._loop.remove_reader(self._fd)
+        if not self._buffer:
+            self._conn_lost = True
+            self._loop.remove_writer(self._fd)
+            self._loop.call_soon(self._call_connection_lost, None)
+
+    def abort(self) -> None:
+        """Closes at once, dropping buffered datagrams."""
+        self._force_close(None)
+
+    def _fatal_error(self, exc: BaseException, message: str) -> None:
+        if not isinstance(exc, OSError):
+            self._loop.call_exception_handler(
+                {"message": message, "exception": exc, "transport": self,
+                 "protocol": self._protocol}
+            )  # fmt: skip
+        self._force_close(exc if isinstance(exc, Exception) else None)
+
+    def _force_close(self, exc: Optional[Exception]) -> None:
+        if self._conn_lost:
+            return
+        if self._buffer:
+            self._buffer.clear()
+            self._buffer_size = 0
+            self._loop.remove_writer(self._fd)
+        if not self._closing:
+            self._closing = True
+            self._loop.remove_reader(self._fd)
+        self._conn_lost = True
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: Optional[Exception]) -> None:
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+
+    def __del__(self) -> None:
+        sock = getattr(self, "_sock", None)
+        if sock is not None:
+            try:
+                warnings.warn(
+                    f"unclosed transport {self!r}", ResourceWarning, stacklevel=2, source=self
+                )
+            finally:
+                sock.close()
+
+
+Address = tuple[Any, ...]
+
+
+def _dgram_addr(sock: Optional[zt_socket], addr: Any) -> tuple[str, int]:
+    """``addr`` checked and normalized as ``sock`` would send to it."""
+    family = sock.family if sock is not None else AF_INET6
+    return _sockaddr(addr, family, "sendto")
+
+
+def _set_result_unless_cancelled(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.set_result(None)
+
+
+def _endpoint_family(
+    family: int, local_addr: Optional[Address], remote_addr: Optional[Address]
+) -> int:
+    found = set()
+    for addr in (local_addr, remote_addr):
+        if addr is None:
+            continue
+        if not (isinstance(addr, tuple) and len(addr) == 2):
+            raise TypeError("2-tuple is expected")
+        if addr[0] not in ("", None):
+            found.add(_family_of(addr[0]))
+    if family:
+        if found - {family}:
+            raise ValueError("can not get address information")
+        return family
+    if len(found) > 1:
+        raise ValueError("can not get address information")
+    if not found:
+        raise ValueError("unexpected address family (pass family= or an IP address)")
+    return found.pop()
+
+
+async def create_datagram_endpoint(
+    node: Node,
+    protocol_factory: Callable[[], _P],
+    local_addr: Optional[Address] = None,
+    remote_addr: Optional[Address] = None,
+    *,
+    family: int = 0,
+    proto: int = 0,
+    reuse_port: Optional[bool] = None,
+    allow_broadcast: Optional[bool] = None,
+    sock: Optional[zt_socket] = None,
+) -> tuple[DatagramTransport, _P]:
+    """A UDP endpoint on the node's networks, like ``loop.create_datagram_endpoint``:
+    ``local_addr`` is bound (host ``""``: every network), ``remote_addr`` connected (then
+    ``transport.sendto(data)`` goes there and only its datagrams arrive); with neither, an
+    ephemeral port on every network (``family`` required). Hosts are IP literals; ``family``
+    defaults to theirs. ``sock``: an existing ``SOCK_DGRAM`` zt socket instead (no other
+    socket arguments then). ``reuse_port`` and ``allow_broadcast`` are not supported."""
+    loop = asyncio.get_running_loop()
+    if sock is not None:
+        if sock.type != SOCK_DGRAM:
+            raise ValueError(f"A UDP Socket was expected, got {sock!r}")
+        opts = {
+            "local_addr": local_addr,
+            "remote_addr": remote_addr,
+            "family": family,
+            "proto": proto,
+            "reuse_port": reuse_port,
+            "allow_broadcast": allow_broadcast,
+        }
+        problems = ", ".join(f"{k}={v}" for k, v in opts.items() if v)
+        if problems:
+            raise ValueError(
+                "socket modifier keyword arguments can not be used when sock is specified. "
+                f"({problems})"
+            )
+        sock.setblocking(False)
+        sock._udp()  # bound, so that it has a readiness descriptor
+    else:
+        if reuse_port:
+            raise ValueError("SO_REUSEPORT not supported by zt sockets")
+        if allow_broadcast:
+            raise ValueError("allow_broadcast is not supported by zt sockets")
+        fam = _endpoint_family(family, local_addr, remote_addr)
+        sock = node.socket(fam, SOCK_DGRAM, proto)
+        try:
+            sock.setblocking(False)
+            if local_addr is not None:
+                sock.bind((local_addr[0] or "", local_addr[1]))
+            if remote_addr is not None:
+                sock.connect(remote_addr)
+            sock._udp()
+        except BaseException:
+            sock.close()
+            raise
+    protocol = protocol_factory()
+    waiter: asyncio.Future[None] = loop.create_future()
+    transport = DatagramTransport(loop, sock, protocol, waiter)
+    try:
+        await waiter
+    except BaseException:
+        transport.close()
+        raise
+    return transport, protocol

@@ -402,8 +402,38 @@ class Node:
 
     def socket(self, family: int = 2, type: int = 1, proto: int = 0) -> zt_socket.socket:
         """A socket on this node's networks, like ``socket.socket(family, type)``
-        (``AF_INET``/``AF_INET6``, ``SOCK_STREAM`` for now)."""
+        (``AF_INET``/``AF_INET6``; ``SOCK_STREAM`` or ``SOCK_DGRAM``)."""
         return zt_socket.socket(self, family, type, proto)
+
+    def create_connection(
+        self,
+        address: tuple[Any, Any],
+        timeout: Any = zt_socket._GLOBAL_DEFAULT_TIMEOUT,
+        source_address: Optional[tuple[Any, ...]] = None,
+    ) -> zt_socket.socket:
+        """A TCP connection to ``(ip, port)`` on this node's networks, like
+        ``socket.create_connection`` (see :func:`zt.socket.create_connection`)."""
+        return zt_socket.create_connection(self, address, timeout, source_address)
+
+    def create_server(
+        self,
+        address: Union[tuple[Any, ...], int],
+        *,
+        family: int = zt_socket.AF_INET,
+        backlog: Optional[int] = None,
+        reuse_port: bool = False,
+        dualstack_ipv6: bool = False,
+    ) -> zt_socket.socket:
+        """A listening TCP socket on ``(ip, port)`` (or a port), like ``socket.create_server``
+        (see :func:`zt.socket.create_server`)."""
+        return zt_socket.create_server(
+            self,
+            address,
+            family=family,
+            backlog=backlog,
+            reuse_port=reuse_port,
+            dualstack_ipv6=dualstack_ipv6,
+        )
 
     def ping(
         self, nwid: NetworkIdLike, ip: str, timeout: float = 5.0, size: int = 56

@@ -1,14 +1,20 @@
 """Sockets on a node's overlay networks, shaped like the standard library's ``socket``.
 
-    with node.socket(zt.socket.AF_INET, zt.socket.SOCK_STREAM) as s:
-        s.connect(("198.18.0.20", 8080))
+    with node.create_connection(("198.18.0.20", 8080), timeout=10) as s:
         s.sendall(b"hello")
         print(s.recv(1024))
 
 Data stays in Rust (the node's user-space TCP/IP stack); ``fileno()`` is a real descriptor that
 is readable/writable exactly when the socket is, so ``select``/``selectors`` work. TCP
 (``SOCK_STREAM``) and UDP (``SOCK_DGRAM``); errors are the standard ``OSError`` subclasses with
-errno values and ``TimeoutError`` for timeouts.
+errno values, ``socket.gaierror`` for what is not an IP address of the socket's family, and
+``TimeoutError`` for timeouts.
+
+Where zt differs from the operating system's sockets (see docs/python-api.md): addresses are
+IP literals only (no name resolution); IPv6 addresses are ``(host, port)`` pairs (2- to 4-tuples
+are accepted); sockets are dual-stack (an ``AF_INET6`` socket shows IPv4 peers as
+``::ffff:a.b.c.d``); recv/send flags other than ``MSG_DONTWAIT`` (and ``MSG_NOSIGNAL`` when
+sending) raise ``EOPNOTSUPP``.
 """
 
 from __future__ import annotations
@@ -16,85 +22,254 @@ from __future__ import annotations
 import errno as _errno
 import io
 import ipaddress
+import operator
 import socket as _std
-from typing import TYPE_CHECKING, Any, Optional, Union
+import struct
+import time
+import warnings
+from typing import TYPE_CHECKING, Any, Optional, Union, overload
 
 from . import _native
 
 if TYPE_CHECKING:
     from .node import Node
 
-__all__ = ["AF_INET", "AF_INET6", "SOCK_DGRAM", "SOCK_STREAM", "socket"]
+__all__ = [
+    "AF_INET",
+    "AF_INET6",
+    "MSG_DONTWAIT",
+    "MSG_NOSIGNAL",
+    "SHUT_RD",
+    "SHUT_RDWR",
+    "SHUT_WR",
+    "SOCK_DGRAM",
+    "SOCK_STREAM",
+    "create_connection",
+    "create_server",
+    "has_dualstack_ipv6",
+    "socket",
+]
 
 AF_INET = _std.AF_INET
 AF_INET6 = _std.AF_INET6
 SOCK_STREAM = _std.SOCK_STREAM
 SOCK_DGRAM = _std.SOCK_DGRAM
 SHUT_RD, SHUT_WR, SHUT_RDWR = _std.SHUT_RD, _std.SHUT_WR, _std.SHUT_RDWR
+MSG_DONTWAIT: int = getattr(_std, "MSG_DONTWAIT", 0x40)
+MSG_NOSIGNAL: int = getattr(_std, "MSG_NOSIGNAL", 0x4000)
 
 Address = tuple[Any, ...]
+Buffer = Union[bytes, bytearray, memoryview]
+
+#: The largest UDP payload the stack takes (a larger one raises EMSGSIZE).
+MAX_DATAGRAM = 65507
+_CHUNK = 1 << 20
+_DEFAULT_BACKLOG = 128
+_GLOBAL_DEFAULT_TIMEOUT: object = getattr(_std, "_GLOBAL_DEFAULT_TIMEOUT", object())
+_EAI_ADDRFAMILY: int = getattr(_std, "EAI_ADDRFAMILY", _std.EAI_FAMILY)
+_TYPE_FLAGS: int = getattr(_std, "SOCK_NONBLOCK", 0) | getattr(_std, "SOCK_CLOEXEC", 0)
+
+# Options that are accepted and remembered (getsockopt returns them) but change nothing here:
+# zt holds no ports in TIME_WAIT, sends no keep-alive probes, and its sockets are dual-stack.
+_STORED_OPTIONS: dict[tuple[int, int], int] = {
+    (_std.SOL_SOCKET, _std.SO_REUSEADDR): 0,
+    (_std.SOL_SOCKET, _std.SO_KEEPALIVE): 0,
+    **{
+        (_std.IPPROTO_TCP, getattr(_std, name)): 0
+        for name in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT")
+        if hasattr(_std, name)
+    },
+    (_std.IPPROTO_IPV6, _std.IPV6_V6ONLY): 0,
+}
 
 
-def _ip(host: str, family: int) -> str:
-    ip = ipaddress.ip_address(host.strip("[]"))
-    if (family == AF_INET) != (ip.version == 4):
-        raise OSError(_errno.EAFNOSUPPORT, f"{host} is not an address of this socket's family")
-    return str(ip)
+def has_dualstack_ipv6() -> bool:
+    """Whether an ``AF_INET6`` listener also takes IPv4 connections: always, on zt."""
+    return True
+
+
+def _ip(host: Any, family: int) -> str:
+    """``host`` as the IP literal the native layer takes (an IPv4-mapped IPv6 address becomes
+    plain IPv4); ``socket.gaierror`` if it is not an IP address of ``family``."""
+    if isinstance(host, (bytes, bytearray)):
+        host = bytes(host).decode("ascii")
+    if not isinstance(host, str):
+        raise TypeError(f"str, bytes or bytearray expected, not {type(host).__name__}")
+    if host == "":
+        return "::" if family == AF_INET6 else "0.0.0.0"
+    try:
+        ip = ipaddress.ip_address(host[1:-1] if host.startswith("[") else host)
+    except ValueError:
+        raise _std.gaierror(
+            _std.EAI_NONAME, f"{host!r} is not an IP address (zt sockets resolve no host names)"
+        ) from None
+    if family == AF_INET6 and ip.version == 6:
+        assert isinstance(ip, ipaddress.IPv6Address)
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Address(ip.packed))  # without a %scope
+    if family == AF_INET and ip.version == 4:
+        return str(ip)
+    raise _std.gaierror(_EAI_ADDRFAMILY, "Address family for hostname not supported")
+
+
+def _sockaddr(address: Any, family: int, what: str = "connect") -> tuple[str, int]:
+    """A stdlib-shaped address argument checked like the standard library does it."""
+    name = "AF_INET6" if family == AF_INET6 else "AF_INET"
+    if not isinstance(address, tuple):
+        raise TypeError(f"{what}(): {name} address must be tuple, not {type(address).__name__}")
+    if family == AF_INET and len(address) != 2:
+        raise TypeError("AF_INET address must be a pair (host, port)")
+    if family == AF_INET6 and not 2 <= len(address) <= 4:
+        raise TypeError("AF_INET6 address must be a tuple (host, port[, flowinfo[, scopeid]])")
+    port = operator.index(address[1])
+    if not 0 <= port <= 65535:
+        raise OverflowError(f"{what}(): port must be 0-65535.")
+    return _ip(address[0], family), port
+
+
+def _same_ip(a: str, b: str) -> bool:
+    return a == b or ipaddress.ip_address(a) == ipaddress.ip_address(b)
+
+
+class _Deadline:
+    """The time left of one call's timeout (None: block; 0: never block)."""
+
+    def __init__(self, timeout: Optional[float]) -> None:
+        self.timeout = timeout
+        self.end = None if not timeout else time.monotonic() + timeout
+
+    def left(self) -> Optional[float]:
+        if self.end is None:
+            return self.timeout
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        return left
 
 
 class socket:  # noqa: N801 - the standard library's name
-    """A TCP socket on a node's networks (create it with :meth:`zt.Node.socket`)."""
+    """A TCP or UDP socket on a node's networks (:meth:`zt.Node.socket`,
+    :func:`create_connection`, :func:`create_server`)."""
 
     def __init__(
         self, node: Node, family: int = AF_INET, type: int = SOCK_STREAM, proto: int = 0
     ) -> None:
-        if family not in (AF_INET, AF_INET6):
-            raise OSError(_errno.EAFNOSUPPORT, "address family not supported")
-        if type not in (SOCK_STREAM, SOCK_DGRAM):
-            raise OSError(_errno.ESOCKTNOSUPPORT, "socket type not supported")
-        self._node = node
-        self.family = family
-        self.type = type
-        self.proto = proto
-        self._timeout: Optional[float] = _std.getdefaulttimeout()
+        self._closed = True  # until set up (for __del__)
         self._s: Optional[_native.TcpSocket] = None
         self._u: Optional[_native.UdpSocket] = None
-        self._peer: Optional[tuple[str, int]] = None
+        if family not in (AF_INET, AF_INET6):
+            raise OSError(_errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        kind = operator.index(type) & ~_TYPE_FLAGS
+        if kind not in (SOCK_STREAM, SOCK_DGRAM):
+            raise OSError(_errno.ESOCKTNOSUPPORT, "Socket type not supported")
+        default_proto = _std.IPPROTO_TCP if kind == SOCK_STREAM else _std.IPPROTO_UDP
+        if proto not in (0, default_proto):
+            raise OSError(_errno.EPROTONOSUPPORT, "Protocol not supported")
+        self._node = node
+        self._family = _std.AddressFamily(family)
+        self._type = _std.SocketKind(kind)
+        self._proto = proto
+        self._timeout: Optional[float] = _std.getdefaulttimeout()
+        if operator.index(type) & getattr(_std, "SOCK_NONBLOCK", 0):
+            self._timeout = 0.0
+        self._peer: Optional[tuple[str, int]] = None  # a UDP socket's connect()ed peer
         self._bound: Optional[tuple[str, int]] = None
-        self._closed = False
+        self._listening = False
+        self._connect_reported = False  # connect() said the TCP connection is up
+        self._error_reported = False  # getsockopt(SO_ERROR) said why it failed
+        self._shut_rd = False
+        self._shut_wr = False
         self._nodelay = True
         self._bufs = (1 << 20, 1 << 20)
+        self._options = dict(_STORED_OPTIONS)
+        self._closed = False
 
     @classmethod
     def _wrap(cls, node: Node, family: int, native: _native.TcpSocket) -> socket:
         s = cls(node, family)
         s._s = native
+        s._connect_reported = True
         return s
+
+    # -- attributes ------------------------------------------------------------------------
+
+    @property
+    def family(self) -> _std.AddressFamily:
+        return self._family
+
+    @property
+    def type(self) -> _std.SocketKind:
+        return self._type
+
+    @property
+    def proto(self) -> int:
+        return self._proto
+
+    @property
+    def timeout(self) -> Optional[float]:
+        return self._timeout
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _udp(self, bind_if_needed: bool = False) -> _native.UdpSocket:
+    def _check_open(self) -> None:
         if self._closed:
             raise OSError(_errno.EBADF, "Bad file descriptor")
+
+    def _any(self) -> str:
+        return "::" if self._family == AF_INET6 else "0.0.0.0"
+
+    def _out(self, addr: tuple[str, int]) -> tuple[str, int]:
+        """An address as this socket's family shows it (IPv4-mapped on AF_INET6)."""
+        ip, port = addr
+        if self._family == AF_INET6 and ":" not in ip:
+            return ("::ffff:" + ip, port)
+        return (ip, port)
+
+    def _udp(self) -> _native.UdpSocket:
+        """The UDP socket, bound to an ephemeral port on every network first if need be."""
+        self._check_open()
         if self._u is None:
-            if not bind_if_needed:
-                raise OSError(_errno.ENOTCONN, "Transport endpoint is not connected")
-            any_host = "::" if self.family == AF_INET6 else "0.0.0.0"
-            self._u = self._node._native.udp_bind(any_host, 0, *self._bufs)
+            self._u = self._node._native.udp_bind(self._any(), 0, *self._bufs)
         return self._u
 
     def _sock(self) -> _native.TcpSocket:
-        if self._closed:
-            raise OSError(_errno.EBADF, "Bad file descriptor")
+        self._check_open()
         if self._s is None:
             raise OSError(_errno.ENOTCONN, "Transport endpoint is not connected")
         return self._s
 
-    # -- the socket API --------------------------------------------------------------------
+    def _call_timeout(self, flags: int, allowed: int = MSG_DONTWAIT) -> Optional[float]:
+        """The timeout of one call with ``flags`` (``MSG_DONTWAIT``: do not block)."""
+        flags = operator.index(flags)
+        if flags & ~allowed:
+            raise OSError(
+                _errno.EOPNOTSUPP, f"zt sockets do not support the flags {flags & ~allowed:#x}"
+            )
+        return 0.0 if flags & MSG_DONTWAIT else self._timeout
+
+    def _recv_dgram(self, bufsize: int, timeout: Optional[float]) -> tuple[bytes, Address]:
+        """The next datagram this socket accepts: from its peer if connect()ed; of its own
+        family on AF_INET (an AF_INET6 socket takes IPv4 too, shown IPv4-mapped)."""
+        u = self._udp()
+        deadline = _Deadline(timeout)
+        while True:
+            data, (ip, port) = u.recvfrom(bufsize, deadline.left())
+            if self._family == AF_INET and ":" in ip:
+                continue
+            if self._peer is not None and not (
+                port == self._peer[1] and _same_ip(ip, self._peer[0])
+            ):
+                continue
+            return data, self._out((ip, port))
+
+    # -- timeouts --------------------------------------------------------------------------
 
     def settimeout(self, value: Optional[float]) -> None:
-        if value is not None and value < 0:
-            raise ValueError("Timeout value out of range")
+        if value is not None:
+            value = float(value)
+            if value < 0:
+                raise ValueError("Timeout value out of range")
         self._timeout = value
 
     def gettimeout(self) -> Optional[float]:
@@ -106,161 +281,433 @@ class socket:  # noqa: N801 - the standard library's name
     def getblocking(self) -> bool:
         return self._timeout != 0.0
 
+    # -- addresses and connections ---------------------------------------------------------
+
     def bind(self, address: Address) -> None:
-        host, port = address[0], int(address[1])
-        if not 0 <= port <= 65535:
-            raise OverflowError("port must be 0-65535.")
-        any_host = "::" if self.family == AF_INET6 else "0.0.0.0"
-        self._bound = (_ip(host or any_host, self.family), port)
-        if self.type == SOCK_DGRAM:
-            self._u = self._node._native.udp_bind(self._bound[0], port, *self._bufs)
+        """Binds to ``(host, port)``; ``host`` ``""`` (or ``"::"``/``"0.0.0.0"``) is every
+        network. A UDP socket is bound at once; a TCP socket's address is used by listen()."""
+        self._check_open()
+        host, port = _sockaddr(address, self._family, "bind")
+        if self._bound is not None or self._u is not None or self._s is not None:
+            raise OSError(_errno.EINVAL, "Invalid argument (already bound)")
+        if self._type == SOCK_DGRAM:
+            self._u = self._node._native.udp_bind(host, port, *self._bufs)
+        self._bound = (host, port)
 
-    def sendto(self, data: Union[bytes, bytearray, memoryview], address: Address) -> int:
-        """Sends a datagram (binds an ephemeral port first if needed)."""
-        if self.type != SOCK_DGRAM:
-            raise OSError(_errno.EISCONN, "sendto on a stream socket")
-        host, port = _ip(address[0], self.family), int(address[1])
-        return self._udp(True).sendto(bytes(data), host, port, self._timeout)
-
-    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Address]:
-        """The next datagram and its sender."""
-        if self.type != SOCK_DGRAM:
-            data = self.recv(bufsize)
-            return data, self.getpeername()
-        return self._udp().recvfrom(bufsize, self._timeout)
-
-    def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Address]:
-        view = memoryview(buffer).cast("B")
-        n = len(view) if nbytes == 0 else min(nbytes, len(view))
-        data, addr = self.recvfrom(n)
-        view[: len(data)] = data
-        return len(data), addr
-
-    def listen(self, backlog: int = 128) -> None:
+    def listen(self, backlog: Optional[int] = None) -> None:
+        self._check_open()
+        if self._type != SOCK_STREAM:
+            raise OSError(_errno.EOPNOTSUPP, "Operation not supported")
+        if self._listening:
+            return
+        if self._s is not None:
+            raise OSError(_errno.EINVAL, "Invalid argument (connected)")
         if self._bound is None:
-            raise OSError(_errno.EINVAL, "bind() first")
+            raise OSError(_errno.EINVAL, "bind() first: zt picks no ephemeral listening port")
+        n = _DEFAULT_BACKLOG if backlog is None else operator.index(backlog)
         host, port = self._bound
-        self._s = self._node._native.tcp_listen(host, port, max(1, backlog), *self._bufs)
+        self._s = self._node._native.tcp_listen(host, port, max(1, n), *self._bufs)
+        self._listening = True
 
     def accept(self) -> tuple[socket, Address]:
+        """The next connection, with the default timeout (like the standard library's)."""
+        self._check_open()
+        if self._type != SOCK_STREAM:
+            raise OSError(_errno.EOPNOTSUPP, "Operation not supported")
+        if not self._listening:
+            raise OSError(_errno.EINVAL, "Invalid argument (not listening)")
         conn = self._sock().accept(self._timeout)
         peer = conn.addresses()[1]
-        sock = socket._wrap(self._node, self.family, conn)
-        sock._timeout = self._timeout if self._timeout != 0.0 else None
-        return sock, (peer if peer is not None else ("", 0))
+        sock = socket._wrap(self._node, self._family, conn)
+        return sock, (self._out(peer) if peer is not None else ("", 0))
 
     def connect(self, address: Address) -> None:
-        host, port = _ip(address[0], self.family), int(address[1])
-        if self.type == SOCK_DGRAM:
-            self._udp(True)
+        """Connects (TCP) or sets the peer that send()/recv() use (UDP: other senders' datagrams
+        are then dropped). A non-blocking TCP connect raises ``BlockingIOError(EINPROGRESS)``;
+        the socket turns writable once connected (or readable if it failed:
+        ``getsockopt(SOL_SOCKET, SO_ERROR)`` tells why)."""
+        self._check_open()
+        host, port = _sockaddr(address, self._family)
+        if self._type == SOCK_DGRAM:
+            self._udp()
             self._peer = (host, port)
             return
-        self._s = self._node._native.tcp_connect(host, port, *self._bufs)
-        self._s.set_nodelay(self._nodelay)
+        if self._listening:
+            raise OSError(_errno.EISCONN, "Transport endpoint is already connected")
+        if self._s is not None:
+            self._connect_again()
+            return
+        bound = self._bound
+        if bound is not None and bound[1] != 0:
+            raise OSError(
+                _errno.EOPNOTSUPP, "zt cannot choose the local port of an outgoing connection"
+            )
+        s = self._node._native.tcp_connect(host, port, *self._bufs)
+        if bound is not None and not ipaddress.ip_address(bound[0]).is_unspecified:
+            local = s.addresses()[0]
+            if local is None or not _same_ip(local[0], bound[0]):
+                s.close()
+                raise OSError(
+                    _errno.EADDRNOTAVAIL,
+                    f"the connection to {host} goes out from {local and local[0]}, not {bound[0]}",
+                )
+        self._s = s
+        s.set_nodelay(self._nodelay)
         if self._timeout == 0.0:
             raise BlockingIOError(_errno.EINPROGRESS, "Operation now in progress")
-        self._s.wait_connected(self._timeout)
+        s.wait_connected(self._timeout)
+        self._connect_reported = True
+
+    def _connect_again(self) -> None:
+        """connect() on a socket that has begun connecting (the non-blocking pattern)."""
+        s = self._sock()
+        phase = s.phase()
+        if phase == "connecting" and self._timeout == 0.0:
+            raise OSError(_errno.EALREADY, "Operation already in progress")
+        if self._connect_reported:
+            raise OSError(_errno.EISCONN, "Transport endpoint is already connected")
+        s.wait_connected(self._timeout)
+        self._connect_reported = True
 
     def connect_ex(self, address: Address) -> int:
+        """connect(), returning the errno instead of raising (``EINPROGRESS`` when
+        non-blocking, ``EAGAIN`` on a timeout); bad addresses still raise."""
         try:
             self.connect(address)
+        except _std.gaierror:
+            raise
         except OSError as e:
-            return e.errno or _errno.EIO
+            return e.errno if e.errno is not None else _errno.EAGAIN
         return 0
 
-    def send(self, data: Union[bytes, bytearray, memoryview], flags: int = 0) -> int:
-        if self.type == SOCK_DGRAM:
+    def getsockname(self) -> Address:
+        self._check_open()
+        if self._u is not None:
+            local = self._u.local()
+            if local is not None:
+                return self._out(local)
+        if self._s is not None:
+            local = self._s.addresses()[0]
+            if local is not None:
+                return self._out(local)
+        if self._bound is not None:
+            return self._out(self._bound)
+        return (self._any(), 0)
+
+    def getpeername(self) -> Address:
+        self._check_open()
+        if self._type == SOCK_DGRAM:
+            if self._peer is None:
+                raise OSError(_errno.ENOTCONN, "Transport endpoint is not connected")
+            return self._out(self._peer)
+        peer = None if self._listening else self._sock().addresses()[1]
+        if peer is None:
+            raise OSError(_errno.ENOTCONN, "Transport endpoint is not connected")
+        return self._out(peer)
+
+    # -- data ------------------------------------------------------------------------------
+
+    def send(self, data: Buffer, flags: int = 0) -> int:
+        timeout = self._call_timeout(flags, MSG_DONTWAIT | MSG_NOSIGNAL)
+        self._check_open()
+        if self._type == SOCK_DGRAM:
             if self._peer is None:
                 raise OSError(_errno.EDESTADDRREQ, "Destination address required")
-            return self.sendto(data, self._peer)
-        return self._sock().send(bytes(data), self._timeout)
-
-    def sendall(self, data: Union[bytes, bytearray, memoryview], flags: int = 0) -> None:
+            return self._send_dgram(data, self._peer, timeout)
+        if self._shut_wr:
+            raise BrokenPipeError(_errno.EPIPE, "Broken pipe")
         view = memoryview(data).cast("B")
+        return self._sock().send(bytes(view[: 4 * _CHUNK]), timeout)
+
+    def sendall(self, data: Buffer, flags: int = 0) -> None:
+        """Sends all of ``data``; the timeout bounds the whole call (as in the standard
+        library), a non-blocking socket raises ``BlockingIOError`` once it would block."""
+        timeout = self._call_timeout(flags, MSG_DONTWAIT | MSG_NOSIGNAL)
+        self._check_open()
+        if self._type == SOCK_DGRAM:
+            self.send(data, flags)
+            return
+        if self._shut_wr:
+            raise BrokenPipeError(_errno.EPIPE, "Broken pipe")
+        s = self._sock()
+        view = memoryview(data).cast("B")
+        deadline = _Deadline(timeout)
         sent = 0
         while sent < len(view):
-            sent += self._sock().send(bytes(view[sent : sent + (1 << 20)]), self._timeout)
+            sent += s.send(bytes(view[sent : sent + _CHUNK]), deadline.left())
+
+    @overload
+    def sendto(self, data: Buffer, address: Address, /) -> int: ...
+    @overload
+    def sendto(self, data: Buffer, flags: int, address: Address, /) -> int: ...
+
+    def sendto(self, data: Buffer, *args: Any) -> int:
+        """Sends a datagram to ``address`` (``sendto(data, address)`` or
+        ``sendto(data, flags, address)``); binds an ephemeral port on every network first if
+        the socket is unbound."""
+        if len(args) == 1:
+            flags, address = 0, args[0]
+        elif len(args) == 2:
+            flags, address = args
+        else:
+            raise TypeError(f"sendto() takes 2 or 3 arguments ({len(args) + 1} given)")
+        timeout = self._call_timeout(flags, MSG_DONTWAIT | MSG_NOSIGNAL)
+        self._check_open()
+        if self._type != SOCK_DGRAM:
+            raise OSError(_errno.EISCONN, "Transport endpoint is already connected")
+        return self._send_dgram(data, _sockaddr(address, self._family, "sendto"), timeout)
+
+    def _send_dgram(self, data: Buffer, to: tuple[str, int], timeout: Optional[float]) -> int:
+        payload = bytes(data)
+        if len(payload) > MAX_DATAGRAM:
+            raise OSError(_errno.EMSGSIZE, "Message too long")
+        if self._shut_wr:
+            raise BrokenPipeError(_errno.EPIPE, "Broken pipe")
+        return self._udp().sendto(payload, to[0], to[1], timeout)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """Up to ``bufsize`` bytes (TCP; b"" at EOF) or the next datagram, truncated to
+        ``bufsize`` (UDP: the rest of a longer datagram is discarded, as in the standard
+        library)."""
+        bufsize = operator.index(bufsize)
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
-        if self.type == SOCK_DGRAM:
-            return self._udp().recvfrom(bufsize, self._timeout)[0]
-        return self._sock().recv(bufsize, self._timeout)
+        timeout = self._call_timeout(flags)
+        self._check_open()
+        if self._shut_rd:
+            return b""
+        if self._type == SOCK_DGRAM:
+            return self._recv_dgram(bufsize, timeout)[0]
+        s = self._sock()
+        if bufsize == 0:
+            return b""
+        return s.recv(bufsize, timeout)
+
+    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
+        """The next datagram (truncated to ``bufsize``) and its sender; on TCP, recv() and
+        None (as on Linux)."""
+        bufsize = operator.index(bufsize)
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recvfrom")
+        if self._type != SOCK_DGRAM:
+            return self.recv(bufsize, flags), None
+        timeout = self._call_timeout(flags)
+        self._check_open()
+        if self._shut_rd:
+            return b"", None
+        return self._recv_dgram(bufsize, timeout)
+
+    @staticmethod
+    def _into(buffer: Any, nbytes: int, what: str) -> tuple[memoryview, int]:
+        view = memoryview(buffer).cast("B")
+        nbytes = operator.index(nbytes)
+        if nbytes < 0:
+            raise ValueError(f"negative buffersize in {what}")
+        if nbytes > len(view):
+            raise ValueError(f"buffer too small for requested bytes in {what}")
+        return view, nbytes or len(view)
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        view = memoryview(buffer).cast("B")
-        n = len(view) if nbytes == 0 else min(nbytes, len(view))
-        data = self._sock().recv(n, self._timeout)
+        view, n = self._into(buffer, nbytes, "recv_into")
+        data = self.recv(n, flags)
         view[: len(data)] = data
         return len(data)
 
+    def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
+        view, n = self._into(buffer, nbytes, "recvfrom_into")
+        data, addr = self.recvfrom(n, flags)
+        view[: len(data)] = data
+        return len(data), addr
+
+    def sendfile(self, file: Any, offset: int = 0, count: Optional[int] = None) -> int:
+        """Sends a binary file's bytes from ``offset`` (``count`` of them, or to the end) like
+        the standard library's fallback: read and send in blocks. The file position ends after
+        the last byte sent. Blocking sockets only."""
+        if "b" not in getattr(file, "mode", "b"):
+            raise ValueError("file should be opened in binary mode")
+        if self._type != SOCK_STREAM:
+            raise ValueError("only SOCK_STREAM type sockets are supported")
+        if count is not None:
+            if not isinstance(count, int):
+                raise TypeError(f"count must be a positive integer (got {count!r})")
+            if count <= 0:
+                raise ValueError(f"count must be a positive integer (got {count!r})")
+        if self._timeout == 0.0:
+            raise ValueError("non-blocking sockets are not supported")
+        self._check_open()
+        if offset:
+            file.seek(offset)
+        total = 0
+        try:
+            while count is None or total < count:
+                want = 1 << 16 if count is None else min(1 << 16, count - total)
+                data = memoryview(file.read(want))
+                if not data:
+                    break
+                while data:
+                    n = self.send(data)
+                    total += n
+                    data = data[n:]
+            return total
+        finally:
+            if total > 0 and hasattr(file, "seek"):
+                file.seek(offset + total)
+
+    # -- life ------------------------------------------------------------------------------
+
     def shutdown(self, how: int) -> None:
+        """``SHUT_WR`` sends FIN after the queued data (TCP); ``SHUT_RD`` makes recv() return
+        b"" from now on."""
+        self._check_open()
+        how = operator.index(how)
+        if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
+            raise OSError(_errno.EINVAL, "Invalid argument")
+        if self._type == SOCK_DGRAM:
+            if self._peer is None:
+                raise OSError(_errno.ENOTCONN, "Transport endpoint is not connected")
+        else:
+            s = self._sock()
+            if how in (SHUT_WR, SHUT_RDWR) and not self._listening:
+                s.shutdown_write()
+        if how in (SHUT_RD, SHUT_RDWR):
+            self._shut_rd = True
         if how in (SHUT_WR, SHUT_RDWR):
-            self._sock().shutdown_write()
+            self._shut_wr = True
 
     def close(self) -> None:
+        """Closes the socket (a TCP connection's queued data still goes out). Idempotent."""
         if not self._closed:
+            self._closed = True
+            self._listening = False
             if self._s is not None:
                 self._s.close()
             if self._u is not None:
                 self._u.close()
-        self._closed = True
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True) and (self._s is not None or self._u is not None):
+            try:
+                warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
+            finally:
+                self.close()
 
     def detach(self) -> int:
         raise OSError(_errno.EOPNOTSUPP, "zt sockets have no OS descriptor to detach")
 
+    def dup(self) -> socket:
+        raise OSError(_errno.EOPNOTSUPP, "zt sockets cannot be duplicated")
+
     def fileno(self) -> int:
+        """The readiness descriptor (-1 once closed, or before a UDP socket is bound or a TCP
+        socket connects or listens)."""
         if self._closed:
             return -1
         if self._u is not None:
             return self._u.fileno()
         return -1 if self._s is None else self._s.fileno()
 
-    def getsockname(self) -> Address:
-        if self._u is not None:
-            local = self._u.local()
-            if local is not None:
-                return local
-        if self._s is not None:
-            local = self._s.addresses()[0]
-            if local is not None:
-                return local
-        if self._bound is not None:
-            return self._bound
-        return ("::" if self.family == AF_INET6 else "0.0.0.0", 0)
+    # -- options ---------------------------------------------------------------------------
 
-    def getpeername(self) -> Address:
-        if self.type == SOCK_DGRAM:
-            if self._peer is None:
-                raise OSError(_errno.ENOTCONN, "Transport endpoint is not connected")
-            return self._peer
-        peer = self._sock().addresses()[1]
-        if peer is None:
-            raise OSError(_errno.ENOTCONN, "Transport endpoint is not connected")
-        return peer
+    @overload
+    def setsockopt(self, level: int, optname: int, value: Union[int, Buffer], /) -> None: ...
+    @overload
+    def setsockopt(self, level: int, optname: int, value: None, optlen: int, /) -> None: ...
 
-    def setsockopt(self, level: int, optname: int, value: Any, optlen: Any = None) -> None:
-        if level == _std.IPPROTO_TCP and optname == _std.TCP_NODELAY:
-            self._nodelay = bool(value)
+    def setsockopt(
+        self, level: int, optname: int, value: Any, optlen: Optional[int] = None
+    ) -> None:
+        """``TCP_NODELAY`` (on by default), ``SO_RCVBUF``/``SO_SNDBUF`` (for native sockets
+        made after the call: set them before bind/connect/listen); ``SO_REUSEADDR``,
+        ``SO_KEEPALIVE``, ``TCP_KEEPIDLE``/``TCP_KEEPINTVL``/``TCP_KEEPCNT`` and
+        ``IPV6_V6ONLY`` are remembered but change nothing. Anything else raises
+        ``OSError(ENOPROTOOPT)`` like an unknown option does."""
+        self._check_open()
+        if value is None:
+            raise OSError(_errno.EINVAL, "Invalid argument")
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            raw = bytes(value)
+            if len(raw) != 4:
+                raise OSError(_errno.EINVAL, "Invalid argument")
+            v: int = struct.unpack("=i", raw)[0]
+        else:
+            v = operator.index(value)
+        key = (level, optname)
+        if key == (_std.IPPROTO_TCP, _std.TCP_NODELAY) and self._type == SOCK_STREAM:
+            self._nodelay = bool(v)
             if self._s is not None:
                 self._s.set_nodelay(self._nodelay)
-        elif level == _std.SOL_SOCKET and optname == _std.SO_RCVBUF:
-            self._bufs = (max(4096, int(value)), self._bufs[1])
-        elif level == _std.SOL_SOCKET and optname == _std.SO_SNDBUF:
-            self._bufs = (self._bufs[0], max(4096, int(value)))
-        # SO_REUSEADDR and SO_KEEPALIVE are accepted (no TIME_WAIT port holding here).
+        elif key == (_std.SOL_SOCKET, _std.SO_RCVBUF):
+            self._bufs = (max(4096, v), self._bufs[1])
+        elif key == (_std.SOL_SOCKET, _std.SO_SNDBUF):
+            self._bufs = (self._bufs[0], max(4096, v))
+        elif key in self._options and self._applies(key):
+            self._options[key] = v
+        else:
+            raise OSError(_errno.ENOPROTOOPT, "Protocol not available")
 
-    def getsockopt(self, level: int, optname: int, buflen: Optional[int] = None) -> int:
-        if level == _std.IPPROTO_TCP and optname == _std.TCP_NODELAY:
-            return int(self._nodelay)
-        if level == _std.SOL_SOCKET and optname == _std.SO_RCVBUF:
-            return self._bufs[0]
-        if level == _std.SOL_SOCKET and optname == _std.SO_SNDBUF:
-            return self._bufs[1]
-        if level == _std.SOL_SOCKET and optname == _std.SO_TYPE:
-            return self.type
+    def _applies(self, key: tuple[int, int]) -> bool:
+        if key[0] == _std.IPPROTO_TCP:
+            return self._type == SOCK_STREAM
+        if key[0] == _std.IPPROTO_IPV6:
+            return self._family == AF_INET6
+        return True
+
+    def _take_error(self) -> int:
+        """SO_ERROR: why a TCP connection failed (reported once), else 0."""
+        s = self._s
+        if s is None or self._listening or self._error_reported or self._type != SOCK_STREAM:
+            return 0
+        try:
+            s.wait_connected(0.0)
+        except BlockingIOError:
+            return 0
+        except OSError as e:
+            if self._connect_reported and e.errno == _errno.ECONNREFUSED:
+                return 0  # closed after being connected: no error
+            self._error_reported = True
+            return e.errno or _errno.EIO
+        self._connect_reported = True
         return 0
+
+    @overload
+    def getsockopt(self, level: int, optname: int, /) -> int: ...
+    @overload
+    def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes: ...
+
+    def getsockopt(self, level: int, optname: int, buflen: Optional[int] = None) -> Any:
+        """The options setsockopt() takes, and ``SO_TYPE``, ``SO_ERROR``, ``SO_ACCEPTCONN``,
+        ``SO_DOMAIN``, ``SO_PROTOCOL``; with ``buflen``, the value's bytes."""
+        self._check_open()
+        key = (level, optname)
+        default_proto = _std.IPPROTO_TCP if self._type == SOCK_STREAM else _std.IPPROTO_UDP
+        fixed: dict[tuple[int, int], int] = {
+            (_std.SOL_SOCKET, _std.SO_TYPE): int(self._type),
+            (_std.SOL_SOCKET, _std.SO_RCVBUF): self._bufs[0],
+            (_std.SOL_SOCKET, _std.SO_SNDBUF): self._bufs[1],
+            (_std.SOL_SOCKET, _std.SO_ACCEPTCONN): int(self._listening),
+        }
+        if hasattr(_std, "SO_DOMAIN"):
+            fixed[(_std.SOL_SOCKET, _std.SO_DOMAIN)] = int(self._family)
+        if hasattr(_std, "SO_PROTOCOL"):
+            fixed[(_std.SOL_SOCKET, _std.SO_PROTOCOL)] = self._proto or default_proto
+        if self._type == SOCK_STREAM:
+            fixed[(_std.IPPROTO_TCP, _std.TCP_NODELAY)] = int(self._nodelay)
+        if key == (_std.SOL_SOCKET, _std.SO_ERROR):
+            value = self._take_error()
+        elif key in fixed:
+            value = fixed[key]
+        elif key in self._options and self._applies(key):
+            value = self._options[key]
+        else:
+            raise OSError(_errno.ENOPROTOOPT, "Protocol not available")
+        if buflen is None:
+            return value
+        buflen = operator.index(buflen)
+        if not 0 < buflen <= 1024:
+            raise OSError(_errno.EINVAL, "getsockopt buflen out of range")
+        return struct.pack("=i", value)[:buflen]
+
+    # -- files and context -----------------------------------------------------------------
 
     def makefile(self, mode: str = "r", buffering: Optional[int] = None, **kw: Any) -> Any:
         raw = _std.SocketIO(self, "rw" if "w" in mode and "r" in mode else mode.replace("b", ""))  # type: ignore[arg-type]
@@ -287,5 +734,113 @@ class socket:  # noqa: N801 - the standard library's name
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else (self._s.phase() if self._s else "open")
-        return f"<zt.socket.socket family={self.family} type={self.type} {state}>"
+        if self._closed:
+            state = "closed"
+        elif self._s is not None:
+            state = self._s.phase()
+        else:
+            state = "bound" if self._u is not None else "open"
+        return f"<zt.socket.socket family={self._family.name} type={self._type.name} {state}>"
+
+
+# -- convenience functions (the standard library's) ------------------------------------------
+
+
+def _port(port: Any) -> int:
+    """A port given as getaddrinfo() takes it: a number, a numeric string or a service name
+    (looked up in the local services database)."""
+    if isinstance(port, (bytes, bytearray)):
+        port = bytes(port).decode("ascii")
+    if isinstance(port, str):
+        if port.isdigit():
+            port = int(port)
+        else:
+            try:
+                return _std.getservbyname(port, "tcp")
+            except OSError:
+                raise _std.gaierror(
+                    _std.EAI_SERVICE, f"Servname not supported for ai_socktype: {port!r}"
+                ) from None
+    if port is None:
+        return 0
+    number = operator.index(port)
+    if not 0 <= number <= 65535:
+        raise OverflowError("port must be 0-65535.")
+    return number
+
+
+def _family_of(host: Any) -> int:
+    """AF_INET or AF_INET6 for an IP literal; ``socket.gaierror`` for anything else."""
+    if isinstance(host, (bytes, bytearray)):
+        host = bytes(host).decode("ascii")
+    try:
+        ip = ipaddress.ip_address(host[1:-1] if host.startswith("[") else host)
+    except (ValueError, AttributeError, TypeError):
+        raise _std.gaierror(
+            _std.EAI_NONAME, f"{host!r} is not an IP address (zt sockets resolve no host names)"
+        ) from None
+    return AF_INET6 if ip.version == 6 else AF_INET
+
+
+def create_connection(
+    node: Node,
+    address: tuple[Any, Any],
+    timeout: Optional[float] = _GLOBAL_DEFAULT_TIMEOUT,  # type: ignore[assignment]
+    source_address: Optional[Address] = None,
+) -> socket:
+    """Connects a TCP socket to ``(host, port)`` on the node's networks, like
+    ``socket.create_connection``: ``host`` is an IPv4 or IPv6 literal (its family picks the
+    socket's), ``port`` a number or service name; ``timeout`` (default: the global default
+    timeout) stays set on the returned socket. ``source_address``: ``("", 0)`` or the local IP
+    the connection goes out from (zt chooses no local port). The socket is closed if
+    connecting fails: ``ConnectionRefusedError``, ``TimeoutError``, ``OSError(ENETUNREACH)``
+    when no joined network routes the host, ``socket.gaierror`` for a host name."""
+    host, port = address
+    family = _family_of(host)
+    sa = (host, _port(port))
+    sock = socket(node, family, SOCK_STREAM)
+    try:
+        if timeout is not _GLOBAL_DEFAULT_TIMEOUT:
+            sock.settimeout(timeout)
+        if source_address:
+            sock.bind(source_address)
+        sock.connect(sa)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def create_server(
+    node: Node,
+    address: Union[Address, int],
+    *,
+    family: int = AF_INET,
+    backlog: Optional[int] = None,
+    reuse_port: bool = False,
+    dualstack_ipv6: bool = False,
+) -> socket:
+    """A TCP socket bound to ``address`` (``(host, port)``, or just a port for every network)
+    and listening, like ``socket.create_server``. zt listeners are always dual-stack
+    (``dualstack_ipv6`` is accepted with ``AF_INET6``); ``reuse_port`` is not supported
+    (``ValueError``, as on a platform without ``SO_REUSEPORT``). A failure to bind or listen
+    raises its ``OSError`` with the address in the message."""
+    if reuse_port:
+        raise ValueError("SO_REUSEPORT not supported by zt sockets")
+    if dualstack_ipv6 and family != AF_INET6:
+        raise ValueError("dualstack_ipv6 requires AF_INET6 family")
+    addr: Address = ("", address) if isinstance(address, int) else address
+    sock = socket(node, family, SOCK_STREAM)
+    try:
+        try:
+            sock.bind(addr)
+            sock.listen(backlog)
+        except _std.gaierror:
+            raise
+        except OSError as err:
+            msg = f"{err.strerror} (while attempting to bind on address {addr!r})"
+            raise OSError(err.errno, msg) from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -1,0 +1,91 @@
+"""Two zt nodes on loopback sharing one network, for the socket tests: an ad-hoc network (IPv6
+6plane addresses) or a controller network (IPv4)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import zt
+from zt.network import NetworkIdLike
+from zt.socket import AF_INET, AF_INET6
+
+from .test_network import wait_until
+from .test_networks import NETWORK, Lab
+
+
+@dataclass
+class Pair:
+    """Nodes ``a`` and ``b`` on network ``nwid`` with addresses ``ip_a``/``ip_b`` of
+    ``family``."""
+
+    lab: Lab
+    a: zt.Node
+    b: zt.Node
+    nwid: NetworkIdLike
+    ip_a: str
+    ip_b: str
+    family: int
+
+    def warm(self, timeout: float = 20.0) -> None:
+        """Pings both ways until answered, so that the peers have a path and their stacks know
+        each other's link addresses (a first datagram would otherwise wait for both)."""
+        deadline = time.monotonic() + timeout
+        for node, ip in ((self.a, self.ip_b), (self.b, self.ip_a)):
+            while node.ping(self.nwid, ip, 1.0) is None:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no ping answer from {ip}")
+
+
+def adhoc_pair(lab: Lab, start: int, end: int) -> Pair:
+    """Two nodes on the ad-hoc network for TCP/UDP ports ``start..=end`` (other ports are
+    dropped by the network's rules, replies to ephemeral UDP ports too)."""
+    nwid = zt.network.adhoc_network_id(start, end)
+    a, b = lab.node(), lab.node()
+    for n in (a, b):
+        n.join(nwid)
+        n.wait_network(nwid, 10)
+    ip_a = str(zt.network.sixplane_address(nwid, a.address))
+    ip_b = str(zt.network.sixplane_address(nwid, b.address))
+    return Pair(lab, a, b, nwid, ip_a, ip_b, AF_INET6)
+
+
+def ipv4_pair(lab: Lab) -> Pair:
+    """Two authorized members of a controller network with IPv4 addresses."""
+    ctl = lab.ctl.controller
+    assert ctl is not None
+    nwid = ctl.create_network(**NETWORK)["id"]
+    a, b = lab.node(), lab.node()
+    for n in (a, b):
+        n.join(nwid)
+    wait_until(lambda: len(ctl.members(nwid)) == 2, 10, "pending members")
+    for n in (a, b):
+        ctl.authorize(nwid, n.address)
+    na, nb = a.wait_network(nwid, 10), b.wait_network(nwid, 10)
+    assert na.ipv4 is not None and nb.ipv4 is not None
+    return Pair(lab, a, b, nwid, str(na.ipv4.ip), str(nb.ipv4.ip), AF_INET)
+
+
+@contextlib.contextmanager
+def lab_in(path: Path) -> Iterator[Lab]:
+    """A lab, closed on leaving the block."""
+    lab = Lab(path)
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@contextlib.contextmanager
+def raises_errno(code: int) -> Iterator[None]:
+    """Asserts that the block raises an OSError with errno ``code``."""
+    with pytest.raises(OSError) as info:  # noqa: PT011 - the errno is checked below
+        yield
+    err = info.value.errno
+    assert err == code, f"errno {err} ({info.value}), not {errno.errorcode[code]}"

@@ -1,0 +1,563 @@
+"""The stdlib-shaped socket API on the overlay: create_connection/create_server and how TCP and
+UDP sockets behave next to the standard library's (errors, flags, timeouts, options, close)."""
+
+from __future__ import annotations
+
+import errno
+import gc
+import hashlib
+import os
+import select
+import selectors
+import socket as std
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import zt
+from zt.socket import AF_INET, AF_INET6, MSG_DONTWAIT, SOCK_DGRAM, SOCK_STREAM
+
+from .overlay import Pair, raises_errno
+
+
+def serve(srv: zt.socket.socket, handler: str = "echo", count: int = 1) -> threading.Thread:
+    """Accepts ``count`` connections on a thread: ``echo`` sends back what it reads; ``hash``
+    sends back the SHA-256 of everything read once the client shuts down; ``slow`` reads 64 KiB
+    every 0.1 s. Accepted sockets' timeouts are recorded in ``thread.timeouts``."""
+    timeouts: list[object] = []
+
+    def run() -> None:
+        for _ in range(count):
+            conn, _ = srv.accept()
+            timeouts.append(conn.gettimeout())
+            conn.settimeout(30)
+            with conn:
+                if handler == "hash":
+                    h = hashlib.sha256()
+                    while data := conn.recv(1 << 20):
+                        h.update(data)
+                    conn.sendall(h.digest())
+                    continue
+                while data := conn.recv(65536):
+                    if handler == "slow":
+                        time.sleep(0.1)
+                    else:
+                        conn.sendall(data)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.timeouts = timeouts  # type: ignore[attr-defined]
+    t.start()
+    return t
+
+
+@pytest.fixture
+def default_timeout() -> Iterator[None]:
+    before = std.getdefaulttimeout()
+    yield
+    std.setdefaulttimeout(before)
+
+
+# -- create_connection / create_server --------------------------------------------------------
+
+
+def test_create_server_and_connection_over_ipv6_adhoc(v6: Pair, default_timeout: None) -> None:
+    srv = v6.b.create_server(("", 7200), family=AF_INET6)
+    assert srv.family == AF_INET6 and srv.type == SOCK_STREAM
+    assert isinstance(srv.family, std.AddressFamily) and isinstance(srv.type, std.SocketKind)
+    assert srv.getsockname() == ("::", 7200)
+    assert srv.getsockopt(std.SOL_SOCKET, std.SO_ACCEPTCONN) == 1
+    srv.settimeout(20)
+    t = serve(srv, count=2)
+    # The default timeout applies when none is given, as in the standard library.
+    std.setdefaulttimeout(7.5)
+    with v6.a.create_connection((v6.ip_b, 7200)) as c:
+        assert c.gettimeout() == 7.5
+        assert c.family == AF_INET6 and c.getpeername() == (v6.ip_b, 7200)
+        assert c.getsockname()[0] == v6.ip_a
+        c.sendall(b"over ipv6")
+        assert c.recv(100) == b"over ipv6"
+    std.setdefaulttimeout(None)
+    # The module-level function, an explicit timeout and a numeric-string port.
+    with zt.socket.create_connection(v6.a, (v6.ip_b, "7200"), timeout=10) as c:
+        assert c.gettimeout() == 10
+        blob = os.urandom(300_000)
+        got = bytearray()
+        c.sendall(blob)
+        while len(got) < len(blob):
+            got += c.recv(1 << 20)
+        assert bytes(got) == blob
+    t.join(20)
+    # Accepted sockets take the default timeout (None here), not the listener's 20 s.
+    assert t.timeouts == [7.5, None]  # type: ignore[attr-defined]
+    srv.close()
+    # A port number alone listens on every network; dual-stack is accepted on AF_INET6.
+    with v6.b.create_server(7201, family=AF_INET6, dualstack_ipv6=True, backlog=4) as srv2:
+        assert srv2.getsockname() == ("::", 7201)
+        srv2.settimeout(10)
+        t = serve(srv2)
+        with v6.a.create_connection((v6.ip_b, 7201), 10) as c:
+            c.sendall(b"x")
+            assert c.recv(1) == b"x"
+        t.join(10)
+
+
+def test_create_server_and_connection_over_ipv4(v4: Pair) -> None:
+    srv = zt.socket.create_server(v4.b, (v4.ip_b, 7300))
+    assert srv.family == AF_INET and srv.getsockname() == (v4.ip_b, 7300)
+    srv.settimeout(20)
+    t = serve(srv, handler="hash", count=3)
+    blob = os.urandom(2_000_000)
+    with v4.a.create_connection((v4.ip_b, 7300), timeout=20) as c:
+        assert c.getpeername() == (v4.ip_b, 7300)
+        c.sendall(blob)
+        c.shutdown(zt.socket.SHUT_WR)
+        assert c.recv(32) == hashlib.sha256(blob).digest()
+    # source_address: the host the connection goes out from (or ""), with port 0.
+    with v4.a.create_connection((v4.ip_b, 7300), 20, source_address=(v4.ip_a, 0)) as c:
+        assert c.getsockname()[0] == v4.ip_a
+        c.shutdown(zt.socket.SHUT_WR)
+        assert c.recv(32) == hashlib.sha256(b"").digest()
+    with v4.a.create_connection((v4.ip_b, 7300), 20, source_address=("", 0)) as c:
+        c.shutdown(zt.socket.SHUT_WR)
+        assert len(c.recv(32)) == 32
+    with pytest.raises(OSError, match="goes out from") as e:
+        v4.a.create_connection((v4.ip_b, 7300), 5, source_address=("198.18.0.3", 0))
+    assert e.value.errno == errno.EADDRNOTAVAIL
+    with pytest.raises(OSError, match="local port") as e:
+        v4.a.create_connection((v4.ip_b, 7300), 5, source_address=(v4.ip_a, 4000))
+    assert e.value.errno == errno.EOPNOTSUPP
+    t.join(20)
+    srv.close()
+
+
+def test_an_ipv6_listener_takes_ipv4_connections_as_mapped_addresses(v4: Pair) -> None:
+    with v4.b.create_server(("", 7301), family=AF_INET6) as srv:
+        srv.settimeout(10)
+        with v4.a.create_connection((v4.ip_b, 7301), 10) as c:
+            conn, peer = srv.accept()
+            with conn:
+                assert peer == (f"::ffff:{v4.ip_a}", c.getsockname()[1])
+                assert conn.getpeername() == peer
+                assert conn.getsockname() == (f"::ffff:{v4.ip_b}", 7301)
+                conn.sendall(b"mapped")
+                assert c.recv(6) == b"mapped"
+    # An AF_INET6 socket also connects to an IPv4-mapped address.
+    with v4.b.create_server(("", 7302)) as srv:
+        srv.settimeout(10)
+        with v4.a.socket(AF_INET6, SOCK_STREAM) as c:
+            c.settimeout(10)
+            c.connect((f"::ffff:{v4.ip_b}", 7302, 0, 0))
+            assert c.getpeername() == (f"::ffff:{v4.ip_b}", 7302)
+            conn, _ = srv.accept()
+            conn.close()
+
+
+def test_create_connection_and_server_errors(v4: Pair, v6: Pair) -> None:
+    # Nobody listens: the peer's stack answers RST.
+    with pytest.raises(ConnectionRefusedError) as refused:
+        v4.a.create_connection((v4.ip_b, 7399), timeout=10)
+    assert refused.value.errno == errno.ECONNREFUSED
+    # The ad-hoc network drops SYNs to ports outside its range: the timeout ends the wait.
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        v6.a.create_connection((v6.ip_b, 7600), timeout=0.5)
+    assert 0.4 < time.monotonic() - start < 5
+    # No joined network routes these.
+    for pair, host in ((v4, "203.0.113.9"), (v6, "2001:db8::1")):
+        with pytest.raises(OSError, match="unreachable") as e:
+            pair.a.create_connection((host, 80), timeout=5)
+        assert e.value.errno == errno.ENETUNREACH
+    # Host names are not resolved (and nothing is sent anywhere).
+    with pytest.raises(std.gaierror) as g:
+        v4.a.create_connection(("example.invalid", 80))
+    assert g.value.errno == std.EAI_NONAME
+    with pytest.raises(std.gaierror):
+        v4.a.create_connection((v4.ip_b, "no-such-service"))
+    with pytest.raises(ValueError, match="unpack"):
+        v4.a.create_connection((v4.ip_b,))  # type: ignore[arg-type]
+    with pytest.raises(OverflowError):
+        v4.a.create_connection((v4.ip_b, 70000))
+    with pytest.raises(TypeError):
+        v4.a.create_connection((v4.ip_b, [80]))
+    with pytest.raises(ValueError, match="range"):
+        v4.a.create_connection((v4.ip_b, 7300), timeout=-1)
+
+    with pytest.raises(ValueError, match="SO_REUSEPORT"):
+        v4.b.create_server(("", 7310), reuse_port=True)
+    with pytest.raises(ValueError, match="requires AF_INET6"):
+        v4.b.create_server(("", 7310), dualstack_ipv6=True)
+    with v4.b.create_server(("", 7310)):
+        with pytest.raises(OSError, match="while attempting to bind on address") as e:
+            v4.b.create_server((v4.ip_b, 7310))
+        assert e.value.errno == errno.EADDRINUSE
+    with pytest.raises(OSError, match="while attempting to bind") as e:
+        v4.b.create_server(("203.0.113.9", 7311))
+    assert e.value.errno == errno.ENETUNREACH
+    with pytest.raises(std.gaierror):
+        v4.b.create_server(("::", 7312))  # an IPv6 address for an AF_INET socket
+
+
+def test_failed_calls_and_closed_sockets_leave_no_resource_warning(v4: Pair) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ConnectionRefusedError):
+            v4.a.create_connection((v4.ip_b, 7398), timeout=10)
+        s = v4.a.socket(AF_INET, SOCK_DGRAM)
+        s.bind(("", 7320))
+        s.close()
+        s.close()  # idempotent
+        del s
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+    # An unclosed socket warns like the standard library's, and is closed by the collector.
+    u = v4.a.socket(AF_INET, SOCK_DGRAM)
+    u.bind(("", 7321))
+    holder = [u]
+    del u
+    with pytest.warns(ResourceWarning, match="unclosed"):
+        holder.clear()
+    with v4.a.socket(AF_INET, SOCK_DGRAM) as again:
+        again.bind(("", 7321))  # the port is free again
+
+
+# -- TCP next to the standard library ---------------------------------------------------------
+
+
+def test_tcp_flags_timeouts_and_state_errors(v4: Pair) -> None:
+    srv = v4.b.create_server((v4.ip_b, 7330))
+    srv.settimeout(20)
+    t = serve(srv)
+    c = v4.a.create_connection((v4.ip_b, 7330), timeout=10)
+    # Unsupported flags fail clearly rather than being ignored.
+    with pytest.raises(OSError, match="flags") as e:
+        c.recv(10, std.MSG_PEEK)
+    assert e.value.errno == errno.EOPNOTSUPP
+    with raises_errno(errno.EOPNOTSUPP):
+        c.send(b"x", std.MSG_OOB)
+    # MSG_DONTWAIT makes one blocking call non-blocking.
+    with pytest.raises(BlockingIOError):
+        c.recv(10, MSG_DONTWAIT)
+    assert c.recv(0) == b""
+    # settimeout applies to an already connected socket.
+    c.settimeout(0.2)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        c.recv(10)
+    assert time.monotonic() - start < 3
+    c.settimeout(10)
+    assert c.send(b"ping", std.MSG_NOSIGNAL) == 4
+    buf = bytearray(16)
+    assert c.recv_into(buf, 4) == 4 and buf[:4] == b"ping"
+    with pytest.raises(ValueError, match="too small"):
+        c.recv_into(bytearray(2), 5)
+    with pytest.raises(ValueError, match="negative"):
+        c.recv(-1)
+    # State errors are the standard ones.
+    with raises_errno(errno.EISCONN):
+        c.connect((v4.ip_b, 7330))
+    with raises_errno(errno.EINVAL):
+        c.bind(("", 0))
+    with raises_errno(errno.EINVAL):
+        c.listen()
+    with raises_errno(errno.EINVAL):
+        c.accept()
+    with raises_errno(errno.EISCONN):
+        c.sendto(b"x", (v4.ip_b, 1))
+    for call in (c.dup, c.detach):
+        with raises_errno(errno.EOPNOTSUPP):
+            call()
+    with raises_errno(errno.ENOTCONN):
+        srv.getpeername()
+    with raises_errno(errno.EINVAL):
+        c.shutdown(7)
+    # After shutdown(SHUT_RD) recv() reads EOF; writes still work.
+    c.shutdown(zt.socket.SHUT_RD)
+    assert c.recv(10) == b""
+    c.sendall(b"still")
+    c.close()
+    # Everything on a closed socket is EBADF; fileno() is -1.
+    assert c.fileno() == -1
+    for op in (
+        lambda: c.send(b"x"),
+        lambda: c.recv(1),
+        c.getsockname,
+        c.getpeername,
+        lambda: c.setsockopt(std.SOL_SOCKET, std.SO_KEEPALIVE, 1),
+        lambda: c.getsockopt(std.SOL_SOCKET, std.SO_TYPE),
+        lambda: c.shutdown(zt.socket.SHUT_WR),
+    ):
+        with raises_errno(errno.EBADF):
+            op()
+    t.join(10)
+    srv.close()
+
+
+def test_sendall_timeout_bounds_the_whole_call(v4: Pair) -> None:
+    """Like the standard library since 3.5: the timeout is the total time sendall() may take,
+    not a per-chunk time that progress resets (the reader here keeps making progress)."""
+    with v4.b.create_server((v4.ip_b, 7340)) as srv:
+        srv.settimeout(10)
+        t = serve(srv, handler="slow")
+        c = v4.a.create_connection((v4.ip_b, 7340), timeout=1.0)
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            c.sendall(b"\0" * (16 << 20))
+        assert time.monotonic() - start < 2.5
+        # Non-blocking: BlockingIOError once nothing more fits.
+        c.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            c.sendall(b"\0" * (16 << 20))
+        c.close()
+        t.join(30)
+
+
+def test_non_blocking_connect_and_so_error(v4: Pair) -> None:
+    with v4.b.create_server((v4.ip_b, 7350)) as srv:
+        c = v4.a.socket(AF_INET, SOCK_STREAM)
+        c.setblocking(False)
+        assert c.connect_ex((v4.ip_b, 7350)) == errno.EINPROGRESS
+        assert c.connect_ex((v4.ip_b, 7350)) in (errno.EALREADY, 0)
+        sel = selectors.DefaultSelector()
+        sel.register(c, selectors.EVENT_WRITE)
+        assert sel.select(10), "writable once connected"
+        assert c.getsockopt(std.SOL_SOCKET, std.SO_ERROR) == 0
+        assert c.connect_ex((v4.ip_b, 7350)) in (0, errno.EISCONN)
+        assert c.connect_ex((v4.ip_b, 7350)) == errno.EISCONN
+        sel.close()
+        c.close()
+        srv.settimeout(10)
+        srv.accept()[0].close()
+    # Refused: readable, SO_ERROR says why once, then 0.
+    d = v4.a.socket(AF_INET, SOCK_STREAM)
+    d.setblocking(False)
+    with pytest.raises(BlockingIOError) as e:
+        d.connect((v4.ip_b, 7351))
+    assert e.value.errno == errno.EINPROGRESS
+    sel = selectors.DefaultSelector()
+    sel.register(d, selectors.EVENT_READ)
+    assert sel.select(10)
+    assert d.getsockopt(std.SOL_SOCKET, std.SO_ERROR) == errno.ECONNREFUSED
+    assert d.getsockopt(std.SOL_SOCKET, std.SO_ERROR) == 0
+    sel.close()
+    d.close()
+
+
+def test_socket_options(v4: Pair) -> None:
+    with v4.a.socket(AF_INET, SOCK_STREAM) as s, v4.a.socket(AF_INET6, SOCK_DGRAM) as u:
+        sol = std.SOL_SOCKET
+        assert s.getsockopt(std.IPPROTO_TCP, std.TCP_NODELAY) == 1
+        s.setsockopt(std.IPPROTO_TCP, std.TCP_NODELAY, 0)
+        assert s.getsockopt(std.IPPROTO_TCP, std.TCP_NODELAY) == 0
+        s.setsockopt(sol, std.SO_REUSEADDR, 1)
+        assert s.getsockopt(sol, std.SO_REUSEADDR) == 1
+        s.setsockopt(sol, std.SO_KEEPALIVE, (1).to_bytes(4, sys.byteorder))
+        assert s.getsockopt(sol, std.SO_KEEPALIVE) == 1
+        s.setsockopt(sol, std.SO_RCVBUF, 65536)
+        assert s.getsockopt(sol, std.SO_RCVBUF) == 65536
+        assert s.getsockopt(sol, std.SO_TYPE) == SOCK_STREAM
+        assert s.getsockopt(sol, std.SO_TYPE, 4) == int(SOCK_STREAM).to_bytes(4, sys.byteorder)
+        assert u.getsockopt(sol, std.SO_DOMAIN) == AF_INET6
+        assert u.getsockopt(sol, std.SO_PROTOCOL) == std.IPPROTO_UDP
+        u.setsockopt(std.IPPROTO_IPV6, std.IPV6_V6ONLY, 0)
+        # Unknown options and ones that do not apply: ENOPROTOOPT, as the OS says.
+        for sock, level, opt in (
+            (s, sol, std.SO_REUSEPORT),
+            (s, sol, 9999),
+            (s, std.IPPROTO_IPV6, std.IPV6_V6ONLY),
+            (u, std.IPPROTO_TCP, std.TCP_NODELAY),
+        ):
+            with raises_errno(errno.ENOPROTOOPT):
+                sock.setsockopt(level, opt, 1)
+            with raises_errno(errno.ENOPROTOOPT):
+                sock.getsockopt(level, opt)
+        with raises_errno(errno.EINVAL):
+            s.setsockopt(sol, std.SO_REUSEADDR, b"\1")
+    # Flags in the type, and bad families, types and protocols.
+    nb = v4.a.socket(AF_INET, SOCK_STREAM | std.SOCK_NONBLOCK)
+    assert nb.type == SOCK_STREAM and nb.getblocking() is False
+    for args, code in (
+        ((std.AF_UNIX, SOCK_STREAM), errno.EAFNOSUPPORT),
+        ((AF_INET, std.SOCK_RAW), errno.ESOCKTNOSUPPORT),
+        ((AF_INET, SOCK_STREAM, std.IPPROTO_UDP), errno.EPROTONOSUPPORT),
+    ):
+        with raises_errno(code):
+            v4.a.socket(*args)
+
+
+def test_sendfile(v4: Pair, tmp_path: Path) -> None:
+    data = os.urandom(1_000_000)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    with v4.b.create_server((v4.ip_b, 7360)) as srv:
+        srv.settimeout(20)
+        t = serve(srv, handler="hash", count=2)
+        with v4.a.create_connection((v4.ip_b, 7360), 20) as c, path.open("rb") as f:
+            assert c.sendfile(f, offset=1000, count=500_000) == 500_000
+            assert f.tell() == 501_000
+            c.shutdown(zt.socket.SHUT_WR)
+            assert c.recv(32) == hashlib.sha256(data[1000:501_000]).digest()
+        with v4.a.create_connection((v4.ip_b, 7360), 20) as c, path.open("rb") as f:
+            assert c.sendfile(f) == len(data)
+            c.shutdown(zt.socket.SHUT_WR)
+            assert c.recv(32) == hashlib.sha256(data).digest()
+            with path.open("r") as text, pytest.raises(ValueError, match="binary"):
+                c.sendfile(text)
+            with pytest.raises(ValueError, match="positive"):
+                c.sendfile(f, count=0)
+        t.join(20)
+
+
+# -- UDP next to the standard library ---------------------------------------------------------
+
+
+def recv_until(s: zt.socket.socket, want: bytes, timeout: float = 10) -> list[tuple[bytes, object]]:
+    """Datagrams received up to and including ``want``."""
+    got = []
+    deadline = time.monotonic() + timeout
+    s.settimeout(timeout)
+    while True:
+        s.settimeout(max(0.01, deadline - time.monotonic()))
+        data, addr = s.recvfrom(65536)
+        got.append((data, addr))
+        if data == want:
+            return got
+
+
+def test_udp_next_to_the_standard_library(v6: Pair) -> None:
+    r = v6.b.socket(AF_INET6, SOCK_DGRAM)
+    r.bind(("", 7400))
+    s = v6.a.socket(AF_INET6, SOCK_DGRAM)
+    # Unbound: no descriptor yet; sendto binds an ephemeral port on every network.
+    assert s.getsockname() == ("::", 0) and s.fileno() == -1
+    with raises_errno(errno.EDESTADDRREQ):
+        s.send(b"x")
+    s.close()
+    with raises_errno(errno.EBADF):
+        s.send(b"x")
+    s = v6.a.socket(AF_INET6, SOCK_DGRAM)
+    s.bind(("", 7401))  # in the ad-hoc range, so that replies get through
+    # sendto(data, flags, address) and sendto(data, address).
+    assert s.sendto(b"one", 0, (v6.ip_b, 7400)) == 3
+    assert s.sendto(memoryview(b"two"), (v6.ip_b, 7400, 0, 0)) == 3
+    assert [d for d, _ in recv_until(r, b"two")] == [b"one", b"two"]
+    with raises_errno(errno.EOPNOTSUPP):
+        s.sendto(b"x", std.MSG_PEEK, (v6.ip_b, 7400))
+    with pytest.raises(TypeError, match="2 or 3 arguments"):
+        s.sendto(b"x")  # type: ignore[call-overload]
+    # Truncation: the rest of a datagram longer than bufsize is discarded.
+    payload = bytes(range(200))
+    s.sendto(payload, (v6.ip_b, 7400))
+    s.sendto(b"next", (v6.ip_b, 7400))
+    r.settimeout(10)
+    data, addr = r.recvfrom(10)
+    assert data == payload[:10] and addr == (v6.ip_a, 7401)
+    assert r.recv(100) == b"next"
+    s.sendto(b"into", (v6.ip_b, 7400))
+    s.sendto(b"from-into", (v6.ip_b, 7400))
+    buf = bytearray(8)
+    assert r.recv_into(buf) == 4 and buf[:4] == b"into"
+    assert r.recvfrom_into(buf, 4) == (4, (v6.ip_a, 7401)) and buf[:4] == b"from"
+    # Empty datagrams exist; recv(0) consumes a datagram.
+    s.sendto(b"", (v6.ip_b, 7400))
+    s.sendto(b"gone", (v6.ip_b, 7400))
+    s.sendto(b"last", (v6.ip_b, 7400))
+    assert r.recvfrom(10) == (b"", (v6.ip_a, 7401))
+    assert r.recv(0) == b""
+    assert r.recv(10) == b"last"
+    # Non-blocking and timeouts.
+    with pytest.raises(BlockingIOError):
+        r.recv(10, MSG_DONTWAIT)
+    r.settimeout(0.1)
+    with pytest.raises(TimeoutError):
+        r.recvfrom(10)
+    r.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        r.recvfrom(10)
+    # Bad addresses and sizes.
+    with pytest.raises(std.gaierror):
+        s.sendto(b"x", ("198.18.0.1", 7400))  # IPv4 on an AF_INET6 socket
+    with pytest.raises(std.gaierror):
+        s.sendto(b"x", ("example.invalid", 7400))
+    with pytest.raises(OverflowError):
+        s.sendto(b"x", (v6.ip_b, -1))
+    with pytest.raises(TypeError):
+        s.sendto(b"x", v6.ip_b)  # type: ignore[call-overload]
+    with raises_errno(errno.EMSGSIZE):
+        s.sendto(b"\0" * 65508, (v6.ip_b, 7400))
+    # What a datagram socket cannot do.
+    for call in (s.listen, s.accept):
+        with raises_errno(errno.EOPNOTSUPP):
+            call()
+    with raises_errno(errno.EINVAL):
+        s.bind(("", 7402))
+    with raises_errno(errno.ENOTCONN):
+        s.getpeername()
+    with raises_errno(errno.ENOTCONN):
+        s.shutdown(zt.socket.SHUT_RD)
+    s.close()
+    r.close()
+    with raises_errno(errno.EBADF):
+        r.getsockname()
+
+
+def test_udp_implicit_bind_and_connect_filtering(v6: Pair) -> None:
+    r = v6.b.socket(AF_INET6, SOCK_DGRAM)
+    r.bind(("", 7410))
+    s1 = v6.a.socket(AF_INET6, SOCK_DGRAM)
+    s1.bind((v6.ip_a, 7411))
+    s2 = v6.a.socket(AF_INET6, SOCK_DGRAM)
+    s2.bind(("", 7412))
+    assert s1.getsockname() == (v6.ip_a, 7411) and s2.getsockname() == ("::", 7412)
+    # connect() fixes the peer: only its datagrams arrive, send() goes to it.
+    r.connect((v6.ip_a, 7411))
+    assert r.getpeername() == (v6.ip_a, 7411)
+    for i in range(5):
+        s2.sendto(b"not for r %d" % i, (v6.ip_b, 7410))
+    assert select.select([r], [], [], 10)[0], "s2's datagrams reached r's socket"
+    s1.sendto(b"for r", (v6.ip_b, 7410))
+    got = recv_until(r, b"for r")
+    assert got == [(b"for r", (v6.ip_a, 7411))]
+    r.send(b"reply")
+    s1.settimeout(10)
+    assert s1.recvfrom(100) == (b"reply", (v6.ip_b, 7410))
+    # connect() again changes the peer.
+    r.connect((v6.ip_a, 7412))
+    s2.sendto(b"now s2", (v6.ip_b, 7410))
+    assert all(addr == (v6.ip_a, 7412) for _, addr in recv_until(r, b"now s2"))
+    # shutdown(SHUT_RD): recv() reads b"" from then on; SHUT_WR: send() raises EPIPE.
+    r.shutdown(zt.socket.SHUT_RDWR)
+    assert r.recv(10) == b""
+    with pytest.raises(BrokenPipeError):
+        r.send(b"x")
+    # An unbound socket's first sendto binds an ephemeral port.
+    e = v6.a.socket(AF_INET6, SOCK_DGRAM)
+    e.sendto(b"x", (v6.ip_b, 7410))
+    host, port = e.getsockname()
+    assert host == "::" and port > 0 and e.fileno() >= 0
+    for sock in (r, s1, s2, e):
+        sock.close()
+
+
+def test_udp_ipv4_sockets_and_dual_stack(v4: Pair) -> None:
+    r4 = v4.b.socket(AF_INET, SOCK_DGRAM)
+    r4.bind(("", 7420))
+    r6 = v4.b.socket(AF_INET6, SOCK_DGRAM)
+    r6.bind(("", 7421))
+    s = v4.a.socket(AF_INET, SOCK_DGRAM)
+    s.bind((v4.ip_a, 7422))
+    s.sendto(b"v4", (v4.ip_b, 7420))
+    assert recv_until(r4, b"v4") == [(b"v4", (v4.ip_a, 7422))]
+    # An AF_INET6 socket gets IPv4 datagrams with IPv4-mapped senders, and answers them.
+    s.sendto(b"to v6 socket", (v4.ip_b, 7421))
+    [(_, sender)] = recv_until(r6, b"to v6 socket")
+    assert sender == (f"::ffff:{v4.ip_a}", 7422)
+    r6.sendto(b"answer", sender)
+    s.settimeout(10)
+    assert s.recvfrom(100) == (b"answer", (v4.ip_b, 7421))
+    for sock in (r4, r6, s):
+        sock.close()
