@@ -2,11 +2,14 @@
 
 Protocol-compatible with ZeroTier 1.x (identities, planets and moons as zerotier-one and libzt
 make them). Start with :class:`Node`, :class:`Identity` and :mod:`zt.planet`.
+
+Sockets: ``node.socket()`` (:mod:`zt.socket`), TLS on them (:mod:`zt.ssl`), asyncio streams
+(:mod:`zt.asyncio`).
 """
 
 from __future__ import annotations
 
-from . import controller, errors, events, network, planet, stores
+from . import controller, errors, events, network, planet, ssl, stores
 from ._native import (
     BUILD_PROFILE,
     VERSION,
@@ -68,5 +71,6 @@ __all__ = [
     "events",
     "network",
     "planet",
+    "ssl",
     "stores",
 ]
