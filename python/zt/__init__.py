@@ -2,11 +2,15 @@
 
 Protocol-compatible with ZeroTier 1.x (identities, planets and moons as zerotier-one and libzt
 make them). Start with :class:`Node`, :class:`Identity` and :mod:`zt.planet`.
+
+Sockets: ``node.socket()`` (:mod:`zt.socket`), TLS on them (:mod:`zt.ssl`), asyncio streams
+(:mod:`zt.asyncio`), httpx transports (:mod:`zt.http`, needs ``zt[http]``), and
+:func:`zt.route` for unchanged stdlib-socket code (``requests``, ``urllib``…).
 """
 
 from __future__ import annotations
 
-from . import controller, errors, events, network, planet, stores
+from . import controller, errors, events, network, planet, routing, ssl, stores
 from ._native import (
     BUILD_PROFILE,
     VERSION,
@@ -31,6 +35,7 @@ from .errors import (
 from .events import Event, EventCode, EventStream
 from .network import NetworkInfo
 from .node import Node, NodeOptions, NodeState
+from .routing import Router, route
 from .stores import FileStore, MemoryStore, Store
 
 __version__ = VERSION
@@ -55,6 +60,7 @@ __all__ = [
     "NodeState",
     "NodeStateError",
     "Root",
+    "Router",
     "Store",
     "StoreCorruptError",
     "StoreError",
@@ -68,5 +74,8 @@ __all__ = [
     "events",
     "network",
     "planet",
+    "route",
+    "routing",
+    "ssl",
     "stores",
 ]

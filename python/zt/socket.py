@@ -710,19 +710,7 @@ class socket:  # noqa: N801 - the standard library's name
     # -- files and context -----------------------------------------------------------------
 
     def makefile(self, mode: str = "r", buffering: Optional[int] = None, **kw: Any) -> Any:
-        raw = _std.SocketIO(self, "rw" if "w" in mode and "r" in mode else mode.replace("b", ""))  # type: ignore[arg-type]
-        binary = "b" in mode
-        if buffering == 0 and binary:
-            return raw
-        size = io.DEFAULT_BUFFER_SIZE if buffering in (None, -1, 0) else buffering
-        buf: Any
-        if "r" in mode and "w" in mode:
-            buf = io.BufferedRWPair(raw, raw, size)
-        elif "w" in mode:
-            buf = io.BufferedWriter(raw, size)
-        else:
-            buf = io.BufferedReader(raw, size)
-        return buf if binary else io.TextIOWrapper(buf, **kw)
+        return _makefile(self, mode, buffering, **kw)
 
     def _decref_socketios(self) -> None:
         """Called by ``socket.SocketIO.close`` (the stdlib's file wrapper)."""
@@ -844,3 +832,22 @@ def create_server(
         sock.close()
         raise
     return sock
+
+
+def _makefile(sock: Any, mode: str, buffering: Optional[int], **kw: Any) -> Any:
+    """``socket.makefile`` for socket-shaped objects (``recv_into``, ``send``,
+    ``_decref_socketios``): the standard library's ``SocketIO`` with the usual buffering."""
+    raw_mode = "rw" if "w" in mode and "r" in mode else mode.replace("b", "")
+    raw = _std.SocketIO(sock, raw_mode)  # type: ignore[arg-type]
+    binary = "b" in mode
+    if buffering == 0 and binary:
+        return raw
+    size = io.DEFAULT_BUFFER_SIZE if buffering in (None, -1, 0) else buffering
+    buf: Any
+    if "r" in mode and "w" in mode:
+        buf = io.BufferedRWPair(raw, raw, size)
+    elif "w" in mode:
+        buf = io.BufferedWriter(raw, size)
+    else:
+        buf = io.BufferedReader(raw, size)
+    return buf if binary else io.TextIOWrapper(buf, **kw)
