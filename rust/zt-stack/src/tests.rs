@@ -421,3 +421,33 @@ proptest::proptest! {
         proptest::prop_assert!(r.is_ok(), "{:?}", r);
     }
 }
+
+#[test]
+fn a_watched_connection_records_when_its_peer_was_last_heard() {
+    let mut p = Pair::new();
+    let server = p.b.add_tcp(4096, 4096);
+    p.b.tcp(server).listen(7000).unwrap();
+    let client = p.a.add_tcp(4096, 4096);
+    let remote: SocketAddr = "198.18.0.2:7000".parse().unwrap();
+    let port = p.a.tcp_connect(client, remote, 0).unwrap();
+    p.a.tcp_watch(port, remote, p.now);
+    assert_eq!(p.a.tcp_heard(port, remote), Some(0));
+    assert_eq!(p.a.tcp_heard(port + 1, remote), None, "only watched tuples");
+    assert!(p.run_until(5_000, |p| p.b.tcp(server).state()
+        == tcp::State::Established));
+    let synack = p.a.tcp_heard(port, remote).unwrap();
+    assert!(synack > 0, "the SYN-ACK was heard");
+    // Keep-alive probes are answered: the peer keeps being heard while nothing is sent.
+    p.a.tcp(client)
+        .set_keep_alive(Some(smoltcp::time::Duration::from_millis(500)));
+    p.run_until(3_000, |_| false);
+    let alive = p.a.tcp_heard(port, remote).unwrap();
+    assert!(alive >= p.now - 600, "heard at {alive}, now {}", p.now);
+    // The wire goes dead: data goes unanswered, the last-heard time stays.
+    p.loss = Loss::Every(1);
+    p.a.tcp(client).send_slice(b"lost").unwrap();
+    p.run_until(5_000, |_| false);
+    assert_eq!(p.a.tcp_heard(port, remote), Some(alive));
+    p.a.tcp_unwatch(port, remote);
+    assert_eq!(p.a.tcp_heard(port, remote), None);
+}
