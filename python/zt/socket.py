@@ -9,6 +9,11 @@ Data stays in Rust (the node's user-space TCP/IP stack); ``fileno()`` is a real 
 is readable/writable exactly when the socket is, so ``select``/``selectors`` work. TCP
 (``SOCK_STREAM``) and UDP (``SOCK_DGRAM``); errors are the standard ``OSError`` subclasses with
 errno values and ``TimeoutError`` for timeouts.
+
+A TCP listener on ``::`` is dual-stack, as on Linux: it also accepts IPv4 connections, whose
+addresses it reports IPv4-mapped (``::ffff:198.18.0.1``), unless ``IPV6_V6ONLY`` is set; on
+``0.0.0.0`` it accepts IPv4 only. Either listens on every network, including networks joined
+after ``listen()``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import errno as _errno
 import io
 import ipaddress
 import socket as _std
+import sys as _sys
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from . import _native
@@ -24,22 +30,59 @@ from . import _native
 if TYPE_CHECKING:
     from .node import Node
 
-__all__ = ["AF_INET", "AF_INET6", "SOCK_DGRAM", "SOCK_STREAM", "socket"]
+__all__ = [
+    "AF_INET",
+    "AF_INET6",
+    "SOCK_DGRAM",
+    "SOCK_STREAM",
+    "TCP_KEEPCNT",
+    "TCP_KEEPIDLE",
+    "TCP_KEEPINTVL",
+    "TCP_USER_TIMEOUT",
+    "socket",
+]
 
 AF_INET = _std.AF_INET
 AF_INET6 = _std.AF_INET6
 SOCK_STREAM = _std.SOCK_STREAM
 SOCK_DGRAM = _std.SOCK_DGRAM
 SHUT_RD, SHUT_WR, SHUT_RDWR = _std.SHUT_RD, _std.SHUT_WR, _std.SHUT_RDWR
+# The keep-alive and user-timeout options, as the platform numbers them (Linux's numbers where
+# the standard library lacks one: they only name options here).
+TCP_KEEPIDLE: int = getattr(_std, "TCP_KEEPIDLE", 4)
+TCP_KEEPINTVL: int = getattr(_std, "TCP_KEEPINTVL", 5)
+TCP_KEEPCNT: int = getattr(_std, "TCP_KEEPCNT", 6)
+TCP_USER_TIMEOUT: int = getattr(_std, "TCP_USER_TIMEOUT", 18)
+_IPV6_V6ONLY: int = getattr(_std, "IPV6_V6ONLY", 26)
 
 Address = tuple[Any, ...]
+
+# (level, optname) → (native name, smallest, largest value, default).
+_TCP_OPTIONS: dict[tuple[int, int], tuple[str, int, int, int]] = {
+    (_std.IPPROTO_TCP, _std.TCP_NODELAY): ("nodelay", 0, 1, 1),
+    (_std.SOL_SOCKET, _std.SO_KEEPALIVE): ("keepalive", 0, 1, 0),
+    (_std.IPPROTO_TCP, TCP_KEEPIDLE): ("keepidle", 1, 32767, 7200),
+    (_std.IPPROTO_TCP, TCP_KEEPINTVL): ("keepintvl", 1, 32767, 75),
+    (_std.IPPROTO_TCP, TCP_KEEPCNT): ("keepcnt", 1, 127, 9),
+    (_std.IPPROTO_TCP, TCP_USER_TIMEOUT): ("user_timeout", 0, 2**31 - 1, 0),
+}
 
 
 def _ip(host: str, family: int) -> str:
     ip = ipaddress.ip_address(host.strip("[]"))
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None and family == AF_INET6:
+        return str(ip.ipv4_mapped)  # a dual-stack socket reaching an IPv4 peer
     if (family == AF_INET) != (ip.version == 4):
         raise OSError(_errno.EAFNOSUPPORT, f"{host} is not an address of this socket's family")
     return str(ip)
+
+
+def _int_option(value: Any) -> int:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return int.from_bytes(bytes(value), _sys.byteorder, signed=True)
+    if isinstance(value, int):  # bool included
+        return int(value)
+    raise TypeError(f"an integer or a bytes-like object is required, not {type(value).__name__}")
 
 
 class socket:  # noqa: N801 - the standard library's name
@@ -62,7 +105,9 @@ class socket:  # noqa: N801 - the standard library's name
         self._peer: Optional[tuple[str, int]] = None
         self._bound: Optional[tuple[str, int]] = None
         self._closed = False
-        self._nodelay = True
+        # Options set before the native socket exists (applied when it is created).
+        self._opts: dict[str, int] = {}
+        self._v6only = False
         self._bufs = (1 << 20, 1 << 20)
 
     @classmethod
@@ -72,6 +117,17 @@ class socket:  # noqa: N801 - the standard library's name
         return s
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _addr(self, addr: Optional[tuple[str, int]]) -> Optional[tuple[str, int]]:
+        """An address as this socket's family shows it (IPv4 peers of a dual-stack IPv6 socket
+        IPv4-mapped)."""
+        if addr is not None and self.family == AF_INET6 and ":" not in addr[0]:
+            return (f"::ffff:{addr[0]}", addr[1])
+        return addr
+
+    def _apply_options(self, native: _native.TcpSocket) -> None:
+        for name, value in self._opts.items():
+            native.set_option(name, value)
 
     def _udp(self, bind_if_needed: bool = False) -> _native.UdpSocket:
         if self._closed:
@@ -140,13 +196,17 @@ class socket:  # noqa: N801 - the standard library's name
         if self._bound is None:
             raise OSError(_errno.EINVAL, "bind() first")
         host, port = self._bound
-        self._s = self._node._native.tcp_listen(host, port, max(1, backlog), *self._bufs)
+        s = self._node._native.tcp_listen(
+            host, port, max(1, backlog), *self._bufs, v6only=self._v6only
+        )
+        self._apply_options(s)
+        self._s = s
 
     def accept(self) -> tuple[socket, Address]:
         conn = self._sock().accept(self._timeout)
-        peer = conn.addresses()[1]
         sock = socket._wrap(self._node, self.family, conn)
         sock._timeout = self._timeout if self._timeout != 0.0 else None
+        peer = sock._addr(conn.addresses()[1])
         return sock, (peer if peer is not None else ("", 0))
 
     def connect(self, address: Address) -> None:
@@ -155,8 +215,9 @@ class socket:  # noqa: N801 - the standard library's name
             self._udp(True)
             self._peer = (host, port)
             return
-        self._s = self._node._native.tcp_connect(host, port, *self._bufs)
-        self._s.set_nodelay(self._nodelay)
+        s = self._node._native.tcp_connect(host, port, *self._bufs)
+        self._apply_options(s)
+        self._s = s
         if self._timeout == 0.0:
             raise BlockingIOError(_errno.EINPROGRESS, "Operation now in progress")
         self._s.wait_connected(self._timeout)
@@ -223,7 +284,7 @@ class socket:  # noqa: N801 - the standard library's name
             if local is not None:
                 return local
         if self._s is not None:
-            local = self._s.addresses()[0]
+            local = self._addr(self._s.addresses()[0])
             if local is not None:
                 return local
         if self._bound is not None:
@@ -235,31 +296,51 @@ class socket:  # noqa: N801 - the standard library's name
             if self._peer is None:
                 raise OSError(_errno.ENOTCONN, "Transport endpoint is not connected")
             return self._peer
-        peer = self._sock().addresses()[1]
+        peer = self._addr(self._sock().addresses()[1])
         if peer is None:
             raise OSError(_errno.ENOTCONN, "Transport endpoint is not connected")
         return peer
 
     def setsockopt(self, level: int, optname: int, value: Any, optlen: Any = None) -> None:
-        if level == _std.IPPROTO_TCP and optname == _std.TCP_NODELAY:
-            self._nodelay = bool(value)
+        """TCP_NODELAY, SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT,
+        SO_RCVBUF, SO_SNDBUF (before connect/listen), IPV6_V6ONLY (before listen); others (e.g.
+        SO_REUSEADDR: no TIME_WAIT port holding here) are accepted and ignored."""
+        known = _TCP_OPTIONS.get((level, optname))
+        if known is not None:
+            name, lo, hi, _ = known
+            v = _int_option(value)
+            if name in ("nodelay", "keepalive"):
+                v = int(v != 0)
+            elif not lo <= v <= hi:
+                raise OSError(_errno.EINVAL, f"{name} must be {lo}-{hi}")
             if self._s is not None:
-                self._s.set_nodelay(self._nodelay)
+                self._s.set_option(name, v)
+            else:
+                self._opts[name] = v
         elif level == _std.SOL_SOCKET and optname == _std.SO_RCVBUF:
-            self._bufs = (max(4096, int(value)), self._bufs[1])
+            self._bufs = (max(4096, _int_option(value)), self._bufs[1])
         elif level == _std.SOL_SOCKET and optname == _std.SO_SNDBUF:
-            self._bufs = (self._bufs[0], max(4096, int(value)))
-        # SO_REUSEADDR and SO_KEEPALIVE are accepted (no TIME_WAIT port holding here).
+            self._bufs = (self._bufs[0], max(4096, _int_option(value)))
+        elif level == _std.IPPROTO_IPV6 and optname == _IPV6_V6ONLY:
+            if self.family != AF_INET6:
+                raise OSError(_errno.ENOPROTOOPT, "IPV6_V6ONLY on a non-IPv6 socket")
+            self._v6only = _int_option(value) != 0
 
     def getsockopt(self, level: int, optname: int, buflen: Optional[int] = None) -> int:
-        if level == _std.IPPROTO_TCP and optname == _std.TCP_NODELAY:
-            return int(self._nodelay)
+        known = _TCP_OPTIONS.get((level, optname))
+        if known is not None:
+            name, _, _, default = known
+            if self._s is not None:
+                return self._s.option(name)
+            return self._opts.get(name, default)
         if level == _std.SOL_SOCKET and optname == _std.SO_RCVBUF:
             return self._bufs[0]
         if level == _std.SOL_SOCKET and optname == _std.SO_SNDBUF:
             return self._bufs[1]
         if level == _std.SOL_SOCKET and optname == _std.SO_TYPE:
             return self.type
+        if level == _std.IPPROTO_IPV6 and optname == _IPV6_V6ONLY:
+            return int(self._v6only)
         return 0
 
     def makefile(self, mode: str = "r", buffering: Optional[int] = None, **kw: Any) -> Any:

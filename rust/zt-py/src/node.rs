@@ -601,8 +601,11 @@ impl NativeNode {
         .map(TcpSocket)
     }
 
-    /// Listens on `(ip, port)` (`ip` "::" or "0.0.0.0": the first configured network).
-    #[pyo3(signature = (ip, port, backlog = 128, rcvbuf = 1048576, sndbuf = 1048576))]
+    /// Listens on `(ip, port)`: one address, or "0.0.0.0" (the IPv4 addresses of every
+    /// network, including networks configured later) or "::" (every address, IPv4 too unless
+    /// `v6only`).
+    #[pyo3(signature = (ip, port, backlog = 128, rcvbuf = 1048576, sndbuf = 1048576, v6only = false))]
+    #[allow(clippy::too_many_arguments)]
     fn tcp_listen(
         &self,
         py: Python<'_>,
@@ -611,11 +614,12 @@ impl NativeNode {
         backlog: usize,
         rcvbuf: usize,
         sndbuf: usize,
+        v6only: bool,
     ) -> PyResult<TcpSocket> {
         let local = parse_sockaddr(ip, port)?;
         self.open_socket(py, move |ctx, wake| {
             ctx.sockets
-                .listen(ctx.stacks, local, backlog, (rcvbuf, sndbuf), wake)
+                .listen(ctx.stacks, local, backlog, v6only, (rcvbuf, sndbuf), wake)
         })
         .map(TcpSocket)
     }
@@ -767,10 +771,35 @@ impl TcpSocket {
         }
     }
 
-    /// TCP_NODELAY.
-    fn set_nodelay(&self, on: bool) {
-        self.0.set_nodelay(on);
+    /// Sets an option: "nodelay", "keepalive", "keepidle" (s), "keepintvl" (s), "keepcnt",
+    /// "user_timeout" (ms).
+    fn set_option(&self, name: &str, value: i64) -> PyResult<()> {
+        self.0
+            .set_option(tcp_option(name)?, value)
+            .map_err(|e| sock_err(e, None))
     }
+
+    /// An option's value (names as for `set_option`).
+    fn option(&self, name: &str) -> PyResult<i64> {
+        Ok(self.0.option(tcp_option(name)?))
+    }
+}
+
+fn tcp_option(name: &str) -> PyResult<zt_runtime::sockets::TcpOption> {
+    use zt_runtime::sockets::TcpOption as O;
+    Ok(match name {
+        "nodelay" => O::NoDelay,
+        "keepalive" => O::KeepAlive,
+        "keepidle" => O::KeepIdle,
+        "keepintvl" => O::KeepInterval,
+        "keepcnt" => O::KeepCount,
+        "user_timeout" => O::UserTimeout,
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "unknown TCP option {name:?}"
+            )));
+        }
+    })
 }
 
 /// A UDP socket on a node's network stacks.

@@ -693,12 +693,12 @@ impl Outputs<'_> {
                 self.stacks_dirty = false;
                 self.stacks.sync(node, now);
             }
-            self.sockets.service(&mut self.stacks);
+            self.sockets.service(&mut self.stacks, now.as_millis());
             self.datagrams.service(&mut self.stacks);
             if self.stacks.poll(node, now) {
                 progress = true;
             }
-            if self.sockets.service(&mut self.stacks) {
+            if self.sockets.service(&mut self.stacks, now.as_millis()) {
                 progress = true;
             }
             if self.datagrams.service(&mut self.stacks) {
@@ -1037,10 +1037,13 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
             break;
         }
         let now = clock.now();
-        let deadline = match out.stacks.poll_at(now) {
-            Some(t) => t.min(node.poll_timeout()),
-            None => node.poll_timeout(),
-        };
+        let deadline = [
+            out.stacks.poll_at(now),
+            out.sockets.poll_at().map(zt_proto::Timestamp),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(node.poll_timeout(), Ord::min);
         let timeout = clock.until(deadline);
         if let Err(e) = poll.poll(&mut events, Some(timeout))
             && e.kind() != std::io::ErrorKind::Interrupted
