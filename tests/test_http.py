@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import gc
 import hashlib
@@ -59,7 +60,8 @@ def echo_forever(listener: zt.socket.socket) -> None:
     """Echoes each connection until its EOF, then shuts down writing (half-close visible)."""
 
     def one(conn: zt.socket.socket) -> None:
-        with conn:
+        # Connections still open when the module's nodes stop end with ENETDOWN.
+        with conn, contextlib.suppress(OSError):
             while data := conn.recv(65536):
                 conn.sendall(data)
             conn.shutdown(zt.socket.SHUT_WR)

@@ -3,10 +3,14 @@ network (IPv6 6plane) and a controller network (IPv4)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import selectors
 import threading
+import time
+from socket import IPPROTO_IPV6, IPPROTO_TCP, IPV6_V6ONLY, SO_KEEPALIVE, SOL_SOCKET
+from typing import Any
 
 import pytest
 
@@ -222,3 +226,203 @@ def test_asyncio_echo_server_with_50_concurrent_clients(lab: Lab) -> None:
 
     with pytest.raises(asyncio.TimeoutError):
         asyncio.run(refused())
+
+
+def adhoc_pair(lab: Lab, port: int) -> tuple[zt.Node, zt.Node, str]:
+    """Two members of the ad-hoc network for ``port``; B's 6plane address."""
+    nwid = zt.network.adhoc_network_id(port, port)
+    a, b = lab.node(), lab.node()
+    for n in (a, b):
+        n.join(nwid)
+        n.wait_network(nwid, 10)
+    return a, b, str(zt.network.sixplane_address(nwid, b.address))
+
+
+def test_tcp_peer_vanishing_mid_transfer_times_out(lab: Lab) -> None:
+    a, b, server_ip = adhoc_pair(lab, 7210)
+    srv = b.socket(AF_INET6, SOCK_STREAM)
+    srv.bind(("::", 7210))
+    srv.listen()
+    srv.settimeout(10)
+    c = a.socket(AF_INET6, SOCK_STREAM)
+    assert c.getsockopt(IPPROTO_TCP, zt.socket.TCP_USER_TIMEOUT) == 0  # the default (120 s)
+    # Set before connect: kept, and it bounds the handshake too (the first SYNs may wait for
+    # the path to the peer, so not too short).
+    c.setsockopt(IPPROTO_TCP, zt.socket.TCP_USER_TIMEOUT, 30_000)
+    with pytest.raises(OSError, match="must be") as bad:
+        c.setsockopt(IPPROTO_TCP, zt.socket.TCP_USER_TIMEOUT, -1)
+    assert bad.value.errno == errno.EINVAL
+    c.settimeout(10)
+    c.connect((server_ip, 7210))
+    assert c.getsockopt(IPPROTO_TCP, zt.socket.TCP_USER_TIMEOUT) == 30_000
+    c.setsockopt(IPPROTO_TCP, zt.socket.TCP_USER_TIMEOUT, 2000)
+    assert c.getsockopt(IPPROTO_TCP, zt.socket.TCP_USER_TIMEOUT) == 2000
+    conn, _ = srv.accept()
+    conn.settimeout(10)
+    # A call timeout while the peer is alive but silent: TimeoutError (no errno), still usable.
+    c.settimeout(0.3)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError) as call_timeout:
+        c.recv(10)
+    assert call_timeout.value.errno is None
+    assert 0.25 < time.monotonic() - started < 3
+    c.settimeout(30)  # longer than the user timeout: the abort must come first
+    sel = selectors.DefaultSelector()
+    sel.register(c, selectors.EVENT_READ)
+    # B's side of the transfer: reads a little, then B's node stops under it.
+    b_result: list[BaseException] = []
+
+    def b_reads() -> None:
+        try:
+            while conn.recv(65536):
+                pass
+        except OSError as e:
+            b_result.append(e)
+
+    rb = threading.Thread(target=b_reads, daemon=True)
+    rb.start()
+    c.sendall(os.urandom(1 << 20))
+    b.stop()
+    stopped = time.monotonic()
+    rb.join(10)
+    assert not rb.is_alive(), "B's blocked recv returns when its node stops"
+    assert isinstance(b_result[0], OSError) and b_result[0].errno == errno.ENETDOWN
+
+    def fill() -> None:
+        while True:
+            c.sendall(b"x" * 65536)
+
+    # ETIMEDOUT is a TimeoutError (with errno 110), as the standard library raises it too.
+    with pytest.raises(TimeoutError, match="connection timed out") as aborted:
+        fill()
+    waited = time.monotonic() - stopped
+    assert aborted.value.errno == errno.ETIMEDOUT
+    assert 1.5 < waited < 8, f"aborted {waited:.1f} s after the peer vanished (user timeout 2 s)"
+    assert sel.select(0) != [], "the descriptor is readable once the connection failed"
+    with pytest.raises(TimeoutError, match="connection timed out") as again:
+        c.recv(10)
+    assert again.value.errno == errno.ETIMEDOUT
+    for sock in (c, conn, srv):
+        sock.close()
+
+
+def test_tcp_keepalive_detects_a_vanished_idle_peer(lab: Lab) -> None:
+    a, b, server_ip = adhoc_pair(lab, 7211)
+    srv = b.socket(AF_INET6, SOCK_STREAM)
+    srv.bind(("::", 7211))
+    # Options set on the listener are inherited by the connections it accepts.
+    srv.setsockopt(SOL_SOCKET, SO_KEEPALIVE, 1)
+    srv.listen()
+    srv.settimeout(10)
+    c = a.socket(AF_INET6, SOCK_STREAM)
+    c.settimeout(10)
+    c.connect((server_ip, 7211))
+    conn, _ = srv.accept()
+    assert conn.getsockopt(SOL_SOCKET, SO_KEEPALIVE) == 1
+    assert conn.getsockopt(IPPROTO_TCP, zt.socket.TCP_KEEPIDLE) == 7200
+    for opt, value in (
+        (zt.socket.TCP_KEEPIDLE, 1),
+        (zt.socket.TCP_KEEPINTVL, 1),
+        (zt.socket.TCP_KEEPCNT, 2),
+    ):
+        c.setsockopt(IPPROTO_TCP, opt, value)
+        assert c.getsockopt(IPPROTO_TCP, opt) == value
+    c.setsockopt(SOL_SOCKET, SO_KEEPALIVE, True)
+    assert c.getsockopt(SOL_SOCKET, SO_KEEPALIVE) == 1
+    for opt, value in ((zt.socket.TCP_KEEPCNT, 0), (zt.socket.TCP_KEEPIDLE, 40000)):
+        with pytest.raises(OSError, match="must be") as bad:
+            c.setsockopt(IPPROTO_TCP, opt, value)
+        assert bad.value.errno == errno.EINVAL
+    with pytest.raises(TypeError):
+        c.setsockopt(IPPROTO_TCP, zt.socket.TCP_KEEPCNT, "3")  # type: ignore[call-overload]
+    # Idle past the give-up time (3 s) with B alive: probes are answered, nothing fails.
+    c.settimeout(5)
+    with pytest.raises(TimeoutError):
+        c.recv(10)
+    conn.sendall(b"alive")
+    assert c.recv(10) == b"alive"
+    b.stop()
+    stopped = time.monotonic()
+    c.settimeout(30)
+    with pytest.raises(TimeoutError, match="connection timed out") as dropped:
+        c.recv(10)
+    waited = time.monotonic() - stopped
+    assert dropped.value.errno == errno.ETIMEDOUT
+    assert 2 < waited < 10, f"dropped {waited:.1f} s after the peer vanished (expected ~3 s)"
+    for sock in (c, conn, srv):
+        sock.close()
+
+
+def test_tcp_listeners_on_unspecified_addresses_cover_every_network(lab: Lab) -> None:
+    assert lab.ctl.controller is not None
+    ctl = lab.ctl.controller
+    v4net = ctl.create_network(**NETWORK)["id"]
+    adhoc = zt.network.adhoc_network_id(7400, 7402)
+    a, b = lab.node(), lab.node()
+    for n in (a, b):
+        n.join(v4net)
+    wait_until(lambda: len(ctl.members(v4net)) == 2, 10, "pending")
+    for n in (a, b):
+        ctl.authorize(v4net, n.address)
+    na, nb = a.wait_network(v4net, 10), b.wait_network(v4net, 10)
+    assert na.ipv4 is not None and nb.ipv4 is not None
+    a4, b4 = str(na.ipv4.ip), str(nb.ipv4.ip)
+    # B listens before it joins the ad-hoc network: dual-stack ::, IPv4-only 0.0.0.0, and
+    # IPv6-only :: (which may share a port with 0.0.0.0, as on Linux).
+    dual = b.socket(AF_INET6, SOCK_STREAM)
+    dual.bind(("::", 7400))
+    dual.listen()
+    only4 = b.socket(AF_INET, SOCK_STREAM)
+    only4.bind(("0.0.0.0", 7401))
+    only4.listen()
+    only6 = b.socket(AF_INET6, SOCK_STREAM)
+    only6.setsockopt(IPPROTO_IPV6, IPV6_V6ONLY, 1)
+    assert only6.getsockopt(IPPROTO_IPV6, IPV6_V6ONLY) == 1
+    only6.bind(("::", 7401))
+    only6.listen()
+    clash = b.socket(AF_INET, SOCK_STREAM)
+    clash.bind(("0.0.0.0", 7400))
+    with pytest.raises(OSError, match="in use") as in_use:
+        clash.listen()
+    assert in_use.value.errno == errno.EADDRINUSE
+    missing = b.socket(AF_INET, SOCK_STREAM)
+    missing.bind(("198.18.99.99", 7400))
+    with pytest.raises(OSError, match="cannot assign") as not_mine:
+        missing.listen()
+    assert not_mine.value.errno == errno.EADDRNOTAVAIL
+    for n in (a, b):
+        n.join(adhoc)
+        n.wait_network(adhoc, 10)
+    a6 = str(zt.network.sixplane_address(adhoc, a.address))
+    b6 = str(zt.network.sixplane_address(adhoc, b.address))
+
+    def exchange(family: int, to: tuple[str, int], srv: zt.socket.socket) -> tuple[str, Any]:
+        """Connects A to ``to``; (peer host, local address) as B's accepted socket sees them."""
+        srv.settimeout(10)
+        with a.socket(family, SOCK_STREAM) as c:
+            c.settimeout(10)
+            c.connect(to)
+            conn, peer = srv.accept()
+            with conn:
+                c.sendall(b"hi")
+                assert conn.recv(2) == b"hi"
+                assert conn.getpeername() == peer
+                return peer[0], conn.getsockname()
+
+    # The dual-stack listener: IPv4 over the controller network (addresses IPv4-mapped), IPv6
+    # over the network joined after listen().
+    assert exchange(AF_INET, (b4, 7400), dual) == (f"::ffff:{a4}", (f"::ffff:{b4}", 7400))
+    assert exchange(AF_INET6, (b6, 7400), dual) == (a6, (b6, 7400))
+    # A dual-stack client reaches an IPv4 peer through its mapped address.
+    assert exchange(AF_INET6, (f"::ffff:{b4}", 7400), dual)[0] == f"::ffff:{a4}"
+    # 0.0.0.0 takes IPv4 only; the v6-only :: on the same port takes the IPv6 connections.
+    assert exchange(AF_INET, (b4, 7401), only4) == (a4, (b4, 7401))
+    assert exchange(AF_INET6, (b6, 7401), only6) == (a6, (b6, 7401))
+    # Nothing listens on 7402: refused on either network.
+    for family, host in ((AF_INET, b4), (AF_INET6, b6)):
+        with a.socket(family, SOCK_STREAM) as c:
+            c.settimeout(10)
+            with pytest.raises(ConnectionRefusedError):
+                c.connect((host, 7402))
+    for s in (dual, only4, only6, clash, missing):
+        s.close()

@@ -44,6 +44,10 @@ __all__ = [
     "SHUT_WR",
     "SOCK_DGRAM",
     "SOCK_STREAM",
+    "TCP_KEEPCNT",
+    "TCP_KEEPIDLE",
+    "TCP_KEEPINTVL",
+    "TCP_USER_TIMEOUT",
     "create_connection",
     "create_server",
     "has_dualstack_ipv6",
@@ -57,6 +61,13 @@ SOCK_DGRAM = _std.SOCK_DGRAM
 SHUT_RD, SHUT_WR, SHUT_RDWR = _std.SHUT_RD, _std.SHUT_WR, _std.SHUT_RDWR
 MSG_DONTWAIT: int = getattr(_std, "MSG_DONTWAIT", 0x40)
 MSG_NOSIGNAL: int = getattr(_std, "MSG_NOSIGNAL", 0x4000)
+# The keep-alive and user-timeout options, as the platform numbers them (Linux's numbers where
+# the standard library lacks one: they only name options here).
+TCP_KEEPIDLE: int = getattr(_std, "TCP_KEEPIDLE", 4)
+TCP_KEEPINTVL: int = getattr(_std, "TCP_KEEPINTVL", 5)
+TCP_KEEPCNT: int = getattr(_std, "TCP_KEEPCNT", 6)
+TCP_USER_TIMEOUT: int = getattr(_std, "TCP_USER_TIMEOUT", 18)
+_IPV6_V6ONLY: int = getattr(_std, "IPV6_V6ONLY", 26)
 
 Address = tuple[Any, ...]
 Buffer = Union[bytes, bytearray, memoryview]
@@ -70,16 +81,19 @@ _EAI_ADDRFAMILY: int = getattr(_std, "EAI_ADDRFAMILY", _std.EAI_FAMILY)
 _TYPE_FLAGS: int = getattr(_std, "SOCK_NONBLOCK", 0) | getattr(_std, "SOCK_CLOEXEC", 0)
 
 # Options that are accepted and remembered (getsockopt returns them) but change nothing here:
-# zt holds no ports in TIME_WAIT, sends no keep-alive probes, and its sockets are dual-stack.
+# zt holds no ports in TIME_WAIT.
 _STORED_OPTIONS: dict[tuple[int, int], int] = {
     (_std.SOL_SOCKET, _std.SO_REUSEADDR): 0,
-    (_std.SOL_SOCKET, _std.SO_KEEPALIVE): 0,
-    **{
-        (_std.IPPROTO_TCP, getattr(_std, name)): 0
-        for name in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT")
-        if hasattr(_std, name)
-    },
-    (_std.IPPROTO_IPV6, _std.IPV6_V6ONLY): 0,
+}
+
+# (level, optname) → (native name, smallest, largest value, default).
+_TCP_OPTIONS: dict[tuple[int, int], tuple[str, int, int, int]] = {
+    (_std.IPPROTO_TCP, _std.TCP_NODELAY): ("nodelay", 0, 1, 1),
+    (_std.SOL_SOCKET, _std.SO_KEEPALIVE): ("keepalive", 0, 1, 0),
+    (_std.IPPROTO_TCP, TCP_KEEPIDLE): ("keepidle", 1, 32767, 7200),
+    (_std.IPPROTO_TCP, TCP_KEEPINTVL): ("keepintvl", 1, 32767, 75),
+    (_std.IPPROTO_TCP, TCP_KEEPCNT): ("keepcnt", 1, 127, 9),
+    (_std.IPPROTO_TCP, TCP_USER_TIMEOUT): ("user_timeout", 0, 2**31 - 1, 0),
 }
 
 
@@ -180,7 +194,9 @@ class socket:  # noqa: N801 - the standard library's name
         self._error_reported = False  # getsockopt(SO_ERROR) said why it failed
         self._shut_rd = False
         self._shut_wr = False
-        self._nodelay = True
+        # TCP options set before the native socket exists (applied when it is created).
+        self._opts: dict[str, int] = {}
+        self._v6only = False
         self._bufs = (1 << 20, 1 << 20)
         self._options = dict(_STORED_OPTIONS)
         self._closed = False
@@ -215,6 +231,10 @@ class socket:  # noqa: N801 - the standard library's name
     def _check_open(self) -> None:
         if self._closed:
             raise OSError(_errno.EBADF, "Bad file descriptor")
+
+    def _apply_options(self, native: _native.TcpSocket) -> None:
+        for name, value in self._opts.items():
+            native.set_option(name, value)
 
     def _any(self) -> str:
         return "::" if self._family == AF_INET6 else "0.0.0.0"
@@ -306,7 +326,9 @@ class socket:  # noqa: N801 - the standard library's name
             raise OSError(_errno.EINVAL, "bind() first: zt picks no ephemeral listening port")
         n = _DEFAULT_BACKLOG if backlog is None else operator.index(backlog)
         host, port = self._bound
-        self._s = self._node._native.tcp_listen(host, port, max(1, n), *self._bufs)
+        s = self._node._native.tcp_listen(host, port, max(1, n), *self._bufs, v6only=self._v6only)
+        self._apply_options(s)
+        self._s = s
         self._listening = True
 
     def accept(self) -> tuple[socket, Address]:
@@ -352,7 +374,7 @@ class socket:  # noqa: N801 - the standard library's name
                     f"the connection to {host} goes out from {local and local[0]}, not {bound[0]}",
                 )
         self._s = s
-        s.set_nodelay(self._nodelay)
+        self._apply_options(s)
         if self._timeout == 0.0:
             raise BlockingIOError(_errno.EINPROGRESS, "Operation now in progress")
         s.wait_connected(self._timeout)
@@ -616,11 +638,12 @@ class socket:  # noqa: N801 - the standard library's name
     def setsockopt(
         self, level: int, optname: int, value: Any, optlen: Optional[int] = None
     ) -> None:
-        """``TCP_NODELAY`` (on by default), ``SO_RCVBUF``/``SO_SNDBUF`` (for native sockets
-        made after the call: set them before bind/connect/listen); ``SO_REUSEADDR``,
-        ``SO_KEEPALIVE``, ``TCP_KEEPIDLE``/``TCP_KEEPINTVL``/``TCP_KEEPCNT`` and
-        ``IPV6_V6ONLY`` are remembered but change nothing. Anything else raises
-        ``OSError(ENOPROTOOPT)`` like an unknown option does."""
+        """``TCP_NODELAY`` (on by default), ``SO_KEEPALIVE``, ``TCP_KEEPIDLE``/
+        ``TCP_KEEPINTVL``/``TCP_KEEPCNT``, ``TCP_USER_TIMEOUT`` (ms; 0: the default 120 s),
+        ``IPV6_V6ONLY`` (before listen: an ``AF_INET6`` listener then takes no IPv4),
+        ``SO_RCVBUF``/``SO_SNDBUF`` (for native sockets made after the call: set them before
+        bind/connect/listen); ``SO_REUSEADDR`` is remembered but changes nothing. Anything
+        else raises ``OSError(ENOPROTOOPT)`` like an unknown option does."""
         self._check_open()
         if value is None:
             raise OSError(_errno.EINVAL, "Invalid argument")
@@ -632,10 +655,20 @@ class socket:  # noqa: N801 - the standard library's name
         else:
             v = operator.index(value)
         key = (level, optname)
-        if key == (_std.IPPROTO_TCP, _std.TCP_NODELAY) and self._type == SOCK_STREAM:
-            self._nodelay = bool(v)
+        known = _TCP_OPTIONS.get(key)
+        if known is not None and self._type == SOCK_STREAM:
+            name, lo, hi, _ = known
+            if name in ("nodelay", "keepalive"):
+                v = int(v != 0)
+            elif not lo <= v <= hi:
+                raise OSError(_errno.EINVAL, f"{name} must be {lo}-{hi}")
+            self._opts[name] = v
             if self._s is not None:
-                self._s.set_nodelay(self._nodelay)
+                self._s.set_option(name, v)
+        elif key == (_std.IPPROTO_IPV6, _IPV6_V6ONLY) and self._family == AF_INET6:
+            if self._listening:
+                raise OSError(_errno.EINVAL, "IPV6_V6ONLY must be set before listen()")
+            self._v6only = v != 0
         elif key == (_std.SOL_SOCKET, _std.SO_RCVBUF):
             self._bufs = (max(4096, v), self._bufs[1])
         elif key == (_std.SOL_SOCKET, _std.SO_SNDBUF):
@@ -691,7 +724,13 @@ class socket:  # noqa: N801 - the standard library's name
         if hasattr(_std, "SO_PROTOCOL"):
             fixed[(_std.SOL_SOCKET, _std.SO_PROTOCOL)] = self._proto or default_proto
         if self._type == SOCK_STREAM:
-            fixed[(_std.IPPROTO_TCP, _std.TCP_NODELAY)] = int(self._nodelay)
+            for k, (name, _lo, _hi, default) in _TCP_OPTIONS.items():
+                if self._s is not None:
+                    fixed[k] = self._s.option(name)
+                else:
+                    fixed[k] = self._opts.get(name, default)
+        if self._family == AF_INET6:
+            fixed[(_std.IPPROTO_IPV6, _IPV6_V6ONLY)] = int(self._v6only)
         if key == (_std.SOL_SOCKET, _std.SO_ERROR):
             value = self._take_error()
         elif key in fixed:

@@ -302,7 +302,8 @@ impl NativeNode {
     /// Counters.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        if let Some(s) = self.rt().snapshot() {
+        let rt = self.rt();
+        if let Some(s) = py.detach(|| rt.fresh_snapshot()) {
             d.set_item("quick_tasks", s.stats.quick_tasks)?;
             d.set_item("ping_checks", s.stats.ping_checks)?;
             d.set_item("housekeeping", s.stats.housekeeping)?;
@@ -333,7 +334,8 @@ impl NativeNode {
 
     /// Known peers as dicts.
     fn peers<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        let Some(s) = self.rt().snapshot() else {
+        let rt = self.rt();
+        let Some(s) = py.detach(|| rt.fresh_snapshot()) else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
@@ -601,8 +603,11 @@ impl NativeNode {
         .map(TcpSocket)
     }
 
-    /// Listens on `(ip, port)` (`ip` "::" or "0.0.0.0": the first configured network).
-    #[pyo3(signature = (ip, port, backlog = 128, rcvbuf = 1048576, sndbuf = 1048576))]
+    /// Listens on `(ip, port)`: one address, or "0.0.0.0" (the IPv4 addresses of every
+    /// network, including networks configured later) or "::" (every address, IPv4 too unless
+    /// `v6only`).
+    #[pyo3(signature = (ip, port, backlog = 128, rcvbuf = 1048576, sndbuf = 1048576, v6only = false))]
+    #[allow(clippy::too_many_arguments)]
     fn tcp_listen(
         &self,
         py: Python<'_>,
@@ -611,11 +616,12 @@ impl NativeNode {
         backlog: usize,
         rcvbuf: usize,
         sndbuf: usize,
+        v6only: bool,
     ) -> PyResult<TcpSocket> {
         let local = parse_sockaddr(ip, port)?;
         self.open_socket(py, move |ctx, wake| {
             ctx.sockets
-                .listen(ctx.stacks, local, backlog, (rcvbuf, sndbuf), wake)
+                .listen(ctx.stacks, local, backlog, v6only, (rcvbuf, sndbuf), wake)
         })
         .map(TcpSocket)
     }
@@ -767,10 +773,35 @@ impl TcpSocket {
         }
     }
 
-    /// TCP_NODELAY.
-    fn set_nodelay(&self, on: bool) {
-        self.0.set_nodelay(on);
+    /// Sets an option: "nodelay", "keepalive", "keepidle" (s), "keepintvl" (s), "keepcnt",
+    /// "user_timeout" (ms).
+    fn set_option(&self, name: &str, value: i64) -> PyResult<()> {
+        self.0
+            .set_option(tcp_option(name)?, value)
+            .map_err(|e| sock_err(e, None))
     }
+
+    /// An option's value (names as for `set_option`).
+    fn option(&self, name: &str) -> PyResult<i64> {
+        Ok(self.0.option(tcp_option(name)?))
+    }
+}
+
+fn tcp_option(name: &str) -> PyResult<zt_runtime::sockets::TcpOption> {
+    use zt_runtime::sockets::TcpOption as O;
+    Ok(match name {
+        "nodelay" => O::NoDelay,
+        "keepalive" => O::KeepAlive,
+        "keepidle" => O::KeepIdle,
+        "keepintvl" => O::KeepInterval,
+        "keepcnt" => O::KeepCount,
+        "user_timeout" => O::UserTimeout,
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "unknown TCP option {name:?}"
+            )));
+        }
+    })
 }
 
 /// A UDP socket on a node's network stacks.

@@ -225,6 +225,10 @@ struct Control {
     thread: Option<JoinHandle<()>>,
     thread_id: Option<ThreadId>,
     snapshot: Option<Snapshot>,
+    /// A reader asked for a snapshot newer than the current one ([`fresh_snapshot`]).
+    snapshot_wanted: bool,
+    /// Counts snapshots published (readers wait for it to move).
+    snapshot_seq: u64,
     /// Incremented by every start, so that a stopper joins only the thread it stopped.
     generation: u64,
 }
@@ -252,6 +256,33 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Control> {
         self.control.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A snapshot taken after this call began (the loop is asked for one and woken), or the
+    /// latest one if the node is not running or does not answer within a second.
+    fn fresh_snapshot(&self) -> Option<Snapshot> {
+        let mut c = self.lock();
+        if c.lifecycle != Lifecycle::Running || c.waker.is_none() {
+            return c.snapshot.clone();
+        }
+        let seq = c.snapshot_seq;
+        c.snapshot_wanted = true;
+        if let Some(w) = &c.waker {
+            let _ = w.wake();
+        }
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while c.snapshot_seq == seq && c.lifecycle == Lifecycle::Running {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            c = self
+                .changed
+                .wait_timeout(c, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        c.snapshot.clone()
     }
 
     fn set_lifecycle(&self, l: Lifecycle) {
@@ -328,10 +359,18 @@ impl NodeHandle {
         })
     }
 
-    /// The latest snapshot, once the node has run.
+    /// The latest snapshot, once the node has run. While packets flow it may lag up to 20 ms
+    /// behind the node; [`Self::fresh_snapshot`] does not.
     #[must_use]
     pub fn snapshot(&self) -> Option<Snapshot> {
         self.shared.lock().snapshot.clone()
+    }
+
+    /// A snapshot taken after this call (a round trip to the loop thread): for counters and
+    /// peers read right after something happened.
+    #[must_use]
+    pub fn fresh_snapshot(&self) -> Option<Snapshot> {
+        self.shared.fresh_snapshot()
     }
 
     /// As [`NodeRuntime::call`].
@@ -371,6 +410,8 @@ impl NodeRuntime {
             thread: None,
             thread_id: None,
             snapshot: None,
+            snapshot_wanted: false,
+            snapshot_seq: 0,
             generation: 0,
         };
         Self {
@@ -399,10 +440,18 @@ impl NodeRuntime {
         self.shared.hub.subscribe(capacity)
     }
 
-    /// The latest snapshot, once the node has run.
+    /// The latest snapshot, once the node has run. While packets flow it may lag up to 20 ms
+    /// behind the node; [`Self::fresh_snapshot`] does not.
     #[must_use]
     pub fn snapshot(&self) -> Option<Snapshot> {
         self.shared.lock().snapshot.clone()
+    }
+
+    /// A snapshot taken after this call (a round trip to the loop thread): for counters and
+    /// peers read right after something happened.
+    #[must_use]
+    pub fn fresh_snapshot(&self) -> Option<Snapshot> {
+        self.shared.fresh_snapshot()
     }
 
     /// Starts the node's thread unless it is starting or running; returns at once.
@@ -698,12 +747,12 @@ impl Outputs<'_> {
                 self.stacks_dirty = false;
                 self.stacks.sync(node, now);
             }
-            self.sockets.service(&mut self.stacks);
+            self.sockets.service(&mut self.stacks, now.as_millis());
             self.datagrams.service(&mut self.stacks);
             if self.stacks.poll(node, now) {
                 progress = true;
             }
-            if self.sockets.service(&mut self.stacks) {
+            if self.sockets.service(&mut self.stacks, now.as_millis()) {
                 progress = true;
             }
             if self.datagrams.service(&mut self.stacks) {
@@ -991,8 +1040,14 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
     let mut stopping = false;
     let mut snapshot_at = clock.now();
     while !stopping {
-        let commands: Vec<Command> = shared.lock().commands.drain(..).collect();
-        let had_commands = !commands.is_empty();
+        let (commands, snapshot_wanted): (Vec<Command>, bool) = {
+            let mut c = shared.lock();
+            (
+                c.commands.drain(..).collect(),
+                std::mem::take(&mut c.snapshot_wanted),
+            )
+        };
+        let had_commands = !commands.is_empty() || snapshot_wanted;
         let mut world_replies = Vec::new();
         let mut send_replies = Vec::new();
         let mut call_replies = Vec::new();
@@ -1040,7 +1095,11 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         {
             let previous = shared.lock().snapshot.as_ref().map(|s| s.networks.clone());
             let snap = snapshot(&node, &mut out, now, previous);
-            shared.lock().snapshot = Some(snap);
+            let mut c = shared.lock();
+            c.snapshot = Some(snap);
+            c.snapshot_seq += 1;
+            drop(c);
+            shared.changed.notify_all();
             out.events_since_snapshot = false;
             snapshot_at = now;
             false
@@ -1060,10 +1119,13 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
             break;
         }
         let now = clock.now();
-        let mut deadline = match out.stacks.poll_at(now) {
-            Some(t) => t.min(node.poll_timeout()),
-            None => node.poll_timeout(),
-        };
+        let mut deadline = [
+            out.stacks.poll_at(now),
+            out.sockets.poll_at().map(zt_proto::Timestamp),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(node.poll_timeout(), Ord::min);
         if snapshot_stale {
             deadline = deadline.min(snapshot_at + SNAPSHOT_PERIOD_MS);
         }

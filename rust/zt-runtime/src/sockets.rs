@@ -4,6 +4,13 @@
 //! send buffers that application threads read and write directly (no round trip through the
 //! loop), and a [`Readiness`] descriptor mirroring it. The loop thread moves bytes between those
 //! buffers and the smoltcp sockets ([`SocketTable::service`]) and wakes waiters.
+//!
+//! Dead peers: a connection waiting on its peer — to acknowledge data or a FIN, or to answer a
+//! SYN — is aborted with [`SockError::TimedOut`] once the peer has been silent for the user
+//! timeout ([`DEFAULT_USER_TIMEOUT`], or `TCP_USER_TIMEOUT`); with `SO_KEEPALIVE`, an idle one
+//! is probed every `TCP_KEEPINTVL` and aborted after `TCP_KEEPIDLE + TCP_KEEPINTVL ×
+//! TCP_KEEPCNT` of silence. Silence is measured by the stack, which records when each
+//! connection last took in a segment from its peer ([`zt_stack::NetStack::tcp_heard`]).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -11,18 +18,31 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use zt_proto::network::NetworkId;
+use zt_stack::NetStack;
 use zt_stack::smoltcp::iface::SocketHandle;
 use zt_stack::smoltcp::socket::tcp;
+use zt_stack::smoltcp::wire::IpListenEndpoint;
 
 use crate::readiness::Readiness;
 use crate::stacks::Stacks;
 
 /// Default buffer size each way.
 pub const DEFAULT_BUFFER: usize = 1 << 20;
-/// Most listening smoltcp sockets kept armed per listener: up to the backlog, so that as many
-/// handshakes can be in progress at once (a SYN finding none gets a RST, i.e. "refused").
-/// Their buffers are zeroed allocations the OS maps lazily, so idle ones cost little memory.
+/// Most listening smoltcp sockets kept armed per listener and address: up to the backlog, so
+/// that as many handshakes can be in progress at once (a SYN finding none gets a RST, i.e.
+/// "refused"). Their buffers are zeroed allocations the OS maps lazily, so idle ones cost little
+/// memory.
 const MAX_ARMED: usize = 128;
+/// How long a connection may wait on a silent peer (unacknowledged data or FIN, unanswered
+/// SYN) before it is aborted, unless `TCP_USER_TIMEOUT` says otherwise.
+pub const DEFAULT_USER_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a closed socket waits in FIN-WAIT-2 for a silent peer's FIN (Linux's
+/// `tcp_fin_timeout`).
+const ORPHAN_FIN_TIMEOUT_MS: i64 = 60_000;
+/// Keep-alive defaults (Linux's): 2 h idle, 75 s between probes, 9 probes.
+const KEEPIDLE_DEFAULT: u32 = 7200;
+const KEEPINTVL_DEFAULT: u32 = 75;
+const KEEPCNT_DEFAULT: u32 = 9;
 
 /// Where a TCP socket is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +69,7 @@ pub enum SockError {
     /// ECONNRESET.
     #[error("connection reset by peer")]
     Reset,
-    /// ETIMEDOUT.
+    /// ETIMEDOUT: the peer stopped answering.
     #[error("connection timed out")]
     TimedOut,
     /// ENOTCONN.
@@ -64,9 +84,15 @@ pub enum SockError {
     /// ENETUNREACH: no joined network routes the address.
     #[error("network is unreachable")]
     NetUnreachable,
+    /// ENETDOWN: the node stopped.
+    #[error("network is down")]
+    NetDown,
     /// EADDRINUSE.
     #[error("address already in use")]
     AddrInUse,
+    /// EADDRNOTAVAIL: no joined network gives this node that address.
+    #[error("cannot assign requested address")]
+    AddrNotAvailable,
     /// EINVAL.
     #[error("invalid argument")]
     Invalid,
@@ -87,10 +113,71 @@ impl SockError {
             Self::BrokenPipe => libc::EPIPE,
             Self::WouldBlock => libc::EAGAIN,
             Self::NetUnreachable => libc::ENETUNREACH,
+            Self::NetDown => libc::ENETDOWN,
             Self::AddrInUse => libc::EADDRINUSE,
+            Self::AddrNotAvailable => libc::EADDRNOTAVAIL,
             Self::Invalid => libc::EINVAL,
             Self::Closed => libc::EBADF,
         }
+    }
+}
+
+/// A TCP socket option (`setsockopt`/`getsockopt`); values are integers as in C.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TcpOption {
+    /// `TCP_NODELAY` (0/1; on by default here).
+    NoDelay,
+    /// `SO_KEEPALIVE` (0/1; off by default).
+    KeepAlive,
+    /// `TCP_KEEPIDLE`: seconds (1–32767, default 7200); with keep-alive, a connection whose
+    /// peer has been silent for `TCP_KEEPIDLE + TCP_KEEPINTVL × TCP_KEEPCNT` is dropped.
+    KeepIdle,
+    /// `TCP_KEEPINTVL`: seconds between keep-alive probes, sent whenever the connection is
+    /// idle (1–32767, default 75).
+    KeepInterval,
+    /// `TCP_KEEPCNT`: unanswered probes before the connection is dropped (1–127, default 9).
+    KeepCount,
+    /// `TCP_USER_TIMEOUT`: milliseconds a connection may wait on a silent peer before it is
+    /// aborted (0: the default, [`DEFAULT_USER_TIMEOUT`]).
+    UserTimeout,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TcpOptions {
+    nodelay: bool,
+    keepalive: bool,
+    keepidle: u32,
+    keepintvl: u32,
+    keepcnt: u32,
+    /// ms; 0 = default.
+    user_timeout: u32,
+}
+
+impl Default for TcpOptions {
+    fn default() -> Self {
+        Self {
+            nodelay: true,
+            keepalive: false,
+            keepidle: KEEPIDLE_DEFAULT,
+            keepintvl: KEEPINTVL_DEFAULT,
+            keepcnt: KEEPCNT_DEFAULT,
+            user_timeout: 0,
+        }
+    }
+}
+
+impl TcpOptions {
+    fn user_timeout_ms(&self) -> i64 {
+        if self.user_timeout == 0 {
+            DEFAULT_USER_TIMEOUT.as_millis() as i64
+        } else {
+            i64::from(self.user_timeout)
+        }
+    }
+
+    fn keepalive_limit_ms(&self) -> i64 {
+        (i64::from(self.keepidle) + i64::from(self.keepintvl) * i64::from(self.keepcnt)) * 1000
     }
 }
 
@@ -133,7 +220,7 @@ struct TcpState {
     released: bool,
     accept: VecDeque<Arc<TcpShared>>,
     backlog: usize,
-    nodelay: bool,
+    options: TcpOptions,
     /// The loop left data in the stack because `rx` was full: a read must wake it.
     rx_blocked: bool,
 }
@@ -178,7 +265,7 @@ impl TcpShared {
                 released: false,
                 accept: VecDeque::new(),
                 backlog: 0,
-                nodelay: true,
+                options: TcpOptions::default(),
                 rx_blocked: false,
             }),
             cond: Condvar::new(),
@@ -209,6 +296,14 @@ impl TcpShared {
                 || st.phase == Phase::Closed;
         self.readiness.set(readable, writable);
         self.cond.notify_all();
+    }
+
+    /// Ends the socket with `error` (unless it already failed) and wakes everyone waiting.
+    fn fail(&self, error: SockError) {
+        let mut st = self.lock();
+        st.error.get_or_insert(error);
+        st.phase = Phase::Closed;
+        self.refresh(&st);
     }
 
     fn wait<'a>(
@@ -327,6 +422,9 @@ impl TcpShared {
                 self.refresh(&st);
                 return Ok(c);
             }
+            if let Some(e) = st.error {
+                return Err(e);
+            }
             if st.phase != Phase::Listening {
                 return Err(SockError::Invalid);
             }
@@ -372,30 +470,237 @@ impl TcpShared {
         self.lock().rx.len()
     }
 
-    /// Enables or disables Nagle's algorithm (TCP_NODELAY is the default here).
-    pub fn set_nodelay(&self, on: bool) {
-        self.lock().nodelay = on;
+    /// Sets a socket option (connections accepted by a listener inherit its options).
+    ///
+    /// # Errors
+    /// `Invalid` for a value out of the option's range.
+    pub fn set_option(&self, opt: TcpOption, value: i64) -> Result<(), SockError> {
+        let ranged = |lo: i64, hi: i64| {
+            if (lo..=hi).contains(&value) {
+                u32::try_from(value).map_err(|_| SockError::Invalid)
+            } else {
+                Err(SockError::Invalid)
+            }
+        };
+        {
+            let mut st = self.lock();
+            let o = &mut st.options;
+            match opt {
+                TcpOption::NoDelay => o.nodelay = value != 0,
+                TcpOption::KeepAlive => o.keepalive = value != 0,
+                TcpOption::KeepIdle => o.keepidle = ranged(1, 32_767)?,
+                TcpOption::KeepInterval => o.keepintvl = ranged(1, 32_767)?,
+                TcpOption::KeepCount => o.keepcnt = ranged(1, 127)?,
+                TcpOption::UserTimeout => o.user_timeout = ranged(0, i64::from(i32::MAX))?,
+            }
+        }
         (self.wake)();
+        Ok(())
     }
+
+    /// A socket option's value.
+    #[must_use]
+    pub fn option(&self, opt: TcpOption) -> i64 {
+        let o = self.lock().options;
+        match opt {
+            TcpOption::NoDelay => i64::from(o.nodelay),
+            TcpOption::KeepAlive => i64::from(o.keepalive),
+            TcpOption::KeepIdle => i64::from(o.keepidle),
+            TcpOption::KeepInterval => i64::from(o.keepintvl),
+            TcpOption::KeepCount => i64::from(o.keepcnt),
+            TcpOption::UserTimeout => i64::from(o.user_timeout),
+        }
+    }
+}
+
+/// What a connection is waiting for from its peer (the deadline's reason).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    /// An acknowledgement (data, FIN) or an answer to our SYN.
+    Ack,
+    /// A FIN, after the application closed the socket (FIN-WAIT-2).
+    OrphanFin,
+    /// Anything, on an idle connection with keep-alive.
+    KeepAlive,
+}
+
+#[derive(Debug)]
+struct Conn {
+    net: NetworkId,
+    h: SocketHandle,
+    /// (local port, peer) as watched on the stack.
+    watched: Option<(u16, SocketAddr)>,
+    /// What the connection waits for, and since when (ms).
+    waiting: Option<(Wait, i64)>,
+    /// When it will be aborted unless the peer speaks (ms).
+    deadline: Option<i64>,
+    /// The keep-alive interval given to smoltcp (s).
+    keepalive: Option<u32>,
+}
+
+/// Which local addresses a listener takes connections on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    /// One address (of whichever network has it).
+    Addr(IpAddr),
+    /// Every IPv4 address of every network (`0.0.0.0`).
+    AnyV4,
+    /// Every IPv6 address of every network (`::` with `IPV6_V6ONLY`).
+    AnyV6Only,
+    /// Every address, IPv4 and IPv6, of every network (`::`, dual-stack).
+    Any,
+}
+
+impl Scope {
+    fn overlaps(self, other: Scope) -> bool {
+        use Scope::{Addr, Any, AnyV4, AnyV6Only};
+        match (self, other) {
+            (Any, _) | (_, Any) | (AnyV4, AnyV4) | (AnyV6Only, AnyV6Only) => true,
+            (AnyV4, AnyV6Only) | (AnyV6Only, AnyV4) => false,
+            (Addr(a), Addr(b)) => a == b,
+            (Addr(a), AnyV4) | (AnyV4, Addr(a)) => a.is_ipv4(),
+            (Addr(a), AnyV6Only) | (AnyV6Only, Addr(a)) => a.is_ipv6(),
+        }
+    }
+
+    /// The listen addresses (None: any) this scope needs on a stack with these addresses.
+    fn endpoints(self, addrs: &[(IpAddr, u8)]) -> Vec<Option<IpAddr>> {
+        match self {
+            Scope::Any => vec![None],
+            Scope::Addr(ip) => addrs
+                .iter()
+                .filter(|(a, _)| *a == ip)
+                .map(|_| Some(ip))
+                .take(1)
+                .collect(),
+            Scope::AnyV4 => addrs
+                .iter()
+                .filter(|(a, _)| a.is_ipv4())
+                .map(|(a, _)| Some(*a))
+                .collect(),
+            Scope::AnyV6Only => addrs
+                .iter()
+                .filter(|(a, _)| a.is_ipv6())
+                .map(|(a, _)| Some(*a))
+                .collect(),
+        }
+    }
+}
+
+/// Listening smoltcp sockets of one listener on one network and address.
+#[derive(Debug)]
+struct Armed {
+    net: NetworkId,
+    addr: Option<IpAddr>,
+    handles: Vec<SocketHandle>,
+}
+
+#[derive(Debug)]
+struct Listener {
+    port: u16,
+    scope: Scope,
+    armed: Vec<Armed>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Conn(Conn),
+    Listener(Listener),
 }
 
 #[derive(Debug)]
 struct Entry {
     shared: Arc<TcpShared>,
-    net: NetworkId,
-    /// The connection's smoltcp socket, or the armed listening sockets.
-    handles: Vec<SocketHandle>,
-    listen_port: Option<u16>,
+    kind: Kind,
 }
 
 /// The loop thread's table of sockets.
 #[derive(Debug, Default)]
 pub struct SocketTable {
     entries: Vec<Entry>,
+    /// The stacks' generation the listeners were armed for.
+    generation: Option<u64>,
+    /// The earliest connection deadline (ms).
+    next_deadline: Option<i64>,
 }
 
 fn endpoint(e: zt_stack::smoltcp::wire::IpEndpoint) -> SocketAddr {
     SocketAddr::new(IpAddr::from(e.addr), e.port)
+}
+
+/// Arms up to `count` listening sockets on `stack` for `(addr, port)`.
+fn arm(
+    stack: &mut NetStack,
+    addr: Option<IpAddr>,
+    port: u16,
+    count: usize,
+    (rx, tx): (usize, usize),
+    handles: &mut Vec<SocketHandle>,
+) {
+    let ep = IpListenEndpoint {
+        addr: addr.map(Into::into),
+        port,
+    };
+    while handles.len() < count {
+        let h = stack.add_tcp(rx.max(4096), tx.max(4096));
+        if stack.tcp(h).listen(ep).is_err() {
+            stack.remove(h);
+            return;
+        }
+        handles.push(h);
+    }
+}
+
+impl Listener {
+    /// Arms and disarms so that the listener covers exactly the addresses its scope asks for
+    /// on the current stacks.
+    fn sync(&mut self, stacks: &mut Stacks, backlog: usize, buffers: (usize, usize)) {
+        let scope = self.scope;
+        self.armed.retain_mut(|a| {
+            let Some(stack) = stacks.get(a.net) else {
+                return false;
+            };
+            if scope.endpoints(&stack.addresses()).contains(&a.addr) {
+                return true;
+            }
+            for h in a.handles.drain(..) {
+                stack.tcp(h).abort();
+                stack.remove(h);
+            }
+            false
+        });
+        for net in stacks.networks() {
+            let Some(stack) = stacks.get(net) else {
+                continue;
+            };
+            for addr in scope.endpoints(&stack.addresses()) {
+                if self.armed.iter().any(|a| a.net == net && a.addr == addr) {
+                    continue;
+                }
+                let mut handles = Vec::new();
+                arm(
+                    stack,
+                    addr,
+                    self.port,
+                    backlog.clamp(1, MAX_ARMED),
+                    buffers,
+                    &mut handles,
+                );
+                self.armed.push(Armed { net, addr, handles });
+            }
+        }
+    }
+
+    fn disarm(&mut self, stacks: &mut Stacks) {
+        for a in self.armed.drain(..) {
+            if let Some(stack) = stacks.get(a.net) {
+                for h in a.handles {
+                    stack.tcp(h).abort();
+                    stack.remove(h);
+                }
+            }
+        }
+    }
 }
 
 impl SocketTable {
@@ -451,220 +756,117 @@ impl SocketTable {
         }
         self.entries.push(Entry {
             shared: shared.clone(),
-            net,
-            handles: vec![h],
-            listen_port: None,
+            kind: Kind::Conn(Conn::new(net, h)),
         });
         Ok(shared)
     }
 
-    /// Listens on `port` of the network that holds `local` (or of every network for an
-    /// unspecified address: the first configured one for now).
+    /// Listens on `local`: one address (of the network that gives this node that address), or
+    /// for an unspecified address every network — including networks configured later — on
+    /// their IPv4 addresses (`0.0.0.0`), or on all their addresses (`::`; only the IPv6 ones
+    /// with `v6only`).
     ///
     /// # Errors
-    /// No such network or address, or the port is taken.
+    /// Port 0, no network gives this node the address, or a listener overlapping this one
+    /// holds the port.
     pub fn listen(
         &mut self,
         stacks: &mut Stacks,
         local: SocketAddr,
         backlog: usize,
+        v6only: bool,
         buffers: (usize, usize),
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<Arc<TcpShared>, SockError> {
-        let net = if local.ip().is_unspecified() {
-            stacks
-                .networks()
-                .into_iter()
-                .min()
-                .ok_or(SockError::NetUnreachable)?
-        } else {
-            Self::route(stacks, local.ip()).ok_or(SockError::NetUnreachable)?
+        if local.port() == 0 {
+            return Err(SockError::Invalid);
+        }
+        let scope = match local.ip() {
+            IpAddr::V4(v4) if v4.is_unspecified() => Scope::AnyV4,
+            IpAddr::V6(v6) if v6.is_unspecified() && v6only => Scope::AnyV6Only,
+            IpAddr::V6(v6) if v6.is_unspecified() => Scope::Any,
+            ip => {
+                let held = stacks.networks().into_iter().any(|n| {
+                    stacks
+                        .get(n)
+                        .is_some_and(|s| s.addresses().iter().any(|(a, _)| *a == ip))
+                });
+                if !held {
+                    return Err(SockError::AddrNotAvailable);
+                }
+                Scope::Addr(ip)
+            }
         };
-        if local.port() == 0
-            || self
-                .entries
-                .iter()
-                .any(|e| e.net == net && e.listen_port == Some(local.port()))
-        {
-            return Err(if local.port() == 0 {
-                SockError::Invalid
-            } else {
-                SockError::AddrInUse
-            });
+        let taken = self.entries.iter().any(|e| match &e.kind {
+            Kind::Listener(l) => {
+                l.port == local.port() && l.scope.overlaps(scope) && !e.shared.lock().released
+            }
+            Kind::Conn(_) => false,
+        });
+        if taken {
+            return Err(SockError::AddrInUse);
         }
         let shared = TcpShared::new(buffers.0, buffers.1, wake).map_err(|_| SockError::Invalid)?;
+        let backlog = backlog.max(1);
         {
             let mut st = shared.lock();
             st.phase = Phase::Listening;
             st.local = Some(local);
-            st.backlog = backlog.max(1);
+            st.backlog = backlog;
         }
-        let mut e = Entry {
-            shared: shared.clone(),
-            net,
-            handles: Vec::new(),
-            listen_port: Some(local.port()),
+        let mut l = Listener {
+            port: local.port(),
+            scope,
+            armed: Vec::new(),
         };
-        let stack = stacks.get(net).ok_or(SockError::NetUnreachable)?;
-        for _ in 0..backlog.clamp(1, MAX_ARMED) {
-            let h = stack.add_tcp(buffers.0.max(4096), buffers.1.max(4096));
-            if stack.tcp(h).listen(local.port()).is_err() {
-                stack.remove(h);
-                return Err(SockError::AddrInUse);
-            }
-            e.handles.push(h);
-        }
-        self.entries.push(e);
+        l.sync(stacks, backlog, buffers);
+        self.entries.push(Entry {
+            shared: shared.clone(),
+            kind: Kind::Listener(l),
+        });
         Ok(shared)
     }
 
-    /// Moves data and state between the shared buffers and the stacks. Call after polling the
-    /// stacks (and before, to hand over fresh application data). True if a stack needs polling
-    /// again (data was queued for sending).
-    pub fn service(&mut self, stacks: &mut Stacks) -> bool {
+    /// Moves data and state between the shared buffers and the stacks, accepts connections,
+    /// aborts connections whose peer went silent for too long. Call after polling the stacks
+    /// (and before, to hand over fresh application data); `now_ms` is the stacks' clock. True if
+    /// a stack needs polling again (data was queued for sending).
+    pub fn service(&mut self, stacks: &mut Stacks, now_ms: i64) -> bool {
+        let resync = self.generation != Some(stacks.generation());
+        self.generation = Some(stacks.generation());
         let mut again = false;
         let mut new_entries = Vec::new();
-        self.entries.retain_mut(|e| {
-            let Some(stack) = stacks.get(e.net) else {
-                let mut st = e.shared.lock();
-                st.error.get_or_insert(SockError::NetUnreachable);
-                st.phase = Phase::Closed;
-                e.shared.refresh(&st);
-                return false;
-            };
-            if let Some(port) = e.listen_port {
-                let released = e.shared.lock().released;
-                let mut i = 0;
-                while i < e.handles.len() {
-                    let h = e.handles[i];
-                    if released {
-                        stack.tcp(h).abort();
-                        stack.remove(h);
-                        e.handles.remove(i);
-                        continue;
-                    }
-                    let (ready, local, peer) = {
-                        let s = stack.tcp(h);
-                        (
-                            s.is_active()
-                                && !s.is_listening()
-                                && s.state() != tcp::State::SynReceived,
-                            s.local_endpoint().map(endpoint),
-                            s.remote_endpoint().map(endpoint),
-                        )
-                    };
-                    if !ready {
-                        i += 1;
-                        continue;
-                    }
-                    // A connection: hand it to accept() and arm a new listener.
-                    e.handles.remove(i);
-                    let (rx_cap, tx_cap) = {
-                        let st = e.shared.lock();
-                        (st.rx_cap, st.tx_cap)
-                    };
-                    if let Ok(c) = TcpShared::new(rx_cap, tx_cap, e.shared.wake.clone()) {
-                        {
-                            let mut st = c.lock();
-                            st.phase = Phase::Connected;
-                            st.local = local;
-                            st.peer = peer;
-                        }
-                        new_entries.push(Entry {
-                            shared: c.clone(),
-                            net: e.net,
-                            handles: vec![h],
-                            listen_port: None,
-                        });
-                        let mut st = e.shared.lock();
-                        if st.accept.len() < st.backlog {
-                            st.accept.push_back(c);
-                            e.shared.refresh(&st);
-                        } else {
-                            drop(st);
-                            c.close();
-                        }
-                    }
-                    let nh = stack.add_tcp(4096.max(rx_cap), 4096.max(tx_cap));
-                    if stack.tcp(nh).listen(port).is_ok() {
-                        e.handles.push(nh);
-                    } else {
-                        stack.remove(nh);
-                    }
-                }
-                return !released || !e.handles.is_empty();
+        self.entries.retain_mut(|e| match &mut e.kind {
+            Kind::Listener(l) => {
+                service_listener(&e.shared, l, stacks, resync, now_ms, &mut new_entries)
             }
-            let h = e.handles[0];
-            let s = stack.tcp(h);
-            let mut st = e.shared.lock();
-            s.set_nagle_enabled(!st.nodelay);
-            match s.state() {
-                tcp::State::Established
-                | tcp::State::CloseWait
-                | tcp::State::FinWait1
-                | tcp::State::FinWait2
-                    if st.phase == Phase::Connecting =>
-                {
-                    st.phase = Phase::Connected;
-                    st.local = s.local_endpoint().map(endpoint).or(st.local);
-                }
-                tcp::State::Closed | tcp::State::TimeWait => {
-                    if st.phase == Phase::Connecting {
-                        st.error = Some(SockError::Refused);
-                    } else if st.phase == Phase::Connected && !st.eof && !st.write_shutdown {
-                        st.error.get_or_insert(SockError::Reset);
-                    }
-                    st.phase = Phase::Closed;
-                }
-                _ => {}
+            Kind::Conn(c) => {
+                let Some(stack) = stacks.get(c.net) else {
+                    e.shared.fail(SockError::NetUnreachable);
+                    return false;
+                };
+                let (keep, sent) = c.service(&e.shared, stack, now_ms);
+                again |= sent;
+                keep
             }
-            // Network → application.
-            while s.can_recv() && st.rx.len() < st.rx_cap {
-                let room = st.rx_cap - st.rx.len();
-                let _ = s.recv(|buf| {
-                    let n = buf.len().min(room);
-                    st.rx.extend(&buf[..n]);
-                    (n, ())
-                });
-            }
-            st.rx_blocked = s.can_recv();
-            if !s.may_recv()
-                && matches!(
-                    s.state(),
-                    tcp::State::CloseWait
-                        | tcp::State::LastAck
-                        | tcp::State::Closing
-                        | tcp::State::TimeWait
-                        | tcp::State::Closed
-                )
-            {
-                st.eof = true;
-            }
-            // Application → network.
-            while !st.tx.is_empty() && s.can_send() {
-                let (a, _) = st.tx.as_slices();
-                let n = s.send_slice(a).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                st.tx.drain(..n);
-                again = true;
-            }
-            if st.write_shutdown && st.tx.is_empty() && s.may_send() {
-                s.close();
-                again = true;
-            }
-            let done = st.released && (st.phase == Phase::Closed || !s.is_open());
-            e.shared.refresh(&st);
-            drop(st);
-            if done {
-                stack.remove(h);
-                return false;
-            }
-            true
         });
         self.entries.extend(new_entries);
+        self.next_deadline = self
+            .entries
+            .iter()
+            .filter_map(|e| match &e.kind {
+                Kind::Conn(c) => c.deadline,
+                Kind::Listener(_) => None,
+            })
+            .min();
         again
+    }
+
+    /// When a connection will time out unless its peer speaks (ms): the loop must run
+    /// [`Self::service`] then.
+    #[must_use]
+    pub fn poll_at(&self) -> Option<i64> {
+        self.next_deadline
     }
 
     /// Sockets held.
@@ -677,6 +879,257 @@ impl SocketTable {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+impl Drop for SocketTable {
+    /// The node stopped: every socket fails with `NetDown` (nothing stays blocked).
+    fn drop(&mut self) {
+        for e in &self.entries {
+            e.shared.fail(SockError::NetDown);
+        }
+    }
+}
+
+/// Hands established connections of a listener to `accept()` and re-arms; false once the
+/// listener is closed and disarmed.
+fn service_listener(
+    shared: &Arc<TcpShared>,
+    l: &mut Listener,
+    stacks: &mut Stacks,
+    resync: bool,
+    now_ms: i64,
+    new_entries: &mut Vec<Entry>,
+) -> bool {
+    let (released, backlog, caps, options) = {
+        let st = shared.lock();
+        (st.released, st.backlog, (st.rx_cap, st.tx_cap), st.options)
+    };
+    if released {
+        l.disarm(stacks);
+        // Connections nobody accepted are closed with it.
+        let queued: Vec<_> = shared.lock().accept.drain(..).collect();
+        for c in queued {
+            c.close();
+        }
+        return false;
+    }
+    if resync {
+        l.sync(stacks, backlog, caps);
+    }
+    for a in &mut l.armed {
+        let Some(stack) = stacks.get(a.net) else {
+            continue;
+        };
+        let mut i = 0;
+        let mut taken = 0;
+        while i < a.handles.len() {
+            let h = a.handles[i];
+            let (ready, local, peer) = {
+                let s = stack.tcp(h);
+                (
+                    s.is_active() && !s.is_listening() && s.state() != tcp::State::SynReceived,
+                    s.local_endpoint().map(endpoint),
+                    s.remote_endpoint().map(endpoint),
+                )
+            };
+            if !ready {
+                i += 1;
+                continue;
+            }
+            // A connection: hand it to accept() (a new listener is armed below).
+            a.handles.remove(i);
+            taken += 1;
+            let Ok(c) = TcpShared::new(caps.0, caps.1, shared.wake.clone()) else {
+                stack.tcp(h).abort();
+                continue;
+            };
+            {
+                let mut st = c.lock();
+                st.phase = Phase::Connected;
+                st.local = local;
+                st.peer = peer;
+                st.options = options;
+            }
+            let mut conn = Conn::new(a.net, h);
+            conn.watch(stack, now_ms);
+            new_entries.push(Entry {
+                shared: c.clone(),
+                kind: Kind::Conn(conn),
+            });
+            let mut st = shared.lock();
+            if st.accept.len() < st.backlog {
+                st.accept.push_back(c);
+                shared.refresh(&st);
+            } else {
+                drop(st);
+                c.close();
+            }
+        }
+        if taken > 0 {
+            let want = a.handles.len() + taken;
+            arm(stack, a.addr, l.port, want, caps, &mut a.handles);
+        }
+    }
+    true
+}
+
+impl Conn {
+    fn new(net: NetworkId, h: SocketHandle) -> Self {
+        Self {
+            net,
+            h,
+            watched: None,
+            waiting: None,
+            deadline: None,
+            keepalive: None,
+        }
+    }
+
+    /// Starts recording the peer's segments once the connection has both endpoints.
+    fn watch(&mut self, stack: &mut NetStack, now_ms: i64) {
+        if self.watched.is_some() {
+            return;
+        }
+        let s = stack.tcp(self.h);
+        if let (Some(l), Some(r)) = (s.local_endpoint(), s.remote_endpoint()) {
+            let r = endpoint(r);
+            stack.tcp_watch(l.port, r, now_ms);
+            self.watched = Some((l.port, r));
+        }
+    }
+
+    fn unwatch(&mut self, stack: &mut NetStack) {
+        if let Some((port, remote)) = self.watched.take() {
+            stack.tcp_unwatch(port, remote);
+        }
+    }
+
+    /// Applies options, enforces the deadline; true if the connection was aborted.
+    fn keep_time(&mut self, st: &mut TcpState, stack: &mut NetStack, now_ms: i64) -> bool {
+        self.watch(stack, now_ms);
+        let o = st.options;
+        let s = stack.tcp(self.h);
+        s.set_nagle_enabled(!o.nodelay);
+        let keepalive = o.keepalive.then_some(o.keepintvl);
+        if keepalive != self.keepalive {
+            s.set_keep_alive(
+                keepalive.map(|i| zt_stack::smoltcp::time::Duration::from_secs(i.into())),
+            );
+            self.keepalive = keepalive;
+        }
+        use tcp::State as S;
+        let wait = match s.state() {
+            S::SynSent | S::SynReceived | S::FinWait1 | S::Closing | S::LastAck => Some(Wait::Ack),
+            S::Closed | S::TimeWait | S::Listen => None,
+            _ if s.send_queue() > 0 => Some(Wait::Ack),
+            S::FinWait2 if st.released => Some(Wait::OrphanFin),
+            _ if o.keepalive => Some(Wait::KeepAlive),
+            _ => None,
+        };
+        let since = match (self.waiting, wait) {
+            (Some((was, t)), Some(w)) if was == w => t,
+            _ => now_ms,
+        };
+        self.waiting = wait.map(|w| (w, since));
+        self.deadline = wait.map(|w| {
+            let limit = match w {
+                Wait::Ack => o.user_timeout_ms(),
+                Wait::OrphanFin => ORPHAN_FIN_TIMEOUT_MS,
+                Wait::KeepAlive => o.keepalive_limit_ms(),
+            };
+            let heard = self
+                .watched
+                .and_then(|(p, r)| stack.tcp_heard(p, r))
+                .unwrap_or(since);
+            heard.max(since) + limit
+        });
+        if self.deadline.is_some_and(|d| now_ms >= d) {
+            stack.tcp(self.h).abort();
+            st.error.get_or_insert(SockError::TimedOut);
+            st.phase = Phase::Closed;
+            self.deadline = None;
+            self.waiting = None;
+            return true;
+        }
+        false
+    }
+
+    /// Services one connection: returns (keep the entry, data was queued for sending).
+    fn service(&mut self, shared: &TcpShared, stack: &mut NetStack, now_ms: i64) -> (bool, bool) {
+        let mut sent = false;
+        let mut st = shared.lock();
+        if st.phase == Phase::Closed {
+            self.deadline = None;
+        } else {
+            self.keep_time(&mut st, stack, now_ms);
+        }
+        let s = stack.tcp(self.h);
+        match s.state() {
+            tcp::State::Established
+            | tcp::State::CloseWait
+            | tcp::State::FinWait1
+            | tcp::State::FinWait2
+                if st.phase == Phase::Connecting =>
+            {
+                st.phase = Phase::Connected;
+                st.local = s.local_endpoint().map(endpoint).or(st.local);
+            }
+            tcp::State::Closed | tcp::State::TimeWait => {
+                if st.phase == Phase::Connecting {
+                    st.error.get_or_insert(SockError::Refused);
+                } else if st.phase == Phase::Connected && !st.eof && !st.write_shutdown {
+                    st.error.get_or_insert(SockError::Reset);
+                }
+                st.phase = Phase::Closed;
+            }
+            _ => {}
+        }
+        // Network → application.
+        while s.can_recv() && st.rx.len() < st.rx_cap {
+            let room = st.rx_cap - st.rx.len();
+            let _ = s.recv(|buf| {
+                let n = buf.len().min(room);
+                st.rx.extend(&buf[..n]);
+                (n, ())
+            });
+        }
+        st.rx_blocked = s.can_recv();
+        if !s.may_recv()
+            && matches!(
+                s.state(),
+                tcp::State::CloseWait
+                    | tcp::State::LastAck
+                    | tcp::State::Closing
+                    | tcp::State::TimeWait
+                    | tcp::State::Closed
+            )
+        {
+            st.eof = true;
+        }
+        // Application → network.
+        while !st.tx.is_empty() && s.can_send() {
+            let (a, _) = st.tx.as_slices();
+            let n = s.send_slice(a).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            st.tx.drain(..n);
+            sent = true;
+        }
+        if st.write_shutdown && st.tx.is_empty() && s.may_send() {
+            s.close();
+            sent = true;
+        }
+        let done = st.released && (st.phase == Phase::Closed || !s.is_open());
+        shared.refresh(&st);
+        drop(st);
+        if done {
+            self.unwatch(stack);
+            stack.remove(self.h);
+            return (false, sent);
+        }
+        (true, sent)
     }
 }
 
@@ -793,6 +1246,9 @@ impl UdpShared {
             if st.released {
                 return Err(SockError::Closed);
             }
+            if let Some(e) = st.error {
+                return Err(e);
+            }
             if st.tx_bytes + data.len() <= st.tx_cap || st.tx.is_empty() {
                 st.tx_bytes += data.len();
                 st.tx.push_back((to, data.to_vec()));
@@ -826,6 +1282,17 @@ struct UdpEntry {
 #[derive(Debug, Default)]
 pub struct UdpTable {
     entries: Vec<UdpEntry>,
+}
+
+impl Drop for UdpTable {
+    /// The node stopped: every socket fails with `NetDown` (nothing stays blocked).
+    fn drop(&mut self) {
+        for e in &self.entries {
+            let mut st = e.shared.lock();
+            st.error.get_or_insert(SockError::NetDown);
+            e.shared.refresh(&st);
+        }
+    }
 }
 
 impl UdpTable {
@@ -871,9 +1338,9 @@ impl UdpTable {
             let Some(s) = stacks.get(n) else { continue };
             let h = s.add_udp(256, buffers.0.max(MAX_DATAGRAM));
             let ep = if local.ip().is_unspecified() {
-                zt_stack::smoltcp::wire::IpListenEndpoint { addr: None, port }
+                IpListenEndpoint { addr: None, port }
             } else {
-                zt_stack::smoltcp::wire::IpListenEndpoint {
+                IpListenEndpoint {
                     addr: Some(local.ip().into()),
                     port,
                 }
@@ -974,5 +1441,81 @@ impl UdpTable {
             true
         });
         sent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_scopes_overlap_as_on_linux() {
+        let v4: IpAddr = "198.18.0.1".parse().unwrap_or(IpAddr::from([0; 4]));
+        let v6: IpAddr = "fd00::1".parse().unwrap_or(IpAddr::from([0; 16]));
+        let all = [
+            Scope::Any,
+            Scope::AnyV4,
+            Scope::AnyV6Only,
+            Scope::Addr(v4),
+            Scope::Addr(v6),
+        ];
+        for a in all {
+            for b in all {
+                assert_eq!(a.overlaps(b), b.overlaps(a), "{a:?} {b:?} symmetric");
+            }
+            assert!(a.overlaps(a) && a.overlaps(Scope::Any));
+        }
+        assert!(!Scope::AnyV4.overlaps(Scope::AnyV6Only));
+        assert!(Scope::AnyV4.overlaps(Scope::Addr(v4)) && !Scope::AnyV4.overlaps(Scope::Addr(v6)));
+        assert!(Scope::AnyV6Only.overlaps(Scope::Addr(v6)));
+        assert!(!Scope::Addr(v4).overlaps(Scope::Addr(v6)));
+    }
+
+    #[test]
+    fn listener_scopes_pick_the_addresses_to_listen_on() {
+        let v4: IpAddr = IpAddr::from([198, 18, 0, 1]);
+        let ll: IpAddr = "fe80::1".parse().unwrap_or(IpAddr::from([0; 16]));
+        let v6: IpAddr = "fd00::1".parse().unwrap_or(IpAddr::from([0; 16]));
+        let addrs = [(ll, 64), (v4, 15), (v6, 88)];
+        assert_eq!(Scope::Any.endpoints(&addrs), vec![None]);
+        assert_eq!(Scope::AnyV4.endpoints(&addrs), vec![Some(v4)]);
+        assert_eq!(Scope::AnyV6Only.endpoints(&addrs), vec![Some(ll), Some(v6)]);
+        assert_eq!(Scope::Addr(v6).endpoints(&addrs), vec![Some(v6)]);
+        assert_eq!(Scope::Addr(v4).endpoints(&addrs[..1]), vec![]);
+        assert_eq!(Scope::AnyV4.endpoints(&addrs[..1]), vec![]);
+    }
+
+    #[test]
+    fn options_validate_their_ranges() {
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(|| {});
+        let Ok(s) = TcpShared::new(4096, 4096, wake) else {
+            panic!("no socket pair");
+        };
+        assert_eq!(s.option(TcpOption::NoDelay), 1);
+        assert_eq!(s.option(TcpOption::KeepAlive), 0);
+        assert_eq!(s.set_option(TcpOption::KeepAlive, 5), Ok(()));
+        assert_eq!(s.option(TcpOption::KeepAlive), 1);
+        for (opt, bad, good) in [
+            (TcpOption::KeepIdle, 0, 32_767),
+            (TcpOption::KeepInterval, 32_768, 1),
+            (TcpOption::KeepCount, 128, 127),
+            (TcpOption::UserTimeout, -1, 0),
+            (TcpOption::UserTimeout, i64::from(i32::MAX) + 1, 5),
+        ] {
+            assert_eq!(
+                s.set_option(opt, bad),
+                Err(SockError::Invalid),
+                "{opt:?} {bad}"
+            );
+            assert_eq!(s.set_option(opt, good), Ok(()));
+            assert_eq!(s.option(opt), good);
+        }
+        let o = s.lock().options;
+        assert_eq!(o.user_timeout_ms(), 5);
+        assert_eq!(o.keepalive_limit_ms(), (32_767 + 127) * 1000);
+        assert_eq!(
+            TcpOptions::default().user_timeout_ms(),
+            DEFAULT_USER_TIMEOUT.as_millis() as i64
+        );
     }
 }

@@ -17,6 +17,8 @@ pub struct Stacks {
     seed: u64,
     /// Frames the stacks sent that the node refused (rules, no route...).
     pub refused: u64,
+    /// Bumped whenever a stack appears or goes or its addresses change.
+    generation: u64,
 }
 
 impl Stacks {
@@ -32,8 +34,10 @@ impl Stacks {
     /// Creates, updates or removes stacks after the node's networks changed.
     pub fn sync(&mut self, node: &Node, now: Timestamp) {
         let nets = node.networks();
+        let before = self.by_net.len();
         self.by_net
             .retain(|id, _| nets.iter().any(|n| n.id == *id && n.config.is_some()));
+        let mut changed = self.by_net.len() != before;
         for n in nets {
             let Some(c) = n.config.as_ref() else { continue };
             if n.status != NetworkStatus::Ok && !self.by_net.contains_key(&n.id) {
@@ -42,6 +46,7 @@ impl Stacks {
             let addrs: Vec<(IpAddr, u8)> = c.static_ips.iter().map(|p| (p.ip, p.bits)).collect();
             let seed = self.seed ^ n.id.0;
             let stack = self.by_net.entry(n.id).or_insert_with(|| {
+                changed = true;
                 NetStack::new(n.mac.to_bytes(), usize::from(c.mtu), seed, now.as_millis())
             });
             stack.set_mtu(usize::from(c.mtu));
@@ -54,8 +59,19 @@ impl Stacks {
                 != addrs
             {
                 stack.set_addresses(&addrs);
+                changed = true;
             }
         }
+        if changed {
+            self.generation += 1;
+        }
+    }
+
+    /// Changes whenever a stack appears or goes or its addresses change (listeners on
+    /// unspecified addresses follow those).
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Hands a frame the node delivered to the network's stack; false if it has none.

@@ -13,11 +13,13 @@ use zt_proto::{Identity, Root, World, WorldType};
 use zt_runtime::MemoryStore;
 use zt_runtime::rng::OsRng;
 use zt_runtime::runtime::{NodeRuntime, RuntimeOptions};
-use zt_runtime::sockets::{Phase, SockError, TcpShared};
+use zt_runtime::sockets::{Phase, SockError, TcpOption, TcpShared};
 use zt_runtime::state::LoadOptions;
 use zt_runtime::udp::parse_prefixes;
 
 const T: Duration = Duration::from_secs(10);
+/// Longer than any abort a test expects (a call that waits this long failed to be woken).
+const LONG: Duration = Duration::from_secs(30);
 
 fn free_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
@@ -185,6 +187,7 @@ fn tcp_between_two_nodes_over_an_adhoc_network() {
                     ctx.stacks,
                     SocketAddr::new("::".parse().unwrap(), 7000),
                     8,
+                    false,
                     (1 << 20, 1 << 20),
                     wake_b,
                 )
@@ -292,4 +295,208 @@ fn tcp_between_two_nodes_over_an_adhoc_network() {
         )
         .unwrap();
     assert_eq!(unreachable.err(), Some(SockError::NetUnreachable));
+}
+
+fn listen(
+    rt: &NodeRuntime,
+    ip: &str,
+    port: u16,
+    v6only: bool,
+) -> Result<Arc<TcpShared>, SockError> {
+    let wake = rt.handle().waker();
+    let local = SocketAddr::new(ip.parse().unwrap(), port);
+    rt.call(
+        move |ctx| {
+            ctx.sockets
+                .listen(ctx.stacks, local, 8, v6only, (1 << 20, 1 << 20), wake)
+        },
+        T,
+    )
+    .unwrap()
+}
+
+fn connect(rt: &NodeRuntime, to: SocketAddr) -> Arc<TcpShared> {
+    let wake = rt.handle().waker();
+    rt.call(
+        move |ctx| {
+            ctx.sockets
+                .connect(ctx.stacks, to, (1 << 20, 1 << 20), wake)
+        },
+        T,
+    )
+    .unwrap()
+    .unwrap()
+}
+
+/// A connected pair over the ad-hoc network `id`: (client on `a`, accepted on `b`).
+fn connected(
+    a: &NodeRuntime,
+    b: &NodeRuntime,
+    id: NetworkId,
+    port: u16,
+) -> (Arc<TcpShared>, Arc<TcpShared>) {
+    let listener = listen(b, "::", port, false).unwrap();
+    let client = connect(a, SocketAddr::new(sixplane(b, id), port));
+    client.wait_connected(Some(T)).unwrap();
+    let conn = listener.accept(Some(T)).unwrap();
+    listener.close();
+    (client, conn)
+}
+
+#[test]
+fn a_peer_that_vanishes_mid_transfer_times_the_connection_out() {
+    let (_root, a, b, id) = adhoc_pair(7200);
+    let (client, conn) = connected(&a, &b, id, 7200);
+    client.set_option(TcpOption::UserTimeout, 2000).unwrap();
+    assert_eq!(client.option(TcpOption::UserTimeout), 2000);
+    assert_eq!(
+        client.set_option(TcpOption::UserTimeout, -1),
+        Err(SockError::Invalid)
+    );
+    // A sends without pause; B reads a little, then its node stops.
+    let sender = {
+        let client = client.clone();
+        std::thread::spawn(move || {
+            let chunk = vec![7u8; 64 * 1024];
+            loop {
+                // Bounded, so that a broken abort fails the test instead of hanging it.
+                if let Err(e) = client.send(&chunk, Some(LONG)) {
+                    return (e, Instant::now());
+                }
+            }
+        })
+    };
+    let reader = {
+        let client = client.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16];
+            (client.recv(&mut buf, Some(LONG)), Instant::now())
+        })
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0;
+    while got < 4 << 20 {
+        got += conn.recv(&mut buf, Some(T)).unwrap();
+    }
+    // A call timeout on a live but silent direction is only the call's (EAGAIN).
+    assert_eq!(
+        client.wait_connected(Some(Duration::from_millis(10))),
+        Ok(())
+    );
+    b.stop();
+    let stopped = Instant::now();
+    // B's own socket fails (its node is gone) once its buffered bytes are read, instead of
+    // blocking.
+    let end = loop {
+        match conn.recv(&mut buf, Some(LONG)) {
+            Ok(n) => assert!(n > 0),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(end, SockError::NetDown);
+    let (err, at) = sender.join().unwrap();
+    assert_eq!(err, SockError::TimedOut);
+    let waited = at - stopped;
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(6),
+        "aborted {waited:?} after the peer vanished (user timeout 2 s)"
+    );
+    let (r, _) = reader.join().unwrap();
+    assert_eq!(r, Err(SockError::TimedOut));
+    assert_eq!(client.phase(), Phase::Closed);
+    assert_eq!(client.send(b"x", None), Err(SockError::TimedOut));
+}
+
+#[test]
+fn keepalive_keeps_a_live_idle_connection_and_drops_a_vanished_peer() {
+    let (_root, a, b, id) = adhoc_pair(7201);
+    let (client, conn) = connected(&a, &b, id, 7201);
+    for (opt, v) in [
+        (TcpOption::KeepAlive, 1),
+        (TcpOption::KeepIdle, 1),
+        (TcpOption::KeepInterval, 1),
+        (TcpOption::KeepCount, 2),
+    ] {
+        client.set_option(opt, v).unwrap();
+        assert_eq!(client.option(opt), v);
+    }
+    assert_eq!(
+        client.set_option(TcpOption::KeepCount, 0),
+        Err(SockError::Invalid)
+    );
+    // Idle for twice the give-up time: the peer answers the probes, nothing fails.
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        client.recv(&mut buf, Some(Duration::from_secs(6))),
+        Err(SockError::WouldBlock)
+    );
+    assert_eq!(client.phase(), Phase::Connected);
+    assert_eq!(conn.send(b"still here", Some(T)), Ok(10));
+    let n = client.recv(&mut buf, Some(T)).unwrap();
+    assert_eq!(&buf[..n], b"still here");
+    // The peer's node stops: a blocking recv ends after idle + interval × count (3 s).
+    b.stop();
+    let stopped = Instant::now();
+    assert_eq!(client.recv(&mut buf, Some(LONG)), Err(SockError::TimedOut));
+    let waited = stopped.elapsed();
+    assert!(
+        waited >= Duration::from_millis(2000) && waited < Duration::from_secs(8),
+        "dropped {waited:?} after the peer vanished (keep-alive gives up after 3 s)"
+    );
+}
+
+#[test]
+fn an_unspecified_listener_covers_networks_joined_later() {
+    let (_root, a, b, id) = adhoc_pair(7300);
+    // B listens on :: and on 0.0.0.0 (no IPv4 here) before joining a second network.
+    let any = listen(&b, "::", 7300, false).unwrap();
+    let v4 = listen(&b, "0.0.0.0", 7301, false).unwrap();
+    // Overlapping listeners on the same port are refused; a v6-only one beside 0.0.0.0 is not.
+    assert_eq!(
+        listen(&b, "0.0.0.0", 7300, false).err(),
+        Some(SockError::AddrInUse)
+    );
+    assert_eq!(
+        listen(&b, &sixplane(&b, id).to_string(), 7300, false).err(),
+        Some(SockError::AddrInUse)
+    );
+    let v6 = listen(&b, "::", 7301, true).unwrap();
+    v6.close();
+    // An address the node does not have.
+    assert_eq!(
+        listen(&b, "fd00::1", 7302, false).err(),
+        Some(SockError::AddrNotAvailable)
+    );
+    let second = NetworkId::adhoc(7300, 7301);
+    for n in [&a, &b] {
+        n.call(move |ctx| ctx.node.join(ctx.now, second), T)
+            .unwrap();
+    }
+    for n in [&a, &b] {
+        wait("the second network", || {
+            n.snapshot().is_some_and(|s| {
+                s.networks
+                    .iter()
+                    .any(|x| x.id == second && x.status == NetworkStatus::Ok)
+            })
+        });
+    }
+    for net in [id, second] {
+        let to = SocketAddr::new(sixplane(&b, net), 7300);
+        let c = connect(&a, to);
+        c.wait_connected(Some(T)).unwrap();
+        let s = any.accept(Some(T)).unwrap();
+        assert_eq!(s.addresses().0, Some(to), "accepted on {net}");
+        assert_eq!(s.addresses().1.map(|p| p.ip()), Some(sixplane(&a, net)));
+        c.send(b"ping", Some(T)).unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(s.recv(&mut buf, Some(T)), Ok(4));
+    }
+    // The IPv4-only listener takes no IPv6 connection: refused (RST).
+    let c = connect(&a, SocketAddr::new(sixplane(&b, second), 7301));
+    assert_eq!(c.wait_connected(Some(T)), Err(SockError::Refused));
+    assert_eq!(
+        v4.accept(Some(Duration::from_millis(10))).err(),
+        Some(SockError::WouldBlock)
+    );
 }

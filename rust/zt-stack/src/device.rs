@@ -1,10 +1,16 @@
 //! The virtual Ethernet device smoltcp runs on: frames in and out are queues in memory, filled
 //! and drained by whoever drives the stack (the node runtime, or a simulator).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
+use smoltcp::wire::{
+    EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
+};
+
+/// A TCP connection as seen from this end: local port, remote address and port.
+pub type TcpTuple = (u16, IpAddress, u16);
 
 /// Most frames queued in either direction before the oldest inbound / newest outbound ones are
 /// dropped (and counted).
@@ -21,6 +27,8 @@ pub struct VirtualEthernet {
     mtu: usize,
     /// Frames dropped because a queue was full.
     pub dropped: u64,
+    /// Watched TCP connections → when the stack last took in a segment from the peer (ms).
+    heard: HashMap<TcpTuple, i64>,
 }
 
 impl VirtualEthernet {
@@ -33,7 +41,25 @@ impl VirtualEthernet {
             pool: Vec::new(),
             mtu,
             dropped: 0,
+            heard: HashMap::new(),
         }
+    }
+
+    /// Starts recording when segments of this connection arrive (from `now_ms`).
+    pub fn watch(&mut self, tuple: TcpTuple, now_ms: i64) {
+        self.heard.insert(tuple, now_ms);
+    }
+
+    /// Stops recording for this connection.
+    pub fn unwatch(&mut self, tuple: &TcpTuple) {
+        self.heard.remove(tuple);
+    }
+
+    /// When the stack last took in a segment of a watched connection (ms; the time watching
+    /// started if none yet).
+    #[must_use]
+    pub fn heard(&self, tuple: &TcpTuple) -> Option<i64> {
+        self.heard.get(tuple).copied()
     }
 
     /// The IP MTU.
@@ -118,8 +144,13 @@ impl phy::Device for VirtualEthernet {
     type RxToken<'a> = RxToken;
     type TxToken<'a> = TxToken<'a>;
 
-    fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+    fn receive(&mut self, timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let frame = self.rx.pop_front()?;
+        if !self.heard.is_empty()
+            && let Some(t) = tcp_tuple(&frame).and_then(|k| self.heard.get_mut(&k))
+        {
+            *t = timestamp.total_millis();
+        }
         Some((
             RxToken { frame },
             TxToken {
@@ -144,4 +175,30 @@ impl phy::Device for VirtualEthernet {
         caps.max_transmission_unit = self.mtu + 14;
         caps
     }
+}
+
+/// The connection (from the receiver's side) an inbound Ethernet frame carrying a TCP segment
+/// belongs to; None for anything else (including non-first IPv4 fragments and IPv6 extension
+/// headers, which this stack's peers do not send with TCP).
+fn tcp_tuple(frame: &[u8]) -> Option<TcpTuple> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let (src, segment) = match eth.ethertype() {
+        EthernetProtocol::Ipv4 => {
+            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != IpProtocol::Tcp || ip.frag_offset() != 0 {
+                return None;
+            }
+            (IpAddress::Ipv4(ip.src_addr()), ip.payload())
+        }
+        EthernetProtocol::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            (IpAddress::Ipv6(ip.src_addr()), ip.payload())
+        }
+        _ => return None,
+    };
+    let tcp = TcpPacket::new_checked(segment).ok()?;
+    Some((tcp.dst_port(), src, tcp.src_port()))
 }

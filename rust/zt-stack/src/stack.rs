@@ -12,7 +12,7 @@ use smoltcp::storage::PacketMetadata;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
 
-use crate::device::VirtualEthernet;
+use crate::device::{TcpTuple, VirtualEthernet};
 
 /// First ephemeral port (IANA dynamic range).
 pub const EPHEMERAL_FIRST: u16 = 49152;
@@ -60,6 +60,10 @@ impl std::fmt::Debug for NetStack {
             .field("addrs", &self.iface.ip_addrs())
             .finish_non_exhaustive()
     }
+}
+
+fn tuple(local_port: u16, remote: SocketAddr) -> TcpTuple {
+    (local_port, remote.ip().into(), remote.port())
 }
 
 fn ts(ms: i64) -> Instant {
@@ -214,6 +218,25 @@ impl NetStack {
     /// A TCP socket.
     pub fn tcp(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
         self.sockets.get_mut::<tcp::Socket<'static>>(h)
+    }
+
+    /// Starts recording when segments from `remote` to local port `local_port` arrive (the
+    /// liveness of a connection's peer: [`Self::tcp_heard`]); until [`Self::tcp_unwatch`].
+    pub fn tcp_watch(&mut self, local_port: u16, remote: SocketAddr, now_ms: i64) {
+        self.dev.watch(tuple(local_port, remote), now_ms);
+    }
+
+    /// Stops recording for a connection.
+    pub fn tcp_unwatch(&mut self, local_port: u16, remote: SocketAddr) {
+        self.dev.unwatch(&tuple(local_port, remote));
+    }
+
+    /// When the stack last took in a segment of a watched connection (ms; when watching began
+    /// if none since). Any segment counts: data, ACKs, answers to keep-alive or zero-window
+    /// probes, RSTs.
+    #[must_use]
+    pub fn tcp_heard(&self, local_port: u16, remote: SocketAddr) -> Option<i64> {
+        self.dev.heard(&tuple(local_port, remote))
     }
 
     /// A UDP socket.

@@ -11,13 +11,24 @@ use super::*;
 const MAC_A: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x01];
 const MAC_B: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x02];
 
+/// Which frames the wire between the stacks loses.
+#[derive(Clone, Copy, Debug)]
+enum Loss {
+    /// Every n-th frame (counted over both directions; 0 = none).
+    Every(usize),
+    /// Each frame with probability `per_mille`/1000, from a seeded generator (reproducible).
+    Random { seed: u64, per_mille: u64 },
+}
+
 struct Pair {
     a: NetStack,
     b: NetStack,
     now: i64,
-    /// Drop every n-th frame (0 = none).
-    drop_every: usize,
+    loss: Loss,
     frames: usize,
+    /// When a round moved no frame, jump to the earliest time a stack wants polling (instead
+    /// of 1 ms) so that long retransmission back-offs take few rounds.
+    fast_forward: bool,
 }
 
 impl Pair {
@@ -36,37 +47,69 @@ impl Pair {
             a,
             b,
             now: 0,
-            drop_every: 0,
+            loss: Loss::Every(0),
             frames: 0,
+            fast_forward: false,
         }
     }
 
-    /// One round: poll both, move frames both ways, advance 1 ms.
-    fn step(&mut self) {
+    /// Whether the wire loses the next frame.
+    fn lose(&mut self) -> bool {
+        self.frames += 1;
+        match &mut self.loss {
+            Loss::Every(0) => false,
+            Loss::Every(n) => self.frames.is_multiple_of(*n),
+            Loss::Random { seed, per_mille } => {
+                // SplitMix64.
+                *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = *seed;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                (z ^ (z >> 31)) % 1000 < *per_mille
+            }
+        }
+    }
+
+    /// One round: poll both, move frames both ways; true if any frame was sent.
+    fn step(&mut self) -> bool {
         self.a.poll(self.now);
         self.b.poll(self.now);
+        let mut moved = false;
         while let Some(f) = self.a.poll_frame() {
-            self.frames += 1;
-            if self.drop_every == 0 || !self.frames.is_multiple_of(self.drop_every) {
+            moved = true;
+            if !self.lose() {
                 self.b.handle_frame(f);
             }
         }
         while let Some(f) = self.b.poll_frame() {
-            self.frames += 1;
-            if self.drop_every == 0 || !self.frames.is_multiple_of(self.drop_every) {
+            moved = true;
+            if !self.lose() {
                 self.a.handle_frame(f);
             }
         }
-        self.now += 1;
+        moved
+    }
+
+    /// Advances the clock after a round (and after the application had its turn).
+    fn advance(&mut self, moved: bool) {
+        let next = self.now + 1;
+        self.now = if self.fast_forward && !moved {
+            let a = self.a.poll_at(self.now);
+            let b = self.b.poll_at(self.now);
+            a.into_iter().chain(b).min().unwrap_or(next).max(next)
+        } else {
+            next
+        };
     }
 
     fn run_until(&mut self, limit_ms: i64, mut done: impl FnMut(&mut Self) -> bool) -> bool {
         let end = self.now + limit_ms;
         while self.now < end {
-            self.step();
+            let moved = self.step();
             if done(self) {
                 return true;
             }
+            self.advance(moved);
         }
         false
     }
@@ -78,7 +121,7 @@ fn pattern(n: usize) -> Vec<u8> {
 
 fn transfer(remote: IpAddr, drop_every: usize) -> (usize, i64) {
     let mut p = Pair::new();
-    p.drop_every = drop_every;
+    p.loss = Loss::Every(drop_every);
     let server = p.b.add_tcp(256 * 1024, 256 * 1024);
     p.b.tcp(server).listen(7000).unwrap();
     let client = p.a.add_tcp(256 * 1024, 256 * 1024);
@@ -88,7 +131,9 @@ fn transfer(remote: IpAddr, drop_every: usize) -> (usize, i64) {
     let mut sent = 0;
     let mut got = Vec::with_capacity(data.len());
     let start = p.now;
-    let ok = p.run_until(60_000, |p| {
+    // Generous: under heavy loss congestion control keeps the window small and losses that
+    // fast retransmit cannot repair wait for the (backed-off) retransmission timeout.
+    let ok = p.run_until(1_200_000, |p| {
         let c = p.a.tcp(client);
         if c.can_send() && sent < data.len() {
             sent += c.send_slice(&data[sent..]).unwrap();
@@ -228,15 +273,15 @@ fn stacks_answer_ping6() {
     assert!(ok, "B answered A's ICMPv6 echo");
 }
 
-/// Known problem, kept as a repro: with 1 frame in 17 lost (deterministically), smoltcp 0.14's
-/// sender gets all its data acknowledged but its FIN is never (re)transmitted: the client stays
-/// in FIN-WAIT-1 and the server in ESTABLISHED for good. To fix (or work around in the
-/// runtime) before the socket API relies on `close`.
+/// With 1 frame in 17 lost, the FIN goes out while an earlier segment is missing, so the
+/// receiver ignores it and acknowledges all the data but not the FIN; the duplicates of that
+/// ACK start a fast retransmit with nothing but the FIN outstanding. smoltcp 0.14.0 then sent
+/// nothing and idled its retransmit timer: the client stayed in FIN-WAIT-1 and the server in
+/// ESTABLISHED for good (fixed by the patch in `vendor/smoltcp`).
 #[test]
-#[ignore = "smoltcp 0.14: a lost FIN is not retransmitted (issue #5 work item)"]
 fn a_lost_fin_is_retransmitted() {
     let mut p = Pair::new();
-    p.drop_every = 17;
+    p.loss = Loss::Every(17);
     let server = p.b.add_tcp(256 * 1024, 256 * 1024);
     p.b.tcp(server).listen(7000).unwrap();
     let client = p.a.add_tcp(256 * 1024, 256 * 1024);
@@ -278,4 +323,137 @@ fn a_lost_fin_is_retransmitted() {
         p.a.tcp(client).state(),
         p.b.tcp(server).state()
     );
+    // The server closes too: both ends finish (TIME-WAIT / CLOSED).
+    p.b.tcp(server).close();
+    let closed = p.run_until(60_000, |p| {
+        p.a.tcp(client).state() == tcp::State::TimeWait
+            && p.b.tcp(server).state() == tcp::State::Closed
+    });
+    assert!(
+        closed,
+        "close: client {:?}, server {:?}",
+        p.a.tcp(client).state(),
+        p.b.tcp(server).state()
+    );
+}
+
+/// Both ends send `len` bytes at once, each closes once its bytes are queued, and each reads
+/// to EOF; Err describes where it stopped.
+fn exchange(loss: Loss, len: usize) -> Result<(), String> {
+    let mut p = Pair::new();
+    p.loss = loss;
+    p.fast_forward = true;
+    let server = p.b.add_tcp(64 * 1024, 64 * 1024);
+    p.b.tcp(server).listen(7000).unwrap();
+    let client = p.a.add_tcp(64 * 1024, 64 * 1024);
+    p.a.tcp_connect(client, "198.18.0.2:7000".parse().unwrap(), 0)
+        .unwrap();
+    let out_a = pattern(len);
+    let out_b: Vec<u8> = out_a.iter().rev().copied().collect();
+    let (mut sent_a, mut sent_b) = (0, 0);
+    let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+    // Generous: with heavy loss, retransmission timeouts back off towards their maximum.
+    let finished = p.run_until(3_600_000, |p| {
+        for (stack, h, out, sent, got) in [
+            (&mut p.a, client, &out_a, &mut sent_a, &mut got_a),
+            (&mut p.b, server, &out_b, &mut sent_b, &mut got_b),
+        ] {
+            let s = stack.tcp(h);
+            if s.may_send() && *sent < out.len() {
+                *sent += s.send_slice(&out[*sent..]).unwrap();
+                if *sent == out.len() {
+                    s.close();
+                }
+            }
+            while s.can_recv() {
+                s.recv(|b| {
+                    got.extend_from_slice(b);
+                    (b.len(), ())
+                })
+                .unwrap();
+            }
+        }
+        let done =
+            |s: &tcp::Socket<'_>| matches!(s.state(), tcp::State::TimeWait | tcp::State::Closed);
+        done(p.a.tcp(client)) && done(p.b.tcp(server))
+    });
+    let (ca, sb) = (p.a.tcp(client).state(), p.b.tcp(server).state());
+    if !finished {
+        return Err(format!(
+            "stuck after {} ms: client {ca:?} (sent {sent_a}, got {}), server {sb:?} (sent {sent_b}, got {})",
+            p.now,
+            got_a.len(),
+            got_b.len()
+        ));
+    }
+    if got_b != out_a || got_a != out_b {
+        return Err(format!(
+            "data: server got {} of {} bytes, client {} of {} (or bytes differ)",
+            got_b.len(),
+            out_a.len(),
+            got_a.len(),
+            out_b.len()
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn transfers_and_closes_complete_under_periodic_loss() {
+    // From k = 4: with every 3rd frame lost, a connection whose congestion window has shrunk
+    // to one segment exchanges exactly three frames per round (segment, ACK, the other side's
+    // segment) and loses the same one every round for ever. That lockstep is a property of the
+    // strictly periodic pattern; seeded random loss up to 30 % is the proptest below.
+    let failures: Vec<String> = (4..=40)
+        .filter_map(|k| {
+            exchange(Loss::Every(k), 200_000)
+                .err()
+                .map(|e| format!("every {k}th: {e}"))
+        })
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn transfers_and_closes_complete_under_random_loss(
+        seed in proptest::prelude::any::<u64>(),
+        per_mille in 0u64..300,
+        len in 0usize..150_000,
+    ) {
+        let r = exchange(Loss::Random { seed, per_mille }, len);
+        proptest::prop_assert!(r.is_ok(), "{:?}", r);
+    }
+}
+
+#[test]
+fn a_watched_connection_records_when_its_peer_was_last_heard() {
+    let mut p = Pair::new();
+    let server = p.b.add_tcp(4096, 4096);
+    p.b.tcp(server).listen(7000).unwrap();
+    let client = p.a.add_tcp(4096, 4096);
+    let remote: SocketAddr = "198.18.0.2:7000".parse().unwrap();
+    let port = p.a.tcp_connect(client, remote, 0).unwrap();
+    p.a.tcp_watch(port, remote, p.now);
+    assert_eq!(p.a.tcp_heard(port, remote), Some(0));
+    assert_eq!(p.a.tcp_heard(port + 1, remote), None, "only watched tuples");
+    assert!(p.run_until(5_000, |p| p.b.tcp(server).state()
+        == tcp::State::Established));
+    let synack = p.a.tcp_heard(port, remote).unwrap();
+    assert!(synack > 0, "the SYN-ACK was heard");
+    // Keep-alive probes are answered: the peer keeps being heard while nothing is sent.
+    p.a.tcp(client)
+        .set_keep_alive(Some(smoltcp::time::Duration::from_millis(500)));
+    p.run_until(3_000, |_| false);
+    let alive = p.a.tcp_heard(port, remote).unwrap();
+    assert!(alive >= p.now - 600, "heard at {alive}, now {}", p.now);
+    // The wire goes dead: data goes unanswered, the last-heard time stays.
+    p.loss = Loss::Every(1);
+    p.a.tcp(client).send_slice(b"lost").unwrap();
+    p.run_until(5_000, |_| false);
+    assert_eq!(p.a.tcp_heard(port, remote), Some(alive));
+    p.a.tcp_unwatch(port, remote);
+    assert_eq!(p.a.tcp_heard(port, remote), None);
 }
