@@ -10,7 +10,9 @@ Sockets: ``node.socket()`` (:mod:`zt.socket`), TLS on them (:mod:`zt.ssl`), asyn
 
 from __future__ import annotations
 
-from . import controller, errors, events, network, planet, routing, ssl, stores
+from typing import TYPE_CHECKING, Any
+
+from . import controller, errors, events, network, planet, stores
 from ._native import (
     BUILD_PROFILE,
     VERSION,
@@ -35,10 +37,31 @@ from .errors import (
 from .events import Event, EventCode, EventStream
 from .network import NetworkInfo
 from .node import Node, NodeOptions, NodeState
-from .routing import Router, route
 from .stores import FileStore, MemoryStore, Store
 
+if TYPE_CHECKING:
+    from . import routing, ssl
+    from .routing import Router, route
+
 __version__ = VERSION
+
+# Imported on first use: they pull in the standard library's ssl (OpenSSL) and more, which a
+# program that never uses them should not pay for in start-up time and memory.
+_LAZY = {"ssl": ("ssl", None), "routing": ("routing", None), "route": ("routing", "route"),
+         "Router": ("routing", "Router")}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module_name, attr = _LAZY[name]
+        module = importlib.import_module(f".{module_name}", __name__)
+        value = module if attr is None else getattr(module, attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BUILD_PROFILE",

@@ -13,14 +13,16 @@ the oldest events, and :attr:`EventStream.dropped` counts them.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import _native
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = [
     "AddressEvent",
@@ -216,6 +218,8 @@ class EventStream:
     async def __anext__(self) -> Event:
         if self._finished:
             raise StopAsyncIteration
+        import asyncio  # only async users pay for importing it
+
         loop = asyncio.get_running_loop()
         fd = self._sub.fileno()
         while True:

@@ -15,7 +15,6 @@ that key, and nodes accept the update over the network.
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,7 +64,7 @@ def make_planet(
     ``timestamp`` to now in milliseconds.
     """
     if world_id is None:
-        world_id = secrets.randbits(63) or 1
+        world_id = int.from_bytes(os.urandom(8), "big") >> 1 or 1
     if world_id == EARTH_WORLD_ID:
         raise WorldError("world ID 149604618 is ZeroTier's public planet; choose another")
     return World.make(
