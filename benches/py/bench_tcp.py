@@ -144,7 +144,10 @@ class Bench:
 
     def memory(self) -> None:
         idle = self.slab.proc_stat("z2")["rss_kb"]
-        bare = python_rss_kb()
+        libzt_idle = self.slab.proc_stat("l4")["rss_kb"]
+        # What the agent imports besides its node (ztagent.py), and what a program needs.
+        bare = python_rss_kb("asyncio, hashlib, json, zt, zt.socket, zt.asyncio")
+        minimal = python_rss_kb("zt")
         conns = self.args.conns
         port = self.next_port()
         server, client = self.agent("z2"), self.agent("z1")
@@ -163,21 +166,27 @@ class Bench:
             "idle_agent_rss_mb": idle / 1024,
             "python_without_node_rss_mb": bare / 1024,
             "idle_node_rss_mb": (idle - bare) / 1024,
+            "python_importing_zt_rss_mb": minimal / 1024,
+            "minimal_idle_process_rss_mb": (minimal + idle - bare) / 1024,
+            "idle_libzt_agent_rss_mb": libzt_idle / 1024,
             "per_connection_kb": {"client": per_conn["z1"], "server": per_conn["z2"]},
             "conns": conns,
         }
         print(
-            f"  idle zt agent RSS {idle / 1024:.1f} MB (Python with zt imported, no node: "
-            f"{bare / 1024:.1f} MB); per connection: client {per_conn['z1']:.1f} kB, "
+            f"  idle zt agent RSS {idle / 1024:.1f} MB (its imports without a node: "
+            f"{bare / 1024:.1f} MB, so the node takes {(idle - bare) / 1024:.1f} MB; Python "
+            f"after `import zt`: {minimal / 1024:.1f} MB; libzt agent: "
+            f"{libzt_idle / 1024:.1f} MB); per connection: "
+            f"client {per_conn['z1']:.1f} kB, "
             f"server {per_conn['z2']:.1f} kB ({conns} connections)",
             flush=True,
         )
 
 
-def python_rss_kb() -> int:
-    """RSS of a fresh interpreter that imported zt, zt.socket and zt.asyncio (no node)."""
+def python_rss_kb(imports: str) -> int:
+    """RSS of a fresh interpreter after ``import <imports>`` (no node)."""
     code = (
-        "import zt, zt.socket, zt.asyncio, asyncio, pathlib\n"
+        f"import pathlib, {imports}\n"
         "print(next(int(l.split()[1]) for l in pathlib.Path('/proc/self/status')"
         ".read_text().splitlines() if l.startswith('VmRSS:')))"
     )
