@@ -12,9 +12,10 @@ network, every path direct.  Printed:
   zt→zt, zt→libzt, libzt→zt and libzt→libzt, the longest stall seen by each receiver, the
   ratios zt↔zt / libzt↔libzt, and CPU seconds per GB (sender + receiver processes);
 * 64-byte request/response latency p50/p99 (``--rr`` round trips after 200 warm-up ones;
-  median over ``--rounds`` interleaved rounds) of
-  zt (blocking socket; and on zt.asyncio streams, i.e. through the readiness descriptors: the
-  cost of the ``fileno()`` design) and libzt;
+  median over ``--rounds`` interleaved rounds) of zt with blocking sockets (a thread per
+  connection, as libzt's agent), the same with ``fileno()`` called first (the readiness
+  descriptors then mirror the sockets: the cost of the ``fileno()`` design), zt.asyncio streams
+  on both ends, libzt, and zt→libzt;
 * RSS of an idle zt agent process, of the same Python without a node, and per-connection
   memory (RSS growth of both ends with ``--conns`` open connections).
 """
@@ -113,22 +114,27 @@ class Bench:
         count = self.args.rr
         # Blocking sockets, a thread per connection on both ends, as libzt's agent does; and
         # zt.asyncio streams on both ends (the readiness descriptors: the fileno() design).
-        cases = [("zt", "z1", "z2", "rr", "threads"), ("zt asyncio", "z1", "z2", "rr_async", ""),
-                 ("libzt", "l3", "l4", "rr", ""), ("zt->libzt", "z1", "l4", "rr", "")]  # fmt: skip
+        # "zt fileno": the same with fileno() called on both ends, so their readiness
+        # descriptors are kept in step.
+        cases = [("zt", "z1", "z2", "rr", "threads"), ("zt fileno", "z1", "z2", "rr", "armed"),
+                 ("zt asyncio", "z1", "z2", "rr_async", ""), ("libzt", "l3", "l4", "rr", ""),
+                 ("zt->libzt", "z1", "l4", "rr", "")]  # fmt: skip
         out: dict[str, Any] = {}
         for family in self.args.families:
             runs: dict[str, list[dict[str, float]]] = {c[0]: [] for c in cases}
             for _ in range(self.args.rounds):
                 for name, client, server, op, mode in cases:
                     port = self.next_port()
+                    arm = mode == "armed"
                     srv = self.agent(server).start(
-                        "echo_server", family=family, port=port, conns=2, mode=mode
-                    )
+                        "echo_server", family=family, port=port, conns=2,
+                        mode="threads" if arm else mode, arm=arm,
+                    )  # fmt: skip
                     srv.listening()
                     host = self.agent(server).address(family)
                     c = self.agent(client)
-                    c.start(op, host=host, port=port, count=200).ok(timeout=120)  # warm-up
-                    rep = c.start(op, host=host, port=port, count=count).ok(timeout=600)
+                    c.start(op, host=host, port=port, count=200, arm=arm).ok(timeout=120)
+                    rep = c.start(op, host=host, port=port, count=count, arm=arm).ok(timeout=600)
                     srv.ok(timeout=60)
                     runs[name].append(rep)
                     print(

@@ -24,9 +24,11 @@ Commands (``op`` and arguments; both agents implement all of them the same way):
   concurrent connections, each sending ``messages`` messages and checking each echo.
 * ``rr`` ``host, port, count, size=64``: one connection, ``count`` request/response round
   trips of ``size`` bytes against an echo server; report ``p50_ms, p99_ms``.
-* zt only: ``rr_async`` (``rr`` with ``zt.asyncio`` streams: the readiness descriptors in the
-  loop) and ``hold`` ``host, port, conns, hold_s``: open ``conns`` connections to an echo
-  server, publish ``listen`` once all are open, keep them ``hold_s`` seconds.
+* zt only: ``arm`` (``rr``, threaded ``echo_server``): call ``fileno()`` on the connections
+  first, so their readiness descriptors are kept in step (what that costs); ``rr_async``
+  (``rr`` with ``zt.asyncio`` streams: the readiness descriptors in the loop) and ``hold``
+  ``host, port, conns, hold_s``: open ``conns`` connections to an echo server, publish
+  ``listen`` once all are open, keep them ``hold_s`` seconds.
 * ``udp_echo`` ``family, port, idle_s=3``: echo datagrams until ``idle_s`` pass without one
   (after the first); report ``answered`` and ``distinct`` (message numbers).
 * ``udp_client`` ``host, port, count, size, attempts=5``: ``count`` requests, each sent up
