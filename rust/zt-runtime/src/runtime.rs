@@ -979,7 +979,11 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         },
     };
     udp.set_allowed_destinations(allowed);
-    let mut node = Node::new(loaded.config, Box::new(crate::rng::OsRng), clock.now())?;
+    let mut node = Node::new(
+        loaded.config,
+        Box::new(crate::rng::BufferedOsRng::default()),
+        clock.now(),
+    )?;
     let controller = match &shared.options.controller {
         None => None,
         Some(storage) => {

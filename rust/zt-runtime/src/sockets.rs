@@ -182,24 +182,39 @@ impl TcpOptions {
 }
 
 /// Waits on `cond` until woken or `deadline` (`WouldBlock` once it has passed).
-fn wait_on<'a, T>(
+/// Socket state that counts the threads waiting on its condition variable, so that state
+/// changes notify (a system call each) only when someone waits: the loop refreshes every
+/// socket on each of its passes.
+trait Waiters {
+    fn waiters(&mut self) -> &mut usize;
+}
+
+fn wait_on<'a, T: Waiters>(
     cond: &Condvar,
-    st: MutexGuard<'a, T>,
+    mut st: MutexGuard<'a, T>,
     deadline: Option<Instant>,
 ) -> Result<MutexGuard<'a, T>, SockError> {
-    match deadline {
-        None => Ok(cond.wait(st).unwrap_or_else(PoisonError::into_inner)),
+    let timeout = match deadline {
+        None => None,
         Some(d) => {
             let now = Instant::now();
             if now >= d {
                 return Err(SockError::WouldBlock);
             }
-            Ok(cond
-                .wait_timeout(st, d - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0)
+            Some(d - now)
         }
-    }
+    };
+    *st.waiters() += 1;
+    let mut st = match timeout {
+        None => cond.wait(st).unwrap_or_else(PoisonError::into_inner),
+        Some(t) => {
+            cond.wait_timeout(st, t)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0
+        }
+    };
+    *st.waiters() -= 1;
+    Ok(st)
 }
 
 #[derive(Debug)]
@@ -223,6 +238,16 @@ struct TcpState {
     options: TcpOptions,
     /// The loop left data in the stack because `rx` was full: a read must wake it.
     rx_blocked: bool,
+    /// Threads waiting on the condition variable.
+    waiters: usize,
+    /// (readable, writable) as of the last refresh: waiters are woken when either turns true.
+    signalled: std::cell::Cell<(bool, bool)>,
+}
+
+impl Waiters for TcpState {
+    fn waiters(&mut self) -> &mut usize {
+        &mut self.waiters
+    }
 }
 
 /// What application threads and the loop share for one TCP socket.
@@ -267,6 +292,8 @@ impl TcpShared {
                 backlog: 0,
                 options: TcpOptions::default(),
                 rx_blocked: false,
+                waiters: 0,
+                signalled: std::cell::Cell::new((false, false)),
             }),
             cond: Condvar::new(),
             readiness: Readiness::new()?,
@@ -295,7 +322,18 @@ impl TcpShared {
                 || st.error.is_some()
                 || st.phase == Phase::Closed;
         self.readiness.set(readable, writable);
-        self.cond.notify_all();
+        // Every wait is for the socket to become readable (data, EOF, error, a connection to
+        // accept) or writable (room, connected, error): wake waiters when one of them turns
+        // true, not on each of the loop's passes.
+        // Closing or shutting down from another thread must wake a blocked call too.
+        let (r, w) = (
+            readable || st.released,
+            writable || st.released || st.write_shutdown,
+        );
+        let (was_r, was_w) = st.signalled.replace((r, w));
+        if st.waiters > 0 && ((r && !was_r) || (w && !was_w)) {
+            self.cond.notify_all();
+        }
     }
 
     /// Ends the socket with `error` (unless it already failed) and wakes everyone waiting.
@@ -1151,6 +1189,16 @@ struct UdpState {
     /// Datagrams dropped because the receive buffer was full.
     dropped: u64,
     error: Option<SockError>,
+    /// Threads waiting on the condition variable.
+    waiters: usize,
+    /// (readable, writable) as of the last refresh: waiters are woken when either turns true.
+    signalled: std::cell::Cell<(bool, bool)>,
+}
+
+impl Waiters for UdpState {
+    fn waiters(&mut self) -> &mut usize {
+        &mut self.waiters
+    }
 }
 
 /// What application threads and the loop share for one UDP socket.
@@ -1178,7 +1226,10 @@ impl UdpShared {
         let readable = !st.rx.is_empty() || st.error.is_some() || st.released;
         let writable = st.tx_bytes < st.tx_cap || st.error.is_some();
         self.readiness.set(readable, writable);
-        self.cond.notify_all();
+        let (was_r, was_w) = st.signalled.replace((readable, writable));
+        if st.waiters > 0 && ((readable && !was_r) || (writable && !was_w)) {
+            self.cond.notify_all();
+        }
     }
 
     /// The readiness descriptor.
@@ -1368,6 +1419,8 @@ impl UdpTable {
                 released: false,
                 dropped: 0,
                 error: None,
+                waiters: 0,
+                signalled: std::cell::Cell::new((false, false)),
             }),
             cond: Condvar::new(),
             readiness: Readiness::new().map_err(|_| SockError::Invalid)?,
