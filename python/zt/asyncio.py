@@ -810,7 +810,9 @@ async def create_datagram_endpoint(
     ``transport.sendto(data)`` goes there and only its datagrams arrive); with neither, an
     ephemeral port on every network (``family`` required). Hosts are IP literals; ``family``
     defaults to theirs. ``sock``: an existing ``SOCK_DGRAM`` zt socket instead (no other
-    socket arguments then). ``reuse_port`` and ``allow_broadcast`` are not supported."""
+    socket arguments then). ``allow_broadcast`` sets ``SO_BROADCAST`` (datagrams to
+    255.255.255.255 or a network's broadcast address may then be sent); ``reuse_port`` is not
+    supported."""
     loop = asyncio.get_running_loop()
     if sock is not None:
         if sock.type != SOCK_DGRAM:
@@ -834,12 +836,12 @@ async def create_datagram_endpoint(
     else:
         if reuse_port:
             raise ValueError("SO_REUSEPORT not supported by zt sockets")
-        if allow_broadcast:
-            raise ValueError("allow_broadcast is not supported by zt sockets")
         fam = _endpoint_family(family, local_addr, remote_addr)
         sock = node.socket(fam, SOCK_DGRAM, proto)
         try:
             sock.setblocking(False)
+            if allow_broadcast:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             if local_addr is not None:
                 sock.bind((local_addr[0] or "", local_addr[1]))
             if remote_addr is not None:

@@ -30,6 +30,7 @@ import warnings
 from typing import TYPE_CHECKING, Any, Optional, Union, overload
 
 from . import _native
+from ._multicast import GroupOptions
 
 if TYPE_CHECKING:
     from .node import Node
@@ -199,6 +200,7 @@ class socket:  # noqa: N801 - the standard library's name
         self._v6only = False
         self._bufs = (1 << 20, 1 << 20)
         self._options = dict(_STORED_OPTIONS)
+        self._groups = GroupOptions(self._family, self._type)
         self._closed = False
 
     @classmethod
@@ -250,8 +252,19 @@ class socket:  # noqa: N801 - the standard library's name
         """The UDP socket, bound to an ephemeral port on every network first if need be."""
         self._check_open()
         if self._u is None:
-            self._u = self._node._native.udp_bind(self._any(), 0, *self._bufs)
+            self._u = self._new_udp(self._any(), 0)
         return self._u
+
+    def _new_udp(self, host: str, port: int) -> _native.UdpSocket:
+        """A native UDP socket bound to ``(host, port)`` with the broadcast and multicast
+        options and memberships set so far (closed again if they fail)."""
+        u = self._node._native.udp_bind(host, port, *self._bufs)
+        try:
+            self._groups.apply(self._node, u)
+        except BaseException:
+            u.close()
+            raise
+        return u
 
     def _sock(self) -> _native.TcpSocket:
         self._check_open()
@@ -311,7 +324,7 @@ class socket:  # noqa: N801 - the standard library's name
         if self._bound is not None or self._u is not None or self._s is not None:
             raise OSError(_errno.EINVAL, "Invalid argument (already bound)")
         if self._type == SOCK_DGRAM:
-            self._u = self._node._native.udp_bind(host, port, *self._bufs)
+            self._u = self._new_udp(host, port)
         self._bound = (host, port)
 
     def listen(self, backlog: Optional[int] = None) -> None:
@@ -351,7 +364,8 @@ class socket:  # noqa: N801 - the standard library's name
         self._check_open()
         host, port = _sockaddr(address, self._family)
         if self._type == SOCK_DGRAM:
-            self._udp()
+            # EACCES for a broadcast address without SO_BROADCAST, as on Linux.
+            self._udp().check_destination(host)
             self._peer = (host, port)
             return
         if self._listening:
@@ -642,11 +656,18 @@ class socket:  # noqa: N801 - the standard library's name
         ``TCP_KEEPINTVL``/``TCP_KEEPCNT``, ``TCP_USER_TIMEOUT`` (ms; 0: the default 120 s),
         ``IPV6_V6ONLY`` (before listen: an ``AF_INET6`` listener then takes no IPv4),
         ``SO_RCVBUF``/``SO_SNDBUF`` (for native sockets made after the call: set them before
-        bind/connect/listen); ``SO_REUSEADDR`` is remembered but changes nothing. Anything
-        else raises ``OSError(ENOPROTOOPT)`` like an unknown option does."""
+        bind/connect/listen); ``SO_REUSEADDR`` is remembered but changes nothing. UDP:
+        ``SO_BROADCAST``, ``IP_ADD_MEMBERSHIP``/``IP_DROP_MEMBERSHIP`` (``struct ip_mreq`` or
+        ``ip_mreqn``), ``IPV6_JOIN_GROUP``/``IPV6_LEAVE_GROUP`` (``struct ipv6_mreq``),
+        ``IP_MULTICAST_IF``/``TTL``/``LOOP``, ``IPV6_MULTICAST_IF``/``HOPS``/``LOOP`` (see
+        docs/python-api.md). Anything else raises ``OSError(ENOPROTOOPT)`` like an unknown
+        option does."""
         self._check_open()
         if value is None:
             raise OSError(_errno.EINVAL, "Invalid argument")
+        if GroupOptions.handles(level, optname):
+            self._groups.set(self._node, self._u, level, optname, value)
+            return
         if isinstance(value, (bytes, bytearray, memoryview)):
             raw = bytes(value)
             if len(raw) != 4:
@@ -731,8 +752,11 @@ class socket:  # noqa: N801 - the standard library's name
                     fixed[k] = self._opts.get(name, default)
         if self._family == AF_INET6:
             fixed[(_std.IPPROTO_IPV6, _IPV6_V6ONLY)] = int(self._v6only)
+        group_value = self._groups.get(level, optname)
         if key == (_std.SOL_SOCKET, _std.SO_ERROR):
             value = self._take_error()
+        elif group_value is not None:
+            value = group_value
         elif key in fixed:
             value = fixed[key]
         elif key in self._options and self._applies(key):

@@ -643,6 +643,67 @@ impl NativeNode {
         .map(UdpSocket)
     }
 
+    /// Joins (`join`) or leaves an IP multicast group on a UDP socket: on every network of the
+    /// socket (`iface` None) or the one where this node has the address `iface`. Raises
+    /// OSError: EINVAL (not a multicast group), ENODEV (no such interface address),
+    /// EADDRINUSE (joined already), EADDRNOTAVAIL (not joined), ENOBUFS (too many groups).
+    #[pyo3(signature = (sock, group, iface = None, join = true))]
+    fn udp_membership(
+        &self,
+        py: Python<'_>,
+        sock: &UdpSocket,
+        group: &str,
+        iface: Option<&str>,
+        join: bool,
+    ) -> PyResult<()> {
+        let group = parse_ip(group)?;
+        let iface = iface.map(parse_ip).transpose()?;
+        let s = sock.0.clone();
+        let rt = self.rt();
+        py.detach(|| {
+            rt.call(
+                move |ctx| {
+                    ctx.udp
+                        .membership(ctx.node, ctx.now, ctx.stacks, &s, group, iface, join)
+                },
+                Duration::from_secs(10),
+            )
+        })
+        .map_err(errors::runtime)?
+        .map_err(|e| sock_err(e, None))
+    }
+
+    /// Sets the network a UDP socket's IPv4 multicasts go out on (`IP_MULTICAST_IF`): the one
+    /// where this node has the IPv4 address `iface`, or every network of the socket (None).
+    /// Raises OSError(EADDRNOTAVAIL) for an address no network of the socket gives the node.
+    #[pyo3(signature = (sock, iface = None))]
+    fn udp_multicast_if(
+        &self,
+        py: Python<'_>,
+        sock: &UdpSocket,
+        iface: Option<&str>,
+    ) -> PyResult<()> {
+        let iface = match iface.map(parse_ip).transpose()? {
+            None => None,
+            Some(std::net::IpAddr::V4(a)) => Some(a),
+            Some(std::net::IpAddr::V6(_)) => {
+                return Err(PyValueError::new_err(
+                    "IP_MULTICAST_IF takes an IPv4 address",
+                ));
+            }
+        };
+        let s = sock.0.clone();
+        let rt = self.rt();
+        py.detach(|| {
+            rt.call(
+                move |ctx| ctx.udp.set_multicast_if(ctx.stacks, &s, iface),
+                Duration::from_secs(10),
+            )
+        })
+        .map_err(errors::runtime)?
+        .map_err(|e| sock_err(e, None))
+    }
+
     /// Offers a newer planet or moon revision; raises WorldError if refused.
     #[pyo3(signature = (world, timeout = 10.0))]
     fn update_world(&self, py: Python<'_>, world: &World, timeout: f64) -> PyResult<()> {
@@ -862,10 +923,49 @@ impl UdpSocket {
         self.0.dropped()
     }
 
+    /// Sets an option (0/1): "broadcast" (`SO_BROADCAST`), "multicast_loop"
+    /// (`IP_MULTICAST_LOOP`), "multicast_loop_v6" (`IPV6_MULTICAST_LOOP`).
+    fn set_option(&self, name: &str, value: i64) -> PyResult<()> {
+        self.0.set_option(udp_option(name)?, value);
+        Ok(())
+    }
+
+    /// An option's value (names as for `set_option`).
+    fn option(&self, name: &str) -> PyResult<i64> {
+        Ok(self.0.option(udp_option(name)?))
+    }
+
+    /// Raises what `sendto` would for this destination before queueing anything: EACCES for
+    /// a broadcast without `SO_BROADCAST`, EPERM when the network's config disables
+    /// broadcast/multicast, ENETUNREACH when no network of the socket takes it.
+    fn check_destination(&self, ip: &str) -> PyResult<()> {
+        self.0
+            .check_destination(parse_ip(ip)?)
+            .map_err(|e| sock_err(e, None))
+    }
+
     /// Closes the socket.
     fn close(&self) {
         self.0.close();
     }
+}
+
+fn udp_option(name: &str) -> PyResult<zt_runtime::sockets::UdpOption> {
+    use zt_runtime::sockets::UdpOption as O;
+    Ok(match name {
+        "broadcast" => O::Broadcast,
+        "multicast_loop" => O::MulticastLoopV4,
+        "multicast_loop_v6" => O::MulticastLoopV6,
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "unknown UDP option {name:?}"
+            )));
+        }
+    })
+}
+
+fn parse_ip(ip: &str) -> PyResult<std::net::IpAddr> {
+    parse_sockaddr(ip, 0).map(|a| a.ip())
 }
 
 fn parse_sockaddr(ip: &str, port: u16) -> PyResult<std::net::SocketAddr> {

@@ -758,6 +758,11 @@ impl Outputs<'_> {
             if self.datagrams.service(&mut self.stacks) {
                 progress = true;
             }
+            // Closed sockets and changed networks may end or extend multicast memberships.
+            if self.datagrams.sync_groups(node, now, &mut self.stacks) {
+                progress = true;
+                self.networks_changed = true;
+            }
             if !progress {
                 break;
             }

@@ -12,8 +12,8 @@
 //! TCP_KEEPCNT` of silence. Silence is measured by the stack, which records when each
 //! connection last took in a segment from its peer ([`zt_stack::NetStack::tcp_heard`]).
 
-use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use zt_stack::smoltcp::socket::tcp;
 use zt_stack::smoltcp::wire::IpListenEndpoint;
 
 use crate::readiness::Readiness;
-use crate::stacks::Stacks;
+use crate::stacks::{Policy, Stacks};
 
 /// Default buffer size each way.
 pub const DEFAULT_BUFFER: usize = 1 << 20;
@@ -99,6 +99,19 @@ pub enum SockError {
     /// EBADF: the socket was closed.
     #[error("bad file descriptor")]
     Closed,
+    /// EACCES: a broadcast without `SO_BROADCAST`.
+    #[error("permission denied")]
+    Access,
+    /// EPERM: the network's config does not let this through (broadcast or multicast
+    /// disabled).
+    #[error("operation not permitted by the network's configuration")]
+    NotPermitted,
+    /// ENODEV: no network of the socket has that interface address.
+    #[error("no such device")]
+    NoDevice,
+    /// ENOBUFS: too many multicast groups.
+    #[error("no buffer space available")]
+    NoBuffers,
 }
 
 impl SockError {
@@ -118,6 +131,10 @@ impl SockError {
             Self::AddrNotAvailable => libc::EADDRNOTAVAIL,
             Self::Invalid => libc::EINVAL,
             Self::Closed => libc::EBADF,
+            Self::Access => libc::EACCES,
+            Self::NotPermitted => libc::EPERM,
+            Self::NoDevice => libc::ENODEV,
+            Self::NoBuffers => libc::ENOBUFS,
         }
     }
 }
@@ -1189,6 +1206,9 @@ struct UdpState {
     /// Datagrams dropped because the receive buffer was full.
     dropped: u64,
     error: Option<SockError>,
+    opts: UdpOptions,
+    /// The socket's networks as its senders need them (kept by the loop).
+    nets: Vec<NetView>,
     /// Threads waiting on the condition variable.
     waiters: usize,
     /// (readable, writable) as of the last refresh: waiters are woken when either turns true.
@@ -1293,6 +1313,7 @@ impl UdpShared {
         }
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut st = self.lock();
+        st.permit(to.ip())?;
         loop {
             if st.released {
                 return Err(SockError::Closed);
@@ -1327,12 +1348,32 @@ struct UdpEntry {
     shared: Arc<UdpShared>,
     /// One smoltcp socket per network it is bound on.
     handles: Vec<(NetworkId, SocketHandle)>,
+    /// The bound port.
+    port: u16,
+    /// The address its smoltcp sockets listen on (None: any).
+    listen: Option<IpAddr>,
+    /// Bound to a specific address: only datagrams to it are taken.
+    only: Option<IpAddr>,
+    /// Bound to an unspecified, multicast or broadcast address: on every network, including
+    /// networks configured later.
+    follows: bool,
+    /// Receive buffer size of its smoltcp sockets.
+    rx_bytes: usize,
+    /// Multicast groups joined: (group, interface address or None for every network).
+    groups: Vec<(IpAddr, Option<IpAddr>)>,
 }
 
 /// The loop thread's UDP sockets.
 #[derive(Debug, Default)]
 pub struct UdpTable {
     entries: Vec<UdpEntry>,
+    /// The stacks' generation the sockets' networks were set up for.
+    generation: Option<u64>,
+    /// Multicast groups joined on the stacks (and their Ethernet groups subscribed on the
+    /// node), for all sockets together.
+    applied: BTreeSet<(NetworkId, IpAddr)>,
+    /// Memberships may differ from `applied`.
+    groups_dirty: bool,
 }
 
 impl Drop for UdpTable {
@@ -1347,8 +1388,10 @@ impl Drop for UdpTable {
 }
 
 impl UdpTable {
-    /// Binds `local` (port 0: an ephemeral port; an unspecified address: every configured
-    /// network).
+    /// Binds `local` (port 0: an ephemeral port). An unspecified, multicast or
+    /// 255.255.255.255 address binds on every configured network, networks configured later
+    /// included; a socket bound to a specific address (unicast, multicast or broadcast) takes
+    /// only datagrams to that address, as on Linux.
     ///
     /// # Errors
     /// No network for the address, or the port is taken.
@@ -1359,11 +1402,16 @@ impl UdpTable {
         buffers: (usize, usize),
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<Arc<UdpShared>, SockError> {
-        let nets: Vec<NetworkId> = if local.ip().is_unspecified() {
+        let ip = local.ip();
+        let follows = ip.is_unspecified() || ip.is_multicast() || ip == Ipv4Addr::BROADCAST;
+        let nets: Vec<NetworkId> = if follows {
             stacks.networks()
         } else {
-            SocketTable::route(stacks, local.ip()).into_iter().collect()
+            SocketTable::route(stacks, ip).into_iter().collect()
         };
+        // Bound to a group or broadcast address, the smoltcp sockets listen on any (so that
+        // what they send has a source address of the network) and the loop filters.
+        let listen = (!follows && !is_directed_broadcast(stacks, &nets, ip)).then_some(ip);
         let Some(first) = nets.first().copied() else {
             return Err(SockError::NetUnreachable);
         };
@@ -1385,16 +1433,13 @@ impl UdpTable {
             return Err(SockError::AddrInUse);
         }
         let mut handles = Vec::new();
+        let rx_bytes = buffers.0.max(MAX_DATAGRAM);
         for n in nets {
             let Some(s) = stacks.get(n) else { continue };
-            let h = s.add_udp(256, buffers.0.max(MAX_DATAGRAM));
-            let ep = if local.ip().is_unspecified() {
-                IpListenEndpoint { addr: None, port }
-            } else {
-                IpListenEndpoint {
-                    addr: Some(local.ip().into()),
-                    port,
-                }
+            let h = s.add_udp(256, rx_bytes);
+            let ep = IpListenEndpoint {
+                addr: listen.map(Into::into),
+                port,
             };
             if s.udp(h).bind(ep).is_err() {
                 s.remove(h);
@@ -1421,6 +1466,8 @@ impl UdpTable {
                 error: None,
                 waiters: 0,
                 signalled: std::cell::Cell::new((false, false)),
+                opts: UdpOptions::default(),
+                nets: net_views(stacks, &handles),
             }),
             cond: Condvar::new(),
             readiness: Readiness::new().map_err(|_| SockError::Invalid)?,
@@ -1433,13 +1480,25 @@ impl UdpTable {
         self.entries.push(UdpEntry {
             shared: shared.clone(),
             handles,
+            port,
+            listen,
+            only: (!ip.is_unspecified()).then_some(ip),
+            follows,
+            rx_bytes,
+            groups: Vec::new(),
         });
         Ok(shared)
     }
 
     /// Moves datagrams between the shared queues and the stacks; true if any was sent.
     pub fn service(&mut self, stacks: &mut Stacks) -> bool {
+        if self.generation != Some(stacks.generation()) {
+            self.generation = Some(stacks.generation());
+            self.resync(stacks);
+        }
         let mut sent = false;
+        let mut looped = Vec::new();
+        let mut groups_gone = false;
         self.entries.retain_mut(|e| {
             let mut st = e.shared.lock();
             if st.released {
@@ -1448,12 +1507,16 @@ impl UdpTable {
                         s.remove(*h);
                     }
                 }
+                groups_gone |= !e.groups.is_empty();
                 return false;
             }
             for (n, h) in &e.handles {
                 let Some(s) = stacks.get(*n) else { continue };
                 let sock = s.udp(*h);
                 while let Ok((data, meta)) = sock.recv() {
+                    if e.only.is_some_and(|o| meta.local_address != Some(o.into())) {
+                        continue;
+                    }
                     if st.rx_bytes + data.len() > st.rx_cap {
                         st.dropped += 1;
                         continue;
@@ -1464,6 +1527,14 @@ impl UdpTable {
             }
             while let Some((to, _)) = st.tx.front() {
                 let to = *to;
+                if st.kind(to.ip()) != Dest::Unicast {
+                    match send_group(e, &mut st, stacks, to, &mut looped) {
+                        GroupSend::Blocked => break,
+                        GroupSend::Sent => sent = true,
+                        GroupSend::Dropped => {}
+                    }
+                    continue;
+                }
                 let net = SocketTable::route(stacks, to.ip())
                     .filter(|n| e.handles.iter().any(|(m, _)| m == n));
                 let Some(net) = net else {
@@ -1493,7 +1564,581 @@ impl UdpTable {
             e.shared.refresh(&st);
             true
         });
+        self.groups_dirty |= groups_gone;
+        for l in looped {
+            self.loop_back(stacks, &l);
+        }
         sent
+    }
+}
+
+// ----- UDP broadcast and multicast ------------------------------------------------------------
+
+/// Most multicast groups one UDP socket may join (Linux's `igmp_max_memberships`).
+pub const MAX_MEMBERSHIPS: usize = 20;
+
+/// A UDP socket option (`setsockopt`/`getsockopt`; 0/1 values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UdpOption {
+    /// `SO_BROADCAST`: datagrams to broadcast addresses may be sent (off by default; without
+    /// it such sends fail with EACCES, as on Linux).
+    Broadcast,
+    /// `IP_MULTICAST_LOOP`: the node's own sockets get the IPv4 multicasts this socket sends
+    /// (on by default).
+    MulticastLoopV4,
+    /// `IPV6_MULTICAST_LOOP`: the same for IPv6 (on by default).
+    MulticastLoopV6,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct UdpOptions {
+    broadcast: bool,
+    loop_v4: bool,
+    loop_v6: bool,
+    /// `IP_MULTICAST_IF`: the network IPv4 multicasts go out on (None: every network of the
+    /// socket that has an IPv4 address).
+    multicast_if: Option<NetworkId>,
+}
+
+impl Default for UdpOptions {
+    fn default() -> Self {
+        Self {
+            broadcast: false,
+            loop_v4: true,
+            loop_v6: true,
+            multicast_if: None,
+        }
+    }
+}
+
+/// One network of a UDP socket, as its senders need it.
+#[derive(Clone, Debug)]
+struct NetView {
+    id: NetworkId,
+    /// The node's IPv4 addresses there, with their prefix lengths.
+    v4: Vec<(Ipv4Addr, u8)>,
+    policy: Policy,
+}
+
+/// What a destination address is to a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dest {
+    Unicast,
+    /// 255.255.255.255 or the directed broadcast address of one of the socket's networks.
+    Broadcast,
+    Multicast,
+}
+
+/// The directed broadcast address of an IPv4 prefix (none for /31 and /32).
+fn broadcast_of(ip: Ipv4Addr, bits: u8) -> Option<Ipv4Addr> {
+    (bits < 31).then(|| Ipv4Addr::from_bits(ip.to_bits() | (u32::MAX >> bits)))
+}
+
+fn net_views(stacks: &mut Stacks, handles: &[(NetworkId, SocketHandle)]) -> Vec<NetView> {
+    handles
+        .iter()
+        .filter_map(|(id, _)| {
+            let policy = stacks.policy(*id);
+            let v4 = stacks
+                .get(*id)?
+                .addresses()
+                .into_iter()
+                .filter_map(|(a, bits)| match a {
+                    IpAddr::V4(v4) => Some((v4, bits)),
+                    IpAddr::V6(_) => None,
+                })
+                .collect();
+            Some(NetView {
+                id: *id,
+                v4,
+                policy,
+            })
+        })
+        .collect()
+}
+
+/// Whether `ip` is the directed broadcast address of one of these networks.
+fn is_directed_broadcast(stacks: &mut Stacks, nets: &[NetworkId], ip: IpAddr) -> bool {
+    let IpAddr::V4(ip) = ip else { return false };
+    nets.iter().any(|n| {
+        stacks.get(*n).is_some_and(|s| {
+            s.addresses().iter().any(|(a, bits)| match a {
+                IpAddr::V4(a) => broadcast_of(*a, *bits) == Some(ip),
+                IpAddr::V6(_) => false,
+            })
+        })
+    })
+}
+
+impl UdpState {
+    fn kind(&self, ip: IpAddr) -> Dest {
+        match ip {
+            _ if ip.is_multicast() => Dest::Multicast,
+            IpAddr::V4(v4)
+                if v4 == Ipv4Addr::BROADCAST
+                    || self
+                        .nets
+                        .iter()
+                        .any(|n| n.v4.iter().any(|(a, b)| broadcast_of(*a, *b) == Some(v4))) =>
+            {
+                Dest::Broadcast
+            }
+            _ => Dest::Unicast,
+        }
+    }
+
+    /// The networks a broadcast or multicast to `to` goes out on (if the network allows it).
+    fn targets(&self, to: IpAddr, kind: Dest) -> impl Iterator<Item = &NetView> {
+        let opts = self.opts;
+        self.nets.iter().filter(move |n| match (kind, to) {
+            (Dest::Unicast, _) => false,
+            (Dest::Broadcast, IpAddr::V4(b)) if b != Ipv4Addr::BROADCAST => {
+                n.v4.iter()
+                    .any(|(a, bits)| broadcast_of(*a, *bits) == Some(b))
+            }
+            (Dest::Broadcast, _) => !n.v4.is_empty(),
+            (Dest::Multicast, IpAddr::V4(_)) => {
+                !n.v4.is_empty() && opts.multicast_if.is_none_or(|m| m == n.id)
+            }
+            (Dest::Multicast, IpAddr::V6(_)) => true,
+        })
+    }
+
+    /// Whether the application may send to `to`: not from an address of the other family
+    /// (ENETUNREACH); a broadcast needs `SO_BROADCAST` (EACCES) and some network to send it on
+    /// (ENETUNREACH) whose config allows it (EPERM); so does a multicast.
+    fn permit(&self, to: IpAddr) -> Result<(), SockError> {
+        // A socket bound to an address of one family has no source address for the other.
+        if let Some(l) = self.local
+            && !l.ip().is_unspecified()
+            && l.is_ipv4() != to.is_ipv4()
+        {
+            return Err(SockError::NetUnreachable);
+        }
+        let kind = self.kind(to);
+        if kind == Dest::Unicast {
+            return Ok(());
+        }
+        if kind == Dest::Broadcast && !self.opts.broadcast {
+            return Err(SockError::Access);
+        }
+        let mut any = false;
+        for n in self.targets(to, kind) {
+            if allows(n.policy, kind) {
+                return Ok(());
+            }
+            any = true;
+        }
+        Err(if any {
+            SockError::NotPermitted
+        } else {
+            SockError::NetUnreachable
+        })
+    }
+}
+
+fn allows(p: Policy, kind: Dest) -> bool {
+    match kind {
+        Dest::Unicast => true,
+        Dest::Broadcast => p.broadcast,
+        Dest::Multicast => p.multicast,
+    }
+}
+
+impl UdpShared {
+    /// Sets an option.
+    pub fn set_option(&self, opt: UdpOption, value: i64) {
+        let mut st = self.lock();
+        let on = value != 0;
+        match opt {
+            UdpOption::Broadcast => st.opts.broadcast = on,
+            UdpOption::MulticastLoopV4 => st.opts.loop_v4 = on,
+            UdpOption::MulticastLoopV6 => st.opts.loop_v6 = on,
+        }
+    }
+
+    /// An option's value.
+    #[must_use]
+    pub fn option(&self, opt: UdpOption) -> i64 {
+        let o = self.lock().opts;
+        i64::from(match opt {
+            UdpOption::Broadcast => o.broadcast,
+            UdpOption::MulticastLoopV4 => o.loop_v4,
+            UdpOption::MulticastLoopV6 => o.loop_v6,
+        })
+    }
+
+    /// Whether datagrams may be sent to `to` (what `send_to` checks first; `connect` checks
+    /// it too).
+    ///
+    /// # Errors
+    /// `Access` for a broadcast address without [`UdpOption::Broadcast`], `NetUnreachable`
+    /// when no network of the socket takes a broadcast or multicast to `to`, `NotPermitted`
+    /// when their configs disable it.
+    pub fn check_destination(&self, to: IpAddr) -> Result<(), SockError> {
+        self.lock().permit(to)
+    }
+
+    /// Queues a datagram for the application as if it had arrived (a copy of a broadcast or
+    /// multicast this node sent).
+    fn deliver(&self, from: SocketAddr, data: &[u8]) {
+        let mut st = self.lock();
+        if st.released {
+            return;
+        }
+        if st.rx_bytes + data.len() > st.rx_cap {
+            st.dropped += 1;
+        } else {
+            st.rx_bytes += data.len();
+            st.rx.push_back((from, data.to_vec()));
+        }
+        self.refresh(&st);
+    }
+}
+
+/// A broadcast or multicast a socket sent, to be delivered to the node's own sockets too.
+#[derive(Debug)]
+struct Looped {
+    nets: Vec<NetworkId>,
+    to: SocketAddr,
+    /// The sender's address, if bound to a specific unicast one, and port.
+    from: (Option<IpAddr>, u16),
+    kind: Dest,
+    data: Vec<u8>,
+}
+
+enum GroupSend {
+    /// A network's socket has no room: try again later.
+    Blocked,
+    Sent,
+    /// No network takes it any more.
+    Dropped,
+}
+
+/// Sends the first queued datagram, a broadcast or multicast, on each of the socket's networks
+/// that takes it.
+fn send_group(
+    e: &UdpEntry,
+    st: &mut UdpState,
+    stacks: &mut Stacks,
+    to: SocketAddr,
+    looped: &mut Vec<Looped>,
+) -> GroupSend {
+    let kind = st.kind(to.ip());
+    let targets: Vec<(NetworkId, SocketHandle)> = st
+        .targets(to.ip(), kind)
+        .filter(|n| allows(n.policy, kind))
+        .filter_map(|n| e.handles.iter().find(|(m, _)| *m == n.id).copied())
+        .collect();
+    for (n, h) in &targets {
+        if stacks.get(*n).is_some_and(|s| !s.udp(*h).can_send()) {
+            return GroupSend::Blocked;
+        }
+    }
+    let Some((_, d)) = st.tx.pop_front() else {
+        return GroupSend::Dropped;
+    };
+    st.tx_bytes -= d.len();
+    let ep = zt_stack::smoltcp::wire::IpEndpoint::new(to.ip().into(), to.port());
+    let mut sent = Vec::new();
+    for (n, h) in targets {
+        if let Some(s) = stacks.get(n)
+            && s.udp(h).send_slice(&d, ep).is_ok()
+        {
+            sent.push(n);
+        }
+    }
+    if sent.is_empty() {
+        return GroupSend::Dropped;
+    }
+    let loop_back = match (kind, to.ip()) {
+        (Dest::Multicast, IpAddr::V4(_)) => st.opts.loop_v4,
+        (Dest::Multicast, IpAddr::V6(_)) => st.opts.loop_v6,
+        _ => true,
+    };
+    if loop_back {
+        looped.push(Looped {
+            nets: sent,
+            to,
+            from: (e.listen, e.port),
+            kind,
+            data: d,
+        });
+    }
+    GroupSend::Sent
+}
+
+/// The source address a datagram from a socket listening on any address to `to` carries on a
+/// stack with these addresses (the one smoltcp would pick, near enough).
+fn source_for(addrs: &[(IpAddr, u8)], to: IpAddr) -> Option<IpAddr> {
+    match to {
+        IpAddr::V4(_) => addrs.iter().map(|(a, _)| *a).find(IpAddr::is_ipv4),
+        IpAddr::V6(g) => {
+            let link_local = |a: &IpAddr| matches!(a, IpAddr::V6(v) if v.is_unicast_link_local());
+            // Interface- and link-local groups are answered from the link-local address.
+            let small_scope = g.is_multicast() && g.octets()[1] & 0x0f <= 2;
+            let wide = addrs
+                .iter()
+                .map(|(a, _)| *a)
+                .find(|a| a.is_ipv6() && !link_local(a));
+            let ll = addrs.iter().map(|(a, _)| *a).find(link_local);
+            if small_scope {
+                ll.or(wide)
+            } else {
+                wide.or(ll)
+            }
+        }
+    }
+}
+
+impl UdpTable {
+    /// Follows the stacks: drops the sockets of networks that went, binds sockets on
+    /// unspecified, multicast or broadcast addresses on networks that came, refreshes what
+    /// senders know of their networks.
+    fn resync(&mut self, stacks: &mut Stacks) {
+        let nets = stacks.networks();
+        let mut held: HashSet<(NetworkId, u16)> = HashSet::new();
+        for e in &mut self.entries {
+            e.handles.retain(|(n, _)| stacks.get(*n).is_some());
+            held.extend(e.handles.iter().map(|(n, _)| (*n, e.port)));
+        }
+        for e in &mut self.entries {
+            if e.shared.lock().released {
+                continue;
+            }
+            if e.follows {
+                for n in &nets {
+                    if held.contains(&(*n, e.port)) {
+                        continue;
+                    }
+                    let Some(s) = stacks.get(*n) else { continue };
+                    let h = s.add_udp(256, e.rx_bytes);
+                    let ep = IpListenEndpoint {
+                        addr: e.listen.map(Into::into),
+                        port: e.port,
+                    };
+                    if s.udp(h).bind(ep).is_err() {
+                        s.remove(h);
+                        continue;
+                    }
+                    e.handles.push((*n, h));
+                    held.insert((*n, e.port));
+                }
+            }
+            let views = net_views(stacks, &e.handles);
+            e.shared.lock().nets = views;
+        }
+        self.groups_dirty = true;
+    }
+
+    /// Delivers a copy of a broadcast or multicast this node sent to its own sockets bound to
+    /// the destination port on those networks (for a multicast, if the node joined the group
+    /// there); one copy per socket, however many of its networks the datagram went out on.
+    fn loop_back(&self, stacks: &mut Stacks, l: &Looped) {
+        let mut done = vec![false; self.entries.len()];
+        for &net in &l.nets {
+            if l.kind == Dest::Multicast && !self.applied.contains(&(net, l.to.ip())) {
+                continue;
+            }
+            let src = match l.from.0 {
+                Some(a) => Some(a),
+                None => stacks
+                    .get(net)
+                    .and_then(|s| source_for(&s.addresses(), l.to.ip())),
+            };
+            let Some(src) = src else { continue };
+            for (e, done) in self.entries.iter().zip(&mut done) {
+                if !*done
+                    && e.port == l.to.port()
+                    && e.only.is_none_or(|o| o == l.to.ip())
+                    && e.handles.iter().any(|(n, _)| *n == net)
+                {
+                    *done = true;
+                    e.shared.deliver(SocketAddr::new(src, l.from.1), &l.data);
+                }
+            }
+        }
+    }
+
+    fn entry(&mut self, shared: &Arc<UdpShared>) -> Result<&mut UdpEntry, SockError> {
+        self.entries
+            .iter_mut()
+            .find(|e| Arc::ptr_eq(&e.shared, shared) && !e.shared.lock().released)
+            .ok_or(SockError::Closed)
+    }
+
+    /// The network among the entry's where this node has the address `ip`.
+    fn network_with(stacks: &mut Stacks, e: &UdpEntry, ip: IpAddr) -> Option<NetworkId> {
+        e.handles.iter().map(|(n, _)| *n).find(|n| {
+            stacks
+                .get(*n)
+                .is_some_and(|s| s.addresses().iter().any(|(a, _)| *a == ip))
+        })
+    }
+
+    /// Joins (`join`) or leaves the multicast group `group` for a socket: on every network of
+    /// the socket (`iface` None; networks it gets later included) or on the one where this
+    /// node has the address `iface`. The node's stack then takes datagrams to the group and
+    /// the node announces the matching Ethernet group (01:00:5e or 33:33 and the group's low
+    /// bits, ADI 0) to the network, so that senders include it. Memberships are counted over
+    /// all sockets, and a socket's end when it closes. Leaving with `iface` None leaves the
+    /// group's first membership.
+    ///
+    /// # Errors
+    /// `Invalid` for a group that is not multicast, `Closed` for a closed socket, `NoDevice`
+    /// when no network of the socket gives this node `iface`, `AddrInUse` for a membership
+    /// held already, `AddrNotAvailable` for leaving one not held, `NoBuffers` beyond
+    /// [`MAX_MEMBERSHIPS`] or when a network's group table is full.
+    #[allow(clippy::too_many_arguments)]
+    pub fn membership(
+        &mut self,
+        node: &mut zt_proto::Node,
+        now: zt_proto::Timestamp,
+        stacks: &mut Stacks,
+        shared: &Arc<UdpShared>,
+        group: IpAddr,
+        iface: Option<IpAddr>,
+        join: bool,
+    ) -> Result<(), SockError> {
+        if !group.is_multicast() {
+            return Err(SockError::Invalid);
+        }
+        let e = self.entry(shared)?;
+        if let Some(a) = iface
+            && Self::network_with(stacks, e, a).is_none()
+        {
+            return Err(SockError::NoDevice);
+        }
+        let m = (group, iface);
+        if !join {
+            let i = e
+                .groups
+                .iter()
+                .position(|g| *g == m || (iface.is_none() && g.0 == group))
+                .ok_or(SockError::AddrNotAvailable)?;
+            e.groups.remove(i);
+            self.apply_groups(node, now, stacks);
+            return Ok(());
+        }
+        if e.groups.contains(&m) {
+            return Err(SockError::AddrInUse);
+        }
+        if e.groups.len() >= MAX_MEMBERSHIPS {
+            return Err(SockError::NoBuffers);
+        }
+        e.groups.push(m);
+        let failed = self.apply_groups(node, now, stacks);
+        if failed.iter().any(|(_, g)| *g == group) {
+            if let Ok(e) = self.entry(shared) {
+                e.groups.retain(|g| *g != m);
+            }
+            self.apply_groups(node, now, stacks);
+            return Err(SockError::NoBuffers);
+        }
+        Ok(())
+    }
+
+    /// Sets the network IPv4 multicasts of a socket go out on: the one where this node has
+    /// the address `iface` (`IP_MULTICAST_IF`), or None for every network of the socket that
+    /// has an IPv4 address.
+    ///
+    /// # Errors
+    /// `Closed` for a closed socket, `AddrNotAvailable` when no network of the socket gives
+    /// this node that address.
+    pub fn set_multicast_if(
+        &mut self,
+        stacks: &mut Stacks,
+        shared: &Arc<UdpShared>,
+        iface: Option<Ipv4Addr>,
+    ) -> Result<(), SockError> {
+        let e = self.entry(shared)?;
+        let net = match iface {
+            None => None,
+            Some(a) => Some(
+                Self::network_with(stacks, e, IpAddr::V4(a)).ok_or(SockError::AddrNotAvailable)?,
+            ),
+        };
+        shared.lock().opts.multicast_if = net;
+        Ok(())
+    }
+
+    /// Brings the stacks' groups and the node's subscriptions in line with the sockets'
+    /// memberships if they may differ (a socket closed, networks changed); true if anything
+    /// changed.
+    pub fn sync_groups(
+        &mut self,
+        node: &mut zt_proto::Node,
+        now: zt_proto::Timestamp,
+        stacks: &mut Stacks,
+    ) -> bool {
+        if !std::mem::take(&mut self.groups_dirty) {
+            return false;
+        }
+        let before = self.applied.clone();
+        let failed = self.apply_groups(node, now, stacks);
+        for (n, g) in failed {
+            log::warn!(target: "zt.sockets", "cannot join multicast group {g} on {n}: table full");
+        }
+        before != self.applied
+    }
+
+    /// Joins and leaves groups on the stacks and node so that they match the memberships;
+    /// returns the (network, group) joins that failed (table full).
+    fn apply_groups(
+        &mut self,
+        node: &mut zt_proto::Node,
+        now: zt_proto::Timestamp,
+        stacks: &mut Stacks,
+    ) -> Vec<(NetworkId, IpAddr)> {
+        use zt_proto::network::MulticastGroup;
+        let mut wanted = BTreeSet::new();
+        for e in &self.entries {
+            if e.groups.is_empty() || e.shared.lock().released {
+                continue;
+            }
+            for (n, _) in &e.handles {
+                let Some(s) = stacks.get(*n) else { continue };
+                let addrs = s.addresses();
+                for (g, iface) in &e.groups {
+                    if iface.is_none_or(|a| addrs.iter().any(|(x, _)| *x == a)) {
+                        wanted.insert((*n, *g));
+                    }
+                }
+            }
+        }
+        let gone: Vec<_> = self.applied.difference(&wanted).copied().collect();
+        let new: Vec<_> = wanted.difference(&self.applied).copied().collect();
+        for (n, g) in gone {
+            self.applied.remove(&(n, g));
+            if let Some(s) = stacks.get(n) {
+                let _ = s.leave_multicast(g);
+            }
+            let Some(mg) = MulticastGroup::for_ip(g) else {
+                continue;
+            };
+            // Another group may share the Ethernet group (the low bits of the address).
+            let shared = self
+                .applied
+                .iter()
+                .any(|(m, h)| *m == n && MulticastGroup::for_ip(*h) == Some(mg));
+            if !shared {
+                node.unsubscribe(n, mg);
+            }
+        }
+        let mut failed = Vec::new();
+        for (n, g) in new {
+            let Some(s) = stacks.get(n) else { continue };
+            if s.join_multicast(g).is_err() {
+                failed.push((n, g));
+                continue;
+            }
+            self.applied.insert((n, g));
+            if let Some(mg) = MulticastGroup::for_ip(g) {
+                node.subscribe(now, n, mg);
+            }
+        }
+        failed
     }
 }
 
@@ -1536,6 +2181,107 @@ mod tests {
         assert_eq!(Scope::Addr(v6).endpoints(&addrs), vec![Some(v6)]);
         assert_eq!(Scope::Addr(v4).endpoints(&addrs[..1]), vec![]);
         assert_eq!(Scope::AnyV4.endpoints(&addrs[..1]), vec![]);
+    }
+
+    #[test]
+    fn broadcast_and_multicast_destinations_are_recognised_and_permitted() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap_or(IpAddr::from([0; 4]));
+        assert_eq!(
+            broadcast_of(Ipv4Addr::new(198, 18, 0, 5), 15),
+            Some(Ipv4Addr::new(198, 19, 255, 255))
+        );
+        assert_eq!(
+            broadcast_of(Ipv4Addr::new(10, 1, 2, 3), 0),
+            Some(Ipv4Addr::BROADCAST)
+        );
+        assert_eq!(broadcast_of(Ipv4Addr::new(10, 1, 2, 3), 31), None);
+        assert_eq!(broadcast_of(Ipv4Addr::new(10, 1, 2, 3), 32), None);
+        let net = |id: u64, v4: &[(Ipv4Addr, u8)], broadcast: bool, multicast: bool| NetView {
+            id: NetworkId(id),
+            v4: v4.to_vec(),
+            policy: Policy {
+                broadcast,
+                multicast,
+            },
+        };
+        let mut st = UdpState {
+            rx: VecDeque::new(),
+            rx_bytes: 0,
+            rx_cap: 0,
+            tx: VecDeque::new(),
+            tx_bytes: 0,
+            tx_cap: 0,
+            local: Some(SocketAddr::new(ip("::"), 9)),
+            released: false,
+            dropped: 0,
+            error: None,
+            opts: UdpOptions::default(),
+            nets: vec![
+                net(1, &[(Ipv4Addr::new(198, 18, 0, 5), 15)], true, true),
+                net(2, &[(Ipv4Addr::new(10, 0, 0, 5), 24)], false, false),
+                net(3, &[], true, true),
+            ],
+            waiters: 0,
+            signalled: std::cell::Cell::new((false, false)),
+        };
+        for (to, kind) in [
+            ("198.18.0.9", Dest::Unicast),
+            ("198.19.255.255", Dest::Broadcast),
+            ("10.0.0.255", Dest::Broadcast),
+            ("10.0.1.255", Dest::Unicast),
+            ("255.255.255.255", Dest::Broadcast),
+            ("239.1.2.3", Dest::Multicast),
+            ("ff02::1", Dest::Multicast),
+            ("fd00::ff", Dest::Unicast),
+        ] {
+            assert_eq!(st.kind(ip(to)), kind, "{to}");
+        }
+        let targets = |st: &UdpState, to: &str| -> Vec<u64> {
+            let kind = st.kind(ip(to));
+            st.targets(ip(to), kind).map(|n| n.id.0).collect()
+        };
+        assert_eq!(targets(&st, "255.255.255.255"), [1, 2]);
+        assert_eq!(targets(&st, "10.0.0.255"), [2]);
+        assert_eq!(targets(&st, "239.1.2.3"), [1, 2]);
+        assert_eq!(targets(&st, "ff05::1"), [1, 2, 3]);
+        assert_eq!(targets(&st, "198.18.0.9"), Vec::<u64>::new());
+        assert_eq!(st.permit(ip("255.255.255.255")), Err(SockError::Access));
+        assert_eq!(st.permit(ip("198.18.0.9")), Ok(()));
+        st.opts.broadcast = true;
+        assert_eq!(st.permit(ip("255.255.255.255")), Ok(()));
+        assert_eq!(st.permit(ip("10.0.0.255")), Err(SockError::NotPermitted));
+        st.opts.multicast_if = Some(NetworkId(2));
+        assert_eq!(targets(&st, "239.1.2.3"), [2]);
+        assert_eq!(st.permit(ip("239.1.2.3")), Err(SockError::NotPermitted));
+        assert_eq!(
+            st.permit(ip("ff05::1")),
+            Ok(()),
+            "IP_MULTICAST_IF is IPv4's"
+        );
+        st.nets.truncate(1);
+        st.nets[0].v4.clear();
+        assert_eq!(
+            st.permit(ip("255.255.255.255")),
+            Err(SockError::NetUnreachable)
+        );
+        st.local = Some(SocketAddr::new(ip("fd00::1"), 9));
+        assert_eq!(st.permit(ip("198.18.0.9")), Err(SockError::NetUnreachable));
+        assert_eq!(st.permit(ip("fd00::2")), Ok(()));
+    }
+
+    #[test]
+    fn looped_back_datagrams_carry_the_source_smoltcp_would_pick() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap_or(IpAddr::from([0; 4]));
+        let addrs = [
+            (ip("fe80::1"), 64),
+            (ip("198.18.0.5"), 15),
+            (ip("fd00::5"), 88),
+        ];
+        assert_eq!(source_for(&addrs, ip("239.1.1.1")), Some(ip("198.18.0.5")));
+        assert_eq!(source_for(&addrs, ip("ff02::1")), Some(ip("fe80::1")));
+        assert_eq!(source_for(&addrs, ip("ff05::1")), Some(ip("fd00::5")));
+        assert_eq!(source_for(&addrs[..1], ip("ff05::1")), Some(ip("fe80::1")));
+        assert_eq!(source_for(&addrs[..1], ip("239.1.1.1")), None);
     }
 
     #[test]

@@ -19,6 +19,17 @@ pub struct Stacks {
     pub refused: u64,
     /// Bumped whenever a stack appears or goes or its addresses change.
     generation: u64,
+    /// What each network's config lets through (broadcast, multicast).
+    policies: HashMap<NetworkId, Policy>,
+}
+
+/// What a network's config lets a member send besides unicast.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Broadcast (ff:ff:ff:ff:ff:ff frames other than ARP) is enabled.
+    pub broadcast: bool,
+    /// Multicast is enabled (a multicast limit above 0).
+    pub multicast: bool,
 }
 
 impl Stacks {
@@ -38,6 +49,8 @@ impl Stacks {
         self.by_net
             .retain(|id, _| nets.iter().any(|n| n.id == *id && n.config.is_some()));
         let mut changed = self.by_net.len() != before;
+        let by_net = &self.by_net;
+        self.policies.retain(|id, _| by_net.contains_key(id));
         for n in nets {
             let Some(c) = n.config.as_ref() else { continue };
             if n.status != NetworkStatus::Ok && !self.by_net.contains_key(&n.id) {
@@ -50,6 +63,13 @@ impl Stacks {
                 NetStack::new(n.mac.to_bytes(), usize::from(c.mtu), seed, now.as_millis())
             });
             stack.set_mtu(usize::from(c.mtu));
+            let policy = Policy {
+                broadcast: c.broadcast_enabled(),
+                multicast: c.multicast_limit > 0,
+            };
+            if self.policies.insert(n.id, policy) != Some(policy) {
+                changed = true;
+            }
             if stack
                 .addresses()
                 .iter()
@@ -67,8 +87,14 @@ impl Stacks {
         }
     }
 
-    /// Changes whenever a stack appears or goes or its addresses change (listeners on
-    /// unspecified addresses follow those).
+    /// What a network's config lets through besides unicast (nothing for an unknown one).
+    #[must_use]
+    pub fn policy(&self, id: NetworkId) -> Policy {
+        self.policies.get(&id).copied().unwrap_or_default()
+    }
+
+    /// Changes whenever a stack appears or goes, its addresses change or its config's
+    /// broadcast or multicast setting does (listeners on unspecified addresses follow those).
     #[must_use]
     pub fn generation(&self) -> u64 {
         self.generation

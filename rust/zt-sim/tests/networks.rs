@@ -12,7 +12,7 @@ use zt_proto::controller::records::{member_update_from_post, network_update_from
 use zt_proto::controller::{self as ctl, Decision, NetworkSummary, Request};
 use zt_proto::crypto::c25519::KeyPair;
 use zt_proto::network::credentials::{CredentialType, Revocation};
-use zt_proto::network::{Mac, NetworkId};
+use zt_proto::network::{Mac, MulticastGroup, NetworkId};
 use zt_proto::node::network::{ERROR_NETWORK_ACCESS_DENIED, ERROR_OBJ_NOT_FOUND};
 use zt_proto::node::{DropReason, Event, Frame, NetworkStatus};
 use zt_proto::{Address, Identity, Node, Root, Timestamp, World, WorldType};
@@ -718,4 +718,125 @@ fn tcp_between_members_survives_loss_reordering_and_duplication() {
         },
         256 * 1024,
     );
+}
+
+/// Members of `private_network()`, authorized and configured.
+fn configured_lab(n: usize) -> Lab {
+    let mut lab = lab(Netem::default(), n, &private_network());
+    let id = lab.nwid;
+    for &m in &lab.members.clone() {
+        let now = lab.sim.now;
+        lab.sim.hosts[m].node.join(now, id);
+        let a = lab.sim.hosts[m].node.address();
+        lab.sim.pump();
+        lab.sim.run_for(1_000);
+        authorize(&lab.records, id, a, true);
+    }
+    lab.sim.run_for(8_000);
+    for &m in &lab.members {
+        assert_eq!(status(&lab.sim, m, id), Some(NetworkStatus::Ok));
+    }
+    lab
+}
+
+/// A sends a multicast to `g` every second (payload: its sequence number) until `until`
+/// holds; the number of seconds it took, None after `limit_s`.
+fn multicast_until(
+    lab: &mut Lab,
+    from: usize,
+    g: MulticastGroup,
+    limit_s: u32,
+    mut until: impl FnMut(&Lab) -> bool,
+) -> Option<u32> {
+    let id = lab.nwid;
+    let src = id.mac(lab.sim.hosts[from].node.address());
+    for s in 0..limit_s {
+        let now = lab.sim.now;
+        let f = Frame {
+            network: id,
+            dst: g.mac,
+            src,
+            ethertype: 0x0800,
+            payload: s.to_be_bytes().repeat(8),
+        };
+        lab.sim.hosts[from].node.send_frame(now, f).unwrap();
+        lab.sim.pump();
+        lab.sim.run_for(1_000);
+        if until(lab) {
+            return Some(s);
+        }
+    }
+    None
+}
+
+fn got_group(lab: &Lab, host: usize, g: MulticastGroup) -> usize {
+    lab.sim.hosts[host]
+        .frames
+        .iter()
+        .filter(|f| f.dst == g.mac)
+        .count()
+}
+
+#[test]
+fn a_group_joined_after_the_sender_started_is_learned() {
+    let mut lab = configured_lab(3);
+    let id = lab.nwid;
+    let (a, b, c) = (lab.members[0], lab.members[1], lab.members[2]);
+    let g = MulticastGroup::for_ip("239.1.2.3".parse().unwrap()).unwrap();
+    let now = lab.sim.now;
+    lab.sim.hosts[b].node.subscribe(now, id, g);
+    lab.sim.pump();
+    lab.sim.run_for(500);
+    // A's first send gathers the members from its upstreams (B announced itself to them).
+    let first = multicast_until(&mut lab, a, g, 5, |l| got_group(l, b, g) > 0);
+    assert!(first.is_some(), "B receives");
+    // C subscribes while A keeps sending. C never talked to A, so it announces itself to the
+    // upstreams only; A, knowing a member already, gathers again once its 60 s gather delay
+    // has passed (like ZeroTier 1.x).
+    let now = lab.sim.now;
+    lab.sim.hosts[c].node.subscribe(now, id, g);
+    lab.sim.pump();
+    let took = multicast_until(&mut lab, a, g, 90, |l| got_group(l, c, g) > 0);
+    assert!(
+        took.is_some_and(|s| s <= 62),
+        "C receives within the gather delay ({took:?} s)"
+    );
+    assert_eq!(
+        got_group(&lab, a, g),
+        0,
+        "a node gets none of its own multicasts"
+    );
+    // A member that has talked to the sender announces a new group to it directly: a second
+    // group joined by C is learned by A at once.
+    let g2 = MulticastGroup::for_ip("ff05::4242".parse().unwrap()).unwrap();
+    let now = lab.sim.now;
+    lab.sim.hosts[b].node.subscribe(now, id, g2);
+    lab.sim.pump();
+    lab.sim.run_for(500);
+    assert!(multicast_until(&mut lab, a, g2, 5, |l| got_group(l, b, g2) > 0).is_some());
+    let now = lab.sim.now;
+    lab.sim.hosts[c].node.subscribe(now, id, g2);
+    lab.sim.pump();
+    let took = multicast_until(&mut lab, a, g2, 10, |l| got_group(l, c, g2) > 0);
+    assert!(
+        took.is_some_and(|s| s <= 1),
+        "C learned at once ({took:?} s)"
+    );
+    // Unsubscribing sends nothing; subscribing again announces the group again at once.
+    let sent = lab.sim.stats.sent;
+    lab.sim.hosts[c].node.unsubscribe(id, g2);
+    lab.sim.pump();
+    assert_eq!(lab.sim.stats.sent, sent);
+    assert!(
+        !lab.sim.hosts[c]
+            .node
+            .network(id)
+            .unwrap()
+            .subscriptions
+            .contains(&g2)
+    );
+    let now = lab.sim.now;
+    lab.sim.hosts[c].node.subscribe(now, id, g2);
+    lab.sim.pump();
+    assert!(lab.sim.stats.sent > sent, "announced again");
 }

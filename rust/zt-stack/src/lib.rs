@@ -9,7 +9,7 @@ pub mod stack;
 
 pub use device::VirtualEthernet;
 pub use smoltcp;
-pub use stack::{NetStack, StackError, link_local};
+pub use stack::{NetStack, StackError, link_local, solicited_node};
 
 #[cfg(test)]
 mod tests;

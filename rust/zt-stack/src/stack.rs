@@ -6,7 +6,7 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
-use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, MulticastError, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::{icmp, tcp, udp};
 use smoltcp::storage::PacketMetadata;
 use smoltcp::time::Instant;
@@ -42,6 +42,9 @@ pub enum StackError {
     /// Unknown socket handle.
     #[error("bad socket handle")]
     BadHandle,
+    /// The interface's multicast group table is full.
+    #[error("too many multicast groups")]
+    GroupTableFull,
 }
 
 /// A network's stack.
@@ -90,6 +93,15 @@ pub fn link_local(mac: [u8; 6]) -> Ipv6Addr {
         mac[3],
         mac[4],
         mac[5],
+    ])
+}
+
+/// The solicited-node multicast group of an IPv6 address (ff02::1:ffxx:xxxx).
+#[must_use]
+pub fn solicited_node(ip: Ipv6Addr) -> Ipv6Addr {
+    let o = ip.octets();
+    Ipv6Addr::from([
+        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, o[13], o[14], o[15],
     ])
 }
 
@@ -174,6 +186,46 @@ impl NetStack {
         self.iface
             .poll_at(ts(now_ms), &self.sockets)
             .map(|i| i.total_millis())
+    }
+
+    /// Joins an IP multicast group: datagrams to it are accepted from then on (an IGMP or MLD
+    /// report announces it on the network). Joining a group twice is a no-op.
+    ///
+    /// # Errors
+    /// `AddressNotAvailable` for a group that is not multicast, `GroupTableFull` when the
+    /// interface holds as many groups as it can.
+    pub fn join_multicast(&mut self, group: IpAddr) -> Result<(), StackError> {
+        self.iface
+            .join_multicast_group(IpAddress::from(group))
+            .map_err(|e| match e {
+                MulticastError::GroupTableFull => StackError::GroupTableFull,
+                MulticastError::Unaddressable => StackError::AddressNotAvailable,
+            })
+    }
+
+    /// Leaves an IP multicast group (a no-op if it was not joined). The solicited-node groups
+    /// of the stack's own IPv6 addresses, which neighbour discovery needs, stay joined.
+    ///
+    /// # Errors
+    /// `AddressNotAvailable` for a group that is not multicast.
+    pub fn leave_multicast(&mut self, group: IpAddr) -> Result<(), StackError> {
+        if let IpAddr::V6(g) = group
+            && self
+                .addresses()
+                .iter()
+                .any(|(a, _)| matches!(a, IpAddr::V6(a) if solicited_node(*a) == g))
+        {
+            return Ok(());
+        }
+        self.iface
+            .leave_multicast_group(IpAddress::from(group))
+            .map_err(|_| StackError::AddressNotAvailable)
+    }
+
+    /// Whether the interface accepts datagrams to this multicast group.
+    #[must_use]
+    pub fn has_multicast(&self, group: IpAddr) -> bool {
+        self.iface.has_multicast_group(IpAddress::from(group))
     }
 
     /// Frames dropped by full device queues.

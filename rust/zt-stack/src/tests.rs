@@ -457,3 +457,74 @@ fn a_watched_connection_records_when_its_peer_was_last_heard() {
     p.a.tcp_unwatch(port, remote);
     assert_eq!(p.a.tcp_heard(port, remote), None);
 }
+
+/// B's UDP socket on port 6000 gets what A sends to `group` while B has joined it (and any
+/// broadcast), nothing once it left.
+#[test]
+fn multicast_groups_are_joined_and_left_and_broadcasts_arrive() {
+    let mut p = Pair::new();
+    let tx = p.a.add_udp(16, 1 << 16);
+    p.a.udp(tx).bind(5000).unwrap();
+    let rx = p.b.add_udp(16, 1 << 16);
+    p.b.udp(rx).bind(6000).unwrap();
+    let v4: IpAddr = "239.1.2.3".parse().unwrap();
+    let v6: IpAddr = "ff05::1234".parse().unwrap();
+    let unicast: IpAddr = "198.18.0.9".parse().unwrap();
+    assert_eq!(
+        p.b.join_multicast(unicast),
+        Err(StackError::AddressNotAvailable)
+    );
+    // Sends `payload` to `to`; whether B's socket got it.
+    let deliver = |p: &mut Pair, to: IpAddr, payload: &[u8]| {
+        p.a.udp(tx)
+            .send_slice(payload, (IpAddress::from(to), 6000))
+            .unwrap();
+        let mut got = None;
+        p.run_until(50, |p| {
+            while let Ok((d, meta)) = p.b.udp(rx).recv() {
+                got = Some((d.to_vec(), meta.local_address));
+            }
+            got.is_some()
+        });
+        got.is_some_and(|(d, dst)| d == payload && dst == Some(IpAddress::from(to)))
+    };
+    for g in [v4, v6] {
+        assert!(!p.b.has_multicast(g));
+        assert!(!deliver(&mut p, g, b"before"), "{g}: not joined yet");
+        p.b.join_multicast(g).unwrap();
+        p.b.join_multicast(g).unwrap();
+        assert!(p.b.has_multicast(g));
+        assert!(deliver(&mut p, g, b"joined"), "{g}: joined");
+        p.b.leave_multicast(g).unwrap();
+        assert!(!p.b.has_multicast(g));
+        assert!(!deliver(&mut p, g, b"left"), "{g}: left");
+    }
+    for bcast in ["255.255.255.255", "198.19.255.255"] {
+        let to: IpAddr = bcast.parse().unwrap();
+        assert!(deliver(&mut p, to, bcast.as_bytes()), "{bcast}");
+    }
+    // The solicited-node groups of the stack's own addresses stay (NDP needs them).
+    let sn = IpAddr::V6(solicited_node("fd00:0:0:0:99:9300:0:2".parse().unwrap()));
+    assert!(p.b.has_multicast(sn));
+    p.b.leave_multicast(sn).unwrap();
+    assert!(p.b.has_multicast(sn));
+}
+
+#[test]
+fn the_group_table_has_a_limit() {
+    let mut p = Pair::new();
+    let mut joined = 0;
+    let err = loop {
+        let g = IpAddr::from([239, 9, 0, joined as u8]);
+        match p.a.join_multicast(g) {
+            Ok(()) => joined += 1,
+            Err(e) => break e,
+        }
+        assert!(joined < 100, "no limit");
+    };
+    assert_eq!(err, StackError::GroupTableFull);
+    assert!(
+        joined >= 20,
+        "room for Linux's 20 groups per socket ({joined})"
+    );
+}

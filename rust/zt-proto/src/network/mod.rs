@@ -2,7 +2,7 @@
 //! credentials ([`credentials`]) and flow rules ([`rules`], [`filter`]).
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use crate::address::Address;
@@ -212,6 +212,26 @@ impl MulticastGroup {
         }
     }
 
+    /// The Ethernet group an IP multicast group's datagrams are sent to (ADI 0): 01:00:5e and
+    /// the low 23 bits of an IPv4 group, 33:33 and the low 32 bits of an IPv6 group. None for
+    /// an address that is not multicast.
+    #[must_use]
+    pub fn for_ip(group: IpAddr) -> Option<Self> {
+        let mac = match group {
+            IpAddr::V4(g) if g.is_multicast() => {
+                0x0100_5e00_0000 | (u64::from(g.to_bits()) & 0x7f_ffff)
+            }
+            IpAddr::V6(g) if g.is_multicast() => {
+                0x3333_0000_0000 | (g.to_bits() as u64 & 0xffff_ffff)
+            }
+            _ => return None,
+        };
+        Some(Self {
+            mac: Mac(mac),
+            adi: 0,
+        })
+    }
+
     /// The IPv6 solicited-node group of `ip` (33:33:ff:xx:yy:zz, ADI 0).
     #[must_use]
     pub fn for_ndp(ip: Ipv6Addr) -> Self {
@@ -284,5 +304,19 @@ mod tests {
         assert_eq!((g.mac, g.adi), (Mac::BROADCAST, 0x0a93_1105));
         let g = MulticastGroup::for_ndp("fd00::1:2:3".parse().unwrap());
         assert_eq!(g.mac.to_string(), "33:33:ff:02:00:03");
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for (group, mac) in [
+            ("239.1.2.3", "01:00:5e:01:02:03"),
+            ("224.129.255.7", "01:00:5e:01:ff:07"),
+            ("ff02::1", "33:33:00:00:00:01"),
+            ("ff05::1:2:3:4", "33:33:00:03:00:04"),
+            ("ff02::1:ff02:3", "33:33:ff:02:00:03"),
+        ] {
+            let g = MulticastGroup::for_ip(ip(group)).unwrap();
+            assert_eq!((g.mac.to_string(), g.adi), (mac.to_owned(), 0), "{group}");
+        }
+        assert_eq!(MulticastGroup::for_ip(ip("198.18.0.1")), None);
+        assert_eq!(MulticastGroup::for_ip(ip("255.255.255.255")), None);
+        assert_eq!(MulticastGroup::for_ip(ip("fd00::1")), None);
     }
 }

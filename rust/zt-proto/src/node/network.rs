@@ -509,10 +509,14 @@ impl Node {
         }
     }
 
-    /// Unsubscribes from a multicast group.
+    /// Unsubscribes from a multicast group (nothing is sent: members forget us when our
+    /// announcements stop). Subscribing again announces the group again at once.
     pub fn unsubscribe(&mut self, id: NetworkId, group: MulticastGroup) {
-        if let Some(n) = self.nets.joined.get_mut(&id) {
-            n.user_groups.remove(&group);
+        if let Some(n) = self.nets.joined.get_mut(&id)
+            && n.user_groups.remove(&group)
+            && !n.groups().contains(&group)
+        {
+            n.announced.remove(&group);
         }
     }
 
@@ -1681,13 +1685,21 @@ impl Node {
         if new.is_empty() {
             return;
         }
-        let mut targets = self.network_upstreams(id);
-        for a in self.nets.joined[&id].members.keys() {
-            if !targets.contains(a) && self.gate(id, *a) {
-                targets.push(*a);
-            }
+        let upstreams = self.network_upstreams(id);
+        let members: Vec<Address> = self.nets.joined[&id]
+            .members
+            .keys()
+            .copied()
+            .filter(|a| !upstreams.contains(a) && self.gate(id, *a))
+            .collect();
+        for t in upstreams {
+            self.send_likes(now, id, t, &new);
         }
-        for t in targets {
+        // A member only takes LIKEs from peers whose credentials it holds: one that has only
+        // sent to us (a multicast sender, say) gets ours first, so that it learns the new group
+        // now rather than at its next gather.
+        for t in members {
+            self.push_credentials(now, id, t, false);
             self.send_likes(now, id, t, &new);
         }
     }
