@@ -339,13 +339,24 @@ fn a_lost_fin_is_retransmitted() {
 
 /// Both ends send `len` bytes at once, each closes once its bytes are queued, and each reads
 /// to EOF; Err describes where it stopped.
+/// Without congestion control: these sweeps check smoltcp's loss recovery and closes (the lost-FIN
+/// fix); the controllers' stall under loss is `congestion_control_stall_repro`.
 fn exchange(loss: Loss, len: usize) -> Result<(), String> {
+    exchange_with(loss, len, Some(tcp::CongestionControl::None))
+}
+
+/// [`exchange`] with this congestion controller on both sockets (None: the stack's default).
+fn exchange_with(loss: Loss, len: usize, cc: Option<tcp::CongestionControl>) -> Result<(), String> {
     let mut p = Pair::new();
     p.loss = loss;
     p.fast_forward = true;
     let server = p.b.add_tcp(64 * 1024, 64 * 1024);
     p.b.tcp(server).listen(7000).unwrap();
     let client = p.a.add_tcp(64 * 1024, 64 * 1024);
+    if let Some(cc) = cc {
+        p.a.tcp(client).set_congestion_control(cc);
+        p.b.tcp(server).set_congestion_control(cc);
+    }
     p.a.tcp_connect(client, "198.18.0.2:7000".parse().unwrap(), 0)
         .unwrap();
     let out_a = pattern(len);
@@ -400,11 +411,7 @@ fn exchange(loss: Loss, len: usize) -> Result<(), String> {
 
 #[test]
 fn transfers_and_closes_complete_under_periodic_loss() {
-    // From k = 4: with every 3rd frame lost, a connection whose congestion window has shrunk
-    // to one segment exchanges exactly three frames per round (segment, ACK, the other side's
-    // segment) and loses the same one every round for ever. That lockstep is a property of the
-    // strictly periodic pattern; seeded random loss up to 30 % is the proptest below.
-    let failures: Vec<String> = (4..=40)
+    let failures: Vec<String> = (3..=40)
         .filter_map(|k| {
             exchange(Loss::Every(k), 200_000)
                 .err()
@@ -527,4 +534,23 @@ fn the_group_table_has_a_limit() {
         joined >= 20,
         "room for Linux's 20 groups per socket ({joined})"
     );
+}
+
+/// smoltcp 0.14's congestion controllers (CUBIC and Reno alike) can stall a connection for
+/// good under loss: found by the random-loss proptest with CUBIC on (seed 9955650746585534143,
+/// 17.6 % loss, 108985 bytes each way: both ends ESTABLISHED with data outstanding, nothing
+/// sent for an hour of virtual time; at under 10 % loss about one exchange in a thousand). The
+/// same exchanges all complete without a controller. Kept as a repro until fixed.
+#[test]
+#[ignore = "repro of an open smoltcp bug: congestion control stalls a transfer under loss"]
+fn congestion_control_stall_repro() {
+    let r = exchange_with(
+        Loss::Random {
+            seed: 9_955_650_746_585_534_143,
+            per_mille: 176,
+        },
+        108_985,
+        Some(tcp::CongestionControl::Cubic),
+    );
+    assert!(r.is_ok(), "{r:?}");
 }
