@@ -17,6 +17,7 @@ import pytest
 import zt
 from zt.socket import AF_INET, AF_INET6, SOCK_DGRAM, SOCK_STREAM
 
+from .overlay import ipv4_pair
 from .test_network import wait_until
 from .test_networks import NETWORK, Lab
 
@@ -354,19 +355,9 @@ def test_tcp_keepalive_detects_a_vanished_idle_peer(lab: Lab) -> None:
 
 
 def test_tcp_listeners_on_unspecified_addresses_cover_every_network(lab: Lab) -> None:
-    assert lab.ctl.controller is not None
-    ctl = lab.ctl.controller
-    v4net = ctl.create_network(**NETWORK)["id"]
+    pair = ipv4_pair(lab)
+    a, b, a4, b4 = pair.a, pair.b, pair.ip_a, pair.ip_b
     adhoc = zt.network.adhoc_network_id(7400, 7402)
-    a, b = lab.node(), lab.node()
-    for n in (a, b):
-        n.join(v4net)
-    wait_until(lambda: len(ctl.members(v4net)) == 2, 10, "pending")
-    for n in (a, b):
-        ctl.authorize(v4net, n.address)
-    na, nb = a.wait_network(v4net, 10), b.wait_network(v4net, 10)
-    assert na.ipv4 is not None and nb.ipv4 is not None
-    a4, b4 = str(na.ipv4.ip), str(nb.ipv4.ip)
     # B listens before it joins the ad-hoc network: dual-stack ::, IPv4-only 0.0.0.0, and
     # IPv6-only :: (which may share a port with 0.0.0.0, as on Linux).
     dual = b.socket(AF_INET6, SOCK_STREAM)

@@ -3,62 +3,24 @@
 //! sockets from the runtime's UDP table.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zt_proto::crypto::c25519::KeyPair;
 use zt_proto::network::{MulticastGroup, NetworkId};
-use zt_proto::node::{CoreOptions, NetworkStatus};
+use zt_proto::node::NetworkStatus;
 use zt_proto::{Identity, Root, World, WorldType};
-use zt_runtime::MemoryStore;
 use zt_runtime::rng::OsRng;
-use zt_runtime::runtime::{ControllerStorage, Lifecycle, NodeRuntime, RuntimeOptions};
+use zt_runtime::runtime::{Lifecycle, NodeRuntime};
 use zt_runtime::sockets::{SockError, UdpOption, UdpShared};
-use zt_runtime::state::LoadOptions;
-use zt_runtime::udp::parse_prefixes;
 
-const T: Duration = Duration::from_secs(10);
 const PORT: u16 = 9000;
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn node(planet: &World, identity: Option<Identity>, port: u16, controller: bool) -> NodeRuntime {
-    let rt = NodeRuntime::new(
-        Arc::new(MemoryStore::new()),
-        RuntimeOptions {
-            load: LoadOptions {
-                identity,
-                planet: Some(planet.clone()),
-                keygen_threads: 1,
-                core: CoreOptions {
-                    allow_loopback: true,
-                    ..CoreOptions::default()
-                },
-            },
-            port,
-            ipv6: false,
-            allowed_destinations: Some(parse_prefixes("127.0.0.0/8").unwrap()),
-            controller: controller.then_some(ControllerStorage::Memory),
-        },
-    );
-    rt.start().unwrap();
-    rt.wait_running(Some(T)).unwrap();
-    rt
-}
-
-fn wait<F: FnMut() -> bool>(what: &str, mut f: F) {
-    let end = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait<F: FnMut() -> bool>(what: &str, f: F) {
+    common::wait_for(what, Duration::from_secs(30), f);
 }
 
 fn api(rt: &NodeRuntime, method: &str, path: &str, body: &str) -> serde_json::Value {
@@ -80,6 +42,8 @@ struct Lab {
 
 /// A root, a controller and `n` authorized, configured members of a network with `extra`
 /// network fields.
+use common::{T, free_port, node};
+
 fn lab(n: usize, extra: &str) -> Lab {
     let root_id = Identity::generate(&mut OsRng);
     let port = free_port();

@@ -2,63 +2,31 @@
 //! members on an ad-hoc network (IPv6 6plane addresses), sockets from the runtime's table.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zt_proto::crypto::c25519::KeyPair;
 use zt_proto::network::NetworkId;
-use zt_proto::node::{CoreOptions, NetworkStatus};
+use zt_proto::node::NetworkStatus;
 use zt_proto::{Identity, Root, World, WorldType};
-use zt_runtime::MemoryStore;
 use zt_runtime::rng::OsRng;
-use zt_runtime::runtime::{NodeRuntime, RuntimeOptions};
+use zt_runtime::runtime::NodeRuntime;
 use zt_runtime::sockets::{Phase, SockError, TcpOption, TcpShared};
-use zt_runtime::state::LoadOptions;
-use zt_runtime::udp::parse_prefixes;
 
-const T: Duration = Duration::from_secs(10);
 /// Longer than any abort a test expects (a call that waits this long failed to be woken).
 const LONG: Duration = Duration::from_secs(30);
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+use common::{T, free_port};
+
+fn wait<F: FnMut() -> bool>(what: &str, f: F) {
+    common::wait_for(what, Duration::from_secs(20), f);
 }
 
 fn node(planet: &World, identity: Option<Identity>, port: u16) -> NodeRuntime {
-    let rt = NodeRuntime::new(
-        Arc::new(MemoryStore::new()),
-        RuntimeOptions {
-            load: LoadOptions {
-                identity,
-                planet: Some(planet.clone()),
-                keygen_threads: 1,
-                core: CoreOptions {
-                    allow_loopback: true,
-                    ..CoreOptions::default()
-                },
-            },
-            port,
-            ipv6: false,
-            allowed_destinations: Some(parse_prefixes("127.0.0.0/8").unwrap()),
-            controller: None,
-        },
-    );
-    rt.start().unwrap();
-    rt.wait_running(Some(T)).unwrap();
-    rt
-}
-
-fn wait<F: FnMut() -> bool>(what: &str, mut f: F) {
-    let end = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::node(planet, identity, port, false)
 }
 
 fn sixplane(rt: &NodeRuntime, id: NetworkId) -> IpAddr {

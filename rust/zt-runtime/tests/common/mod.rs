@@ -1,0 +1,65 @@
+//! Helpers shared by the runtime's integration tests: nodes of one process on loopback UDP.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zt_proto::node::CoreOptions;
+use zt_proto::{Identity, World};
+use zt_runtime::MemoryStore;
+use zt_runtime::runtime::{ControllerStorage, NodeRuntime, RuntimeOptions};
+use zt_runtime::state::LoadOptions;
+use zt_runtime::udp::parse_prefixes;
+
+/// How long a node may take to start.
+pub const T: Duration = Duration::from_secs(10);
+
+/// A UDP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
+/// A started node on `planet` at `port` (IPv4 loopback only), with an in-memory controller
+/// when `controller`.
+pub fn node(
+    planet: &World,
+    identity: Option<Identity>,
+    port: u16,
+    controller: bool,
+) -> NodeRuntime {
+    let rt = NodeRuntime::new(
+        Arc::new(MemoryStore::new()),
+        RuntimeOptions {
+            load: LoadOptions {
+                identity,
+                planet: Some(planet.clone()),
+                keygen_threads: 1,
+                core: CoreOptions {
+                    allow_loopback: true,
+                    ..CoreOptions::default()
+                },
+            },
+            port,
+            ipv6: false,
+            allowed_destinations: Some(parse_prefixes("127.0.0.0/8").expect("prefix")),
+            controller: controller.then_some(ControllerStorage::Memory),
+        },
+    );
+    rt.start().expect("start");
+    rt.wait_running(Some(T)).expect("running");
+    rt
+}
+
+/// Polls `f` every 20 ms until it holds; panics after `limit`.
+pub fn wait_for<F: FnMut() -> bool>(what: &str, limit: Duration, mut f: F) {
+    let end = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
