@@ -454,11 +454,10 @@ def test_option_values_and_errors_match_linux(trio: Trio) -> None:
         s.close()
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="the errno values asserted are Linux's")
 def test_the_errors_are_linux_s() -> None:
     """The errno values asserted above, from this host's kernel (only setsockopt calls on
     loopback sockets; nothing is sent)."""
-    if sys.platform != "linux":
-        pytest.skip("Linux's errno values")
     lo = "127.0.0.1"
     cases: list[tuple[int, int, int, Any, int]] = [
         (std.SOCK_DGRAM, IP, std.IP_ADD_MEMBERSHIP, std.inet_aton("239.1.1.1"), errno.EINVAL),

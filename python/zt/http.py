@@ -531,6 +531,29 @@ def _ssl_context(verify: Union[ssl.SSLContext, bool], cert: Any, trust_env: bool
 _DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 
+def _pool_options(
+    verify: Union[ssl.SSLContext, bool],
+    cert: Any,
+    trust_env: bool,
+    http1: bool,
+    http2: bool,
+    limits: httpx.Limits,
+    retries: int,
+    socket_options: Optional[Iterable[SocketOption]],
+) -> dict[str, Any]:
+    """The connection pool's settings from httpx.HTTPTransport's arguments (sync and async)."""
+    return {
+        "ssl_context": _ssl_context(verify, cert, trust_env),
+        "max_connections": limits.max_connections,
+        "max_keepalive_connections": limits.max_keepalive_connections,
+        "keepalive_expiry": limits.keepalive_expiry,
+        "http1": http1,
+        "http2": http2,
+        "retries": retries,
+        "socket_options": socket_options,
+    }
+
+
 class Transport(httpx.BaseTransport):
     """An httpx transport whose connections are zt sockets on ``node`` (see :func:`transport`)."""
 
@@ -550,15 +573,8 @@ class Transport(httpx.BaseTransport):
     ) -> None:
         self.backend = NetworkBackend(node, hosts=hosts)
         self._pool = httpcore.ConnectionPool(
-            ssl_context=_ssl_context(verify, cert, trust_env),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            http1=http1,
-            http2=http2,
-            retries=retries,
-            socket_options=socket_options,
             network_backend=self.backend,
+            **_pool_options(verify, cert, trust_env, http1, http2, limits, retries, socket_options),
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -595,15 +611,8 @@ class AsyncTransport(httpx.AsyncBaseTransport):
     ) -> None:
         self.backend = AsyncNetworkBackend(node, hosts=hosts)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=_ssl_context(verify, cert, trust_env),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            http1=http1,
-            http2=http2,
-            retries=retries,
-            socket_options=socket_options,
             network_backend=self.backend,
+            **_pool_options(verify, cert, trust_env, http1, http2, limits, retries, socket_options),
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
