@@ -705,21 +705,8 @@ impl Listener {
 
 impl SocketTable {
     /// The network whose managed prefixes contain `ip`.
-    pub(crate) fn route(stacks: &mut Stacks, ip: IpAddr) -> Option<NetworkId> {
-        for id in stacks.networks() {
-            let s = stacks.get(id)?;
-            let hit = s.addresses().iter().any(|(a, bits)| {
-                let p = zt_proto::network::config::IpPrefix {
-                    ip: *a,
-                    bits: *bits,
-                };
-                p.contains(ip) && !matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local())
-            });
-            if hit {
-                return Some(id);
-            }
-        }
-        None
+    pub(crate) fn route(stacks: &Stacks, ip: IpAddr) -> Option<NetworkId> {
+        stacks.route(ip)
     }
 
     /// Starts a connection; the returned socket becomes connected (or fails) later.
