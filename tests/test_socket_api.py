@@ -69,7 +69,8 @@ def test_create_server_and_connection_over_ipv6_adhoc(v6: Pair, default_timeout:
     srv = v6.b.create_server(("", 7200), family=AF_INET6)
     assert srv.family == AF_INET6 and srv.type == SOCK_STREAM
     assert isinstance(srv.family, std.AddressFamily) and isinstance(srv.type, std.SocketKind)
-    assert srv.getsockname() == ("::", 7200)
+    # AF_INET6 addresses are 4-tuples (host, port, flowinfo, scope_id), as in the stdlib.
+    assert srv.getsockname() == ("::", 7200, 0, 0)
     assert srv.getsockopt(std.SOL_SOCKET, std.SO_ACCEPTCONN) == 1
     srv.settimeout(20)
     t = serve(srv, count=2)
@@ -77,7 +78,7 @@ def test_create_server_and_connection_over_ipv6_adhoc(v6: Pair, default_timeout:
     std.setdefaulttimeout(7.5)
     with v6.a.create_connection((v6.ip_b, 7200)) as c:
         assert c.gettimeout() == 7.5
-        assert c.family == AF_INET6 and c.getpeername() == (v6.ip_b, 7200)
+        assert c.family == AF_INET6 and c.getpeername() == (v6.ip_b, 7200, 0, 0)
         assert c.getsockname()[0] == v6.ip_a
         c.sendall(b"over ipv6")
         assert c.recv(100) == b"over ipv6"
@@ -97,7 +98,7 @@ def test_create_server_and_connection_over_ipv6_adhoc(v6: Pair, default_timeout:
     srv.close()
     # A port number alone listens on every network; dual-stack is accepted on AF_INET6.
     with v6.b.create_server(7201, family=AF_INET6, dualstack_ipv6=True, backlog=4) as srv2:
-        assert srv2.getsockname() == ("::", 7201)
+        assert srv2.getsockname() == ("::", 7201, 0, 0)
         srv2.settimeout(10)
         t = serve(srv2)
         with v6.a.create_connection((v6.ip_b, 7201), 10) as c:
@@ -141,9 +142,9 @@ def test_an_ipv6_listener_takes_ipv4_connections_as_mapped_addresses(v4: Pair) -
         with v4.a.create_connection((v4.ip_b, 7301), 10) as c:
             conn, peer = srv.accept()
             with conn:
-                assert peer == (f"::ffff:{v4.ip_a}", c.getsockname()[1])
+                assert peer == (f"::ffff:{v4.ip_a}", c.getsockname()[1], 0, 0)
                 assert conn.getpeername() == peer
-                assert conn.getsockname() == (f"::ffff:{v4.ip_b}", 7301)
+                assert conn.getsockname() == (f"::ffff:{v4.ip_b}", 7301, 0, 0)
                 conn.sendall(b"mapped")
                 assert c.recv(6) == b"mapped"
     # An AF_INET6 socket also connects to an IPv4-mapped address.
@@ -152,7 +153,7 @@ def test_an_ipv6_listener_takes_ipv4_connections_as_mapped_addresses(v4: Pair) -
         with v4.a.socket(AF_INET6, SOCK_STREAM) as c:
             c.settimeout(10)
             c.connect((f"::ffff:{v4.ip_b}", 7302, 0, 0))
-            assert c.getpeername() == (f"::ffff:{v4.ip_b}", 7302)
+            assert c.getpeername() == (f"::ffff:{v4.ip_b}", 7302, 0, 0)
             conn, _ = srv.accept()
             conn.close()
 
@@ -433,7 +434,7 @@ def test_udp_next_to_the_standard_library(v6: Pair) -> None:
     r.bind(("", 7400))
     s = v6.a.socket(AF_INET6, SOCK_DGRAM)
     # Unbound: no descriptor yet; sendto binds an ephemeral port on every network.
-    assert s.getsockname() == ("::", 0) and s.fileno() == -1
+    assert s.getsockname() == ("::", 0, 0, 0) and s.fileno() == -1
     with raises_errno(errno.EDESTADDRREQ):
         s.send(b"x")
     s.close()
@@ -455,18 +456,18 @@ def test_udp_next_to_the_standard_library(v6: Pair) -> None:
     s.sendto(b"next", (v6.ip_b, 7400))
     r.settimeout(10)
     data, addr = r.recvfrom(10)
-    assert data == payload[:10] and addr == (v6.ip_a, 7401)
+    assert data == payload[:10] and addr == (v6.ip_a, 7401, 0, 0)
     assert r.recv(100) == b"next"
     s.sendto(b"into", (v6.ip_b, 7400))
     s.sendto(b"from-into", (v6.ip_b, 7400))
     buf = bytearray(8)
     assert r.recv_into(buf) == 4 and buf[:4] == b"into"
-    assert r.recvfrom_into(buf, 4) == (4, (v6.ip_a, 7401)) and buf[:4] == b"from"
+    assert r.recvfrom_into(buf, 4) == (4, (v6.ip_a, 7401, 0, 0)) and buf[:4] == b"from"
     # Empty datagrams exist; recv(0) consumes a datagram.
     s.sendto(b"", (v6.ip_b, 7400))
     s.sendto(b"gone", (v6.ip_b, 7400))
     s.sendto(b"last", (v6.ip_b, 7400))
-    assert r.recvfrom(10) == (b"", (v6.ip_a, 7401))
+    assert r.recvfrom(10) == (b"", (v6.ip_a, 7401, 0, 0))
     assert r.recv(0) == b""
     assert r.recv(10) == b"last"
     # Non-blocking and timeouts.
@@ -512,23 +513,23 @@ def test_udp_implicit_bind_and_connect_filtering(v6: Pair) -> None:
     s1.bind((v6.ip_a, 7411))
     s2 = v6.a.socket(AF_INET6, SOCK_DGRAM)
     s2.bind(("", 7412))
-    assert s1.getsockname() == (v6.ip_a, 7411) and s2.getsockname() == ("::", 7412)
+    assert s1.getsockname() == (v6.ip_a, 7411, 0, 0) and s2.getsockname() == ("::", 7412, 0, 0)
     # connect() fixes the peer: only its datagrams arrive, send() goes to it.
     r.connect((v6.ip_a, 7411))
-    assert r.getpeername() == (v6.ip_a, 7411)
+    assert r.getpeername() == (v6.ip_a, 7411, 0, 0)
     for i in range(5):
         s2.sendto(b"not for r %d" % i, (v6.ip_b, 7410))
     assert select.select([r], [], [], 10)[0], "s2's datagrams reached r's socket"
     s1.sendto(b"for r", (v6.ip_b, 7410))
     got = recv_until(r, b"for r")
-    assert got == [(b"for r", (v6.ip_a, 7411))]
+    assert got == [(b"for r", (v6.ip_a, 7411, 0, 0))]
     r.send(b"reply")
     s1.settimeout(10)
-    assert s1.recvfrom(100) == (b"reply", (v6.ip_b, 7410))
+    assert s1.recvfrom(100) == (b"reply", (v6.ip_b, 7410, 0, 0))
     # connect() again changes the peer.
     r.connect((v6.ip_a, 7412))
     s2.sendto(b"now s2", (v6.ip_b, 7410))
-    assert all(addr == (v6.ip_a, 7412) for _, addr in recv_until(r, b"now s2"))
+    assert all(addr == (v6.ip_a, 7412, 0, 0) for _, addr in recv_until(r, b"now s2"))
     # shutdown(SHUT_RD): recv() reads b"" from then on; SHUT_WR: send() raises EPIPE.
     r.shutdown(zt.socket.SHUT_RDWR)
     assert r.recv(10) == b""
@@ -537,8 +538,8 @@ def test_udp_implicit_bind_and_connect_filtering(v6: Pair) -> None:
     # An unbound socket's first sendto binds an ephemeral port.
     e = v6.a.socket(AF_INET6, SOCK_DGRAM)
     e.sendto(b"x", (v6.ip_b, 7410))
-    host, port = e.getsockname()
-    assert host == "::" and port > 0 and e.fileno() >= 0
+    host, port, flowinfo, scope_id = e.getsockname()
+    assert host == "::" and port > 0 and (flowinfo, scope_id) == (0, 0) and e.fileno() >= 0
     for sock in (r, s1, s2, e):
         sock.close()
 
@@ -555,9 +556,10 @@ def test_udp_ipv4_sockets_and_dual_stack(v4: Pair) -> None:
     # An AF_INET6 socket gets IPv4 datagrams with IPv4-mapped senders, and answers them.
     s.sendto(b"to v6 socket", (v4.ip_b, 7421))
     [(_, sender)] = recv_until(r6, b"to v6 socket")
-    assert sender == (f"::ffff:{v4.ip_a}", 7422)
+    assert sender == (f"::ffff:{v4.ip_a}", 7422, 0, 0)
     r6.sendto(b"answer", sender)
     s.settimeout(10)
     assert s.recvfrom(100) == (b"answer", (v4.ip_b, 7421))
     for sock in (r4, r6, s):
         sock.close()
+

@@ -10,11 +10,14 @@ is readable/writable exactly when the socket is, so ``select``/``selectors`` wor
 errno values, ``socket.gaierror`` for what is not an IP address of the socket's family, and
 ``TimeoutError`` for timeouts.
 
+Addresses are shaped as the standard library's: ``(host, port)`` on ``AF_INET``, and
+``(host, port, flowinfo, scope_id)`` on ``AF_INET6`` (flowinfo and scope_id are always 0 here;
+2- to 4-tuples are accepted).
+
 Where zt differs from the operating system's sockets (see docs/python-api.md): addresses are
-IP literals only (no name resolution); IPv6 addresses are ``(host, port)`` pairs (2- to 4-tuples
-are accepted); sockets are dual-stack (an ``AF_INET6`` socket shows IPv4 peers as
-``::ffff:a.b.c.d``); recv/send flags other than ``MSG_DONTWAIT`` (and ``MSG_NOSIGNAL`` when
-sending) raise ``EOPNOTSUPP``.
+IP literals only (no name resolution); sockets are dual-stack (an ``AF_INET6`` socket shows
+IPv4 peers as ``::ffff:a.b.c.d``); recv/send flags other than ``MSG_DONTWAIT`` (and
+``MSG_NOSIGNAL`` when sending) raise ``EOPNOTSUPP``.
 """
 
 from __future__ import annotations
@@ -239,11 +242,14 @@ class socket:  # noqa: N801 - the standard library's name
     def _any(self) -> str:
         return "::" if self._family == AF_INET6 else "0.0.0.0"
 
-    def _out(self, addr: tuple[str, int]) -> tuple[str, int]:
-        """An address as this socket's family shows it (IPv4-mapped on AF_INET6)."""
+    def _out(self, addr: tuple[str, int]) -> Address:
+        """An address as this socket's family shows it: ``(host, port)`` on AF_INET,
+        ``(host, port, flowinfo, scope_id)`` on AF_INET6 (IPv4 hosts IPv4-mapped)."""
         ip, port = addr
-        if self._family == AF_INET6 and ":" not in ip:
-            return ("::ffff:" + ip, port)
+        if self._family == AF_INET6:
+            if ":" not in ip:
+                ip = "::ffff:" + ip
+            return (ip, port, 0, 0)
         return (ip, port)
 
     def _udp(self) -> _native.UdpSocket:
@@ -341,7 +347,7 @@ class socket:  # noqa: N801 - the standard library's name
         conn = self._sock().accept(self._timeout)
         peer = conn.addresses()[1]
         sock = socket._wrap(self._node, self._family, conn)
-        return sock, (self._out(peer) if peer is not None else ("", 0))
+        return sock, self._out(peer if peer is not None else ("", 0))
 
     def connect(self, address: Address) -> None:
         """Connects (TCP) or sets the peer that send()/recv() use (UDP: other senders' datagrams
@@ -414,7 +420,7 @@ class socket:  # noqa: N801 - the standard library's name
                 return self._out(local)
         if self._bound is not None:
             return self._out(self._bound)
-        return (self._any(), 0)
+        return self._out((self._any(), 0))
 
     def getpeername(self) -> Address:
         self._check_open()
