@@ -143,8 +143,8 @@ def test_echo_both_ways_with_many_datagrams_over_ipv6(v6: Pair) -> None:
         )
         assert cp.made == 1, "connection_made() ran before the endpoint was returned"
         assert isinstance(ct, asyncio.DatagramTransport)  # a subclass of asyncio's
-        assert ct.get_extra_info("sockname") == ("::", 7451)
-        assert ct.get_extra_info("peername") == (v6.ip_b, 7450)
+        assert ct.get_extra_info("sockname") == ("::", 7451, 0, 0)
+        assert ct.get_extra_info("peername") == (v6.ip_b, 7450, 0, 0)
         assert st.get_extra_info("peername") is None
         sock = ct.get_extra_info("socket")
         assert isinstance(sock, zt.socket.socket) and sock.type == SOCK_DGRAM
@@ -152,7 +152,7 @@ def test_echo_both_ways_with_many_datagrams_over_ipv6(v6: Pair) -> None:
         assert resends < 200, f"{resends} resends"
         for data, addr in cp.got:
             assert data == payload(int.from_bytes(data[:4], "big"))
-            assert addr == (v6.ip_b, 7450)
+            assert addr == (v6.ip_b, 7450, 0, 0)
         assert cp.errors == [] and cp.paused == cp.resumed
         ct.close()
         st.close()
@@ -266,7 +266,7 @@ def test_errors_go_to_error_received_and_bad_arguments_raise(v6: Pair) -> None:
         # The peer's address in another accepted form is the peer.
         ct.sendto(b"\0\0\0\0still works", (v6.ip_b, 7490, 0, 0))
         assert await cp.until(lambda: bool(cp.got), 10)
-        assert cp.got[0] == (b"\0\0\0\0still works", (v6.ip_b, 7490))
+        assert cp.got[0] == (b"\0\0\0\0still works", (v6.ip_b, 7490, 0, 0))
         for t in (ct, ut, st):
             t.close()
         assert await cp.until(lambda: bool(cp.lost), 5)
@@ -325,7 +325,7 @@ def test_pause_reading_close_and_limits(v6: Pair) -> None:
         assert rp.got == []
         rt.resume_reading()
         assert await rp.until(lambda: len(rp.got) == 1, 5)
-        assert rp.got == [(b"held", (v6.ip_a, 7496))]
+        assert rp.got == [(b"held", (v6.ip_a, 7496, 0, 0))]
         with pytest.raises(ValueError, match="must be >="):
             st.set_write_buffer_limits(high=1, low=2)
         # close(): connection_lost(None) once, soon after; the socket is closed; later calls

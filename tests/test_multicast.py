@@ -170,7 +170,7 @@ def test_broadcast_needs_so_broadcast_and_reaches_every_other_member(trio: Trio)
 
         assert send_until(tx, (bcast, 7600), tag, both), f"{bcast}: {gb} {gc}"
         assert {a for _, a in tagged(gb, tag)} == {(trio.v4[0], 7601)}
-        assert {a for _, a in tagged(gc, tag)} == {("::ffff:" + trio.v4[0], 7601)}
+        assert {a for _, a in tagged(gc, tag)} == {("::ffff:" + trio.v4[0], 7601, 0, 0)}
     # A connected socket sends to the broadcast address once SO_BROADCAST is set.
     cx = udp(a)
     cx.setsockopt(SOL, std.SO_BROADCAST, 1)
@@ -294,7 +294,7 @@ def test_ipv6_multicast_from_the_rfc4193_address(trio: Trio) -> None:
     assert subscribed(b, trio.nwid, "33:33:00:07:00:01")
     gb: list[tuple[bytes, Any]] = []
     assert send_until(tx, (group, 7640), b"six", lambda: arrived(rb, gb, b"six"))
-    assert {a for _, a in tagged(gb, b"six")} == {(trio.v6[0], 7641)}
+    assert {a for _, a in tagged(gb, b"six")} == {(trio.v6[0], 7641, 0, 0)}
     assert none_tagged(rc, b"six"), "C has not joined"
     # C joins, B leaves: A's next datagrams reach C and not B.
     rc.setsockopt(IPV6, std.IPV6_JOIN_GROUP, mreq6(group))

@@ -3,6 +3,7 @@ UDP sockets behave next to the standard library's (errors, flags, timeouts, opti
 
 from __future__ import annotations
 
+import array
 import errno
 import gc
 import hashlib
@@ -16,6 +17,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,7 +71,8 @@ def test_create_server_and_connection_over_ipv6_adhoc(v6: Pair, default_timeout:
     srv = v6.b.create_server(("", 7200), family=AF_INET6)
     assert srv.family == AF_INET6 and srv.type == SOCK_STREAM
     assert isinstance(srv.family, std.AddressFamily) and isinstance(srv.type, std.SocketKind)
-    assert srv.getsockname() == ("::", 7200)
+    # AF_INET6 addresses are 4-tuples (host, port, flowinfo, scope_id), as in the stdlib.
+    assert srv.getsockname() == ("::", 7200, 0, 0)
     assert srv.getsockopt(std.SOL_SOCKET, std.SO_ACCEPTCONN) == 1
     srv.settimeout(20)
     t = serve(srv, count=2)
@@ -77,7 +80,7 @@ def test_create_server_and_connection_over_ipv6_adhoc(v6: Pair, default_timeout:
     std.setdefaulttimeout(7.5)
     with v6.a.create_connection((v6.ip_b, 7200)) as c:
         assert c.gettimeout() == 7.5
-        assert c.family == AF_INET6 and c.getpeername() == (v6.ip_b, 7200)
+        assert c.family == AF_INET6 and c.getpeername() == (v6.ip_b, 7200, 0, 0)
         assert c.getsockname()[0] == v6.ip_a
         c.sendall(b"over ipv6")
         assert c.recv(100) == b"over ipv6"
@@ -97,7 +100,7 @@ def test_create_server_and_connection_over_ipv6_adhoc(v6: Pair, default_timeout:
     srv.close()
     # A port number alone listens on every network; dual-stack is accepted on AF_INET6.
     with v6.b.create_server(7201, family=AF_INET6, dualstack_ipv6=True, backlog=4) as srv2:
-        assert srv2.getsockname() == ("::", 7201)
+        assert srv2.getsockname() == ("::", 7201, 0, 0)
         srv2.settimeout(10)
         t = serve(srv2)
         with v6.a.create_connection((v6.ip_b, 7201), 10) as c:
@@ -141,9 +144,9 @@ def test_an_ipv6_listener_takes_ipv4_connections_as_mapped_addresses(v4: Pair) -
         with v4.a.create_connection((v4.ip_b, 7301), 10) as c:
             conn, peer = srv.accept()
             with conn:
-                assert peer == (f"::ffff:{v4.ip_a}", c.getsockname()[1])
+                assert peer == (f"::ffff:{v4.ip_a}", c.getsockname()[1], 0, 0)
                 assert conn.getpeername() == peer
-                assert conn.getsockname() == (f"::ffff:{v4.ip_b}", 7301)
+                assert conn.getsockname() == (f"::ffff:{v4.ip_b}", 7301, 0, 0)
                 conn.sendall(b"mapped")
                 assert c.recv(6) == b"mapped"
     # An AF_INET6 socket also connects to an IPv4-mapped address.
@@ -152,7 +155,7 @@ def test_an_ipv6_listener_takes_ipv4_connections_as_mapped_addresses(v4: Pair) -
         with v4.a.socket(AF_INET6, SOCK_STREAM) as c:
             c.settimeout(10)
             c.connect((f"::ffff:{v4.ip_b}", 7302, 0, 0))
-            assert c.getpeername() == (f"::ffff:{v4.ip_b}", 7302)
+            assert c.getpeername() == (f"::ffff:{v4.ip_b}", 7302, 0, 0)
             conn, _ = srv.accept()
             conn.close()
 
@@ -433,7 +436,7 @@ def test_udp_next_to_the_standard_library(v6: Pair) -> None:
     r.bind(("", 7400))
     s = v6.a.socket(AF_INET6, SOCK_DGRAM)
     # Unbound: no descriptor yet; sendto binds an ephemeral port on every network.
-    assert s.getsockname() == ("::", 0) and s.fileno() == -1
+    assert s.getsockname() == ("::", 0, 0, 0) and s.fileno() == -1
     with raises_errno(errno.EDESTADDRREQ):
         s.send(b"x")
     s.close()
@@ -455,18 +458,18 @@ def test_udp_next_to_the_standard_library(v6: Pair) -> None:
     s.sendto(b"next", (v6.ip_b, 7400))
     r.settimeout(10)
     data, addr = r.recvfrom(10)
-    assert data == payload[:10] and addr == (v6.ip_a, 7401)
+    assert data == payload[:10] and addr == (v6.ip_a, 7401, 0, 0)
     assert r.recv(100) == b"next"
     s.sendto(b"into", (v6.ip_b, 7400))
     s.sendto(b"from-into", (v6.ip_b, 7400))
     buf = bytearray(8)
     assert r.recv_into(buf) == 4 and buf[:4] == b"into"
-    assert r.recvfrom_into(buf, 4) == (4, (v6.ip_a, 7401)) and buf[:4] == b"from"
+    assert r.recvfrom_into(buf, 4) == (4, (v6.ip_a, 7401, 0, 0)) and buf[:4] == b"from"
     # Empty datagrams exist; recv(0) consumes a datagram.
     s.sendto(b"", (v6.ip_b, 7400))
     s.sendto(b"gone", (v6.ip_b, 7400))
     s.sendto(b"last", (v6.ip_b, 7400))
-    assert r.recvfrom(10) == (b"", (v6.ip_a, 7401))
+    assert r.recvfrom(10) == (b"", (v6.ip_a, 7401, 0, 0))
     assert r.recv(0) == b""
     assert r.recv(10) == b"last"
     # Non-blocking and timeouts.
@@ -512,23 +515,23 @@ def test_udp_implicit_bind_and_connect_filtering(v6: Pair) -> None:
     s1.bind((v6.ip_a, 7411))
     s2 = v6.a.socket(AF_INET6, SOCK_DGRAM)
     s2.bind(("", 7412))
-    assert s1.getsockname() == (v6.ip_a, 7411) and s2.getsockname() == ("::", 7412)
+    assert s1.getsockname() == (v6.ip_a, 7411, 0, 0) and s2.getsockname() == ("::", 7412, 0, 0)
     # connect() fixes the peer: only its datagrams arrive, send() goes to it.
     r.connect((v6.ip_a, 7411))
-    assert r.getpeername() == (v6.ip_a, 7411)
+    assert r.getpeername() == (v6.ip_a, 7411, 0, 0)
     for i in range(5):
         s2.sendto(b"not for r %d" % i, (v6.ip_b, 7410))
     assert select.select([r], [], [], 10)[0], "s2's datagrams reached r's socket"
     s1.sendto(b"for r", (v6.ip_b, 7410))
     got = recv_until(r, b"for r")
-    assert got == [(b"for r", (v6.ip_a, 7411))]
+    assert got == [(b"for r", (v6.ip_a, 7411, 0, 0))]
     r.send(b"reply")
     s1.settimeout(10)
-    assert s1.recvfrom(100) == (b"reply", (v6.ip_b, 7410))
+    assert s1.recvfrom(100) == (b"reply", (v6.ip_b, 7410, 0, 0))
     # connect() again changes the peer.
     r.connect((v6.ip_a, 7412))
     s2.sendto(b"now s2", (v6.ip_b, 7410))
-    assert all(addr == (v6.ip_a, 7412) for _, addr in recv_until(r, b"now s2"))
+    assert all(addr == (v6.ip_a, 7412, 0, 0) for _, addr in recv_until(r, b"now s2"))
     # shutdown(SHUT_RD): recv() reads b"" from then on; SHUT_WR: send() raises EPIPE.
     r.shutdown(zt.socket.SHUT_RDWR)
     assert r.recv(10) == b""
@@ -537,8 +540,8 @@ def test_udp_implicit_bind_and_connect_filtering(v6: Pair) -> None:
     # An unbound socket's first sendto binds an ephemeral port.
     e = v6.a.socket(AF_INET6, SOCK_DGRAM)
     e.sendto(b"x", (v6.ip_b, 7410))
-    host, port = e.getsockname()
-    assert host == "::" and port > 0 and e.fileno() >= 0
+    host, port, flowinfo, scope_id = e.getsockname()
+    assert host == "::" and port > 0 and (flowinfo, scope_id) == (0, 0) and e.fileno() >= 0
     for sock in (r, s1, s2, e):
         sock.close()
 
@@ -555,9 +558,289 @@ def test_udp_ipv4_sockets_and_dual_stack(v4: Pair) -> None:
     # An AF_INET6 socket gets IPv4 datagrams with IPv4-mapped senders, and answers them.
     s.sendto(b"to v6 socket", (v4.ip_b, 7421))
     [(_, sender)] = recv_until(r6, b"to v6 socket")
-    assert sender == (f"::ffff:{v4.ip_a}", 7422)
+    assert sender == (f"::ffff:{v4.ip_a}", 7422, 0, 0)
     r6.sendto(b"answer", sender)
     s.settimeout(10)
     assert s.recvfrom(100) == (b"answer", (v4.ip_b, 7421))
     for sock in (r4, r6, s):
         sock.close()
+
+
+# -- data paths: bytes-like arguments, buffers written in place -------------------------------
+
+
+def recv_exactly(c: zt.socket.socket, n: int) -> bytes:
+    got = bytearray()
+    while len(got) < n:
+        data = c.recv(n - len(got))
+        assert data, "EOF"
+        got += data
+    return bytes(got)
+
+
+def test_tcp_send_and_recv_into_every_kind_of_buffer(v4: Pair) -> None:
+    with zt.socket.create_server(v4.b, (v4.ip_b, 7500)) as srv:
+        srv.settimeout(20)
+        t = serve(srv)
+        with v4.a.create_connection((v4.ip_b, 7500), timeout=20) as c:
+            # Every bytes-like object is sent: bytes and bytearray in place, others copied.
+            for data in (
+                b"bytes",
+                bytearray(b"bytearray"),
+                memoryview(b"--a view--")[2:-2],
+                memoryview(bytes(range(8))).cast("I"),  # not bytes: 2 items of 4 bytes
+            ):
+                raw = bytes(memoryview(data).cast("B"))
+                assert c.send(data) == len(raw)
+                assert recv_exactly(c, len(raw)) == raw
+                c.sendall(data)
+                assert recv_exactly(c, len(raw)) == raw
+            with pytest.raises(TypeError):
+                c.send("text")  # type: ignore[arg-type]
+            # recv_into a bytearray (written in place): nbytes limits it, the rest is untouched.
+            buf = bytearray(b"." * 16)
+            c.sendall(b"0123456789")
+            assert c.recv_into(buf, 4) == 4 and buf == b"0123" + b"." * 12
+            assert c.recv_into(buf) == 6 and buf == b"456789" + b"." * 10
+            # Into a memoryview slice, an array and a bytearray subclass.
+            c.sendall(b"abcdef")
+            view = memoryview(buf)
+            assert c.recv_into(view[10:], 3) == 3 and buf[10:13] == b"abc"
+            view.release()
+            arr = array.array("b", bytes(4))
+            assert c.recv_into(arr) == 3 and arr.tobytes() == b"def\0"
+
+            class Sub(bytearray):
+                pass
+
+            sub = Sub(5)
+            c.sendall(b"sub")
+            assert c.recv_into(sub) == 3 and sub == b"sub\0\0"
+            # recvfrom_into on TCP: (nbytes, None).
+            c.sendall(b"from")
+            assert c.recvfrom_into(buf, 4) == (4, None) and buf[:4] == b"from"
+            # Arguments are checked as by the standard library.
+            with pytest.raises(ValueError, match="negative"):
+                c.recv_into(buf, -1)
+            with pytest.raises(ValueError, match="too small"):
+                c.recv_into(buf, 17)
+            with pytest.raises(TypeError, match="read-write"):
+                c.recv_into(b"immutable")  # at once, not after data arrived
+            # Empty buffers and timeouts, as with recv().
+            assert c.recv_into(bytearray()) == 0
+            with pytest.raises(BlockingIOError):
+                c.recv_into(buf, 0, MSG_DONTWAIT)
+            c.settimeout(0.1)
+            with pytest.raises(TimeoutError):
+                c.recv_into(buf)
+            c.settimeout(20)
+            # A bigger transfer, in place on both ends.
+            blob = bytearray(os.urandom(3 << 20))
+            got = bytearray(len(blob))
+            pos = 0
+
+            def reader() -> None:
+                nonlocal pos
+                chunk = bytearray(1 << 16)
+                while pos < len(got):
+                    n = c.recv_into(chunk)
+                    got[pos : pos + n] = chunk[:n]
+                    pos += n
+
+            r = threading.Thread(target=reader)
+            r.start()
+            c.sendall(blob)
+            r.join(60)
+            assert got == blob
+            # EOF: recv_into returns 0.
+            c.shutdown(zt.socket.SHUT_WR)
+            t.join(20)
+            assert c.recv_into(buf) == 0
+            c.shutdown(zt.socket.SHUT_RD)
+            assert c.recv_into(buf) == 0
+
+
+def test_recv_into_a_bytearray_shrunk_while_the_call_waits(v4: Pair) -> None:
+    """The buffer's size is read again after the wait: it is written only as far as it
+    reaches, whether the resize happens before the call or while it waits."""
+    with zt.socket.create_server(v4.b, (v4.ip_b, 7501)) as srv:
+        srv.settimeout(20)
+        with v4.a.create_connection((v4.ip_b, 7501), timeout=20) as c:
+            conn, _ = srv.accept()
+            with conn:
+                buf = bytearray(100)
+                result: list[int] = []
+                started = threading.Event()
+
+                def reader() -> None:
+                    started.set()
+                    result.append(c.recv_into(buf))
+
+                r = threading.Thread(target=reader)
+                r.start()
+                started.wait(10)
+                del buf[10:]  # nothing exports the buffer: it may shrink
+                conn.sendall(bytes(range(100)))
+                r.join(20)
+                assert result == [10] and buf == bytes(range(10))
+                assert recv_exactly(c, 90) == bytes(range(10, 100))
+
+
+def test_concurrent_readers_share_the_stream(v4: Pair) -> None:
+    """Readers racing for the same socket (a reader woken for data another took waits again)
+    together get every byte once."""
+    with zt.socket.create_server(v4.b, (v4.ip_b, 7502)) as srv:
+        srv.settimeout(20)
+        with v4.a.create_connection((v4.ip_b, 7502), timeout=20) as c:
+            conn, _ = srv.accept()
+            with conn:
+                parts: list[list[bytes]] = [[], [], []]
+
+                def reader(out: list[bytes], into: bool) -> None:
+                    buf = bytearray(997)
+                    while True:
+                        if into:
+                            n = conn.recv_into(buf)
+                            data = bytes(buf[:n])
+                        else:
+                            data = conn.recv(1013)
+                        if not data:
+                            return
+                        out.append(data)
+
+                readers = [
+                    threading.Thread(target=reader, args=(p, i != 1)) for i, p in enumerate(parts)
+                ]
+                for r in readers:
+                    r.start()
+                # Numbered 4-byte words: any loss, duplicate or reordering within a reader shows.
+                words = b"".join(i.to_bytes(4, "big") for i in range(250_000))
+                c.sendall(words)
+                c.shutdown(zt.socket.SHUT_WR)
+                for r in readers:
+                    r.join(60)
+                assert sum(len(b"".join(p)) for p in parts) == len(words)
+                seen = bytearray()
+                for p in parts:
+                    seen += b"".join(p)
+                assert sorted(seen) == sorted(words)
+
+
+def test_udp_recvfrom_into_takes_only_accepted_datagrams(v6: Pair) -> None:
+    r = v6.b.socket(AF_INET6, SOCK_DGRAM)
+    r.bind(("", 7430))
+    s1 = v6.a.socket(AF_INET6, SOCK_DGRAM)
+    s1.bind(("", 7431))
+    s2 = v6.a.socket(AF_INET6, SOCK_DGRAM)
+    s2.bind(("", 7432))
+    r.connect((v6.ip_a, 7431))
+    for _ in range(5):
+        s2.sendto(b"X" * 50, (v6.ip_b, 7430))  # dropped: not from the peer
+    assert select.select([r], [], [], 10)[0], "s2's datagrams reached r's socket"
+    s1.sendto(bytearray(b"peer"), (v6.ip_b, 7430))
+    buf = bytearray(b"." * 8)
+    r.settimeout(10)
+    assert r.recvfrom_into(buf) == (4, (v6.ip_a, 7431, 0, 0))
+    # The dropped datagrams never touched the buffer.
+    assert buf == b"peer...."
+    # A longer datagram is truncated to the buffer (or nbytes) and the rest discarded.
+    s1.sendto(b"0123456789", (v6.ip_b, 7430))
+    s1.sendto(b"next", (v6.ip_b, 7430))
+    assert r.recvfrom_into(buf, 3) == (3, (v6.ip_a, 7431, 0, 0)) and buf == b"012r...."
+    assert r.recv_into(buf) == 4 and buf == b"next...."
+    with pytest.raises(BlockingIOError):
+        r.recvfrom_into(buf, 0, MSG_DONTWAIT)
+    for sock in (r, s1, s2):
+        sock.close()
+    with raises_errno(errno.EBADF):
+        r.recvfrom_into(buf)
+
+
+def test_native_send_checks_its_arguments(v4: Pair) -> None:
+    with zt.socket.create_server(v4.b, (v4.ip_b, 7503)) as srv:
+        srv.settimeout(20)
+        with v4.a.create_connection((v4.ip_b, 7503), timeout=20) as c:
+            conn, _ = srv.accept()
+            with conn:
+                native = c._sock()
+                assert native.send(b"abcdef", None, 4) == 2
+                assert native.send(bytearray(b"xyz"), None, 3) == 0
+                assert recv_exactly(conn, 2) == b"ef"
+                with pytest.raises(ValueError, match="offset"):
+                    native.send(b"abc", None, 4)
+                with pytest.raises(TypeError, match="bytes or bytearray"):
+                    native.send(memoryview(b"abc"))  # type: ignore[arg-type]
+                with pytest.raises(OverflowError):
+                    native.send(b"abc", None, -1)
+
+
+def test_asyncio_transport_writes_every_buffer_kind_and_reads_in_place(v4: Pair) -> None:
+    import asyncio
+
+    import zt.asyncio
+
+    async def digest_of_all(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        h = hashlib.sha256()
+        while data := await reader.read(1 << 20):
+            h.update(data)
+        writer.write(h.digest())
+        await writer.drain()
+        writer.close()
+
+    class Into(asyncio.BufferedProtocol):
+        """Reads into one bytearray (written in place) or, every other time, into a
+        memoryview slice of another (through a copy)."""
+
+        def __init__(self) -> None:
+            self.got = bytearray()
+            self.whole = bytearray(1000)
+            self.part = bytearray(1000)
+            self.calls = 0
+            self.done = asyncio.get_running_loop().create_future()
+
+        def get_buffer(self, sizehint: int) -> Any:
+            self.calls += 1
+            return self.whole if self.calls % 2 else memoryview(self.part)[100:]
+
+        def buffer_updated(self, nbytes: int) -> None:
+            src = self.whole if self.calls % 2 else self.part[100:]
+            self.got += src[:nbytes]
+
+        def eof_received(self) -> None:
+            self.done.set_result(None)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with await zt.asyncio.start_server(digest_of_all, v4.b, v4.ip_b, 7504):
+            reader, writer = await zt.asyncio.open_connection(v4.a, v4.ip_b, 7504)
+            big = bytearray(os.urandom(5 << 20))
+            expected = bytes(big)
+            # More than the socket's send buffer takes at once: the rest waits in the transport,
+            # which copied it (the caller may reuse its buffer at once).
+            writer.write(big)
+            assert 0 < writer.transport.get_write_buffer_size() < len(big)
+            big[:] = bytes(len(big))
+            words = memoryview(array.array("H", [1, 2, 3]))  # 3 items of 2 bytes
+            for data in (memoryview(b"0123456789")[2:8], words, b"tail"):
+                writer.write(data)
+                expected += bytes(memoryview(data).cast("B"))
+            await writer.drain()
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.read(), 30) == hashlib.sha256(expected).digest()
+            writer.close()
+        # A buffered protocol: the echo server sends 300 KB back in pieces.
+        with zt.socket.create_server(v4.b, (v4.ip_b, 7505)) as srv:
+            srv.settimeout(20)
+            t = serve(srv)
+            sock = await zt.asyncio._connect(v4.a, v4.ip_b, 7505)
+            proto = Into()
+            transport = zt.asyncio._Transport(loop, sock, proto)
+            blob = os.urandom(300_000)
+            transport.write(blob)
+            transport.write_eof()
+            await asyncio.wait_for(proto.done, 30)
+            assert proto.got == blob and proto.calls > 2
+            transport.close()
+            await asyncio.to_thread(t.join, 20)
+
+    asyncio.run(main())

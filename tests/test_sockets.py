@@ -50,7 +50,7 @@ def test_tcp_echo_and_bulk_over_an_adhoc_ipv6_network(lab: Lab) -> None:
     with a.socket(AF_INET6, SOCK_STREAM) as c:
         c.settimeout(20)
         c.connect((server_ip, 7000))
-        assert c.getpeername() == (server_ip, 7000)
+        assert c.getpeername() == (server_ip, 7000, 0, 0)
         assert c.getsockname()[0] == str(zt.network.sixplane_address(nwid, a.address))
         c.sendall(b"hello")
         assert c.recv(5) == b"hello"
@@ -167,7 +167,7 @@ def test_udp_request_response_both_ways(lab: Lab) -> None:
                         break
             except TimeoutError:
                 continue
-            assert addr == (ip_b, 5353)
+            assert addr == (ip_b, 5353, 0, 0)
             break
         else:
             pytest.fail(f"no echo for datagram {i}")
@@ -402,13 +402,13 @@ def test_tcp_listeners_on_unspecified_addresses_cover_every_network(lab: Lab) ->
 
     # The dual-stack listener: IPv4 over the controller network (addresses IPv4-mapped), IPv6
     # over the network joined after listen().
-    assert exchange(AF_INET, (b4, 7400), dual) == (f"::ffff:{a4}", (f"::ffff:{b4}", 7400))
-    assert exchange(AF_INET6, (b6, 7400), dual) == (a6, (b6, 7400))
+    assert exchange(AF_INET, (b4, 7400), dual) == (f"::ffff:{a4}", (f"::ffff:{b4}", 7400, 0, 0))
+    assert exchange(AF_INET6, (b6, 7400), dual) == (a6, (b6, 7400, 0, 0))
     # A dual-stack client reaches an IPv4 peer through its mapped address.
     assert exchange(AF_INET6, (f"::ffff:{b4}", 7400), dual)[0] == f"::ffff:{a4}"
     # 0.0.0.0 takes IPv4 only; the v6-only :: on the same port takes the IPv6 connections.
     assert exchange(AF_INET, (b4, 7401), only4) == (a4, (b4, 7401))
-    assert exchange(AF_INET6, (b6, 7401), only6) == (a6, (b6, 7401))
+    assert exchange(AF_INET6, (b6, 7401), only6) == (a6, (b6, 7401, 0, 0))
     # Nothing listens on 7402: refused on either network.
     for family, host in ((AF_INET, b4), (AF_INET6, b6)):
         with a.socket(family, SOCK_STREAM) as c:

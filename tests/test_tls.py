@@ -70,7 +70,7 @@ def test_blocking_tls_echo_bulk_makefile_and_certificate(net: Overlay) -> None:
         assert dict(x[0] for x in cert["subject"])["commonName"] == SERVER_NAME
         sans = [(k, ipaddress.ip_address(v)) for k, v in cert["subjectAltName"] if k != "DNS"]
         assert sans == [("IP Address", ipaddress.ip_address(net.ip_b))]
-        assert c.getpeername() == (net.ip_b, 8001)
+        assert c.getpeername() == (net.ip_b, 8001, 0, 0)
         assert c.sslobject is not None
         c.sendall(b"hello over tls")
         assert c.recv(100) == b"hello over tls"

@@ -1,6 +1,6 @@
 """Type stubs of the native extension (Rust, PyO3). Use the re-exports in :mod:`zt`."""
 
-from typing import Any, Optional, final
+from typing import Any, Optional, Union, final
 
 from typing_extensions import Self
 
@@ -204,9 +204,27 @@ class NativeNode:
 @final
 class UdpSocket:
     def recvfrom(
-        self, n: int, timeout: Optional[float] = None
+        self,
+        n: int,
+        timeout: Optional[float] = None,
+        ipv4_only: bool = False,
+        peer: Optional[tuple[str, int]] = None,
     ) -> tuple[bytes, tuple[str, int]]: ...
-    def sendto(self, data: bytes, ip: str, port: int, timeout: Optional[float] = None) -> int: ...
+    def recvfrom_into(
+        self,
+        buffer: bytearray,
+        n: int,
+        timeout: Optional[float] = None,
+        ipv4_only: bool = False,
+        peer: Optional[tuple[str, int]] = None,
+    ) -> tuple[int, tuple[str, int]]: ...
+    def sendto(
+        self,
+        data: Union[bytes, bytearray],
+        ip: str,
+        port: int,
+        timeout: Optional[float] = None,
+    ) -> int: ...
     def fileno(self) -> int: ...
     def local(self) -> Optional[tuple[str, int]]: ...
     def dropped(self) -> int: ...
@@ -218,7 +236,10 @@ class UdpSocket:
 @final
 class TcpSocket:
     def recv(self, n: int, timeout: Optional[float] = None) -> bytes: ...
-    def send(self, data: bytes, timeout: Optional[float] = None) -> int: ...
+    def recv_into(self, buffer: bytearray, n: int, timeout: Optional[float] = None) -> int: ...
+    def send(
+        self, data: Union[bytes, bytearray], timeout: Optional[float] = None, offset: int = 0
+    ) -> int: ...
     def wait_connected(self, timeout: Optional[float] = None) -> None: ...
     def accept(self, timeout: Optional[float] = None) -> TcpSocket: ...
     def shutdown_write(self) -> None: ...

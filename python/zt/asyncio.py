@@ -68,7 +68,10 @@ class _Transport(asyncio.Transport):
         self._sock = sock
         self._protocol = protocol
         self._fd = sock.fileno()
+        # Data waiting to be sent; the first chunk's first ``_sent`` bytes are gone already.
         self._buffer: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._sent = 0
         self._closing = False
         self._finished = False
         self._paused = False
@@ -87,7 +90,9 @@ class _Transport(asyncio.Transport):
         protocol = self._protocol
         try:
             if isinstance(protocol, asyncio.BufferedProtocol):
-                buf = memoryview(protocol.get_buffer(-1))
+                raw = protocol.get_buffer(-1)
+                # A bytearray is written in place; other buffers get a copy.
+                buf = raw if isinstance(raw, bytearray) else memoryview(raw)
                 if not len(buf):
                     raise RuntimeError("get_buffer() returned an empty buffer")
                 n = self._sock.recv_into(buf)
@@ -114,17 +119,19 @@ class _Transport(asyncio.Transport):
         while self._buffer:
             chunk = self._buffer[0]
             try:
-                n = self._sock.send(chunk)
+                n = self._sock._send_at(chunk, self._sent)
             except BlockingIOError:
                 return
             except OSError as e:
                 self._fatal(e)
                 return
-            if n < len(chunk):
-                self._buffer[0] = chunk[n:]
+            self._buffered -= n
+            self._sent += n
+            if self._sent < len(chunk):
                 self._maybe_resume_writing()
                 return
             self._buffer.popleft()
+            self._sent = 0
         self._maybe_resume_writing()
         self._loop.remove_writer(self._fd)
         if self._eof_written:
@@ -139,6 +146,7 @@ class _Transport(asyncio.Transport):
 
     def _fatal(self, exc: Optional[Exception]) -> None:
         self._buffer.clear()
+        self._buffered = self._sent = 0
         self._closing = True
         self._finish(exc)
 
@@ -162,19 +170,24 @@ class _Transport(asyncio.Transport):
             raise RuntimeError("write on a closing transport")
         if not data:
             return
+        if not isinstance(data, (bytes, bytearray)):
+            data = memoryview(data).cast("B")
+        n = 0
         if not self._buffer:
             try:
-                n = self._sock.send(bytes(data))
+                n = self._sock.send(data)
             except BlockingIOError:
-                n = 0
+                pass
             except OSError as e:
                 self._fatal(e)
                 return
-            data = bytes(data[n:])
-            if not data:
+            if n == len(data):
                 return
             self._loop.add_writer(self._fd, self._on_writable)
-        self._buffer.append(bytes(data))
+        # What is kept is copied (the caller may reuse its buffer); bytes are immutable.
+        rest = data if n == 0 and type(data) is bytes else bytes(memoryview(data)[n:])
+        self._buffer.append(rest)
+        self._buffered += len(rest)
         if not self._writing_paused and self.get_write_buffer_size() > _HIGH_WATER:
             self._writing_paused = True
             self._protocol.pause_writing()
@@ -190,7 +203,7 @@ class _Transport(asyncio.Transport):
         return True
 
     def get_write_buffer_size(self) -> int:
-        return sum(len(b) for b in self._buffer)
+        return self._buffered
 
     def close(self) -> None:
         if self._closing:

@@ -10,11 +10,20 @@ is readable/writable exactly when the socket is, so ``select``/``selectors`` wor
 errno values, ``socket.gaierror`` for what is not an IP address of the socket's family, and
 ``TimeoutError`` for timeouts.
 
+Addresses are shaped as the standard library's: ``(host, port)`` on ``AF_INET``, and
+``(host, port, flowinfo, scope_id)`` on ``AF_INET6`` (flowinfo and scope_id are always 0 here;
+2- to 4-tuples are accepted).
+
 Where zt differs from the operating system's sockets (see docs/python-api.md): addresses are
-IP literals only (no name resolution); IPv6 addresses are ``(host, port)`` pairs (2- to 4-tuples
-are accepted); sockets are dual-stack (an ``AF_INET6`` socket shows IPv4 peers as
-``::ffff:a.b.c.d``); recv/send flags other than ``MSG_DONTWAIT`` (and ``MSG_NOSIGNAL`` when
-sending) raise ``EOPNOTSUPP``.
+IP literals only (no name resolution); sockets are dual-stack (an ``AF_INET6`` socket shows
+IPv4 peers as ``::ffff:a.b.c.d``); recv/send flags other than ``MSG_DONTWAIT`` (and
+``MSG_NOSIGNAL`` when sending) raise ``EOPNOTSUPP``.
+
+Data is copied once between a Python object and the socket's buffer in Rust: ``send`` and
+``sendall`` read a ``bytes`` or ``bytearray`` in place (other buffers are copied first),
+``recv`` builds its ``bytes`` straight from the socket's receive buffer, and ``recv_into`` and
+``recvfrom_into`` with a ``bytearray`` write straight into it (other writable buffers get a
+copy of a received ``bytes``).
 """
 
 from __future__ import annotations
@@ -241,11 +250,14 @@ class socket:  # noqa: N801 - the standard library's name
     def _any(self) -> str:
         return "::" if self._family == AF_INET6 else "0.0.0.0"
 
-    def _out(self, addr: tuple[str, int]) -> tuple[str, int]:
-        """An address as this socket's family shows it (IPv4-mapped on AF_INET6)."""
+    def _out(self, addr: tuple[str, int]) -> Address:
+        """An address as this socket's family shows it: ``(host, port)`` on AF_INET,
+        ``(host, port, flowinfo, scope_id)`` on AF_INET6 (IPv4 hosts IPv4-mapped)."""
         ip, port = addr
-        if self._family == AF_INET6 and ":" not in ip:
-            return ("::ffff:" + ip, port)
+        if self._family == AF_INET6:
+            if ":" not in ip:
+                ip = "::ffff:" + ip
+            return (ip, port, 0, 0)
         return (ip, port)
 
     def _udp(self) -> _native.UdpSocket:
@@ -283,18 +295,19 @@ class socket:  # noqa: N801 - the standard library's name
 
     def _recv_dgram(self, bufsize: int, timeout: Optional[float]) -> tuple[bytes, Address]:
         """The next datagram this socket accepts: from its peer if connect()ed; of its own
-        family on AF_INET (an AF_INET6 socket takes IPv4 too, shown IPv4-mapped)."""
+        family on AF_INET (an AF_INET6 socket takes IPv4 too, shown IPv4-mapped). The native
+        socket drops the others."""
         u = self._udp()
-        deadline = _Deadline(timeout)
-        while True:
-            data, (ip, port) = u.recvfrom(bufsize, deadline.left())
-            if self._family == AF_INET and ":" in ip:
-                continue
-            if self._peer is not None and not (
-                port == self._peer[1] and _same_ip(ip, self._peer[0])
-            ):
-                continue
-            return data, self._out((ip, port))
+        data, sender = u.recvfrom(bufsize, timeout, self._family == AF_INET, self._peer)
+        return data, self._out(sender)
+
+    def _recv_dgram_into(
+        self, buffer: bytearray, nbytes: int, timeout: Optional[float]
+    ) -> tuple[int, Address]:
+        """:meth:`_recv_dgram` written straight into ``buffer``."""
+        u = self._udp()
+        n, sender = u.recvfrom_into(buffer, nbytes, timeout, self._family == AF_INET, self._peer)
+        return n, self._out(sender)
 
     # -- timeouts --------------------------------------------------------------------------
 
@@ -354,7 +367,7 @@ class socket:  # noqa: N801 - the standard library's name
         conn = self._sock().accept(self._timeout)
         peer = conn.addresses()[1]
         sock = socket._wrap(self._node, self._family, conn)
-        return sock, (self._out(peer) if peer is not None else ("", 0))
+        return sock, self._out(peer if peer is not None else ("", 0))
 
     def connect(self, address: Address) -> None:
         """Connects (TCP) or sets the peer that send()/recv() use (UDP: other senders' datagrams
@@ -428,7 +441,7 @@ class socket:  # noqa: N801 - the standard library's name
                 return self._out(local)
         if self._bound is not None:
             return self._out(self._bound)
-        return (self._any(), 0)
+        return self._out((self._any(), 0))
 
     def getpeername(self) -> Address:
         self._check_open()
@@ -452,8 +465,17 @@ class socket:  # noqa: N801 - the standard library's name
             return self._send_dgram(data, self._peer, timeout)
         if self._shut_wr:
             raise BrokenPipeError(_errno.EPIPE, "Broken pipe")
+        if isinstance(data, (bytes, bytearray)):
+            return self._sock().send(data, timeout)  # read in place
         view = memoryview(data).cast("B")
         return self._sock().send(bytes(view[: 4 * _CHUNK]), timeout)
+
+    def _send_at(self, data: Union[bytes, bytearray], offset: int) -> int:
+        """send(data[offset:]) on a TCP socket without slicing (zt.asyncio's buffers)."""
+        self._check_open()
+        if self._shut_wr:
+            raise BrokenPipeError(_errno.EPIPE, "Broken pipe")
+        return self._sock().send(data, self._timeout, offset)
 
     def sendall(self, data: Buffer, flags: int = 0) -> None:
         """Sends all of ``data``; the timeout bounds the whole call (as in the standard
@@ -466,9 +488,15 @@ class socket:  # noqa: N801 - the standard library's name
         if self._shut_wr:
             raise BrokenPipeError(_errno.EPIPE, "Broken pipe")
         s = self._sock()
-        view = memoryview(data).cast("B")
         deadline = _Deadline(timeout)
         sent = 0
+        if isinstance(data, (bytes, bytearray)):
+            # Read in place from an offset; the view pins a bytearray's size meanwhile.
+            with memoryview(data) as pinned:
+                while sent < len(pinned):
+                    sent += s.send(data, deadline.left(), sent)
+            return
+        view = memoryview(data).cast("B")
         while sent < len(view):
             sent += s.send(bytes(view[sent : sent + _CHUNK]), deadline.left())
 
@@ -494,7 +522,7 @@ class socket:  # noqa: N801 - the standard library's name
         return self._send_dgram(data, _sockaddr(address, self._family, "sendto"), timeout)
 
     def _send_dgram(self, data: Buffer, to: tuple[str, int], timeout: Optional[float]) -> int:
-        payload = bytes(data)
+        payload = data if isinstance(data, (bytes, bytearray)) else bytes(data)
         if len(payload) > MAX_DATAGRAM:
             raise OSError(_errno.EMSGSIZE, "Message too long")
         if self._shut_wr:
@@ -534,22 +562,56 @@ class socket:  # noqa: N801 - the standard library's name
         return self._recv_dgram(bufsize, timeout)
 
     @staticmethod
-    def _into(buffer: Any, nbytes: int, what: str) -> tuple[memoryview, int]:
-        view = memoryview(buffer).cast("B")
+    def _into_size(size: int, nbytes: int, what: str) -> int:
+        """How many bytes to read into a buffer of ``size`` bytes (0: all of them)."""
         nbytes = operator.index(nbytes)
         if nbytes < 0:
             raise ValueError(f"negative buffersize in {what}")
-        if nbytes > len(view):
+        if nbytes > size:
             raise ValueError(f"buffer too small for requested bytes in {what}")
-        return view, nbytes or len(view)
+        return nbytes or size
+
+    @staticmethod
+    def _into(buffer: Any, nbytes: int, what: str) -> tuple[memoryview, int]:
+        view = memoryview(buffer)
+        if view.readonly:
+            raise TypeError(
+                f"{what}() argument 'buffer' must be read-write bytes-like object, "
+                f"not {type(buffer).__name__}"
+            )
+        view = view.cast("B")
+        return view, socket._into_size(len(view), nbytes, what)
+
+    def _recv_direct(
+        self, buffer: bytearray, nbytes: int, flags: int, what: str
+    ) -> Optional[tuple[int, Any]]:
+        """recv_into/recvfrom_into a bytearray, written in place by the native socket: the
+        bytes and the sender (None on TCP); None when the call reads nothing (an empty
+        read, or after ``shutdown(SHUT_RD)``: the caller's ordinary path handles those)."""
+        n = self._into_size(len(buffer), nbytes, what)
+        timeout = self._call_timeout(flags)
+        self._check_open()
+        if self._shut_rd or n == 0:
+            return None
+        if self._type == SOCK_DGRAM:
+            return self._recv_dgram_into(buffer, n, timeout)
+        return self._sock().recv_into(buffer, n, timeout), None
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        if isinstance(buffer, bytearray):
+            got = self._recv_direct(buffer, nbytes, flags, "recv_into")
+            if got is not None:
+                return got[0]
         view, n = self._into(buffer, nbytes, "recv_into")
         data = self.recv(n, flags)
         view[: len(data)] = data
         return len(data)
 
     def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
+        if isinstance(buffer, bytearray):
+            got = self._recv_direct(buffer, nbytes, flags, "recvfrom_into")
+            if got is not None:
+                return got
         view, n = self._into(buffer, nbytes, "recvfrom_into")
         data, addr = self.recvfrom(n, flags)
         view[: len(data)] = data

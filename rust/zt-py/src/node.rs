@@ -1,9 +1,9 @@
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyEOFError, PyValueError};
+use pyo3::exceptions::{PyEOFError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyByteArray, PyBytes, PyDict};
 use zt_runtime::events::{NodeEvent, RecvError, Subscription};
 use zt_runtime::runtime::{Lifecycle, NodeRuntime, RuntimeOptions};
 use zt_runtime::state::LoadOptions;
@@ -47,7 +47,7 @@ fn payload<'py>(py: Python<'py>, ev: &NodeEvent) -> PyResult<Bound<'py, PyDict>>
         } => {
             d.set_item("address", from.to_string())?;
             d.set_item("type_id", *type_id)?;
-            d.set_item("data", pyo3::types::PyBytes::new(py, data))?;
+            d.set_item("data", PyBytes::new(py, data))?;
         }
         NodeEvent::Network { network, .. } => d.set_item("network", network.to_string())?,
         NodeEvent::Address {
@@ -73,11 +73,18 @@ impl FrameTap {
         &self,
         py: Python<'py>,
         timeout: Option<f64>,
-    ) -> PyResult<Option<Bound<'py, pyo3::types::PyBytes>>> {
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let t = duration(timeout)?;
         let tap = self.0.clone();
         let f = py.detach(move || tap.recv(t));
-        Ok(f.map(|f| pyo3::types::PyBytes::new(py, &f.to_ethernet())))
+        f.map(|f| {
+            let mut header = [0u8; 14];
+            header[..6].copy_from_slice(&f.dst.to_bytes());
+            header[6..12].copy_from_slice(&f.src.to_bytes());
+            header[12..].copy_from_slice(&f.ethertype.to_be_bytes());
+            bytes_of(py, &header, &f.payload)
+        })
+        .transpose()
     }
 
     /// Frames lost because this consumer was too slow.
@@ -484,7 +491,7 @@ impl NativeNode {
         let t = duration(Some(timeout))?.unwrap_or_default();
         let rt = self.rt();
         py.detach(|| {
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let ident = (started.elapsed().subsec_nanos() as u16) | 1;
             let payload = vec![0x5a; size];
             let call = Duration::from_secs(10);
@@ -497,7 +504,7 @@ impl NativeNode {
                 .map_err(errors::runtime)?
                 .map_err(|e| errors::NetworkError::new_err(format!("cannot ping: {e}")))?;
             let mut seq = 1u16;
-            let mut last = std::time::Instant::now();
+            let mut last = Instant::now();
             loop {
                 let done = started.elapsed() >= t;
                 let got = rt
@@ -513,7 +520,7 @@ impl NativeNode {
                 // neighbour is resolved).
                 if last.elapsed() >= Duration::from_millis(250) {
                     seq = seq.wrapping_add(1);
-                    last = std::time::Instant::now();
+                    last = Instant::now();
                     let p = payload.clone();
                     let _ = rt.call(
                         move |ctx| ctx.stacks.ping_send(id, dst, (ident, seq), &p, Some(h)),
@@ -731,6 +738,134 @@ impl Drop for NativeNode {
     }
 }
 
+/// Runs `attempt` (with the GIL) until it has a result, waiting with `wait` (without the GIL,
+/// until the deadline of `timeout`) whenever it has none: the shape of every blocking socket
+/// call. Data moves in `attempt`, straight between Python objects and the socket's buffers,
+/// so the socket's lock is only ever taken by a thread that already holds the GIL or that
+/// does not want it (the loop thread, `wait`): no lock-order inversion with the GIL.
+fn blocking<R>(
+    py: Python<'_>,
+    timeout: Option<Duration>,
+    mut attempt: impl FnMut() -> PyResult<Option<R>>,
+    wait: impl Fn(Option<Instant>) -> Result<(), zt_runtime::sockets::SockError> + Sync,
+) -> PyResult<R> {
+    use zt_runtime::sockets::SockError;
+    // A timeout too long to represent blocks like None.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    loop {
+        if let Some(r) = attempt()? {
+            return Ok(r);
+        }
+        if timeout.is_some_and(|t| t.is_zero()) {
+            // Non-blocking: no need to give up the GIL to learn that.
+            return Err(sock_err(SockError::WouldBlock, timeout));
+        }
+        py.detach(|| wait(deadline))
+            .map_err(|e| sock_err(e, timeout))?;
+    }
+}
+
+/// A new `bytes` holding `a` then `b` (its storage written once, not zeroed first).
+fn bytes_of<'py>(py: Python<'py>, a: &[u8], b: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    let len = a.len() + b.len();
+    let size = pyo3::ffi::Py_ssize_t::try_from(len)
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("too many bytes"))?;
+    // SAFETY: `py` proves the GIL is held, as both calls need. With a NULL source,
+    // `PyBytes_FromStringAndSize` returns a new reference to a fresh, uninitialised `bytes` of
+    // `size` bytes (or, for 0, the shared empty one, into which nothing is written), or NULL
+    // with an exception set, which `from_owned_ptr_or_err` turns into `Err`. Nothing else
+    // can reach the new object yet, so writing its storage is sound; `PyBytes_AsString` gives
+    // that storage (`size` bytes long), and the two copies fill exactly `a.len() + b.len() ==
+    // size` bytes of it from Rust memory, which cannot overlap a fresh Python object, before
+    // the object is handed out.
+    #[allow(unsafe_code)]
+    unsafe {
+        let obj = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size);
+        let bytes = Bound::from_owned_ptr_or_err(py, obj)?.cast_into::<PyBytes>()?;
+        let dst = pyo3::ffi::PyBytes_AsString(obj).cast::<u8>();
+        std::ptr::copy_nonoverlapping(a.as_ptr(), dst, a.len());
+        std::ptr::copy_nonoverlapping(b.as_ptr(), dst.add(a.len()), b.len());
+        Ok(bytes)
+    }
+}
+
+/// Copies `a` then `b` into the start of `buffer`'s storage, as much as fits; how many bytes.
+fn fill_bytearray(buffer: &Bound<'_, PyByteArray>, a: &[u8], b: &[u8]) -> usize {
+    let len = buffer.len();
+    let dst = buffer.data();
+    let mut at = 0;
+    for part in [a, b] {
+        let n = part.len().min(len - at);
+        if n == 0 {
+            continue;
+        }
+        // SAFETY: `dst` and `len` were read just now from the bytearray, whose storage holds
+        // `len` bytes, and `at + n <= len`. The `Bound` proves this thread holds the GIL, and
+        // the GIL excludes every other Python thread (this extension is built for the limited
+        // API, abi3, which free-threaded CPython does not load). From reading `dst` to the end
+        // of this copy no Python code runs (nothing here calls into the interpreter or
+        // releases the GIL), so nothing can resize, reallocate or free the storage meanwhile.
+        // `part` is Rust memory (a socket's buffer, borrowed under its lock), so the ranges
+        // cannot overlap. The storage is written only through this raw pointer, never through
+        // a Rust reference, the way C code holding the GIL writes into a bytearray. (Only C
+        // code that released the GIL while holding an export of the buffer could touch it
+        // meanwhile: a race such code creates for every user of the buffer, CPython's own
+        // `socket.recv_into` included.)
+        #[allow(unsafe_code)]
+        unsafe {
+            std::ptr::copy_nonoverlapping(part.as_ptr(), dst.add(at), n);
+        }
+        at += n;
+    }
+    at
+}
+
+/// Runs `f` on `data[offset..]`, borrowed in place from a `bytes` or `bytearray` (ValueError
+/// for an offset beyond the end, TypeError for another type).
+fn with_bytes<R>(
+    data: &Bound<'_, PyAny>,
+    offset: usize,
+    f: impl FnOnce(&[u8]) -> R,
+) -> PyResult<R> {
+    fn tail(all: &[u8], offset: usize) -> PyResult<&[u8]> {
+        all.get(offset..)
+            .ok_or_else(|| PyValueError::new_err("offset beyond the end of the data"))
+    }
+    if let Ok(b) = data.cast::<PyBytes>() {
+        return Ok(f(tail(b.as_bytes(), offset)?));
+    }
+    if let Ok(b) = data.cast::<PyByteArray>() {
+        // SAFETY: the `Bound` proves this thread holds the GIL, which excludes every other
+        // Python thread (this extension is built for the limited API, abi3, which
+        // free-threaded CPython does not load). The slice lives only until `f` returns, during
+        // which no Python code runs (`f` only copies the bytes into a socket's buffer, and
+        // neither calls into the interpreter nor releases the GIL): no Python code can resize,
+        // reallocate, free or write the storage while it is borrowed. (Only C code that
+        // released the GIL while holding an export of the buffer could write it meanwhile: a
+        // race such code creates for every reader of the buffer, CPython's own included.)
+        #[allow(unsafe_code)]
+        let all = unsafe { b.as_bytes() };
+        return Ok(f(tail(all, offset)?));
+    }
+    Err(PyTypeError::new_err(format!(
+        "a bytes or bytearray object is required, not {}",
+        data.get_type().name()?
+    )))
+}
+
+/// Which senders a UDP read takes.
+fn sender_filter(
+    ipv4_only: bool,
+    peer: Option<(String, u16)>,
+) -> PyResult<impl Fn(std::net::SocketAddr) -> bool> {
+    let peer = peer
+        .map(|(ip, port)| parse_sockaddr(&ip, port))
+        .transpose()?;
+    Ok(move |from: std::net::SocketAddr| {
+        !(ipv4_only && from.is_ipv6()) && peer.is_none_or(|p| p == from)
+    })
+}
+
 fn sock_err(e: zt_runtime::sockets::SockError, timeout: Option<Duration>) -> PyErr {
     use zt_runtime::sockets::SockError as S;
     match e {
@@ -763,23 +898,70 @@ impl TcpSocket {
         py: Python<'py>,
         n: usize,
         timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let t = duration(timeout)?;
-        let s = self.0.clone();
-        let mut buf = vec![0u8; n.min(16 << 20)];
-        let got = py
-            .detach(|| s.recv(&mut buf, t))
-            .map_err(|e| sock_err(e, t))?;
-        Ok(pyo3::types::PyBytes::new(py, &buf[..got]))
+        let s = &*self.0;
+        blocking(
+            py,
+            t,
+            || {
+                s.try_recv_with(n, |a, b| match bytes_of(py, a, b) {
+                    Ok(bytes) => (a.len() + b.len(), Ok(bytes)),
+                    Err(e) => (0, Err(e)),
+                })
+                .map_err(|e| sock_err(e, t))?
+                .transpose()
+            },
+            |deadline| s.wait_readable(deadline),
+        )
     }
 
-    /// Queues bytes; how many were taken (blocks for room unless `timeout` is 0).
-    #[pyo3(signature = (data, timeout = None))]
-    fn send(&self, py: Python<'_>, data: &[u8], timeout: Option<f64>) -> PyResult<usize> {
+    /// Receives up to `n` bytes into the start of `buffer` (no more than fit), straight from
+    /// the socket's receive buffer; how many (0 at EOF). `timeout` as for `recv`.
+    #[pyo3(signature = (buffer, n, timeout = None))]
+    fn recv_into(
+        &self,
+        py: Python<'_>,
+        buffer: &Bound<'_, PyByteArray>,
+        n: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<usize> {
         let t = duration(timeout)?;
-        let s = self.0.clone();
-        let d = data.to_vec();
-        py.detach(|| s.send(&d, t)).map_err(|e| sock_err(e, t))
+        let s = &*self.0;
+        blocking(
+            py,
+            t,
+            // The buffer's size is read on every attempt: another thread may have resized it
+            // while this one waited without the GIL.
+            || {
+                s.try_recv_with(n.min(buffer.len()), |a, b| {
+                    let got = fill_bytearray(buffer, a, b);
+                    (got, got)
+                })
+                .map_err(|e| sock_err(e, t))
+            },
+            |deadline| s.wait_readable(deadline),
+        )
+    }
+
+    /// Queues bytes from `data[offset:]` (bytes or bytearray, read in place); how many were
+    /// taken (blocks for room unless `timeout` is 0).
+    #[pyo3(signature = (data, timeout = None, offset = 0))]
+    fn send(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        offset: usize,
+    ) -> PyResult<usize> {
+        let t = duration(timeout)?;
+        let s = &*self.0;
+        blocking(
+            py,
+            t,
+            || with_bytes(data, offset, |d| s.try_send(d))?.map_err(|e| sock_err(e, t)),
+            |deadline| s.wait_writable(deadline),
+        )
     }
 
     /// Waits until connected.
@@ -871,41 +1053,92 @@ pub(crate) struct UdpSocket(Arc<zt_runtime::sockets::UdpShared>);
 
 #[pymethods]
 impl UdpSocket {
-    /// `(data, (ip, port))` of the next datagram (truncated to `n`).
-    #[pyo3(signature = (n, timeout = None))]
+    /// `(data, (ip, port))` of the next datagram (truncated to `n`). With `ipv4_only`,
+    /// datagrams from IPv6 senders are dropped; with `peer`, datagrams from anyone else.
+    #[pyo3(signature = (n, timeout = None, ipv4_only = false, peer = None))]
     fn recvfrom<'py>(
         &self,
         py: Python<'py>,
         n: usize,
         timeout: Option<f64>,
-    ) -> PyResult<(Bound<'py, pyo3::types::PyBytes>, (String, u16))> {
+        ipv4_only: bool,
+        peer: Option<(String, u16)>,
+    ) -> PyResult<(Bound<'py, PyBytes>, (String, u16))> {
         let t = duration(timeout)?;
-        let s = self.0.clone();
-        let (d, from) = py
-            .detach(|| s.recv_from(n, t))
-            .map_err(|e| sock_err(e, t))?;
-        Ok((
-            pyo3::types::PyBytes::new(py, &d),
-            (from.ip().to_string(), from.port()),
-        ))
+        let accept = sender_filter(ipv4_only, peer)?;
+        let s = &*self.0;
+        blocking(
+            py,
+            t,
+            || {
+                s.try_recv_from_with(n, &accept, |d, from| match bytes_of(py, d, &[]) {
+                    Ok(bytes) => (true, Ok((bytes, (from.ip().to_string(), from.port())))),
+                    Err(e) => (false, Err(e)),
+                })
+                .map_err(|e| sock_err(e, t))?
+                .transpose()
+            },
+            |deadline| s.wait_readable(deadline),
+        )
     }
 
-    /// Queues a datagram to `(ip, port)`.
+    /// Like `recvfrom`, into the start of `buffer`: `(nbytes, (ip, port))` (a datagram
+    /// longer than `n` or than the buffer is truncated).
+    #[pyo3(signature = (buffer, n, timeout = None, ipv4_only = false, peer = None))]
+    fn recvfrom_into(
+        &self,
+        py: Python<'_>,
+        buffer: &Bound<'_, PyByteArray>,
+        n: usize,
+        timeout: Option<f64>,
+        ipv4_only: bool,
+        peer: Option<(String, u16)>,
+    ) -> PyResult<(usize, (String, u16))> {
+        let t = duration(timeout)?;
+        let accept = sender_filter(ipv4_only, peer)?;
+        let s = &*self.0;
+        blocking(
+            py,
+            t,
+            || {
+                s.try_recv_from_with(n.min(buffer.len()), &accept, |d, from| {
+                    let got = fill_bytearray(buffer, d, &[]);
+                    (true, (got, (from.ip().to_string(), from.port())))
+                })
+                .map_err(|e| sock_err(e, t))
+            },
+            |deadline| s.wait_readable(deadline),
+        )
+    }
+
+    /// Queues a datagram (bytes or bytearray, read in place) to `(ip, port)`.
     #[pyo3(signature = (data, ip, port, timeout = None))]
     fn sendto(
         &self,
         py: Python<'_>,
-        data: &[u8],
+        data: &Bound<'_, PyAny>,
         ip: &str,
         port: u16,
         timeout: Option<f64>,
     ) -> PyResult<usize> {
         let to = parse_sockaddr(ip, port)?;
         let t = duration(timeout)?;
-        let s = self.0.clone();
-        let d = data.to_vec();
-        py.detach(|| s.send_to(&d, to, t))
-            .map_err(|e| sock_err(e, t))
+        let s = &*self.0;
+        // The size last tried (a bytearray may change size while the call waits).
+        let len = std::sync::atomic::AtomicUsize::new(0);
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        blocking(
+            py,
+            t,
+            || {
+                with_bytes(data, 0, |d| {
+                    len.store(d.len(), relaxed);
+                    s.try_send_to(d, to)
+                })?
+                .map_err(|e| sock_err(e, t))
+            },
+            |deadline| s.wait_writable(len.load(relaxed), deadline),
+        )
     }
 
     /// The readiness descriptor.

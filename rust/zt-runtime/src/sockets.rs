@@ -369,40 +369,158 @@ impl TcpShared {
         wait_on(&self.cond, st, deadline)
     }
 
-    /// Receives up to `buf.len()` bytes; 0 means EOF. `timeout` None blocks, zero does not.
+    /// Whether a read returns at once: data, EOF, an error, or a socket that cannot receive.
+    fn recv_ready(st: &TcpState) -> bool {
+        !st.rx.is_empty()
+            || st.error.is_some()
+            || st.eof
+            || st.released
+            || matches!(st.phase, Phase::Idle | Phase::Listening)
+    }
+
+    /// Whether a send returns at once: room for data, an error, or a socket that cannot send.
+    fn send_ready(st: &TcpState) -> bool {
+        st.error.is_some()
+            || st.write_shutdown
+            || st.released
+            || match st.phase {
+                Phase::Connected => st.tx.len() < st.tx_cap,
+                Phase::Connecting => false,
+                Phase::Idle | Phase::Listening | Phase::Closed => true,
+            }
+    }
+
+    /// Waits until a read would not block (data, EOF, an error...) or `deadline` passes
+    /// (`WouldBlock`). It takes nothing: another thread may take the data first, so read with
+    /// [`Self::try_recv_with`] and wait again if that finds nothing.
     ///
     /// # Errors
-    /// The connection failed, the socket is not connected, or nothing arrived in time.
-    pub fn recv(&self, buf: &mut [u8], timeout: Option<Duration>) -> Result<usize, SockError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+    /// `WouldBlock` once `deadline` has passed.
+    pub fn wait_readable(&self, deadline: Option<Instant>) -> Result<(), SockError> {
         let mut st = self.lock();
-        loop {
-            if !st.rx.is_empty() {
-                let n = buf.len().min(st.rx.len());
-                let (a, b) = st.rx.as_slices();
-                let first = a.len().min(n);
-                buf[..first].copy_from_slice(&a[..first]);
-                buf[first..n].copy_from_slice(&b[..n - first]);
-                st.rx.drain(..n);
-                // The loop needs to hear of it only when it stopped moving data for want of room.
+        while !Self::recv_ready(&st) {
+            st = self.wait(st, deadline)?;
+        }
+        Ok(())
+    }
+
+    /// Reads without blocking, straight from the receive buffer into wherever `take` puts the
+    /// bytes: `take` gets up to `max` received bytes as two slices (the buffer is a ring: the
+    /// second continues the first) and returns how many of them it consumed (the rest stays
+    /// queued) with its result. At EOF, and once the socket was closed, `take` gets two empty
+    /// slices. `Ok(None)`: nothing to read yet (see [`Self::wait_readable`]).
+    ///
+    /// `take` runs with the socket's state locked: it must not block, nor wait for anything
+    /// that could be waiting for this socket (a Python caller holds the GIL already and must
+    /// not release it in `take`).
+    ///
+    /// # Errors
+    /// The connection failed, or the socket is not connected.
+    pub fn try_recv_with<R>(
+        &self,
+        max: usize,
+        take: impl FnOnce(&[u8], &[u8]) -> (usize, R),
+    ) -> Result<Option<R>, SockError> {
+        let mut st = self.lock();
+        if !st.rx.is_empty() {
+            let n = max.min(st.rx.len());
+            let (a, b) = st.rx.as_slices();
+            let first = a.len().min(n);
+            let (used, r) = take(&a[..first], &b[..n - first]);
+            let used = used.min(n);
+            if used > 0 {
+                st.rx.drain(..used);
+                // The loop needs to hear of it only when it stopped moving data for want of
+                // room.
                 let wake = std::mem::take(&mut st.rx_blocked);
                 self.refresh(&st);
                 drop(st);
                 if wake {
                     (self.wake)();
                 }
+            }
+            return Ok(Some(r));
+        }
+        if let Some(e) = st.error {
+            return Err(e);
+        }
+        if st.eof || st.released {
+            return Ok(Some(take(&[], &[]).1));
+        }
+        if matches!(st.phase, Phase::Idle | Phase::Listening) {
+            return Err(SockError::NotConnected);
+        }
+        Ok(None)
+    }
+
+    /// Receives up to `buf.len()` bytes; 0 means EOF. `timeout` None blocks, zero does not.
+    ///
+    /// # Errors
+    /// The connection failed, the socket is not connected, or nothing arrived in time.
+    pub fn recv(&self, buf: &mut [u8], timeout: Option<Duration>) -> Result<usize, SockError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let got = self.try_recv_with(buf.len(), |a, b| {
+                let n = a.len() + b.len();
+                buf[..a.len()].copy_from_slice(a);
+                buf[a.len()..n].copy_from_slice(b);
+                (n, n)
+            })?;
+            if let Some(n) = got {
                 return Ok(n);
             }
-            if let Some(e) = st.error {
-                return Err(e);
-            }
-            if st.eof || st.released {
-                return Ok(0);
-            }
-            if matches!(st.phase, Phase::Idle | Phase::Listening) {
-                return Err(SockError::NotConnected);
-            }
+            self.wait_readable(deadline)?;
+        }
+    }
+
+    /// Waits until a send would not block (room in the send buffer, an error...) or
+    /// `deadline` passes (`WouldBlock`); then send with [`Self::try_send`] (which may find the
+    /// room taken by another thread: wait again).
+    ///
+    /// # Errors
+    /// `WouldBlock` once `deadline` has passed.
+    pub fn wait_writable(&self, deadline: Option<Instant>) -> Result<(), SockError> {
+        let mut st = self.lock();
+        while !Self::send_ready(&st) {
             st = self.wait(st, deadline)?;
+        }
+        Ok(())
+    }
+
+    /// Queues up to `data.len()` bytes without blocking: how many (at least 1 unless `data` is
+    /// empty). `Ok(None)`: no room yet, or still connecting (see [`Self::wait_writable`]). The
+    /// bytes are copied with the socket's state locked.
+    ///
+    /// # Errors
+    /// Not connected, write side shut down, or the connection failed.
+    pub fn try_send(&self, data: &[u8]) -> Result<Option<usize>, SockError> {
+        let mut st = self.lock();
+        if let Some(e) = st.error {
+            return Err(e);
+        }
+        if st.write_shutdown || st.released || st.phase == Phase::Closed {
+            return Err(SockError::BrokenPipe);
+        }
+        match st.phase {
+            Phase::Connected => {
+                let room = st.tx_cap.saturating_sub(st.tx.len());
+                if room == 0 {
+                    return Ok(None);
+                }
+                let n = room.min(data.len());
+                // Data already waiting means the loop knows (it takes more on its next pass,
+                // which incoming ACKs cause): only the first bytes wake it.
+                let wake = st.tx.is_empty();
+                st.tx.extend(&data[..n]);
+                self.refresh(&st);
+                drop(st);
+                if wake {
+                    (self.wake)();
+                }
+                Ok(Some(n))
+            }
+            Phase::Connecting => Ok(None),
+            _ => Err(SockError::NotConnected),
         }
     }
 
@@ -412,35 +530,11 @@ impl TcpShared {
     /// Not connected, write side shut down, connection failed, or no room in time.
     pub fn send(&self, data: &[u8], timeout: Option<Duration>) -> Result<usize, SockError> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let mut st = self.lock();
         loop {
-            if let Some(e) = st.error {
-                return Err(e);
+            if let Some(n) = self.try_send(data)? {
+                return Ok(n);
             }
-            if st.write_shutdown || st.released || st.phase == Phase::Closed {
-                return Err(SockError::BrokenPipe);
-            }
-            match st.phase {
-                Phase::Connected => {
-                    let room = st.tx_cap.saturating_sub(st.tx.len());
-                    if room > 0 {
-                        let n = room.min(data.len());
-                        // Data already waiting means the loop knows (it takes more on its next
-                        // pass, which incoming ACKs cause): only the first bytes wake it.
-                        let wake = st.tx.is_empty();
-                        st.tx.extend(&data[..n]);
-                        self.refresh(&st);
-                        drop(st);
-                        if wake {
-                            (self.wake)();
-                        }
-                        return Ok(n);
-                    }
-                }
-                Phase::Connecting => {}
-                _ => return Err(SockError::NotConnected),
-            }
-            st = self.wait(st, deadline)?;
+            self.wait_writable(deadline)?;
         }
     }
 
@@ -760,21 +854,8 @@ impl Listener {
 
 impl SocketTable {
     /// The network whose managed prefixes contain `ip`.
-    pub(crate) fn route(stacks: &mut Stacks, ip: IpAddr) -> Option<NetworkId> {
-        for id in stacks.networks() {
-            let s = stacks.get(id)?;
-            let hit = s.addresses().iter().any(|(a, bits)| {
-                let p = zt_proto::network::config::IpPrefix {
-                    ip: *a,
-                    bits: *bits,
-                };
-                p.contains(ip) && !matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local())
-            });
-            if hit {
-                return Some(id);
-            }
-        }
-        None
+    pub(crate) fn route(stacks: &Stacks, ip: IpAddr) -> Option<NetworkId> {
+        stacks.route(ip)
     }
 
     /// Starts a connection; the returned socket becomes connected (or fails) later.
@@ -1213,6 +1294,28 @@ struct UdpState {
     waiters: usize,
     /// (readable, writable) as of the last refresh: waiters are woken when either turns true.
     signalled: std::cell::Cell<(bool, bool)>,
+    /// Emptied datagram buffers, reused for the next datagrams either way.
+    spare: Vec<Vec<u8>>,
+}
+
+/// Most spare datagram buffers a UDP socket keeps, and the largest one kept.
+const SPARE_BUFFERS: usize = 32;
+const SPARE_CAPACITY: usize = 16 << 10;
+
+impl UdpState {
+    /// Keeps an emptied datagram buffer for reuse (unless there are enough, or it is large).
+    fn keep_spare(&mut self, mut d: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS && (1..=SPARE_CAPACITY).contains(&d.capacity()) {
+            d.clear();
+            self.spare.push(d);
+        }
+    }
+
+    /// Whether a datagram of `len` bytes fits in the send buffer (one always fits in an empty
+    /// one).
+    fn has_room(&self, len: usize) -> bool {
+        self.tx_bytes + len <= self.tx_cap || self.tx.is_empty()
+    }
 }
 
 impl Waiters for UdpState {
@@ -1270,6 +1373,21 @@ impl UdpShared {
         self.lock().dropped
     }
 
+    /// Pops the next datagram `accept` takes, dropping those it refuses before it.
+    fn next_datagram(
+        st: &mut UdpState,
+        accept: impl Fn(SocketAddr) -> bool,
+    ) -> Option<(SocketAddr, Vec<u8>)> {
+        while let Some((from, d)) = st.rx.pop_front() {
+            st.rx_bytes -= d.len();
+            if accept(from) {
+                return Some((from, d));
+            }
+            st.keep_spare(d);
+        }
+        None
+    }
+
     /// The next datagram (truncated to `max`) and its sender.
     ///
     /// # Errors
@@ -1282,8 +1400,7 @@ impl UdpShared {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut st = self.lock();
         loop {
-            if let Some((from, mut d)) = st.rx.pop_front() {
-                st.rx_bytes -= d.len();
+            if let Some((from, mut d)) = Self::next_datagram(&mut st, |_| true) {
                 d.truncate(max);
                 self.refresh(&st);
                 return Ok((d, from));
@@ -1298,6 +1415,103 @@ impl UdpShared {
         }
     }
 
+    /// Waits until a read would not block (a datagram, an error, closed) or `deadline`
+    /// passes (`WouldBlock`); then read with [`Self::try_recv_from_with`].
+    ///
+    /// # Errors
+    /// `WouldBlock` once `deadline` has passed.
+    pub fn wait_readable(&self, deadline: Option<Instant>) -> Result<(), SockError> {
+        let mut st = self.lock();
+        while st.rx.is_empty() && !st.released && st.error.is_none() {
+            st = wait_on(&self.cond, st, deadline)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the next datagram without blocking: datagrams whose sender `accept` refuses are
+    /// dropped; `take` gets the first one it accepts (truncated to `max`) with its sender and
+    /// returns whether it consumed it (false: the datagram stays first in the queue) and its
+    /// result. `Ok(None)`: nothing (accepted) to read yet (see [`Self::wait_readable`]).
+    ///
+    /// `take` runs with the socket's state locked: it must not block, nor wait for anything
+    /// that could be waiting for this socket.
+    ///
+    /// # Errors
+    /// Closed, or the node stopped.
+    pub fn try_recv_from_with<R>(
+        &self,
+        max: usize,
+        accept: impl Fn(SocketAddr) -> bool,
+        take: impl FnOnce(&[u8], SocketAddr) -> (bool, R),
+    ) -> Result<Option<R>, SockError> {
+        let mut st = self.lock();
+        let before = st.rx.len();
+        if let Some((from, d)) = Self::next_datagram(&mut st, accept) {
+            let (used, r) = take(&d[..max.min(d.len())], from);
+            if used {
+                st.keep_spare(d);
+            } else {
+                st.rx_bytes += d.len();
+                st.rx.push_front((from, d));
+            }
+            self.refresh(&st);
+            return Ok(Some(r));
+        }
+        if st.rx.len() != before {
+            self.refresh(&st);
+        }
+        if st.released {
+            return Err(SockError::Closed);
+        }
+        if let Some(e) = st.error {
+            return Err(e);
+        }
+        Ok(None)
+    }
+
+    /// Waits until a datagram of `len` bytes can be queued (or sending fails at once) or
+    /// `deadline` passes (`WouldBlock`); then send with [`Self::try_send_to`].
+    ///
+    /// # Errors
+    /// `WouldBlock` once `deadline` has passed.
+    pub fn wait_writable(&self, len: usize, deadline: Option<Instant>) -> Result<(), SockError> {
+        let mut st = self.lock();
+        while !(st.released || st.error.is_some() || st.has_room(len)) {
+            st = wait_on(&self.cond, st, deadline)?;
+        }
+        Ok(())
+    }
+
+    /// Queues a datagram to `to` without blocking (its bytes are copied with the socket's
+    /// state locked): its length, or `Ok(None)` while the send buffer has no room for it.
+    ///
+    /// # Errors
+    /// Closed, too large, or the node stopped.
+    pub fn try_send_to(&self, data: &[u8], to: SocketAddr) -> Result<Option<usize>, SockError> {
+        if data.len() > MAX_DATAGRAM {
+            return Err(SockError::Invalid);
+        }
+        let mut st = self.lock();
+        if st.released {
+            return Err(SockError::Closed);
+        }
+        if let Some(e) = st.error {
+            return Err(e);
+        }
+        st.permit(to.ip())?;
+        if !st.has_room(data.len()) {
+            return Ok(None);
+        }
+        let mut d = st.spare.pop().unwrap_or_default();
+        d.extend_from_slice(data);
+        st.tx_bytes += d.len();
+        st.tx.push_back((to, d));
+        self.refresh(&st);
+        drop(st);
+        (self.wake)();
+        Ok(Some(data.len()))
+    }
+
     /// Queues a datagram to `to`.
     ///
     /// # Errors
@@ -1308,28 +1522,12 @@ impl UdpShared {
         to: SocketAddr,
         timeout: Option<Duration>,
     ) -> Result<usize, SockError> {
-        if data.len() > MAX_DATAGRAM {
-            return Err(SockError::Invalid);
-        }
         let deadline = timeout.map(|t| Instant::now() + t);
-        let mut st = self.lock();
-        st.permit(to.ip())?;
         loop {
-            if st.released {
-                return Err(SockError::Closed);
+            if let Some(n) = self.try_send_to(data, to)? {
+                return Ok(n);
             }
-            if let Some(e) = st.error {
-                return Err(e);
-            }
-            if st.tx_bytes + data.len() <= st.tx_cap || st.tx.is_empty() {
-                st.tx_bytes += data.len();
-                st.tx.push_back((to, data.to_vec()));
-                self.refresh(&st);
-                drop(st);
-                (self.wake)();
-                return Ok(data.len());
-            }
-            st = wait_on(&self.cond, st, deadline)?;
+            self.wait_writable(data.len(), deadline)?;
         }
     }
 
@@ -1468,6 +1666,7 @@ impl UdpTable {
                 signalled: std::cell::Cell::new((false, false)),
                 opts: UdpOptions::default(),
                 nets: net_views(stacks, &handles),
+                spare: Vec::new(),
             }),
             cond: Condvar::new(),
             readiness: Readiness::new().map_err(|_| SockError::Invalid)?,
@@ -1522,7 +1721,9 @@ impl UdpTable {
                         continue;
                     }
                     st.rx_bytes += data.len();
-                    st.rx.push_back((endpoint(meta.endpoint), data.to_vec()));
+                    let mut d = st.spare.pop().unwrap_or_default();
+                    d.extend_from_slice(data);
+                    st.rx.push_back((endpoint(meta.endpoint), d));
                 }
             }
             while let Some((to, _)) = st.tx.front() {
@@ -1541,6 +1742,7 @@ impl UdpTable {
                     // Nothing routes it: dropped like an unroutable datagram.
                     if let Some((_, d)) = st.tx.pop_front() {
                         st.tx_bytes -= d.len();
+                        st.keep_spare(d);
                     }
                     continue;
                 };
@@ -1560,6 +1762,7 @@ impl UdpTable {
                 if sock.send_slice(&d, ep).is_ok() {
                     sent = true;
                 }
+                st.keep_spare(d);
             }
             e.shared.refresh(&st);
             true
@@ -2223,6 +2426,7 @@ mod tests {
             ],
             waiters: 0,
             signalled: std::cell::Cell::new((false, false)),
+            spare: Vec::new(),
         };
         for (to, kind) in [
             ("198.18.0.9", Dest::Unicast),

@@ -104,7 +104,9 @@ impl Stacks {
     pub fn deliver(&mut self, f: &Frame) -> bool {
         match self.by_net.get_mut(&f.network) {
             Some(s) => {
-                s.handle_frame(f.to_ethernet());
+                let mut buf = s.frame_buffer();
+                f.write_ethernet(&mut buf);
+                s.handle_frame(buf);
                 true
             }
             None => false,
@@ -226,6 +228,20 @@ impl Stacks {
             s.remove(h);
         }
         from
+    }
+
+    /// The network whose managed prefixes (not link-local ones) contain `ip` (no allocation:
+    /// this runs for every datagram sent).
+    #[must_use]
+    pub fn route(&self, ip: IpAddr) -> Option<NetworkId> {
+        self.by_net.iter().find_map(|(id, s)| {
+            s.address_iter()
+                .any(|(a, bits)| {
+                    let p = zt_proto::network::config::IpPrefix { ip: a, bits };
+                    p.contains(ip) && !matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local())
+                })
+                .then_some(*id)
+        })
     }
 
     /// The stack of a network.

@@ -468,3 +468,146 @@ fn an_unspecified_listener_covers_networks_joined_later() {
         Some(SockError::WouldBlock)
     );
 }
+
+#[test]
+fn non_blocking_calls_move_only_what_the_caller_takes() {
+    let (_root, a, b, id) = adhoc_pair(7002);
+    let (client, conn) = connected(&a, &b, id, 7002);
+    let soon = || Some(Instant::now() + Duration::from_millis(50));
+    let later = || Some(Instant::now() + T);
+    // Nothing to read yet: None, and waiting times out.
+    assert_eq!(conn.try_recv_with(10, |_, _| (0, ())), Ok(None));
+    assert_eq!(conn.wait_readable(soon()), Err(SockError::WouldBlock));
+    assert_eq!(client.try_send(b"hello world"), Ok(Some(11)));
+    conn.wait_readable(later()).unwrap();
+    // `take` sees at most `max` bytes and consumes what it says.
+    let took = conn.try_recv_with(5, |x, y| {
+        assert_eq!(x.len() + y.len(), 5);
+        (2, [x, y].concat())
+    });
+    assert_eq!(took, Ok(Some(b"hello".to_vec())));
+    let rest = conn.try_recv_with(100, |x, y| (x.len() + y.len(), [x, y].concat()));
+    assert_eq!(rest, Ok(Some(b"llo world".to_vec())));
+    // A `take` that consumes nothing leaves the data for the next read.
+    assert_eq!(client.try_send(b"again"), Ok(Some(5)));
+    conn.wait_readable(later()).unwrap();
+    assert_eq!(
+        conn.try_recv_with(100, |x, y| (0, x.len() + y.len())),
+        Ok(Some(5))
+    );
+    let mut buf = [0u8; 16];
+    assert_eq!(conn.recv(&mut buf, Some(T)), Ok(5));
+    assert_eq!(&buf[..5], b"again");
+    // Until the send buffer is full, try_send takes data; then None, and waiting for room
+    // ends once the peer reads.
+    let chunk = vec![0x5a; 64 << 10];
+    let mut queued = 0;
+    while let Some(n) = conn.try_send(&chunk).unwrap() {
+        assert!(n > 0);
+        queued += n;
+        assert!(queued < 64 << 20, "the send buffer never filled");
+    }
+    let reader = {
+        let client = client.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 20];
+            let mut got = 0;
+            while got < queued {
+                got += client.recv(&mut buf, Some(T)).unwrap();
+            }
+            got
+        })
+    };
+    conn.wait_writable(later()).unwrap();
+    assert_eq!(reader.join().unwrap(), queued);
+    assert_eq!(conn.try_send(b"!"), Ok(Some(1)));
+    // EOF: `take` gets nothing, every time; a shut-down writer fails at once.
+    conn.shutdown_write();
+    assert_eq!(client.recv(&mut buf, Some(T)), Ok(1));
+    client.wait_readable(later()).unwrap();
+    for _ in 0..2 {
+        let eof = client.try_recv_with(10, |x, y| (0, x.len() + y.len()));
+        assert_eq!(eof, Ok(Some(0)));
+    }
+    conn.wait_writable(soon()).unwrap();
+    assert_eq!(conn.try_send(b"x"), Err(SockError::BrokenPipe));
+}
+
+#[test]
+fn udp_non_blocking_reads_filter_senders_and_may_leave_a_datagram() {
+    let (_root, a, b, id) = adhoc_pair(7003);
+    let bind = |rt: &NodeRuntime, ip: IpAddr| {
+        let wake = rt.handle().waker();
+        rt.call(
+            move |ctx| {
+                ctx.udp.bind(
+                    ctx.stacks,
+                    SocketAddr::new(ip, 7003),
+                    (1 << 20, 1 << 20),
+                    wake,
+                )
+            },
+            T,
+        )
+        .unwrap()
+        .unwrap()
+    };
+    let (ip_a, ip_b) = (sixplane(&a, id), sixplane(&b, id));
+    let ua = bind(&a, ip_a);
+    let ub = bind(&b, "::".parse().unwrap());
+    let to_b = SocketAddr::new(ip_b, 7003);
+    assert_eq!(
+        ub.try_recv_from_with(10, |_| true, |_, _| (true, ())),
+        Ok(None)
+    );
+    assert_eq!(
+        ub.wait_readable(Some(Instant::now() + Duration::from_millis(50))),
+        Err(SockError::WouldBlock)
+    );
+    // The first datagram may wait for the path: send until one arrives.
+    let deadline = Instant::now() + T;
+    loop {
+        assert_eq!(ua.try_send_to(b"first", to_b), Ok(Some(5)));
+        if ub
+            .wait_readable(Some(Instant::now() + Duration::from_millis(200)))
+            .is_ok()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no datagram arrived");
+    }
+    // Refused senders' datagrams are dropped; `take` may leave the datagram queued.
+    let from_a = SocketAddr::new(ip_a, 7003);
+    let kept = ub.try_recv_from_with(
+        3,
+        |from| from == from_a,
+        |d, from| (false, (d.to_vec(), from)),
+    );
+    assert_eq!(kept, Ok(Some((b"fir".to_vec(), from_a))));
+    let refused = ub.try_recv_from_with(10, |_| false, |_, _| (true, ()));
+    assert_eq!(refused, Ok(None), "dropped, not returned");
+    // One more goes through whole (after what the resends left).
+    assert_eq!(ua.try_send_to(b"second", to_b), Ok(Some(6)));
+    loop {
+        ub.wait_readable(Some(Instant::now() + T)).unwrap();
+        let got = ub.try_recv_from_with(100, |_| true, |d, from| (true, (d.to_vec(), from)));
+        let Ok(Some((data, from))) = got else {
+            panic!("a datagram was readable: {got:?}");
+        };
+        assert_eq!(from, from_a);
+        if data == b"second" {
+            break;
+        }
+        assert_eq!(data, b"first");
+    }
+    assert_eq!(
+        ua.try_send_to(&vec![0; 70_000], to_b),
+        Err(SockError::Invalid)
+    );
+    ub.close();
+    ub.wait_readable(None).unwrap();
+    assert_eq!(
+        ub.try_recv_from_with(10, |_| true, |_, _| (true, ())),
+        Err(SockError::Closed)
+    );
+}

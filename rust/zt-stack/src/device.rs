@@ -15,15 +15,20 @@ pub type TcpTuple = (u16, IpAddress, u16);
 /// Most frames queued in either direction before the oldest inbound / newest outbound ones are
 /// dropped (and counted).
 pub const QUEUE_LIMIT: usize = 4096;
-/// Spare frame buffers kept for reuse.
+/// Spare frame buffers kept for reuse (each way).
 const POOL_LIMIT: usize = 256;
 
-/// In-memory Ethernet: `rx` holds frames for the stack, `tx` the frames it sent.
+/// In-memory Ethernet: `rx` holds frames for the stack, `tx` the frames it sent. Frame buffers
+/// circulate instead of being allocated per frame: `tx_pool` holds buffers for frames the stack
+/// sends (given back with [`Self::recycle`] once the node took the bytes), `rx_pool` buffers
+/// for frames handed to the stack ([`Self::rx_buffer`]; they come back once smoltcp consumed
+/// the frame).
 #[derive(Debug)]
 pub struct VirtualEthernet {
     rx: VecDeque<Vec<u8>>,
     tx: VecDeque<Vec<u8>>,
-    pool: Vec<Vec<u8>>,
+    tx_pool: Vec<Vec<u8>>,
+    rx_pool: Vec<Vec<u8>>,
     mtu: usize,
     /// Frames dropped because a queue was full.
     pub dropped: u64,
@@ -38,7 +43,8 @@ impl VirtualEthernet {
         Self {
             rx: VecDeque::new(),
             tx: VecDeque::new(),
-            pool: Vec::new(),
+            tx_pool: Vec::new(),
+            rx_pool: Vec::new(),
             mtu,
             dropped: 0,
             heard: HashMap::new(),
@@ -75,8 +81,10 @@ impl VirtualEthernet {
 
     /// Queues a frame for the stack.
     pub fn push_rx(&mut self, frame: Vec<u8>) {
-        if self.rx.len() >= QUEUE_LIMIT {
-            self.rx.pop_front();
+        if self.rx.len() >= QUEUE_LIMIT
+            && let Some(old) = self.rx.pop_front()
+        {
+            keep(&mut self.rx_pool, old);
             self.dropped += 1;
         }
         self.rx.push_back(frame);
@@ -87,12 +95,14 @@ impl VirtualEthernet {
         self.tx.pop_front()
     }
 
-    /// Gives a frame buffer back for reuse (after its bytes were consumed).
-    pub fn recycle(&mut self, mut buf: Vec<u8>) {
-        if self.pool.len() < POOL_LIMIT {
-            buf.clear();
-            self.pool.push(buf);
-        }
+    /// Gives a sent frame's buffer back for reuse (after its bytes were consumed).
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        keep(&mut self.tx_pool, buf);
+    }
+
+    /// An empty buffer for an inbound frame ([`Self::push_rx`]), reused if one is spare.
+    pub fn rx_buffer(&mut self) -> Vec<u8> {
+        self.rx_pool.pop().unwrap_or_default()
     }
 
     /// Frames waiting for the stack.
@@ -102,17 +112,33 @@ impl VirtualEthernet {
     }
 }
 
-/// Receive token: one frame.
-pub struct RxToken {
-    frame: Vec<u8>,
+/// Puts an emptied buffer in `pool` unless the pool is full.
+fn keep(pool: &mut Vec<Vec<u8>>, mut buf: Vec<u8>) {
+    if pool.len() < POOL_LIMIT && buf.capacity() > 0 {
+        buf.clear();
+        pool.push(buf);
+    }
 }
 
-impl phy::RxToken for RxToken {
+/// Receive token: one frame, whose buffer goes back to the pool once the token is consumed or
+/// dropped.
+pub struct RxToken<'a> {
+    frame: Vec<u8>,
+    pool: &'a mut Vec<Vec<u8>>,
+}
+
+impl phy::RxToken for RxToken<'_> {
     fn consume<R, F>(self, f: F) -> R
     where
         F: FnOnce(&[u8]) -> R,
     {
         f(&self.frame)
+    }
+}
+
+impl Drop for RxToken<'_> {
+    fn drop(&mut self) {
+        keep(self.pool, std::mem::take(&mut self.frame));
     }
 }
 
@@ -133,6 +159,7 @@ impl phy::TxToken for TxToken<'_> {
         let r = f(&mut buf);
         if self.tx.len() >= QUEUE_LIMIT {
             *self.dropped += 1;
+            keep(self.pool, buf);
         } else {
             self.tx.push_back(buf);
         }
@@ -141,7 +168,7 @@ impl phy::TxToken for TxToken<'_> {
 }
 
 impl phy::Device for VirtualEthernet {
-    type RxToken<'a> = RxToken;
+    type RxToken<'a> = RxToken<'a>;
     type TxToken<'a> = TxToken<'a>;
 
     fn receive(&mut self, timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
@@ -152,10 +179,13 @@ impl phy::Device for VirtualEthernet {
             *t = timestamp.total_millis();
         }
         Some((
-            RxToken { frame },
+            RxToken {
+                frame,
+                pool: &mut self.rx_pool,
+            },
             TxToken {
                 tx: &mut self.tx,
-                pool: &mut self.pool,
+                pool: &mut self.tx_pool,
                 dropped: &mut self.dropped,
             },
         ))
@@ -164,7 +194,7 @@ impl phy::Device for VirtualEthernet {
     fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {
         Some(TxToken {
             tx: &mut self.tx,
-            pool: &mut self.pool,
+            pool: &mut self.tx_pool,
             dropped: &mut self.dropped,
         })
     }
@@ -201,4 +231,54 @@ fn tcp_tuple(frame: &[u8]) -> Option<TcpTuple> {
     };
     let tcp = TcpPacket::new_checked(segment).ok()?;
     Some((tcp.dst_port(), src, tcp.src_port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::phy::{Device, RxToken as _, TxToken as _};
+
+    #[test]
+    fn frame_buffers_are_recycled_both_ways() {
+        let mut dev = VirtualEthernet::new(1500);
+        let t = Instant::from_millis(0);
+        // Inbound: a frame built in an rx buffer comes back once consumed (or dropped unread).
+        let mut frame = dev.rx_buffer();
+        assert_eq!(frame.capacity(), 0, "nothing spare yet");
+        frame.extend_from_slice(&[7; 60]);
+        let at = frame.as_ptr();
+        dev.push_rx(frame);
+        let Some((rx, _tx)) = dev.receive(t) else {
+            panic!("a frame is queued");
+        };
+        assert_eq!(rx.consume(|f| f.len()), 60);
+        let again = dev.rx_buffer();
+        assert!(again.is_empty() && again.capacity() >= 60);
+        assert_eq!(again.as_ptr(), at, "the same allocation");
+        dev.push_rx(again);
+        drop(dev.receive(t));
+        assert!(
+            dev.rx_buffer().capacity() >= 60,
+            "a dropped token recycles too"
+        );
+        // Outbound: a sent frame's buffer, given back, is used for the next one.
+        let Some(tx) = dev.transmit(t) else {
+            panic!("transmit is always possible");
+        };
+        tx.consume(42, |b| b.fill(1));
+        let Some(sent) = dev.pop_tx() else {
+            panic!("a frame was sent");
+        };
+        assert_eq!(sent, vec![1; 42]);
+        let at = sent.as_ptr();
+        dev.recycle(sent);
+        let Some(tx) = dev.transmit(t) else {
+            panic!("transmit is always possible");
+        };
+        tx.consume(10, |b| b.fill(2));
+        let Some(next) = dev.pop_tx() else {
+            panic!("a frame was sent");
+        };
+        assert_eq!((next.as_ptr(), next.len()), (at, 10));
+    }
 }

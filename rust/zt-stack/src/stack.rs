@@ -152,16 +152,28 @@ impl NetStack {
     /// The addresses in use.
     #[must_use]
     pub fn addresses(&self) -> Vec<(IpAddr, u8)> {
+        self.address_iter().collect()
+    }
+
+    /// The addresses in use, without collecting them (`ip`, prefix length; the link-local
+    /// address first).
+    pub fn address_iter(&self) -> impl Iterator<Item = (IpAddr, u8)> + '_ {
         self.iface
             .ip_addrs()
             .iter()
             .map(|c| (IpAddr::from(c.address()), c.prefix_len()))
-            .collect()
     }
 
-    /// A frame from the network (Ethernet, 14-byte header).
+    /// A frame from the network (Ethernet, 14-byte header). Its buffer is kept for reuse once
+    /// the stack has processed it: build frames in [`Self::frame_buffer`]s.
     pub fn handle_frame(&mut self, frame: Vec<u8>) {
         self.dev.push_rx(frame);
+    }
+
+    /// An empty buffer to build the next [`Self::handle_frame`] frame in (a recycled one when
+    /// the stack has one spare: no allocation per frame).
+    pub fn frame_buffer(&mut self) -> Vec<u8> {
+        self.dev.rx_buffer()
     }
 
     /// Processes queued frames and timers; true if anything happened to a socket.

@@ -124,11 +124,18 @@ impl Frame {
     #[must_use]
     pub fn to_ethernet(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(14 + self.payload.len());
+        self.write_ethernet(&mut out);
+        out
+    }
+
+    /// Appends the Ethernet II bytes to `out` (a reused buffer: no allocation once it is large
+    /// enough).
+    pub fn write_ethernet(&self, out: &mut Vec<u8>) {
+        out.reserve(14 + self.payload.len());
         out.extend_from_slice(&self.dst.to_bytes());
         out.extend_from_slice(&self.src.to_bytes());
         out.extend_from_slice(&self.ethertype.to_be_bytes());
         out.extend_from_slice(&self.payload);
-        out
     }
 }
 
