@@ -24,24 +24,16 @@ network. Only traffic to 127.0.0.1.
 from __future__ import annotations
 
 import argparse
-import socket as std_socket
 import statistics
 import sys
 import threading
 import time
 
 import zt
-from zt.planet import make_planet
+from _loopback import loopback_planet, refuse_debug_build
 from zt.socket import AF_INET6, SOCK_STREAM
 
 PORT = 9100
-
-
-def free_udp_port() -> int:
-    with std_socket.socket(std_socket.AF_INET, std_socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Bench:
@@ -165,24 +157,13 @@ def main() -> int:
     p.add_argument("--rr", type=int, default=2000, help="64-byte round trips per round")
     p.add_argument("--chunk", type=int, default=1 << 20, help="bytes per send/recv call")
     args = p.parse_args()
-    if zt.BUILD_PROFILE != "release":
-        sys.stderr.write("refusing to measure a debug build of zt\n")
+    if refuse_debug_build():
         return 2
-    port = free_udp_port()
-    root_id = zt.Identity.generate()
-    planet = make_planet([(root_id, [f"127.0.0.1/{port}"])], signing_key=zt.KeyPair.generate())
-
-    def opts(**kw: object) -> zt.NodeOptions:
-        o = zt.NodeOptions(
-            planet=planet, allow_loopback=True, ipv6=False, allowed_destinations=["127.0.0.0/8"]
-        )
-        for k, v in kw.items():
-            setattr(o, k, v)
-        return o
+    root_opts, opts = loopback_planet()
 
     nwid = zt.network.adhoc_network_id(PORT, PORT + 999)
     with (
-        zt.Node(opts(identity=root_id, port=port)) as root,
+        zt.Node(root_opts) as root,
         zt.Node(opts()) as a,
         zt.Node(opts()) as b,
     ):

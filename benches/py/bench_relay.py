@@ -20,7 +20,7 @@ import threading
 import time
 
 import zt
-from zt.planet import make_planet
+from _loopback import loopback_planet, refuse_debug_build
 
 
 def main() -> int:
@@ -28,25 +28,12 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--size", type=int, default=1400, help="payload bytes per packet")
     args = p.parse_args()
-    if zt.BUILD_PROFILE != "release":
-        sys.stderr.write("refusing to measure a debug build of zt\n")
+    if refuse_debug_build():
         return 2
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    root_id = zt.Identity.generate()
-    planet = make_planet([(root_id, [f"127.0.0.1/{port}"])], signing_key=zt.KeyPair.generate())
-
-    def opts(**kw: object) -> zt.NodeOptions:
-        o = zt.NodeOptions(
-            planet=planet, allow_loopback=True, ipv6=False, allowed_destinations=["127.0.0.0/8"]
-        )
-        for k, v in kw.items():
-            setattr(o, k, v)
-        return o
+    root_opts, opts = loopback_planet()
 
     with (
-        zt.Node(opts(identity=root_id, port=port)) as root,
+        zt.Node(root_opts) as root,
         zt.Node(opts()) as a,
         zt.Node(opts()) as b,
     ):
@@ -59,7 +46,7 @@ def main() -> int:
 
         def blast() -> None:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.connect(("127.0.0.1", port))
+                s.connect(("127.0.0.1", root_opts.port))
                 n = 0
                 while not stop.is_set():
                     try:
