@@ -15,7 +15,7 @@ network, every path direct.  Printed:
   median over ``--rounds`` interleaved rounds) of zt with blocking sockets (a thread per
   connection, as libzt's agent), the same with ``fileno()`` called first (the readiness
   descriptors then mirror the sockets: the cost of the ``fileno()`` design), zt.asyncio streams
-  on both ends, libzt, and zt→libzt;
+  on both ends, libzt, zt→libzt and libzt→zt;
 * RSS of an idle zt agent process, of the same Python without a node, and per-connection
   memory (RSS growth of both ends with ``--conns`` open connections).
 """
@@ -118,7 +118,8 @@ class Bench:
         # descriptors are kept in step.
         cases = [("zt", "z1", "z2", "rr", "threads"), ("zt fileno", "z1", "z2", "rr", "armed"),
                  ("zt asyncio", "z1", "z2", "rr_async", ""), ("libzt", "l3", "l4", "rr", ""),
-                 ("zt->libzt", "z1", "l4", "rr", "")]  # fmt: skip
+                 ("zt->libzt", "z1", "l4", "rr", ""),
+                 ("libzt->zt", "l3", "z2", "rr", "threads")]  # fmt: skip
         out: dict[str, Any] = {}
         for family in self.args.families:
             runs: dict[str, list[dict[str, float]]] = {c[0]: [] for c in cases}

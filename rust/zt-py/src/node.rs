@@ -170,7 +170,7 @@ impl NativeNode {
         py: Python<'_>,
         make: impl FnOnce(
             &mut zt_runtime::runtime::LoopCtx<'_>,
-            Arc<dyn Fn() + Send + Sync>,
+            zt_runtime::sockets::Kick,
         ) -> Result<T, zt_runtime::sockets::SockError>
         + Send
         + 'static,
@@ -317,6 +317,7 @@ impl NativeNode {
             d.set_item("worlds_rejected", s.stats.worlds_rejected)?;
             d.set_item("store_errors", s.store_errors)?;
             d.set_item("send_errors", s.send_errors)?;
+            d.set_item("inline_passes", s.inline_passes)?;
             d.set_item("datagrams_in", s.stats.datagrams_in)?;
             d.set_item("datagrams_out", s.stats.datagrams_out)?;
             d.set_item("packets_in", s.stats.packets_in)?;
@@ -365,6 +366,14 @@ impl NativeNode {
             out.push(d);
         }
         Ok(out)
+    }
+
+    /// Keeps the node's loop thread busy for `seconds` and returns once it is (a testing aid
+    /// for back-pressure).
+    fn stall(&self, py: Python<'_>, seconds: f64) -> PyResult<()> {
+        let busy = duration(Some(seconds))?.unwrap_or_default();
+        let rt = self.rt();
+        py.detach(|| rt.stall(busy)).map_err(errors::runtime)
     }
 
     /// Sends a USER_MESSAGE; raises ValueError for a bad address or size.

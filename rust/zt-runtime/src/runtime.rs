@@ -167,6 +167,9 @@ pub struct Snapshot {
     pub networks: Arc<Vec<zt_proto::node::NetworkInfo>>,
     /// Frames delivered while no tap listened.
     pub frames_untapped: u64,
+    /// Loop passes run by application threads right after they queued something to send (it
+    /// went out from that thread, without a hand-off to the loop thread).
+    pub inline_passes: u64,
 }
 
 /// Work for the loop thread; it returns the reply, sent once the work's outputs are executed.
@@ -251,11 +254,52 @@ struct Shared {
     taps: Mutex<Vec<std::sync::Weak<FrameTap>>>,
     control: Mutex<Control>,
     changed: Condvar,
+    /// What the loop works on, while it runs. The loop thread holds it except while it waits
+    /// for datagrams or its next deadline; then an application thread may take it to send
+    /// what it just queued ([`Shared::kick`]).
+    core: Mutex<Option<Core>>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Control> {
         self.control.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_core(&self) -> MutexGuard<'_, Option<Core>> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes the loop thread.
+    fn wake(&self) {
+        let w = self.lock().waker.clone();
+        if let Some(w) = w {
+            // A failed wake means the loop is gone; so are its sockets.
+            let _ = w.wake();
+        }
+    }
+
+    /// A socket changed on an application thread ([`crate::sockets::Kick`]). For a `flush`,
+    /// when the loop is idle, this thread runs the loop's pass itself: what it queued goes out
+    /// now, without a hand-off to the loop thread. The loop is still woken when the pass left
+    /// it something to do sooner than it planned (a nearer deadline, an event, a snapshot to
+    /// refresh), when it is busy (it then sees the change in its next pass), or for a plain
+    /// wake.
+    fn kick(&self, flush: bool) {
+        if flush
+            && let Ok(mut guard) = self.core.try_lock()
+            && let Some(core) = guard.as_mut()
+            && let Some(parked) = core.parked_until
+        {
+            let pass =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| core.flush(self, parked)));
+            match pass {
+                Ok(true) => return,
+                Ok(false) => {}
+                // The loop ends with it (it checks `fault` when it wakes).
+                Err(panic) => core.fault = Some(panic_message(&*panic)),
+            }
+        }
+        self.wake();
     }
 
     /// A snapshot taken after this call began (the loop is asked for one and woken), or the
@@ -349,14 +393,9 @@ impl NodeHandle {
     /// A function that wakes the loop thread (after changing state it services, like socket
     /// buffers).
     #[must_use]
-    pub fn waker(&self) -> Arc<dyn Fn() + Send + Sync> {
+    pub fn waker(&self) -> crate::sockets::Kick {
         let shared = self.shared.clone();
-        Arc::new(move || {
-            let w = shared.lock().waker.clone();
-            if let Some(w) = w {
-                let _ = w.wake();
-            }
-        })
+        crate::sockets::Kick::new(move |flush| shared.kick(flush))
     }
 
     /// The latest snapshot, once the node has run. While packets flow it may lag up to 20 ms
@@ -422,6 +461,7 @@ impl NodeRuntime {
                 taps: Mutex::new(Vec::new()),
                 control: Mutex::new(control),
                 changed: Condvar::new(),
+                core: Mutex::new(None),
             }),
         }
     }
@@ -616,6 +656,32 @@ impl NodeRuntime {
         call(&self.shared, f, timeout)
     }
 
+    /// Keeps the loop thread busy for `busy` and returns once it is: a testing aid for
+    /// back-pressure (what application threads queue meanwhile waits for the loop).
+    ///
+    /// # Errors
+    /// The node is not running or did not start the stall within 10 s.
+    pub fn stall(&self, busy: Duration) -> Result<(), RuntimeError> {
+        let (started, stalling) = mpsc::channel();
+        let job = Command::Call(Box::new(move |_: &mut LoopCtx<'_>| {
+            let _ = started.send(());
+            std::thread::sleep(busy);
+            Box::new(|| {}) as Box<dyn FnOnce() + Send>
+        }));
+        {
+            let mut c = self.shared.lock();
+            if c.lifecycle != Lifecycle::Running {
+                return Err(RuntimeError::NotRunning(c.lifecycle.name()));
+            }
+            c.send(job);
+        }
+        match stalling.recv_timeout(Duration::from_secs(10)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(RuntimeError::Timeout),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(RuntimeError::Stopped),
+        }
+    }
+
     /// A tap receiving the frames the node delivers on `network` (dropped with the tap).
     #[must_use]
     pub fn tap_frames(
@@ -670,21 +736,29 @@ enum LoopError {
     Bind { port: u16, source: std::io::Error },
     #[error(transparent)]
     Db(#[from] crate::controller_db::DbError),
+    /// A pass run on an application thread panicked.
+    #[error("{0}")]
+    Fault(String),
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let msg = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("internal error: {msg}")
 }
 
 fn run(shared: &Arc<Shared>) {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_loop(shared)));
+    // However the loop ended, its node and sockets go (the sockets fail with ENETDOWN).
+    let core = shared.lock_core().take();
+    drop(core);
     let cause = match outcome {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e.to_string()),
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "unknown panic".into());
-            Some(format!("internal error: {msg}"))
-        }
+        Err(panic) => Some(panic_message(&*panic)),
     };
     match cause {
         None => {
@@ -701,8 +775,46 @@ fn run(shared: &Arc<Shared>) {
     }
 }
 
-struct Outputs<'a> {
-    shared: &'a Shared,
+/// The loop's state (what [`Shared::core`] holds while the loop runs).
+struct Core {
+    node: Node,
+    out: Outputs,
+    clock: Clock,
+    /// While the loop thread waits: the deadline it waits for.
+    parked_until: Option<zt_proto::Timestamp>,
+    /// When the snapshot was last rebuilt.
+    snapshot_at: zt_proto::Timestamp,
+    /// A pass on an application thread panicked: the loop ends with this.
+    fault: Option<String>,
+}
+
+impl Core {
+    /// The next time the loop must run for timers.
+    fn deadline(&mut self, now: zt_proto::Timestamp) -> zt_proto::Timestamp {
+        [
+            self.out.stacks.poll_at(now),
+            self.out.sockets.poll_at().map(zt_proto::Timestamp),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(self.node.poll_timeout(), Ord::min)
+    }
+
+    /// The loop's pass, run by an application thread while the loop waits until `parked`.
+    /// Whether the loop may go on waiting (else the caller wakes it).
+    fn flush(&mut self, shared: &Shared, parked: zt_proto::Timestamp) -> bool {
+        let now = self.clock.now();
+        self.out.inline_passes += 1;
+        self.out.drain(shared, &mut self.node, now);
+        // Packets moved: the snapshot must not lag more than its period behind.
+        let next = self
+            .deadline(now)
+            .min(self.snapshot_at + SNAPSHOT_PERIOD_MS);
+        !(self.out.events_since_snapshot || self.out.networks_changed) && next >= parked
+    }
+}
+
+struct Outputs {
     udp: UdpSockets,
     controller: Option<crate::controller::ControllerHost>,
     stacks: crate::stacks::Stacks,
@@ -714,13 +826,14 @@ struct Outputs<'a> {
     /// An event was emitted since the last snapshot (its receiver may look at the node).
     events_since_snapshot: bool,
     frames_untapped: u64,
+    inline_passes: u64,
     planet_in_roots: bool,
     store_errors: u64,
     send_errors: u64,
 }
 
-impl Outputs<'_> {
-    fn drain(&mut self, node: &mut Node, now: zt_proto::Timestamp) {
+impl Outputs {
+    fn drain(&mut self, shared: &Shared, node: &mut Node, now: zt_proto::Timestamp) {
         loop {
             let mut progress = false;
             while let Some(t) = node.poll_transmit() {
@@ -733,15 +846,15 @@ impl Outputs<'_> {
             while let Some(ev) = node.poll_event() {
                 progress = true;
                 self.events_since_snapshot = true;
-                self.event(node, now, ev);
+                self.event(shared, node, now, ev);
             }
             while let Some(op) = node.poll_store() {
                 progress = true;
-                self.execute(op);
+                self.execute(shared, op);
             }
             while let Some(f) = node.poll_frame() {
                 progress = true;
-                self.deliver(f);
+                self.deliver(shared, f);
             }
             if self.stacks_dirty {
                 self.stacks_dirty = false;
@@ -769,10 +882,9 @@ impl Outputs<'_> {
         }
     }
 
-    fn deliver(&mut self, f: zt_proto::node::Frame) {
+    fn deliver(&mut self, shared: &Shared, f: zt_proto::node::Frame) {
         let stacked = self.stacks.deliver(&f);
-        let taps = self
-            .shared
+        let taps = shared
             .taps
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -792,7 +904,7 @@ impl Outputs<'_> {
         }
     }
 
-    fn event(&mut self, node: &mut Node, now: zt_proto::Timestamp, ev: Event) {
+    fn event(&mut self, shared: &Shared, node: &mut Node, now: zt_proto::Timestamp, ev: Event) {
         use crate::events::EventCode as C;
         if matches!(
             ev,
@@ -836,10 +948,10 @@ impl Outputs<'_> {
                             .map(|c| c.static_ips.clone())
                             .unwrap_or_default();
                         if ips.iter().any(|p| p.ip.is_ipv4()) {
-                            self.shared.hub.publish(&net(C::NetworkReadyIp4, network));
+                            shared.hub.publish(&net(C::NetworkReadyIp4, network));
                         }
                         if ips.iter().any(|p| p.ip.is_ipv6()) {
-                            self.shared.hub.publish(&net(C::NetworkReadyIp6, network));
+                            shared.hub.publish(&net(C::NetworkReadyIp6, network));
                         }
                         C::NetworkOk
                     }
@@ -888,11 +1000,11 @@ impl Outputs<'_> {
                 return;
             }
         };
-        self.shared.hub.publish(&ev);
+        shared.hub.publish(&ev);
     }
 
-    fn execute(&mut self, op: StoreOp) {
-        let store = &*self.shared.store;
+    fn execute(&mut self, shared: &Shared, op: StoreOp) {
+        let store = &*shared.store;
         let (key, result) = match op {
             StoreOp::Put { key, data } => {
                 let mut r = store.put(&key.path(), &data, key.is_secret());
@@ -904,7 +1016,7 @@ impl Outputs<'_> {
             StoreOp::Delete { key } => (key, store.delete(&key.path())),
         };
         match result {
-            Ok(()) => self.shared.hub.publish(&NodeEvent::Stored { key }),
+            Ok(()) => shared.hub.publish(&NodeEvent::Stored { key }),
             Err(e) => {
                 self.store_errors += 1;
                 log::error!(target: "zt.store", "could not persist {}: {e}", key.path());
@@ -917,7 +1029,7 @@ impl Outputs<'_> {
 /// when they changed; otherwise the `previous` ones are shared.
 fn snapshot(
     node: &Node,
-    out: &mut Outputs<'_>,
+    out: &mut Outputs,
     now: zt_proto::Timestamp,
     previous: Option<Arc<Vec<zt_proto::node::NetworkInfo>>>,
 ) -> Snapshot {
@@ -959,6 +1071,7 @@ fn snapshot(
         peers,
         networks,
         frames_untapped: out.frames_untapped,
+        inline_passes: out.inline_passes,
     }
 }
 
@@ -1010,7 +1123,6 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
     let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
     udp.register(poll.registry(), FIRST_SOCKET)?;
     let mut out = Outputs {
-        shared,
         udp,
         controller,
         stacks: crate::stacks::Stacks::new({
@@ -1024,31 +1136,51 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         networks_changed: true,
         events_since_snapshot: false,
         frames_untapped: 0,
+        inline_passes: 0,
         planet_in_roots: loaded.planet_in_roots,
         store_errors: 0,
         send_errors: 0,
     };
-    {
+    let first = snapshot(&node, &mut out, clock.now(), None);
+    let mut guard = shared.lock_core();
+    *guard = Some(Core {
+        node,
+        out,
+        clock,
+        parked_until: None,
+        snapshot_at: clock.now(),
+        fault: None,
+    });
+    let address = {
         let mut c = shared.lock();
-        c.snapshot = Some(snapshot(&node, &mut out, clock.now(), None));
+        c.snapshot = Some(first);
         if c.lifecycle == Lifecycle::Starting {
             c.lifecycle = Lifecycle::Running;
         }
         c.waker = Some(waker);
         shared.changed.notify_all();
+        c.snapshot.as_ref().map(|s| s.identity.address())
+    };
+    if let Some(core) = guard.as_ref() {
+        log::info!(
+            target: "zt.node",
+            "node {} running on UDP port {}{}",
+            address.map(|a| a.to_string()).unwrap_or_default(),
+            core.out.udp.port(),
+            if core.node.is_root() { " as a root" } else { "" }
+        );
     }
-    log::info!(
-        target: "zt.node",
-        "node {} running on UDP port {}{}",
-        node.address(),
-        out.udp.port(),
-        if node.is_root() { " as a root" } else { "" }
-    );
     let mut events = Events::with_capacity(64);
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut stopping = false;
-    let mut snapshot_at = clock.now();
     while !stopping {
+        let Some(core) = guard.as_mut() else {
+            return Ok(());
+        };
+        if let Some(fault) = core.fault.take() {
+            return Err(LoopError::Fault(fault));
+        }
+        let Core { node, out, .. } = core;
         let (commands, snapshot_wanted): (Vec<Command>, bool) = {
             let mut c = shared.lock();
             (
@@ -1065,7 +1197,7 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
                 Command::Stop => stopping = true,
                 Command::Call(job) => {
                     let mut ctx = LoopCtx {
-                        node: &mut node,
+                        node,
                         now: clock.now(),
                         controller: out.controller.as_mut(),
                         stacks: &mut out.stacks,
@@ -1088,7 +1220,7 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         }
         // Outputs are executed and the snapshot refreshed before anyone hears back, so a caller
         // that gets an answer sees its effect.
-        out.drain(&mut node, clock.now());
+        out.drain(shared, node, clock.now());
         if !call_replies.is_empty() {
             // A call may have joined, left or subscribed.
             out.networks_changed = true;
@@ -1100,17 +1232,18 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         let snapshot_stale = if had_commands
             || out.networks_changed
             || out.events_since_snapshot
-            || now.since(snapshot_at) >= SNAPSHOT_PERIOD_MS
+            || now.since(core.snapshot_at) >= SNAPSHOT_PERIOD_MS
         {
+            let Core { node, out, .. } = core;
             let previous = shared.lock().snapshot.as_ref().map(|s| s.networks.clone());
-            let snap = snapshot(&node, &mut out, now, previous);
+            let snap = snapshot(node, out, now, previous);
             let mut c = shared.lock();
             c.snapshot = Some(snap);
             c.snapshot_seq += 1;
             drop(c);
             shared.changed.notify_all();
             out.events_since_snapshot = false;
-            snapshot_at = now;
+            core.snapshot_at = now;
             false
         } else {
             true
@@ -1128,22 +1261,26 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
             break;
         }
         let now = clock.now();
-        let mut deadline = [
-            out.stacks.poll_at(now),
-            out.sockets.poll_at().map(zt_proto::Timestamp),
-        ]
-        .into_iter()
-        .flatten()
-        .fold(node.poll_timeout(), Ord::min);
+        let mut deadline = core.deadline(now);
         if snapshot_stale {
-            deadline = deadline.min(snapshot_at + SNAPSHOT_PERIOD_MS);
+            deadline = deadline.min(core.snapshot_at + SNAPSHOT_PERIOD_MS);
         }
         let timeout = clock.until(deadline);
-        if let Err(e) = poll.poll(&mut events, Some(timeout))
+        // Application threads may run passes while the loop waits (`Shared::kick`).
+        core.parked_until = Some(deadline);
+        drop(guard);
+        let polled = poll.poll(&mut events, Some(timeout));
+        guard = shared.lock_core();
+        if let Err(e) = polled
             && e.kind() != std::io::ErrorKind::Interrupted
         {
             return Err(e.into());
         }
+        let Some(core) = guard.as_mut() else {
+            return Ok(());
+        };
+        core.parked_until = None;
+        let Core { node, out, .. } = core;
         for ev in &events {
             let Some(index) = ev.token().0.checked_sub(FIRST_SOCKET) else {
                 continue;
@@ -1162,6 +1299,7 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
             node.handle_timeout(now);
         }
     }
+    drop(guard);
     shared.hub.publish(&NodeEvent::Down);
     Ok(())
 }

@@ -234,6 +234,47 @@ fn wait_on<'a, T: Waiters>(
     Ok(st)
 }
 
+/// How a socket tells its node's loop that an application thread changed it.
+///
+/// [`Kick::wake`] wakes the loop thread, which acts on the change in its next pass.
+/// [`Kick::flush`] is for a few bytes to send: when the loop is idle, the calling thread runs
+/// the loop's pass itself (the bytes go out from this thread, without a hand-off to the loop
+/// thread and back); when the loop is busy, it wakes it. The function gets `true` for a flush.
+#[derive(Clone)]
+pub struct Kick(Arc<dyn Fn(bool) + Send + Sync>);
+
+impl Kick {
+    /// A kick that calls `f` (with `true` for a flush).
+    pub fn new(f: impl Fn(bool) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// A kick that does nothing (sockets outside a node, in tests).
+    #[must_use]
+    pub fn none() -> Self {
+        Self::new(|_| {})
+    }
+
+    fn wake(&self) {
+        (self.0)(false);
+    }
+
+    fn flush(&self) {
+        (self.0)(true);
+    }
+}
+
+impl std::fmt::Debug for Kick {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kick")
+    }
+}
+
+/// Most bytes a send leaves queued for the sending thread to flush itself: more (bulk data)
+/// go to the loop thread, which then packs and encrypts them while the application produces
+/// the next ones.
+const FLUSH_MAX: usize = 16 << 10;
+
 #[derive(Debug)]
 struct TcpState {
     phase: Phase,
@@ -272,7 +313,7 @@ pub struct TcpShared {
     state: Mutex<TcpState>,
     cond: Condvar,
     readiness: Readiness,
-    wake: Arc<dyn Fn() + Send + Sync>,
+    wake: Kick,
 }
 
 impl std::fmt::Debug for TcpShared {
@@ -287,11 +328,7 @@ impl std::fmt::Debug for TcpShared {
 }
 
 impl TcpShared {
-    fn new(
-        rx_cap: usize,
-        tx_cap: usize,
-        wake: Arc<dyn Fn() + Send + Sync>,
-    ) -> std::io::Result<Arc<Self>> {
+    fn new(rx_cap: usize, tx_cap: usize, wake: Kick) -> std::io::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             state: Mutex::new(TcpState {
                 phase: Phase::Idle,
@@ -436,7 +473,7 @@ impl TcpShared {
                 self.refresh(&st);
                 drop(st);
                 if wake {
-                    (self.wake)();
+                    self.wake.wake();
                 }
             }
             return Ok(Some(r));
@@ -512,10 +549,13 @@ impl TcpShared {
                 // which incoming ACKs cause): only the first bytes wake it.
                 let wake = st.tx.is_empty();
                 st.tx.extend(&data[..n]);
+                let small = st.tx.len() <= FLUSH_MAX;
                 self.refresh(&st);
                 drop(st);
-                if wake {
-                    (self.wake)();
+                if wake && small {
+                    self.wake.flush();
+                } else if wake {
+                    self.wake.wake();
                 }
                 Ok(Some(n))
             }
@@ -587,7 +627,7 @@ impl TcpShared {
         st.write_shutdown = true;
         self.refresh(&st);
         drop(st);
-        (self.wake)();
+        self.wake.wake();
     }
 
     /// Closes the socket (a graceful close: queued bytes still go out).
@@ -597,7 +637,7 @@ impl TcpShared {
         st.write_shutdown = true;
         self.refresh(&st);
         drop(st);
-        (self.wake)();
+        self.wake.wake();
     }
 
     /// Local and peer addresses.
@@ -643,7 +683,7 @@ impl TcpShared {
                 TcpOption::UserTimeout => o.user_timeout = ranged(0, i64::from(i32::MAX))?,
             }
         }
-        (self.wake)();
+        self.wake.wake();
         Ok(())
     }
 
@@ -867,7 +907,7 @@ impl SocketTable {
         stacks: &mut Stacks,
         remote: SocketAddr,
         buffers: (usize, usize),
-        wake: Arc<dyn Fn() + Send + Sync>,
+        wake: Kick,
     ) -> Result<Arc<TcpShared>, SockError> {
         let net = Self::route(stacks, remote.ip()).ok_or(SockError::NetUnreachable)?;
         let stack = stacks.get(net).ok_or(SockError::NetUnreachable)?;
@@ -912,7 +952,7 @@ impl SocketTable {
         backlog: usize,
         v6only: bool,
         buffers: (usize, usize),
-        wake: Arc<dyn Fn() + Send + Sync>,
+        wake: Kick,
     ) -> Result<Arc<TcpShared>, SockError> {
         if local.port() == 0 {
             return Err(SockError::Invalid);
@@ -1329,7 +1369,7 @@ pub struct UdpShared {
     state: Mutex<UdpState>,
     cond: Condvar,
     readiness: Readiness,
-    wake: Arc<dyn Fn() + Send + Sync>,
+    wake: Kick,
 }
 
 impl std::fmt::Debug for UdpShared {
@@ -1506,9 +1546,14 @@ impl UdpShared {
         d.extend_from_slice(data);
         st.tx_bytes += d.len();
         st.tx.push_back((to, d));
+        let small = st.tx_bytes <= FLUSH_MAX;
         self.refresh(&st);
         drop(st);
-        (self.wake)();
+        if small {
+            self.wake.flush();
+        } else {
+            self.wake.wake();
+        }
         Ok(Some(data.len()))
     }
 
@@ -1537,7 +1582,7 @@ impl UdpShared {
         st.released = true;
         self.refresh(&st);
         drop(st);
-        (self.wake)();
+        self.wake.wake();
     }
 }
 
@@ -1598,7 +1643,7 @@ impl UdpTable {
         stacks: &mut Stacks,
         local: SocketAddr,
         buffers: (usize, usize),
-        wake: Arc<dyn Fn() + Send + Sync>,
+        wake: Kick,
     ) -> Result<Arc<UdpShared>, SockError> {
         let ip = local.ip();
         let follows = ip.is_unspecified() || ip.is_multicast() || ip == Ipv4Addr::BROADCAST;
@@ -2490,8 +2535,7 @@ mod tests {
 
     #[test]
     fn options_validate_their_ranges() {
-        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(|| {});
-        let Ok(s) = TcpShared::new(4096, 4096, wake) else {
+        let Ok(s) = TcpShared::new(4096, 4096, Kick::none()) else {
             panic!("no socket pair");
         };
         assert_eq!(s.option(TcpOption::NoDelay), 1);

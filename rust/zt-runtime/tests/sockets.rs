@@ -611,3 +611,36 @@ fn udp_non_blocking_reads_filter_senders_and_may_leave_a_datagram() {
         Err(SockError::Closed)
     );
 }
+
+#[test]
+fn small_sends_leave_from_the_sending_thread_unless_the_loop_is_busy() {
+    let (_root, a, b, id) = adhoc_pair(7400);
+    let (client, conn) = connected(&a, &b, id, 7400);
+    let inline = |rt: &NodeRuntime| rt.fresh_snapshot().unwrap().inline_passes;
+    let (a0, b0) = (inline(&a), inline(&b));
+    let mut buf = [0u8; 16];
+    for round in 0..50u8 {
+        assert_eq!(client.send(&[round; 4], Some(T)).unwrap(), 4);
+        assert_eq!(conn.recv(&mut buf, Some(T)).unwrap(), 4);
+        assert_eq!(buf[..4], [round; 4]);
+        assert_eq!(conn.send(&[!round; 4], Some(T)).unwrap(), 4);
+        assert_eq!(client.recv(&mut buf, Some(T)).unwrap(), 4);
+        assert_eq!(buf[..4], [!round; 4]);
+    }
+    // Between round trips the loops are idle: (at least some of) the sends ran the loop's
+    // pass on the sending thread.
+    assert!(inline(&a) > a0, "no inline pass on A");
+    assert!(inline(&b) > b0, "no inline pass on B");
+    // While A's loop is busy, what A sends waits for it (and then goes out).
+    let busy = Duration::from_millis(600);
+    a.stall(busy).unwrap();
+    let queued = Instant::now();
+    assert_eq!(client.send(b"late", Some(T)).unwrap(), 4);
+    assert_eq!(conn.recv(&mut buf, Some(T)).unwrap(), 4);
+    assert_eq!(&buf[..4], b"late");
+    assert!(
+        queued.elapsed() >= busy / 2,
+        "sent while the loop was busy: {:?}",
+        queued.elapsed()
+    );
+}
