@@ -256,9 +256,7 @@ impl NetStack {
         );
         // Without a congestion controller smoltcp sends the whole peer window at once, and a
         // receiver that queues fewer segments than it advertises (lwIP in libzt) drops most of
-        // each burst: 100 MB to libzt took 18-32 s without one, 2-4 s with CUBIC. Open bug:
-        // smoltcp 0.14's controllers can stall a connection under heavy loss
-        // (`tests::congestion_control_stall_repro`); the user timeout then aborts it.
+        // each burst: 100 MB to libzt took 18-32 s without one, 2-4 s with CUBIC.
         s.set_congestion_control(tcp::CongestionControl::Cubic);
         self.sockets.add(s)
     }

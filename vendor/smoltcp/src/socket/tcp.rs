@@ -498,6 +498,10 @@ pub struct Socket<'a> {
     /// The last sequence number sent.
     /// I.e. in an idle socket, local_seq_no+tx_buffer.len().
     remote_last_seq: TcpSeqNumber,
+    /// zt patch: the highest sequence number sent (SND.MAX). A retransmission timeout puts
+    /// `remote_last_seq` back to `local_seq_no`; this stays, for the segments that occupy no
+    /// sequence space (see `ack_seq_number`).
+    remote_max_seq: TcpSeqNumber,
     /// The last acknowledgement number sent.
     /// I.e. in an idle socket, remote_seq_no+rx_buffer.len().
     remote_last_ack: Option<TcpSeqNumber>,
@@ -605,6 +609,7 @@ impl<'a> Socket<'a> {
             local_seq_no: TcpSeqNumber::default(),
             remote_seq_no: TcpSeqNumber::default(),
             remote_last_seq: TcpSeqNumber::default(),
+            remote_max_seq: TcpSeqNumber::default(),
             remote_last_ack: None,
             remote_last_win: 0,
             remote_win_len: 0,
@@ -920,6 +925,7 @@ impl<'a> Socket<'a> {
         self.local_seq_no = TcpSeqNumber::default();
         self.remote_seq_no = TcpSeqNumber::default();
         self.remote_last_seq = TcpSeqNumber::default();
+        self.remote_max_seq = TcpSeqNumber::default();
         self.remote_last_ack = None;
         self.remote_last_win = 0;
         self.remote_win_len = 0;
@@ -1066,6 +1072,7 @@ impl<'a> Socket<'a> {
         let seq = Self::random_seq_no(cx);
         self.local_seq_no = seq;
         self.remote_last_seq = seq;
+        self.remote_max_seq = seq;
         Ok(())
     }
 
@@ -1396,6 +1403,22 @@ impl<'a> Socket<'a> {
         self.tx_buffer.len()
     }
 
+    /// zt patch: the sequence number of a segment that occupies no sequence space (an ACK, a
+    /// window update, a RST): SND.MAX, the highest sequence number sent.
+    ///
+    /// After a retransmission timeout `remote_last_seq` is back at `local_seq_no`
+    /// (go-back-N), and with a congestion controller it climbs again one congestion window at
+    /// a time (one segment at first). The peer may have received far more than that already
+    /// (only its ACKs were lost), and a zero-length segment whose sequence number lies before
+    /// the peer's RCV.NXT is unacceptable to it (RFC 9293 3.10.7.4): it is dropped, its ACK
+    /// field ignored. When both ends carry data and both time out this way, each drops the
+    /// other's ACKs: each retransmits its first unacknowledged segment (old data to the peer),
+    /// the peer answers with an ACK that is dropped in turn, and the connection stalls for
+    /// good, retransmitting at the maximum RTO. SND.MAX is never behind the peer's RCV.NXT.
+    fn ack_seq_number(&self) -> TcpSeqNumber {
+        self.remote_max_seq.max(self.remote_last_seq)
+    }
+
     /// Number of octets transmitted but not yet ACKed.
     fn flight_size(&self) -> usize {
         self.remote_last_seq - self.local_seq_no
@@ -1485,7 +1508,10 @@ impl<'a> Socket<'a> {
         // [...] an empty acknowledgment segment containing the current send-sequence number
         // and an acknowledgment indicating the next sequence number expected
         // to be received.
-        reply_repr.seq_number = self.remote_last_seq;
+        //
+        // zt patch: the highest sequence number sent, not `remote_last_seq` (see
+        // `ack_seq_number`).
+        reply_repr.seq_number = self.ack_seq_number();
         reply_repr.ack_number = Some(self.remote_seq_no + self.rx_buffer.len());
         self.remote_last_ack = reply_repr.ack_number;
 
@@ -1922,6 +1948,7 @@ impl<'a> Socket<'a> {
                 self.local_seq_no = Self::random_seq_no(cx);
                 self.remote_seq_no = repr.seq_number + 1;
                 self.remote_last_seq = self.local_seq_no;
+                self.remote_max_seq = self.local_seq_no;
                 self.remote_has_sack = repr.sack_permitted;
                 self.remote_win_scale = repr.window_scale;
                 // Remote doesn't support window scaling, don't do it.
@@ -1970,6 +1997,7 @@ impl<'a> Socket<'a> {
 
                 self.remote_seq_no = repr.seq_number + 1;
                 self.remote_last_seq = self.local_seq_no + 1;
+                self.remote_max_seq = self.remote_last_seq;
                 self.remote_last_ack = Some(repr.seq_number);
                 self.remote_has_sack = repr.sack_permitted;
                 self.remote_win_scale = repr.window_scale;
@@ -2166,6 +2194,7 @@ impl<'a> Socket<'a> {
             if self.remote_last_seq < self.local_seq_no {
                 self.remote_last_seq = self.local_seq_no
             }
+            self.remote_max_seq = self.remote_max_seq.max(self.remote_last_seq);
         }
 
         // update last remote tsval
@@ -2759,6 +2788,12 @@ impl<'a> Socket<'a> {
             is_keep_alive = true;
         } else {
             is_keep_alive = false;
+            // zt patch: a segment that occupies no sequence space carries SND.MAX, which the
+            // peer accepts even when a retransmission timeout has put `remote_last_seq` behind
+            // what the peer received (see `ack_seq_number`).
+            if repr.segment_len() == 0 {
+                repr.seq_number = self.ack_seq_number();
+            }
         }
 
         // Trace a summary of what will be sent.
@@ -2831,9 +2866,15 @@ impl<'a> Socket<'a> {
         // We've sent a packet successfully, so we can update the internal state now.
         // Use max() so a fast-retransmit segment (whose seq_number is local_seq_no, well
         // behind the current frontier) doesn't rewind the tracked "highest sent" sequence.
-        self.remote_last_seq = self
-            .remote_last_seq
-            .max(repr.seq_number + repr.segment_len());
+        //
+        // zt patch: only for segments that occupy sequence space; an empty one carries SND.MAX
+        // (see `ack_seq_number`), which must not move `remote_last_seq` past unsent data.
+        if repr.segment_len() > 0 {
+            self.remote_last_seq = self
+                .remote_last_seq
+                .max(repr.seq_number + repr.segment_len());
+            self.remote_max_seq = self.remote_max_seq.max(self.remote_last_seq);
+        }
         self.remote_last_ack = repr.ack_number;
         self.remote_last_win = repr.window_len;
 
