@@ -243,6 +243,13 @@ def main() -> int:
         sys.stderr.write(f"needs root and `ip netns` (network namespaces): {why}\n")
         return 2
     skip = set(filter(None, args.skip.split(",")))
+    # Every process here runs from bytecode, as an installed package does (pip compiles it):
+    # compiling the sources at each import (a checkout under PYTHONDONTWRITEBYTECODE) leaves
+    # about 2 MB more on each interpreter's heap and would blur the memory figures.
+    import compileall
+
+    for tree in (Path(zt.__file__).parent, REPO / "tests"):
+        compileall.compile_dir(str(tree), quiet=1)
     with tempfile.TemporaryDirectory(prefix="zt-bench-tcp-") as tmp:
         slab = SocketLab(Path(tmp), ["zt", "zt", "libzt", "libzt"], timeout_s=3600)
         with slab.running():
