@@ -16,6 +16,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from unittest.mock import Mock
 
 import pytest
 
@@ -383,6 +384,34 @@ def test_closing_a_listener_ends_a_blocked_accept(v4: Pair) -> None:
     # Nothing queued on the closed listener is handed out (connecting is refused now).
     with pytest.raises(ConnectionRefusedError):
         v4.a.create_connection((v4.ip_b, 7355), timeout=10)
+
+
+def test_accept_and_listen_close_the_native_socket_when_interrupted(
+    v4: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A native socket the runtime handed over is closed when the call fails before wrapping
+    it (dropping it left the connection open, and the port taken, until the node stopped)."""
+    with (
+        v4.b.create_server((v4.ip_b, 7356)) as srv,
+        v4.a.create_connection((v4.ip_b, 7356), timeout=10) as c,
+    ):
+        srv.settimeout(10)
+        with monkeypatch.context() as m:
+            m.setattr(zt.socket.socket, "_wrap", Mock(side_effect=KeyboardInterrupt))
+            with pytest.raises(KeyboardInterrupt):
+                srv.accept()
+        c.settimeout(10)
+        assert c.recv(10) == b""  # the server's side was closed: EOF
+    s = v4.b.socket(AF_INET, SOCK_STREAM)
+    s.setsockopt(std.SOL_SOCKET, std.SO_KEEPALIVE, 1)  # an option to apply to the listener
+    s.bind((v4.ip_b, 7357))
+    with monkeypatch.context() as m:
+        m.setattr(zt.socket.socket, "_apply_options", Mock(side_effect=KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            s.listen()
+    s.close()
+    with v4.b.create_server((v4.ip_b, 7357)):  # the port is free again
+        pass
 
 
 def test_socket_options(v4: Pair) -> None:
