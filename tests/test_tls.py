@@ -124,6 +124,19 @@ def test_blocking_tls_refuses_an_unknown_ca_and_a_wrong_name(net: Overlay) -> No
     assert not t.is_alive()
 
 
+def test_wrap_socket_closes_the_socket_when_its_handshake_fails(net: Overlay) -> None:
+    """As ``SSLContext.wrap_socket``: wrapping a connected socket does the handshake, and a
+    failed handshake closes the socket (``wrap_socket(node.create_connection(...))`` left it
+    to the garbage collector)."""
+    t = tls_echo_server(net, 8010)
+    sock = net.a.create_connection((net.ip_b, 8010), timeout=20)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        zt.ssl.wrap_socket(sock, ssl.create_default_context(), server_hostname=SERVER_NAME)
+    assert sock.fileno() == -1
+    t.join(10)
+    assert not t.is_alive()
+
+
 def test_blocking_tls_timeouts_nonblocking_mode_and_unwrap(net: Overlay) -> None:
     plain = net.listen(8003)
     plain.settimeout(20)
