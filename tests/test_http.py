@@ -19,7 +19,6 @@ import ssl
 import threading
 import urllib.error
 import urllib.request
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -55,14 +54,6 @@ class Servers:
     @property
     def hosts(self) -> dict[str, str]:
         return {SERVER_NAME: self.net.ip_b}
-
-
-def collect_garbage() -> None:
-    """gc.collect(), without failing this test for sockets other tests left to the collector
-    (their ResourceWarnings would surface here, wherever the collection happens to run)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
 
 
 def echo_forever(listener: zt.socket.socket) -> None:
@@ -300,7 +291,7 @@ def test_requests_urllib_and_http_client_inside_route(servers: Servers) -> None:
     with zt.route(net.a, hosts=servers.hosts) as router:
         calls()
         # requests' responses keep their socket until collected, as with OS connections.
-        collect_garbage()
+        gc.collect()
         assert router.wait_idle(20), "routed connections did not end after closing"
 
 
@@ -327,7 +318,7 @@ def test_https_with_requests_and_urllib_inside_route(servers: Servers) -> None:
 
     with zt.route(net.a, hosts=servers.hosts) as router:
         calls()
-        collect_garbage()
+        gc.collect()
         assert router.wait_idle(20)
 
 
