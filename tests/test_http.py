@@ -19,7 +19,6 @@ import ssl
 import threading
 import urllib.error
 import urllib.request
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -55,14 +54,6 @@ class Servers:
     @property
     def hosts(self) -> dict[str, str]:
         return {SERVER_NAME: self.net.ip_b}
-
-
-def collect_garbage() -> None:
-    """gc.collect(), without failing this test for sockets other tests left to the collector
-    (their ResourceWarnings would surface here, wherever the collection happens to run)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
 
 
 def echo_forever(listener: zt.socket.socket) -> None:
@@ -229,6 +220,51 @@ def test_zt_http_backends_are_httpcore_backends(servers: Servers) -> None:
         tls.close()
 
 
+def test_connect_tcp_closes_its_socket_on_any_failure(
+    servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only OSErrors: whatever interrupts a connect (KeyboardInterrupt, a bug) leaves no
+    socket behind (it used to be left to the garbage collector, and a ResourceWarning)."""
+    net = servers.net
+    started: list[zt.socket.socket] = []
+    connect = zt.socket.socket.connect
+
+    def interrupted(self: zt.socket.socket, address: Any) -> None:
+        self.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            connect(self, address)  # the connection is under way...
+        started.append(self)
+        raise KeyboardInterrupt  # ...when the call is interrupted
+
+    monkeypatch.setattr(zt.socket.socket, "connect", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        zt.http.NetworkBackend(net.a).connect_tcp(net.ip_b, HTTP_PORT, timeout=10)
+    assert len(started) == 1 and started[0].fileno() == -1
+
+
+def test_async_streams_close_their_sockets_in_aclose(servers: Servers) -> None:
+    """aclose() returns with the zt socket closed, TLS included (whose closing handshake
+    would otherwise keep it open until the peer answered: a loop stopping right after the
+    close left the socket to the garbage collector, and a ResourceWarning to a later test)."""
+    net = servers.net
+    backend = zt.http.AsyncNetworkBackend(net.a, hosts=servers.hosts)
+
+    async def main() -> None:
+        plain = await backend.connect_tcp(net.ip_b, HTTP_PORT, timeout=10)
+        sock = plain.get_extra_info("socket")
+        assert sock.fileno() >= 0
+        await plain.aclose()
+        assert sock.fileno() == -1
+        stream = await backend.connect_tcp(SERVER_NAME, HTTPS_PORT, timeout=10)
+        tls = await stream.start_tls(net.certs.client_context(), SERVER_NAME, timeout=10)
+        assert tls.get_extra_info("ssl_object") is not None
+        sock = tls.get_extra_info("socket")
+        await tls.aclose()
+        assert sock.fileno() == -1
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
 # -- zt.route: stdlib sockets unchanged ----------------------------------------------------
 
 
@@ -256,7 +292,7 @@ def test_requests_urllib_and_http_client_inside_route(servers: Servers) -> None:
     with zt.route(net.a, hosts=servers.hosts) as router:
         calls()
         # requests' responses keep their socket until collected, as with OS connections.
-        collect_garbage()
+        gc.collect()
         assert router.wait_idle(20), "routed connections did not end after closing"
 
 
@@ -283,7 +319,7 @@ def test_https_with_requests_and_urllib_inside_route(servers: Servers) -> None:
 
     with zt.route(net.a, hosts=servers.hosts) as router:
         calls()
-        collect_garbage()
+        gc.collect()
         assert router.wait_idle(20)
 
 

@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import Mock
 
 import pytest
 
@@ -25,6 +26,7 @@ import zt
 from zt.socket import AF_INET, AF_INET6, MSG_DONTWAIT, SOCK_DGRAM, SOCK_STREAM
 
 from .overlay import Pair, raises_errno
+from .test_network import wait_until
 
 
 def serve(srv: zt.socket.socket, handler: str = "echo", count: int = 1) -> threading.Thread:
@@ -348,6 +350,71 @@ def test_non_blocking_connect_and_so_error(v4: Pair) -> None:
     assert d.getsockopt(std.SOL_SOCKET, std.SO_ERROR) == 0
     sel.close()
     d.close()
+
+
+def in_call(thread: threading.Thread, function: str) -> bool:
+    """Whether ``thread`` is inside ``function`` (a frame of that name on its stack)."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == function:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_closing_a_listener_ends_a_blocked_accept(v4: Pair) -> None:
+    """An accept() blocked in another thread fails with EBADF once the listener is closed
+    (it used to block forever, and with it the thread and whatever that thread held)."""
+    srv = v4.b.create_server((v4.ip_b, 7355))
+    srv.settimeout(None)
+    errors: list[OSError] = []
+
+    def run() -> None:
+        try:
+            conn, _ = srv.accept()
+        except OSError as e:
+            errors.append(e)
+        else:
+            conn.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    wait_until(lambda: in_call(t, "accept"), 10, "the thread to block in accept()")
+    srv.close()
+    t.join(10)
+    assert not t.is_alive(), "accept() still blocked on a closed listener"
+    assert [e.errno for e in errors] == [errno.EBADF]
+    # Nothing queued on the closed listener is handed out (connecting is refused now).
+    with pytest.raises(ConnectionRefusedError):
+        v4.a.create_connection((v4.ip_b, 7355), timeout=10)
+
+
+def test_accept_and_listen_close_the_native_socket_when_interrupted(
+    v4: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A native socket the runtime handed over is closed when the call fails before wrapping
+    it (dropping it left the connection open, and the port taken, until the node stopped)."""
+    with (
+        v4.b.create_server((v4.ip_b, 7356)) as srv,
+        v4.a.create_connection((v4.ip_b, 7356), timeout=10) as c,
+    ):
+        srv.settimeout(10)
+        with monkeypatch.context() as m:
+            m.setattr(zt.socket.socket, "_wrap", Mock(side_effect=KeyboardInterrupt))
+            with pytest.raises(KeyboardInterrupt):
+                srv.accept()
+        c.settimeout(10)
+        assert c.recv(10) == b""  # the server's side was closed: EOF
+    s = v4.b.socket(AF_INET, SOCK_STREAM)
+    s.setsockopt(std.SOL_SOCKET, std.SO_KEEPALIVE, 1)  # an option to apply to the listener
+    s.bind((v4.ip_b, 7357))
+    with monkeypatch.context() as m:
+        m.setattr(zt.socket.socket, "_apply_options", Mock(side_effect=KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            s.listen()
+    s.close()
+    with v4.b.create_server((v4.ip_b, 7357)):  # the port is free again
+        pass
 
 
 def test_socket_options(v4: Pair) -> None:

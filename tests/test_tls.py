@@ -124,6 +124,19 @@ def test_blocking_tls_refuses_an_unknown_ca_and_a_wrong_name(net: Overlay) -> No
     assert not t.is_alive()
 
 
+def test_wrap_socket_closes_the_socket_when_its_handshake_fails(net: Overlay) -> None:
+    """As ``SSLContext.wrap_socket``: wrapping a connected socket does the handshake, and a
+    failed handshake closes the socket (``wrap_socket(node.create_connection(...))`` left it
+    to the garbage collector)."""
+    t = tls_echo_server(net, 8010)
+    sock = net.a.create_connection((net.ip_b, 8010), timeout=20)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        zt.ssl.wrap_socket(sock, ssl.create_default_context(), server_hostname=SERVER_NAME)
+    assert sock.fileno() == -1
+    t.join(10)
+    assert not t.is_alive()
+
+
 def test_blocking_tls_timeouts_nonblocking_mode_and_unwrap(net: Overlay) -> None:
     plain = net.listen(8003)
     plain.settimeout(20)
@@ -280,11 +293,13 @@ def test_loop_start_tls_on_the_zt_transport(net: Overlay) -> None:
     """``loop.start_tls`` directly (any Python): the transport is start_tls-compatible and the
     protocol is switched to asyncio's SSL protocol."""
     server_ctx = net.certs.server_context()
+    served: list[zt.socket.socket] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served.append(writer.get_extra_info("socket"))
         writer.write(await reader.read(100))
         await writer.drain()
-        writer.close()
+        writer.close()  # without wait_closed(): the server's wait_closed() waits for it
 
     class Collect(asyncio.Protocol):
         def __init__(self) -> None:
@@ -314,5 +329,57 @@ def test_loop_start_tls_on_the_zt_transport(net: Overlay) -> None:
             await asyncio.wait_for(proto.done, 20)
             assert proto.data == b"via loop.start_tls"
             tls.close()
+        # The server's side of the connection ended its closing handshake (close_notify both
+        # ways) before wait_closed() returned: nothing is left open when the loop stops.
+        assert [s.fileno() for s in served] == [-1]
 
     asyncio.run(main())
+
+
+def test_asyncio_server_closes_connections_whose_task_is_cancelled(net: Overlay) -> None:
+    """A connection's handshake or handler task cancelled (by hand, or by ``asyncio.run``
+    ending) closes the connection: its client reads EOF, and no server socket is left to the
+    garbage collector."""
+    accepted: list[Any] = []
+    handling: list[asyncio.Event] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer.get_extra_info("socket"))
+        handling[0].set()
+        await reader.read()  # until cancelled
+
+    async def cancel_the_first_task(server: zt.asyncio.Server, port: int) -> None:
+        reader, writer = await zt.asyncio.open_connection(net.a, net.ip_b, port)
+        while not server._tasks:  # one pass of the loop at a time: the task has not run yet
+            await asyncio.sleep(0)
+        for task in list(server._tasks):
+            task.cancel()
+        assert await asyncio.wait_for(reader.read(), 20) == b""
+        writer.close()
+        await writer.wait_closed()
+
+    async def main() -> None:
+        handling.append(asyncio.Event())
+        # A TLS server: the handshake task is cancelled as soon as it exists (before it ran).
+        ctx = net.certs.server_context()
+        async with await zt.asyncio.start_server(handle, net.b, "::", 8007, ssl=ctx) as server:
+            await cancel_the_first_task(server, 8007)
+        # A plain server: the same with the handler's task.
+        async with await zt.asyncio.start_server(handle, net.b, "::", 8008) as server:
+            await cancel_the_first_task(server, 8008)
+        assert accepted == []  # the handler never ran, and its connection is closed
+        # A handler still running when the loop ends: asyncio.run cancels it.
+        server = await zt.asyncio.start_server(handle, net.b, "::", 8009)
+        handling[0].clear()
+        # (A blocking client: the TCP handshake is the node's, the loop need not run.)
+        clients.append(net.a.create_connection((net.ip_b, 8009), timeout=20))
+        await asyncio.wait_for(handling[0].wait(), 20)
+        server.close()
+
+    clients: list[zt.socket.socket] = []
+    try:
+        asyncio.run(asyncio.wait_for(main(), 60))
+        assert [s.fileno() for s in accepted] == [-1]
+    finally:
+        for c in clients:
+            c.close()

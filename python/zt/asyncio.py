@@ -62,10 +62,12 @@ class _Transport(asyncio.Transport):
         protocol: asyncio.BaseProtocol,
         *,
         call_connection_made: bool = True,
+        on_close: Optional[Callable[[], None]] = None,
     ) -> None:
         super().__init__()
         self._loop = loop
         self._sock = sock
+        self._on_close = on_close  # called once the socket is closed
         self._protocol = protocol
         self._fd = sock.fileno()
         # Data waiting to be sent; the first chunk's first ``_sent`` bytes are gone already.
@@ -162,6 +164,8 @@ class _Transport(asyncio.Transport):
         self._loop.remove_writer(self._fd)
         self._sock.close()
         self._loop.call_soon(self._protocol.connection_lost, exc)
+        if self._on_close is not None:
+            self._on_close()
 
     # -- asyncio.Transport -----------------------------------------------------------------
 
@@ -318,10 +322,11 @@ async def _start_tls(
     server_side: bool,
     server_hostname: Optional[str],
     ssl_handshake_timeout: Optional[float],
+    on_close: Optional[Callable[[], None]] = None,
 ) -> asyncio.Transport:
     """The TLS transport for ``protocol`` on ``sock`` (after the handshake). The protocol gets
     ``connection_made`` with the TLS transport only, as with ``loop.create_connection``."""
-    raw = _Transport(loop, sock, protocol, call_connection_made=False)
+    raw = _Transport(loop, sock, protocol, call_connection_made=False, on_close=on_close)
     try:
         transport = await loop.start_tls(
             raw,
@@ -401,6 +406,9 @@ class Server:
         self._ssl_handshake_timeout = ssl_handshake_timeout
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Accepted connections whose sockets are still open, and wait_closed()'s waiters.
+        self._conns: set[zt_socket] = set()
+        self._idle: list[asyncio.Future[None]] = []
         self.sockets = [sock]
         sock.setblocking(False)
         self._loop.add_reader(sock.fileno(), self._accept)
@@ -417,26 +425,59 @@ class Server:
             # With the callback, the protocol makes the writer at connection_made and knows
             # it is server-side (StreamWriter.start_tls relies on that).
             protocol = asyncio.StreamReaderProtocol(reader, self._connected, loop=self._loop)
+            self._conns.add(conn)
             if self._ssl is None:
-                _Transport(self._loop, conn, protocol)
+                _Transport(self._loop, conn, protocol, on_close=self._detach(conn))
             else:
-                self._track(self._handshake(conn, protocol, self._ssl))
+                # A handshake task cancelled before it starts never sees the socket: close it.
+                self._track(self._handshake(conn, protocol, self._ssl), self._drop(conn))
+
+    def _detach(self, conn: zt_socket) -> Callable[[], None]:
+        """What to call once ``conn`` is closed (wakes wait_closed() after the last one)."""
+
+        def closed() -> None:
+            self._conns.discard(conn)
+            if not self._conns:
+                for waiter in self._idle:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                self._idle.clear()
+
+        return closed
+
+    def _drop(self, conn: zt_socket) -> Callable[[], None]:
+        detach = self._detach(conn)
+
+        def drop() -> None:
+            conn.close()
+            detach()
+
+        return drop
 
     def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._track(self._handler(reader, writer))
+        # As asyncio's own servers do (3.12+): a handler that fails or is cancelled (also
+        # when the loop shuts down) leaves no connection open.
+        self._track(self._handler(reader, writer), writer.transport.close)
 
-    def _track(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _track(self, coro: Coroutine[Any, Any, None], abandon: Callable[[], None]) -> None:
+        """Runs ``coro`` as a task of this server; ``abandon`` closes its connection if the
+        task is cancelled or fails."""
         task = self._loop.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._done)
+        task.add_done_callback(lambda t: self._done(t, abandon))
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _done(self, task: asyncio.Task[None], abandon: Callable[[], None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():
+            abandon()
+            return
+        exc = task.exception()
+        if exc is not None:
+            abandon()
             self._loop.call_exception_handler(
                 {
                     "message": "Unhandled exception in a zt.asyncio connection handler",
-                    "exception": task.exception(),
+                    "exception": exc,
                     "task": task,
                 }
             )
@@ -453,6 +494,7 @@ class Server:
                 server_side=True,
                 server_hostname=None,
                 ssl_handshake_timeout=self._ssl_handshake_timeout,
+                on_close=self._detach(conn),
             )
         except (OSError, asyncio.TimeoutError) as e:  # ssl.SSLError is an OSError
             log.debug("TLS handshake with a client failed: %s", e)
@@ -463,8 +505,18 @@ class Server:
         self._sock.close()
 
     async def wait_closed(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Waits until the connections' handlers have returned and the connections are closed
+        (as asyncio's servers do from Python 3.12): a TLS connection's closing handshake, or
+        what a closed connection still had to send, then ends before the caller goes on (a
+        loop stopping right after would leave those sockets to the garbage collector). A
+        handler that never closes its writer keeps this waiting."""
+        while self._tasks or self._conns:
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+                continue
+            waiter = self._loop.create_future()
+            self._idle.append(waiter)
+            await waiter
 
     async def __aenter__(self) -> Server:
         return self
@@ -487,9 +539,13 @@ async def start_server(
     if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
         raise TypeError("ssl must be an ssl.SSLContext")
     sock = node.socket(_family(host), SOCK_STREAM)
-    sock.bind((host, port))
-    sock.listen(backlog)
-    return Server(sock, handler, limit, ssl, ssl_handshake_timeout)
+    try:
+        sock.bind((host, port))
+        sock.listen(backlog)
+        return Server(sock, handler, limit, ssl, ssl_handshake_timeout)
+    except BaseException:
+        sock.close()
+        raise
 
 
 # -- datagrams ------------------------------------------------------------------------------

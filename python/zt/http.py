@@ -205,13 +205,15 @@ class NetworkBackend(httpcore.NetworkBackend):
                     left = None if deadline is None else max(0.0, deadline - time.monotonic())
                     sock.settimeout(left)
                     sock.connect((ip, port))
-                except _TIMEOUTS:
-                    sock.close()
-                    raise
                 except OSError as e:
                     sock.close()
+                    if isinstance(e, _TIMEOUTS):
+                        raise
                     error = e
                     continue
+                except BaseException:
+                    sock.close()
+                    raise
                 return NetworkStream(sock)
             raise error or OSError(f"no address for {host}")
 
@@ -337,7 +339,18 @@ class AsyncNetworkStream(httpcore.AsyncNetworkStream):
             raise httpcore.WriteError(str(inbox.error)) from inbox.error
 
     async def aclose(self) -> None:
-        self._transport.close()
+        """Closes the connection; its zt socket is closed when this returns. Closing TLS sends
+        close_notify at once but would close the socket only once the peer answers: after
+        one pass of the loop the transport is aborted instead (as httpcore's anyio backend
+        does), so no socket outlives an event loop that stops right after the close."""
+        transport = self._transport
+        transport.close()
+        try:
+            if self._sock.fileno() >= 0:
+                await asyncio.sleep(0)
+        finally:
+            if self._sock.fileno() >= 0:
+                transport.abort()
 
     async def start_tls(
         self,

@@ -353,7 +353,11 @@ class socket:  # noqa: N801 - the standard library's name
         n = _DEFAULT_BACKLOG if backlog is None else operator.index(backlog)
         host, port = self._bound
         s = self._node._native.tcp_listen(host, port, max(1, n), *self._bufs, v6only=self._v6only)
-        self._apply_options(s)
+        try:
+            self._apply_options(s)
+        except BaseException:
+            s.close()
+            raise
         self._s = s
         self._listening = True
 
@@ -365,8 +369,12 @@ class socket:  # noqa: N801 - the standard library's name
         if not self._listening:
             raise OSError(_errno.EINVAL, "Invalid argument (not listening)")
         conn = self._sock().accept(self._timeout)
-        peer = conn.addresses()[1]
-        sock = socket._wrap(self._node, self._family, conn)
+        try:
+            peer = conn.addresses()[1]
+            sock = socket._wrap(self._node, self._family, conn)
+        except BaseException:
+            conn.close()
+            raise
         return sock, self._out(peer if peer is not None else ("", 0))
 
     def connect(self, address: Address) -> None:

@@ -97,7 +97,13 @@ class SSLSocket:
         self._record = bytearray()
         self._closed = False
         if do_handshake_on_connect and self._connected():
-            self.do_handshake()
+            try:
+                self.do_handshake()
+            except BaseException:
+                # As ssl.SSLContext.wrap_socket does: the socket is closed with the failure
+                # (wrap_socket(node.create_connection(...)) would leave it to the collector).
+                self.close()
+                raise
 
     # -- moving records ----------------------------------------------------------------------
 

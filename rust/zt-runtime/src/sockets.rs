@@ -602,11 +602,16 @@ impl TcpShared {
     /// The next accepted connection.
     ///
     /// # Errors
-    /// Not listening, or none in time.
+    /// Not listening, closed (also while waiting: `Closed`), or none in time.
     pub fn accept(&self, timeout: Option<Duration>) -> Result<Arc<TcpShared>, SockError> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut st = self.lock();
         loop {
+            // A closed listener hands out nothing (the loop closes what it had queued), and a
+            // close from another thread ends a blocked accept.
+            if st.released {
+                return Err(SockError::Closed);
+            }
             if let Some(c) = st.accept.pop_front() {
                 self.refresh(&st);
                 return Ok(c);

@@ -430,6 +430,15 @@ fn an_unspecified_listener_covers_networks_joined_later() {
     );
     let v6 = listen(&b, "::", 7301, true).unwrap();
     v6.close();
+    // Closing a listener ends an accept() blocked on it, and later ones fail at once (EBADF).
+    let closing = listen(&b, "::", 7303, true).unwrap();
+    let blocked = {
+        let l = closing.clone();
+        std::thread::spawn(move || l.accept(Some(LONG)).err())
+    };
+    closing.close();
+    assert_eq!(blocked.join().unwrap(), Some(SockError::Closed));
+    assert_eq!(closing.accept(Some(LONG)).err(), Some(SockError::Closed));
     // An address the node does not have.
     assert_eq!(
         listen(&b, "fd00::1", 7302, false).err(),
