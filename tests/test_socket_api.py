@@ -417,6 +417,28 @@ def test_accept_and_listen_close_the_native_socket_when_interrupted(
         pass
 
 
+def test_a_native_socket_dropped_unclosed_is_closed(v4: Pair) -> None:
+    """A native socket that nobody holds any more ends its connection (and frees its port),
+    as the OS does with a descriptor's last reference."""
+    with v4.b.create_server((v4.ip_b, 7358)) as srv:
+        srv.settimeout(10)
+        native = v4.a._native.tcp_connect(v4.ip_b, 7358)
+        native.wait_connected(10)
+        conn, _ = srv.accept()
+        with conn:
+            native.send(b"bye", 10)
+            del native
+            gc.collect()
+            conn.settimeout(10)
+            assert conn.recv(10) == b"bye"  # queued data still goes out
+            assert conn.recv(10) == b""  # then EOF
+    udp = v4.b._native.udp_bind(v4.ip_b, 7359)
+    del udp
+    gc.collect()
+    with v4.b.socket(AF_INET, SOCK_DGRAM) as u:
+        u.bind((v4.ip_b, 7359))  # the port is free again
+
+
 def test_socket_options(v4: Pair) -> None:
     with v4.a.socket(AF_INET, SOCK_STREAM) as s, v4.a.socket(AF_INET6, SOCK_DGRAM) as u:
         sol = std.SOL_SOCKET

@@ -898,6 +898,16 @@ fn addr_tuple(a: Option<std::net::SocketAddr>) -> PyAddr {
 #[pyclass(module = "zt._native", frozen)]
 pub(crate) struct TcpSocket(Arc<zt_runtime::sockets::TcpShared>);
 
+/// A native socket nobody holds any more is closed (gracefully: queued data still goes out),
+/// as the OS closes a descriptor's socket with its last reference: otherwise its connection,
+/// or its port, would stay until the node stops. `zt.socket` closes its sockets itself; this
+/// covers any native socket dropped on another path.
+impl Drop for TcpSocket {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 #[pymethods]
 impl TcpSocket {
     /// Up to `n` bytes (b"" at EOF). `timeout`: None blocks, 0 never blocks.
@@ -1059,6 +1069,13 @@ fn tcp_option(name: &str) -> PyResult<zt_runtime::sockets::TcpOption> {
 /// A UDP socket on a node's network stacks.
 #[pyclass(module = "zt._native", frozen)]
 pub(crate) struct UdpSocket(Arc<zt_runtime::sockets::UdpShared>);
+
+/// Closed when dropped, as [`TcpSocket`].
+impl Drop for UdpSocket {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
 
 #[pymethods]
 impl UdpSocket {
