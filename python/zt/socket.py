@@ -488,6 +488,20 @@ class socket:  # noqa: N801 - the standard library's name
     def sendall(self, data: Buffer, flags: int = 0) -> None:
         """Sends all of ``data``; the timeout bounds the whole call (as in the standard
         library), a non-blocking socket raises ``BlockingIOError`` once it would block."""
+        native = self._s
+        if (
+            type(data) is bytes
+            and not flags
+            and native is not None
+            and self._type == SOCK_STREAM
+            and not (self._closed or self._shut_wr)
+        ):
+            # The common case without the general path's checks (same calls, same timeout).
+            deadline = _Deadline(self._timeout)
+            sent = native.send(data, self._timeout)
+            while sent < len(data):
+                sent += native.send(data, deadline.left(), sent)
+            return
         timeout = self._call_timeout(flags, MSG_DONTWAIT | MSG_NOSIGNAL)
         self._check_open()
         if self._type == SOCK_DGRAM:
@@ -541,6 +555,16 @@ class socket:  # noqa: N801 - the standard library's name
         """Up to ``bufsize`` bytes (TCP; b"" at EOF) or the next datagram, truncated to
         ``bufsize`` (UDP: the rest of a longer datagram is discarded, as in the standard
         library)."""
+        native = self._s
+        if (
+            type(bufsize) is int
+            and bufsize > 0
+            and not flags
+            and native is not None
+            and self._type == SOCK_STREAM
+            and not (self._closed or self._shut_rd)
+        ):
+            return native.recv(bufsize, self._timeout)  # the common case in one native call
         bufsize = operator.index(bufsize)
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
@@ -606,6 +630,18 @@ class socket:  # noqa: N801 - the standard library's name
         return self._sock().recv_into(buffer, n, timeout), None
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        native = self._s
+        if (
+            type(buffer) is bytearray
+            and buffer
+            and not nbytes
+            and not flags
+            and native is not None
+            and self._type == SOCK_STREAM
+            and not (self._closed or self._shut_rd)
+        ):
+            # The common case in one native call (what _recv_direct does).
+            return native.recv_into(buffer, len(buffer), self._timeout)
         if isinstance(buffer, bytearray):
             got = self._recv_direct(buffer, nbytes, flags, "recv_into")
             if got is not None:
