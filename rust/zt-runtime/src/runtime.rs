@@ -390,8 +390,9 @@ impl std::fmt::Debug for NodeHandle {
 }
 
 impl NodeHandle {
-    /// A function that wakes the loop thread (after changing state it services, like socket
-    /// buffers).
+    /// What sockets call after an application thread changed state the loop services (socket
+    /// buffers): it wakes the loop thread, or runs the loop's pass on the calling thread for a
+    /// flush while the loop is idle ([`crate::sockets::Kick`]).
     #[must_use]
     pub fn waker(&self) -> crate::sockets::Kick {
         let shared = self.shared.clone();
@@ -662,24 +663,18 @@ impl NodeRuntime {
     /// # Errors
     /// The node is not running or did not start the stall within 10 s.
     pub fn stall(&self, busy: Duration) -> Result<(), RuntimeError> {
-        let (started, stalling) = mpsc::channel();
-        let job = Command::Call(Box::new(move |_: &mut LoopCtx<'_>| {
-            let _ = started.send(());
-            std::thread::sleep(busy);
-            Box::new(|| {}) as Box<dyn FnOnce() + Send>
-        }));
-        {
-            let mut c = self.shared.lock();
-            if c.lifecycle != Lifecycle::Running {
-                return Err(RuntimeError::NotRunning(c.lifecycle.name()));
-            }
-            c.send(job);
-        }
-        match stalling.recv_timeout(Duration::from_secs(10)) {
-            Ok(()) => Ok(()),
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(RuntimeError::Timeout),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(RuntimeError::Stopped),
-        }
+        // The answer is sent as the job starts, not after it (as `call` would).
+        request(
+            &self.shared,
+            move |started| {
+                Command::Call(Box::new(move |_: &mut LoopCtx<'_>| {
+                    let _ = started.send(());
+                    std::thread::sleep(busy);
+                    Box::new(|| {}) as Box<dyn FnOnce() + Send>
+                }))
+            },
+            Duration::from_secs(10),
+        )
     }
 
     /// A tap receiving the frames the node delivers on `network` (dropped with the tap).
@@ -1141,6 +1136,13 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         store_errors: 0,
         send_errors: 0,
     };
+    log::info!(
+        target: "zt.node",
+        "node {} running on UDP port {}{}",
+        node.address(),
+        out.udp.port(),
+        if node.is_root() { " as a root" } else { "" }
+    );
     let first = snapshot(&node, &mut out, clock.now(), None);
     let mut guard = shared.lock_core();
     *guard = Some(Core {
@@ -1151,7 +1153,7 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         snapshot_at: clock.now(),
         fault: None,
     });
-    let address = {
+    {
         let mut c = shared.lock();
         c.snapshot = Some(first);
         if c.lifecycle == Lifecycle::Starting {
@@ -1159,16 +1161,6 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         }
         c.waker = Some(waker);
         shared.changed.notify_all();
-        c.snapshot.as_ref().map(|s| s.identity.address())
-    };
-    if let Some(core) = guard.as_ref() {
-        log::info!(
-            target: "zt.node",
-            "node {} running on UDP port {}{}",
-            address.map(|a| a.to_string()).unwrap_or_default(),
-            core.out.udp.port(),
-            if core.node.is_root() { " as a root" } else { "" }
-        );
     }
     let mut events = Events::with_capacity(64);
     let mut buf = vec![0u8; RECV_BUFFER];
