@@ -284,6 +284,14 @@ class socket:  # noqa: N801 - the standard library's name
             raise OSError(_errno.ENOTCONN, "Transport endpoint is not connected")
         return self._s
 
+    def _stream(self, shut: bool) -> Optional[_native.TcpSocket]:
+        """The native socket when the common case applies (an open TCP socket with one, this
+        direction not shut down): the hot calls then skip their general checks."""
+        native = self._s
+        if native is None or shut or self._closed or self._type != SOCK_STREAM:
+            return None
+        return native
+
     def _call_timeout(self, flags: int, allowed: int = MSG_DONTWAIT) -> Optional[float]:
         """The timeout of one call with ``flags`` (``MSG_DONTWAIT``: do not block)."""
         flags = operator.index(flags)
@@ -488,28 +496,19 @@ class socket:  # noqa: N801 - the standard library's name
     def sendall(self, data: Buffer, flags: int = 0) -> None:
         """Sends all of ``data``; the timeout bounds the whole call (as in the standard
         library), a non-blocking socket raises ``BlockingIOError`` once it would block."""
-        native = self._s
-        if (
-            type(data) is bytes
-            and not flags
-            and native is not None
-            and self._type == SOCK_STREAM
-            and not (self._closed or self._shut_wr)
-        ):
-            # The common case without the general path's checks (same calls, same timeout).
-            deadline = _Deadline(self._timeout)
-            sent = native.send(data, self._timeout)
-            while sent < len(data):
-                sent += native.send(data, deadline.left(), sent)
-            return
-        timeout = self._call_timeout(flags, MSG_DONTWAIT | MSG_NOSIGNAL)
-        self._check_open()
-        if self._type == SOCK_DGRAM:
-            self.send(data, flags)
-            return
-        if self._shut_wr:
-            raise BrokenPipeError(_errno.EPIPE, "Broken pipe")
-        s = self._sock()
+        common = flags == 0 and type(flags) is int and type(data) is bytes
+        s = self._stream(self._shut_wr) if common else None
+        if s is not None:
+            timeout = self._timeout  # the common case: nothing else to check
+        else:
+            timeout = self._call_timeout(flags, MSG_DONTWAIT | MSG_NOSIGNAL)
+            self._check_open()
+            if self._type == SOCK_DGRAM:
+                self.send(data, flags)
+                return
+            if self._shut_wr:
+                raise BrokenPipeError(_errno.EPIPE, "Broken pipe")
+            s = self._sock()
         deadline = _Deadline(timeout)
         sent = 0
         if isinstance(data, (bytes, bytearray)):
@@ -555,15 +554,9 @@ class socket:  # noqa: N801 - the standard library's name
         """Up to ``bufsize`` bytes (TCP; b"" at EOF) or the next datagram, truncated to
         ``bufsize`` (UDP: the rest of a longer datagram is discarded, as in the standard
         library)."""
-        native = self._s
-        if (
-            type(bufsize) is int
-            and bufsize > 0
-            and not flags
-            and native is not None
-            and self._type == SOCK_STREAM
-            and not (self._closed or self._shut_rd)
-        ):
+        common = flags == 0 and type(flags) is int and type(bufsize) is int
+        native = self._stream(self._shut_rd) if common else None
+        if native is not None and bufsize > 0:
             return native.recv(bufsize, self._timeout)  # the common case in one native call
         bufsize = operator.index(bufsize)
         if bufsize < 0:
@@ -630,16 +623,9 @@ class socket:  # noqa: N801 - the standard library's name
         return self._sock().recv_into(buffer, n, timeout), None
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        native = self._s
-        if (
-            type(buffer) is bytearray
-            and buffer
-            and not nbytes
-            and not flags
-            and native is not None
-            and self._type == SOCK_STREAM
-            and not (self._closed or self._shut_rd)
-        ):
+        common = flags == 0 == nbytes and type(flags) is int and type(nbytes) is int
+        native = self._stream(self._shut_rd) if common else None
+        if native is not None and type(buffer) is bytearray and buffer:
             # The common case in one native call (what _recv_direct does).
             return native.recv_into(buffer, len(buffer), self._timeout)
         if isinstance(buffer, bytearray):
