@@ -9,11 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zt_proto::crypto::c25519::KeyPair;
 use zt_proto::network::{MulticastGroup, NetworkId};
 use zt_proto::node::NetworkStatus;
-use zt_proto::{Identity, Root, World, WorldType};
-use zt_runtime::rng::OsRng;
 use zt_runtime::runtime::{Lifecycle, NodeRuntime};
 use zt_runtime::sockets::{SockError, UdpOption, UdpShared};
 
@@ -40,19 +37,12 @@ struct Lab {
     id: NetworkId,
 }
 
+use common::{T, node};
+
 /// A root, a controller and `n` authorized, configured members of a network with `extra`
 /// network fields.
-use common::{T, free_port, node};
-
 fn lab(n: usize, extra: &str) -> Lab {
-    let root_id = Identity::generate(&mut OsRng);
-    let port = free_port();
-    let key = KeyPair::generate(&mut OsRng);
-    let roots = vec![Root {
-        identity: root_id.to_public(),
-        stable_endpoints: vec![SocketAddr::from(([127, 0, 0, 1], port)).into()],
-    }];
-    let planet = World::make(WorldType::Planet, 78, 1, *key.public(), roots, &key).unwrap();
+    let (planet, root_id, port) = common::loopback_planet(78);
     let root = node(&planet, Some(root_id), port, false);
     let ctl = node(&planet, None, 0, true);
     let body = format!(

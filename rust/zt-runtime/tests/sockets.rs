@@ -8,18 +8,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zt_proto::crypto::c25519::KeyPair;
 use zt_proto::network::NetworkId;
 use zt_proto::node::NetworkStatus;
-use zt_proto::{Identity, Root, World, WorldType};
-use zt_runtime::rng::OsRng;
+use zt_proto::{Identity, World};
 use zt_runtime::runtime::NodeRuntime;
 use zt_runtime::sockets::{Phase, SockError, TcpOption, TcpShared};
 
 /// Longer than any abort a test expects (a call that waits this long failed to be woken).
 const LONG: Duration = Duration::from_secs(30);
 
-use common::{T, free_port};
+use common::T;
 
 fn wait<F: FnMut() -> bool>(what: &str, f: F) {
     common::wait_for(what, Duration::from_secs(20), f);
@@ -36,14 +34,7 @@ fn sixplane(rt: &NodeRuntime, id: NetworkId) -> IpAddr {
 
 /// A root and two members of the ad-hoc network for port `port`.
 fn adhoc_pair(port_range: u16) -> (NodeRuntime, NodeRuntime, NodeRuntime, NetworkId) {
-    let root_id = Identity::generate(&mut OsRng);
-    let port = free_port();
-    let key = KeyPair::generate(&mut OsRng);
-    let roots = vec![Root {
-        identity: root_id.to_public(),
-        stable_endpoints: vec![SocketAddr::from(([127, 0, 0, 1], port)).into()],
-    }];
-    let planet = World::make(WorldType::Planet, 77, 1, *key.public(), roots, &key).unwrap();
+    let (planet, root_id, port) = common::loopback_planet(77);
     let root = node(&planet, Some(root_id), port);
     let a = node(&planet, None, 0);
     let b = node(&planet, None, 0);

@@ -739,6 +739,13 @@ fn configured_lab(n: usize) -> Lab {
     lab
 }
 
+/// `host` joins `g` on the lab's network (and announces it).
+fn subscribe(lab: &mut Lab, host: usize, g: MulticastGroup) {
+    let (now, id) = (lab.sim.now, lab.nwid);
+    lab.sim.hosts[host].node.subscribe(now, id, g);
+    lab.sim.pump();
+}
+
 /// A sends a multicast to `g` every second (payload: its sequence number) until `until`
 /// holds; the number of seconds it took, None after `limit_s`.
 fn multicast_until(
@@ -783,9 +790,7 @@ fn a_group_joined_after_the_sender_started_is_learned() {
     let id = lab.nwid;
     let (a, b, c) = (lab.members[0], lab.members[1], lab.members[2]);
     let g = MulticastGroup::for_ip("239.1.2.3".parse().unwrap()).unwrap();
-    let now = lab.sim.now;
-    lab.sim.hosts[b].node.subscribe(now, id, g);
-    lab.sim.pump();
+    subscribe(&mut lab, b, g);
     lab.sim.run_for(500);
     // A's first send gathers the members from its upstreams (B announced itself to them).
     let first = multicast_until(&mut lab, a, g, 5, |l| got_group(l, b, g) > 0);
@@ -793,9 +798,7 @@ fn a_group_joined_after_the_sender_started_is_learned() {
     // C subscribes while A keeps sending. C never talked to A, so it announces itself to the
     // upstreams only; A, knowing a member already, gathers again once its 60 s gather delay
     // has passed (like ZeroTier 1.x).
-    let now = lab.sim.now;
-    lab.sim.hosts[c].node.subscribe(now, id, g);
-    lab.sim.pump();
+    subscribe(&mut lab, c, g);
     let took = multicast_until(&mut lab, a, g, 90, |l| got_group(l, c, g) > 0);
     assert!(
         took.is_some_and(|s| s <= 62),
@@ -809,14 +812,10 @@ fn a_group_joined_after_the_sender_started_is_learned() {
     // A member that has talked to the sender announces a new group to it directly: a second
     // group joined by C is learned by A at once.
     let g2 = MulticastGroup::for_ip("ff05::4242".parse().unwrap()).unwrap();
-    let now = lab.sim.now;
-    lab.sim.hosts[b].node.subscribe(now, id, g2);
-    lab.sim.pump();
+    subscribe(&mut lab, b, g2);
     lab.sim.run_for(500);
     assert!(multicast_until(&mut lab, a, g2, 5, |l| got_group(l, b, g2) > 0).is_some());
-    let now = lab.sim.now;
-    lab.sim.hosts[c].node.subscribe(now, id, g2);
-    lab.sim.pump();
+    subscribe(&mut lab, c, g2);
     let took = multicast_until(&mut lab, a, g2, 10, |l| got_group(l, c, g2) > 0);
     assert!(
         took.is_some_and(|s| s <= 1),
@@ -835,8 +834,6 @@ fn a_group_joined_after_the_sender_started_is_learned() {
             .subscriptions
             .contains(&g2)
     );
-    let now = lab.sim.now;
-    lab.sim.hosts[c].node.subscribe(now, id, g2);
-    lab.sim.pump();
+    subscribe(&mut lab, c, g2);
     assert!(lab.sim.stats.sent > sent, "announced again");
 }

@@ -5,9 +5,11 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use zt_proto::crypto::c25519::KeyPair;
 use zt_proto::node::CoreOptions;
-use zt_proto::{Identity, World};
+use zt_proto::{Identity, Root, World, WorldType};
 use zt_runtime::MemoryStore;
+use zt_runtime::rng::OsRng;
 use zt_runtime::runtime::{ControllerStorage, NodeRuntime, RuntimeOptions};
 use zt_runtime::state::LoadOptions;
 use zt_runtime::udp::parse_prefixes;
@@ -22,6 +24,20 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("its address")
         .port()
+}
+
+/// A planet (world `id`) whose one root listens on a free 127.0.0.1 port, with that root's
+/// identity and port.
+pub fn loopback_planet(id: u64) -> (World, Identity, u16) {
+    let root_id = Identity::generate(&mut OsRng);
+    let port = free_port();
+    let key = KeyPair::generate(&mut OsRng);
+    let roots = vec![Root {
+        identity: root_id.to_public(),
+        stable_endpoints: vec![std::net::SocketAddr::from(([127, 0, 0, 1], port)).into()],
+    }];
+    let planet = World::make(WorldType::Planet, id, 1, *key.public(), roots, &key).expect("planet");
+    (planet, root_id, port)
 }
 
 /// A started node on `planet` at `port` (IPv4 loopback only), with an in-memory controller
