@@ -10,6 +10,7 @@ import hashlib
 import os
 import select
 import selectors
+import signal
 import socket as std
 import sys
 import threading
@@ -387,6 +388,63 @@ def test_closing_a_listener_ends_a_blocked_accept(v4: Pair) -> None:
     # Nothing queued on the closed listener is handed out (connecting is refused now).
     with pytest.raises(ConnectionRefusedError):
         v4.a.create_connection((v4.ip_b, 7355), timeout=10)
+
+
+class AlarmError(Exception):
+    pass
+
+
+@pytest.fixture
+def alarm() -> Iterator[list[float]]:
+    """SIGALRM raises :class:`AlarmError` (or, once the list it yields holds a 0, only records
+    when it came); the timer and the handler are reset afterwards."""
+    mode: list[float] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if mode and mode[0] == 0:
+            mode.append(time.monotonic())
+            return
+        raise AlarmError
+
+    before = signal.signal(signal.SIGALRM, handler)
+    yield mode
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, before)
+
+
+def test_a_signal_handler_interrupts_blocked_calls_as_in_the_stdlib(
+    v4: Pair, alarm: list[float]
+) -> None:
+    """Blocking calls on the main thread run signal handlers while they wait: an exception
+    from one (as Ctrl-C's KeyboardInterrupt) ends the call; a handler that returns lets the
+    call go on (PEP 475). Nothing queued is lost either way."""
+    srv = v4.b.create_server((v4.ip_b, 7356))
+    srv.settimeout(None)
+    u = v4.b.socket(AF_INET, SOCK_DGRAM)
+    u.bind((v4.ip_b, 7357))
+    with srv, u, v4.a.create_connection((v4.ip_b, 7356), timeout=10) as c:
+        conn, _ = srv.accept()
+        with conn:
+            conn.settimeout(None)
+            for call in (lambda: conn.recv(10), srv.accept, lambda: u.recvfrom(10)):
+                start = time.monotonic()
+                signal.setitimer(signal.ITIMER_REAL, 0.3)
+                with pytest.raises(AlarmError):
+                    call()
+                assert 0.25 < time.monotonic() - start < 3
+            # A timeout still applies, and an interrupted call took nothing.
+            c.sendall(b"kept")
+            conn.settimeout(10)
+            assert recv_exactly(conn, 4) == b"kept"
+            # A handler that returns: the call goes on and gets the data sent after it.
+            alarm.append(0)
+            conn.settimeout(None)
+            threading.Timer(0.6, c.sendall, (b"later",)).start()
+            start = time.monotonic()
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            assert recv_exactly(conn, 5) == b"later"
+            assert len(alarm) == 2 and alarm[1] - start < 0.5
+            assert time.monotonic() - start >= 0.55
 
 
 def test_accept_and_listen_close_the_native_socket_when_interrupted(

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict};
 use zt_runtime::events::{NodeEvent, RecvError, Subscription};
 use zt_runtime::runtime::{Lifecycle, NodeRuntime, RuntimeOptions};
+use zt_runtime::sockets::SockError;
 use zt_runtime::state::LoadOptions;
 
 use crate::errors;
@@ -20,6 +21,55 @@ fn duration(timeout: Option<f64>) -> PyResult<Option<Duration>> {
                 .map_err(|_| PyValueError::new_err(format!("invalid timeout {t}")))
         })
         .transpose()
+}
+
+/// Longest a blocking call on Python's main thread waits before it runs pending signal
+/// handlers (Ctrl-C interrupts a blocked call as it does the stdlib's).
+const SIGNAL_CHECK: Duration = Duration::from_millis(100);
+
+/// Whether this is the process's first thread, where Python runs signal handlers.
+fn on_main_thread() -> bool {
+    // SAFETY: gettid and getpid take no arguments and cannot fail.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::gettid() == libc::getpid()
+    }
+}
+
+/// Runs `wait` (until a deadline) without the GIL until it returns anything but its own
+/// timeout (`timed_out`) or `deadline` passes. On Python's main thread the wait is cut into
+/// slices of [`SIGNAL_CHECK`]; between them pending signal handlers run, and an exception from
+/// one (`KeyboardInterrupt`) ends the call, as it ends the stdlib's blocking socket calls.
+fn wait_interruptibly<R: Send, E: Send>(
+    py: Python<'_>,
+    deadline: Option<Instant>,
+    timed_out: impl Fn(&E) -> bool,
+    wait: impl Fn(Option<Instant>) -> Result<R, E> + Sync,
+) -> PyResult<Result<R, E>> {
+    if !on_main_thread() {
+        return Ok(py.detach(|| wait(deadline)));
+    }
+    loop {
+        let slice = Instant::now() + SIGNAL_CHECK;
+        let until = deadline.map_or(slice, |d| d.min(slice));
+        let r = py.detach(|| wait(Some(until)));
+        match r {
+            Err(e) if timed_out(&e) && deadline.is_none_or(|d| Instant::now() < d) => {
+                py.check_signals()?;
+            }
+            r => return Ok(r),
+        }
+    }
+}
+
+/// The deadline of a timeout that starts now (None: none, and for one too long to represent).
+fn deadline(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// A timeout from now until `deadline` (None: none), zero once it passed.
+fn left(deadline: Option<Instant>) -> Option<Duration> {
+    deadline.map(|d| d.saturating_duration_since(Instant::now()))
 }
 
 /// A node's event queue (one per consumer).
@@ -74,9 +124,16 @@ impl FrameTap {
         py: Python<'py>,
         timeout: Option<f64>,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let t = duration(timeout)?;
-        let tap = self.0.clone();
-        let f = py.detach(move || tap.recv(t));
+        let deadline = deadline(duration(timeout)?);
+        let tap = &*self.0;
+        // `None` from the tap: a timeout unless it was closed.
+        let f = wait_interruptibly(
+            py,
+            deadline,
+            |()| !tap.is_closed(),
+            |d| tap.recv(left(d)).ok_or(()),
+        )?
+        .ok();
         f.map(|f| {
             let mut header = [0u8; 14];
             header[..6].copy_from_slice(&f.dst.to_bytes());
@@ -120,10 +177,15 @@ impl EventSubscription {
         timeout: Option<f64>,
     ) -> PyResult<Option<(i32, Bound<'py, PyDict>)>> {
         let t = duration(timeout)?;
-        let sub = self.0.clone();
+        let sub = &*self.0;
         let r = match t {
             Some(d) if d.is_zero() => sub.try_recv(),
-            _ => py.detach(move || sub.recv(t)),
+            _ => wait_interruptibly(
+                py,
+                deadline(t),
+                |e| matches!(e, RecvError::Timeout),
+                |d| sub.recv(left(d)),
+            )?,
         };
         match r {
             Ok(ev) => Ok(Some((ev.code() as i32, payload(py, &ev)?))),
@@ -171,7 +233,7 @@ impl NativeNode {
         make: impl FnOnce(
             &mut zt_runtime::runtime::LoopCtx<'_>,
             zt_runtime::sockets::Kick,
-        ) -> Result<T, zt_runtime::sockets::SockError>
+        ) -> Result<T, SockError>
         + Send
         + 'static,
     ) -> PyResult<T> {
@@ -318,6 +380,7 @@ impl NativeNode {
             d.set_item("store_errors", s.store_errors)?;
             d.set_item("send_errors", s.send_errors)?;
             d.set_item("inline_passes", s.inline_passes)?;
+            d.set_item("led_passes", s.led_passes)?;
             d.set_item("datagrams_in", s.stats.datagrams_in)?;
             d.set_item("datagrams_out", s.stats.datagrams_out)?;
             d.set_item("packets_in", s.stats.packets_in)?;
@@ -756,11 +819,10 @@ fn blocking<R>(
     py: Python<'_>,
     timeout: Option<Duration>,
     mut attempt: impl FnMut() -> PyResult<Option<R>>,
-    wait: impl Fn(Option<Instant>) -> Result<(), zt_runtime::sockets::SockError> + Sync,
+    wait: impl Fn(Option<Instant>) -> Result<(), SockError> + Sync,
 ) -> PyResult<R> {
-    use zt_runtime::sockets::SockError;
     // A timeout too long to represent blocks like None.
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let deadline = deadline(timeout);
     loop {
         if let Some(r) = attempt()? {
             return Ok(r);
@@ -769,9 +831,25 @@ fn blocking<R>(
             // Non-blocking: no need to give up the GIL to learn that.
             return Err(sock_err(SockError::WouldBlock, timeout));
         }
-        py.detach(|| wait(deadline))
+        wait_interruptibly(py, deadline, |e| *e == SockError::WouldBlock, &wait)?
             .map_err(|e| sock_err(e, timeout))?;
     }
+}
+
+/// Runs a socket call that waits up to a timeout (`WouldBlock` when it ends) as
+/// [`wait_interruptibly`] does, with `timeout`'s errors.
+fn sock_wait<R: Send>(
+    py: Python<'_>,
+    timeout: Option<Duration>,
+    call: impl Fn(Option<Duration>) -> Result<R, SockError> + Sync,
+) -> PyResult<R> {
+    wait_interruptibly(
+        py,
+        deadline(timeout),
+        |e| *e == SockError::WouldBlock,
+        |d| call(left(d)),
+    )?
+    .map_err(|e| sock_err(e, timeout))
 }
 
 /// A new `bytes` holding `a` then `b` (its storage written once, not zeroed first).
@@ -875,8 +953,8 @@ fn sender_filter(
     })
 }
 
-fn sock_err(e: zt_runtime::sockets::SockError, timeout: Option<Duration>) -> PyErr {
-    use zt_runtime::sockets::SockError as S;
+fn sock_err(e: SockError, timeout: Option<Duration>) -> PyErr {
+    use SockError as S;
     match e {
         S::WouldBlock if timeout.is_some_and(|t| t.is_zero()) => {
             pyo3::exceptions::PyBlockingIOError::new_err((e.errno(), e.to_string()))
@@ -986,20 +1064,15 @@ impl TcpSocket {
     /// Waits until connected.
     #[pyo3(signature = (timeout = None))]
     fn wait_connected(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
-        let t = duration(timeout)?;
-        let s = self.0.clone();
-        py.detach(|| s.wait_connected(t))
-            .map_err(|e| sock_err(e, t))
+        let s = &*self.0;
+        sock_wait(py, duration(timeout)?, |t| s.wait_connected(t))
     }
 
     /// The next connection of a listening socket.
     #[pyo3(signature = (timeout = None))]
     fn accept(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<TcpSocket> {
-        let t = duration(timeout)?;
-        let s = self.0.clone();
-        py.detach(|| s.accept(t))
-            .map(TcpSocket)
-            .map_err(|e| sock_err(e, t))
+        let s = &*self.0;
+        sock_wait(py, duration(timeout)?, |t| s.accept(t)).map(TcpSocket)
     }
 
     /// Stops sending (FIN after queued data).

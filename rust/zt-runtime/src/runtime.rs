@@ -27,6 +27,9 @@ const FIRST_SOCKET: usize = 1;
 const INTERFACE_REFRESH_MS: i64 = 30_000;
 /// Longest time the published snapshot lags behind the node while packets flow.
 const SNAPSHOT_PERIOD_MS: i64 = 20;
+/// Most datagrams per UDP socket that a leading thread reads before it looks at its own socket
+/// again ([`Shared::lead`]): a stream of datagrams does not keep it from returning.
+const LEAD_BATCH: usize = 64;
 
 /// The host's interface addresses (what PUSH_DIRECT_PATHS advertises, with the bound port).
 fn interface_addresses() -> Vec<std::net::IpAddr> {
@@ -170,6 +173,9 @@ pub struct Snapshot {
     /// Loop passes run by application threads right after they queued something to send (it
     /// went out from that thread, without a hand-off to the loop thread).
     pub inline_passes: u64,
+    /// Passes run by application threads that waited for their socket and read the node's UDP
+    /// sockets themselves while the loop was idle (the data reached them without a hand-off).
+    pub led_passes: u64,
 }
 
 /// Work for the loop thread; it returns the reply, sent once the work's outputs are executed.
@@ -258,6 +264,8 @@ struct Shared {
     /// for datagrams or its next deadline; then an application thread may take it to send
     /// what it just queued ([`Shared::kick`]).
     core: Mutex<Option<Core>>,
+    /// Interrupts an application thread that leads the node's receiving ([`Shared::lead`]).
+    lead_wake: Option<crate::signal::EventFd>,
 }
 
 impl Shared {
@@ -300,6 +308,102 @@ impl Shared {
             }
         }
         self.wake();
+    }
+
+    /// An application thread would wait for its socket: while the loop is idle, it waits for
+    /// the node's UDP sockets instead and runs the loop's receive pass itself whenever they
+    /// have datagrams, until `ready()`, `deadline` or the end of the node (leader/follower).
+    /// The loop thread stops waiting for the UDP sockets meanwhile (they leave its poller and
+    /// come back when this thread is done: datagrams that arrive in between wake it then),
+    /// but keeps its timers and requests. The data for this thread's socket thus reaches it
+    /// with no wake-up of, and no hand-off from, the loop thread. `false`: the loop is busy,
+    /// another thread leads, or the poller refused: wait as usual.
+    fn lead(&self, ready: &mut dyn FnMut() -> bool, deadline: Option<Instant>) -> bool {
+        let Some(lead_wake) = &self.lead_wake else {
+            return false;
+        };
+        let mut fds = {
+            let Ok(mut guard) = self.core.try_lock() else {
+                return false;
+            };
+            let Some(core) = guard.as_mut() else {
+                return false;
+            };
+            if core.parked_until.is_none() || core.leading {
+                return false;
+            }
+            if let Err(e) = core.out.udp.deregister(&core.registry) {
+                log::debug!(target: "zt.node", "cannot take the UDP sockets from the loop: {e}");
+                core.give_back_udp();
+                return false;
+            }
+            core.leading = true;
+            core.out.udp.raw_fds()
+        };
+        let sockets = fds.len();
+        fds.push(lead_wake.raw());
+        let mut readable = vec![false; fds.len()];
+        let mut done = false;
+        while !done {
+            if ready() {
+                done = true;
+                break;
+            }
+            match crate::signal::wait_readable(&fds, &mut readable, deadline) {
+                Ok(true) => {}
+                Ok(false) => {
+                    done = true;
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::debug!(target: "zt.node", "leading thread cannot wait: {e}");
+                    break;
+                }
+            }
+            if readable[sockets] {
+                lead_wake.drain();
+            }
+            if !readable[..sockets].contains(&true) {
+                continue;
+            }
+            let mut guard = self.lock_core();
+            let Some(core) = guard.as_mut() else {
+                // The node stopped; its sockets failed (or will: wait on them as usual).
+                return false;
+            };
+            let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::sockets::leading_pass(|| core.receive(self, &readable[..sockets]))
+            }));
+            let stay = match pass {
+                Ok(Ok(stay)) => stay,
+                Ok(Err(e)) => {
+                    core.fault = Some(format!("receiving: {e}"));
+                    false
+                }
+                Err(panic) => {
+                    core.fault = Some(panic_message(&*panic));
+                    false
+                }
+            };
+            drop(guard);
+            if !stay {
+                self.wake();
+            }
+        }
+        let mut guard = self.lock_core();
+        if let Some(core) = guard.as_mut() {
+            core.leading = false;
+            core.give_back_udp();
+        }
+        done
+    }
+
+    /// Interrupts the leading thread, if any, to look at its socket again.
+    fn interrupt_leader(&self) {
+        if let Some(w) = &self.lead_wake {
+            w.signal();
+        }
     }
 
     /// A snapshot taken after this call began (the loop is asked for one and woken), or the
@@ -377,6 +481,23 @@ fn call<T: Send + 'static>(
     )
 }
 
+/// How a node's sockets reach its loop.
+struct Link(Arc<Shared>);
+
+impl crate::sockets::LoopLink for Link {
+    fn kick(&self, flush: bool) {
+        self.0.kick(flush);
+    }
+
+    fn lead(&self, ready: &mut dyn FnMut() -> bool, deadline: Option<Instant>) -> bool {
+        self.0.lead(ready, deadline)
+    }
+
+    fn interrupt(&self) {
+        self.0.interrupt_leader();
+    }
+}
+
 /// A shared handle on a running node: snapshots and calls on its loop thread.
 #[derive(Clone)]
 pub struct NodeHandle {
@@ -395,8 +516,7 @@ impl NodeHandle {
     /// flush while the loop is idle ([`crate::sockets::Kick`]).
     #[must_use]
     pub fn waker(&self) -> crate::sockets::Kick {
-        let shared = self.shared.clone();
-        crate::sockets::Kick::new(move |flush| shared.kick(flush))
+        crate::sockets::Kick::from_link(Arc::new(Link(self.shared.clone())))
     }
 
     /// The latest snapshot, once the node has run. While packets flow it may lag up to 20 ms
@@ -463,6 +583,8 @@ impl NodeRuntime {
                 control: Mutex::new(control),
                 changed: Condvar::new(),
                 core: Mutex::new(None),
+                // Without it (descriptor limit), threads wait for their sockets as usual.
+                lead_wake: crate::signal::EventFd::new().ok(),
             }),
         }
     }
@@ -750,6 +872,8 @@ fn run(shared: &Arc<Shared>) {
     // However the loop ended, its node and sockets go (the sockets fail with ENETDOWN).
     let core = shared.lock_core().take();
     drop(core);
+    // A thread leading the node's receiving stops waiting for its sockets (now closed).
+    shared.interrupt_leader();
     let cause = match outcome {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e.to_string()),
@@ -777,6 +901,12 @@ struct Core {
     clock: Clock,
     /// While the loop thread waits: the deadline it waits for.
     parked_until: Option<zt_proto::Timestamp>,
+    /// The loop's poller (the UDP sockets leave it while an application thread leads).
+    registry: mio::Registry,
+    /// An application thread waits for the UDP sockets instead of the loop ([`Shared::lead`]).
+    leading: bool,
+    /// Datagram buffer for passes on application threads.
+    recv_buf: Vec<u8>,
     /// When the snapshot was last rebuilt.
     snapshot_at: zt_proto::Timestamp,
     /// A pass on an application thread panicked: the loop ends with this.
@@ -798,8 +928,48 @@ impl Core {
     /// The loop's pass, run by an application thread while the loop waits until `parked`.
     /// Whether the loop may go on waiting (else the caller wakes it).
     fn flush(&mut self, shared: &Shared, parked: zt_proto::Timestamp) -> bool {
-        let now = self.clock.now();
         self.out.inline_passes += 1;
+        self.settle(shared, parked)
+    }
+
+    /// Puts the UDP sockets back into the loop's poller (the loop is woken if datagrams wait).
+    /// A poller that refuses ends the loop: it could not receive any more.
+    fn give_back_udp(&mut self) {
+        if let Err(e) = self.out.udp.register(&self.registry, FIRST_SOCKET) {
+            self.fault = Some(format!("cannot watch the UDP sockets again: {e}"));
+        }
+    }
+
+    /// The leading thread's pass ([`Shared::lead`]): reads the UDP sockets that polled
+    /// `readable`, then runs the loop's pass. Whether the loop may go on waiting.
+    ///
+    /// # Errors
+    /// A socket failed as it would fail the loop.
+    fn receive(&mut self, shared: &Shared, readable: &[bool]) -> std::io::Result<bool> {
+        self.out.led_passes += 1;
+        let now = self.clock.now();
+        let Self {
+            node,
+            out,
+            recv_buf,
+            ..
+        } = self;
+        for (index, _) in readable.iter().enumerate().filter(|(_, r)| **r) {
+            out.udp
+                .recv_all(index, recv_buf, LEAD_BATCH, |local, from, data| {
+                    node.handle_datagram(now, local, from, data);
+                })?;
+        }
+        Ok(match self.parked_until {
+            Some(parked) => self.settle(shared, parked),
+            None => false,
+        })
+    }
+
+    /// Executes the node's outputs after a pass on an application thread; whether the loop
+    /// may go on waiting until `parked`.
+    fn settle(&mut self, shared: &Shared, parked: zt_proto::Timestamp) -> bool {
+        let now = self.clock.now();
         self.out.drain(shared, &mut self.node, now);
         // Packets moved: the snapshot must not lag more than its period behind.
         let next = self
@@ -822,6 +992,7 @@ struct Outputs {
     events_since_snapshot: bool,
     frames_untapped: u64,
     inline_passes: u64,
+    led_passes: u64,
     planet_in_roots: bool,
     store_errors: u64,
     send_errors: u64,
@@ -1067,6 +1238,7 @@ fn snapshot(
         networks,
         frames_untapped: out.frames_untapped,
         inline_passes: out.inline_passes,
+        led_passes: out.led_passes,
     }
 }
 
@@ -1132,6 +1304,7 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         events_since_snapshot: false,
         frames_untapped: 0,
         inline_passes: 0,
+        led_passes: 0,
         planet_in_roots: loaded.planet_in_roots,
         store_errors: 0,
         send_errors: 0,
@@ -1150,6 +1323,9 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         out,
         clock,
         parked_until: None,
+        registry: poll.registry().try_clone()?,
+        leading: false,
+        recv_buf: vec![0u8; RECV_BUFFER],
         snapshot_at: clock.now(),
         fault: None,
     });
@@ -1278,9 +1454,10 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
                 continue;
             };
             let now = clock.now();
-            out.udp.recv_all(index, &mut buf, |local, from, data| {
-                node.handle_datagram(now, local, from, data);
-            })?;
+            out.udp
+                .recv_all(index, &mut buf, usize::MAX, |local, from, data| {
+                    node.handle_datagram(now, local, from, data);
+                })?;
         }
         let now = clock.now();
         if now.since(interfaces_at) >= INTERFACE_REFRESH_MS {

@@ -198,14 +198,17 @@ impl TcpOptions {
     }
 }
 
-/// Waits on `cond` until woken or `deadline` (`WouldBlock` once it has passed).
 /// Socket state that counts the threads waiting on its condition variable, so that state
 /// changes notify (a system call each) only when someone waits: the loop refreshes every
 /// socket on each of its passes.
 trait Waiters {
     fn waiters(&mut self) -> &mut usize;
+    /// A thread leading its node's receive path ([`LoopLink::lead`]) waits for this socket:
+    /// readiness that another thread brings must interrupt it.
+    fn leader_waits(&mut self) -> &mut bool;
 }
 
+/// Waits on `cond` until woken or `deadline` (`WouldBlock` once it has passed).
 fn wait_on<'a, T: Waiters>(
     cond: &Condvar,
     mut st: MutexGuard<'a, T>,
@@ -234,19 +237,101 @@ fn wait_on<'a, T: Waiters>(
     Ok(st)
 }
 
-/// How a socket tells its node's loop that an application thread changed it.
+/// What a wait needs of a socket: its state, its condition variable and its link to the loop.
+struct Waitable<'a, T> {
+    state: &'a Mutex<T>,
+    cond: &'a Condvar,
+    kick: &'a Kick,
+}
+
+impl<'a, T: Waiters> Waitable<'a, T> {
+    /// Waits until `ready` holds for the socket's state or `deadline` passes (`WouldBlock`):
+    /// as its node's receiving thread when the loop lets it lead (the datagrams for this socket
+    /// are then read, decrypted and put into it by this thread: no hand-off from the loop
+    /// thread), else on the condition variable, woken by whoever changes the state.
+    fn until(
+        &self,
+        mut st: MutexGuard<'a, T>,
+        ready: impl Fn(&T) -> bool,
+        deadline: Option<Instant>,
+    ) -> Result<MutexGuard<'a, T>, SockError> {
+        let lock = || self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while !ready(&st) {
+            drop(st);
+            let led = self.kick.lead(
+                &mut || {
+                    let mut st = lock();
+                    let r = ready(&st);
+                    *st.leader_waits() = !r;
+                    r
+                },
+                deadline,
+            );
+            st = lock();
+            *st.leader_waits() = false;
+            if ready(&st) {
+                break;
+            }
+            if led {
+                // It stops leading only when ready or at the deadline.
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(SockError::WouldBlock);
+                }
+                continue;
+            }
+            st = wait_on(self.cond, st, deadline)?;
+        }
+        Ok(st)
+    }
+}
+
+/// How a socket reaches its node's loop (what [`Kick`] wraps).
+pub trait LoopLink: Send + Sync {
+    /// An application thread changed the socket. `flush`: it queued a few bytes to send, and
+    /// may run the loop's pass itself when the loop is idle; otherwise the loop thread is woken
+    /// and acts on the change in its next pass.
+    fn kick(&self, flush: bool);
+
+    /// Lets a thread that would wait for its socket read the node's UDP sockets itself until
+    /// `ready()` (it returns true), `deadline` passes or the node stops. `ready` is asked before
+    /// each wait. `false`: this thread cannot lead now (the loop is busy or another thread
+    /// leads): wait on the socket as usual.
+    fn lead(&self, ready: &mut dyn FnMut() -> bool, deadline: Option<Instant>) -> bool {
+        let _ = (ready, deadline);
+        false
+    }
+
+    /// A socket that a leading thread waits for became ready on another thread.
+    fn interrupt(&self) {}
+}
+
+/// How a socket tells its node's loop that an application thread changed it, and lets a
+/// thread that waits for it receive for the node ([`LoopLink`]).
 ///
 /// [`Kick::wake`] wakes the loop thread, which acts on the change in its next pass.
 /// [`Kick::flush`] is for a few bytes to send: when the loop is idle, the calling thread runs
 /// the loop's pass itself (the bytes go out from this thread, without a hand-off to the loop
-/// thread and back); when the loop is busy, it wakes it. The function gets `true` for a flush.
+/// thread and back); when the loop is busy, it wakes it.
 #[derive(Clone)]
-pub struct Kick(Arc<dyn Fn(bool) + Send + Sync>);
+pub struct Kick(Arc<dyn LoopLink>);
+
+struct FnLink<F>(F);
+
+impl<F: Fn(bool) + Send + Sync> LoopLink for FnLink<F> {
+    fn kick(&self, flush: bool) {
+        (self.0)(flush);
+    }
+}
 
 impl Kick {
-    /// A kick that calls `f` (with `true` for a flush).
+    /// A kick that calls `f` (with `true` for a flush) and never leads.
     pub fn new(f: impl Fn(bool) + Send + Sync + 'static) -> Self {
-        Self(Arc::new(f))
+        Self(Arc::new(FnLink(f)))
+    }
+
+    /// A kick over `link`.
+    pub fn from_link(link: Arc<dyn LoopLink>) -> Self {
+        Self(link)
     }
 
     /// A kick that does nothing (sockets outside a node, in tests).
@@ -256,12 +341,41 @@ impl Kick {
     }
 
     fn wake(&self) {
-        (self.0)(false);
+        self.0.kick(false);
     }
 
     fn flush(&self) {
-        (self.0)(true);
+        self.0.kick(true);
     }
+
+    fn lead(&self, ready: &mut dyn FnMut() -> bool, deadline: Option<Instant>) -> bool {
+        self.0.lead(ready, deadline)
+    }
+
+    fn interrupt(&self) {
+        if !LEADING.get() {
+            self.0.interrupt();
+        }
+    }
+}
+
+thread_local! {
+    /// This thread runs a pass as the leader: a socket it makes ready needs no interrupt (the
+    /// leader looks at its socket after each pass).
+    static LEADING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` as the leading thread's pass (see [`LoopLink::lead`]).
+pub(crate) fn leading_pass<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            LEADING.set(false);
+        }
+    }
+    LEADING.set(true);
+    let _reset = Reset;
+    f()
 }
 
 impl std::fmt::Debug for Kick {
@@ -298,6 +412,8 @@ struct TcpState {
     rx_blocked: bool,
     /// Threads waiting on the condition variable.
     waiters: usize,
+    /// A leading thread waits for this socket ([`Waiters::leader_waits`]).
+    leader_waits: bool,
     /// (readable, writable) as of the last refresh: waiters are woken when either turns true.
     signalled: std::cell::Cell<(bool, bool)>,
 }
@@ -305,6 +421,10 @@ struct TcpState {
 impl Waiters for TcpState {
     fn waiters(&mut self) -> &mut usize {
         &mut self.waiters
+    }
+
+    fn leader_waits(&mut self) -> &mut bool {
+        &mut self.leader_waits
     }
 }
 
@@ -347,6 +467,7 @@ impl TcpShared {
                 options: TcpOptions::default(),
                 rx_blocked: false,
                 waiters: 0,
+                leader_waits: false,
                 signalled: std::cell::Cell::new((false, false)),
             }),
             cond: Condvar::new(),
@@ -357,6 +478,14 @@ impl TcpShared {
 
     fn lock(&self) -> MutexGuard<'_, TcpState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn waitable(&self) -> Waitable<'_, TcpState> {
+        Waitable {
+            state: &self.state,
+            cond: &self.cond,
+            kick: &self.wake,
+        }
     }
 
     /// The readiness descriptor.
@@ -387,6 +516,9 @@ impl TcpShared {
         let (was_r, was_w) = st.signalled.replace((r, w));
         if st.waiters > 0 && ((r && !was_r) || (w && !was_w)) {
             self.cond.notify_all();
+        }
+        if st.leader_waits && r && !was_r {
+            self.wake.interrupt();
         }
     }
 
@@ -434,11 +566,9 @@ impl TcpShared {
     /// # Errors
     /// `WouldBlock` once `deadline` has passed.
     pub fn wait_readable(&self, deadline: Option<Instant>) -> Result<(), SockError> {
-        let mut st = self.lock();
-        while !Self::recv_ready(&st) {
-            st = self.wait(st, deadline)?;
-        }
-        Ok(())
+        self.waitable()
+            .until(self.lock(), Self::recv_ready, deadline)
+            .map(drop)
     }
 
     /// Reads without blocking, straight from the receive buffer into wherever `take` puts the
@@ -1337,6 +1467,8 @@ struct UdpState {
     nets: Vec<NetView>,
     /// Threads waiting on the condition variable.
     waiters: usize,
+    /// A leading thread waits for this socket ([`Waiters::leader_waits`]).
+    leader_waits: bool,
     /// (readable, writable) as of the last refresh: waiters are woken when either turns true.
     signalled: std::cell::Cell<(bool, bool)>,
     /// Emptied datagram buffers, reused for the next datagrams either way.
@@ -1367,6 +1499,10 @@ impl Waiters for UdpState {
     fn waiters(&mut self) -> &mut usize {
         &mut self.waiters
     }
+
+    fn leader_waits(&mut self) -> &mut bool {
+        &mut self.leader_waits
+    }
 }
 
 /// What application threads and the loop share for one UDP socket.
@@ -1390,6 +1526,14 @@ impl UdpShared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn waitable(&self) -> Waitable<'_, UdpState> {
+        Waitable {
+            state: &self.state,
+            cond: &self.cond,
+            kick: &self.wake,
+        }
+    }
+
     fn refresh(&self, st: &UdpState) {
         let readable = !st.rx.is_empty() || st.error.is_some() || st.released;
         let writable = st.tx_bytes < st.tx_cap || st.error.is_some();
@@ -1397,6 +1541,9 @@ impl UdpShared {
         let (was_r, was_w) = st.signalled.replace((readable, writable));
         if st.waiters > 0 && ((readable && !was_r) || (writable && !was_w)) {
             self.cond.notify_all();
+        }
+        if st.leader_waits && readable && !was_r {
+            self.wake.interrupt();
         }
     }
 
@@ -1433,6 +1580,11 @@ impl UdpShared {
         None
     }
 
+    /// Whether a read returns at once: a datagram, an error, or closed.
+    fn recv_ready(st: &UdpState) -> bool {
+        !st.rx.is_empty() || st.released || st.error.is_some()
+    }
+
     /// The next datagram (truncated to `max`) and its sender.
     ///
     /// # Errors
@@ -1456,7 +1608,7 @@ impl UdpShared {
             if let Some(e) = st.error {
                 return Err(e);
             }
-            st = wait_on(&self.cond, st, deadline)?;
+            st = self.waitable().until(st, Self::recv_ready, deadline)?;
         }
     }
 
@@ -1466,11 +1618,9 @@ impl UdpShared {
     /// # Errors
     /// `WouldBlock` once `deadline` has passed.
     pub fn wait_readable(&self, deadline: Option<Instant>) -> Result<(), SockError> {
-        let mut st = self.lock();
-        while st.rx.is_empty() && !st.released && st.error.is_none() {
-            st = wait_on(&self.cond, st, deadline)?;
-        }
-        Ok(())
+        self.waitable()
+            .until(self.lock(), Self::recv_ready, deadline)
+            .map(drop)
     }
 
     /// Reads the next datagram without blocking: datagrams whose sender `accept` refuses are
@@ -1713,6 +1863,7 @@ impl UdpTable {
                 dropped: 0,
                 error: None,
                 waiters: 0,
+                leader_waits: false,
                 signalled: std::cell::Cell::new((false, false)),
                 opts: UdpOptions::default(),
                 nets: net_views(stacks, &handles),
@@ -2475,6 +2626,7 @@ mod tests {
                 net(3, &[], true, true),
             ],
             waiters: 0,
+            leader_waits: false,
             signalled: std::cell::Cell::new((false, false)),
             spare: Vec::new(),
         };

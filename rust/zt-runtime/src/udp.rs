@@ -175,6 +175,24 @@ impl UdpSockets {
         Ok(())
     }
 
+    /// Takes every socket out of `registry` (see [`Self::register`]).
+    ///
+    /// # Errors
+    /// The poller refused.
+    pub fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        for (_, s, _) in &mut self.socks {
+            registry.deregister(s)?;
+        }
+        Ok(())
+    }
+
+    /// The sockets' descriptors, in index order (to wait on from another thread).
+    #[must_use]
+    pub fn raw_fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.socks.iter().map(|(_, s, _)| s.as_raw_fd()).collect()
+    }
+
     /// Sends one datagram (with its one-off TTL, if any).
     ///
     /// # Errors
@@ -220,7 +238,8 @@ impl UdpSockets {
         }
     }
 
-    /// Reads every queued datagram of socket `index`, calling `f` for each.
+    /// Reads the queued datagrams of socket `index`, at most `limit` of them, calling `f` for
+    /// each.
     ///
     /// # Errors
     /// A receive error other than "would block".
@@ -228,12 +247,13 @@ impl UdpSockets {
         &self,
         index: usize,
         buf: &mut [u8],
+        limit: usize,
         mut f: impl FnMut(LocalSocket, SocketAddr, &[u8]),
     ) -> io::Result<()> {
         let Some((local, sock, _)) = self.socks.get(index) else {
             return Ok(());
         };
-        loop {
+        for _ in 0..limit {
             match sock.recv_from(buf) {
                 Ok((n, from)) => f(*local, from, &buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -243,6 +263,7 @@ impl UdpSockets {
                 Err(e) => return Err(e),
             }
         }
+        Ok(())
     }
 }
 

@@ -612,14 +612,10 @@ fn udp_non_blocking_reads_filter_senders_and_may_leave_a_datagram() {
     );
 }
 
-#[test]
-fn small_sends_leave_from_the_sending_thread_unless_the_loop_is_busy() {
-    let (_root, a, b, id) = adhoc_pair(7400);
-    let (client, conn) = connected(&a, &b, id, 7400);
-    let inline = |rt: &NodeRuntime| rt.fresh_snapshot().unwrap().inline_passes;
-    let (a0, b0) = (inline(&a), inline(&b));
+/// `rounds` 4-byte request/responses from `client` to `conn`, each checked.
+fn round_trips(client: &TcpShared, conn: &TcpShared, rounds: u8) {
     let mut buf = [0u8; 16];
-    for round in 0..50u8 {
+    for round in 0..rounds {
         assert_eq!(client.send(&[round; 4], Some(T)).unwrap(), 4);
         assert_eq!(conn.recv(&mut buf, Some(T)).unwrap(), 4);
         assert_eq!(buf[..4], [round; 4]);
@@ -627,6 +623,16 @@ fn small_sends_leave_from_the_sending_thread_unless_the_loop_is_busy() {
         assert_eq!(client.recv(&mut buf, Some(T)).unwrap(), 4);
         assert_eq!(buf[..4], [!round; 4]);
     }
+}
+
+#[test]
+fn small_sends_leave_from_the_sending_thread_unless_the_loop_is_busy() {
+    let (_root, a, b, id) = adhoc_pair(7400);
+    let (client, conn) = connected(&a, &b, id, 7400);
+    let inline = |rt: &NodeRuntime| rt.fresh_snapshot().unwrap().inline_passes;
+    let (a0, b0) = (inline(&a), inline(&b));
+    let mut buf = [0u8; 16];
+    round_trips(&client, &conn, 50);
     // Between round trips the loops are idle: (at least some of) the sends ran the loop's
     // pass on the sending thread.
     assert!(inline(&a) > a0, "no inline pass on A");
@@ -643,4 +649,84 @@ fn small_sends_leave_from_the_sending_thread_unless_the_loop_is_busy() {
         "sent while the loop was busy: {:?}",
         queued.elapsed()
     );
+}
+
+#[test]
+fn a_thread_waiting_for_its_socket_receives_for_the_node_while_the_loop_is_idle() {
+    let (_root, a, b, id) = adhoc_pair(7500);
+    let (client, conn) = connected(&a, &b, id, 7500);
+    let (client2, conn2) = connected(&a, &b, id, 7500);
+    let led = |rt: &NodeRuntime| rt.fresh_snapshot().unwrap().led_passes;
+    let (a0, b0) = (led(&a), led(&b));
+    round_trips(&client, &conn, 50);
+    let mut buf = [0u8; 16];
+    // Between round trips the loops are idle: (some of) the replies were read from the UDP
+    // socket, decrypted and queued by the thread that waited for them.
+    assert!(led(&a) > a0, "no led pass on A");
+    assert!(led(&b) > b0, "no led pass on B");
+
+    std::thread::scope(|s| {
+        // One thread leads B's receiving for `conn`; data for another of B's sockets reaches
+        // that socket's waiter all the same.
+        let leader = s.spawn(|| {
+            let mut buf = [0u8; 16];
+            let n = conn.recv(&mut buf, Some(LONG)).unwrap();
+            buf[..n].to_vec()
+        });
+        let other = s.spawn(|| {
+            let mut buf = [0u8; 16];
+            let n = conn2.recv(&mut buf, Some(LONG)).unwrap();
+            buf[..n].to_vec()
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        client2.send(b"other", Some(T)).unwrap();
+        assert_eq!(other.join().unwrap(), b"other");
+        client.send(b"mine", Some(T)).unwrap();
+        assert_eq!(leader.join().unwrap(), b"mine");
+    });
+
+    // Once no thread waits, the loop receives again: data waits in the socket.
+    client.send(b"queued", Some(T)).unwrap();
+    wait("the loop to receive", || conn.readable_bytes() == 6);
+    assert_eq!(conn.recv(&mut buf, Some(T)).unwrap(), 6);
+
+    // A timeout ends a led wait in time.
+    let t0 = Instant::now();
+    assert_eq!(
+        conn.recv(&mut buf, Some(Duration::from_millis(200))),
+        Err(SockError::WouldBlock)
+    );
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+
+    // Another thread closing the socket ends a led wait (it does not wait for datagrams).
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut buf = [0u8; 16];
+            let t0 = Instant::now();
+            (conn.recv(&mut buf, Some(LONG)), t0.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let before = led(&b);
+        conn.close();
+        let (got, waited) = reader.join().unwrap();
+        assert_eq!(got, Ok(0));
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        // Woken by the close, not by a datagram.
+        assert_eq!(led(&b), before);
+    });
+
+    // Stopping the node ends a led wait with ENETDOWN.
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut buf = [0u8; 16];
+            conn2.recv(&mut buf, Some(LONG))
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        b.stop();
+        assert_eq!(reader.join().unwrap(), Err(SockError::NetDown));
+    });
 }
