@@ -29,11 +29,12 @@ const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
 /// Whether this is the process's first thread, where Python runs signal handlers.
 fn on_main_thread() -> bool {
-    // SAFETY: gettid and getpid take no arguments and cannot fail.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::gettid() == libc::getpid()
+    thread_local! {
+        // SAFETY: gettid and getpid take no arguments and cannot fail.
+        #[allow(unsafe_code)]
+        static MAIN: bool = unsafe { libc::gettid() == libc::getpid() };
     }
+    MAIN.with(|m| *m)
 }
 
 /// Runs `wait` (until a deadline) without the GIL until it returns anything but its own

@@ -322,7 +322,7 @@ impl Shared {
         let Some(lead_wake) = &self.lead_wake else {
             return false;
         };
-        let mut fds = {
+        let (epoch, mut fds) = {
             let Ok(mut guard) = self.core.try_lock() else {
                 return false;
             };
@@ -338,7 +338,7 @@ impl Shared {
                 return false;
             }
             core.leading = true;
-            core.out.udp.raw_fds()
+            (core.epoch, core.out.udp.raw_fds())
         };
         let sockets = fds.len();
         fds.push(lead_wake.raw());
@@ -368,8 +368,9 @@ impl Shared {
                 continue;
             }
             let mut guard = self.lock_core();
-            let Some(core) = guard.as_mut() else {
-                // The node stopped; its sockets failed (or will: wait on them as usual).
+            let Some(core) = guard.as_mut().filter(|c| c.epoch == epoch) else {
+                // The node stopped (and may run again, with other sockets); its sockets failed
+                // (or will: wait on them as usual).
                 return false;
             };
             let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -386,13 +387,18 @@ impl Shared {
                     false
                 }
             };
+            let faulted = core.fault.is_some();
             drop(guard);
             if !stay {
                 self.wake();
             }
+            if faulted {
+                // The loop ends the node; this thread waits on its socket, which fails then.
+                break;
+            }
         }
         let mut guard = self.lock_core();
-        if let Some(core) = guard.as_mut() {
+        if let Some(core) = guard.as_mut().filter(|c| c.epoch == epoch) {
             core.leading = false;
             core.give_back_udp();
         }
@@ -899,6 +905,9 @@ struct Core {
     node: Node,
     out: Outputs,
     clock: Clock,
+    /// Which run of the loop this is (unique in the process): a thread that led the receiving
+    /// of an earlier run of a restarted node must not touch this one.
+    epoch: u64,
     /// While the loop thread waits: the deadline it waits for.
     parked_until: Option<zt_proto::Timestamp>,
     /// The loop's poller (the UDP sockets leave it while an application thread leads).
@@ -933,7 +942,7 @@ impl Core {
     }
 
     /// Puts the UDP sockets back into the loop's poller (the loop is woken if datagrams wait).
-    /// A poller that refuses ends the loop: it could not receive any more.
+    /// A poller that refuses ends the loop: it could not receive on them any more.
     fn give_back_udp(&mut self) {
         if let Err(e) = self.out.udp.register(&self.registry, FIRST_SOCKET) {
             self.fault = Some(format!("cannot watch the UDP sockets again: {e}"));
@@ -1322,6 +1331,10 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         node,
         out,
         clock,
+        epoch: {
+            static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        },
         parked_until: None,
         registry: poll.registry().try_clone()?,
         leading: false,

@@ -257,9 +257,16 @@ impl<'a, T: Waiters> Waitable<'a, T> {
     ) -> Result<MutexGuard<'a, T>, SockError> {
         let lock = || self.state.lock().unwrap_or_else(PoisonError::into_inner);
         while !ready(&st) {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(SockError::WouldBlock);
+            }
             drop(st);
+            // Whether this thread led (and may have marked the socket as waited for by a
+            // leader): a thread that could not lead must not unmark it for the one that does.
+            let mut asked = false;
             let led = self.kick.lead(
                 &mut || {
+                    asked = true;
                     let mut st = lock();
                     let r = ready(&st);
                     *st.leader_waits() = !r;
@@ -268,7 +275,9 @@ impl<'a, T: Waiters> Waitable<'a, T> {
                 deadline,
             );
             st = lock();
-            *st.leader_waits() = false;
+            if asked {
+                *st.leader_waits() = false;
+            }
             if ready(&st) {
                 break;
             }

@@ -83,6 +83,8 @@ pub fn parse_prefixes(s: &str) -> Result<Vec<IpPrefix>, String> {
 #[derive(Debug)]
 pub struct UdpSockets {
     socks: Vec<(LocalSocket, UdpSocket, SocketAddr)>,
+    /// Which sockets are registered with a poller.
+    watched: Vec<bool>,
     port: u16,
     allowed: Option<Vec<IpPrefix>>,
 }
@@ -140,6 +142,7 @@ impl UdpSockets {
             }
         }
         Ok(Self {
+            watched: vec![false; socks.len()],
             socks,
             port,
             allowed: None,
@@ -164,24 +167,31 @@ impl UdpSockets {
         self.socks.iter().map(|(l, _, a)| (*l, *a)).collect()
     }
 
-    /// Registers every socket for readability; socket `i` gets token `first + i`.
+    /// Registers every socket that is not (any more) for readability; socket `i` gets token
+    /// `first + i`.
     ///
     /// # Errors
-    /// The poller refused.
+    /// The poller refused (the sockets registered before stay so).
     pub fn register(&mut self, registry: &Registry, first: usize) -> io::Result<()> {
         for (i, (_, s, _)) in self.socks.iter_mut().enumerate() {
-            registry.register(s, Token(first + i), Interest::READABLE)?;
+            if !self.watched[i] {
+                registry.register(s, Token(first + i), Interest::READABLE)?;
+                self.watched[i] = true;
+            }
         }
         Ok(())
     }
 
-    /// Takes every socket out of `registry` (see [`Self::register`]).
+    /// Takes every registered socket out of `registry` (see [`Self::register`]).
     ///
     /// # Errors
-    /// The poller refused.
+    /// The poller refused (the sockets taken out before stay out).
     pub fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        for (_, s, _) in &mut self.socks {
-            registry.deregister(s)?;
+        for (i, (_, s, _)) in self.socks.iter_mut().enumerate() {
+            if self.watched[i] {
+                registry.deregister(s)?;
+                self.watched[i] = false;
+            }
         }
         Ok(())
     }
