@@ -750,3 +750,45 @@ fn a_thread_waiting_for_its_socket_receives_for_the_node_while_the_loop_is_idle(
         assert_eq!(reader.join().unwrap(), Err(SockError::NetDown));
     });
 }
+
+#[test]
+fn many_threads_waiting_on_many_sockets_hand_the_receiving_around_without_losing_any() {
+    // Sixteen connections, a thread at each end of each: every read may lead its node's
+    // receiving or wait while another thread leads, and leadership moves on every round.
+    let (_root, a, b, id) = adhoc_pair(7600);
+    let pairs: Vec<_> = (0..16).map(|_| connected(&a, &b, id, 7600)).collect();
+    let led = |rt: &NodeRuntime| rt.fresh_snapshot().unwrap().led_passes;
+    let (a0, b0) = (led(&a), led(&b));
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for (i, (client, conn)) in pairs.iter().enumerate() {
+            s.spawn(move || {
+                let mut buf = [0u8; 64];
+                while let Ok(n) = conn.recv(&mut buf, Some(LONG)) {
+                    if n == 0 {
+                        break;
+                    }
+                    conn.send(&buf[..n], Some(T)).unwrap();
+                }
+            });
+            s.spawn(move || {
+                let mut buf = [0u8; 64];
+                for round in 0..200u32 {
+                    let msg = [(i as u8) ^ (round as u8); 48];
+                    assert_eq!(client.send(&msg, Some(T)).unwrap(), msg.len());
+                    let mut got = 0;
+                    while got < msg.len() {
+                        let n = client.recv(&mut buf[got..msg.len()], Some(T)).unwrap();
+                        assert!(n > 0, "EOF on connection {i}");
+                        got += n;
+                    }
+                    assert_eq!(buf[..got], msg, "connection {i} round {round}");
+                }
+                client.close();
+            });
+        }
+    });
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    assert!(led(&a) > a0 && led(&b) > b0, "no led pass");
+}
