@@ -13,6 +13,9 @@ talk over its 6plane IPv6 addresses. Printed:
   moved (both nodes, the root and the Python threads: everything in this process), and the CPU
   seconds per GiB of the sending and of the receiving Python thread alone (the socket layer's
   own cost: the calls, the copies between Python objects and the sockets' buffers, waiting);
+* full-duplex bulk over one connection (``--mb`` MiB each way at once, a sending and a
+  receiving thread at each end: while a reader waits and leads its node's receiving, the
+  other threads' sends and acknowledgements go on), aggregate MiB/s;
 * 64-byte request/response latency p50/p99 over one connection (``--rr`` round trips after 200
   warm-up ones; the median of the rounds' percentiles).
 
@@ -106,6 +109,54 @@ class Bench:
         gib = total / (1 << 30)
         return total / (1 << 20) / elapsed, cpu / gib, send_cpu / gib, recv_cpu[0] / gib
 
+    def duplex(self) -> float:
+        """Aggregate MiB/s of ``--mb`` MiB sent each way at once over one connection."""
+        total = int(self.args.mb * (1 << 20))
+        chunk = self.args.chunk
+        port = self.next_port()
+        payload = bytes(range(256)) * (chunk // 256) + bytes(chunk % 256)
+        got: dict[str, int] = {}
+        with self.b.socket(AF_INET6, SOCK_STREAM) as srv:
+            srv.bind(("::", port))
+            srv.listen(1)
+            srv.settimeout(30)
+            with self.a.socket(AF_INET6, SOCK_STREAM) as c:
+                c.settimeout(60)
+                c.connect((self.ip_b, port))
+                s, _ = srv.accept()
+                with s:
+                    s.settimeout(60)
+
+                    def send(sock: zt.socket.socket) -> None:
+                        left = total
+                        while left > 0:
+                            n = min(left, chunk)
+                            sock.sendall(payload[:n] if n < chunk else payload)
+                            left -= n
+
+                    def recv(sock: zt.socket.socket, key: str) -> None:
+                        buf = bytearray(chunk)
+                        n = 0
+                        while n < total and (m := sock.recv_into(buf)):
+                            n += m
+                        got[key] = n
+
+                    threads = [
+                        threading.Thread(target=send, args=(c,)),
+                        threading.Thread(target=send, args=(s,)),
+                        threading.Thread(target=recv, args=(c, "a")),
+                        threading.Thread(target=recv, args=(s, "b")),
+                    ]
+                    t0 = time.perf_counter()
+                    for t in threads:
+                        t.start()
+                    for t in threads:
+                        t.join(180)
+                    elapsed = time.perf_counter() - t0
+        if got != {"a": total, "b": total}:
+            raise RuntimeError(f"received {got} of {total} bytes each way")
+        return 2 * total / (1 << 20) / elapsed
+
     def rr(self, count: int) -> tuple[float, float]:
         """(p50, p99) in ms of ``count`` 64-byte round trips on one connection."""
         port = self.next_port()
@@ -197,6 +248,15 @@ def main() -> int:
                 f"{med[3]:.3f} CPU s/GiB",
                 flush=True,
             )
+        duplex = []
+        for r in range(args.rounds):
+            duplex.append(bench.duplex())
+            print(f"  round {r + 1} full-duplex bulk {duplex[-1]:8.1f} MiB/s (both ways)")
+        print(
+            f"full-duplex bulk: median {statistics.median(duplex):.1f} MiB/s "
+            f"({min(duplex):.1f}-{max(duplex):.1f}), both ways together",
+            flush=True,
+        )
         lat = []
         for r in range(args.rounds):
             p50, p99 = bench.rr(args.rr)
