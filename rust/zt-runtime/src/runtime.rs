@@ -343,22 +343,18 @@ impl Shared {
         let sockets = fds.len();
         fds.push(lead_wake.raw());
         let mut readable = vec![false; fds.len()];
-        let mut done = false;
-        while !done {
+        // Whether it stopped because its socket is ready or at the deadline.
+        let done = loop {
             if ready() {
-                done = true;
-                break;
+                break true;
             }
             match crate::signal::wait_readable(&fds, &mut readable, deadline) {
                 Ok(true) => {}
-                Ok(false) => {
-                    done = true;
-                    break;
-                }
+                Ok(false) => break true,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     log::debug!(target: "zt.node", "leading thread cannot wait: {e}");
-                    break;
+                    break false;
                 }
             }
             if readable[sockets] {
@@ -394,9 +390,9 @@ impl Shared {
             }
             if faulted {
                 // The loop ends the node; this thread waits on its socket, which fails then.
-                break;
+                break false;
             }
-        }
+        };
         let mut guard = self.lock_core();
         if let Some(core) = guard.as_mut().filter(|c| c.epoch == epoch) {
             core.leading = false;
@@ -914,7 +910,7 @@ struct Core {
     registry: mio::Registry,
     /// An application thread waits for the UDP sockets instead of the loop ([`Shared::lead`]).
     leading: bool,
-    /// Datagram buffer for passes on application threads.
+    /// Where datagrams are read into (by the loop or a leading thread).
     recv_buf: Vec<u8>,
     /// When the snapshot was last rebuilt.
     snapshot_at: zt_proto::Timestamp,
@@ -956,6 +952,20 @@ impl Core {
     /// A socket failed as it would fail the loop.
     fn receive(&mut self, shared: &Shared, readable: &[bool]) -> std::io::Result<bool> {
         self.out.led_passes += 1;
+        for (index, _) in readable.iter().enumerate().filter(|(_, r)| **r) {
+            self.read_udp(index, LEAD_BATCH)?;
+        }
+        Ok(match self.parked_until {
+            Some(parked) => self.settle(shared, parked),
+            None => false,
+        })
+    }
+
+    /// Hands up to `limit` datagrams queued on UDP socket `index` to the node.
+    ///
+    /// # Errors
+    /// A receive error other than "would block" (it ends the loop).
+    fn read_udp(&mut self, index: usize, limit: usize) -> std::io::Result<()> {
         let now = self.clock.now();
         let Self {
             node,
@@ -963,16 +973,10 @@ impl Core {
             recv_buf,
             ..
         } = self;
-        for (index, _) in readable.iter().enumerate().filter(|(_, r)| **r) {
-            out.udp
-                .recv_all(index, recv_buf, LEAD_BATCH, |local, from, data| {
-                    node.handle_datagram(now, local, from, data);
-                })?;
-        }
-        Ok(match self.parked_until {
-            Some(parked) => self.settle(shared, parked),
-            None => false,
-        })
+        out.udp
+            .recv_all(index, recv_buf, limit, |local, from, data| {
+                node.handle_datagram(now, local, from, data);
+            })
     }
 
     /// Executes the node's outputs after a pass on an application thread; whether the loop
@@ -1352,7 +1356,6 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         shared.changed.notify_all();
     }
     let mut events = Events::with_capacity(64);
-    let mut buf = vec![0u8; RECV_BUFFER];
     let mut stopping = false;
     while !stopping {
         let Some(core) = guard.as_mut() else {
@@ -1461,17 +1464,13 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
             return Ok(());
         };
         core.parked_until = None;
-        let Core { node, out, .. } = core;
         for ev in &events {
             let Some(index) = ev.token().0.checked_sub(FIRST_SOCKET) else {
                 continue;
             };
-            let now = clock.now();
-            out.udp
-                .recv_all(index, &mut buf, usize::MAX, |local, from, data| {
-                    node.handle_datagram(now, local, from, data);
-                })?;
+            core.read_udp(index, usize::MAX)?;
         }
+        let Core { node, .. } = core;
         let now = clock.now();
         if now.since(interfaces_at) >= INTERFACE_REFRESH_MS {
             node.set_interface_addresses(interface_addresses());

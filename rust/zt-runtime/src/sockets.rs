@@ -282,10 +282,7 @@ impl<'a, T: Waiters> Waitable<'a, T> {
                 break;
             }
             if led {
-                // It stops leading only when ready or at the deadline.
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(SockError::WouldBlock);
-                }
+                // It stops leading only when ready or at the deadline (checked above).
                 continue;
             }
             st = wait_on(self.cond, st, deadline)?;
