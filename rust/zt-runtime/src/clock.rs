@@ -38,6 +38,14 @@ impl Clock {
         Timestamp(self.anchor_ms.saturating_add(elapsed))
     }
 
+    /// The current time in microseconds on the same base as [`Self::now`] (the TCP/IP stacks'
+    /// clock: `now_us() / 1000` is `now()`).
+    #[must_use]
+    pub fn now_us(&self) -> i64 {
+        let elapsed = i64::try_from(self.anchor.elapsed().as_micros()).unwrap_or(i64::MAX);
+        self.anchor_ms.saturating_mul(1000).saturating_add(elapsed)
+    }
+
     /// How long from now until `deadline` (zero if it has passed).
     #[must_use]
     pub fn until(&self, deadline: Timestamp) -> Duration {

@@ -920,9 +920,9 @@ struct Core {
 
 impl Core {
     /// The next time the loop must run for timers.
-    fn deadline(&mut self, now: zt_proto::Timestamp) -> zt_proto::Timestamp {
+    fn deadline(&mut self) -> zt_proto::Timestamp {
         [
-            self.out.stacks.poll_at(now),
+            self.out.stacks.poll_at(),
             self.out.sockets.poll_at().map(zt_proto::Timestamp),
         ]
         .into_iter()
@@ -986,7 +986,7 @@ impl Core {
         self.out.drain(shared, &mut self.node, now);
         // Packets moved: the snapshot must not lag more than its period behind.
         let next = self
-            .deadline(now)
+            .deadline()
             .min(self.snapshot_at + SNAPSHOT_PERIOD_MS);
         !(self.out.events_since_snapshot || self.out.networks_changed) && next >= parked
     }
@@ -1037,7 +1037,7 @@ impl Outputs {
             }
             if self.stacks_dirty {
                 self.stacks_dirty = false;
-                self.stacks.sync(node, now);
+                self.stacks.sync(node);
             }
             self.sockets.service(&mut self.stacks, now.as_millis());
             self.datagrams.service(&mut self.stacks);
@@ -1305,11 +1305,14 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
     let mut out = Outputs {
         udp,
         controller,
-        stacks: crate::stacks::Stacks::new({
-            let mut b = [0u8; 8];
-            zt_proto::crypto::SecureRandom::fill(&mut crate::rng::OsRng, &mut b);
-            u64::from_le_bytes(b)
-        }),
+        stacks: crate::stacks::Stacks::new(
+            {
+                let mut b = [0u8; 8];
+                zt_proto::crypto::SecureRandom::fill(&mut crate::rng::OsRng, &mut b);
+                u64::from_le_bytes(b)
+            },
+            clock,
+        ),
         sockets: crate::sockets::SocketTable::default(),
         datagrams: crate::sockets::UdpTable::default(),
         stacks_dirty: true,
@@ -1444,8 +1447,7 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         if stopping {
             break;
         }
-        let now = clock.now();
-        let mut deadline = core.deadline(now);
+        let mut deadline = core.deadline();
         if snapshot_stale {
             deadline = deadline.min(core.snapshot_at + SNAPSHOT_PERIOD_MS);
         }

@@ -10,11 +10,15 @@ use zt_proto::{Node, Timestamp};
 use zt_stack::NetStack;
 use zt_stack::smoltcp::iface::SocketHandle;
 
+use crate::clock::Clock;
+
 /// The stacks, by network.
 #[derive(Debug, Default)]
 pub struct Stacks {
     by_net: HashMap<NetworkId, NetStack>,
     seed: u64,
+    /// The stacks' clock (microseconds, on the node's clock's base).
+    clock: Clock,
     /// Frames the stacks sent that the node refused (rules, no route...).
     pub refused: u64,
     /// Bumped whenever a stack appears or goes or its addresses change.
@@ -33,23 +37,30 @@ pub struct Policy {
 }
 
 impl Stacks {
-    /// Stacks seeded with `seed` (TCP sequence numbers, ephemeral ports).
+    /// Stacks seeded with `seed` (TCP sequence numbers, ephemeral ports) that read the time
+    /// from `clock` (in microseconds: TCP's round trips and pacing need finer time than the
+    /// node's milliseconds).
     #[must_use]
-    pub fn new(seed: u64) -> Self {
+    pub fn new(seed: u64, clock: Clock) -> Self {
         Self {
+            by_net: HashMap::new(),
             seed,
-            ..Self::default()
+            clock,
+            refused: 0,
+            generation: 0,
+            policies: HashMap::new(),
         }
     }
 
     /// Creates, updates or removes stacks after the node's networks changed.
-    pub fn sync(&mut self, node: &Node, now: Timestamp) {
+    pub fn sync(&mut self, node: &Node) {
         let nets = node.networks();
         let before = self.by_net.len();
         self.by_net
             .retain(|id, _| nets.iter().any(|n| n.id == *id && n.config.is_some()));
         let mut changed = self.by_net.len() != before;
         let by_net = &self.by_net;
+        let clock = self.clock;
         self.policies.retain(|id, _| by_net.contains_key(id));
         for n in nets {
             let Some(c) = n.config.as_ref() else { continue };
@@ -60,7 +71,7 @@ impl Stacks {
             let seed = self.seed ^ n.id.0;
             let stack = self.by_net.entry(n.id).or_insert_with(|| {
                 changed = true;
-                NetStack::new(n.mac.to_bytes(), usize::from(c.mtu), seed, now.as_millis())
+                NetStack::new(n.mac.to_bytes(), usize::from(c.mtu), seed, clock.now_us())
             });
             stack.set_mtu(usize::from(c.mtu));
             let policy = Policy {
@@ -118,7 +129,7 @@ impl Stacks {
     pub fn poll(&mut self, node: &mut Node, now: Timestamp) -> bool {
         let mut sent = false;
         for (id, s) in &mut self.by_net {
-            s.poll(now.as_millis());
+            s.poll(self.clock.now_us());
             while let Some(out) = s.poll_frame() {
                 sent = true;
                 match Frame::from_ethernet(*id, &out) {
@@ -135,13 +146,15 @@ impl Stacks {
         sent
     }
 
-    /// The earliest time a stack wants to be polled (ms).
-    pub fn poll_at(&mut self, now: Timestamp) -> Option<Timestamp> {
+    /// The earliest time a stack wants to be polled (ms, rounded up: the loop waits in
+    /// milliseconds).
+    pub fn poll_at(&mut self) -> Option<Timestamp> {
+        let now_us = self.clock.now_us();
         self.by_net
             .values_mut()
-            .filter_map(|s| s.poll_at(now.as_millis()))
+            .filter_map(|s| s.poll_at(now_us))
             .min()
-            .map(Timestamp)
+            .map(|us| Timestamp((us + 999).div_euclid(1000)))
     }
 
     /// Sends an ICMP echo request (`ident`, `seq`, `payload`) to `dst` on a network; the

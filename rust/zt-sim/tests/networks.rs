@@ -625,7 +625,7 @@ impl Stacks {
                     info.mac.to_bytes(),
                     usize::from(c.mtu),
                     h as u64,
-                    lab.sim.now.as_millis(),
+                    lab.sim.now.as_millis() * 1000,
                 );
                 let addrs: Vec<(IpAddr, u8)> =
                     c.static_ips.iter().map(|p| (p.ip, p.bits)).collect();
@@ -644,7 +644,7 @@ impl Stacks {
                 while let Some(f) = lab.sim.hosts[*h].frames.pop_front() {
                     s.handle_frame(f.to_ethernet());
                 }
-                s.poll(now.as_millis());
+                s.poll(now.as_millis() * 1000);
                 while let Some(out) = s.poll_frame() {
                     let f = Frame::from_ethernet(self.id, &out).unwrap();
                     let _ = lab.sim.hosts[*h].node.send_frame(now, f);

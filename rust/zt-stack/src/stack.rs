@@ -1,8 +1,10 @@
 //! One network's TCP/IP stack: a smoltcp interface and its sockets over a [`VirtualEthernet`].
 //!
 //! Sans-IO like the protocol core: frames go in with [`NetStack::handle_frame`], come out of
-//! [`NetStack::poll_frame`]; time is given in ms to [`NetStack::poll`], which says when it wants
-//! to be polled next ([`NetStack::poll_at`]).
+//! [`NetStack::poll_frame`]; time is given in microseconds to [`NetStack::poll`], which says when
+//! it wants to be polled next ([`NetStack::poll_at`]). Microseconds, not the node's
+//! milliseconds: TCP measures round trips of a tenth of a millisecond on a LAN, and its loss
+//! detection and pacing work at that scale.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -69,8 +71,8 @@ fn tuple(local_port: u16, remote: SocketAddr) -> TcpTuple {
     (local_port, remote.ip().into(), remote.port())
 }
 
-fn ts(ms: i64) -> Instant {
-    Instant::from_millis(ms)
+fn ts(us: i64) -> Instant {
+    Instant::from_micros(us)
 }
 
 /// The EUI-64 link-local address of a MAC (what lwIP gives a netif, too).
@@ -107,13 +109,13 @@ pub fn solicited_node(ip: Ipv6Addr) -> Ipv6Addr {
 
 impl NetStack {
     /// A stack for the member with this MAC, IP MTU `mtu`, seeded with `seed` (TCP initial
-    /// sequence numbers, ephemeral ports).
+    /// sequence numbers, ephemeral ports), at `now_us` (microseconds).
     #[must_use]
-    pub fn new(mac: [u8; 6], mtu: usize, seed: u64, now_ms: i64) -> Self {
+    pub fn new(mac: [u8; 6], mtu: usize, seed: u64, now_us: i64) -> Self {
         let mut dev = VirtualEthernet::new(mtu);
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
         config.random_seed = seed;
-        let iface = Interface::new(config, &mut dev, ts(now_ms));
+        let iface = Interface::new(config, &mut dev, ts(now_us));
         let span = u64::from(u16::MAX - EPHEMERAL_FIRST);
         let mut s = Self {
             iface,
@@ -176,10 +178,11 @@ impl NetStack {
         self.dev.rx_buffer()
     }
 
-    /// Processes queued frames and timers; true if anything happened to a socket.
-    pub fn poll(&mut self, now_ms: i64) -> bool {
+    /// Processes queued frames and timers at `now_us` (microseconds); true if anything happened
+    /// to a socket.
+    pub fn poll(&mut self, now_us: i64) -> bool {
         self.iface
-            .poll(ts(now_ms), &mut self.dev, &mut self.sockets)
+            .poll(ts(now_us), &mut self.dev, &mut self.sockets)
             == PollResult::SocketStateChanged
     }
 
@@ -193,11 +196,11 @@ impl NetStack {
         self.dev.recycle(buf);
     }
 
-    /// When the stack wants [`Self::poll`] again (ms), if at all.
-    pub fn poll_at(&mut self, now_ms: i64) -> Option<i64> {
+    /// When the stack wants [`Self::poll`] again (microseconds), if at all.
+    pub fn poll_at(&mut self, now_us: i64) -> Option<i64> {
         self.iface
-            .poll_at(ts(now_ms), &self.sockets)
-            .map(|i| i.total_millis())
+            .poll_at(ts(now_us), &self.sockets)
+            .map(|i| i.total_micros())
     }
 
     /// Joins an IP multicast group: datagrams to it are accepted from then on (an IGMP or MLD
@@ -286,6 +289,7 @@ impl NetStack {
 
     /// Starts recording when segments from `remote` to local port `local_port` arrive (the
     /// liveness of a connection's peer: [`Self::tcp_heard`]); until [`Self::tcp_unwatch`].
+    /// In milliseconds of the clock given to [`Self::poll`].
     pub fn tcp_watch(&mut self, local_port: u16, remote: SocketAddr, now_ms: i64) {
         self.dev.watch(tuple(local_port, remote), now_ms);
     }

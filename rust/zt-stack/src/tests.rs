@@ -72,8 +72,8 @@ impl Pair {
 
     /// One round: poll both, move frames both ways; true if any frame was sent.
     fn step(&mut self) -> bool {
-        self.a.poll(self.now);
-        self.b.poll(self.now);
+        self.a.poll(self.now * 1000);
+        self.b.poll(self.now * 1000);
         let mut moved = false;
         while let Some(f) = self.a.poll_frame() {
             moved = true;
@@ -94,8 +94,8 @@ impl Pair {
     fn advance(&mut self, moved: bool) {
         let next = self.now + 1;
         self.now = if self.fast_forward && !moved {
-            let a = self.a.poll_at(self.now);
-            let b = self.b.poll_at(self.now);
+            let a = self.a.poll_at(self.now * 1000).map(|us| (us + 999).div_euclid(1000));
+            let b = self.b.poll_at(self.now * 1000).map(|us| (us + 999).div_euclid(1000));
             a.into_iter().chain(b).min().unwrap_or(next).max(next)
         } else {
             next
