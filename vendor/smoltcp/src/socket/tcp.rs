@@ -463,6 +463,45 @@ pub enum CongestionControl {
     Cubic,
 }
 
+/// zt patch: what a connection's sender knows and did, as Linux's `TCP_INFO` reports it.
+/// Counters start at zero when the socket connects or accepts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TcpInfo {
+    /// Smoothed round-trip time (µs; 0 before the first sample).
+    pub srtt_us: u32,
+    /// Round-trip time variation (µs).
+    pub rttvar_us: u32,
+    /// The smallest round-trip time seen recently (µs; 0 before the first sample).
+    pub min_rtt_us: u32,
+    /// The retransmission timeout in force, back-off included (µs).
+    pub rto_us: u32,
+    /// Congestion window (bytes).
+    pub cwnd: usize,
+    /// Slow-start threshold (bytes; `usize::MAX` before the first congestion event).
+    pub ssthresh: usize,
+    /// Bytes sent but neither acknowledged nor known lost or selectively acknowledged.
+    pub in_flight: usize,
+    /// Data bytes sent, retransmissions included.
+    pub bytes_sent: u64,
+    /// Data bytes retransmitted.
+    pub bytes_retrans: u64,
+    /// Segments retransmitted.
+    pub segs_retrans: u64,
+    /// Retransmission timeouts that fired.
+    pub timeouts: u64,
+    /// Tail loss probes sent.
+    pub loss_probes: u64,
+    /// Loss recovery episodes entered (fast recovery).
+    pub recoveries: u64,
+    /// Congestion window reductions undone because the retransmissions proved spurious.
+    pub undos: u64,
+    /// D-SACK blocks received (the peer got a segment twice).
+    pub dsacks_received: u64,
+    /// Whether the path has been seen to reorder segments.
+    pub reordering_seen: bool,
+}
+
 /// A Transmission Control Protocol socket.
 ///
 /// A TCP socket may passively listen for connections or actively connect to another endpoint.
@@ -549,6 +588,9 @@ pub struct Socket<'a> {
     /// tsval generator - if some, tcp timestamp is enabled
     tsval_generator: Option<TcpTimestampGenerator>,
 
+    /// zt patch: counters for `info()`.
+    info: TcpInfo,
+
     /// 0 if not seen or timestamp not enabled
     last_remote_tsval: u32,
 
@@ -627,6 +669,7 @@ impl<'a> Socket<'a> {
             challenge_ack_timer: Instant::from_secs(0),
             nagle: true,
             tsval_generator: None,
+            info: TcpInfo::default(),
             last_remote_tsval: 0,
             congestion_controller: congestion::AnyController::new(),
 
@@ -643,6 +686,18 @@ impl<'a> Socket<'a> {
     /// Enable or disable TCP Timestamp.
     pub fn set_tsval_generator(&mut self, generator: Option<TcpTimestampGenerator>) {
         self.tsval_generator = generator;
+    }
+
+    /// zt patch: what the sender knows and did (round-trip estimates, windows, retransmission
+    /// counters).
+    pub fn info(&self) -> TcpInfo {
+        let mut info = self.info;
+        info.srtt_us = self.rtte.srtt.saturating_mul(1000);
+        info.rttvar_us = self.rtte.rttvar.saturating_mul(1000);
+        info.rto_us = self.rtte.rto.saturating_mul(1000);
+        info.cwnd = self.congestion_controller.inner().window();
+        info.in_flight = self.flight_size();
+        info
     }
 
     /// Return whether TCP Timestamp is enabled.
@@ -916,6 +971,7 @@ impl<'a> Socket<'a> {
         self.state = State::Closed;
         self.timer = Timer::new();
         self.rtte = RttEstimator::default();
+        self.info = TcpInfo::default();
         self.assembler = Assembler::new();
         self.tx_buffer.clear();
         self.rx_buffer.clear();
@@ -2528,6 +2584,7 @@ impl<'a> Socket<'a> {
 
                 // Inform RTTE, so that it can can handle RTO backoff
                 self.rtte.on_rto();
+                self.info.timeouts += 1;
             } else {
                 // If a fast rentrasmit timer expired, we should resend only the earliest unAcked segment
                 net_debug!("retransmitting for fast-retransmit");
@@ -2539,6 +2596,7 @@ impl<'a> Socket<'a> {
                     .on_loss(cx.now(), in_flight);
 
                 self.pending_fast_retransmit = true;
+                self.info.recoveries += 1;
             }
 
             // Clear the `should_retransmit` state. If we can't retransmit right
@@ -2867,6 +2925,13 @@ impl<'a> Socket<'a> {
         // Use max() so a fast-retransmit segment (whose seq_number is local_seq_no, well
         // behind the current frontier) doesn't rewind the tracked "highest sent" sequence.
         //
+        if !repr.payload.is_empty() {
+            self.info.bytes_sent += repr.payload.len() as u64;
+            if repr.seq_number < self.remote_max_seq {
+                self.info.bytes_retrans += repr.payload.len() as u64;
+                self.info.segs_retrans += 1;
+            }
+        }
         // zt patch: only for segments that occupy sequence space; an empty one carries SND.MAX
         // (see `ack_seq_number`), which must not move `remote_last_seq` past unsent data.
         if repr.segment_len() > 0 {
