@@ -985,9 +985,7 @@ impl Core {
         let now = self.clock.now();
         self.out.drain(shared, &mut self.node, now);
         // Packets moved: the snapshot must not lag more than its period behind.
-        let next = self
-            .deadline()
-            .min(self.snapshot_at + SNAPSHOT_PERIOD_MS);
+        let next = self.deadline().min(self.snapshot_at + SNAPSHOT_PERIOD_MS);
         !(self.out.events_since_snapshot || self.out.networks_changed) && next >= parked
     }
 }

@@ -94,8 +94,14 @@ impl Pair {
     fn advance(&mut self, moved: bool) {
         let next = self.now + 1;
         self.now = if self.fast_forward && !moved {
-            let a = self.a.poll_at(self.now * 1000).map(|us| (us + 999).div_euclid(1000));
-            let b = self.b.poll_at(self.now * 1000).map(|us| (us + 999).div_euclid(1000));
+            let a = self
+                .a
+                .poll_at(self.now * 1000)
+                .map(|us| (us + 999).div_euclid(1000));
+            let b = self
+                .b
+                .poll_at(self.now * 1000)
+                .map(|us| (us + 999).div_euclid(1000));
             a.into_iter().chain(b).min().unwrap_or(next).max(next)
         } else {
             next
@@ -390,10 +396,12 @@ fn exchange_with(loss: Loss, len: usize, cc: Option<tcp::CongestionControl>) -> 
     let (ca, sb) = (p.a.tcp(client).state(), p.b.tcp(server).state());
     if !finished {
         return Err(format!(
-            "stuck after {} ms: client {ca:?} (sent {sent_a}, got {}), server {sb:?} (sent {sent_b}, got {})",
+            "stuck after {} ms: client {ca:?} (sent {sent_a}, got {}), server {sb:?} (sent {sent_b}, got {}); client {:?}; server {:?}",
             p.now,
             got_a.len(),
-            got_b.len()
+            got_b.len(),
+            p.a.tcp(client).debug_sender(),
+            p.b.tcp(server).debug_sender(),
         ));
     }
     if got_b != out_a || got_a != out_b {
@@ -582,4 +590,21 @@ fn acks_reach_a_peer_after_both_ends_timed_out() {
         Some(tcp::CongestionControl::Cubic),
     );
     assert!(r.is_ok(), "{r:?}");
+}
+
+#[test]
+#[ignore]
+fn zz_debug_seed() {
+    let seed: u64 = std::env::var("SEED").unwrap().parse().unwrap();
+    let pm: u64 = std::env::var("PM").unwrap().parse().unwrap();
+    let len = (seed % 150_000) as usize;
+    let r = exchange_with(
+        Loss::Random {
+            seed,
+            per_mille: pm,
+        },
+        len,
+        Some(tcp::CongestionControl::Reno),
+    );
+    println!("{r:?}");
 }

@@ -19,6 +19,11 @@ use crate::wire::{
 };
 
 mod congestion;
+mod recovery;
+mod scoreboard;
+
+use recovery::{CaState, Plan, Recovery};
+use scoreboard::{Delivery, Scoreboard, Seg, SegState, sent_after};
 
 macro_rules! tcp_trace {
     ($($arg:expr),*) => (net_log!(trace, $($arg),*));
@@ -141,143 +146,115 @@ impl fmt::Display for State {
 /// RFC 6298: (2.1) Until a round-trip time (RTT) measurement has been made for a
 /// segment sent between the sender and receiver, the sender SHOULD
 /// set RTO <- 1 second,
-const RTTE_INITIAL_RTO: u32 = 1000;
+const RTTE_INITIAL_RTO_US: i64 = 1_000_000;
 
-// Minimum "safety margin" for the RTO that kicks in when the
-// variance gets very low.
-const RTTE_MIN_MARGIN: u32 = 5;
-
-/// K, according to RFC 6298
-const RTTE_K: u32 = 4;
-
-// RFC 6298 (2.4): Whenever RTO is computed, if it is less than 1 second, then the
-// RTO SHOULD be rounded up to 1 second.
-//
-// zt patch: 200 ms, as Linux (TCP_RTO_MIN). Overlay paths have sub-millisecond to a few hundred
-// millisecond RTTs; a one-second floor turns every tail loss into a one-second stall.
-const RTTE_MIN_RTO: u32 = 200;
+/// zt patch: the floor of RTO's variance term, as Linux (`TCP_RTO_MIN`, which bounds its
+/// `mdev`): RTO >= SRTT + 200 ms. RFC 6298 (2.4) puts a one-second floor on the whole RTO;
+/// overlay paths have RTTs from a tenth of a millisecond to hundreds, a one-second floor
+/// turns every tail loss into a one-second stall, and a floor on the RTO alone (200 ms)
+/// fires spuriously on a path whose RTT jitters by tens of milliseconds. Tail losses are
+/// repaired by loss probes long before this (RFC 8985).
+const RTTE_MIN_VAR_US: i64 = 200_000;
 
 // RFC 6298 (2.5) A maximum value MAY be placed on RTO provided it is at least 60
 // seconds
-const RTTE_MAX_RTO: u32 = 60_000;
+const RTTE_MAX_RTO_US: i64 = 60_000_000;
 
+/// zt patch: how long the minimum RTT (RACK's reordering window, the check of retransmitted
+/// segments' acknowledgements) keeps a sample before a larger one replaces it.
+const MIN_RTT_WINDOW_US: i64 = 30_000_000;
+
+/// zt patch: round-trip estimation in microseconds (RFC 6298), from the send times the
+/// scoreboard keeps and from timestamps (RFC 7323), with exponential back-off that ends with
+/// the next sample.
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-struct RttEstimator {
-    /// true if we have made at least one rtt measurement.
-    have_measurement: bool,
-    // Using u32 instead of Duration to save space (Duration is i64)
-    /// Smoothed RTT
-    srtt: u32,
-    /// RTT variance.
-    rttvar: u32,
-    /// Retransmission Time-Out
-    rto: u32,
-    timestamp: Option<(Instant, TcpSeqNumber)>,
-    max_seq_sent: Option<TcpSeqNumber>,
-    rto_count: u8,
+pub(crate) struct RttEstimator {
+    /// Smoothed RTT (0 before the first sample).
+    srtt_us: i64,
+    /// RTT variation.
+    rttvar_us: i64,
+    /// The smallest recent RTT (0 before the first sample) and when it was taken.
+    min_rtt_us: i64,
+    min_rtt_at_us: i64,
+    /// Retransmission timeout, before back-off.
+    rto_us: i64,
+    /// Timeouts in a row (the RTO doubles with each).
+    backoff: u32,
 }
 
 impl Default for RttEstimator {
     fn default() -> Self {
         Self {
-            have_measurement: false,
-            srtt: 0,   // ignored, will be overwritten on first measurement.
-            rttvar: 0, // ignored, will be overwritten on first measurement.
-            rto: RTTE_INITIAL_RTO,
-            timestamp: None,
-            max_seq_sent: None,
-            rto_count: 0,
+            srtt_us: 0,
+            rttvar_us: 0,
+            min_rtt_us: 0,
+            min_rtt_at_us: 0,
+            rto_us: RTTE_INITIAL_RTO_US,
+            backoff: 0,
         }
     }
 }
 
 impl RttEstimator {
     fn retransmission_timeout(&self) -> Duration {
-        Duration::from_millis(self.rto as _)
+        let rto = self
+            .rto_us
+            .checked_shl(self.backoff)
+            .unwrap_or(RTTE_MAX_RTO_US)
+            .clamp(0, RTTE_MAX_RTO_US);
+        Duration::from_micros(rto as u64)
     }
 
-    #[cfg(feature = "socket-tcp-cubic")]
-    fn smoothed_rtt(&self) -> u32 {
-        if self.have_measurement { self.srtt } else { 0 }
+    /// The smoothed RTT (µs; 0 before the first sample).
+    pub(crate) fn srtt_us(&self) -> i64 {
+        self.srtt_us
     }
 
-    fn sample(&mut self, new_rtt: u32) {
-        if self.have_measurement {
-            // RFC 6298 (2.3) When a subsequent RTT measurement R' is made, a host MUST set (...)
-            let diff = (self.srtt as i32 - new_rtt as i32).unsigned_abs();
-            self.rttvar = (self.rttvar * 3 + diff).div_ceil(4);
-            self.srtt = (self.srtt * 7 + new_rtt).div_ceil(8);
+    fn have_measurement(&self) -> bool {
+        self.srtt_us > 0
+    }
+
+    /// A round-trip sample (RFC 6298 2.2, 2.3). It ends any back-off.
+    fn sample(&mut self, rtt_us: i64) {
+        let rtt = rtt_us.max(1);
+        if self.srtt_us > 0 {
+            let diff = (self.srtt_us - rtt).abs();
+            self.rttvar_us = (self.rttvar_us * 3 + diff) / 4;
+            self.srtt_us = ((self.srtt_us * 7 + rtt) / 8).max(1);
         } else {
-            // RFC 6298 (2.2) When the first RTT measurement R is made, the host MUST set (...)
-            self.have_measurement = true;
-            self.srtt = new_rtt;
-            self.rttvar = new_rtt / 2;
+            self.srtt_us = rtt;
+            self.rttvar_us = rtt / 2;
         }
-
-        // RFC 6298 (2.2), (2.3)
-        let margin = RTTE_MIN_MARGIN.max(self.rttvar * RTTE_K);
-        self.rto = (self.srtt + margin).clamp(RTTE_MIN_RTO, RTTE_MAX_RTO);
-
-        self.rto_count = 0;
-
+        self.rto_us = (self.srtt_us + (4 * self.rttvar_us).max(RTTE_MIN_VAR_US)).min(RTTE_MAX_RTO_US);
+        self.backoff = 0;
         tcp_trace!(
-            "rtte: sample={:?} srtt={:?} rttvar={:?} rto={:?}",
-            new_rtt,
-            self.srtt,
-            self.rttvar,
-            self.rto
+            "rtte: sample={}us srtt={}us rttvar={}us rto={}us",
+            rtt,
+            self.srtt_us,
+            self.rttvar_us,
+            self.rto_us
         );
     }
 
-    fn on_send(&mut self, timestamp: Instant, seq: TcpSeqNumber) {
-        if self
-            .max_seq_sent
-            .map(|max_seq_sent| seq > max_seq_sent)
-            .unwrap_or(true)
+    /// A sample for the minimum RTT (the most recently sent segment's round trip).
+    fn min_rtt_sample(&mut self, rtt_us: i64, now_us: i64) {
+        let rtt = rtt_us.max(1);
+        if self.min_rtt_us == 0
+            || rtt <= self.min_rtt_us
+            || now_us - self.min_rtt_at_us > MIN_RTT_WINDOW_US
         {
-            self.max_seq_sent = Some(seq);
-            if self.timestamp.is_none() {
-                self.timestamp = Some((timestamp, seq));
-                tcp_trace!("rtte: sampling at seq={:?}", seq);
-            }
+            self.min_rtt_us = rtt;
+            self.min_rtt_at_us = now_us;
         }
     }
 
-    fn on_ack(&mut self, timestamp: Instant, seq: TcpSeqNumber) {
-        if let Some((sent_timestamp, sent_seq)) = self.timestamp
-            && seq >= sent_seq
-        {
-            self.sample((timestamp - sent_timestamp).total_millis() as u32);
-            self.timestamp = None;
-        }
-    }
-
+    /// RFC 6298 (5.5): back off the timer.
     fn on_rto(&mut self) {
-        // RFC 6298 (5.5) The host MUST set RTO <- RTO * 2 ("back off the timer").  The
-        // maximum value discussed in (2.5) above may be used to provide
-        // an upper bound to this doubling operation.
-        self.rto = (self.rto * 2).min(RTTE_MAX_RTO);
-        tcp_trace!("rtte: doubling rto to {:?}", self.rto);
-
-        // RFC 6298: a TCP implementation MAY clear SRTT and RTTVAR after
-        // backing off the timer multiple times as it is likely that the current
-        // SRTT and RTTVAR are bogus in this situation.  Once SRTT and RTTVAR
-        // are cleared, they should be initialized with the next RTT sample
-        // taken per (2.2) rather than using (2.3).
-        self.rto_count += 1;
-        if self.rto_count >= 3 {
-            self.rto_count = 0;
-            self.have_measurement = false;
-            tcp_trace!("rtte: too many retransmissions, clearing srtt, rttvar.");
+        if (self.rto_us << self.backoff) < RTTE_MAX_RTO_US {
+            self.backoff += 1;
         }
-    }
-
-    fn on_retransmit(&mut self) {
-        if self.timestamp.is_some() {
-            tcp_trace!("rtte: abort sampling due to retransmit");
-        }
-        self.timestamp = None;
+        tcp_trace!("rtte: backing off rto to {}", self.retransmission_timeout());
     }
 }
 
@@ -290,7 +267,6 @@ enum Timer {
     Retransmit {
         expires_at: Instant,
     },
-    FastRetransmit,
     ZeroWindowProbe {
         expires_at: Instant,
         delay: Duration,
@@ -322,7 +298,6 @@ impl Timer {
     fn should_retransmit(&self, timestamp: Instant) -> bool {
         match *self {
             Timer::Retransmit { expires_at } if timestamp >= expires_at => true,
-            Timer::FastRetransmit => true,
             _ => false,
         }
     }
@@ -351,7 +326,6 @@ impl Timer {
             } => PollAt::Ingress,
             Timer::ZeroWindowProbe { expires_at, .. } => PollAt::Time(expires_at),
             Timer::Retransmit { expires_at, .. } => PollAt::Time(expires_at),
-            Timer::FastRetransmit => PollAt::Now,
             Timer::Close { expires_at } => PollAt::Time(expires_at),
         }
     }
@@ -378,20 +352,13 @@ impl Timer {
 
     fn set_for_retransmit(&mut self, timestamp: Instant, delay: Duration) {
         match *self {
-            Timer::Idle { .. }
-            | Timer::FastRetransmit
-            | Timer::Retransmit { .. }
-            | Timer::ZeroWindowProbe { .. } => {
+            Timer::Idle { .. } | Timer::Retransmit { .. } | Timer::ZeroWindowProbe { .. } => {
                 *self = Timer::Retransmit {
                     expires_at: timestamp + delay,
                 }
             }
             Timer::Close { .. } => (),
         }
-    }
-
-    fn set_for_fast_retransmit(&mut self) {
-        *self = Timer::FastRetransmit
     }
 
     fn set_for_close(&mut self, timestamp: Instant) {
@@ -409,7 +376,7 @@ impl Timer {
 
     fn rewind_zero_window_probe(&mut self, timestamp: Instant) {
         if let Timer::ZeroWindowProbe { mut delay, .. } = *self {
-            delay = (delay * 2).min(Duration::from_millis(RTTE_MAX_RTO as _));
+            delay = (delay * 2).min(Duration::from_micros(RTTE_MAX_RTO_US as u64));
             *self = Timer::ZeroWindowProbe {
                 expires_at: timestamp + delay,
                 delay,
@@ -426,7 +393,7 @@ impl Timer {
     }
 
     fn is_retransmit(&self) -> bool {
-        matches!(self, Timer::Retransmit { .. } | Timer::FastRetransmit)
+        matches!(self, Timer::Retransmit { .. })
     }
 }
 
@@ -500,6 +467,14 @@ pub struct TcpInfo {
     pub dsacks_received: u64,
     /// Whether the path has been seen to reorder segments.
     pub reordering_seen: bool,
+    /// The pacing rate (bytes per second; 0 when not paced).
+    pub pacing_rate: u64,
+    /// Segments received out of order (a hole before them).
+    pub rx_out_of_order: u64,
+    /// Segments received that were already received (D-SACKed to the peer).
+    pub rx_duplicates: u64,
+    /// Segments dropped because the receive reassembly had too many holes.
+    pub rx_too_many_holes: u64,
 }
 
 /// A Transmission Control Protocol socket.
@@ -567,8 +542,19 @@ pub struct Socket<'a> {
     /// The number of packets received directly after
     /// each other which have the same ACK number.
     local_rx_dup_acks: u8,
-    /// If a fast retransmit needs to occur
-    pending_fast_retransmit: bool,
+
+    /// zt patch: the sender's scoreboard (what was sent, delivered, lost).
+    sb: Scoreboard,
+    /// zt patch: loss recovery (RACK-TLP, PRR, undo), pacing and its timers.
+    rec: Recovery,
+    /// zt patch: timestamps (RFC 7323) from the socket's own millisecond clock.
+    ts_enabled: bool,
+    ts_offset: u32,
+    /// zt patch: a D-SACK block (RFC 2883) to report in the next ACK: a duplicate arrived.
+    rx_dsack: Option<(TcpSeqNumber, TcpSeqNumber)>,
+    /// zt patch: a sequence number inside each SACK block reported lately, most recent first
+    /// (RFC 2018: repeat the most recently reported blocks).
+    rx_sack_recent: [Option<TcpSeqNumber>; 3],
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -663,7 +649,12 @@ impl<'a> Socket<'a> {
             local_rx_last_ack: None,
             local_rx_last_seq: None,
             local_rx_dup_acks: 0,
-            pending_fast_retransmit: false,
+            sb: Scoreboard::default(),
+            rec: Recovery::default(),
+            ts_enabled: false,
+            ts_offset: 0,
+            rx_dsack: None,
+            rx_sack_recent: [None; 3],
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -692,12 +683,60 @@ impl<'a> Socket<'a> {
     /// counters).
     pub fn info(&self) -> TcpInfo {
         let mut info = self.info;
-        info.srtt_us = self.rtte.srtt.saturating_mul(1000);
-        info.rttvar_us = self.rtte.rttvar.saturating_mul(1000);
-        info.rto_us = self.rtte.rto.saturating_mul(1000);
+        let clamp = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
+        info.srtt_us = clamp(self.rtte.srtt_us);
+        info.rttvar_us = clamp(self.rtte.rttvar_us);
+        info.min_rtt_us = clamp(self.rtte.min_rtt_us);
+        info.rto_us = clamp(self.rtte.retransmission_timeout().total_micros() as i64);
         info.cwnd = self.congestion_controller.inner().window();
-        info.in_flight = self.flight_size();
+        info.ssthresh = self.congestion_controller.inner().ssthresh();
+        info.in_flight = self.sb.in_flight();
+        info.reordering_seen = self.rec.reordering_seen;
+        info.pacing_rate = self.rec.pacing_rate;
         info
+    }
+
+    #[doc(hidden)]
+    pub fn debug_sender(&self) -> alloc::string::String {
+        alloc::format!(
+            "state={} una={} nxt={} max={} txlen={} timer={:?} rwnd={} sb.len={} front={:?} back={:?} lost={} sacked={} rec.state={:?} rto_at={:?} tlp_at={:?} reo_at={:?} probe={} next_send={} pacing={}",
+            self.state, self.local_seq_no, self.remote_last_seq, self.remote_max_seq, self.tx_buffer.len(), self.timer, self.remote_win_len,
+            self.sb.len(), self.sb.front(), self.sb.back(), self.sb.lost(), self.sb.sacked(), self.rec.state, self.rec.rto_at, self.rec.tlp_at, self.rec.reo_at, self.rec.probe_pending, self.rec.next_send_us, self.rec.pacing_rate
+        )
+    }
+
+    /// zt patch: enable or disable TCP timestamps (RFC 7323) from the socket's own clock
+    /// (milliseconds plus a random offset per connection). They give the sender a round-trip
+    /// sample from every acknowledgement, retransmissions included, and tell a spurious
+    /// retransmission from a needed one. Negotiated in the handshake: a peer that does not
+    /// offer them turns them off. Takes effect for the next connection.
+    pub fn set_timestamps(&mut self, enabled: bool) {
+        self.ts_enabled = enabled;
+    }
+
+    /// The TSval to send now, if timestamps are on.
+    fn tsval(&self, now: Instant) -> Option<u32> {
+        match self.tsval_generator {
+            Some(generate) => Some(generate()),
+            None if self.ts_enabled => Some(self.tsval_at_us(now.total_micros())),
+            None => None,
+        }
+    }
+
+    /// The TSval the socket's own clock gives at `us`.
+    fn tsval_at_us(&self, us: i64) -> u32 {
+        ((us / 1000) as u32).wrapping_add(self.ts_offset)
+    }
+
+    /// Whether TSvals come from the socket's clock (so that echoes can be read as times).
+    fn own_timestamps(&self) -> bool {
+        self.ts_enabled && self.tsval_generator.is_none()
+    }
+
+    /// The timestamp option for a segment sent now (echoing TS.Recent).
+    fn timestamp_option(&self, now: Instant) -> Option<TcpTimestampRepr> {
+        self.tsval(now)
+            .map(|tsval| TcpTimestampRepr::new(tsval, self.last_remote_tsval))
     }
 
     /// Return whether TCP Timestamp is enabled.
@@ -991,6 +1030,14 @@ impl<'a> Socket<'a> {
         self.remote_last_ts = None;
         self.ack_delay_timer = AckDelayTimer::Idle;
         self.challenge_ack_timer = Instant::from_secs(0);
+        self.local_rx_last_ack = None;
+        self.local_rx_last_seq = None;
+        self.local_rx_dup_acks = 0;
+        self.sb.clear();
+        self.rec = Recovery::default();
+        self.rx_dsack = None;
+        self.rx_sack_recent = [None; 3];
+        self.last_remote_tsval = 0;
 
         #[cfg(feature = "async")]
         {
@@ -1129,7 +1176,25 @@ impl<'a> Socket<'a> {
         self.local_seq_no = seq;
         self.remote_last_seq = seq;
         self.remote_max_seq = seq;
+        self.start_sender(cx, seq);
         Ok(())
+    }
+
+    /// zt patch: a new connection's sender state, its first data byte at `iss` + 1.
+    fn start_sender(&mut self, cx: &mut Context, iss: TcpSeqNumber) {
+        self.sb.clear();
+        self.rec.start(iss + 1);
+        self.ts_offset = Self::random_ts_offset(cx);
+    }
+
+    #[cfg(test)]
+    fn random_ts_offset(_cx: &mut Context) -> u32 {
+        0
+    }
+
+    #[cfg(not(test))]
+    fn random_ts_offset(cx: &mut Context) -> u32 {
+        cx.rand().rand_u32()
     }
 
     #[cfg(test)]
@@ -1475,16 +1540,24 @@ impl<'a> Socket<'a> {
         self.remote_max_seq.max(self.remote_last_seq)
     }
 
-    /// Number of octets transmitted but not yet ACKed.
+    /// Number of octets transmitted but not yet ACKed (SND.NXT - SND.UNA: where new data
+    /// starts in the transmit buffer).
     fn flight_size(&self) -> usize {
         self.remote_last_seq - self.local_seq_no
     }
 
+    /// zt patch: how many bytes the congestion window lets go now: nothing once the bytes in
+    /// flight (RFC 6675's pipe: sent, not delivered, not known lost) reach it, else what is
+    /// left of it but at least a full segment (windows count whole segments, as Linux's do,
+    /// so that a window a few bytes short does not send a runt).
     fn cwnd_remaining(&self) -> usize {
-        self.congestion_controller
-            .inner()
-            .window()
-            .saturating_sub(self.flight_size())
+        let cwnd = self.congestion_controller.inner().window();
+        let pipe = self.sb.in_flight();
+        if pipe >= cwnd {
+            0
+        } else {
+            (cwnd - pipe).max(self.remote_mss)
+        }
     }
 
     /// Return the amount of octets queued in the receive buffer. This value can be larger than
@@ -1554,11 +1627,76 @@ impl<'a> Socket<'a> {
         (ip_reply_repr, reply_repr)
     }
 
-    fn ack_reply(&mut self, ip_repr: &IpRepr, repr: &TcpRepr) -> (IpRepr, TcpRepr<'static>) {
+    /// zt patch: the SACK blocks (RFC 2018) for an ACK of `ack`: a D-SACK block first if a
+    /// duplicate arrived (RFC 2883), then the block holding the segment received last, then
+    /// the blocks reported most recently, then the lowest ones. At most three (with the
+    /// timestamp option, no more fit).
+    fn sack_ranges(&mut self, ack: TcpSeqNumber) -> [Option<(u32, u32)>; 3] {
+        let mut out: [Option<(u32, u32)>; 3] = [None; 3];
+        if !self.remote_has_sack {
+            self.rx_dsack = None;
+            return out;
+        }
+        let mut n = 0;
+        if let Some((l, r)) = self.rx_dsack.take() {
+            out[0] = Some((l.0 as u32, r.0 as u32));
+            n = 1;
+        }
+        if self.assembler.is_empty() {
+            self.rx_sack_recent = [None; 3];
+            return out;
+        }
+        let block_of = |seq: TcpSeqNumber, asm: &Assembler| {
+            asm.iter_data()
+                .map(|(left, right)| (ack + left, ack + right))
+                .find(|&(left, right)| left <= seq && seq < right)
+        };
+        let mut chosen: [Option<(TcpSeqNumber, TcpSeqNumber)>; 3] = [None; 3];
+        let mut c = 0;
+        let last = self.local_rx_last_seq;
+        let recent = self.rx_sack_recent;
+        for seq in core::iter::once(last).chain(recent.iter().copied()).flatten() {
+            if c == 3 {
+                break;
+            }
+            if let Some(b) = block_of(seq, &self.assembler)
+                && !chosen.contains(&Some(b))
+            {
+                chosen[c] = Some(b);
+                c += 1;
+            }
+        }
+        for (left, right) in self.assembler.iter_data() {
+            if c == 3 {
+                break;
+            }
+            let b = (ack + left, ack + right);
+            if !chosen.contains(&Some(b)) {
+                chosen[c] = Some(b);
+                c += 1;
+            }
+        }
+        self.rx_sack_recent = [None; 3];
+        for (k, b) in chosen.iter().flatten().enumerate() {
+            self.rx_sack_recent[k] = Some(b.0);
+            if n < 3 {
+                out[n] = Some((b.0.0 as u32, b.1.0 as u32));
+                n += 1;
+            }
+        }
+        out
+    }
+
+    fn ack_reply(
+        &mut self,
+        now: Instant,
+        ip_repr: &IpRepr,
+        repr: &TcpRepr,
+    ) -> (IpRepr, TcpRepr<'static>) {
         let (mut ip_reply_repr, mut reply_repr) = Self::reply(ip_repr, repr);
-        reply_repr.timestamp = repr
-            .timestamp
-            .and_then(|tcp_ts| tcp_ts.generate_reply(self.tsval_generator));
+        // zt patch: echo TS.Recent (RFC 7323 4.3), not the segment's own TSval, and only to a
+        // peer that sends timestamps.
+        reply_repr.timestamp = repr.timestamp.and(self.timestamp_option(now));
 
         // From RFC 793:
         // [...] an empty acknowledgment segment containing the current send-sequence number
@@ -1577,44 +1715,9 @@ impl<'a> Socket<'a> {
         reply_repr.window_len = self.scaled_window();
         self.remote_last_win = reply_repr.window_len;
 
-        // If the remote supports selective acknowledgement, add the option to the outgoing
-        // segment.
-        if self.remote_has_sack {
-            net_debug!("sending sACK option with current assembler ranges");
-
-            // RFC 2018: The first SACK block (i.e., the one immediately following the kind and
-            // length fields in the option) MUST specify the contiguous block of data containing
-            // the segment which triggered this ACK, unless that segment advanced the
-            // Acknowledgment Number field in the header.
-            reply_repr.sack_ranges[0] = None;
-
-            let ack = reply_repr.ack_number.unwrap_or(TcpSeqNumber(0));
-
-            if let Some(last_seg_seq) = self.local_rx_last_seq {
-                reply_repr.sack_ranges[0] = self
-                    .assembler
-                    .iter_data()
-                    .map(|(left, right)| (ack + left, ack + right))
-                    .find(|&(left, right)| left <= last_seg_seq && right >= last_seg_seq)
-                    .map(|(left, right)| (left.0 as u32, right.0 as u32));
-            }
-
-            if reply_repr.sack_ranges[0].is_none() {
-                // The matching segment was removed from the assembler, meaning the acknowledgement
-                // number has advanced, or there was no previous sACK.
-                //
-                // While the RFC says we SHOULD keep a list of reported sACK ranges, and iterate
-                // through those, that is currently infeasible. Instead, we offer the range with
-                // the lowest sequence number (if one exists) to hint at what segments would
-                // most quickly advance the acknowledgement number.
-                reply_repr.sack_ranges[0] = self
-                    .assembler
-                    .iter_data()
-                    .map(|(left, right)| (ack + left, ack + right))
-                    .next()
-                    .map(|(left, right)| (left.0 as u32, right.0 as u32));
-            }
-        }
+        // zt patch: SACK and D-SACK blocks (see `sack_ranges`).
+        let ack = reply_repr.ack_number.unwrap_or(TcpSeqNumber(0));
+        reply_repr.sack_ranges = self.sack_ranges(ack);
 
         // Since the sACK option may have changed the length of the payload, update that.
         ip_reply_repr.set_payload_len(reply_repr.buffer_len());
@@ -1634,7 +1737,7 @@ impl<'a> Socket<'a> {
         // Rate-limit to 1 per second max.
         self.challenge_ack_timer = cx.now() + Duration::from_secs(1);
 
-        Some(self.ack_reply(ip_repr, repr))
+        Some(self.ack_reply(cx.now(), ip_repr, repr))
     }
 
     pub(crate) fn accepts(&self, _cx: &mut Context, ip_repr: &IpRepr, repr: &TcpRepr) -> bool {
@@ -1686,6 +1789,13 @@ impl<'a> Socket<'a> {
             _ => (false, false),
         };
         let control_len = (sent_syn as usize) + (sent_fin as usize);
+
+        // zt patch: an acknowledgement older than SND.UNA (reordered, or the peer's data
+        // crossing our retransmission) is ignored, but not the data and FIN the segment
+        // carries (RFC 9293 3.10.7.4: "If the ACK is a duplicate (SEG.ACK =< SND.UNA), it can
+        // be ignored"); dropping the whole segment stalls a peer whose data segments all carry
+        // such an ACK.
+        let mut old_ack = false;
 
         // Reject unacceptable acknowledgements.
         match (self.state, repr.control, repr.ack_number) {
@@ -1773,7 +1883,10 @@ impl<'a> Socket<'a> {
                         ack_min,
                         ack_max
                     );
-                    return None;
+                    if repr.segment_len() == 0 || sent_syn {
+                        return None;
+                    }
+                    old_ack = true;
                 }
 
                 if ack_number > ack_max {
@@ -1863,6 +1976,14 @@ impl<'a> Socket<'a> {
 
                     self.local_rx_last_seq = Some(repr.seq_number);
 
+                    // zt patch: the part before RCV.NXT arrived before: report it (D-SACK).
+                    if segment_start < window_start && !repr.payload.is_empty() {
+                        if self.remote_has_sack {
+                            self.rx_dsack = Some((segment_start, window_start.min(segment_end)));
+                        }
+                        self.info.rx_duplicates += 1;
+                    }
+
                     (
                         &repr.payload[overlap_start - segment_start..overlap_end - segment_start],
                         overlap_start - window_start,
@@ -1909,7 +2030,15 @@ impl<'a> Socket<'a> {
                             TcpControl::None | TcpControl::Psh | TcpControl::Fin
                         )
                     {
-                        return Some(self.ack_reply(ip_repr, repr));
+                        // zt patch: data already received: tell the sender (D-SACK, RFC 2883),
+                        // which undoes a needless window reduction and learns of reordering.
+                        if segment_end <= window_start {
+                            if self.remote_has_sack {
+                                self.rx_dsack = Some((segment_start, segment_end));
+                            }
+                            self.info.rx_duplicates += 1;
+                        }
+                        return Some(self.ack_reply(cx.now(), ip_repr, repr));
                     }
 
                     return self.challenge_ack_reply(cx, ip_repr, repr);
@@ -1923,6 +2052,7 @@ impl<'a> Socket<'a> {
         let mut ack_of_fin = false;
         let mut ack_all = false;
         if repr.control != TcpControl::Rst
+            && !old_ack
             && let Some(ack_number) = repr.ack_number
         {
             // Sequence number corresponding to the first byte in `tx_buffer`.
@@ -2005,6 +2135,7 @@ impl<'a> Socket<'a> {
                 self.remote_seq_no = repr.seq_number + 1;
                 self.remote_last_seq = self.local_seq_no;
                 self.remote_max_seq = self.local_seq_no;
+                self.start_sender(cx, self.local_seq_no);
                 self.remote_has_sack = repr.sack_permitted;
                 self.remote_win_scale = repr.window_scale;
                 // Remote doesn't support window scaling, don't do it.
@@ -2014,6 +2145,7 @@ impl<'a> Socket<'a> {
                 // Remote doesn't support timestamping, don't do it.
                 if repr.timestamp.is_none() {
                     self.tsval_generator = None;
+                    self.ts_enabled = false;
                 }
                 self.set_state(State::SynReceived);
                 self.timer.set_for_idle(cx.now(), self.keep_alive);
@@ -2064,6 +2196,7 @@ impl<'a> Socket<'a> {
                 // Remote doesn't support timestamping, don't do it.
                 if repr.timestamp.is_none() {
                     self.tsval_generator = None;
+                    self.ts_enabled = false;
                 }
 
                 if repr.ack_number.is_some() {
@@ -2154,11 +2287,12 @@ impl<'a> Socket<'a> {
         };
         let new_remote_win_len = (repr.window_len as usize) << (scale as usize);
         let is_window_update = new_remote_win_len != self.remote_win_len;
-        self.remote_win_len = new_remote_win_len;
-
-        self.congestion_controller
-            .inner_mut()
-            .set_remote_window(new_remote_win_len);
+        if !old_ack {
+            self.remote_win_len = new_remote_win_len;
+            self.congestion_controller
+                .inner_mut()
+                .set_remote_window(new_remote_win_len);
+        }
 
         if ack_len > 0 {
             // Dequeue acknowledged octets.
@@ -2175,68 +2309,11 @@ impl<'a> Socket<'a> {
             self.tx_waker.wake();
         }
 
-        if let Some(ack_number) = repr.ack_number {
-            // TODO: When flow control is implemented,
-            // refractor the following block within that implementation
-
-            match self.local_rx_last_ack {
-                // Duplicate ACK if payload empty and ACK doesn't move send window ->
-                // Increment duplicate ACK count, notify congestion controller and
-                // set for retransmit if we just received the third duplicate ACK
-                Some(last_rx_ack)
-                    if repr.payload.is_empty()
-                        && last_rx_ack == ack_number
-                        && ack_number < self.remote_last_seq
-                        && !is_window_update =>
-                {
-                    // Increment duplicate ACK count
-                    self.local_rx_dup_acks = self.local_rx_dup_acks.saturating_add(1);
-
-                    net_debug!(
-                        "received duplicate ACK for seq {} (duplicate nr {}{})",
-                        ack_number,
-                        self.local_rx_dup_acks,
-                        if self.local_rx_dup_acks == u8::MAX {
-                            "+"
-                        } else {
-                            ""
-                        }
-                    );
-
-                    if self.local_rx_dup_acks == 3 {
-                        self.timer.set_for_fast_retransmit();
-                        net_debug!("started fast retransmit");
-                    }
-
-                    // Notify of duplicate ACK
-                    let in_flight = self.flight_size();
-                    self.congestion_controller.inner_mut().on_dup_ack(
-                        cx.now(),
-                        self.remote_mss,
-                        in_flight,
-                    );
-                }
-
-                // No duplicate ACK means we reset the duplicate ACK count
-                // and notify the congestion controller of the fresh ACK
-                _ => {
-                    if self.local_rx_dup_acks > 0 {
-                        self.local_rx_dup_acks = 0;
-                        net_debug!("reset duplicate ACK count");
-                    }
-                    self.local_rx_last_ack = Some(ack_number);
-
-                    // Notify of fresh ACK
-                    self.rtte.on_ack(cx.now(), ack_number);
-                    let new_flight_size = self.flight_size().saturating_sub(ack_len);
-                    self.congestion_controller.inner_mut().on_ack(
-                        cx.now(),
-                        ack_len,
-                        new_flight_size,
-                        &self.rtte,
-                    );
-                }
-            };
+        if let Some(ack_number) = repr.ack_number
+            && !old_ack
+        {
+            // zt patch: the sender's loss detection and recovery (see `on_ack`).
+            self.on_ack(cx, repr, ack_number, is_window_update);
 
             // We've processed everything in the incoming segment, so advance the local
             // sequence number past it.
@@ -2251,36 +2328,31 @@ impl<'a> Socket<'a> {
                 self.remote_last_seq = self.local_seq_no
             }
             self.remote_max_seq = self.remote_max_seq.max(self.remote_last_seq);
+            self.rearm_timers(cx.now());
         }
 
-        // update last remote tsval
-        if let Some(timestamp) = repr.timestamp {
+        // zt patch: TS.Recent (RFC 7323 4.3): the TSval to echo is the one of the segment
+        // that the next ACK acknowledges first, so that the peer's RTT samples include the
+        // time segments waited for a hole to fill, and never a later segment's.
+        if let Some(timestamp) = repr.timestamp
+            && (self.remote_last_ack.is_none_or(|last| segment_start <= last)
+                || self.last_remote_tsval == 0)
+            && (timestamp.tsval.wrapping_sub(self.last_remote_tsval) as i32 >= 0
+                || self.last_remote_tsval == 0)
+        {
             self.last_remote_tsval = timestamp.tsval;
         }
 
-        // update timers.
-        match self.timer {
-            Timer::Retransmit { .. } | Timer::FastRetransmit => {
-                if ack_all {
-                    // RFC 6298: (5.2) ACK of all outstanding data turn off the retransmit timer.
-                    self.timer.set_for_idle(cx.now(), self.keep_alive);
-                } else if ack_len > 0 {
-                    // (5.3) ACK of new data in ESTABLISHED state restart the retransmit timer.
-                    let rto = self.rtte.retransmission_timeout();
-                    self.timer.set_for_retransmit(cx.now(), rto);
-                }
-            }
-            Timer::Idle { .. } => {
-                // any packet on idle refresh the keepalive timer.
-                self.timer.set_for_idle(cx.now(), self.keep_alive);
-            }
-            _ => {}
+        if self.timer.is_idle() {
+            // any packet on idle refresh the keepalive timer.
+            self.timer.set_for_idle(cx.now(), self.keep_alive);
         }
 
         // start/stop the Zero Window Probe timer.
         if self.remote_win_len == 0
             && !self.tx_buffer.is_empty()
             && (self.timer.is_idle() || ack_len > 0)
+            && self.sb.is_empty()
         {
             let delay = self.rtte.retransmission_timeout();
             tcp_trace!("starting zero-window-probe timer for t+{}", delay);
@@ -2289,6 +2361,7 @@ impl<'a> Socket<'a> {
         if self.remote_win_len != 0 && self.timer.is_zero_window_probe() {
             tcp_trace!("stopping zero-window-probe timer");
             self.timer.set_for_idle(cx.now(), self.keep_alive);
+            self.rearm_timers(cx.now());
         }
 
         let payload_len = payload.len();
@@ -2297,6 +2370,18 @@ impl<'a> Socket<'a> {
         }
 
         let assembler_was_empty = self.assembler.is_empty();
+
+        if payload_offset > 0 {
+            self.info.rx_out_of_order += 1;
+            // zt patch: out-of-order data received before: report it (D-SACK).
+            if self.assembler.contains(payload_offset, payload_len) {
+                let start = window_start + payload_offset;
+                if self.remote_has_sack {
+                    self.rx_dsack = Some((start, start + payload_len));
+                }
+                self.info.rx_duplicates += 1;
+            }
+        }
 
         // Try adding payload octets to the assembler.
         let Ok(contig_len) = self
@@ -2308,7 +2393,10 @@ impl<'a> Socket<'a> {
                 payload_len,
                 payload_offset
             );
-            return None;
+            self.info.rx_too_many_holes += 1;
+            // zt patch: still acknowledge (with the SACK blocks held), so that the sender
+            // learns what did arrive.
+            return Some(self.ack_reply(cx.now(), ip_repr, repr));
         };
 
         // Place payload octets into the buffer.
@@ -2366,15 +2454,513 @@ impl<'a> Socket<'a> {
         // Per RFC 5681, we should send an immediate ACK when either:
         //  1) an out-of-order segment is received, or
         //  2) a segment arrives that fills in all or part of a gap in sequence space.
-        if !self.assembler.is_empty() || !assembler_was_empty {
+        if !self.assembler.is_empty() || !assembler_was_empty || self.rx_dsack.is_some() {
             // Note that we change the transmitter state here.
             // This is fine because smoltcp assumes that it can always transmit zero or one
             // packets for every packet it receives.
             tcp_trace!("ACKing incoming segment");
-            Some(self.ack_reply(ip_repr, repr))
+            Some(self.ack_reply(cx.now(), ip_repr, repr))
         } else {
             None
         }
+    }
+
+    /// zt patch: the effective MSS for data segments (what the peer accepts and our MTU
+    /// allows, less the timestamp option).
+    fn sender_mss(&self, cx: &mut Context) -> usize {
+        let ip_header_len = match self.tuple.map(|t| t.local.addr) {
+            #[cfg(feature = "proto-ipv4")]
+            Some(IpAddress::Ipv4(_)) => crate::wire::IPV4_HEADER_LEN,
+            #[cfg(feature = "proto-ipv6")]
+            Some(IpAddress::Ipv6(_)) => crate::wire::IPV6_HEADER_LEN,
+            #[allow(unreachable_patterns)]
+            _ => 40,
+        };
+        let options_len = if self.tsval_generator.is_some() || self.ts_enabled {
+            12
+        } else {
+            0
+        };
+        let local_mss = cx.ip_mtu().saturating_sub(ip_header_len + TCP_HEADER_LEN);
+        local_mss
+            .min(self.remote_mss)
+            .saturating_sub(options_len)
+            .max(1)
+    }
+
+    /// zt patch: an acknowledgement (cumulative `ack_number` and SACK blocks) reached the
+    /// sender, before SND.UNA moves: update the scoreboard, round-trip estimates and RACK
+    /// (RFC 8985); detect losses; run the congestion state machine (fast recovery with
+    /// proportional rate reduction, RFC 6937; recovery after a timeout; undo of spurious
+    /// reductions, RFC 2883/3522); grow the window; set the pacing rate.
+    fn on_ack(
+        &mut self,
+        cx: &mut Context,
+        repr: &TcpRepr,
+        ack_number: TcpSeqNumber,
+        is_window_update: bool,
+    ) {
+        let now = cx.now();
+        let now_us = now.total_micros();
+        let prior_una = self.local_seq_no;
+        let advanced = ack_number > prior_una;
+        let snd_nxt = self.remote_last_seq;
+        let mss = self.sender_mss(cx);
+        let tsecr = if self.own_timestamps() {
+            repr.timestamp.map(|t| t.tsecr)
+        } else {
+            None
+        };
+
+        // SACK blocks (RFC 2018); a first block below the cumulative ACK or inside the second
+        // reports a duplicate (D-SACK, RFC 2883). Blocks outside what was sent are ignored.
+        let mut blocks: [Option<(TcpSeqNumber, TcpSeqNumber)>; 3] = [None; 3];
+        let mut dsack = None;
+        if self.remote_has_sack {
+            for (k, range) in repr.sack_ranges.iter().enumerate() {
+                if let Some((l, r)) = *range {
+                    let (l, r) = (TcpSeqNumber(l as i32), TcpSeqNumber(r as i32));
+                    if l < r {
+                        blocks[k] = Some((l, r));
+                    }
+                }
+            }
+            if let Some((l, r)) = blocks[0] {
+                let inside_second = blocks[1].is_some_and(|(l2, r2)| l2 <= l && r <= r2);
+                if r <= ack_number || inside_second {
+                    dsack = Some((l, r));
+                    blocks[0] = None;
+                }
+            }
+            for b in blocks.iter_mut() {
+                if let Some((l, r)) = *b
+                    && !(ack_number <= l && r <= self.remote_max_seq)
+                {
+                    *b = None;
+                }
+            }
+            // In sequence order, so that a lower block is not taken for reordering.
+            blocks.sort_by(|a, b| match (a, b) {
+                (Some(a), Some(b)) => a.0.partial_cmp(&b.0).unwrap_or(core::cmp::Ordering::Equal),
+                (Some(_), None) => core::cmp::Ordering::Less,
+                (None, Some(_)) => core::cmp::Ordering::Greater,
+                (None, None) => core::cmp::Ordering::Equal,
+            });
+        }
+
+        // RFC 8985 6.2: the acknowledgement of a retransmitted segment counts for its last
+        // transmission only if the timestamp echo is not older than it and the round trip is
+        // not shorter than the path's minimum.
+        let offset = self.ts_offset;
+        let min_rtt = self.rtte.min_rtt_us;
+        let valid = move |seg: &Seg| -> bool {
+            if let Some(ecr) = tsecr {
+                let sent = ((seg.xmit_us / 1000) as u32).wrapping_add(offset);
+                if (ecr.wrapping_sub(sent) as i32) < 0 {
+                    return false;
+                }
+            }
+            now_us - seg.xmit_us >= min_rtt
+        };
+        let mut d = Delivery {
+            fack: self.rec.fack,
+            ..Delivery::default()
+        };
+        if advanced {
+            self.sb.ack(ack_number, &mut d, &valid);
+        }
+        for (l, r) in blocks.into_iter().flatten() {
+            self.sb.sack(l, r, &mut d, &valid);
+        }
+        self.rec.fack = d.fack;
+        if d.reordered {
+            self.rec.reordering_seen = true;
+        }
+
+        // Peers without SACK: NewReno (RFC 6582) counts duplicate ACKs.
+        // RFC 5681's duplicate ACK: no data, no window change, the same acknowledgement
+        // number as the last, data outstanding.
+        let dup_ack = self.local_rx_last_ack == Some(ack_number)
+            && repr.payload.is_empty()
+            && matches!(repr.control, TcpControl::None | TcpControl::Psh)
+            && !is_window_update
+            && !self.sb.is_empty();
+        if dup_ack {
+            self.rec.dupacks = self.rec.dupacks.saturating_add(1);
+            self.local_rx_dup_acks = self.local_rx_dup_acks.saturating_add(1);
+            if !self.remote_has_sack {
+                // Each duplicate ACK stands for a segment that left the network.
+                d.delivered += mss;
+            }
+        } else {
+            self.rec.dupacks = 0;
+            self.local_rx_dup_acks = 0;
+        }
+        self.local_rx_last_ack = Some(ack_number);
+
+        // Rounds (for HyStart++ and for whether the window limited sending).
+        if advanced && ack_number >= self.rec.round_end {
+            self.rec.round_end = snd_nxt;
+            self.rec.cwnd_limited_last = self.rec.cwnd_limited_now;
+            self.rec.cwnd_limited_now = false;
+            self.rec.max_pipe_round = self.sb.in_flight();
+            self.congestion_controller.inner_mut().on_round_start();
+        }
+
+        // Round trips: the oldest segment newly delivered that was sent once (RFC 6298, as
+        // Linux: it includes the peer's ACK delay); failing that, the timestamp echo (RFC
+        // 7323) of an ACK of new data. The newest such segment gives the minimum RTT.
+        if let Some(t) = d.oldest_clean_us {
+            self.rtte.sample(now_us - t);
+        } else if advanced && let Some(ecr) = tsecr {
+            let ms = self.tsval_at_us(now_us).wrapping_sub(ecr) as i32;
+            if (0..60_000).contains(&ms) {
+                self.rtte.sample(i64::from(ms) * 1000);
+            }
+        }
+        if let Some(t) = d.newest_clean_us {
+            let rtt = now_us - t;
+            self.rtte.min_rtt_sample(rtt, now_us);
+            self.congestion_controller.inner_mut().on_rtt_sample(rtt);
+        }
+
+        // RACK (RFC 8985 6.2): the most recently sent segment delivered.
+        if let Some((t, e)) = d.newest {
+            self.rec.rack_rtt_us = now_us - t;
+            if !self.rec.rack_valid || sent_after(t, e, self.rec.rack_xmit_us, self.rec.rack_end)
+            {
+                self.rec.rack_xmit_us = t;
+                self.rec.rack_end = e;
+                self.rec.rack_valid = true;
+            }
+        }
+
+        // D-SACK: the peer got a segment twice.
+        if let Some((_, r)) = dsack {
+            self.info.dsacks_received += 1;
+            self.rec.on_dsack(ack_number.max(prior_una), snd_nxt);
+            if let Some(marker) = self.rec.undo_marker
+                && r > marker
+                && self.rec.undo_retrans > 0
+            {
+                self.rec.undo_retrans -= 1;
+            }
+        }
+
+        // Spurious retransmissions undo the reduction they caused: every retransmission of
+        // the episode came back as a duplicate (D-SACK), or (timestamps) the acknowledgement
+        // echoes a segment sent before the first retransmission, so the originals arrived.
+        if self.rec.undo_marker.is_some() && self.rec.retrans_stamp.is_some() {
+            let all_duplicates = self.rec.undo_retrans <= 0;
+            let delayed = advanced
+                && tsecr.zip(self.rec.retrans_stamp).is_some_and(|(ecr, stamp)| {
+                    (ecr.wrapping_sub(stamp) as i32) < 0
+                });
+            let undo = match self.rec.state {
+                // A timeout's retransmissions, or fast recovery's at its end.
+                CaState::Loss => all_duplicates || delayed,
+                CaState::Recovery => {
+                    all_duplicates || (delayed && advanced && ack_number >= self.rec.high_seq)
+                }
+                // D-SACKs may come after the episode ended.
+                CaState::Open => all_duplicates && dsack.is_some(),
+            };
+            if undo {
+                self.undo_reduction();
+            }
+        }
+
+        // Tail loss probe episodes (RFC 8985 7.4.2, as Linux).
+        if let Some(end) = self.rec.tlp_end
+            && ack_number >= end
+        {
+            if !self.rec.tlp_is_retrans || dsack.is_some_and(|(_, r)| r == end) {
+                self.rec.tlp_end = None;
+            } else if ack_number > end {
+                // The probe repaired a loss: respond as to one.
+                self.rec.tlp_end = None;
+                if self.rec.state == CaState::Open {
+                    let cc = self.congestion_controller.inner_mut();
+                    cc.on_congestion_event(now);
+                    let ssthresh = cc.ssthresh();
+                    if ssthresh < cc.window() {
+                        cc.set_window(ssthresh);
+                    }
+                }
+            } else if !advanced && blocks.iter().all(Option::is_none) {
+                self.rec.tlp_end = None;
+            }
+        }
+
+        // Loss detection: RACK with SACK; the third duplicate ACK (and partial ACKs during
+        // recovery) without.
+        let lost_before = self.sb.lost();
+        if self.remote_has_sack {
+            self.detect_losses(now_us, mss);
+        } else if !self.sb.is_empty() {
+            let front_seq = self.sb.front().map(|s| s.start);
+            let partial = self.rec.state == CaState::Recovery
+                && advanced
+                && ack_number < self.rec.high_seq;
+            if (dup_ack && self.rec.dupacks == recovery::DUP_THRESH && self.rec.state == CaState::Open)
+                || partial
+            {
+                if let Some(i) = front_seq.and_then(|s| self.sb.find(s)) {
+                    self.sb.mark_lost(i);
+                }
+            }
+        }
+        let newly_lost = self.sb.lost() > lost_before;
+
+        // The congestion state machine.
+        if matches!(self.rec.state, CaState::Recovery | CaState::Loss)
+            && advanced
+            && ack_number >= self.rec.high_seq
+        {
+            if self.rec.state == CaState::Recovery {
+                let cc = self.congestion_controller.inner_mut();
+                let ssthresh = cc.ssthresh();
+                if ssthresh != usize::MAX {
+                    cc.set_window(ssthresh);
+                }
+            }
+            self.rec.state = CaState::Open;
+            self.rec.on_recovery_exit();
+        }
+        if self.rec.state == CaState::Open && self.sb.lost() > 0 {
+            self.enter_recovery(now);
+        }
+        let pipe = self.sb.in_flight();
+        if self.rec.state == CaState::Recovery {
+            let cc = self.congestion_controller.inner_mut();
+            let ssthresh = cc.ssthresh();
+            if cc.window() != usize::MAX {
+                let sndcnt = self.rec.prr_sndcnt(pipe, d.delivered, ssthresh, mss, newly_lost);
+                cc.set_window(pipe + sndcnt);
+            }
+        } else if d.delivered > 0 {
+            let cc = self.congestion_controller.inner_mut();
+            let cwnd = cc.window();
+            let limited = self.rec.is_cwnd_limited(cwnd, cwnd < cc.ssthresh());
+            cc.on_ack(now, d.delivered, &self.rtte, limited);
+        }
+
+        // Pacing, from the window and the smoothed RTT.
+        let cc = self.congestion_controller.inner();
+        self.rec
+            .update_pacing(cc.window(), pipe, cc.ssthresh(), self.rtte.srtt_us);
+
+        if advanced {
+            // RFC 6298 (5.3): an ACK of new data restarts the retransmission timer.
+            self.rec.rto_at = None;
+            if self.sb.is_empty() {
+                self.rec.idle_since_us = Some(now_us);
+            }
+        }
+    }
+
+    /// zt patch: RACK's loss detection (RFC 8985 6.2) over the scoreboard; arms the
+    /// reordering timer for segments not yet due.
+    fn detect_losses(&mut self, now_us: i64, mss: usize) {
+        if !self.rec.rack_valid || self.sb.is_empty() {
+            self.rec.reo_at = None;
+            return;
+        }
+        let sacked_segs = u32::try_from(self.sb.sacked() / mss.max(1)).unwrap_or(u32::MAX);
+        let reo_wnd = self
+            .rec
+            .reo_wnd_us(self.rtte.min_rtt_us, self.rtte.srtt_us, sacked_segs);
+        let (_, wait) = self.sb.rack_detect_loss(
+            now_us,
+            self.rec.rack_xmit_us,
+            self.rec.rack_end,
+            self.rec.rack_rtt_us,
+            reo_wnd,
+        );
+        self.rec.reo_at = wait.map(|w| now_us + w);
+    }
+
+    /// zt patch: fast recovery begins (RFC 6675 with RFC 6937).
+    fn enter_recovery(&mut self, now: Instant) {
+        self.rec.state = CaState::Recovery;
+        self.rec.high_seq = self.remote_last_seq;
+        self.rec.prr_delivered = 0;
+        self.rec.prr_out = 0;
+        self.rec.recover_fs = self
+            .remote_last_seq
+            .max(self.local_seq_no)
+            .0
+            .wrapping_sub(self.local_seq_no.0)
+            .max(1) as usize;
+        self.start_undo_episode();
+        self.congestion_controller
+            .inner_mut()
+            .on_congestion_event(now);
+        self.info.recoveries += 1;
+        self.rec.tlp_end = None;
+        self.rec.probe_pending = false;
+    }
+
+    /// zt patch: a window reduction begins that may later prove needless.
+    fn start_undo_episode(&mut self) {
+        self.rec.undo_marker = Some(self.local_seq_no);
+        self.rec.undo_retrans = 0;
+        self.rec.retrans_stamp = None;
+    }
+
+    /// zt patch: the reduction was needless (its retransmissions were spurious): restore the
+    /// window and threshold, and put segments marked lost back in flight.
+    fn undo_reduction(&mut self) {
+        self.congestion_controller.inner_mut().undo();
+        self.sb.unmark_lost();
+        self.rec.undo_marker = None;
+        self.rec.retrans_stamp = None;
+        self.rec.undo_retrans = 0;
+        if self.rec.state != CaState::Open {
+            self.rec.state = CaState::Open;
+            self.rec.on_recovery_exit();
+        }
+        self.rec.reordering_seen = true;
+        self.info.undos += 1;
+    }
+
+    /// zt patch: the retransmission timer expired with data outstanding (RFC 6298 5.4-5.7):
+    /// everything not selectively acknowledged is taken as lost and resent, in slow start
+    /// from one segment; the timer backs off.
+    fn on_retransmission_timeout(&mut self, now: Instant) {
+        self.info.timeouts += 1;
+        let new_episode = self.rec.state == CaState::Open;
+        if new_episode {
+            self.start_undo_episode();
+        }
+        self.congestion_controller
+            .inner_mut()
+            .on_rto(now, new_episode);
+        self.rec.state = CaState::Loss;
+        self.rec.high_seq = self.remote_last_seq;
+        // A selectively acknowledged segment at the front means the receiver dropped what it
+        // had reported (reneging): forget all its reports.
+        let reneged = self
+            .sb
+            .front()
+            .is_some_and(|s| s.state == SegState::Sacked);
+        self.sb.mark_all_lost(reneged);
+        self.rtte.on_rto();
+        self.rec.tlp_end = None;
+        self.rec.probe_pending = false;
+        self.rec.reo_at = None;
+        self.rec.rto_at = None;
+        self.rec.tlp_at = None;
+        self.rec.next_send_us = now.total_micros();
+        self.rec.dupacks = 0;
+    }
+
+    /// zt patch: the reordering timer or the probe timer expired (or the RTO): act on it.
+    fn on_sender_timer(&mut self, cx: &mut Context) {
+        let now = cx.now();
+        let now_us = now.total_micros();
+        let mss = self.sender_mss(cx);
+        if self.rec.reo_at.is_some_and(|t| now_us >= t) {
+            self.rec.reo_at = None;
+            let lost_before = self.sb.lost();
+            self.detect_losses(now_us, mss);
+            if self.sb.lost() > lost_before {
+                if self.rec.state == CaState::Open {
+                    self.enter_recovery(now);
+                }
+                if self.rec.state == CaState::Recovery {
+                    let pipe = self.sb.in_flight();
+                    let cc = self.congestion_controller.inner_mut();
+                    let ssthresh = cc.ssthresh();
+                    if cc.window() != usize::MAX {
+                        let sndcnt = self.rec.prr_sndcnt(pipe, 0, ssthresh, mss, true);
+                        cc.set_window(pipe + sndcnt);
+                    }
+                }
+            }
+        } else if self.rec.tlp_at.is_some_and(|t| now_us >= t) {
+            self.rec.tlp_at = None;
+            if self.rec.state == CaState::Open && !self.sb.is_empty() {
+                self.rec.probe_pending = true;
+            }
+        } else if self.rec.rto_at.is_some_and(|t| now_us >= t) {
+            net_debug!("retransmitting after rto");
+            self.on_retransmission_timeout(now);
+        }
+        self.rearm_timers(now);
+    }
+
+    /// zt patch: whether a tail loss probe may be scheduled (RFC 8985 7.2).
+    fn tlp_eligible(&self) -> bool {
+        self.remote_has_sack
+            && self.rec.state == CaState::Open
+            && self.rec.tlp_end.is_none()
+            && !self.rec.probe_pending
+            && !self.sb.is_empty()
+    }
+
+    /// zt patch: sets the retransmission timer to the earliest of the retransmission timeout,
+    /// the probe timeout and RACK's reordering timer, or idles it when nothing is
+    /// outstanding. The handshake keeps smoltcp's own timer.
+    fn rearm_timers(&mut self, now: Instant) {
+        if matches!(self.timer, Timer::Close { .. } | Timer::ZeroWindowProbe { .. })
+            || matches!(self.state, State::SynSent | State::SynReceived)
+        {
+            return;
+        }
+        let now_us = now.total_micros();
+        if self.sb.is_empty() {
+            self.rec.rto_at = None;
+            self.rec.tlp_at = None;
+            self.rec.reo_at = None;
+            if self.timer.is_retransmit() {
+                self.timer.set_for_idle(now, self.keep_alive);
+            }
+            return;
+        }
+        let rto = self.rtte.retransmission_timeout().total_micros() as i64;
+        let rto_at = *self.rec.rto_at.get_or_insert(now_us + rto);
+        self.rec.tlp_at = if self.tlp_eligible() {
+            let one = self.sb.len() == 1;
+            Some((now_us + Recovery::pto_us(self.rtte.srtt_us, one)).min(rto_at))
+        } else {
+            None
+        };
+        let deadline = [Some(rto_at), self.rec.tlp_at, self.rec.reo_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(rto_at);
+        self.timer = Timer::Retransmit {
+            expires_at: Instant::from_micros(deadline),
+        };
+    }
+
+    /// zt patch: what the sender should send next, if the congestion window and pacing let
+    /// it: a tail loss probe, a segment marked lost, or new data (`Plan::New`; whether there
+    /// is new data to send is for the caller to decide).
+    fn plan(&self, cx: &mut Context, paced: bool) -> Option<Plan> {
+        if !matches!(
+            self.state,
+            State::Established | State::FinWait1 | State::Closing | State::CloseWait | State::LastAck
+        ) {
+            return Some(Plan::New);
+        }
+        if self.rec.probe_pending {
+            return Some(Plan::Probe);
+        }
+        if paced && !self.rec.pacing_allows(cx.now().total_micros()) {
+            return None;
+        }
+        if let Some(i) = self.sb.first_lost()
+            && self.cwnd_remaining() > 0
+            && let Some(seg) = self.sb.get(i)
+            && (seg.start == self.local_seq_no
+                || seg.start < self.local_seq_no + self.remote_win_len)
+        {
+            return Some(Plan::Retransmit(i));
+        }
+        Some(Plan::New)
     }
 
     fn timed_out(&self, timestamp: Instant) -> bool {
@@ -2385,18 +2971,11 @@ impl<'a> Socket<'a> {
     }
 
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
-        // Fast retransmits should always send, even if later congestion checks would disallow
-        //
-        // zt patch: that includes a FIN that is the only unacknowledged sequence number (all
-        // data acked, FIN lost). `dispatch` idles the retransmit timer when it starts a fast
-        // retransmit, so if nothing were sent here the FIN would never be sent again.
-        if self.pending_fast_retransmit
-            && (!self.tx_buffer.is_empty()
-                || matches!(self.state, State::FinWait1 | State::Closing | State::LastAck))
-        {
-            return true;
-        }
+        self.seq_to_transmit_paced(cx, true)
+    }
 
+    /// zt patch: `seq_to_transmit`, with or without pacing's say.
+    fn seq_to_transmit_paced(&self, cx: &mut Context, paced: bool) -> bool {
         let ip_header_len = match self.tuple.unwrap().local.addr {
             #[cfg(feature = "proto-ipv4")]
             IpAddress::Ipv4(_) => crate::wire::IPV4_HEADER_LEN,
@@ -2420,6 +2999,14 @@ impl<'a> Socket<'a> {
         // If we want to send a SYN and we haven't done so, do it!
         if matches!(self.state, State::SynSent | State::SynReceived) && !data_in_flight {
             return true;
+        }
+
+        // zt patch: a tail loss probe, or a retransmission of a segment marked lost, goes
+        // before new data; pacing holds all of them back until their time.
+        match self.plan(cx, paced) {
+            Some(Plan::Probe | Plan::Retransmit(_)) => return true,
+            None => return false,
+            Some(Plan::New) => {}
         }
 
         // max sequence number we can send.
@@ -2557,56 +3144,28 @@ impl<'a> Socket<'a> {
             self.remote_last_ts = Some(cx.now());
         }
 
-        self.congestion_controller
-            .inner_mut()
-            .pre_transmit(cx.now());
-
         // Check if any state needs to be changed because of a timer.
         if self.timed_out(cx.now()) {
             // If a timeout expires, we should abort the connection.
             net_debug!("timeout exceeded");
             self.set_state(State::Closed);
         } else if self.timer.should_retransmit(cx.now()) {
-            if let Timer::Retransmit { .. } = self.timer {
-                // If a retransmit timer expired, we should resend data starting at the last ACK.
+            if matches!(self.state, State::SynSent | State::SynReceived) || self.sb.is_empty() {
+                // The handshake: resend the SYN (go-back-N, as smoltcp always did).
                 net_debug!("retransmitting after rto");
-
-                // Inform the congestion controller that we're retransmitting and should enter the slow start state
-                let in_flight = self.flight_size();
-                self.congestion_controller
-                    .inner_mut()
-                    .on_rto(cx.now(), in_flight);
-
-                // Rewind "last sequence number sent", as if we never
-                // had sent them. This will cause all data in the queue
-                // to be sent again.
-                self.remote_last_seq = self.local_seq_no;
-
-                // Inform RTTE, so that it can can handle RTO backoff
-                self.rtte.on_rto();
                 self.info.timeouts += 1;
+                self.remote_last_seq = self.local_seq_no;
+                self.rtte.on_rto();
+                // Clear the `should_retransmit` state. If we can't retransmit right
+                // now for whatever reason (like zero window), this avoids an
+                // infinite polling loop where `poll_at` returns `Now` but `dispatch`
+                // can't actually do anything.
+                self.timer.set_for_idle(cx.now(), self.keep_alive);
             } else {
-                // If a fast rentrasmit timer expired, we should resend only the earliest unAcked segment
-                net_debug!("retransmitting for fast-retransmit");
-
-                // Inform the congestion controller that we're doing a fast retransmit and should enter the fast recovery state
-                let in_flight = self.flight_size();
-                self.congestion_controller
-                    .inner_mut()
-                    .on_loss(cx.now(), in_flight);
-
-                self.pending_fast_retransmit = true;
-                self.info.recoveries += 1;
+                // zt patch: the reordering timer, a tail loss probe or the retransmission
+                // timeout (see `on_sender_timer`).
+                self.on_sender_timer(cx);
             }
-
-            // Clear the `should_retransmit` state. If we can't retransmit right
-            // now for whatever reason (like zero window), this avoids an
-            // infinite polling loop where `poll_at` returns `Now` but `dispatch`
-            // can't actually do anything.
-            self.timer.set_for_idle(cx.now(), self.keep_alive);
-
-            // Inform RTTE, so that it can avoid bogus measurements.
-            self.rtte.on_retransmit();
         }
 
         #[cfg(feature = "socket-tcp-pause-synack")]
@@ -2664,14 +3223,21 @@ impl<'a> Socket<'a> {
             max_seg_size: None,
             sack_permitted: false,
             sack_ranges: [None, None, None],
-            timestamp: TcpTimestampRepr::generate_reply_with_tsval(
-                self.tsval_generator,
-                self.last_remote_tsval,
-            ),
+            timestamp: self.timestamp_option(cx.now()),
             payload: &[],
         };
+        // zt patch: every ACK carries the SACK blocks while data waits out of order (RFC 2018:
+        // all ACKs while holes exist), not only the immediate ones.
+        if !matches!(self.state, State::SynSent | State::SynReceived) {
+            let ack = self.remote_seq_no + self.rx_buffer.len();
+            repr.sack_ranges = self.sack_ranges(ack);
+        }
 
         let mut is_zero_window_probe = false;
+        // zt patch: the scoreboard entry resent, and whether this is a tail loss probe (of
+        // an old segment: true).
+        let mut resent: Option<usize> = None;
+        let mut probe: Option<bool> = None;
 
         #[cfg_attr(
             not(feature = "segmentation-offload"),
@@ -2728,14 +3294,40 @@ impl<'a> Socket<'a> {
                 let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
-                let offset = if self.pending_fast_retransmit {
-                    let size = effective_mss.min(self.tx_buffer.len());
-                    repr.seq_number = self.local_seq_no;
-                    repr.payload = self.tx_buffer.get_allocated(0, size);
-
-                    self.pending_fast_retransmit = false;
-
-                    0
+                // zt patch: a segment marked lost (or the last one, for a tail loss probe)
+                // goes again before any new data (see `plan`).
+                let plan = self.plan(cx, false).unwrap_or(Plan::New);
+                let unsent = self.tx_buffer.len() > self.flight_size()
+                    && self.local_seq_no + self.remote_win_len > self.remote_last_seq;
+                let again = match plan {
+                    Plan::Retransmit(i) => Some(i),
+                    Plan::Probe if !unsent => self
+                        .sb
+                        .len()
+                        .checked_sub(1)
+                        .filter(|&i| self.sb.get(i).is_some_and(|s| s.state != SegState::Sacked)),
+                    Plan::Probe | Plan::New => None,
+                };
+                if plan == Plan::Probe {
+                    probe = Some(again.is_some());
+                }
+                let offset = if let Some(i) = again
+                    && let Some(seg) = self.sb.get(i).copied()
+                {
+                    let offset = seg.start - self.local_seq_no;
+                    let size = seg.data_len().min(effective_mss);
+                    repr.seq_number = seg.start;
+                    repr.payload = self.tx_buffer.get_allocated(offset, size);
+                    if seg.fin && repr.payload.len() == seg.data_len() {
+                        repr.control = TcpControl::Fin;
+                    } else if offset + repr.payload.len() == self.tx_buffer.len()
+                        && !repr.payload.is_empty()
+                        && matches!(self.state, State::Established | State::CloseWait)
+                    {
+                        repr.control = TcpControl::Psh;
+                    }
+                    resent = Some(i);
+                    offset
                 } else {
                     // Right edge of window, ie the max sequence number we're allowed to send.
                     let win_right_edge = self.local_seq_no + self.remote_win_len;
@@ -2791,7 +3383,7 @@ impl<'a> Socket<'a> {
                         .unwrap_or(effective_mss)
                     };
 
-                    let size = if is_zero_window_probe {
+                    let size = if is_zero_window_probe || plan == Plan::Probe {
                         // Zero-window probes are exempt from the congestion window: they
                         // are sent precisely when normal transmission is impossible, and
                         // an empty segment elicits no reply, so capping the probe to a
@@ -2818,7 +3410,7 @@ impl<'a> Socket<'a> {
 
                 // If we've sent everything we had in the buffer, follow it with the PSH or FIN
                 // flags, depending on whether the transmit half of the connection is open.
-                if offset + repr.payload.len() == self.tx_buffer.len() {
+                if resent.is_none() && offset + repr.payload.len() == self.tx_buffer.len() {
                     match self.state {
                         State::FinWait1 | State::LastAck | State::Closing => {
                             repr.control = TcpControl::Fin
@@ -2925,38 +3517,82 @@ impl<'a> Socket<'a> {
         // Use max() so a fast-retransmit segment (whose seq_number is local_seq_no, well
         // behind the current frontier) doesn't rewind the tracked "highest sent" sequence.
         //
+        let now = cx.now();
+        let now_us = now.total_micros();
+        let seg_len = repr.segment_len();
+        let in_data_state = matches!(
+            self.state,
+            State::Established | State::FinWait1 | State::Closing | State::CloseWait | State::LastAck
+        );
         if !repr.payload.is_empty() {
             self.info.bytes_sent += repr.payload.len() as u64;
-            if repr.seq_number < self.remote_max_seq {
+        }
+        // zt patch: the scoreboard learns of every data or FIN segment; retransmissions count
+        // towards an undo, and everything sent towards pacing and proportional rate reduction.
+        if seg_len > 0 && in_data_state {
+            if let Some(i) = resent {
+                self.sb.retransmitted(i, seg_len, now_us);
                 self.info.bytes_retrans += repr.payload.len() as u64;
                 self.info.segs_retrans += 1;
+                if self.rec.undo_marker.is_some() {
+                    self.rec.undo_retrans += 1;
+                    if self.rec.retrans_stamp.is_none() {
+                        self.rec.retrans_stamp = Some(self.tsval_at_us(now_us));
+                    }
+                }
+            } else if repr.seq_number == self.remote_last_seq {
+                if self.sb.is_empty()
+                    && let Some(idle) = self.rec.idle_since_us.take()
+                {
+                    self.congestion_controller
+                        .inner_mut()
+                        .on_idle_restart(now, Instant::from_micros(idle));
+                }
+                self.sb.push(
+                    repr.seq_number,
+                    seg_len,
+                    repr.control == TcpControl::Fin,
+                    now_us,
+                );
+            }
+            if let Some(old) = probe {
+                self.rec.probe_pending = false;
+                self.rec.tlp_is_retrans = old;
+                self.rec.tlp_end = Some(self.remote_last_seq.max(repr.seq_number + seg_len));
+                self.info.loss_probes += 1;
+            }
+            if self.rec.state == CaState::Recovery {
+                self.rec.prr_out += seg_len;
+            }
+            self.rec.on_paced_send(now_us, seg_len);
+            let pipe = self.sb.in_flight();
+            self.rec.max_pipe_round = self.rec.max_pipe_round.max(pipe);
+            let cwnd = self.congestion_controller.inner().window();
+            if pipe.saturating_add(self.remote_mss) >= cwnd {
+                self.rec.cwnd_limited_now = true;
             }
         }
+
         // zt patch: only for segments that occupy sequence space; an empty one carries SND.MAX
         // (see `ack_seq_number`), which must not move `remote_last_seq` past unsent data.
-        if repr.segment_len() > 0 {
-            self.remote_last_seq = self
-                .remote_last_seq
-                .max(repr.seq_number + repr.segment_len());
+        if seg_len > 0 {
+            self.remote_last_seq = self.remote_last_seq.max(repr.seq_number + seg_len);
             self.remote_max_seq = self.remote_max_seq.max(self.remote_last_seq);
         }
         self.remote_last_ack = repr.ack_number;
         self.remote_last_win = repr.window_len;
 
-        if repr.segment_len() > 0 {
-            self.rtte
-                .on_send(cx.now(), repr.seq_number + repr.segment_len());
-            self.congestion_controller
-                .inner_mut()
-                .post_transmit(cx.now(), repr.segment_len());
-        }
-
-        if repr.segment_len() > 0 && !self.timer.is_retransmit() {
-            // RFC 6298 (5.1) Every time a packet containing data is sent (including a
-            // retransmission), if the timer is not running, start it running
-            // so that it will expire after RTO seconds.
-            let rto = self.rtte.retransmission_timeout();
-            self.timer.set_for_retransmit(cx.now(), rto);
+        if seg_len > 0 {
+            if in_data_state {
+                // zt patch: the retransmission timer (RFC 6298 5.1), the probe timer.
+                self.rearm_timers(now);
+            } else if !self.timer.is_retransmit() {
+                // RFC 6298 (5.1) Every time a packet containing data is sent (including a
+                // retransmission), if the timer is not running, start it running
+                // so that it will expire after RTO seconds.
+                let rto = self.rtte.retransmission_timeout();
+                self.timer.set_for_retransmit(now, rto);
+            }
         }
 
         if self.state == State::Closed {
@@ -3008,11 +3644,25 @@ impl<'a> Socket<'a> {
                 (_, _) => PollAt::Ingress,
             };
 
+            // zt patch: a segment held back by pacing goes at its time.
+            let pacing_poll_at = if !self.rec.pacing_allows(cx.now().total_micros())
+                && self.seq_to_transmit_paced(cx, false)
+            {
+                PollAt::Time(Instant::from_micros(self.rec.next_send_us))
+            } else {
+                PollAt::Ingress
+            };
+
             // We wait for the earliest of our timers to fire.
-            *[self.timer.poll_at(), timeout_poll_at, delayed_ack_poll_at]
-                .iter()
-                .min()
-                .unwrap_or(&PollAt::Ingress)
+            *[
+                self.timer.poll_at(),
+                timeout_poll_at,
+                delayed_ack_poll_at,
+                pacing_poll_at,
+            ]
+            .iter()
+            .min()
+            .unwrap_or(&PollAt::Ingress)
         }
     }
 }
@@ -6555,53 +7205,54 @@ mod test {
     #[test]
     #[cfg(feature = "socket-tcp-reno")]
     fn test_congestion_window_limits_data_in_flight() {
-        let mut s = socket_established_with_buffer_sizes(8192, 64);
+        let mut s = socket_established_with_buffer_sizes(16384, 64);
         s.set_congestion_control(CongestionControl::Reno);
         s.remote_win_len = 65535;
         s.remote_mss = 1024;
+        s.congestion_controller.inner_mut().set_mss(1024);
 
-        let data = [b'x'; 8192];
+        let data = [b'x'; 16384];
         s.send_slice(&data[..]).unwrap();
 
-        // Reno's initial congestion window is 2048 bytes: only two
-        // 1024-byte segments may be in flight, the rest must wait for ACKs.
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 1024,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
+        // zt patch: the initial congestion window is ten segments (RFC 6928, as Linux):
+        // ten 1024-byte segments may be in flight, the rest must wait for ACKs.
+        for i in 0..10 {
+            recv!(s, time 0, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * 1024,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &data[..1024],
+                ..RECV_TEMPL
+            }));
+        }
         recv_nothing!(s, time 0);
 
         // ACKing one segment frees congestion window space and grows
-        // cwnd (slow start), allowing further segments out.
+        // cwnd (slow start), allowing two further segments out.
         send!(s, time 10, TcpRepr {
             seq_number: REMOTE_SEQ + 1,
             ack_number: Some(LOCAL_SEQ + 1 + 1024),
             window_len: 65535,
             ..SEND_TEMPL
         });
-        recv!(s, time 10, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 2048,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
+        for i in 10..12 {
+            recv!(s, time 10, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * 1024,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &data[..1024],
+                ..RECV_TEMPL
+            }));
+        }
+        recv_nothing!(s, time 10);
     }
 
     #[test]
     #[cfg(feature = "socket-tcp-reno")]
     fn test_congestion_window_doesnt_limit_fast_retransmit() {
-        let mut s = socket_established_with_buffer_sizes(8192, 64);
+        let mut s = socket_established_with_buffer_sizes(16384, 64);
         s.set_congestion_control(CongestionControl::Reno);
         s.remote_win_len = 65535;
         s.remote_mss = 1024;
+        s.congestion_controller.inner_mut().set_mss(1024);
 
         // Normal ACK of previously received segment
         send!(s, time 0, TcpRepr {
@@ -6611,23 +7262,18 @@ mod test {
             ..SEND_TEMPL
         });
 
-        let data = [b'x'; 8192];
+        let data = [b'x'; 16384];
         s.send_slice(&data[..]).unwrap();
 
-        // Reno's initial congestion window is 2048 bytes, allowing 2 segments
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
-
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 1024,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
+        // zt patch: the initial congestion window is ten segments
+        for i in 0..10 {
+            recv!(s, time 0, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * 1024,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &data[..1024],
+                ..RECV_TEMPL
+            }));
+        }
         recv_nothing!(s, time 0);
 
         // Send three duplicate ACKS, treating the first segment as lost
@@ -8447,28 +9093,25 @@ mod test {
     #[test]
     #[cfg(feature = "socket-tcp-reno")]
     fn test_zero_window_probe_not_capped_by_cwnd() {
-        let mut s = socket_established_with_buffer_sizes(8192, 64);
+        let mut s = socket_established_with_buffer_sizes(16384, 64);
         s.set_congestion_control(CongestionControl::Reno);
         s.remote_win_len = 65535;
         s.remote_mss = 1024;
+        s.congestion_controller.inner_mut().set_mss(1024);
 
-        let data = [b'x'; 4096];
+        let data = [b'x'; 12288];
         s.send_slice(&data[..]).unwrap();
 
-        // Reno's initial cwnd is 2048: two segments fill the congestion window
+        // zt patch: the initial cwnd is ten segments: they fill the congestion window
         // exactly, leaving cwnd_remaining() == 0.
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 1024,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
+        for i in 0..10 {
+            recv!(s, time 0, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * 1024,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &data[..1024],
+                ..RECV_TEMPL
+            }));
+        }
         recv_nothing!(s, time 0);
 
         // The remote closes its window without acknowledging anything new, so
@@ -8491,7 +9134,7 @@ mod test {
         // sequence space and elicits no reply, so the connection would stall
         // if the remote's window update got lost.
         recv!(s, time 110, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 2048,
+            seq_number: LOCAL_SEQ + 1 + 10240,
             ack_number: Some(REMOTE_SEQ + 1),
             payload: &data[..1],
             ..RECV_TEMPL
@@ -9688,16 +10331,37 @@ mod test {
     #[test]
     fn test_rtt_estimator() {
         let mut r = RttEstimator::default();
+        assert_eq!(r.retransmission_timeout(), Duration::from_secs(1));
 
-        let rtos = &[
-            6000, 5000, 4252, 3692, 3272, 2956, 2720, 2540, 2408, 2308, 2232, 2176, 2132, 2100,
-            2076, 2060, 2048, 2036, 2028, 2024, 2020, 2016, 2012, 2012,
-        ];
-
-        for &rto in rtos {
-            r.sample(2000);
-            assert_eq!(r.retransmission_timeout(), Duration::from_millis(rto));
+        // zt patch: RTO = SRTT + max(4 RTTVAR, 200 ms). A steady 2 s: RTTVAR decays from 1 s.
+        let rtos_ms = &[6000, 5000, 4250, 3687, 3265, 2949, 2712, 2534, 2400, 2300, 2225];
+        for &rto in rtos_ms {
+            r.sample(2_000_000);
+            let got = r.retransmission_timeout().total_millis();
+            assert!(got.abs_diff(rto) <= 1, "{got} vs {rto}");
         }
+        for _ in 0..40 {
+            r.sample(2_000_000);
+        }
+        assert_eq!(r.retransmission_timeout(), Duration::from_millis(2200));
+
+        // A tenth of a millisecond: the variance term's floor.
+        let mut r = RttEstimator::default();
+        for _ in 0..50 {
+            r.sample(100);
+        }
+        assert_eq!(r.retransmission_timeout(), Duration::from_micros(200_100));
+
+        // Back-off doubles and ends with the next sample.
+        r.on_rto();
+        r.on_rto();
+        assert_eq!(r.retransmission_timeout(), Duration::from_micros(800_400));
+        r.sample(100);
+        assert_eq!(r.retransmission_timeout(), Duration::from_micros(200_100));
+        for _ in 0..40 {
+            r.on_rto();
+        }
+        assert_eq!(r.retransmission_timeout(), Duration::from_secs(60), "at most 60 s");
     }
 
     #[test]

@@ -313,6 +313,14 @@ impl Assembler {
         Ok(self.remove_front())
     }
 
+    /// zt patch: whether the range [`offset`, `offset + size`) is all present already.
+    pub fn contains(&self, offset: usize, size: usize) -> bool {
+        size > 0
+            && self
+                .iter_data()
+                .any(|(left, right)| left <= offset && offset + size <= right)
+    }
+
     /// Iterate over all of the contiguous data ranges.
     ///
     /// Returns `(offset, size)` tuples for each contiguous data range, where

@@ -10,31 +10,59 @@ pub(super) mod cubic;
 #[cfg(feature = "socket-tcp-reno")]
 pub(super) mod reno;
 
+/// zt patch: the initial window, in segments (RFC 6928, as Linux).
+pub(super) const INITIAL_WINDOW_SEGMENTS: usize = 10;
+
+/// zt patch: the interface between the sender's loss recovery and a congestion controller.
+///
+/// The socket does loss detection and recovery (SACK scoreboard, RACK-TLP, proportional rate
+/// reduction); a controller decides how the window grows while nothing is lost and how far it
+/// is cut when something is. Windows and thresholds are in bytes.
 #[allow(unused_variables)]
 pub(super) trait Controller {
-    /// Returns the number of bytes that can be sent.
+    /// The congestion window.
     fn window(&self) -> usize;
 
-    /// Set the remote window size.
+    /// The slow-start threshold (`usize::MAX` until the first congestion event).
+    fn ssthresh(&self) -> usize {
+        usize::MAX
+    }
+
+    /// The maximum segment size (the initial window is ten of them).
+    fn set_mss(&mut self, mss: usize) {}
+
+    /// The peer's receive window (informational).
     fn set_remote_window(&mut self, remote_window: usize) {}
 
-    fn on_ack(&mut self, now: Instant, len: usize, in_flight: usize, rtt: &RttEstimator) {}
+    /// `acked` bytes were newly acknowledged outside loss recovery. `cwnd_limited` says
+    /// whether the window limited sending lately: without that the window must not grow.
+    fn on_ack(&mut self, now: Instant, acked: usize, rtt: &RttEstimator, cwnd_limited: bool) {}
 
-    /// Fired on each duplicate ack received, after `on_loss` has been called.
-    fn on_dup_ack(&mut self, now: Instant, len: usize, in_flight: usize) {}
+    /// A round trip began (the first acknowledgement of data sent after the previous round's
+    /// end): for slow start's exit (HyStart++).
+    fn on_round_start(&mut self) {}
 
-    /// Fired on a retransmission timeout.
-    fn on_rto(&mut self, now: Instant, in_flight: usize) {}
+    /// A round-trip sample (µs) from an acknowledgement, for slow start's exit.
+    fn on_rtt_sample(&mut self, rtt_us: i64) {}
 
-    /// Fired after an inferred loss via three duplicate acks.
-    fn on_loss(&mut self, now: Instant, in_flight: usize) {}
+    /// Loss (or a congestion signal) was detected: set the slow-start threshold and remember
+    /// the state for an undo. The window itself is brought down by the sender
+    /// (proportional rate reduction) and set to the threshold when recovery ends.
+    fn on_congestion_event(&mut self, now: Instant) {}
 
-    fn pre_transmit(&mut self, now: Instant) {}
+    /// A retransmission timeout: the window drops to one segment; `first` when it starts a
+    /// timeout episode (the threshold is then recomputed as for any congestion event).
+    fn on_rto(&mut self, now: Instant, first: bool) {}
 
-    fn post_transmit(&mut self, now: Instant, len: usize) {}
+    /// Sets the window (proportional rate reduction during recovery, the threshold after).
+    fn set_window(&mut self, cwnd: usize) {}
 
-    /// Set the maximum segment size.
-    fn set_mss(&mut self, mss: usize) {}
+    /// The last congestion event proved spurious (D-SACK or timestamps): restore the window
+    /// and threshold it replaced.
+    fn undo(&mut self) {}
+
+    /// The connection sends again after having had nothing in flight since `idle_since`.
+    fn on_idle_restart(&mut self, now: Instant, idle_since: Instant) {}
 }
 
 #[derive(Debug)]

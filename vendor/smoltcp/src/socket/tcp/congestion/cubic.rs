@@ -1,243 +1,306 @@
+//! zt patch: CUBIC (RFC 9438) with HyStart++ (RFC 9406), byte-based, for a sender that does
+//! its own loss recovery (see `Controller`): the window follows the cubic curve (or the
+//! Reno-friendly estimate where that is larger) while nothing is lost, slow start ends early
+//! when round trips grow (a queue is building), and a congestion event sets the threshold to
+//! β·cwnd with fast convergence. Growth stops while the application, not the window, limits
+//! sending (RFC 9438 4.8, RFC 7661).
+
 use crate::{socket::tcp::RttEstimator, time::Instant};
 
-use super::Controller;
+use super::{Controller, INITIAL_WINDOW_SEGMENTS};
 
-// Constants for the Cubic congestion control algorithm.
-// See RFC 9438.
+// RFC 9438.
 const BETA_CUBIC: f64 = 0.7;
 const C: f64 = 0.4;
-// RFC 9438 §4.3: α_cubic = 3(1-β)/(1+β). ~0.5294 for β=0.7.
+// RFC 9438 4.3: α_cubic = 3(1-β)/(1+β).
 const ALPHA_CUBIC: f64 = 3.0 * (1.0 - BETA_CUBIC) / (1.0 + BETA_CUBIC);
 
-const DEFAULT_MSS: usize = 1024;
+// RFC 9406 (HyStart++).
+const HS_MIN_RTT_THRESH_US: i64 = 4_000;
+const HS_MAX_RTT_THRESH_US: i64 = 16_000;
+const HS_MIN_RTT_DIVISOR: i64 = 8;
+const HS_N_RTT_SAMPLE: u32 = 8;
+const HS_CSS_GROWTH_DIVISOR: usize = 4;
+const HS_CSS_ROUNDS: u32 = 5;
+
+const DEFAULT_MSS: usize = 536;
+
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+struct State {
+    cwnd: f64,
+    ssthresh: usize,
+    w_max: f64,
+    cwnd_prior: f64,
+    w_est: f64,
+    k: f64,
+    /// When the current congestion-avoidance epoch began (µs).
+    epoch_start: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+struct HyStart {
+    last_round_min_rtt: i64,
+    current_round_min_rtt: i64,
+    samples: u32,
+    /// In conservative slow start: the baseline RTT and rounds spent.
+    css_baseline: Option<i64>,
+    css_rounds: u32,
+    done: bool,
+}
+
+impl HyStart {
+    const fn new() -> Self {
+        HyStart {
+            last_round_min_rtt: i64::MAX,
+            current_round_min_rtt: i64::MAX,
+            samples: 0,
+            css_baseline: None,
+            css_rounds: 0,
+            done: false,
+        }
+    }
+}
 
 #[derive(Debug)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Cubic {
-    w_max: usize, // window size prior to loss
-    cwnd: usize,
     mss: usize,
-    ssthresh: usize,
-    rwnd: usize,
-    k: f64,            // cubic curve offset in seconds; depends only on w_max and mss
-    w_est: f64,        // RFC 9438 §4.3 reno-friendly window, integrated per ACK
-    cwnd_prior: usize, // cwnd at the most recent congestion event; gates α_cubic
-
-    recovery_start: Option<Instant>,
-    in_fast_recovery: bool,
-    // Set on RTO, cleared when new data is ACKed. While set, further RTOs
-    // are retransmissions of the same segment and must not reduce ssthresh
-    // again (RFC 5681 section 3.1).
-    in_rto_recovery: bool,
-    idle_start: Option<Instant>, // RFC 9438 §4.2: when in-flight last hit 0
+    st: State,
+    /// The state before the last congestion event, for an undo.
+    saved: Option<State>,
+    hystart: HyStart,
+    /// Whether no data was acknowledged yet (the initial window follows the MSS).
+    fresh: bool,
 }
 
 impl Cubic {
     pub fn new() -> Cubic {
-        let mut cubic = Cubic {
-            w_max: DEFAULT_MSS * 2,
-            cwnd: DEFAULT_MSS * 2,
+        let cwnd = (INITIAL_WINDOW_SEGMENTS * DEFAULT_MSS) as f64;
+        Cubic {
             mss: DEFAULT_MSS,
-            rwnd: 64 * DEFAULT_MSS,
-            ssthresh: usize::MAX,
-            k: 0.0,
-            w_est: (DEFAULT_MSS * 2) as f64,
-            cwnd_prior: DEFAULT_MSS * 2,
-
-            recovery_start: None,
-            in_fast_recovery: false,
-            in_rto_recovery: false,
-            idle_start: None,
-        };
-        cubic.recompute_k();
-        cubic
-    }
-
-    // K = cbrt(w_max * (1 - beta) / C) ^ 1/3
-    fn recompute_k(&mut self) {
-        let c_as_bytes = C * self.mss as f64;
-        let k3 = (self.w_max as f64) * (1.0 - BETA_CUBIC) / c_as_bytes;
-        self.k = cube_root(k3);
-    }
-
-    // RFC 9438 §4.2: subtract the most recent idle period from t by sliding
-    // recovery_start forward by the idle duration.
-    fn absorb_idle(&mut self, now: Instant) {
-        if let (Some(idle), Some(start)) = (self.idle_start, self.recovery_start)
-            && now >= idle
-        {
-            self.recovery_start = Some(start + (now - idle));
+            st: State {
+                cwnd,
+                ssthresh: usize::MAX,
+                w_max: cwnd,
+                cwnd_prior: cwnd,
+                w_est: cwnd,
+                k: 0.0,
+                epoch_start: None,
+            },
+            saved: None,
+            hystart: HyStart::new(),
+            fresh: true,
         }
-        self.idle_start = None;
+    }
+
+    fn in_slow_start(&self) -> bool {
+        (self.st.cwnd as usize) < self.st.ssthresh
+    }
+
+    fn clamp(&mut self) {
+        let min = self.mss as f64;
+        if self.st.cwnd < min {
+            self.st.cwnd = min;
+        }
+        // Far beyond any buffer: keeps the f64 arithmetic finite.
+        if self.st.cwnd > (1u64 << 40) as f64 {
+            self.st.cwnd = (1u64 << 40) as f64;
+        }
+    }
+
+    /// W_cubic(t) in bytes, t in seconds since the epoch began.
+    fn w_cubic(&self, t: f64) -> f64 {
+        C * self.mss as f64 * (t - self.st.k).powi(3) + self.st.w_max
     }
 }
 
 impl Controller for Cubic {
     fn window(&self) -> usize {
-        self.cwnd
+        self.st.cwnd as usize
     }
 
-    fn on_ack(&mut self, now: Instant, len: usize, in_flight: usize, rtt: &RttEstimator) {
-        let segment = len.min(self.mss);
-
-        self.absorb_idle(now);
-
-        if in_flight == 0 {
-            self.idle_start = Some(now);
-        }
-
-        // RFC 9438 only acts on ACKs of new data. The socket also notifies us
-        // of accepted segments that acknowledge nothing (window updates, data
-        // segments from the remote): those must not exit fast recovery nor
-        // grow the window.
-        if len == 0 {
-            return;
-        }
-
-        // New data was ACKed: a timer-based loss episode, if any, is over.
-        self.in_rto_recovery = false;
-
-        // First new-data-ack exits fast recovery and deflates `cwnd`
-        if self.in_fast_recovery {
-            self.in_fast_recovery = false;
-            self.cwnd = self.ssthresh;
-            self.w_est = self.cwnd as f64;
-            return;
-        } else if self.cwnd < self.ssthresh {
-            // Slow start: increase `cwnd` by 1 MSS per ACK.
-            self.cwnd = self
-                .cwnd
-                .saturating_add(segment)
-                .min(self.rwnd)
-                .max(self.mss);
-            return;
-        }
-
-        // ca: RFC 9438 §4.2 and §4.3: Calculate W_cubic and W_est. Use whichever grows faster.
-        let recovery_start = match self.recovery_start {
-            Some(t) => t,
-            None => {
-                // RFC 9438 §4.8: set W_max = cwnd and K = 0 at start of CA
-                self.w_max = self.cwnd;
-                self.k = 0.0;
-                self.w_est = self.cwnd as f64;
-                self.recovery_start = Some(now);
-                now
-            }
-        };
-
-        // Elapsed time since the start of the recovery phase, in microseconds so the
-        // cubic curve still advances between ACKs on sub-millisecond-RTT links.
-        let t = now.total_micros() - recovery_start.total_micros();
-        if t < 0 {
-            return;
-        }
-
-        // RFC 9438 §4.3: use cubic function to get suggested cwnd.
-        // W_cubic(t) = C(t - K)^3 + w_max, evaluated at the current time t.
-        let c_as_bytes = C * self.mss as f64;
-        let w_cubic = c_as_bytes * (t as f64 / 1_000_000.0 - self.k).powi(3) + self.w_max as f64;
-
-        // RFC 9438 §4.3: advance our reno-like suggested cwnd.
-        // When cwnd exceeds prior cwnd, change α_cubic to match Reno's AIMD.
-        let w_est = {
-            let alpha = if self.w_est >= self.cwnd_prior as f64 {
-                1.0
-            } else {
-                ALPHA_CUBIC
-            };
-
-            self.w_est += alpha * self.mss as f64 * segment as f64 / self.cwnd as f64;
-            self.w_est
-        };
-
-        // RFC 9438 §4.3: use the suggested window that grows fastest.
-        if w_cubic < w_est {
-            self.cwnd = (w_est as usize).min(self.rwnd).max(self.mss);
-            return;
-        }
-
-        // RFC 9438 §4.2: the congestion window target is W_cubic one RTT into the future.
-        let w_cubic_target = {
-            // srtt is in millis so floor at 1ms to ensure sub-ms RTTs don't ruin the lookahead.
-            let srtt = (rtt.smoothed_rtt() as u64 * 1000).max(1000);
-
-            let t_ahead = (t as f64 + srtt as f64) / 1_000_000.0;
-            let raw = c_as_bytes * (t_ahead - self.k).powi(3) + self.w_max as f64;
-            raw.min(1.5 * self.cwnd as f64) // clamp to avoid increasing faster than slow-start would
-        };
-
-        // TODO: clamps to 0 on small w_cubic_target (i.e. close to plateau)
-        // add additional counter (linux `cwnd_cnt`?) to track "lost" bytes
-        let increment = (w_cubic_target as usize).saturating_sub(self.cwnd) * segment / self.cwnd;
-        self.cwnd = (self.cwnd + increment).min(self.rwnd).max(self.mss);
-    }
-
-    fn on_dup_ack(&mut self, _now: Instant, len: usize, _in_flight: usize) {
-        if self.in_fast_recovery {
-            self.cwnd = self.cwnd.saturating_add(len).min(self.rwnd).max(self.mss);
-        }
-    }
-
-    fn post_transmit(&mut self, now: Instant, _len: usize) {
-        self.absorb_idle(now);
-    }
-
-    fn on_loss(&mut self, now: Instant, in_flight: usize) {
-        self.idle_start = None;
-        // Only cut window size on first entrance to fast recovery.
-        if !self.in_fast_recovery {
-            // RFC 9438 §4.3: remember the cwnd at this congestion event so W_est can
-            // detect when it has recovered and switch α_cubic to 1.
-            self.cwnd_prior = self.cwnd;
-
-            // TODO: Make this optional?
-            // RFC recommends (SHOULD) disabling if only a single CUBIC flow is on a network.
-            //
-            // RFC 9483.4.7: Fast Convergence
-            // If loss happened at a smaller cwnd than before, it indicates a new flow.
-            // Reduce the cubic plateau more than usual to create headroom.
-            self.w_max = if self.cwnd < self.w_max {
-                ((self.cwnd as f64) * (1.0 + BETA_CUBIC) / 2.0) as usize
-            } else {
-                self.cwnd
-            };
-
-            self.ssthresh = ((in_flight as f64 * BETA_CUBIC) as usize).max(2 * self.mss);
-            self.cwnd = self.ssthresh.min(self.rwnd).saturating_add(3 * self.mss);
-
-            self.recovery_start = Some(now);
-            self.in_fast_recovery = true;
-            self.recompute_k();
-        }
-    }
-
-    fn on_rto(&mut self, _now: Instant, in_flight: usize) {
-        // RFC 5681: when the retransmission timer fires for a segment that has
-        // already been retransmitted by the timer (no new data was ACKed since
-        // the previous RTO), ssthresh is held constant.
-        if !self.in_rto_recovery {
-            self.ssthresh = ((in_flight as f64 * BETA_CUBIC) as usize).max(2 * self.mss);
-            self.in_rto_recovery = true;
-        }
-
-        self.cwnd = self.mss;
-        self.cwnd_prior = in_flight;
-
-        // RFC 9438 §4.8: defer W_max and K reset to the start of the next CA stage.
-        self.recovery_start = None;
-        self.in_fast_recovery = false;
-        self.idle_start = None;
+    fn ssthresh(&self) -> usize {
+        self.st.ssthresh
     }
 
     fn set_mss(&mut self, mss: usize) {
+        let mss = mss.max(1);
         self.mss = mss;
-        self.recompute_k();
+        if self.fresh {
+            let cwnd = (INITIAL_WINDOW_SEGMENTS * mss) as f64;
+            self.st.cwnd = cwnd;
+            self.st.w_max = cwnd;
+            self.st.w_est = cwnd;
+            self.st.cwnd_prior = cwnd;
+        }
     }
 
-    fn set_remote_window(&mut self, remote_window: usize) {
-        if self.rwnd < remote_window {
-            self.rwnd = remote_window;
+    fn on_ack(&mut self, now: Instant, acked: usize, rtt: &RttEstimator, cwnd_limited: bool) {
+        self.fresh = false;
+        if acked == 0 || !cwnd_limited {
+            return;
+        }
+        if self.in_slow_start() {
+            // RFC 9406: a quarter of the growth in conservative slow start.
+            let growth = if self.hystart.css_baseline.is_some() {
+                acked / HS_CSS_GROWTH_DIVISOR
+            } else {
+                acked
+            };
+            self.st.cwnd += growth as f64;
+            if self.st.ssthresh != usize::MAX && self.st.cwnd > self.st.ssthresh as f64 {
+                self.st.cwnd = self.st.ssthresh as f64;
+            }
+            self.clamp();
+            return;
+        }
+
+        // Congestion avoidance (RFC 9438 4.2-4.4).
+        let now_us = now.total_micros();
+        let mss = self.mss as f64;
+        let epoch_start = match self.st.epoch_start {
+            Some(t) => t,
+            None => {
+                // RFC 9438 4.2/4.8: a new epoch; K from how far below W_max the window is.
+                self.st.epoch_start = Some(now_us);
+                if self.st.cwnd < self.st.w_max {
+                    self.st.k = cube_root((self.st.w_max - self.st.cwnd) / (C * mss));
+                } else {
+                    self.st.k = 0.0;
+                    self.st.w_max = self.st.cwnd;
+                }
+                self.st.w_est = self.st.cwnd;
+                now_us
+            }
+        };
+        let t = (now_us - epoch_start).max(0) as f64 / 1e6;
+        let rtt_s = (rtt.srtt_us().max(1000)) as f64 / 1e6;
+        let target = self
+            .w_cubic(t + rtt_s)
+            .clamp(self.st.cwnd, 1.5 * self.st.cwnd);
+
+        // RFC 9438 4.3: the Reno-friendly estimate.
+        let alpha = if self.st.w_est >= self.st.cwnd_prior {
+            1.0
+        } else {
+            ALPHA_CUBIC
+        };
+        self.st.w_est += alpha * mss * acked as f64 / self.st.cwnd;
+
+        if self.w_cubic(t) < self.st.w_est {
+            if self.st.w_est > self.st.cwnd {
+                self.st.cwnd = self.st.w_est;
+            }
+        } else {
+            // RFC 9438 4.4/4.5: (target - cwnd)/cwnd per segment acknowledged.
+            self.st.cwnd += (target - self.st.cwnd) * acked as f64 / self.st.cwnd;
+        }
+        self.clamp();
+    }
+
+    fn on_round_start(&mut self) {
+        let h = &mut self.hystart;
+        if h.done || !((self.st.cwnd as usize) < self.st.ssthresh) {
+            return;
+        }
+        h.last_round_min_rtt = h.current_round_min_rtt;
+        h.current_round_min_rtt = i64::MAX;
+        h.samples = 0;
+        if h.css_baseline.is_some() {
+            h.css_rounds += 1;
+            if h.css_rounds >= HS_CSS_ROUNDS {
+                // RFC 9406: conservative slow start is over: congestion avoidance.
+                self.st.ssthresh = self.st.cwnd as usize;
+                h.done = true;
+                h.css_baseline = None;
+            }
+        }
+    }
+
+    fn on_rtt_sample(&mut self, rtt_us: i64) {
+        let in_ss = self.in_slow_start();
+        let h = &mut self.hystart;
+        if h.done || !in_ss || rtt_us <= 0 {
+            return;
+        }
+        h.current_round_min_rtt = h.current_round_min_rtt.min(rtt_us);
+        h.samples += 1;
+        if h.samples < HS_N_RTT_SAMPLE
+            || h.current_round_min_rtt == i64::MAX
+            || h.last_round_min_rtt == i64::MAX
+        {
+            return;
+        }
+        match h.css_baseline {
+            None => {
+                let thresh = (h.last_round_min_rtt / HS_MIN_RTT_DIVISOR)
+                    .clamp(HS_MIN_RTT_THRESH_US, HS_MAX_RTT_THRESH_US);
+                if h.current_round_min_rtt >= h.last_round_min_rtt.saturating_add(thresh) {
+                    // Round trips grew: a queue builds. Conservative slow start.
+                    h.css_baseline = Some(h.current_round_min_rtt);
+                    h.css_rounds = 0;
+                }
+            }
+            Some(baseline) => {
+                if h.current_round_min_rtt < baseline {
+                    // The increase was spurious: back to slow start.
+                    h.css_baseline = None;
+                }
+            }
+        }
+    }
+
+    fn on_congestion_event(&mut self, _now: Instant) {
+        self.saved = Some(self.st);
+        self.hystart.done = true;
+        self.hystart.css_baseline = None;
+        let st = &mut self.st;
+        // RFC 9438 4.7: fast convergence.
+        st.w_max = if st.cwnd < st.w_max {
+            st.cwnd * (1.0 + BETA_CUBIC) / 2.0
+        } else {
+            st.cwnd
+        };
+        st.cwnd_prior = st.cwnd;
+        st.ssthresh = ((st.cwnd * BETA_CUBIC) as usize).max(2 * self.mss);
+        st.w_est = st.ssthresh as f64;
+        st.epoch_start = None;
+    }
+
+    fn on_rto(&mut self, now: Instant, first: bool) {
+        if first {
+            self.on_congestion_event(now);
+        }
+        self.st.cwnd = self.mss as f64;
+        self.st.epoch_start = None;
+    }
+
+    fn set_window(&mut self, cwnd: usize) {
+        self.st.cwnd = cwnd as f64;
+        self.clamp();
+    }
+
+    fn undo(&mut self) {
+        if let Some(saved) = self.saved.take() {
+            self.st.cwnd = self.st.cwnd.max(saved.cwnd);
+            self.st.ssthresh = self.st.ssthresh.max(saved.ssthresh);
+            self.st.w_max = saved.w_max;
+            self.st.cwnd_prior = saved.cwnd_prior;
+            self.st.w_est = saved.w_est;
+            self.st.k = saved.k;
+            self.st.epoch_start = None;
+        }
+    }
+
+    fn on_idle_restart(&mut self, now: Instant, idle_since: Instant) {
+        // RFC 9438 5.8: time spent idle does not count towards the cubic curve.
+        if let Some(start) = self.st.epoch_start.as_mut() {
+            let idle = now.total_micros() - idle_since.total_micros();
+            if idle > 0 {
+                *start += idle;
+            }
         }
     }
 }
@@ -306,332 +369,130 @@ fn cube_root(a: f64) -> f64 {
 
 #[cfg(test)]
 mod test {
-    use crate::{socket::tcp::RttEstimator, time::Instant};
-
     use super::*;
 
-    const MSS: usize = 1024;
+    const MSS: usize = 1000;
 
-    fn ack(cubic: &mut Cubic, len: usize, now: Instant) {
-        cubic.on_ack(now, len, cubic.window().saturating_sub(MSS), &rtte())
+    fn rtte(srtt_ms: u32) -> RttEstimator {
+        let mut r = RttEstimator::default();
+        r.sample(srtt_ms as i64 * 1000);
+        r
     }
 
-    fn rtte() -> RttEstimator {
-        RttEstimator::default()
-    }
-
-    #[test]
-    fn congestion_avoidance_works() {
-        let mut cubic = Cubic::new();
-        cubic.set_mss(MSS);
-        cubic.w_max = MSS * 32;
-        cubic.recompute_k();
-
-        // Post-fast-recovery state: cwnd = ssthresh ≈ w_max * beta.
-        cubic.cwnd = (MSS * 32 * 7) / 10;
-        cubic.ssthresh = cubic.cwnd;
-        cubic.recovery_start = Some(Instant::from_millis(0));
-
-        // CA at small time intervals should grow by less than 1 MSS per ACK.
-        for i in 1..10 {
-            let initial_cwnd = cubic.window();
-            ack(&mut cubic, MSS, Instant::from_millis(i));
-            assert!(cubic.window() < initial_cwnd + MSS);
-        }
-
-        // CA approaches w_max as t approaches K, and exceeds it past K.
-        let pre = cubic.window();
-        for i in 0..60 {
-            ack(&mut cubic, MSS, Instant::from_millis(i * 100));
-        }
-        assert!(cubic.window() >= cubic.w_max);
-        assert!(cubic.window() > pre);
-
-        // RFC 9438 §4.2: the target is clamped to 1.5 * cwnd
-        let pre = cubic.window();
-        ack(&mut cubic, MSS, Instant::from_millis(100_000));
-        assert!(cubic.window() <= pre + MSS);
-
-        // CA should still cap at the receive window once enough ACKs accrue.
-        for i in 0..200 {
-            ack(&mut cubic, MSS, Instant::from_millis(100_000 + i * 100));
-        }
-        assert_eq!(cubic.window(), cubic.rwnd);
+    fn cubic() -> Cubic {
+        let mut c = Cubic::new();
+        c.set_mss(MSS);
+        c
     }
 
     #[test]
-    fn fast_recovery_works() {
-        let mut cubic = Cubic::new();
-        cubic.set_mss(MSS);
-        cubic.cwnd = MSS * 32;
+    fn initial_window_is_ten_segments() {
+        assert_eq!(cubic().window(), 10 * MSS);
+    }
 
-        // duplicate ACKs before fast recovery should do nothing
-        let initial_cwnd = cubic.window();
-        for _ in 0..3 {
-            cubic.on_dup_ack(Instant::from_millis(0), MSS, initial_cwnd);
-        }
-        assert_eq!(cubic.window(), initial_cwnd);
+    #[test]
+    fn slow_start_grows_by_bytes_acknowledged_only_when_window_limited() {
+        let mut c = cubic();
+        let r = rtte(10);
+        c.on_ack(Instant::from_millis(1), 5 * MSS, &r, true);
+        assert_eq!(c.window(), 15 * MSS);
+        c.on_ack(Instant::from_millis(2), 5 * MSS, &r, false);
+        assert_eq!(c.window(), 15 * MSS, "application-limited: no growth");
+    }
 
-        // we enter fast recovery upon minor loss (three duplicate ACKs).
-        // ssthresh = flight_size * beta_cubic, cwnd = ssthresh + 3*MSS, recovery_start = now.
-        // w_max = cwnd since the prior w_max (initial 2*MSS) is below cwnd.
-        let in_flight = initial_cwnd / 2;
-        let expected_ssthresh = (in_flight as f64 * BETA_CUBIC) as usize;
-        cubic.on_loss(Instant::from_millis(0), in_flight);
-        assert_eq!(cubic.ssthresh, expected_ssthresh);
-        assert_eq!(cubic.cwnd, expected_ssthresh + 3 * MSS);
-        assert_eq!(cubic.w_max, initial_cwnd);
-        assert!(cubic.in_fast_recovery);
-        assert_eq!(cubic.recovery_start, Some(Instant::from_millis(0)));
+    #[test]
+    fn congestion_event_sets_threshold_to_beta_and_undo_restores() {
+        let mut c = cubic();
+        c.set_window(100 * MSS);
+        c.on_congestion_event(Instant::from_millis(0));
+        assert_eq!(c.ssthresh(), 70 * MSS);
+        c.set_window(c.ssthresh());
+        assert_eq!(c.window(), 70 * MSS);
+        c.undo();
+        assert_eq!(c.window(), 100 * MSS);
+        assert_eq!(c.ssthresh(), usize::MAX);
+    }
 
-        // in fast recovery, each dup-ACK should increase the cwnd by 1 MSS
-        let initial_cwnd = cubic.window();
-        for i in 0..3 {
-            for _ in 0..3 {
-                let initial_cwnd = cubic.window();
-                cubic.on_dup_ack(Instant::from_millis(i), MSS, initial_cwnd);
-                assert_eq!(cubic.window(), initial_cwnd + MSS);
+    #[test]
+    fn fast_convergence_lowers_w_max_after_a_smaller_window() {
+        let mut c = cubic();
+        c.set_window(100 * MSS);
+        c.on_congestion_event(Instant::from_millis(0));
+        c.set_window(c.ssthresh());
+        c.on_congestion_event(Instant::from_millis(1));
+        assert!((c.st.w_max - 70.0 * MSS as f64 * 0.85).abs() < 1.0);
+    }
+
+    #[test]
+    fn congestion_avoidance_climbs_back_towards_w_max_and_past_it() {
+        let mut c = cubic();
+        c.set_window(1000 * MSS);
+        c.on_congestion_event(Instant::from_millis(0));
+        c.set_window(c.ssthresh());
+        let r = rtte(100);
+        let mut now = 0;
+        // One window of ACKs per 100 ms round.
+        let mut windows = vec![];
+        for _ in 0..160 {
+            now += 100;
+            let w = c.window();
+            for _ in 0..(w / MSS) {
+                c.on_ack(Instant::from_millis(now), MSS, &r, true);
             }
-
-            // multiple loss events (trip-dup-ack) should not trigger additional fast recovery reductions
-            let initial_cwnd = cubic.window();
-            let initial_ssthresh = cubic.ssthresh;
-            let initial_w_max = cubic.w_max;
-            cubic.on_loss(Instant::from_millis(i), initial_cwnd);
-            assert_eq!(cubic.window(), initial_cwnd);
-            assert_eq!(cubic.ssthresh, initial_ssthresh);
-            assert_eq!(cubic.w_max, initial_w_max);
+            windows.push(c.window());
         }
-        assert_eq!(cubic.window(), initial_cwnd + MSS * 9);
-
-        // a non-duplicate ACK exits fast recovery and deflates cwnd to ssthresh
-        ack(&mut cubic, MSS, Instant::from_millis(10));
-        assert_eq!(cubic.window(), cubic.ssthresh);
-        assert!(!cubic.in_fast_recovery);
+        // K = cbrt(300 / 0.4) = 9.1 s: half-way back by ~2 s, at W_max near 9 s, beyond after.
+        assert!(windows[20] > 800 * MSS && windows[20] < 1000 * MSS, "{}", windows[20]);
+        assert!(windows[90] > 980 * MSS, "{}", windows[90]);
+        assert!(windows[159] > 1100 * MSS, "{}", windows[159]);
+        // Concave, flat around W_max, then convex.
+        let early = windows[15] - windows[5];
+        let plateau = windows[95] - windows[85];
+        let late = windows[159] - windows[149];
+        assert!(plateau < early && plateau < late, "{early} {plateau} {late}");
     }
 
     #[test]
-    fn zero_length_ack_does_not_exit_fast_recovery() {
-        let mut cubic = Cubic::new();
-        cubic.set_mss(MSS);
-        cubic.cwnd = MSS * 32;
-
-        cubic.on_loss(Instant::from_millis(0), cubic.cwnd);
-        assert!(cubic.in_fast_recovery);
-
-        let cwnd = cubic.window();
-        let ssthresh = cubic.ssthresh;
-
-        // Accepted segments that acknowledge no new data (window updates,
-        // data segments from the remote) must not end fast recovery or
-        // change the window.
-        ack(&mut cubic, 0, Instant::from_millis(1));
-        assert!(cubic.in_fast_recovery);
-        assert_eq!(cubic.window(), cwnd);
-        assert_eq!(cubic.ssthresh, ssthresh);
-
-        // The first ACK of new data still exits and deflates.
-        ack(&mut cubic, MSS, Instant::from_millis(2));
-        assert!(!cubic.in_fast_recovery);
-        assert_eq!(cubic.window(), ssthresh);
+    fn rto_drops_to_one_segment_and_threshold_once_per_episode() {
+        let mut c = cubic();
+        c.set_window(100 * MSS);
+        c.on_rto(Instant::from_millis(0), true);
+        assert_eq!(c.window(), MSS);
+        assert_eq!(c.ssthresh(), 70 * MSS);
+        c.on_rto(Instant::from_millis(1), false);
+        assert_eq!(c.ssthresh(), 70 * MSS);
     }
 
     #[test]
-    fn repeated_rto_holds_ssthresh() {
-        let mut cubic = Cubic::new();
-        cubic.set_mss(MSS);
-        cubic.cwnd = MSS * 32;
-
-        // First RTO reduces ssthresh based on the flight size.
-        cubic.on_rto(Instant::from_millis(0), MSS * 32);
-        let ssthresh = cubic.ssthresh;
-        assert_eq!(ssthresh, (32.0 * MSS as f64 * BETA_CUBIC) as usize);
-
-        // Until new data is ACKed, further RTOs are retransmissions of the
-        // same segment and must hold ssthresh constant instead of collapsing
-        // it towards the minimum.
-        cubic.on_rto(Instant::from_millis(1), MSS);
-        assert_eq!(cubic.ssthresh, ssthresh);
-
-        // Once new data is ACKed, the next RTO is a fresh loss detection
-        // and reduces ssthresh again.
-        ack(&mut cubic, MSS, Instant::from_millis(2));
-        cubic.on_rto(Instant::from_millis(3), MSS * 4);
-        assert_eq!(cubic.ssthresh, (4.0 * MSS as f64 * BETA_CUBIC) as usize);
-    }
-
-    #[test]
-    fn slow_start_works() {
-        let mut cubic = Cubic::new();
-        cubic.set_mss(MSS);
-        cubic.cwnd = MSS * 32;
-        cubic.ssthresh = MSS * 16;
-
-        // we enter slow start upon major loss (an RTO)
-        // window resets to MSS, ssthresh becomes a fraction of the inflight bytes,
-        // recovery_start is cleared so any later CA uses a fresh epoch,
-        // and w_max is preserved (RFC 9438 §4.8 defers it to the next CA stage).
-        let w_max_before_rto = cubic.w_max;
-        let inflight = cubic.window();
-        cubic.on_rto(Instant::from_millis(0), inflight);
-        assert_eq!(cubic.ssthresh, (inflight as f64 * BETA_CUBIC) as usize);
-        assert_eq!(cubic.window(), MSS);
-        assert!(!cubic.in_fast_recovery);
-        assert_eq!(cubic.recovery_start, None);
-        assert_eq!(cubic.w_max, w_max_before_rto);
-
-        // slow start grows by at most the MSS per ack
-        let initial_cwnd = cubic.window();
-        for i in 0..10 {
-            let initial_cwnd = cubic.window();
-            let now = Instant::from_millis(i);
-            ack(&mut cubic, MSS * 2, now);
-            assert_eq!(cubic.window(), initial_cwnd + MSS);
-        }
-        assert_eq!(cubic.window(), initial_cwnd + MSS * 10);
-
-        // slow start uses the number of ACKed bytes if they're less than the MSS
-        let initial_cwnd = cubic.window();
-        for i in 0..10 {
-            let initial_cwnd = cubic.window();
-            let now = Instant::from_millis(10 + i);
-            ack(&mut cubic, MSS / 2, now);
-            assert_eq!(cubic.window(), initial_cwnd + MSS / 2);
-        }
-        assert_eq!(cubic.window(), initial_cwnd + MSS / 2 * 10);
-
-        // slow start transitions to congestion avoidance at ssthresh
-        let initial_cwnd = cubic.window();
-        cubic.ssthresh = initial_cwnd + MSS;
-        ack(&mut cubic, MSS, Instant::from_millis(30));
-        assert_eq!(cubic.window(), initial_cwnd + MSS);
-        assert_eq!(cubic.ssthresh, initial_cwnd + MSS);
-    }
-
-    #[test]
-    fn progress_to_ca_via_rto() {
-        let mut cubic = Cubic::new();
-        cubic.set_mss(MSS);
-
-        let mut time = 0;
-
-        // slow start from default state
-        let initial_cwnd = cubic.window();
-        for _ in 0..30 {
-            time += 1;
-            ack(&mut cubic, MSS, Instant::from_millis(time));
-        }
-        assert_eq!(cubic.window(), initial_cwnd + MSS * 30);
-        assert!(cubic.window() < cubic.ssthresh);
-
-        // rto: cwnd resets to MSS and sstresh reduces
-        let rto_cwnd = cubic.window();
-        cubic.on_rto(Instant::from_millis(time), rto_cwnd);
-        assert_eq!(cubic.window(), MSS);
-        assert_eq!(cubic.ssthresh, (rto_cwnd as f64 * BETA_CUBIC) as usize);
-
-        // slow start again until cwnd reaches new ssthresh
-        while cubic.window() < cubic.ssthresh {
-            time += 1;
-            let initial_cwnd = cubic.window();
-            ack(&mut cubic, MSS, Instant::from_millis(time));
-            assert_eq!(cubic.window(), initial_cwnd + MSS);
-        }
-        assert!(cubic.window() >= cubic.ssthresh);
-        assert!(cubic.window() < cubic.ssthresh + MSS);
-
-        // ca: first CA ACK starts a fresh epoch with W_max = cwnd and K = 0.
-        time += 1;
-        let cwnd_at_ca_entry = cubic.window();
-        ack(&mut cubic, MSS, Instant::from_millis(time));
-        assert_eq!(cubic.w_max, cwnd_at_ca_entry);
-        assert_eq!(cubic.k, 0.0);
-        assert!(cubic.window() >= cwnd_at_ca_entry);
-    }
-
-    #[test]
-    fn progress_to_ca_via_loss() {
-        let mut cubic = Cubic::new();
-        cubic.set_mss(MSS);
-
-        let mut time = 0;
-
-        // slow start from default state
-        let initial_cwnd = cubic.window();
-        for _ in 0..30 {
-            time += 1;
-            ack(&mut cubic, MSS, Instant::from_millis(time));
-        }
-        assert_eq!(cubic.window(), initial_cwnd + MSS * 30);
-        assert!(cubic.window() < cubic.ssthresh);
-
-        // dup ACKs: ssthresh = cwnd * beta, cwnd = ssthresh + 3*MSS, recovery_start = now
-        time += 1;
-        let loss_cwnd = cubic.window();
-        let expected_ssthresh = (loss_cwnd as f64 * BETA_CUBIC) as usize;
-        cubic.on_loss(Instant::from_millis(time), loss_cwnd);
-        assert_eq!(cubic.ssthresh, expected_ssthresh);
-        assert_eq!(cubic.window(), expected_ssthresh + 3 * MSS);
-        assert!(cubic.in_fast_recovery);
-        assert_eq!(cubic.recovery_start, Some(Instant::from_millis(time)));
-
-        // inflate cwnd on each duplicate ACK
-        for _ in 0..9 {
-            time += 1;
-            let initial_cwnd = cubic.window();
-            cubic.on_dup_ack(Instant::from_millis(time), MSS, cubic.cwnd);
-            assert_eq!(cubic.window(), initial_cwnd + MSS);
-        }
-
-        // non-duplicate ACK deflates cwnd to ssthresh
-        time += 1;
-        ack(&mut cubic, MSS, Instant::from_millis(time));
-        assert_eq!(cubic.window(), expected_ssthresh);
-        assert!(!cubic.in_fast_recovery);
-
-        // ca: subsequent ACKs follow the cubic curve
-        time += 1;
-        let initial_cwnd = cubic.window();
-        ack(&mut cubic, MSS, Instant::from_millis(time));
-        assert!(cubic.window() >= initial_cwnd);
-    }
-
-    #[test]
-    fn fast_convergence_reduces_w_max() {
-        let mut cubic = Cubic::new();
-        cubic.set_mss(MSS);
-        cubic.w_max = MSS * 50;
-        cubic.cwnd = MSS * 30;
-
-        // Loss while cwnd < w_max (a new competing flow) should pull w_max down.
-        let w_max_prev = cubic.w_max;
-        cubic.on_loss(Instant::from_millis(0), cubic.cwnd);
-        assert!(cubic.w_max < w_max_prev);
-    }
-
-    #[test]
-    fn test_cube_root() {
-        let mut max_err = 0.0;
-        let mut max_err_at = 0;
-        let mut max_err_expected = 0.0;
-        let mut max_err_found = 0.0;
-
-        for i in (1..1_000_000).step_by(99) {
-            let found = cube_root(i as f64);
-            let expected = (i as f64).cbrt();
-            let err = (found - expected).abs() / expected;
-
-            if err > max_err {
-                max_err = err;
-                max_err_at = i;
-                max_err_found = found;
-                max_err_expected = expected;
+    fn hystart_leaves_slow_start_when_round_trips_grow() {
+        let mut c = cubic();
+        let r = rtte(20);
+        // Round 1: 20 ms; round 2: 20 ms; round 3: 30 ms (≥ 20 + max(4, 20/8) ms).
+        for (round, rtt_ms) in [20, 20, 30].into_iter().enumerate() {
+            c.on_round_start();
+            for _ in 0..8 {
+                c.on_rtt_sample(rtt_ms * 1000);
+                c.on_ack(Instant::from_millis(round as i64 * 20), MSS, &r, true);
             }
         }
+        assert!(c.hystart.css_baseline.is_some(), "conservative slow start");
+        let before = c.window();
+        c.on_ack(Instant::from_millis(100), 4 * MSS, &r, true);
+        assert_eq!(c.window(), before + MSS, "a quarter of the growth");
+        for _ in 0..HS_CSS_ROUNDS {
+            c.on_round_start();
+            for _ in 0..8 {
+                c.on_rtt_sample(30_000);
+            }
+        }
+        assert!(c.ssthresh() < usize::MAX, "then congestion avoidance");
+    }
 
-        assert!(
-            max_err < 0.0005,
-            "cube_root({max_err_at}) = {max_err_found}, expected ~{max_err_expected}, rel err {max_err:.3e}"
-        );
+    #[test]
+    fn cube_root_is_accurate() {
+        for x in [0.001f64, 1.0, 8.0, 27.0, 1000.0, 12345.678] {
+            let r = cube_root(x);
+            assert!((r * r * r - x).abs() / x < 1e-3, "{x} {r}");
+        }
     }
 }
