@@ -10,10 +10,15 @@
 //!
 //! The clock runs in microseconds ([`Sim::now_us`]); nodes see milliseconds ([`Sim::now`], the
 //! microseconds rounded down), user-space stacks and link queues the microseconds.
+//!
+//! [`lab`] builds a ZeroTier network on a simulator (controller, members, configs), [`tcp`]
+//! runs TCP transfers between user-space stacks over it or over a bare link.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod lab;
 pub mod link;
+pub mod tcp;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
