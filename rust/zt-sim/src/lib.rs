@@ -293,6 +293,9 @@ impl Sim {
 
     /// Sets the profile of the link from host `from` to host `to` (their public addresses),
     /// from now on; the link's queue and counters carry on.
+    ///
+    /// # Panics
+    /// If a host index is out of range.
     pub fn set_link(&mut self, from: usize, to: usize, profile: LinkProfile) {
         let key = (self.hosts[from].public_addr(), self.hosts[to].public_addr());
         let i = self.link_slot(key.0, key.1);
@@ -301,6 +304,9 @@ impl Sim {
     }
 
     /// Sets both directions between hosts `a` and `b` (`path.ab` from `a` to `b`).
+    ///
+    /// # Panics
+    /// If a host index is out of range.
     pub fn set_path(&mut self, a: usize, b: usize, path: &PathProfile) {
         self.set_link(a, b, path.ab);
         self.set_link(b, a, path.ba);
@@ -316,6 +322,9 @@ impl Sim {
     }
 
     /// The counters of the link from host `from` to host `to` (zero if it carried nothing).
+    ///
+    /// # Panics
+    /// If a host index is out of range.
     #[must_use]
     pub fn link_stats(&self, from: usize, to: usize) -> LinkStats {
         let key = (self.hosts[from].public_addr(), self.hosts[to].public_addr());

@@ -106,7 +106,7 @@ impl Bottleneck {
 
     /// Nanoseconds to serialise a datagram of `len` bytes (at least 1).
     fn serialisation_ns(&self, len: usize) -> i64 {
-        let bits = (len + self.overhead) as u128 * 1_000_000_000;
+        let bits = len.saturating_add(self.overhead) as u128 * 1_000_000_000;
         let rate = u128::from(self.rate.max(1));
         i64::try_from(bits.div_ceil(rate))
             .unwrap_or(i64::MAX)
@@ -307,7 +307,7 @@ impl Link {
                 break;
             }
             self.backlog.pop_front();
-            self.backlog_bytes -= len;
+            self.backlog_bytes = self.backlog_bytes.saturating_sub(len);
         }
     }
 
@@ -356,8 +356,8 @@ impl Link {
         let mut leaves_ns = now_us.saturating_mul(1000);
         if let Some(b) = p.bottleneck {
             self.drain(leaves_ns);
-            let len = data.len() + b.overhead;
-            if !self.backlog.is_empty() && self.backlog_bytes + len > b.queue_limit {
+            let len = data.len().saturating_add(b.overhead);
+            if !self.backlog.is_empty() && self.backlog_bytes.saturating_add(len) > b.queue_limit {
                 self.stats.queue_drops += 1;
                 return;
             }
@@ -367,7 +367,7 @@ impl Link {
                 .saturating_add(b.serialisation_ns(data.len()));
             self.busy_until_ns = done;
             self.backlog.push_back((done, len));
-            self.backlog_bytes += len;
+            self.backlog_bytes = self.backlog_bytes.saturating_add(len);
             self.stats.max_queue = self.stats.max_queue.max(self.backlog_bytes);
             leaves_ns = done;
         }
@@ -732,7 +732,7 @@ mod tests {
                 bottleneck: Some(Bottleneck {
                     rate: 0,
                     queue_limit: 0,
-                    overhead: 0,
+                    overhead: usize::MAX,
                 }),
             },
             1,

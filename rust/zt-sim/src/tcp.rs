@@ -620,7 +620,7 @@ pub struct Transfer {
     pub bytes: u64,
     /// Both ends send `bytes` at once (B → A too) on the one connection.
     pub both_ways: bool,
-    /// Receive and send buffer of every socket.
+    /// Receive and send buffer of every socket (clamped to 1 KiB ..= [`MAX_BUFFER`]).
     pub buffers: (usize, usize),
     /// The readers take at most this many bytes per second (None: as fast as they come).
     pub read_rate: Option<u64>,
@@ -770,6 +770,8 @@ pub enum Ending {
     NoProgress,
     /// Nothing left to happen: no timer, nothing in flight.
     Quiet,
+    /// B could not listen on the port or A could not connect (port in use, no address).
+    NotStarted,
 }
 
 impl Report {
@@ -1049,6 +1051,9 @@ impl Flow {
             self.last_progress = t;
             self.timeline.push((0, 0));
             self.last_sample = t;
+            if spec.bytes == 0 {
+                self.done_at = Some(t);
+            }
         }
         let start = self.started.unwrap_or(t);
         let mut moved = false;
@@ -1159,6 +1164,9 @@ impl Flow {
     }
 }
 
+/// Largest socket buffer a transfer makes (larger requests are clamped; 64 MiB).
+pub const MAX_BUFFER: usize = 1 << 26;
+
 /// Safety valve: most event-loop steps a run may take (far more than any transfer needs).
 const MAX_STEPS: u64 = 50_000_000;
 
@@ -1177,7 +1185,8 @@ pub fn transfer(lab: &mut impl Lab, spec: &Transfer) -> Report {
     let run_start = lab.now_us();
     let links_before = lab.link_stats();
     let counters_before = lab.counters();
-    let (rx, tx) = (spec.buffers.0.max(1024), spec.buffers.1.max(1024));
+    let clamp = |b: usize| b.clamp(1024, MAX_BUFFER);
+    let (rx, tx) = (clamp(spec.buffers.0), clamp(spec.buffers.1));
     let server = lab.stack(End::B).add_tcp(rx, tx);
     let client = lab.stack(End::A).add_tcp(rx, tx);
     let listening = lab.stack(End::B).tcp(server).listen(spec.port).is_ok();
@@ -1218,7 +1227,7 @@ pub fn transfer(lab: &mut impl Lab, spec: &Transfer) -> Report {
             established = Some(t - run_start);
         }
         if !(listening && connecting) {
-            break Ending::Quiet;
+            break Ending::NotStarted;
         }
         if flows.iter().all(|f| f.done_at.is_some()) {
             break Ending::Completed;
