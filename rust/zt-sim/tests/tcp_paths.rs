@@ -157,11 +157,22 @@ fn overlay_asymmetric_data_on_the_lossy_direction() {
 #[test]
 fn overlay_asymmetric_acks_on_the_lossy_direction() {
     // Data on the clean direction, only ACKs cross the lossy one: cumulative ACKs make their
-    // loss nearly free, so the sender is limited by the receive window over the 25 ms round
-    // trip (1 MiB / 25 ms = 42 MB/s).
+    // loss nearly free, so a kernel-quality sender is limited by the receive window over the
+    // 25 ms round trip (1 MiB / 25 ms = 42 MB/s) once slow start has opened it: from an
+    // initial window of 10 segments that takes 6 round trips (0.15 s), ≈ 32 MB/s on average
+    // over 20 MB. (Seed 1 loses the client's SYN; the handshake's retransmission timeout sets
+    // CUBIC's ssthresh to 2 × 1024 bytes, and the connection never slow-starts.)
     let path = Preset::Asymmetric.path().reversed();
-    let window_limited = (1u64 << 20) as f64 / 0.025 / MB;
-    check(&path, 1, window_limited, "1 MiB window / 25 ms RTT");
+    let rtt = 0.025;
+    let window_limited = (1u64 << 20) as f64 / rtt;
+    let slow_start = 6.0 * rtt;
+    let reference = BYTES as f64 / (slow_start + BYTES as f64 / window_limited) / MB;
+    check(
+        &path,
+        1,
+        reference,
+        &format!("1 MiB window / 25 ms RTT after 6 RTTs of slow start = {reference:.1}"),
+    );
 }
 
 #[test]
@@ -171,10 +182,11 @@ fn overlay_lan() {
 
 /// The dead stop at 5 % loss (issue 14: both runs stopped dead at 9,699,328 bytes).
 ///
-/// Seed 44 on the overlay at 5 % datagram loss each way (≈ 10 % segment loss): 48 s after the
-/// connection was established no byte reaches the reader for the next 51 s, although the
-/// path delivers 95 % of the datagrams. What the sender does (from the segment trace,
-/// `OverlayLab::trace`):
+/// Seed 44 on the overlay at 5 % datagram loss each way (≈ 10 % segment loss): from 48.2 s
+/// after the connection was established no byte reaches the reader for 50.8 s, although the
+/// path delivers 95 % of the datagrams (in a 60 s run, as the benchmark's, the transfer ends
+/// there: 4.2 MB). What the sender does (from the segment trace, `OverlayLab::trace`;
+/// `cargo run -p zt-sim --example tcp_lab -- --preset 2 --seed 44 --trace 48 100`):
 ///
 /// 1. A retransmission timeout goes back to SND.UNA (`dispatch` rewinds `remote_last_seq`)
 ///    with CUBIC's window at one segment (`Cubic::on_rto`) and doubles the RTO
