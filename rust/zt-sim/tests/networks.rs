@@ -2,163 +2,21 @@
 //! Ethernet frames, multicast (ARP), deauthorization, ad-hoc networks.
 #![allow(clippy::unwrap_used)]
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::rc::Rc;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde_json::{Value, json};
-use zt_proto::controller::records::{member_update_from_post, network_update_from_post};
-use zt_proto::controller::{self as ctl, Decision, NetworkSummary, Request};
-use zt_proto::crypto::c25519::KeyPair;
 use zt_proto::network::credentials::{CredentialType, Revocation};
 use zt_proto::network::{Mac, MulticastGroup, NetworkId};
-use zt_proto::node::network::{ERROR_NETWORK_ACCESS_DENIED, ERROR_OBJ_NOT_FOUND};
-use zt_proto::node::{DropReason, Event, Frame, NetworkStatus};
-use zt_proto::{Address, Identity, Node, Root, Timestamp, World, WorldType};
-use zt_sim::{EventHandler, Netem, Sim, SimRng, public};
-
-const START: Timestamp = Timestamp(1_700_000_000_000);
-
-fn identity(seed: u64) -> Identity {
-    Identity::generate(&mut SimRng(seed))
-}
-
-fn planet(root: &Identity, ep: SocketAddr) -> World {
-    let key = KeyPair::generate(&mut SimRng(77));
-    let roots = vec![Root {
-        identity: root.to_public(),
-        stable_endpoints: vec![ep.into()],
-    }];
-    World::make(WorldType::Planet, 0x5151, 1, *key.public(), roots, &key).unwrap()
-}
-
-/// Controller records in memory.
-#[derive(Debug, Default)]
-struct Records {
-    networks: HashMap<NetworkId, Value>,
-    members: HashMap<(NetworkId, Address), Value>,
-    requests: u32,
-    rng: Option<SimRng>,
-}
-
-/// Answers requests from the shared records, as the runtime's controller host does.
-#[derive(Debug)]
-struct MemController(Rc<RefCell<Records>>);
-
-impl EventHandler for MemController {
-    fn handle(&mut self, node: &mut Node, now: Timestamp, ev: Event) -> Option<Event> {
-        let Event::ControllerRequest(req) = ev else {
-            return Some(ev);
-        };
-        let mut guard = self.0.borrow_mut();
-        let this = &mut *guard;
-        this.requests += 1;
-        let id = req.network;
-        let a = req.requester.address();
-        let members: Vec<Value> = this
-            .members
-            .iter()
-            .filter(|((n, _), _)| *n == id)
-            .map(|(_, v)| v.clone())
-            .collect();
-        let allocated = ctl::allocated_ips(members.iter());
-        let bridges = ctl::active_bridges(members.iter());
-        let outcome = ctl::decide(
-            &Request {
-                network_id: id,
-                identity: &req.requester,
-                metadata: &req.metadata,
-                genuine: true,
-                now,
-            },
-            this.networks.get(&id),
-            this.members.get(&(id, a)),
-            &NetworkSummary {
-                allocated_ips: &allocated,
-                active_bridges: &bridges,
-            },
-            this.rng.get_or_insert(SimRng(5)),
-        );
-        if let Some(save) = outcome.save {
-            this.members.insert((id, a), save);
-        }
-        match outcome.decision {
-            Decision::NotFound => {
-                node.controller_send_error(now, id, a, req.request_id, ERROR_OBJ_NOT_FOUND);
-            }
-            Decision::AccessDenied => {
-                node.controller_send_error(now, id, a, req.request_id, ERROR_NETWORK_ACCESS_DENIED);
-            }
-            Decision::NoAnswer => {}
-            Decision::Authorized(plan) => {
-                let c = ctl::issue::issue(&plan, node.identity(), &req.requester).unwrap();
-                node.controller_send_config(now, req.request_id, &c)
-                    .unwrap();
-            }
-        }
-        None
-    }
-}
-
-struct Lab {
-    sim: Sim,
-    ctl: usize,
-    members: Vec<usize>,
-    nwid: NetworkId,
-    records: Rc<RefCell<Records>>,
-}
+use zt_proto::node::{DropReason, Frame, NetworkStatus};
+use zt_sim::lab::{
+    NetworkLab as Lab, START, authorize, identity, ipv4_of, planet, private_network, status,
+};
+use zt_sim::link::PathProfile;
+use zt_sim::tcp::{OverlayLab, Transfer};
+use zt_sim::{Netem, Sim, public};
 
 fn lab(netem: Netem, n_members: usize, network: &Value) -> Lab {
-    let root_id = identity(1);
-    let p = planet(&root_id, public(1));
-    let mut sim = Sim::new(11, netem, START);
-    sim.add_host(root_id, p.clone(), public(1), None);
-    let ctl_id = identity(2);
-    let ctl_addr = ctl_id.address();
-    let ctl = sim.add_host(ctl_id, p.clone(), public(2), None);
-    sim.hosts[ctl].node.set_controller(true);
-    let nwid = NetworkId((ctl_addr.to_u64() << 24) | 0x00_0042);
-    let records = Rc::new(RefCell::new(Records::default()));
-    let mut rec = Value::Null;
-    network_update_from_post(&mut rec, nwid, network, START).unwrap();
-    records.borrow_mut().networks.insert(nwid, rec);
-    sim.hosts[ctl].handler = Some(Box::new(MemController(records.clone())));
-    let members = (0..n_members)
-        .map(|i| {
-            sim.add_host(
-                identity(10 + i as u64),
-                p.clone(),
-                public(10 + i as u8),
-                None,
-            )
-        })
-        .collect();
-    sim.run_for(3_000);
-    Lab {
-        sim,
-        ctl,
-        members,
-        nwid,
-        records,
-    }
-}
-
-fn status(sim: &Sim, host: usize, id: NetworkId) -> Option<NetworkStatus> {
-    sim.hosts[host].node.network(id).map(|n| n.status)
-}
-
-fn ipv4_of(sim: &Sim, host: usize, id: NetworkId) -> Option<Ipv4Addr> {
-    sim.hosts[host]
-        .node
-        .network(id)?
-        .config?
-        .static_ips
-        .iter()
-        .find_map(|p| match p.ip {
-            IpAddr::V4(a) => Some(a),
-            IpAddr::V6(_) => None,
-        })
+    Lab::new(netem.link(), n_members, network)
 }
 
 fn arp_request(src_mac: Mac, src_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
@@ -168,26 +26,6 @@ fn arp_request(src_mac: Mac, src_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
     p.extend_from_slice(&[0; 6]);
     p.extend_from_slice(&target.octets());
     p
-}
-
-fn private_network() -> Value {
-    json!({
-        "name": "sim-net",
-        "private": true,
-        "v4AssignMode": {"zt": true},
-        "v6AssignMode": {"rfc4193": true, "6plane": false, "zt": false},
-        "ipAssignmentPools": [{"ipRangeStart": "198.18.0.10", "ipRangeEnd": "198.18.0.250"}],
-        "routes": [{"target": "198.18.0.0/15", "via": null}],
-    })
-}
-
-fn authorize(records: &RefCell<Records>, id: NetworkId, a: Address, yes: bool) -> bool {
-    let mut r = records.borrow_mut();
-    let mut rec = r.members.get(&(id, a)).cloned().unwrap_or(Value::Null);
-    let change =
-        member_update_from_post(&mut rec, id, a, &json!({"authorized": yes}), START).unwrap();
-    r.members.insert((id, a), rec);
-    change.deauthorized
 }
 
 #[test]
@@ -246,7 +84,18 @@ fn held_authorized_talk_revoked(netem: Netem) {
     );
     authorize(&lab.records, id, addr_a, true);
     authorize(&lab.records, id, addr_b, true);
-    lab.sim.run_for(8_000);
+    // Requests repeat every 5 s and a config spans several fragments: on a lossy network one
+    // round may be lost, so allow a few.
+    for _ in 0..30 {
+        lab.sim.run_for(1_000);
+        if lab
+            .members
+            .iter()
+            .all(|&m| status(&lab.sim, m, id) == Some(NetworkStatus::Ok))
+        {
+            break;
+        }
+    }
     for &m in &lab.members {
         assert_eq!(status(&lab.sim, m, id), Some(NetworkStatus::Ok));
         let info = lab.sim.hosts[m].node.network(id).unwrap();
@@ -483,21 +332,7 @@ fn forged_unsigned_and_garbage_configs_are_dropped_and_counted() {
 }
 
 fn authorize_all(lab: &mut Lab) {
-    let id = lab.nwid;
-    for &m in &lab.members.clone() {
-        let now = lab.sim.now;
-        lab.sim.hosts[m].node.join(now, id);
-    }
-    lab.sim.pump();
-    lab.sim.run_for(3_000);
-    for &m in &lab.members.clone() {
-        let a = lab.sim.hosts[m].node.address();
-        authorize(&lab.records, id, a, true);
-    }
-    lab.sim.run_for(8_000);
-    for &m in &lab.members {
-        assert_eq!(status(&lab.sim, m, id), Some(NetworkStatus::Ok));
-    }
+    assert!(lab.authorize_all(), "every member configured");
 }
 
 #[test]
@@ -606,103 +441,19 @@ fn a_flood_of_partial_config_updates_stays_bounded_and_harmless() {
     );
 }
 
-/// Runs the simulation with a user-space TCP/IP stack attached to each member's network: frames
-/// the node delivers go into the stack, frames the stack sends go to the node.
-struct Stacks {
-    stacks: Vec<(usize, zt_stack::NetStack)>,
-    id: NetworkId,
-}
-
-impl Stacks {
-    fn attach(lab: &Lab, hosts: &[usize]) -> Self {
-        let id = lab.nwid;
-        let stacks = hosts
-            .iter()
-            .map(|&h| {
-                let info = lab.sim.hosts[h].node.network(id).unwrap();
-                let c = info.config.unwrap();
-                let mut s = zt_stack::NetStack::new(
-                    info.mac.to_bytes(),
-                    usize::from(c.mtu),
-                    h as u64,
-                    lab.sim.now.as_millis() * 1000,
-                );
-                let addrs: Vec<(IpAddr, u8)> =
-                    c.static_ips.iter().map(|p| (p.ip, p.bits)).collect();
-                s.set_addresses(&addrs);
-                (h, s)
-            })
-            .collect();
-        Self { stacks, id }
-    }
-
-    /// Moves frames both ways and polls the stacks, `ms` times 1 ms of virtual time.
-    fn run(&mut self, lab: &mut Lab, ms: i64, mut each: impl FnMut(&mut Self) -> bool) -> bool {
-        for _ in 0..ms {
-            let now = lab.sim.now;
-            for (h, s) in &mut self.stacks {
-                while let Some(f) = lab.sim.hosts[*h].frames.pop_front() {
-                    s.handle_frame(f.to_ethernet());
-                }
-                s.poll(now.as_millis() * 1000);
-                while let Some(out) = s.poll_frame() {
-                    let f = Frame::from_ethernet(self.id, &out).unwrap();
-                    let _ = lab.sim.hosts[*h].node.send_frame(now, f);
-                    s.recycle(out);
-                }
-            }
-            lab.sim.pump();
-            lab.sim.run_for(1);
-            if each(self) {
-                return true;
-            }
-        }
-        false
-    }
-
-    fn stack(&mut self, i: usize) -> &mut zt_stack::NetStack {
-        &mut self.stacks[i].1
-    }
-}
-
-fn tcp_through_zerotier(netem: Netem, bytes: usize) -> i64 {
-    let mut lab = lab(netem, 2, &private_network());
-    authorize_all(&mut lab);
-    let (a, b) = (lab.members[0], lab.members[1]);
-    let ip_b = ipv4_of(&lab.sim, b, lab.nwid).unwrap();
-    let mut st = Stacks::attach(&lab, &[a, b]);
-    let server = st.stack(1).add_tcp(512 * 1024, 512 * 1024);
-    st.stack(1).tcp(server).listen(8080).unwrap();
-    let client = st.stack(0).add_tcp(512 * 1024, 512 * 1024);
-    st.stack(0)
-        .tcp_connect(client, SocketAddr::new(IpAddr::V4(ip_b), 8080), 0)
-        .unwrap();
-    let data: Vec<u8> = (0..bytes).map(|i| (i * 7 % 253) as u8).collect();
-    let (mut sent, mut got) = (0, Vec::with_capacity(bytes));
-    let start = lab.sim.now;
-    let ok = st.run(&mut lab, 120_000, |st| {
-        let c = st.stack(0).tcp(client);
-        if c.can_send() && sent < data.len() {
-            sent += c.send_slice(&data[sent..]).unwrap();
-        }
-        let s = st.stack(1).tcp(server);
-        while s.can_recv() {
-            s.recv(|buf| {
-                got.extend_from_slice(buf);
-                (buf.len(), ())
-            })
-            .unwrap();
-        }
-        got.len() == data.len()
-    });
-    assert!(ok, "received {} of {} bytes", got.len(), data.len());
-    assert!(got == data, "bytes intact");
-    lab.sim.now.since(start)
+/// `bytes` from one member's user-space stack to the other's over ZeroTier, every datagram
+/// between the two members through `netem` (the overlay TCP lab); the virtual ms it took.
+fn tcp_through_zerotier(netem: &Netem, bytes: u64) -> i64 {
+    let path = PathProfile::symmetric("netem", netem.link());
+    let mut lab = OverlayLab::new(&path, 11).unwrap();
+    let r = lab.transfer(&Transfer::new(bytes).within_s(120.0));
+    assert!(r.completed(), "{r}");
+    r.flow().duration_us / 1000
 }
 
 #[test]
 fn tcp_between_members_over_user_space_stacks() {
-    let ms = tcp_through_zerotier(Netem::default(), 1 << 20);
+    let ms = tcp_through_zerotier(&Netem::default(), 1 << 20);
     // 10 ms one-way latency: a MiB in well under a minute of virtual time.
     assert!(ms < 30_000, "1 MiB took {ms} ms");
 }
@@ -710,13 +461,73 @@ fn tcp_between_members_over_user_space_stacks() {
 #[test]
 fn tcp_between_members_survives_loss_reordering_and_duplication() {
     tcp_through_zerotier(
-        Netem {
+        &Netem {
             latency_ms: 15,
             jitter_ms: 10,
             loss: 0.02,
             duplicate: 0.02,
         },
         256 * 1024,
+    );
+}
+
+/// A full-sized frame (2800 bytes, a full TCP segment) is two datagrams at the physical MTU.
+/// Over a path whose jitter reorders them, each frame stays incomplete at the receiver for a
+/// while, so at line rate many fragment sets are incomplete at once. The node keeps 32 and
+/// evicts the oldest (the one closest to completing); the evicted frame's late fragment then
+/// opens a set that never completes and takes a slot in turn. Found while building the TCP
+/// labs: today's sender is too slow on jittery paths to meet this, a good one will.
+///
+/// 3000 frames at 112 MB/s (one per 25 µs) over 5 ms ± 1 ms each way, nothing lost on the
+/// path: every frame must arrive. Today about a fifth are dropped as `FragmentTimeout` (± 2 ms:
+/// three quarters; the benchmark's 20 ms ± 5 ms profile at 28 MB/s: more than half).
+#[test]
+fn fragmented_frames_survive_jitter_at_line_rate() {
+    use zt_sim::link::{Bottleneck, LinkProfile};
+    let link = LinkProfile {
+        delay_us: 5_000,
+        jitter_us: 1_000,
+        bottleneck: Some(Bottleneck::for_rtt(10_000)),
+        ..LinkProfile::default()
+    };
+    let mut lab = OverlayLab::new(&PathProfile::symmetric("jitter", link), 1).unwrap();
+    let [a, b] = lab.hosts();
+    let net = &mut lab.net;
+    let id = net.nwid;
+    let (mac_a, mac_b) = (
+        id.mac(net.sim.hosts[a].node.address()),
+        id.mac(net.sim.hosts[b].node.address()),
+    );
+    net.sim.hosts[b].frames.clear();
+    const FRAMES: u32 = 3_000;
+    for i in 0..FRAMES {
+        let mut payload = vec![0x45; 2800];
+        payload[..4].copy_from_slice(&i.to_be_bytes());
+        let f = Frame {
+            network: id,
+            dst: mac_b,
+            src: mac_a,
+            ethertype: 0x0800,
+            payload,
+        };
+        let now = net.sim.now;
+        net.sim.hosts[a].node.send_frame(now, f).unwrap();
+        net.sim.pump();
+        let next = net.sim.now_us() + 25;
+        net.sim.run_until_us(next);
+    }
+    net.sim.run_for(1_000);
+    let got = net.sim.hosts[b]
+        .frames
+        .iter()
+        .filter(|f| f.payload.len() == 2800)
+        .count();
+    let drops = net.sim.hosts[b].node.stats().drops.clone();
+    assert_eq!(
+        got,
+        FRAMES as usize,
+        "frames reassembled (B's drops: {drops:?}, link A→B: {})",
+        net.sim.link_stats(a, b)
     );
 }
 
