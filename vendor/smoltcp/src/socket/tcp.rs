@@ -226,7 +226,8 @@ impl RttEstimator {
             self.srtt_us = rtt;
             self.rttvar_us = rtt / 2;
         }
-        self.rto_us = (self.srtt_us + (4 * self.rttvar_us).max(RTTE_MIN_VAR_US)).min(RTTE_MAX_RTO_US);
+        self.rto_us =
+            (self.srtt_us + (4 * self.rttvar_us).max(RTTE_MIN_VAR_US)).min(RTTE_MAX_RTO_US);
         self.backoff = 0;
         tcp_trace!(
             "rtte: sample={}us srtt={}us rttvar={}us rto={}us",
@@ -700,8 +701,25 @@ impl<'a> Socket<'a> {
     pub fn debug_sender(&self) -> alloc::string::String {
         alloc::format!(
             "state={} una={} nxt={} max={} txlen={} timer={:?} rwnd={} sb.len={} front={:?} back={:?} lost={} sacked={} rec.state={:?} rto_at={:?} tlp_at={:?} reo_at={:?} probe={} next_send={} pacing={}",
-            self.state, self.local_seq_no, self.remote_last_seq, self.remote_max_seq, self.tx_buffer.len(), self.timer, self.remote_win_len,
-            self.sb.len(), self.sb.front(), self.sb.back(), self.sb.lost(), self.sb.sacked(), self.rec.state, self.rec.rto_at, self.rec.tlp_at, self.rec.reo_at, self.rec.probe_pending, self.rec.next_send_us, self.rec.pacing_rate
+            self.state,
+            self.local_seq_no,
+            self.remote_last_seq,
+            self.remote_max_seq,
+            self.tx_buffer.len(),
+            self.timer,
+            self.remote_win_len,
+            self.sb.len(),
+            self.sb.front(),
+            self.sb.back(),
+            self.sb.lost(),
+            self.sb.sacked(),
+            self.rec.state,
+            self.rec.rto_at,
+            self.rec.tlp_at,
+            self.rec.reo_at,
+            self.rec.probe_pending,
+            self.rec.next_send_us,
+            self.rec.pacing_rate
         )
     }
 
@@ -1655,7 +1673,10 @@ impl<'a> Socket<'a> {
         let mut c = 0;
         let last = self.local_rx_last_seq;
         let recent = self.rx_sack_recent;
-        for seq in core::iter::once(last).chain(recent.iter().copied()).flatten() {
+        for seq in core::iter::once(last)
+            .chain(recent.iter().copied())
+            .flatten()
+        {
             if c == 3 {
                 break;
             }
@@ -2335,7 +2356,9 @@ impl<'a> Socket<'a> {
         // that the next ACK acknowledges first, so that the peer's RTT samples include the
         // time segments waited for a hole to fill, and never a later segment's.
         if let Some(timestamp) = repr.timestamp
-            && (self.remote_last_ack.is_none_or(|last| segment_start <= last)
+            && (self
+                .remote_last_ack
+                .is_none_or(|last| segment_start <= last)
                 || self.last_remote_tsval == 0)
             && (timestamp.tsval.wrapping_sub(self.last_remote_tsval) as i32 >= 0
                 || self.last_remote_tsval == 0)
@@ -2627,8 +2650,7 @@ impl<'a> Socket<'a> {
         // RACK (RFC 8985 6.2): the most recently sent segment delivered.
         if let Some((t, e)) = d.newest {
             self.rec.rack_rtt_us = now_us - t;
-            if !self.rec.rack_valid || sent_after(t, e, self.rec.rack_xmit_us, self.rec.rack_end)
-            {
+            if !self.rec.rack_valid || sent_after(t, e, self.rec.rack_xmit_us, self.rec.rack_end) {
                 self.rec.rack_xmit_us = t;
                 self.rec.rack_end = e;
                 self.rec.rack_valid = true;
@@ -2653,9 +2675,9 @@ impl<'a> Socket<'a> {
         if self.rec.undo_marker.is_some() && self.rec.retrans_stamp.is_some() {
             let all_duplicates = self.rec.undo_retrans <= 0;
             let delayed = advanced
-                && tsecr.zip(self.rec.retrans_stamp).is_some_and(|(ecr, stamp)| {
-                    (ecr.wrapping_sub(stamp) as i32) < 0
-                });
+                && tsecr
+                    .zip(self.rec.retrans_stamp)
+                    .is_some_and(|(ecr, stamp)| (ecr.wrapping_sub(stamp) as i32) < 0);
             let undo = match self.rec.state {
                 // A timeout's retransmissions, or fast recovery's at its end.
                 CaState::Loss => all_duplicates || delayed,
@@ -2699,10 +2721,11 @@ impl<'a> Socket<'a> {
             self.detect_losses(now_us, mss);
         } else if !self.sb.is_empty() {
             let front_seq = self.sb.front().map(|s| s.start);
-            let partial = self.rec.state == CaState::Recovery
-                && advanced
-                && ack_number < self.rec.high_seq;
-            if (dup_ack && self.rec.dupacks == recovery::DUP_THRESH && self.rec.state == CaState::Open)
+            let partial =
+                self.rec.state == CaState::Recovery && advanced && ack_number < self.rec.high_seq;
+            if (dup_ack
+                && self.rec.dupacks == recovery::DUP_THRESH
+                && self.rec.state == CaState::Open)
                 || partial
             {
                 if let Some(i) = front_seq.and_then(|s| self.sb.find(s)) {
@@ -2713,10 +2736,12 @@ impl<'a> Socket<'a> {
         let newly_lost = self.sb.lost() > lost_before;
 
         // The congestion state machine.
+        let mut exited = false;
         if matches!(self.rec.state, CaState::Recovery | CaState::Loss)
             && advanced
             && ack_number >= self.rec.high_seq
         {
+            exited = self.rec.state == CaState::Recovery;
             if self.rec.state == CaState::Recovery {
                 let cc = self.congestion_controller.inner_mut();
                 let ssthresh = cc.ssthresh();
@@ -2735,10 +2760,13 @@ impl<'a> Socket<'a> {
             let cc = self.congestion_controller.inner_mut();
             let ssthresh = cc.ssthresh();
             if cc.window() != usize::MAX {
-                let sndcnt = self.rec.prr_sndcnt(pipe, d.delivered, ssthresh, mss, newly_lost);
+                let sndcnt = self
+                    .rec
+                    .prr_sndcnt(pipe, d.delivered, ssthresh, mss, newly_lost);
                 cc.set_window(pipe + sndcnt);
             }
-        } else if d.delivered > 0 {
+        } else if d.delivered > 0 && !exited {
+            // (RFC 6937: the window is the threshold when recovery ends, not more.)
             let cc = self.congestion_controller.inner_mut();
             let cwnd = cc.window();
             let limited = self.rec.is_cwnd_limited(cwnd, cwnd < cc.ssthresh());
@@ -2840,10 +2868,7 @@ impl<'a> Socket<'a> {
         self.rec.high_seq = self.remote_last_seq;
         // A selectively acknowledged segment at the front means the receiver dropped what it
         // had reported (reneging): forget all its reports.
-        let reneged = self
-            .sb
-            .front()
-            .is_some_and(|s| s.state == SegState::Sacked);
+        let reneged = self.sb.front().is_some_and(|s| s.state == SegState::Sacked);
         self.sb.mark_all_lost(reneged);
         self.rtte.on_rto();
         self.rec.tlp_end = None;
@@ -2903,8 +2928,10 @@ impl<'a> Socket<'a> {
     /// the probe timeout and RACK's reordering timer, or idles it when nothing is
     /// outstanding. The handshake keeps smoltcp's own timer.
     fn rearm_timers(&mut self, now: Instant) {
-        if matches!(self.timer, Timer::Close { .. } | Timer::ZeroWindowProbe { .. })
-            || matches!(self.state, State::SynSent | State::SynReceived)
+        if matches!(
+            self.timer,
+            Timer::Close { .. } | Timer::ZeroWindowProbe { .. }
+        ) || matches!(self.state, State::SynSent | State::SynReceived)
         {
             return;
         }
@@ -2942,7 +2969,11 @@ impl<'a> Socket<'a> {
     fn plan(&self, cx: &mut Context, paced: bool) -> Option<Plan> {
         if !matches!(
             self.state,
-            State::Established | State::FinWait1 | State::Closing | State::CloseWait | State::LastAck
+            State::Established
+                | State::FinWait1
+                | State::Closing
+                | State::CloseWait
+                | State::LastAck
         ) {
             return Some(Plan::New);
         }
@@ -2984,7 +3015,7 @@ impl<'a> Socket<'a> {
         };
 
         // The effective max segment size, taking into account the options and the local and remote limits.
-        let options_len = if self.tsval_generator.is_some() {
+        let options_len = if self.tsval_generator.is_some() || self.ts_enabled {
             12
         } else {
             0
@@ -3299,15 +3330,14 @@ impl<'a> Socket<'a> {
                 let plan = self.plan(cx, false).unwrap_or(Plan::New);
                 let unsent = self.tx_buffer.len() > self.flight_size()
                     && self.local_seq_no + self.remote_win_len > self.remote_last_seq;
-                let again = match plan {
-                    Plan::Retransmit(i) => Some(i),
-                    Plan::Probe if !unsent => self
-                        .sb
-                        .len()
-                        .checked_sub(1)
-                        .filter(|&i| self.sb.get(i).is_some_and(|s| s.state != SegState::Sacked)),
-                    Plan::Probe | Plan::New => None,
-                };
+                let again =
+                    match plan {
+                        Plan::Retransmit(i) => Some(i),
+                        Plan::Probe if !unsent => self.sb.len().checked_sub(1).filter(|&i| {
+                            self.sb.get(i).is_some_and(|s| s.state != SegState::Sacked)
+                        }),
+                        Plan::Probe | Plan::New => None,
+                    };
                 if plan == Plan::Probe {
                     probe = Some(again.is_some());
                 }
@@ -3522,7 +3552,11 @@ impl<'a> Socket<'a> {
         let seg_len = repr.segment_len();
         let in_data_state = matches!(
             self.state,
-            State::Established | State::FinWait1 | State::Closing | State::CloseWait | State::LastAck
+            State::Established
+                | State::FinWait1
+                | State::Closing
+                | State::CloseWait
+                | State::LastAck
         );
         if !repr.payload.is_empty() {
             self.info.bytes_sent += repr.payload.len() as u64;
@@ -3556,6 +3590,8 @@ impl<'a> Socket<'a> {
                 );
             }
             if let Some(old) = probe {
+                // RFC 8985 7.3: after the probe, the retransmission timer runs afresh.
+                self.rec.rto_at = None;
                 self.rec.probe_pending = false;
                 self.rec.tlp_is_retrans = old;
                 self.rec.tlp_end = Some(self.remote_last_seq.max(repr.seq_number + seg_len));
@@ -3966,6 +4002,8 @@ mod test {
         s.local_seq_no = LOCAL_SEQ;
         s.remote_seq_no = REMOTE_SEQ + 1;
         s.remote_last_seq = LOCAL_SEQ;
+        s.remote_max_seq = LOCAL_SEQ;
+        s.rec.start(LOCAL_SEQ + 1);
         s.remote_win_len = 256;
         s
     }
@@ -10334,7 +10372,9 @@ mod test {
         assert_eq!(r.retransmission_timeout(), Duration::from_secs(1));
 
         // zt patch: RTO = SRTT + max(4 RTTVAR, 200 ms). A steady 2 s: RTTVAR decays from 1 s.
-        let rtos_ms = &[6000, 5000, 4250, 3687, 3265, 2949, 2712, 2534, 2400, 2300, 2225];
+        let rtos_ms = &[
+            6000, 5000, 4250, 3687, 3265, 2949, 2712, 2534, 2400, 2300, 2225,
+        ];
         for &rto in rtos_ms {
             r.sample(2_000_000);
             let got = r.retransmission_timeout().total_millis();
@@ -10361,7 +10401,11 @@ mod test {
         for _ in 0..40 {
             r.on_rto();
         }
-        assert_eq!(r.retransmission_timeout(), Duration::from_secs(60), "at most 60 s");
+        assert_eq!(
+            r.retransmission_timeout(),
+            Duration::from_secs(60),
+            "at most 60 s"
+        );
     }
 
     #[test]
@@ -10651,5 +10695,414 @@ mod test {
         s.send_slice(b"def").unwrap();
         recv_nothing!(s);
         assert_eq!(s.state, State::Closed);
+    }
+
+    // =========================================================================================//
+    // zt patch: loss recovery (SACK scoreboard, RACK-TLP, PRR, undo), timestamps, pacing
+    // =========================================================================================//
+
+    /// An established socket whose peer offered SACK, with 100-byte segments, a large window
+    /// and Reno (its numbers are easy to follow).
+    fn sack_socket() -> TestSocket {
+        let mut s = socket_established_with_buffer_sizes(8192, 64);
+        s.set_congestion_control(CongestionControl::Reno);
+        s.remote_has_sack = true;
+        s.remote_win_len = 65535;
+        s.remote_mss = 100;
+        s.congestion_controller.inner_mut().set_mss(100);
+        s
+    }
+
+    /// The data segments the socket sends at `t_ms`: (offset from the first byte, length).
+    fn drain(s: &mut TestSocket, t_ms: i64) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            s.cx.set_now(Instant::from_millis(t_ms));
+            let mut got = None;
+            let _ = s.socket.dispatch(&mut s.cx, |_, _, (_, tcp)| {
+                got = Some((tcp.seq_number, tcp.payload.len(), tcp.segment_len()));
+                Ok::<(), ()>(())
+            });
+            match got {
+                Some((seq, len, seg_len)) if seg_len > 0 => {
+                    out.push((seq - (LOCAL_SEQ + 1), len));
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// The peer acknowledges `ack` bytes cumulatively and reports `blocks` (offsets).
+    fn ack_sack(s: &mut TestSocket, t_ms: i64, ack: usize, blocks: &[(usize, usize)]) {
+        let base = LOCAL_SEQ + 1;
+        let mut ranges = [None; 3];
+        for (i, (l, r)) in blocks.iter().enumerate() {
+            ranges[i] = Some(((base + *l).0 as u32, (base + *r).0 as u32));
+        }
+        send(
+            s,
+            Instant::from_millis(t_ms),
+            &TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(base + ack),
+                window_len: 65535,
+                sack_ranges: ranges,
+                ..SEND_TEMPL
+            },
+        );
+    }
+
+    #[test]
+    fn test_sack_recovery_repairs_several_losses_in_one_round_trip() {
+        let mut s = sack_socket();
+        s.send_slice(&[b'x'; 1000]).unwrap();
+        let first = drain(&mut s, 0);
+        assert_eq!(first.len(), 10, "the initial window: ten segments");
+        // Segments at 0, 300 and 600 are lost; the peer reports the others as they come.
+        let mut resent = Vec::new();
+        let mut blocks: Vec<(usize, usize)> = Vec::new();
+        for off in [100, 200, 400, 500, 700, 800, 900] {
+            match blocks.iter_mut().find(|b| b.1 == off) {
+                Some(b) => b.1 += 100,
+                None => blocks.insert(0, (off, off + 100)),
+            }
+            // Most recent block first.
+            let i = blocks.iter().position(|b| b.0 <= off && off < b.1).unwrap();
+            let b = blocks.remove(i);
+            blocks.insert(0, b);
+            ack_sack(&mut s, 50, 0, &blocks[..blocks.len().min(3)]);
+            resent.extend(drain(&mut s, 50));
+        }
+        assert_eq!(resent.first(), Some(&(0, 100)), "the first at once");
+        // The others as pacing lets them go, before the retransmission's ACK is back.
+        for t in 51..100 {
+            resent.extend(drain(&mut s, t));
+        }
+        let offsets: Vec<usize> = resent.iter().map(|r| r.0).collect();
+        assert!(
+            offsets.contains(&0) && offsets.contains(&300) && offsets.contains(&600),
+            "{offsets:?}"
+        );
+        // The retransmission of 0 fills the first hole; the rest follows within the round.
+        ack_sack(&mut s, 100, 300, &[(400, 600), (700, 1000)]);
+        resent.extend(drain(&mut s, 100));
+        let offsets: Vec<usize> = resent.iter().map(|r| r.0).collect();
+        assert!(
+            offsets.contains(&0) && offsets.contains(&300) && offsets.contains(&600),
+            "{offsets:?}"
+        );
+        assert_eq!(
+            offsets.len(),
+            3,
+            "only the lost segments are resent: {offsets:?}"
+        );
+        ack_sack(&mut s, 150, 1000, &[]);
+        let info = s.info();
+        assert_eq!(info.timeouts, 0);
+        assert_eq!(info.recoveries, 1);
+        assert_eq!(info.segs_retrans, 3);
+        assert_eq!(s.rec.state, CaState::Open);
+        // Reno: half the window (1000 bytes, grown to 1200 by the first SACKs) at the end.
+        assert_eq!(info.ssthresh, 600);
+        assert_eq!(info.cwnd, 600);
+        s.sb.check();
+        assert!(s.sb.is_empty());
+    }
+
+    #[test]
+    fn test_rack_detects_a_lost_retransmission_before_the_timeout() {
+        let mut s = sack_socket();
+        s.send_slice(&[b'x'; 1000]).unwrap();
+        assert_eq!(drain(&mut s, 0).len(), 10);
+        // Segment 0 lost; the others arrive.
+        let mut resent = Vec::new();
+        for r in [200, 300, 400] {
+            ack_sack(&mut s, 50, 0, &[(100, r)]);
+            resent.extend(drain(&mut s, 50));
+        }
+        assert_eq!(resent, vec![(0, 100)], "fast retransmit");
+        // Its retransmission is lost too. New data sent after it arrives and is reported.
+        s.send_slice(&[b'y'; 300]).unwrap();
+        let mut sent = Vec::new();
+        for r in [500, 600, 700, 800, 900, 1000] {
+            ack_sack(&mut s, 55, 0, &[(100, r)]);
+            sent.extend(drain(&mut s, 55));
+        }
+        assert!(sent.iter().any(|&(o, _)| o >= 1000), "new data: {sent:?}");
+        ack_sack(&mut s, 105, 0, &[(100, 1100)]);
+        let mut again = drain(&mut s, 105);
+        for t in 106..200 {
+            if again.iter().any(|&(o, _)| o == 0) {
+                break;
+            }
+            again.extend(drain(&mut s, t));
+        }
+        assert!(
+            again.iter().any(|&(o, _)| o == 0),
+            "the lost retransmission goes again within a round trip: {again:?}"
+        );
+        assert_eq!(s.info().timeouts, 0);
+    }
+
+    #[test]
+    fn test_tail_loss_probe_instead_of_a_timeout() {
+        let mut s = sack_socket();
+        s.send_slice(&[b'x'; 1000]).unwrap();
+        assert_eq!(drain(&mut s, 0).len(), 10);
+        // The last two segments are lost: nothing reports them.
+        ack_sack(&mut s, 50, 800, &[]);
+        assert_eq!(drain(&mut s, 50), vec![]);
+        // The probe timeout is 2 SRTT (100 ms): the last segment goes again.
+        let mut probe = Vec::new();
+        let mut at = 0;
+        for t in 51..400 {
+            probe = drain(&mut s, t);
+            if !probe.is_empty() {
+                at = t;
+                break;
+            }
+        }
+        assert_eq!(probe, vec![(900, 100)], "probe at {at} ms");
+        assert!(at <= 160, "probe at {at} ms");
+        assert_eq!(s.info().loss_probes, 1);
+        // The probe is reported: the segment before it is lost, and recovered at once.
+        ack_sack(&mut s, at + 50, 800, &[(900, 1000)]);
+        let resent = drain(&mut s, at + 50);
+        let mut all = resent.clone();
+        for t in at + 51..at + 100 {
+            if all.iter().any(|&(o, _)| o == 800) {
+                break;
+            }
+            all.extend(drain(&mut s, t));
+        }
+        assert!(all.iter().any(|&(o, _)| o == 800), "{all:?}");
+        assert_eq!(s.info().timeouts, 0);
+    }
+
+    #[test]
+    fn test_dsack_undoes_a_spurious_fast_retransmit() {
+        let mut s = sack_socket();
+        s.send_slice(&[b'x'; 1000]).unwrap();
+        assert_eq!(drain(&mut s, 0).len(), 10);
+        let cwnd = s.info().cwnd;
+        // Segment 0 is only late: three later ones are reported first.
+        for r in [200, 300, 400] {
+            ack_sack(&mut s, 50, 0, &[(100, r)]);
+        }
+        assert_eq!(drain(&mut s, 50), vec![(0, 100)]);
+        assert_eq!(s.info().recoveries, 1);
+        // Then it arrives, everything is acknowledged...
+        ack_sack(&mut s, 51, 1000, &[]);
+        assert!(s.info().cwnd < cwnd);
+        // ... and the retransmission arrives as a duplicate (D-SACK below the ACK).
+        ack_sack(&mut s, 100, 1000, &[(0, 100)]);
+        let info = s.info();
+        assert_eq!(info.dsacks_received, 1);
+        assert_eq!(info.undos, 1);
+        assert!(info.cwnd >= cwnd, "{} < {cwnd}", info.cwnd);
+        assert!(info.reordering_seen);
+        // The reordering window has grown: the next reordering by a little is tolerated.
+        assert!(s.rec.reo_wnd_mult > 1);
+    }
+
+    #[test]
+    fn test_timestamps_undo_a_spurious_timeout() {
+        let mut s = sack_socket();
+        s.set_timestamps(true);
+        // 100 bytes of data after the 12 of the timestamp option.
+        s.remote_mss = 112;
+        let tsecr = |tsval: u32| {
+            Some(TcpTimestampRepr {
+                tsval: 1,
+                tsecr: tsval,
+            })
+        };
+        s.send_slice(&[b'x'; 100]).unwrap();
+        assert_eq!(drain(&mut s, 1000), vec![(0, 100)]);
+        send(
+            &mut s,
+            Instant::from_millis(1050),
+            &TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 100),
+                window_len: 65535,
+                timestamp: tsecr(1000),
+                ..SEND_TEMPL
+            },
+        );
+        assert_eq!(s.info().srtt_us, 50_000);
+        s.send_slice(&[b'x'; 500]).unwrap();
+        let mut sent = 0;
+        for t in 1100..1115 {
+            sent += drain(&mut s, t).len();
+        }
+        assert_eq!(sent, 5, "paced over a few ms");
+        let cwnd = s.info().cwnd;
+        // No ACK for half a second (a delay spike): a tail loss probe first (2 SRTT), then the
+        // retransmission timeout fires.
+        let mut resent = Vec::new();
+        let mut at = 0;
+        for t in 1115..2000 {
+            resent = drain(&mut s, t);
+            if s.info().timeouts == 1 {
+                at = t;
+                break;
+            }
+        }
+        assert_eq!(s.info().loss_probes, 1);
+        assert_eq!(resent, vec![(100, 100)], "at {at}");
+        assert_eq!(s.info().cwnd, 100);
+        // The ACK of the originals comes: it echoes their timestamp, older than the
+        // retransmission's, so the timeout was spurious.
+        send(
+            &mut s,
+            Instant::from_millis(at + 10),
+            &TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 600),
+                window_len: 65535,
+                timestamp: tsecr(1100),
+                ..SEND_TEMPL
+            },
+        );
+        let info = s.info();
+        assert_eq!(info.undos, 1);
+        assert!(info.cwnd >= cwnd, "{} < {cwnd}", info.cwnd);
+        assert_eq!(s.rec.state, CaState::Open);
+    }
+
+    #[test]
+    fn test_timestamps_are_sent_and_echo_ts_recent() {
+        let mut s = sack_socket();
+        s.set_timestamps(true);
+        s.last_remote_tsval = 7;
+        s.send_slice(b"abc").unwrap();
+        s.cx.set_now(Instant::from_millis(1234));
+        let mut ts = None;
+        let _ = s.socket.dispatch(&mut s.cx, |_, _, (_, tcp)| {
+            ts = tcp.timestamp;
+            Ok::<(), ()>(())
+        });
+        assert_eq!(ts, Some(TcpTimestampRepr::new(1234, 7)));
+        // An out-of-order segment's TSval is not adopted (RFC 7323 4.3); an in-order one's is.
+        let mut seg = TcpRepr {
+            seq_number: REMOTE_SEQ + 1 + 10,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload: &b"zz"[..],
+            timestamp: Some(TcpTimestampRepr::new(50, 1234)),
+            ..SEND_TEMPL
+        };
+        send(&mut s, Instant::from_millis(1240), &seg);
+        assert_eq!(s.last_remote_tsval, 7);
+        seg.seq_number = REMOTE_SEQ + 1;
+        seg.timestamp = Some(TcpTimestampRepr::new(49, 1234));
+        send(&mut s, Instant::from_millis(1241), &seg);
+        assert_eq!(s.last_remote_tsval, 49);
+    }
+
+    #[test]
+    fn test_receiver_reports_sack_blocks_most_recent_first_and_dsack() {
+        let mut s = sack_socket();
+        let seg = |off: usize, data: &'static [u8]| TcpRepr {
+            seq_number: REMOTE_SEQ + 1 + off,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload: data,
+            ..SEND_TEMPL
+        };
+        let base = (REMOTE_SEQ + 1).0 as u32;
+        let r = |l: u32, h: u32| Some((base.wrapping_add(l), base.wrapping_add(h)));
+        let reply = send(&mut s, Instant::from_millis(0), &seg(6, b"ghi")).unwrap();
+        assert_eq!(reply.sack_ranges, [r(6, 9), None, None]);
+        let reply = send(&mut s, Instant::from_millis(1), &seg(12, b"mno")).unwrap();
+        assert_eq!(reply.sack_ranges, [r(12, 15), r(6, 9), None]);
+        let reply = send(&mut s, Instant::from_millis(2), &seg(20, b"uv")).unwrap();
+        assert_eq!(reply.sack_ranges, [r(20, 22), r(12, 15), r(6, 9)]);
+        // A duplicate out of order: D-SACK first.
+        let reply = send(&mut s, Instant::from_millis(3), &seg(12, b"mno")).unwrap();
+        assert_eq!(reply.sack_ranges[0], r(12, 15));
+        assert_eq!(reply.sack_ranges[1], r(12, 15));
+        // A duplicate below the cumulative ACK.
+        send(&mut s, Instant::from_millis(4), &seg(0, b"abcdef"));
+        let reply = send(&mut s, Instant::from_millis(5), &seg(0, b"abcdef")).unwrap();
+        assert_eq!(reply.ack_number, Some(REMOTE_SEQ + 1 + 9));
+        assert_eq!(reply.sack_ranges[0], r(0, 6));
+        assert_eq!(s.info().rx_duplicates, 2);
+    }
+
+    #[test]
+    fn test_data_with_an_old_ack_is_accepted() {
+        let mut s = sack_socket();
+        s.send_slice(&[b'x'; 200]).unwrap();
+        assert_eq!(drain(&mut s, 0).len(), 2);
+        ack_sack(&mut s, 10, 200, &[]);
+        // The peer's data segment carries an older ACK (it crossed ours on the way).
+        send(
+            &mut s,
+            Instant::from_millis(11),
+            &TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 100),
+                payload: &b"hello"[..],
+                ..SEND_TEMPL
+            },
+        );
+        let mut buf = [0; 8];
+        assert_eq!(s.recv_slice(&mut buf), Ok(5));
+        assert_eq!(
+            s.local_seq_no,
+            LOCAL_SEQ + 1 + 200,
+            "the old ACK changes nothing"
+        );
+    }
+
+    #[test]
+    fn test_pacing_spreads_a_window_over_the_round_trip() {
+        let mut s = sack_socket();
+        s.set_congestion_control(CongestionControl::Cubic);
+        s.congestion_controller.inner_mut().set_mss(100);
+        s.send_slice(&[b'x'; 100]).unwrap();
+        assert_eq!(drain(&mut s, 0).len(), 1);
+        ack_sack(&mut s, 100, 100, &[]);
+        // 10 segments' window per 100 ms (it did not grow: one segment did not fill it),
+        // twice that in slow start: 20 kB/s, a segment every 5 ms (after a millisecond's
+        // worth at once).
+        assert_eq!(s.info().pacing_rate, 20_000);
+        s.send_slice(&[b'x'; 1000]).unwrap();
+        let burst = drain(&mut s, 100);
+        assert!(burst.len() < 3, "{burst:?}");
+        s.cx.set_now(Instant::from_millis(100));
+        let at = match s.socket.poll_at(&mut s.cx) {
+            PollAt::Time(t) => t.total_millis(),
+            other => panic!("{other:?}"),
+        };
+        assert!((101..=110).contains(&at), "{at}");
+        let mut n = burst.len();
+        for t in 101..200 {
+            n += drain(&mut s, t).len();
+        }
+        assert_eq!(n, 10, "the rest within the round trip");
+    }
+
+    #[test]
+    fn test_newreno_partial_ack_resends_the_next_hole_without_sack() {
+        let mut s = sack_socket();
+        s.remote_has_sack = false;
+        s.send_slice(&[b'x'; 1000]).unwrap();
+        assert_eq!(drain(&mut s, 0).len(), 10);
+        // 0 and 500 lost: every other segment draws a duplicate ACK.
+        ack_sack(&mut s, 50, 0, &[]);
+        let mut resent = Vec::new();
+        for _ in 0..8 {
+            ack_sack(&mut s, 50, 0, &[]);
+            resent.extend(drain(&mut s, 50));
+        }
+        assert_eq!(resent.first(), Some(&(0, 100)), "{resent:?}");
+        // The retransmission fills the first hole: a partial ACK, the next hole goes at once.
+        ack_sack(&mut s, 100, 500, &[]);
+        let next = drain(&mut s, 100);
+        assert_eq!(next.first(), Some(&(500, 100)), "{next:?}");
+        assert_eq!(s.info().timeouts, 0);
     }
 }

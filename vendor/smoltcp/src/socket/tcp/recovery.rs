@@ -177,9 +177,7 @@ impl Recovery {
     /// RFC 8985 6.2 (`RACK_update_reo_wnd`): how long after a later segment's delivery a
     /// segment still counts as reordered rather than lost.
     pub fn reo_wnd_us(&self, min_rtt_us: i64, srtt_us: i64, sacked_segs: u32) -> i64 {
-        if !self.reordering_seen
-            && (self.state != CaState::Open || sacked_segs >= DUP_THRESH)
-        {
+        if !self.reordering_seen && (self.state != CaState::Open || sacked_segs >= DUP_THRESH) {
             return 0;
         }
         (min_rtt_us / 4 * i64::from(self.reo_wnd_mult)).min(srtt_us)

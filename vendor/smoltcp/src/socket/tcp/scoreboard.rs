@@ -568,7 +568,10 @@ mod test {
         b.check();
         assert!(b.is_empty());
         assert_eq!(d.delivered, 250, "only what was not sacked before");
-        assert!(!d.reordered, "the first segments arrived last, but were never sent after");
+        assert!(
+            !d.reordered,
+            "the first segments arrived last, but were never sent after"
+        );
     }
 
     #[test]

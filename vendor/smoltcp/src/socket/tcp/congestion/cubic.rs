@@ -442,14 +442,21 @@ mod test {
             windows.push(c.window());
         }
         // K = cbrt(300 / 0.4) = 9.1 s: half-way back by ~2 s, at W_max near 9 s, beyond after.
-        assert!(windows[20] > 800 * MSS && windows[20] < 1000 * MSS, "{}", windows[20]);
+        assert!(
+            windows[20] > 800 * MSS && windows[20] < 1000 * MSS,
+            "{}",
+            windows[20]
+        );
         assert!(windows[90] > 980 * MSS, "{}", windows[90]);
         assert!(windows[159] > 1100 * MSS, "{}", windows[159]);
         // Concave, flat around W_max, then convex.
         let early = windows[15] - windows[5];
         let plateau = windows[95] - windows[85];
         let late = windows[159] - windows[149];
-        assert!(plateau < early && plateau < late, "{early} {plateau} {late}");
+        assert!(
+            plateau < early && plateau < late,
+            "{early} {plateau} {late}"
+        );
     }
 
     #[test]

@@ -56,7 +56,10 @@ impl Controller for Reno {
             return;
         }
         if self.cwnd < self.ssthresh {
-            self.cwnd = self.cwnd.saturating_add(acked).min(self.ssthresh.max(self.mss));
+            self.cwnd = self
+                .cwnd
+                .saturating_add(acked)
+                .min(self.ssthresh.max(self.mss));
         } else {
             self.acked += acked;
             if self.acked >= self.cwnd {
