@@ -36,6 +36,11 @@ pub struct GilbertElliott {
     pub loss_good: f64,
     /// Loss probability in the bad state.
     pub loss_bad: f64,
+    /// A burst ends after this long without a datagram (µs; 0: never). Bursts are events in
+    /// time as well as runs of datagrams: without this, a sparse flow (the ACKs of a
+    /// connection waiting for a retransmission timeout) would stay in one burst for seconds,
+    /// one datagram per timeout.
+    pub idle_reset_us: i64,
 }
 
 impl GilbertElliott {
@@ -256,6 +261,8 @@ pub struct Link {
     profile: LinkProfile,
     rng: SimRng,
     bad: bool,
+    /// When the last datagram was taken (µs).
+    last_send_us: Option<i64>,
     /// When the bottleneck finishes serialising what it holds (ns).
     busy_until_ns: i64,
     /// Datagrams in the bottleneck: when each finishes serialising (ns), its size.
@@ -277,6 +284,7 @@ impl Link {
             profile,
             rng: SimRng(seed),
             bad: false,
+            last_send_us: None,
             busy_until_ns: i64::MIN,
             backlog: VecDeque::new(),
             backlog_bytes: 0,
@@ -318,7 +326,12 @@ impl Link {
         let p = &self.profile;
         self.stats.sent += 1;
         self.stats.bytes_sent += data.len() as u64;
+        let idle = self.last_send_us.map_or(0, |t| now_us - t);
+        self.last_send_us = Some(now_us);
         if let Some(ge) = p.burst {
+            if ge.idle_reset_us > 0 && idle >= ge.idle_reset_us {
+                self.bad = false;
+            }
             let flip = if self.bad {
                 ge.p_bad_to_good
             } else {
@@ -537,6 +550,8 @@ impl Preset {
                     p_bad_to_good: 0.33,
                     loss_good: 0.0,
                     loss_bad: 1.0,
+                    // A burst lasts at most 10 ms of silence.
+                    idle_reset_us: 10_000,
                 }),
                 ..base
             },
@@ -653,6 +668,7 @@ mod tests {
             p_bad_to_good: 0.33,
             loss_good: 0.0,
             loss_bad: 1.0,
+            idle_reset_us: 0,
         };
         assert!((ge.mean_loss() - 0.0102).abs() < 0.0005);
         let mut link = Link::new(

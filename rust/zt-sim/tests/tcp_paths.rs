@@ -321,6 +321,7 @@ fn link_strategy() -> impl Strategy<Value = LinkProfile> {
                 p_bad_to_good: bg,
                 loss_good: 0.0,
                 loss_bad: lb,
+                idle_reset_us: 0,
             }),
         ),
         (0.0..0.02f64, 0.0..0.01f64),

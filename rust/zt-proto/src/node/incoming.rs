@@ -4,7 +4,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::peer::{LocalSocket, Peer, RemoteVersion, usable_endpoint};
 use super::{
-    DropReason, ECHO_GATE_MS, Event, FRAGMENT_SETS, FragmentSet, IDENTITY_GATE_MS, Node,
+    DropReason, ECHO_GATE_MS, Event, FRAGMENT_SETS, FRAGMENT_SETS_PER_SOURCE, FragmentSet,
+    IDENTITY_GATE_MS, Node,
     PUSH_INTERVAL_DIRECT_MS, PUSH_INTERVAL_RELAYED_MS, QUEUE_SIZE, UNITE_INTERVAL_MS,
 };
 use crate::address::Address;
@@ -78,6 +79,44 @@ impl Node {
         }
     }
 
+    /// Removes fragment set `id` (and its count against its source).
+    pub(super) fn remove_fragment_set(&mut self, id: u64) -> Option<FragmentSet> {
+        let set = self.fragments.remove(&id)?;
+        if let Some(n) = self.fragment_sources.get_mut(&set.source) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.fragment_sources.remove(&set.source);
+            }
+        }
+        Some(set)
+    }
+
+    /// Evicts the oldest fragment set (of source `from` only, if given): it never completes.
+    fn evict_fragment_set(&mut self, from: Option<SocketAddr>) {
+        let live = |node: &Self, seq: u64, id: u64| {
+            node.fragments
+                .get(&id)
+                .is_some_and(|f| f.seq == seq && from.is_none_or(|a| f.source == a))
+        };
+        while let Some(&(seq, id)) = self.fragment_order.front() {
+            if self.fragments.get(&id).is_some_and(|f| f.seq == seq) {
+                break;
+            }
+            self.fragment_order.pop_front();
+        }
+        let Some(pos) = self
+            .fragment_order
+            .iter()
+            .position(|&(seq, id)| live(self, seq, id))
+        else {
+            return;
+        };
+        if let Some((_, id)) = self.fragment_order.remove(pos) {
+            self.remove_fragment_set(id);
+            self.drop_input(DropReason::FragmentTimeout);
+        }
+    }
+
     fn add_fragment(
         &mut self,
         now: Timestamp,
@@ -87,21 +126,39 @@ impl Node {
         piece: Option<(u8, u8, Vec<u8>)>,
         head: Option<Vec<u8>>,
     ) {
-        if !self.fragments.contains_key(&id)
-            && self.fragments.len() >= FRAGMENT_SETS
-            && let Some((&oldest, _)) = self.fragments.iter().min_by_key(|(_, f)| f.created)
-        {
-            self.fragments.remove(&oldest);
-            self.drop_input(DropReason::FragmentTimeout);
+        if !self.fragments.contains_key(&id) {
+            if self.fragment_sources.get(&from).copied().unwrap_or(0) >= FRAGMENT_SETS_PER_SOURCE {
+                self.evict_fragment_set(Some(from));
+            }
+            if self.fragments.len() >= FRAGMENT_SETS {
+                self.evict_fragment_set(None);
+            }
+            self.fragment_seq += 1;
+            let seq = self.fragment_seq;
+            self.fragment_order.push_back((seq, id));
+            *self.fragment_sources.entry(from).or_insert(0) += 1;
+            if self.fragment_order.len() > 2 * FRAGMENT_SETS {
+                let live = &self.fragments;
+                self.fragment_order
+                    .retain(|(seq, id)| live.get(id).is_some_and(|f| f.seq == *seq));
+            }
+            self.fragments.insert(
+                id,
+                FragmentSet {
+                    created: now,
+                    seq,
+                    source: from,
+                    local,
+                    from,
+                    head: None,
+                    pieces: Default::default(),
+                    total: 0,
+                },
+            );
         }
-        let set = self.fragments.entry(id).or_insert_with(|| FragmentSet {
-            created: now,
-            local,
-            from,
-            head: None,
-            pieces: Default::default(),
-            total: 0,
-        });
+        let Some(set) = self.fragments.get_mut(&id) else {
+            return;
+        };
         if let Some(h) = head {
             set.head.get_or_insert(h);
             set.local = local;
@@ -117,7 +174,7 @@ impl Node {
             }
         }
         if bad {
-            self.fragments.remove(&id);
+            self.remove_fragment_set(id);
             self.drop_input(DropReason::BadFragment);
             return;
         }
@@ -127,7 +184,7 @@ impl Node {
         if !complete {
             return;
         }
-        let Some(set) = self.fragments.remove(&id) else {
+        let Some(set) = self.remove_fragment_set(id) else {
             return;
         };
         let mut whole = set.head.unwrap_or_default();

@@ -2334,7 +2334,7 @@ impl<'a> Socket<'a> {
             && !old_ack
         {
             // zt patch: the sender's loss detection and recovery (see `on_ack`).
-            self.on_ack(cx, repr, ack_number, is_window_update);
+            self.on_ack(cx, repr, ack_number, is_window_update, sent_syn);
 
             // We've processed everything in the incoming segment, so advance the local
             // sequence number past it.
@@ -2522,6 +2522,7 @@ impl<'a> Socket<'a> {
         repr: &TcpRepr,
         ack_number: TcpSeqNumber,
         is_window_update: bool,
+        syn_acked: bool,
     ) {
         let now = cx.now();
         let now_us = now.total_micros();
@@ -2635,7 +2636,12 @@ impl<'a> Socket<'a> {
         // 7323) of an ACK of new data. The newest such segment gives the minimum RTT.
         if let Some(t) = d.oldest_clean_us {
             self.rtte.sample(now_us - t);
-        } else if advanced && let Some(ecr) = tsecr {
+        } else if advanced
+            && let Some(ecr) = tsecr
+            // Not for a SYN that was sent again: the echo may be of the first one, which the
+            // peer answered once (that answer lost), not of the one that got through.
+            && !(syn_acked && self.info.timeouts > 0)
+        {
             let ms = self.tsval_at_us(now_us).wrapping_sub(ecr) as i32;
             if (0..60_000).contains(&ms) {
                 self.rtte.sample(i64::from(ms) * 1000);
@@ -2905,7 +2911,7 @@ impl<'a> Socket<'a> {
             }
         } else if self.rec.tlp_at.is_some_and(|t| now_us >= t) {
             self.rec.tlp_at = None;
-            if self.rec.state == CaState::Open && !self.sb.is_empty() {
+            if self.rec.state == CaState::Open && self.probe_target().is_some() {
                 self.rec.probe_pending = true;
             }
         } else if self.rec.rto_at.is_some_and(|t| now_us >= t) {
@@ -2913,6 +2919,21 @@ impl<'a> Socket<'a> {
             self.on_retransmission_timeout(now);
         }
         self.rearm_timers(now);
+    }
+
+    /// zt patch: what a tail loss probe would send (RFC 8985 7.3): new data if the peer's
+    /// window takes some (`Some(None)`), else the highest segment not selectively
+    /// acknowledged (`Some(Some(i))`); None if there is nothing to probe with.
+    fn probe_target(&self) -> Option<Option<usize>> {
+        let unsent = self.tx_buffer.len() > self.flight_size()
+            && self.local_seq_no + self.remote_win_len > self.remote_last_seq;
+        if unsent {
+            return Some(None);
+        }
+        (0..self.sb.len())
+            .rev()
+            .find(|&i| self.sb.get(i).is_some_and(|s| s.state != SegState::Sacked))
+            .map(Some)
     }
 
     /// zt patch: whether a tail loss probe may be scheduled (RFC 8985 7.2).
@@ -2977,7 +2998,7 @@ impl<'a> Socket<'a> {
         ) {
             return Some(Plan::New);
         }
-        if self.rec.probe_pending {
+        if self.rec.probe_pending && self.probe_target().is_some() {
             return Some(Plan::Probe);
         }
         if paced && !self.rec.pacing_allows(cx.now().total_micros()) {
@@ -3328,16 +3349,11 @@ impl<'a> Socket<'a> {
                 // zt patch: a segment marked lost (or the last one, for a tail loss probe)
                 // goes again before any new data (see `plan`).
                 let plan = self.plan(cx, false).unwrap_or(Plan::New);
-                let unsent = self.tx_buffer.len() > self.flight_size()
-                    && self.local_seq_no + self.remote_win_len > self.remote_last_seq;
-                let again =
-                    match plan {
-                        Plan::Retransmit(i) => Some(i),
-                        Plan::Probe if !unsent => self.sb.len().checked_sub(1).filter(|&i| {
-                            self.sb.get(i).is_some_and(|s| s.state != SegState::Sacked)
-                        }),
-                        Plan::Probe | Plan::New => None,
-                    };
+                let again = match plan {
+                    Plan::Retransmit(i) => Some(i),
+                    Plan::Probe => self.probe_target().flatten(),
+                    Plan::New => None,
+                };
                 if plan == Plan::Probe {
                     probe = Some(again.is_some());
                 }
@@ -3563,6 +3579,10 @@ impl<'a> Socket<'a> {
         }
         // zt patch: the scoreboard learns of every data or FIN segment; retransmissions count
         // towards an undo, and everything sent towards pacing and proportional rate reduction.
+        if probe.is_some() && seg_len == 0 {
+            // Nothing went out for the probe after all: do not try again and again.
+            self.rec.probe_pending = false;
+        }
         if seg_len > 0 && in_data_state {
             if let Some(i) = resent {
                 self.sb.retransmitted(i, seg_len, now_us);
@@ -11104,5 +11124,41 @@ mod test {
         let next = drain(&mut s, 100);
         assert_eq!(next.first(), Some(&(500, 100)), "{next:?}");
         assert_eq!(s.info().timeouts, 0);
+    }
+
+    #[test]
+    fn test_after_a_timeout_the_lost_segments_go_in_slow_start() {
+        let mut s = sack_socket();
+        s.set_congestion_control(CongestionControl::Cubic);
+        s.set_timestamps(true);
+        s.remote_mss = 112;
+        s.congestion_controller.inner_mut().set_mss(112);
+        s.send_slice(&[b'x'; 100]).unwrap();
+        assert_eq!(drain(&mut s, 1000), vec![(0, 100)]);
+        ack_sack(&mut s, 1001, 100, &[]);
+        s.send_slice(&[b'x'; 1000]).unwrap();
+        let mut sent = 0;
+        for t in 1001..1010 {
+            sent += drain(&mut s, t).len();
+        }
+        assert_eq!(sent, 10);
+        // Everything is lost; the timeout fires (after a probe).
+        let mut t = 1010;
+        while s.info().timeouts == 0 && t < 3000 {
+            drain(&mut s, t);
+            t += 1;
+        }
+        assert_eq!(s.info().timeouts, 1, "{}", s.debug_sender());
+        // The first goes at once; the next as soon as the first is acknowledged.
+        let first_ack = t + 1;
+        ack_sack(&mut s, first_ack, 200, &[]);
+        let mut resent = Vec::new();
+        for t in first_ack..first_ack + 5 {
+            resent.extend(drain(&mut s, t));
+        }
+        assert!(resent.iter().any(|&(o, _)| o == 200), "{resent:?} {}", s.debug_sender());
+        s.cx.set_now(Instant::from_millis(first_ack + 5));
+        let pa = s.socket.poll_at(&mut s.cx);
+        assert!(!matches!(pa, PollAt::Ingress), "{pa:?} {}", s.debug_sender());
     }
 }
