@@ -562,27 +562,11 @@ impl Lab for OverlayLab {
     fn flush(&mut self) {
         let now = self.net.sim.now;
         let now_us = self.net.sim.now_us();
-        if std::env::var("ZZ2").is_ok() && (1700000015627696..1700000015627800).contains(&now_us) {
-            let pa = self.stacks[0].poll_at(now_us);
-            eprintln!("FLUSH {now_us} poll_at {pa:?} {:?}", self.stacks[0].sockets_debug());
-        }
         let id: NetworkId = self.net.nwid;
         for (i, &h) in self.hosts.iter().enumerate() {
             while let Some(out) = self.stacks[i].poll_frame() {
                 let end = if i == 0 { End::A } else { End::B };
                 trace(&mut self.trace, &out, now_us, end, Dir::Sent);
-                if std::env::var("ZZ").is_ok() && i == 0 {
-                    use std::sync::atomic::{AtomicI64, Ordering};
-                    static LAST: AtomicI64 = AtomicI64::new(0);
-                    let last = LAST.swap(now_us, Ordering::Relaxed);
-                    if last > 0 && now_us - last > 50_000 {
-                        let pa = self.stacks[0].poll_at(now_us);
-                        eprintln!("GAP {} ms before {now_us} poll_at {pa:?}", (now_us - last) / 1000);
-                        for (_, sock) in self.stacks[0].sockets_debug() {
-                            eprintln!("  {sock}");
-                        }
-                    }
-                }
                 if let Some(f) = Frame::from_ethernet(id, &out) {
                     // A refused frame is counted by the node (`frames_dropped`).
                     let _ = self.net.sim.hosts[h].node.send_frame(now, f);

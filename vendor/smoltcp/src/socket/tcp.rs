@@ -2600,6 +2600,13 @@ impl<'a> Socket<'a> {
         if d.reordered {
             self.rec.reordering_seen = true;
         }
+        // zt patch: how much later than the reference round trip a late segment came.
+        if let Some(first) = d.late_first_xmit_us {
+            let extent = now_us - first - self.rec.rack_rtt_us;
+            if extent > 0 {
+                self.rec.on_late_delivery(extent);
+            }
+        }
 
         // Peers without SACK: NewReno (RFC 6582) counts duplicate ACKs.
         // RFC 5681's duplicate ACK: no data, no window change, the same acknowledgement

@@ -63,6 +63,10 @@ pub(super) struct Recovery {
     /// The highest sequence number delivered.
     pub fack: TcpSeqNumber,
     pub reordering_seen: bool,
+    /// zt patch: how much later than its peers a segment has been delivered lately (µs): the
+    /// path's reordering in time, which may far exceed a quarter of the minimum RTT (a path
+    /// that delays some datagrams by 10 ms and not others, with a 1 ms minimum RTT).
+    pub reo_extent_us: i64,
     pub reo_wnd_mult: u32,
     pub reo_wnd_persist: u32,
     pub dsack_round: Option<TcpSeqNumber>,
@@ -117,6 +121,7 @@ impl Default for Recovery {
             rack_valid: false,
             fack: TcpSeqNumber(0),
             reordering_seen: false,
+            reo_extent_us: 0,
             reo_wnd_mult: 1,
             reo_wnd_persist: 0,
             dsack_round: None,
@@ -170,17 +175,36 @@ impl Recovery {
             self.reo_wnd_persist -= 1;
             if self.reo_wnd_persist == 0 {
                 self.reo_wnd_mult = 1;
+                self.reo_extent_us = 0;
             }
         }
     }
 
+    /// A segment was delivered `extent_us` later than its peers: the path reorders by that
+    /// much (kept for sixteen recoveries, as a D-SACK's widening).
+    pub fn on_late_delivery(&mut self, extent_us: i64) {
+        self.reordering_seen = true;
+        if extent_us > self.reo_extent_us {
+            self.reo_extent_us = extent_us;
+        }
+        self.reo_wnd_persist = 16;
+    }
+
     /// RFC 8985 6.2 (`RACK_update_reo_wnd`): how long after a later segment's delivery a
-    /// segment still counts as reordered rather than lost.
+    /// segment still counts as reordered rather than lost. zt patch: at least the reordering
+    /// measured (`reo_extent_us`), still at most SRTT.
     pub fn reo_wnd_us(&self, min_rtt_us: i64, srtt_us: i64, sacked_segs: u32) -> i64 {
         if !self.reordering_seen && (self.state != CaState::Open || sacked_segs >= DUP_THRESH) {
             return 0;
         }
-        (min_rtt_us / 4 * i64::from(self.reo_wnd_mult)).min(srtt_us)
+        let extent = if self.reordering_seen {
+            self.reo_extent_us
+        } else {
+            0
+        };
+        (min_rtt_us / 4 * i64::from(self.reo_wnd_mult))
+            .max(extent)
+            .min(srtt_us)
     }
 
     /// RFC 6937: how many bytes may be sent on this acknowledgement during recovery, with

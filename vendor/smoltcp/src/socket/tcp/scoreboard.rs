@@ -37,6 +37,8 @@ pub(super) struct Seg {
     pub fin: bool,
     /// When it was last (re)transmitted (µs).
     pub xmit_us: i64,
+    /// When it was first transmitted (µs).
+    pub first_xmit_us: i64,
     pub state: SegState,
     /// Whether it was ever retransmitted (its acknowledgement may be for any copy).
     pub retransmitted: bool,
@@ -81,14 +83,34 @@ pub(super) struct Delivery {
     pub fack: TcpSeqNumber,
     /// A segment marked lost turned out delivered (its original, or an earlier copy, arrived).
     pub lost_delivered: bool,
+    /// The earliest first transmission among segments that filled a hole late: marked lost
+    /// and cumulatively acknowledged before being resent, or resent and cumulatively
+    /// acknowledged for an earlier copy (the timestamp echo is older than the resending).
+    /// The acknowledgement that fills a hole is sent at once, so how late it comes tells how
+    /// far the path reorders. (A segment newly reported by a SACK block, or acknowledged
+    /// below `fack` without having been marked, proves nothing of the sort: receivers report
+    /// three blocks at a time, and report old ones late.)
+    pub late_first_xmit_us: Option<i64>,
 }
 
 impl Delivery {
-    fn note(&mut self, seg: &Seg, len: usize, valid: &dyn Fn(&Seg) -> bool) {
+    fn note(&mut self, seg: &Seg, len: usize, cumulative: bool, valid: &dyn Fn(&Seg) -> bool) {
         self.delivered += len;
         self.delivered_segs += 1;
         if seg.state == SegState::Lost {
             self.lost_delivered = true;
+        }
+        let late = cumulative
+            && if seg.retransmitted {
+                !valid(seg)
+            } else {
+                seg.state == SegState::Lost
+            };
+        if late {
+            self.late_first_xmit_us = Some(
+                self.late_first_xmit_us
+                    .map_or(seg.first_xmit_us, |t| t.min(seg.first_xmit_us)),
+            );
         }
         if !seg.retransmitted {
             if seg.end() < self.fack {
@@ -237,6 +259,7 @@ impl Scoreboard {
             len: len as u32,
             fin,
             xmit_us: now_us,
+            first_xmit_us: now_us,
             state: SegState::InFlight,
             retransmitted: false,
         };
@@ -309,7 +332,7 @@ impl Scoreboard {
                 self.segs.pop_front();
                 self.remove(&seg, seg.len as usize);
                 if seg.state != SegState::Sacked {
-                    d.note(&seg, seg.len as usize, valid);
+                    d.note(&seg, seg.len as usize, true, valid);
                 }
             } else {
                 // Partly acknowledged (the peer acknowledged part of a segment): the entry
@@ -327,7 +350,7 @@ impl Scoreboard {
                     let mut head = seg;
                     head.len = done as u32;
                     head.fin = false;
-                    d.note(&head, done, valid);
+                    d.note(&head, done, true, valid);
                 }
                 break;
             }
@@ -373,7 +396,7 @@ impl Scoreboard {
                 continue;
             }
             if seg.state != SegState::Sacked {
-                d.note(&seg, seg.len as usize, valid);
+                d.note(&seg, seg.len as usize, false, valid);
                 self.set_state(i, SegState::Sacked);
             }
             i += 1;
