@@ -13,10 +13,13 @@ Commands (``op`` and arguments; both agents implement all of them the same way):
 * ``sink`` ``family, port, digest=True, timeout_s``: accept one TCP connection, read it to EOF
   (sha256 of everything), answer the 32-byte digest; report ``bytes, seconds, max_gap_s``
   (longest wait for data once the first byte came) or the ``error`` and when it happened.
+  zt only: ``stalls`` (waits of ``STALL_S`` or more), and ``deadline_s``: give up that long
+  after accepting.
 * ``source`` ``host, port, bytes, seed, digest=True, timeout_s``: connect, send ``bytes`` of
   :func:`stream_chunk` data, shut the write side, compare the digest answered with its own
   (without ``digest``, as for a sink without it: wait for the sink's close); report
-  ``digest_ok, seconds, mb_s`` or the error.
+  ``digest_ok, seconds, mb_s`` or the error.  zt only: ``deadline_s``: give up (close, report
+  ``error`` with ``deadline: true``) that long after connecting.
 * ``echo_server`` ``family, port, conns, mode``: echo every connection until EOF; ends once
   ``conns`` connections were served (zt serves them with ``zt.asyncio``, or with ``mode``
   ``"threads"`` blocking sockets and a thread per connection as libzt does).
@@ -34,6 +37,7 @@ Commands (``op`` and arguments; both agents implement all of them the same way):
 * ``udp_client`` ``host, port, count, size, attempts=5``: ``count`` requests, each sent up
   to ``attempts`` times (1 s apart) until its echo comes; report ``answered``, ``p50_ms``,
   ``first_s`` (until the first echo) and the ``unanswered`` message numbers.
+* zt only: ``stats``: the node's counters (``zt.Node.stats``: datagrams, drops by reason).
 
 This module is loaded by file path in the libzt worker (which runs isolated, ``python -I``),
 so it imports nothing from the project.
@@ -58,6 +62,7 @@ Handler = Callable[[Json, Callable[[Json], None]], Json]
 DIGEST_LEN = 32
 CHUNK = 64 << 10
 _POLL_S = 0.02
+STALL_S = 0.2  # a receiver that waits this long for data has stalled (issue 14's definition)
 _BLOCK_CACHE: dict[int, bytes] = {}
 
 
@@ -114,16 +119,22 @@ def message_size(seq: int, low: int, high: int) -> int:
 
 
 class Gaps:
-    """Longest interval between progress notes (after the first)."""
+    """Longest interval between progress notes (after the first), and how many intervals were
+    stalls (at least ``stall_s``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stall_s: float = STALL_S) -> None:
         self.last: Optional[float] = None
         self.max_gap = 0.0
+        self.stall_s = stall_s
+        self.stalls = 0
 
     def note(self) -> None:
         now = time.monotonic()
         if self.last is not None:
-            self.max_gap = max(self.max_gap, now - self.last)
+            gap = now - self.last
+            self.max_gap = max(self.max_gap, gap)
+            if gap >= self.stall_s:
+                self.stalls += 1
         self.last = now
 
 

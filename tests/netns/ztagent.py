@@ -50,6 +50,23 @@ def cpu_s() -> float:
     return t.user + t.system
 
 
+class Deadline:
+    """An optional deadline (``deadline_s`` from now; None: none) for a command's socket calls."""
+
+    def __init__(self, seconds: Any) -> None:
+        self.on = seconds is not None
+        self.at = time.monotonic() + float(seconds) if self.on else 0.0
+
+    def bound(self, timeout: float) -> float:
+        """A socket timeout no later than the deadline (a tiny one once it has passed)."""
+        if not self.on:
+            return timeout
+        return max(0.001, min(timeout, self.at - time.monotonic()))
+
+    def passed(self) -> bool:
+        return self.on and time.monotonic() >= self.at
+
+
 class Agent:
     def __init__(self, node: zt.Node, nwid: str, info: zt.NetworkInfo) -> None:
         self.node = node
@@ -91,14 +108,17 @@ class Agent:
             conn, peer = ls.accept()
         report["peer"] = list(peer)
         digest = hashlib.sha256() if args.get("digest", True) else None
-        gaps = proto.Gaps()
+        gaps = proto.Gaps(float(args.get("stall_s", proto.STALL_S)))
         buf = bytearray(RECV_BUF)
         view = memoryview(buf)
         cpu0, started = cpu_s(), None
+        deadline = Deadline(args.get("deadline_s"))
         with conn:
             conn.settimeout(timeout)
             try:
                 while True:
+                    if deadline.on:
+                        conn.settimeout(deadline.bound(timeout))
                     n = conn.recv_into(buf)
                     if started is None:
                         started = time.monotonic()
@@ -109,17 +129,21 @@ class Agent:
                     report["bytes"] += n
                     gaps.note()
                 if digest is not None:
+                    conn.settimeout(deadline.bound(timeout))
                     conn.sendall(digest.digest())
                     report["sha256"] = digest.hexdigest()
             except OSError as exc:
                 report["error"] = f"{type(exc).__name__}: {exc}"
                 report["errno"] = exc.errno
+                report["deadline"] = deadline.passed()
                 report["error_after_last_data_s"] = (
                     None if gaps.last is None else time.monotonic() - gaps.last
                 )
+                report.update(max_gap_s=gaps.max_gap, stalls=gaps.stalls)
                 return report
         elapsed = time.monotonic() - (started or time.monotonic())
-        report.update(seconds=elapsed, max_gap_s=gaps.max_gap, cpu_s=cpu_s() - cpu0)
+        report.update(seconds=elapsed, max_gap_s=gaps.max_gap, stalls=gaps.stalls,
+                      cpu_s=cpu_s() - cpu0)  # fmt: skip
         return report
 
     def source(self, args: Json, listening: Listening) -> Json:
@@ -129,10 +153,14 @@ class Agent:
         check = bool(args.get("digest", True))
         gaps = proto.Gaps()
         s = self.connect(args)
+        timeout = float(args.get("timeout_s", 30.0))
+        deadline = Deadline(args.get("deadline_s"))
         cpu0, started = cpu_s(), time.monotonic()
         with s:
             try:
                 for offset in range(0, total, SEND_BLOCK):
+                    if deadline.on:
+                        s.settimeout(deadline.bound(timeout))
                     size = min(SEND_BLOCK, total - offset)
                     block = b"".join(
                         proto.stream_chunk(seed, o, min(proto.CHUNK, offset + size - o))
@@ -146,6 +174,8 @@ class Agent:
                 s.shutdown(zsock.SHUT_WR)
                 answer = b""
                 while len(answer) < proto.DIGEST_LEN:
+                    if deadline.on:
+                        s.settimeout(deadline.bound(timeout))
                     more = s.recv(proto.DIGEST_LEN - len(answer))
                     if not more:
                         break
@@ -155,6 +185,8 @@ class Agent:
             except OSError as exc:
                 report["error"] = f"{type(exc).__name__}: {exc}"
                 report["errno"] = exc.errno
+                report["deadline"] = deadline.passed()
+                report["seconds"] = time.monotonic() - started
                 report["error_after_last_progress_s"] = (
                     None if gaps.last is None else time.monotonic() - gaps.last
                 )
@@ -408,8 +440,13 @@ class Agent:
         report["error"] = None if len(rtts) == count else f"{count - len(rtts)} unanswered"
         return report
 
+    def stats(self, args: Json, listening: Listening) -> Json:
+        """The node's counters (datagrams in and out, drops by reason, send errors)."""
+        return {"stats": self.node.stats}
+
     def handlers(self) -> dict[str, Any]:
         return {
+            "stats": self.stats,
             "sink": self.sink,
             "source": self.source,
             "echo_server": self.echo_server,
