@@ -182,16 +182,14 @@ class NativeNode:
     ) -> int: ...
     def stop_api(self) -> None: ...
     def ping(self, nwid: str, ip: str, timeout: float = 5.0, size: int = 56) -> Optional[float]: ...
-    def tcp_connect(
-        self, ip: str, port: int, rcvbuf: int = 1048576, sndbuf: int = 1048576
-    ) -> TcpSocket: ...
+    def tcp_connect(self, ip: str, port: int, rcvbuf: int = 0, sndbuf: int = 0) -> TcpSocket: ...
     def tcp_listen(
         self,
         ip: str,
         port: int,
         backlog: int = 128,
-        rcvbuf: int = 1048576,
-        sndbuf: int = 1048576,
+        rcvbuf: int = 0,
+        sndbuf: int = 0,
         v6only: bool = False,
     ) -> TcpSocket: ...
     def udp_bind(

@@ -208,6 +208,9 @@ class socket:  # noqa: N801 - the standard library's name
         self._opts: dict[str, int] = {}
         self._v6only = False
         self._bufs = (1 << 20, 1 << 20)
+        # Whether SO_RCVBUF/SO_SNDBUF fixed the sizes; left alone, TCP's buffers start at the
+        # default and grow with the path (as Linux's auto-tuning, which setting them turns off).
+        self._bufs_fixed = (False, False)
         self._options = dict(_STORED_OPTIONS)
         self._groups = GroupOptions(self._family, self._type)
         self._closed = False
@@ -360,7 +363,9 @@ class socket:  # noqa: N801 - the standard library's name
             raise OSError(_errno.EINVAL, "bind() first: zt picks no ephemeral listening port")
         n = _DEFAULT_BACKLOG if backlog is None else operator.index(backlog)
         host, port = self._bound
-        s = self._node._native.tcp_listen(host, port, max(1, n), *self._bufs, v6only=self._v6only)
+        s = self._node._native.tcp_listen(
+            host, port, max(1, n), *self._tcp_bufs(), v6only=self._v6only
+        )
         try:
             self._apply_options(s)
         except BaseException:
@@ -407,7 +412,7 @@ class socket:  # noqa: N801 - the standard library's name
             raise OSError(
                 _errno.EOPNOTSUPP, "zt cannot choose the local port of an outgoing connection"
             )
-        s = self._node._native.tcp_connect(host, port, *self._bufs)
+        s = self._node._native.tcp_connect(host, port, *self._tcp_bufs())
         if bound is not None and not ipaddress.ip_address(bound[0]).is_unspecified:
             local = s.addresses()[0]
             if local is None or not _same_ip(local[0], bound[0]):
@@ -784,12 +789,19 @@ class socket:  # noqa: N801 - the standard library's name
             self._v6only = v != 0
         elif key == (_std.SOL_SOCKET, _std.SO_RCVBUF):
             self._bufs = (max(4096, v), self._bufs[1])
+            self._bufs_fixed = (True, self._bufs_fixed[1])
         elif key == (_std.SOL_SOCKET, _std.SO_SNDBUF):
             self._bufs = (self._bufs[0], max(4096, v))
+            self._bufs_fixed = (self._bufs_fixed[0], True)
         elif key in self._options and self._applies(key):
             self._options[key] = v
         else:
             raise OSError(_errno.ENOPROTOOPT, "Protocol not available")
+
+    def _tcp_bufs(self) -> tuple[int, int]:
+        """Buffer sizes for a native TCP socket: 0 for one left to grow with the path."""
+        rx, tx = self._bufs
+        return (rx if self._bufs_fixed[0] else 0, tx if self._bufs_fixed[1] else 0)
 
     def _applies(self, key: tuple[int, int]) -> bool:
         if key[0] == _std.IPPROTO_TCP:

@@ -665,8 +665,9 @@ impl NativeNode {
         py.detach(move || drop(server));
     }
 
-    /// Starts a TCP connection to `(ip, port)` on the network that routes `ip`.
-    #[pyo3(signature = (ip, port, rcvbuf = 1048576, sndbuf = 1048576))]
+    /// Starts a TCP connection to `(ip, port)` on the network that routes `ip`. Buffer sizes
+    /// of 0 are the default, free to grow with the path; others are fixed.
+    #[pyo3(signature = (ip, port, rcvbuf = 0, sndbuf = 0))]
     fn tcp_connect(
         &self,
         py: Python<'_>,
@@ -685,8 +686,8 @@ impl NativeNode {
 
     /// Listens on `(ip, port)`: one address, or "0.0.0.0" (the IPv4 addresses of every
     /// network, including networks configured later) or "::" (every address, IPv4 too unless
-    /// `v6only`).
-    #[pyo3(signature = (ip, port, backlog = 128, rcvbuf = 1048576, sndbuf = 1048576, v6only = false))]
+    /// `v6only`). Buffer sizes as for `tcp_connect`.
+    #[pyo3(signature = (ip, port, backlog = 128, rcvbuf = 0, sndbuf = 0, v6only = false))]
     #[allow(clippy::too_many_arguments)]
     fn tcp_listen(
         &self,

@@ -27,7 +27,48 @@ use crate::readiness::Readiness;
 use crate::stacks::{Policy, Stacks};
 
 /// Default buffer size each way.
-pub const DEFAULT_BUFFER: usize = 1 << 20;
+pub const DEFAULT_BUFFER: usize = zt_stack::TCP_BUFFER;
+/// How far the buffers of a TCP socket left at their default size may grow with its path
+/// (see [`zt_stack::smoltcp::socket::tcp::Socket::set_buffer_limits`]).
+pub const MAX_AUTO_BUFFER: usize = zt_stack::TCP_BUFFER_MAX;
+
+/// A TCP socket's buffer sizes, from what the application asked for: 0 is the default size,
+/// free to grow with the path; anything else is that size, fixed (as `SO_RCVBUF`/`SO_SNDBUF`
+/// fix it in Linux).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TcpBuffers {
+    rx: usize,
+    tx: usize,
+    rx_max: usize,
+    tx_max: usize,
+}
+
+impl TcpBuffers {
+    fn new((rx, tx): (usize, usize)) -> Self {
+        let one = |b: usize| {
+            if b == 0 {
+                (DEFAULT_BUFFER, MAX_AUTO_BUFFER)
+            } else {
+                let b = b.max(4096);
+                (b, b)
+            }
+        };
+        let ((rx, rx_max), (tx, tx_max)) = (one(rx), one(tx));
+        Self {
+            rx,
+            tx,
+            rx_max,
+            tx_max,
+        }
+    }
+
+    /// A TCP socket on `stack` with these buffers.
+    fn add(&self, stack: &mut NetStack) -> SocketHandle {
+        let h = stack.add_tcp(self.rx, self.tx);
+        stack.tcp(h).set_buffer_limits(self.rx_max, self.tx_max);
+        h
+    }
+}
 /// Most listening smoltcp sockets kept armed per listener and address: up to the backlog, so
 /// that as many handshakes can be in progress at once (a SYN finding none gets a RST, i.e.
 /// "refused"). Their buffers are zeroed allocations the OS maps lazily, so idle ones cost little
@@ -930,6 +971,7 @@ struct Listener {
     port: u16,
     scope: Scope,
     armed: Vec<Armed>,
+    buffers: TcpBuffers,
 }
 
 #[derive(Debug)]
@@ -964,7 +1006,7 @@ fn arm(
     addr: Option<IpAddr>,
     port: u16,
     count: usize,
-    (rx, tx): (usize, usize),
+    buffers: TcpBuffers,
     handles: &mut Vec<SocketHandle>,
 ) {
     let ep = IpListenEndpoint {
@@ -972,7 +1014,7 @@ fn arm(
         port,
     };
     while handles.len() < count {
-        let h = stack.add_tcp(rx.max(4096), tx.max(4096));
+        let h = buffers.add(stack);
         if stack.tcp(h).listen(ep).is_err() {
             stack.remove(h);
             return;
@@ -984,8 +1026,9 @@ fn arm(
 impl Listener {
     /// Arms and disarms so that the listener covers exactly the addresses its scope asks for
     /// on the current stacks.
-    fn sync(&mut self, stacks: &mut Stacks, backlog: usize, buffers: (usize, usize)) {
+    fn sync(&mut self, stacks: &mut Stacks, backlog: usize) {
         let scope = self.scope;
+        let buffers = self.buffers;
         self.armed.retain_mut(|a| {
             let Some(stack) = stacks.get(a.net) else {
                 return false;
@@ -1052,7 +1095,8 @@ impl SocketTable {
     ) -> Result<Arc<TcpShared>, SockError> {
         let net = Self::route(stacks, remote.ip()).ok_or(SockError::NetUnreachable)?;
         let stack = stacks.get(net).ok_or(SockError::NetUnreachable)?;
-        let h = stack.add_tcp(buffers.0.max(4096), buffers.1.max(4096));
+        let buffers = TcpBuffers::new(buffers);
+        let h = buffers.add(stack);
         let port = match stack.tcp_connect(h, remote, 0) {
             Ok(p) => p,
             Err(_) => {
@@ -1060,7 +1104,8 @@ impl SocketTable {
                 return Err(SockError::NetUnreachable);
             }
         };
-        let shared = TcpShared::new(buffers.0, buffers.1, wake).map_err(|_| SockError::Invalid)?;
+        let shared =
+            TcpShared::new(buffers.rx, buffers.tx, wake).map_err(|_| SockError::Invalid)?;
         {
             let mut st = shared.lock();
             st.phase = Phase::Connecting;
@@ -1123,7 +1168,9 @@ impl SocketTable {
         if taken {
             return Err(SockError::AddrInUse);
         }
-        let shared = TcpShared::new(buffers.0, buffers.1, wake).map_err(|_| SockError::Invalid)?;
+        let buffers = TcpBuffers::new(buffers);
+        let shared =
+            TcpShared::new(buffers.rx, buffers.tx, wake).map_err(|_| SockError::Invalid)?;
         let backlog = backlog.max(1);
         {
             let mut st = shared.lock();
@@ -1135,8 +1182,9 @@ impl SocketTable {
             port: local.port(),
             scope,
             armed: Vec::new(),
+            buffers,
         };
-        l.sync(stacks, backlog, buffers);
+        l.sync(stacks, backlog);
         self.entries.push(Entry {
             shared: shared.clone(),
             kind: Kind::Listener(l),
@@ -1218,10 +1266,11 @@ fn service_listener(
     now_ms: i64,
     new_entries: &mut Vec<Entry>,
 ) -> bool {
-    let (released, backlog, caps, options) = {
+    let (released, backlog, options) = {
         let st = shared.lock();
-        (st.released, st.backlog, (st.rx_cap, st.tx_cap), st.options)
+        (st.released, st.backlog, st.options)
     };
+    let buffers = l.buffers;
     if released {
         l.disarm(stacks);
         // Connections nobody accepted are closed with it.
@@ -1232,7 +1281,7 @@ fn service_listener(
         return false;
     }
     if resync {
-        l.sync(stacks, backlog, caps);
+        l.sync(stacks, backlog);
     }
     for a in &mut l.armed {
         let Some(stack) = stacks.get(a.net) else {
@@ -1257,7 +1306,7 @@ fn service_listener(
             // A connection: hand it to accept() (a new listener is armed below).
             a.handles.remove(i);
             taken += 1;
-            let Ok(c) = TcpShared::new(caps.0, caps.1, shared.wake.clone()) else {
+            let Ok(c) = TcpShared::new(buffers.rx, buffers.tx, shared.wake.clone()) else {
                 stack.tcp(h).abort();
                 continue;
             };
@@ -1285,7 +1334,7 @@ fn service_listener(
         }
         if taken > 0 {
             let want = a.handles.len() + taken;
-            arm(stack, a.addr, l.port, want, caps, &mut a.handles);
+            arm(stack, a.addr, l.port, want, buffers, &mut a.handles);
         }
     }
     true

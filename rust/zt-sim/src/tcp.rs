@@ -29,8 +29,9 @@ use crate::SimRng;
 use crate::lab::{NetworkLab, private_network};
 use crate::link::{Link, LinkProfile, LinkStats, PathProfile};
 
-/// `zt-runtime`'s default socket buffer, each way (`zt_runtime::sockets::DEFAULT_BUFFER`).
-pub const DEFAULT_BUFFER: usize = 1 << 20;
+/// `zt-runtime`'s default socket buffer, each way (`zt_runtime::sockets::DEFAULT_BUFFER`);
+/// left at this size, buffers grow with the path, up to [`zt_stack::TCP_BUFFER_MAX`].
+pub const DEFAULT_BUFFER: usize = zt_stack::TCP_BUFFER;
 
 /// A gap in receiver progress at least this long is a stall (as the real benchmark counts).
 pub const STALL_US: i64 = 200_000;
@@ -852,7 +853,8 @@ impl Report {
 fn info_line(i: &TcpInfo) -> String {
     format!(
         "srtt {:.1} ms rttvar {:.1} ms rto {:.1} ms cwnd {} ssthresh {} in-flight {} sent {} B \
-         retrans {} B / {} segs, timeouts {}, recoveries {}, loss probes {}, undos {}",
+         retrans {} B / {} segs, timeouts {}, recoveries {}, loss probes {}, undos {}, \
+         d-sacks {}, reordering {}, rx dup {} ooo {} holes-full {}, buffers rx {} tx {}",
         f64::from(i.srtt_us) / 1e3,
         f64::from(i.rttvar_us) / 1e3,
         f64::from(i.rto_us) / 1e3,
@@ -865,7 +867,14 @@ fn info_line(i: &TcpInfo) -> String {
         i.timeouts,
         i.recoveries,
         i.loss_probes,
-        i.undos
+        i.undos,
+        i.dsacks_received,
+        i.reordering_seen,
+        i.rx_duplicates,
+        i.rx_out_of_order,
+        i.rx_too_many_holes,
+        i.rx_buffer,
+        i.tx_buffer
     )
 }
 
@@ -1189,6 +1198,14 @@ pub fn transfer(lab: &mut impl Lab, spec: &Transfer) -> Report {
     let (rx, tx) = (clamp(spec.buffers.0), clamp(spec.buffers.1));
     let server = lab.stack(End::B).add_tcp(rx, tx);
     let client = lab.stack(End::A).add_tcp(rx, tx);
+    if spec.buffers == (DEFAULT_BUFFER, DEFAULT_BUFFER) {
+        // As zt-runtime: buffers left at the default grow with the path.
+        for (end, h) in [(End::A, client), (End::B, server)] {
+            lab.stack(end)
+                .tcp(h)
+                .set_buffer_limits(zt_stack::TCP_BUFFER_MAX, zt_stack::TCP_BUFFER_MAX);
+        }
+    }
     let listening = lab.stack(End::B).tcp(server).listen(spec.port).is_ok();
     let remote = SocketAddr::new(lab.addr(End::B), spec.port);
     let connecting = lab.stack(End::A).tcp_connect(client, remote, 0).is_ok();

@@ -9,7 +9,7 @@ pub mod stack;
 
 pub use device::VirtualEthernet;
 pub use smoltcp;
-pub use stack::{NetStack, StackError, link_local, solicited_node};
+pub use stack::{NetStack, StackError, TCP_BUFFER, TCP_BUFFER_MAX, link_local, solicited_node};
 
 #[cfg(test)]
 mod tests;

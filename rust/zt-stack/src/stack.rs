@@ -16,6 +16,12 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpo
 
 use crate::device::{TcpTuple, VirtualEthernet};
 
+/// A TCP socket's default buffer size each way.
+pub const TCP_BUFFER: usize = 1 << 20;
+/// How far the buffers of a TCP socket at the default size may grow with its path (see
+/// `tcp::Socket::set_buffer_limits`): the window of a path of 100 MB/s and 80 ms.
+pub const TCP_BUFFER_MAX: usize = 8 << 20;
+
 /// First ephemeral port (IANA dynamic range).
 pub const EPHEMERAL_FIRST: u16 = 49152;
 
@@ -312,7 +318,15 @@ impl NetStack {
 
     #[doc(hidden)]
     pub fn sockets_debug(&mut self) -> Vec<(SocketHandle, String)> {
-        self.sockets.iter().filter_map(|(h, s)| match s { smoltcp::socket::Socket::Tcp(t) => Some((h, format!("{} {:?}", t.debug_sender(), t.info()))), _ => None }).collect()
+        self.sockets
+            .iter()
+            .filter_map(|(h, s)| match s {
+                smoltcp::socket::Socket::Tcp(t) => {
+                    Some((h, format!("{} {:?}", t.debug_sender(), t.info())))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// A UDP socket.

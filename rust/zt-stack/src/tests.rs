@@ -614,9 +614,17 @@ fn zz_debug_seed() {
     let finished = p.run_until(3_600_000, |p| {
         steps += 1;
         if steps % 200_000 == 0 {
-            eprintln!("step {steps} now {} frames {}\n  A {}\n  B {}", p.now, p.frames, p.a.tcp(client).debug_sender(), p.b.tcp(server).debug_sender());
+            eprintln!(
+                "step {steps} now {} frames {}\n  A {}\n  B {}",
+                p.now,
+                p.frames,
+                p.a.tcp(client).debug_sender(),
+                p.b.tcp(server).debug_sender()
+            );
         }
-        if steps > 1_000_000 { return true; }
+        if steps > 1_000_000 {
+            return true;
+        }
         for (stack, h, out, sent, got) in [
             (&mut p.a, client, &out_a, &mut sent_a, &mut got_a),
             (&mut p.b, server, &out_b, &mut sent_b, &mut got_b),

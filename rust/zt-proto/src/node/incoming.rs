@@ -5,8 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use super::peer::{LocalSocket, Peer, RemoteVersion, usable_endpoint};
 use super::{
     DropReason, ECHO_GATE_MS, Event, FRAGMENT_SETS, FRAGMENT_SETS_PER_SOURCE, FragmentSet,
-    IDENTITY_GATE_MS, Node,
-    PUSH_INTERVAL_DIRECT_MS, PUSH_INTERVAL_RELAYED_MS, QUEUE_SIZE, UNITE_INTERVAL_MS,
+    IDENTITY_GATE_MS, Node, PUSH_INTERVAL_DIRECT_MS, PUSH_INTERVAL_RELAYED_MS, QUEUE_SIZE,
+    UNITE_INTERVAL_MS,
 };
 use crate::address::Address;
 use crate::identity::Identity;

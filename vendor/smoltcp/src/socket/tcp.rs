@@ -476,6 +476,10 @@ pub struct TcpInfo {
     pub rx_duplicates: u64,
     /// Segments dropped because the receive reassembly had too many holes.
     pub rx_too_many_holes: u64,
+    /// The receive buffer's size now (it may grow: `set_buffer_limits`).
+    pub rx_buffer: usize,
+    /// The send buffer's size now.
+    pub tx_buffer: usize,
 }
 
 /// A Transmission Control Protocol socket.
@@ -551,6 +555,18 @@ pub struct Socket<'a> {
     /// zt patch: timestamps (RFC 7323) from the socket's own millisecond clock.
     ts_enabled: bool,
     ts_offset: u32,
+    /// zt patch: the largest the receive and send buffers may grow to (0 or their capacity:
+    /// they stay as they are). See `set_buffer_limits`.
+    rx_max: usize,
+    tx_max: usize,
+    /// zt patch: receive-buffer right-sizing: in-order bytes received since
+    /// `rcv_space_since_us`, and the receiver's round-trip estimate (from timestamp echoes).
+    rcv_space: usize,
+    rcv_space_since_us: i64,
+    rcv_rtt_us: i64,
+    /// The smallest receiver round trip seen (µs) and when.
+    rcv_min_rtt_us: i64,
+    rcv_min_rtt_at_us: i64,
     /// zt patch: a D-SACK block (RFC 2883) to report in the next ACK: a duplicate arrived.
     rx_dsack: Option<(TcpSeqNumber, TcpSeqNumber)>,
     /// zt patch: a sequence number inside each SACK block reported lately, most recent first
@@ -654,6 +670,13 @@ impl<'a> Socket<'a> {
             rec: Recovery::default(),
             ts_enabled: false,
             ts_offset: 0,
+            rx_max: 0,
+            tx_max: 0,
+            rcv_space: 0,
+            rcv_space_since_us: 0,
+            rcv_rtt_us: 0,
+            rcv_min_rtt_us: 0,
+            rcv_min_rtt_at_us: 0,
             rx_dsack: None,
             rx_sack_recent: [None; 3],
             ack_delay: Some(ACK_DELAY_DEFAULT),
@@ -694,6 +717,8 @@ impl<'a> Socket<'a> {
         info.in_flight = self.sb.in_flight();
         info.reordering_seen = self.rec.reordering_seen;
         info.pacing_rate = self.rec.pacing_rate;
+        info.rx_buffer = self.rx_buffer.capacity();
+        info.tx_buffer = self.tx_buffer.capacity();
         info
     }
 
@@ -721,6 +746,96 @@ impl<'a> Socket<'a> {
             self.rec.next_send_us,
             self.rec.pacing_rate
         )
+    }
+
+    /// zt patch: lets the receive and send buffers grow, up to `rx_max` and `tx_max` bytes,
+    /// when the path needs them (buffers of owned storage only; a limit at or below the
+    /// current capacity keeps that buffer as it is). The receive buffer grows to four times
+    /// what arrives in a round trip (the window then never limits a sender that could go
+    /// faster: Linux's receive-buffer auto-tuning), the send buffer to twice the congestion
+    /// window (within the peer's window). The window scale advertised in the handshake
+    /// allows for `rx_max`, so set this before `connect` or `listen`.
+    pub fn set_buffer_limits(&mut self, rx_max: usize, tx_max: usize) {
+        self.rx_max = rx_max.min(1 << 30);
+        self.tx_max = tx_max.min(1 << 30);
+        if matches!(self.state, State::Closed | State::Listen) {
+            let own = Self::win_shift(self.rx_buffer.capacity());
+            self.remote_win_shift = own.max(Self::win_shift(self.rx_max));
+        }
+    }
+
+    /// The window scale for a receive buffer of `capacity` bytes (RFC 7323: at most 14).
+    fn win_shift(capacity: usize) -> u8 {
+        let log2 = mem::size_of::<usize>() * 8 - capacity.leading_zeros() as usize;
+        log2.saturating_sub(16).min(14) as u8
+    }
+
+    /// zt patch: receive-buffer right-sizing (after Linux's `tcp_rcv_space_adjust`): once a
+    /// round trip has passed, the path's bandwidth-delay product is estimated as the rate
+    /// data arrived at times the minimum round trip, and the buffer grows to four times that
+    /// (a power of two, up to `rx_max`), so that the window stays ahead of a sender in slow
+    /// start. The minimum, not the current, round trip: time spent in queues does not add to
+    /// what the path holds, and a window sized by it would only deepen the queue (a LAN with a
+    /// deep queue: 0.1 ms of path, 12 ms of queue).
+    fn rcv_space_adjust(&mut self, now_us: i64) {
+        let cap = self.rx_buffer.capacity();
+        if self.rx_max <= cap {
+            return;
+        }
+        let rtt = if self.rcv_rtt_us > 0 {
+            self.rcv_rtt_us
+        } else {
+            self.rtte.srtt_us
+        };
+        if rtt <= 0 {
+            return;
+        }
+        if self.rcv_space_since_us == 0 {
+            self.rcv_space_since_us = now_us;
+            return;
+        }
+        if now_us - self.rcv_space_since_us < rtt {
+            return;
+        }
+        let elapsed = now_us - self.rcv_space_since_us;
+        let bytes = self.rcv_space;
+        self.rcv_space = 0;
+        self.rcv_space_since_us = now_us;
+        let min_rtt = if self.rcv_min_rtt_us > 0 {
+            self.rcv_min_rtt_us
+        } else {
+            self.rtte.min_rtt_us.max(rtt.min(elapsed))
+        };
+        let bdp = (bytes as u128 * min_rtt.max(0) as u128 / elapsed.max(1) as u128) as usize;
+        if bdp.saturating_mul(4) > cap {
+            let want = bdp
+                .saturating_mul(4)
+                .checked_next_power_of_two()
+                .unwrap_or(usize::MAX)
+                .min(self.rx_max);
+            if self.rx_buffer.grow(want) {
+                tcp_trace!("rx buffer: grown to {} octets", want);
+            }
+        }
+    }
+
+    /// zt patch: send-buffer growth: twice the congestion window (within the peer's window),
+    /// a power of two, up to `tx_max`.
+    fn snd_buf_adjust(&mut self) {
+        let cap = self.tx_buffer.capacity();
+        if self.tx_max <= cap {
+            return;
+        }
+        let cwnd = self.congestion_controller.inner().window();
+        let want = cwnd
+            .min(self.remote_win_len)
+            .saturating_mul(2)
+            .checked_next_power_of_two()
+            .unwrap_or(usize::MAX)
+            .min(self.tx_max);
+        if want > cap && self.tx_buffer.grow(want) {
+            tcp_trace!("tx buffer: grown to {} octets", want);
+        }
     }
 
     /// zt patch: enable or disable TCP timestamps (RFC 7323) from the socket's own clock
@@ -1044,6 +1159,8 @@ impl<'a> Socket<'a> {
         self.remote_win_len = 0;
         self.remote_win_scale = None;
         self.remote_win_shift = rx_cap_log2.saturating_sub(16) as u8;
+        // zt patch: a receive buffer that may grow advertises the scale of its largest size.
+        self.remote_win_shift = self.remote_win_shift.max(Self::win_shift(self.rx_max));
         self.remote_mss = DEFAULT_MSS;
         self.remote_last_ts = None;
         self.ack_delay_timer = AckDelayTimer::Idle;
@@ -1056,6 +1173,11 @@ impl<'a> Socket<'a> {
         self.rx_dsack = None;
         self.rx_sack_recent = [None; 3];
         self.last_remote_tsval = 0;
+        self.rcv_space = 0;
+        self.rcv_space_since_us = 0;
+        self.rcv_rtt_us = 0;
+        self.rcv_min_rtt_us = 0;
+        self.rcv_min_rtt_at_us = 0;
 
         #[cfg(feature = "async")]
         {
@@ -1904,7 +2026,9 @@ impl<'a> Socket<'a> {
                         ack_min,
                         ack_max
                     );
-                    if repr.segment_len() == 0 || sent_syn {
+                    // zt patch: its SACK and D-SACK blocks still count (an ACK overtaken by a
+                    // later one on a reordering path may carry the only report of a duplicate).
+                    if sent_syn {
                         return None;
                     }
                     old_ack = true;
@@ -2330,6 +2454,12 @@ impl<'a> Socket<'a> {
             self.tx_waker.wake();
         }
 
+        if old_ack && self.remote_has_sack && repr.control != TcpControl::Rst {
+            // zt patch: an old acknowledgement's SACK blocks, taken as of SND.UNA.
+            let una = self.local_seq_no;
+            self.on_ack(cx, repr, una, false, false);
+            self.rearm_timers(cx.now());
+        }
         if let Some(ack_number) = repr.ack_number
             && !old_ack
         {
@@ -2350,6 +2480,34 @@ impl<'a> Socket<'a> {
             }
             self.remote_max_seq = self.remote_max_seq.max(self.remote_last_seq);
             self.rearm_timers(cx.now());
+        }
+
+        // zt patch: the receiver's round trip, from the echo of our timestamp in the peer's
+        // data (a minimum-leaning average: delayed ACKs only lengthen it).
+        if let Some(timestamp) = repr.timestamp
+            && self.own_timestamps()
+            && timestamp.tsecr != 0
+            && !repr.payload.is_empty()
+        {
+            let ms = self
+                .tsval_at_us(cx.now().total_micros())
+                .wrapping_sub(timestamp.tsecr) as i32;
+            if (0..60_000).contains(&ms) {
+                let now_us = cx.now().total_micros();
+                let sample = (i64::from(ms) * 1000).max(500);
+                self.rcv_rtt_us = if self.rcv_rtt_us == 0 {
+                    sample
+                } else {
+                    sample.min((self.rcv_rtt_us * 7 + sample) / 8)
+                };
+                if self.rcv_min_rtt_us == 0
+                    || sample <= self.rcv_min_rtt_us
+                    || now_us - self.rcv_min_rtt_at_us > MIN_RTT_WINDOW_US
+                {
+                    self.rcv_min_rtt_us = sample;
+                    self.rcv_min_rtt_at_us = now_us;
+                }
+            }
         }
 
         // zt patch: TS.Recent (RFC 7323 4.3): the TSval to echo is the one of the segment
@@ -2439,6 +2597,7 @@ impl<'a> Socket<'a> {
                 self.rx_buffer.len() + contig_len
             );
             self.rx_buffer.enqueue_unallocated(contig_len);
+            self.rcv_space += contig_len;
 
             // There's new data in rx_buffer, notify waiting task if any.
             #[cfg(feature = "async")]
@@ -2448,6 +2607,11 @@ impl<'a> Socket<'a> {
         if !self.assembler.is_empty() {
             // Print the ranges recorded in the assembler.
             tcp_trace!("assembler: {}", self.assembler);
+        }
+
+        // zt patch: the receive buffer follows the path (see `rcv_space_adjust`).
+        if contig_len != 0 {
+            self.rcv_space_adjust(cx.now().total_micros());
         }
 
         // Handle delayed acks
@@ -2551,7 +2715,10 @@ impl<'a> Socket<'a> {
             }
             if let Some((l, r)) = blocks[0] {
                 let inside_second = blocks[1].is_some_and(|(l2, r2)| l2 <= l && r <= r2);
-                if r <= ack_number || inside_second {
+                // Below the acknowledgement number the segment carries (for an old ACK, taken
+                // as of SND.UNA, a block below SND.UNA may be an ordinary one, then overtaken).
+                let own_ack = repr.ack_number.unwrap_or(ack_number);
+                if r <= own_ack || inside_second {
                     dsack = Some((l, r));
                     blocks[0] = None;
                 }
@@ -2685,20 +2852,26 @@ impl<'a> Socket<'a> {
         // Spurious retransmissions undo the reduction they caused: every retransmission of
         // the episode came back as a duplicate (D-SACK), or (timestamps) the acknowledgement
         // echoes a segment sent before the first retransmission, so the originals arrived.
-        if self.rec.undo_marker.is_some() && self.rec.retrans_stamp.is_some() {
+        // A fast recovery that ends without having resent anything (everything marked lost
+        // arrived after all: reordering) is undone too, as Linux does.
+        if self.rec.undo_marker.is_some() {
+            let resent = self.rec.retrans_stamp.is_some();
             let all_duplicates = self.rec.undo_retrans <= 0;
             let delayed = advanced
                 && tsecr
                     .zip(self.rec.retrans_stamp)
                     .is_some_and(|(ecr, stamp)| (ecr.wrapping_sub(stamp) as i32) < 0);
+            let ends = advanced && ack_number >= self.rec.high_seq;
             let undo = match self.rec.state {
-                // A timeout's retransmissions, or fast recovery's at its end.
-                CaState::Loss => all_duplicates || delayed,
+                // A timeout's retransmissions.
+                CaState::Loss => resent && (all_duplicates || delayed),
+                // Fast recovery's, as D-SACKs report them, or at its end.
                 CaState::Recovery => {
-                    all_duplicates || (delayed && advanced && ack_number >= self.rec.high_seq)
+                    (resent && all_duplicates && dsack.is_some())
+                        || (ends && (all_duplicates || delayed))
                 }
                 // D-SACKs may come after the episode ended.
-                CaState::Open => all_duplicates && dsack.is_some(),
+                CaState::Open => resent && all_duplicates && dsack.is_some(),
             };
             if undo {
                 self.undo_reduction();
@@ -2785,6 +2958,9 @@ impl<'a> Socket<'a> {
             let limited = self.rec.is_cwnd_limited(cwnd, cwnd < cc.ssthresh());
             cc.on_ack(now, d.delivered, &self.rtte, limited);
         }
+
+        // The send buffer follows the window.
+        self.snd_buf_adjust();
 
         // Pacing, from the window and the smoothed RTT.
         let cc = self.congestion_controller.inner();
@@ -11163,9 +11339,17 @@ mod test {
         for t in first_ack..first_ack + 5 {
             resent.extend(drain(&mut s, t));
         }
-        assert!(resent.iter().any(|&(o, _)| o == 200), "{resent:?} {}", s.debug_sender());
+        assert!(
+            resent.iter().any(|&(o, _)| o == 200),
+            "{resent:?} {}",
+            s.debug_sender()
+        );
         s.cx.set_now(Instant::from_millis(first_ack + 5));
         let pa = s.socket.poll_at(&mut s.cx);
-        assert!(!matches!(pa, PollAt::Ingress), "{pa:?} {}", s.debug_sender());
+        assert!(
+            !matches!(pa, PollAt::Ingress),
+            "{pa:?} {}",
+            s.debug_sender()
+        );
     }
 }

@@ -5,6 +5,11 @@ The containers support both pre-allocated memory, without the `std`
 or `alloc` crates being available, and heap-allocated memory.
 */
 
+#[cfg(not(feature = "alloc"))]
+mod assembler;
+// zt patch: with `alloc`, a reassembler that holds thousands of out-of-order ranges.
+#[cfg(feature = "alloc")]
+#[path = "assembler_alloc.rs"]
 mod assembler;
 mod packet_buffer;
 mod ring_buffer;

@@ -401,6 +401,30 @@ impl<'a, T: 'a> RingBuffer<'a, T> {
     }
 }
 
+#[cfg(feature = "alloc")]
+impl<'a> RingBuffer<'a, u8> {
+    /// zt patch: grows owned storage to `capacity` bytes, keeping every byte at its offset from
+    /// the read position: the queued bytes and also those beyond them (a TCP receive buffer
+    /// holds out-of-order data there). Borrowed storage cannot grow. Returns whether it grew.
+    pub fn grow(&mut self, capacity: usize) -> bool {
+        let old = self.capacity();
+        if capacity <= old {
+            return false;
+        }
+        let read_at = if old == 0 { 0 } else { self.read_at % old };
+        let ManagedSlice::Owned(storage) = &mut self.storage else {
+            return false;
+        };
+        let mut grown = alloc::vec![0u8; capacity];
+        let (head, tail) = storage.split_at(read_at);
+        grown[..tail.len()].copy_from_slice(tail);
+        grown[tail.len()..old].copy_from_slice(head);
+        *storage = grown;
+        self.read_at = 0;
+        true
+    }
+}
+
 impl<'a, T: 'a> From<ManagedSlice<'a, T>> for RingBuffer<'a, T> {
     fn from(slice: ManagedSlice<'a, T>) -> RingBuffer<'a, T> {
         RingBuffer::new(slice)
@@ -410,6 +434,28 @@ impl<'a, T: 'a> From<ManagedSlice<'a, T>> for RingBuffer<'a, T> {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    #[cfg(feature = "alloc")]
+    fn test_grow_keeps_bytes_at_their_offsets() {
+        let mut ring = RingBuffer::new(alloc::vec![0u8; 8]);
+        assert_eq!(ring.enqueue_slice(b"abcdef"), 6);
+        assert_eq!(ring.dequeue_slice(&mut [0; 4]), 4);
+        assert_eq!(ring.enqueue_slice(b"ghij"), 4); // wraps: "ef" + "ghij"
+        // Out-of-order bytes written past the queued ones.
+        assert_eq!(ring.write_unallocated(0, b"XY"), 2);
+        assert!(ring.grow(16));
+        assert_eq!(ring.capacity(), 16);
+        assert_eq!(ring.len(), 6);
+        let mut out = [0u8; 6];
+        assert_eq!(ring.read_allocated(0, &mut out), 6);
+        assert_eq!(&out, b"efghij");
+        assert_eq!(ring.get_unallocated(0, 2), b"XY");
+        assert!(!ring.grow(8));
+        let mut borrowed = [0u8; 4];
+        let mut ring = RingBuffer::new(&mut borrowed[..]);
+        assert!(!ring.grow(8));
+    }
 
     #[test]
     fn test_buffer_length_changes() {
