@@ -9,7 +9,15 @@ import os
 import selectors
 import threading
 import time
-from socket import IPPROTO_IPV6, IPPROTO_TCP, IPV6_V6ONLY, SO_KEEPALIVE, SOL_SOCKET
+from socket import (
+    IPPROTO_IPV6,
+    IPPROTO_TCP,
+    IPV6_V6ONLY,
+    SO_KEEPALIVE,
+    SO_RCVBUF,
+    SO_SNDBUF,
+    SOL_SOCKET,
+)
 from typing import Any
 
 import pytest
@@ -66,9 +74,49 @@ def test_tcp_echo_and_bulk_over_an_adhoc_ipv6_network(lab: Lab) -> None:
         c.sendall(blob)
         r.join(60)
         assert hashlib.sha256(got).digest() == hashlib.sha256(blob).digest()
+        # The sender's figures (as Linux's TCP_INFO): what it sent, its round trip, its
+        # buffers (at least the default: left alone, they may grow with the path).
+        info = c.tcp_info()
+        assert info["bytes_sent"] >= len(blob) + 5
+        assert info["srtt_us"] > 0 and info["cwnd"] > 0 and info["rto_us"] >= 200_000
+        assert info["rx_buffer"] >= 1 << 20 and info["tx_buffer"] >= 1 << 20
         c.shutdown(zt.socket.SHUT_WR)
     t.join(20)
     srv.close()
+
+
+def test_tcp_buffers_set_by_the_application_stay_fixed(lab: Lab) -> None:
+    nwid = zt.network.adhoc_network_id(7001, 7001)
+    a, b = lab.node(), lab.node()
+    for n in (a, b):
+        n.join(nwid)
+        n.wait_network(nwid, 10)
+    server_ip = str(zt.network.sixplane_address(nwid, b.address))
+    with b.socket(AF_INET6, SOCK_STREAM) as srv, a.socket(AF_INET6, SOCK_STREAM) as c:
+        srv.bind(("::", 7001))
+        srv.listen(1)
+        srv.settimeout(20)
+        with pytest.raises(OSError) as e:
+            c.tcp_info()
+        assert e.value.errno == errno.ENOTCONN
+        c.setsockopt(SOL_SOCKET, SO_SNDBUF, 65536)
+        c.setsockopt(SOL_SOCKET, SO_RCVBUF, 32768)
+        c.settimeout(20)
+        c.connect((server_ip, 7001))
+        conn, _ = srv.accept()
+        with conn:
+            conn.settimeout(20)
+            blob = os.urandom(1 << 20)
+            sender = threading.Thread(target=c.sendall, args=(blob,))
+            sender.start()
+            got = bytearray()
+            while len(got) < len(blob):
+                got.extend(conn.recv(1 << 16))
+            sender.join(20)
+            assert bytes(got) == blob
+            info = c.tcp_info()
+            assert (info["tx_buffer"], info["rx_buffer"]) == (65536, 32768)
+            assert conn.tcp_info()["rx_buffer"] >= 1 << 20
 
 
 def test_tcp_over_ipv4_with_select_makefile_and_errors(lab: Lab) -> None:

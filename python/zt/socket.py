@@ -827,6 +827,20 @@ class socket:  # noqa: N801 - the standard library's name
         self._connect_reported = True
         return 0
 
+    def tcp_info(self) -> dict[str, Any]:
+        """zt extension: a TCP connection's round-trip estimates (``srtt_us``, ``rttvar_us``,
+        ``min_rtt_us``, ``rto_us``), congestion window and threshold (``cwnd``, ``ssthresh``,
+        bytes; ``in_flight``, ``pacing_rate`` in bytes/s), buffer sizes (``rx_buffer``,
+        ``tx_buffer``: they grow with the path unless ``SO_RCVBUF``/``SO_SNDBUF`` fixed them)
+        and counters (``bytes_sent``, ``bytes_retrans``, ``segs_retrans``, ``timeouts``,
+        ``loss_probes``, ``recoveries``, ``undos``, ``dsacks_received``, ``rx_out_of_order``,
+        ``rx_duplicates``, ``rx_too_many_holes``; ``reordering_seen``), as Linux's ``TCP_INFO``
+        reports them, as of the node's last pass over the connection."""
+        self._check_open()
+        if self._type != SOCK_STREAM or self._s is None or self._listening:
+            raise OSError(_errno.ENOTCONN, "Transport endpoint is not connected")
+        return self._s.tcp_info()
+
     @overload
     def getsockopt(self, level: int, optname: int, /) -> int: ...
     @overload

@@ -1122,6 +1122,36 @@ impl TcpSocket {
     fn option(&self, name: &str) -> PyResult<i64> {
         Ok(self.0.option(tcp_option(name)?))
     }
+
+    /// The connection's round-trip estimates, windows, buffers and retransmission counters (as
+    /// Linux's `TCP_INFO`), as of the loop's last pass over it.
+    fn tcp_info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let i = self.0.tcp_info();
+        let d = PyDict::new(py);
+        d.set_item("srtt_us", i.srtt_us)?;
+        d.set_item("rttvar_us", i.rttvar_us)?;
+        d.set_item("min_rtt_us", i.min_rtt_us)?;
+        d.set_item("rto_us", i.rto_us)?;
+        d.set_item("cwnd", i.cwnd)?;
+        d.set_item("ssthresh", i.ssthresh)?;
+        d.set_item("in_flight", i.in_flight)?;
+        d.set_item("pacing_rate", i.pacing_rate)?;
+        d.set_item("bytes_sent", i.bytes_sent)?;
+        d.set_item("bytes_retrans", i.bytes_retrans)?;
+        d.set_item("segs_retrans", i.segs_retrans)?;
+        d.set_item("timeouts", i.timeouts)?;
+        d.set_item("loss_probes", i.loss_probes)?;
+        d.set_item("recoveries", i.recoveries)?;
+        d.set_item("undos", i.undos)?;
+        d.set_item("dsacks_received", i.dsacks_received)?;
+        d.set_item("reordering_seen", i.reordering_seen)?;
+        d.set_item("rx_out_of_order", i.rx_out_of_order)?;
+        d.set_item("rx_duplicates", i.rx_duplicates)?;
+        d.set_item("rx_too_many_holes", i.rx_too_many_holes)?;
+        d.set_item("rx_buffer", i.rx_buffer)?;
+        d.set_item("tx_buffer", i.tx_buffer)?;
+        Ok(d)
+    }
 }
 
 fn tcp_option(name: &str) -> PyResult<zt_runtime::sockets::TcpOption> {

@@ -463,6 +463,8 @@ struct TcpState {
     leader_waits: bool,
     /// (readable, writable) as of the last refresh: waiters are woken when either turns true.
     signalled: std::cell::Cell<(bool, bool)>,
+    /// The connection's sender and receiver figures as of the loop's last pass.
+    info: tcp::TcpInfo,
 }
 
 impl Waiters for TcpState {
@@ -513,6 +515,7 @@ impl TcpShared {
                 backlog: 0,
                 options: TcpOptions::default(),
                 rx_blocked: false,
+                info: tcp::TcpInfo::default(),
                 waiters: 0,
                 leader_waits: false,
                 signalled: std::cell::Cell::new((false, false)),
@@ -833,6 +836,13 @@ impl TcpShared {
     #[must_use]
     pub fn phase(&self) -> Phase {
         self.lock().phase
+    }
+
+    /// The connection's round-trip estimates, windows and retransmission counters (as Linux's
+    /// `TCP_INFO`), as of the loop's last pass over it.
+    #[must_use]
+    pub fn tcp_info(&self) -> tcp::TcpInfo {
+        self.lock().info
     }
 
     /// Bytes waiting to be read.
@@ -1488,6 +1498,7 @@ impl Conn {
             sent = true;
         }
         let done = st.released && (st.phase == Phase::Closed || !s.is_open());
+        st.info = s.info();
         shared.refresh(&st);
         drop(st);
         if done {

@@ -3094,7 +3094,7 @@ impl<'a> Socket<'a> {
             }
         } else if self.rec.tlp_at.is_some_and(|t| now_us >= t) {
             self.rec.tlp_at = None;
-            if self.rec.state == CaState::Open && self.probe_target().is_some() {
+            if self.probe_state_ok() && self.probe_target().is_some() {
                 self.rec.probe_pending = true;
             }
         } else if self.rec.rto_at.is_some_and(|t| now_us >= t) {
@@ -3119,13 +3119,28 @@ impl<'a> Socket<'a> {
             .map(Some)
     }
 
-    /// zt patch: whether a tail loss probe may be scheduled (RFC 8985 7.2).
+    /// zt patch: whether a tail loss probe may be scheduled (RFC 8985 7.2), or a probe in fast
+    /// recovery: once every segment marked lost has been resent, nothing but new information
+    /// can move the recovery on, and when the last retransmission and what was sent after it
+    /// are lost too (likely with a window of a few segments on a lossy path) none comes until
+    /// the retransmission timeout, a thousand round trips away on a LAN. One probe per
+    /// episode (RFC 8985 keeps TLP out of recovery; this is the same probe, with its timeout,
+    /// at the point where recovery has nothing else to send).
     fn tlp_eligible(&self) -> bool {
         self.remote_has_sack
-            && self.rec.state == CaState::Open
+            && self.probe_state_ok()
             && self.rec.tlp_end.is_none()
             && !self.rec.probe_pending
             && !self.sb.is_empty()
+    }
+
+    /// zt patch: the congestion states in which a probe may go (see `tlp_eligible`).
+    fn probe_state_ok(&self) -> bool {
+        match self.rec.state {
+            CaState::Open => true,
+            CaState::Recovery => self.sb.lost() == 0,
+            CaState::Loss => false,
+        }
     }
 
     /// zt patch: sets the retransmission timer to the earliest of the retransmission timeout,
