@@ -96,7 +96,7 @@ def test_tcp_buffers_set_by_the_application_stay_fixed(lab: Lab) -> None:
         srv.bind(("::", 7001))
         srv.listen(1)
         srv.settimeout(20)
-        with pytest.raises(OSError) as e:
+        with pytest.raises(OSError, match="not connected") as e:
             c.tcp_info()
         assert e.value.errno == errno.ENOTCONN
         c.setsockopt(SOL_SOCKET, SO_SNDBUF, 65536)
