@@ -18,16 +18,20 @@ in alternating order:
 
 * ``zt->zt``: z1's ``zt.socket`` to z2's over the overlay (IPv4 198.18.x, MTU 2800), each end
   in its own process, sha256-checked;
-* ``kernel->kernel``: the kernel's TCP between the same namespaces over the underlay (IPv4
-  203.0.113.x, MTU 1500), plain Python sockets (``tests/netns/kerneltcp.py``), sha256-checked.
+* ``kernel/<cc>``: the kernel's TCP between the same namespaces over the underlay (IPv4
+  203.0.113.x, MTU 1500), plain Python sockets (``tests/netns/kerneltcp.py``), sha256-checked,
+  once per congestion control of ``--kernel-cc`` (default CUBIC — zt's algorithm, the anchor
+  of the targets — and BBR, which some hosts default to: it paces at the bandwidth it
+  measures and does not take random loss for congestion).
 
 Every transfer is bounded (``--timeout`` seconds after connecting, then given up and reported
 DNF with the bytes that arrived).  Printed per profile and path: min/median/max goodput (MB/s,
 bytes received over the sender's time; a DNF counts with what it moved), transfers done,
 stalls (gaps of ≥ 200 ms without receiver progress: count, longest), what the flow met
 (loss/duplication measured by the rules' counters, corruption by the queue), data packets sent
-per MB (a retransmission estimate for zt, whose Python API exposes no TCP counters) and the
-kernel sender's ``TCP_INFO`` retransmissions, zt's node drop counters; the ratio zt/kernel of
+per MB, both senders' retransmissions (the kernel's ``TCP_INFO``, zt's
+``zt.socket.tcp_info()``: also its timeouts, recoveries, loss probes and undos), zt's node
+drop counters; the ratio zt/kernel of
 the medians; then a PASS/FAIL line per target of the issue.
 
 The fair anchor is the underlay packet: both flows cross the same rules at the same rates per
@@ -42,7 +46,7 @@ or raising the kernel's would remove that difference at the price of measuring n
 deployed; the table keeps both at their defaults and says so.  Other differences that are
 part of what is compared: zt's round trip includes two user-space stacks and encryption;
 the kernel's default congestion control in a new namespace is whatever the host's is (BBR
-here; ``--kernel-cc cubic`` matches smoltcp's CUBIC).
+here), so both CUBIC and BBR are measured by default.
 
 Both hosts' ``eth0`` are set to ``gso_max_segs 1``, so the kernel's TCP hands the hooks
 wire-sized segments, not 64 KB GSO packets.  Loss at the sender's egress hook
@@ -82,8 +86,7 @@ from tests.netns.socketlab import SocketLab  # noqa: E402
 
 import zt  # noqa: E402
 
-Z, K = "zt->zt", "kernel->kernel"
-PATHS = (Z, K)
+Z = "zt->zt"
 SRC, DST = 1, 2  # lab hosts of z1 and z2
 STALL_LIMIT_S = 1.0
 # (profile, minimum ratio zt/kernel of the medians), from issue 14.
@@ -131,7 +134,7 @@ class Bench:
         else:
             assert self.slab.lab is not None
             t = kernel_transfer(self.slab.lab, SRC, DST, self.nbytes, port, deadline,
-                                self.args.kernel_cc)  # fmt: skip
+                                kernel_cc(path))  # fmt: skip
             proto = "tcp"
         t.detail["met"] = met(before, self.imp.counters(), proto, SRC, DST)
         snmp1 = self.snmp()
@@ -169,9 +172,22 @@ class Bench:
         mb = 2_000_000
         zt_transfer(self.slab.agents["z1"], self.slab.agents["z2"], mb, self.next_port(), 30.0)
         assert self.slab.lab is not None
-        if "kernel->kernel" in self.args.paths:
+        for path in kernel_paths(self.args.paths):
             port = self.next_port()
-            kernel_transfer(self.slab.lab, SRC, DST, mb, port, 30.0, self.args.kernel_cc)
+            kernel_transfer(self.slab.lab, SRC, DST, mb, port, 30.0, kernel_cc(path))
+
+
+def kernel_path(cc: str) -> str:
+    """The path label of the kernel's TCP with congestion control ``cc``."""
+    return f"kernel/{cc}"
+
+
+def kernel_cc(path: str) -> str:
+    return path.split("/", 1)[1]
+
+
+def kernel_paths(paths: tuple[str, ...]) -> list[str]:
+    return [x for x in paths if x != Z]
 
 
 def drops_delta(before: Json, after: Json) -> dict[str, int]:
@@ -210,11 +226,18 @@ def summarize(path_runs: list[Transfer]) -> Json:
     infos = [t.detail.get("source", {}).get("tcp_info") for t in path_runs]
     infos = [i for i in infos if i]
     if infos:
-        out["kernel_retrans_segs"] = statistics.median(i.get("total_retrans", 0) for i in infos)
-        out["kernel_retrans_pct_bytes"] = statistics.median(
+        # The kernel's TCP_INFO and zt's tcp_info() name the retransmitted segments differently.
+        out["retrans_segs"] = statistics.median(
+            i.get("total_retrans", i.get("segs_retrans", 0)) for i in infos
+        )
+        out["retrans_pct_bytes"] = statistics.median(
             100 * i.get("bytes_retrans", 0) / max(1, i.get("bytes_sent", 1)) for i in infos
         )
-        out["kernel_cc"] = infos[0].get("cc")
+        for key in ("timeouts", "recoveries", "loss_probes", "undos"):
+            if key in infos[0]:
+                out[key] = statistics.median(i.get(key, 0) for i in infos)
+        if "cc" in infos[0]:
+            out["kernel_cc"] = infos[0].get("cc")
     drops: dict[str, int] = {}
     for t in path_runs:
         for agent in t.detail.get("zt_drops", {}).values():
@@ -240,11 +263,12 @@ def report(bench: Bench, args: argparse.Namespace, seconds: float) -> int:
         for name, runs in bench.runs.items()
     }
     paths: tuple[str, ...] = args.paths
-    cc = next((s[K].get("kernel_cc") for s in summary.values() if K in s), "-")
+    kernels = kernel_paths(paths)
     print(f"\n== impaired paths: {args.mb:g} MB per transfer, {args.rounds} rounds, loss at the "
-          f"{args.loss_hook} hook, kernel congestion control {cc}, {seconds:.0f} s ==")  # fmt: skip
+          f"{args.loss_hook} hook, kernel congestion control "
+          f"{', '.join(kernel_cc(k) for k in kernels) or '-'}, {seconds:.0f} s ==")  # fmt: skip
     print(f"{'profile':36} {'path':15} {'MB/s min':>8} {'median':>7} {'max':>7}  done  "
-          f"stalls (longest)   met loss/dup   pkts/MB  ratio")  # fmt: skip
+          f"stalls (longest)   met loss/dup   pkts/MB  zt/this")  # fmt: skip
     base_pkts: dict[str, float] = {}
     if "none" in summary:
         base_pkts = {path: summary["none"][path]["data_packets_per_mb"] for path in paths}
@@ -252,7 +276,7 @@ def report(bench: Bench, args: argparse.Namespace, seconds: float) -> int:
         label = BY_NAME[name].label
         for path in paths:
             s = per_path[path]
-            r = ratio(per_path) if path == Z else None
+            r = ratio(per_path, path) if path != Z else None
             extra = ""
             if base_pkts.get(path) and name != "none":
                 extra = f" ({100 * (s['data_packets_per_mb'] / base_pkts[path] - 1):+.0f} %)"
@@ -266,11 +290,19 @@ def report(bench: Bench, args: argparse.Namespace, seconds: float) -> int:
           "drop counters, both agents, all rounds; stack counters: /proc/net/snmp of hosts 1 "
           "(sender) and 2, all rounds):")  # fmt: skip
     for name, per_path in summary.items():
-        k, z = per_path.get(K, {}), per_path.get(Z, {})
-        if k:
-            print(f"  {name:14} kernel: {k.get('kernel_retrans_segs', 0):.0f} segments "
-                  f"retransmitted ({k.get('kernel_retrans_pct_bytes', 0):.2f} % of bytes), "
-                  f"stack {k.get('stack_counters', {})}")  # fmt: skip
+        z = per_path.get(Z, {})
+        for kp in kernels:
+            k = per_path.get(kp, {})
+            if k:
+                print(f"  {name:14} {kp}: {k.get('retrans_segs', 0):.0f} segments "
+                      f"retransmitted ({k.get('retrans_pct_bytes', 0):.2f} % of bytes), "
+                      f"stack {k.get('stack_counters', {})}")  # fmt: skip
+        if z and "retrans_segs" in z:
+            print(f"  {name:14} zt:     {z['retrans_segs']:.0f} segments retransmitted "
+                  f"({z['retrans_pct_bytes']:.2f} % of bytes), timeouts "
+                  f"{z.get('timeouts', 0):.0f}, recoveries {z.get('recoveries', 0):.0f}, "
+                  f"loss probes {z.get('loss_probes', 0):.0f}, undos {z.get('undos', 0):.0f} "
+                  f"(tcp_info, medians per transfer)")  # fmt: skip
         if z:
             print(f"  {name:14} zt:     drops {z.get('zt_drops', {})}, send errors "
                   f"{z.get('zt_send_errors', 0)}, stack {z.get('stack_counters', {})}")  # fmt: skip
@@ -293,16 +325,18 @@ def report(bench: Bench, args: argparse.Namespace, seconds: float) -> int:
     return 1 if failed else 0
 
 
-def ratio(per_path: dict[str, Json]) -> Optional[float]:
-    """zt's median over the kernel's, when both ran."""
-    if Z not in per_path or K not in per_path:
+def ratio(per_path: dict[str, Json], kernel: Optional[str]) -> Optional[float]:
+    """zt's median over a kernel path's, when both ran."""
+    if kernel is None or Z not in per_path or kernel not in per_path:
         return None
-    k = float(per_path[K]["median_mb_s"])
+    k = float(per_path[kernel]["median_mb_s"])
     return float(per_path[Z]["median_mb_s"]) / k if k > 0 else 0.0
 
 
 def targets(summary: dict[str, dict[str, Json]], bench: Bench, args: argparse.Namespace) -> int:
-    print("\ntargets (issue 14; same run, same impairment):")
+    kernels = kernel_paths(args.paths)
+    anchor = kernels[0] if kernels else None
+    print(f"\ntargets (issue 14; same run, same impairment; the kernel: {anchor or '-'}):")
     failed = 0
 
     def line(ok: Optional[bool], text: str) -> None:
@@ -312,13 +346,16 @@ def targets(summary: dict[str, dict[str, Json]], bench: Bench, args: argparse.Na
         print(f"  {word}  {text}")
 
     for name, minimum in RATIO_TARGETS:
-        r = ratio(summary[name]) if name in summary else None
-        if r is None:
+        r = ratio(summary[name], anchor) if name in summary else None
+        if r is None or anchor is None:
             line(None, f"{name}: zt ≥ {minimum:.0%} of the kernel (not measured)")
             continue
-        z, k = summary[name][Z]["median_mb_s"], summary[name][K]["median_mb_s"]
+        z, k = summary[name][Z]["median_mb_s"], summary[name][anchor]["median_mb_s"]
+        others = "; ".join(
+            f"vs {kp}: {ratio(summary[name], kp):.2f}" for kp in kernels[1:] if kp in summary[name]
+        )
         line(r >= minimum, f"{BY_NAME[name].label}: zt ≥ {minimum:.0%} of the kernel: "
-             f"{z:.2f} / {k:.2f} MB/s = {r:.2f}")  # fmt: skip
+             f"{z:.2f} / {k:.2f} MB/s = {r:.2f}" + (f" ({others})" if others else ""))  # fmt: skip
     if Z not in args.paths:
         return failed
     zt_runs = [(n, t) for n, runs in bench.runs.items() for t in runs[Z]]
@@ -326,8 +363,8 @@ def targets(summary: dict[str, dict[str, Json]], bench: Bench, args: argparse.Na
     line(not dnf, f"every zt transfer completes within {args.timeout:g} s: "
          + ("all did" if not dnf else f"{len(dnf)} of {len(zt_runs)} did not ("
             + ", ".join(sorted({n for n, _ in dnf})) + ")"))  # fmt: skip
-    if K in args.paths:
-        kdnf = sum(not t.complete for runs in bench.runs.values() for t in runs[K])
+    if anchor is not None:
+        kdnf = sum(not t.complete for runs in bench.runs.values() for t in runs[anchor])
         if kdnf:
             print(f"        (the kernel did not complete {kdnf} of its transfers either)")
     worst = max((t.max_gap_s for _, t in zt_runs), default=0.0)
@@ -352,8 +389,10 @@ def main() -> int:
                    + ", ".join(x.name for x in PROFILES))  # fmt: skip
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per transfer")
     p.add_argument("--paths", default="zt,kernel", help="zt, kernel or zt,kernel")
-    p.add_argument("--kernel-cc", default="", help="the kernel's congestion control (default: "
-                   "the namespace's, BBR or CUBIC as the host's)")  # fmt: skip
+    p.add_argument("--kernel-cc", default="cubic,bbr",
+                   help="the kernel's congestion controls to measure, comma-separated (one "
+                   "kernel path each); the first is the targets' anchor (default cubic,bbr: "
+                   "CUBIC as zt's, and BBR; a host's default may be either)")  # fmt: skip
     p.add_argument("--loss-hook", choices=("ingress", "egress"), default="ingress")
     p.add_argument("--baseline-mbs", type=float, default=111.0,
                    help="today's loss-free zt→zt MB/s (issue 14's table)")  # fmt: skip
@@ -362,9 +401,14 @@ def main() -> int:
     p.add_argument("--allow-debug", action="store_true", help="measure a debug build anyway")
     args = p.parse_args()
     names = [x.name for x in PROFILES] if args.profiles == "all" else args.profiles.split(",")
-    args.paths = tuple(f"{x}->{x}" for x in args.paths.split(","))
-    if not set(args.paths) <= set(PATHS):
+    wanted = args.paths.split(",")
+    if not set(wanted) <= {"zt", "kernel"}:
         p.error("--paths: zt, kernel or zt,kernel")
+    ccs = [c for c in args.kernel_cc.split(",") if c]
+    if "kernel" in wanted and not ccs:
+        p.error("--kernel-cc: at least one congestion control")
+    args.paths = tuple(([Z] if "zt" in wanted else [])
+                       + ([kernel_path(c) for c in ccs] if "kernel" in wanted else []))  # fmt: skip
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:
         p.error(f"unknown profiles {unknown}; known: {[x.name for x in PROFILES]}")

@@ -190,7 +190,9 @@ class Agent:
                 report["error_after_last_progress_s"] = (
                     None if gaps.last is None else time.monotonic() - gaps.last
                 )
+                report["tcp_info"] = tcp_info(s)
                 return report
+            report["tcp_info"] = tcp_info(s)
         elapsed = time.monotonic() - started
         report.update(
             seconds=elapsed,
@@ -457,6 +459,14 @@ class Agent:
             "udp_echo": self.udp_echo,
             "udp_client": self.udp_client,
         }
+
+
+def tcp_info(s: zsock.socket) -> Json | None:
+    """The sender's TCP figures (``zt.socket.tcp_info``), if the socket still has them."""
+    try:
+        return s.tcp_info()
+    except OSError:
+        return None
 
 
 def wait_configured(node: zt.Node, nwid: str, deadline: float) -> zt.NetworkInfo:
