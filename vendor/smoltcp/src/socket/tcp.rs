@@ -2641,7 +2641,15 @@ impl<'a> Socket<'a> {
         // Round trips: the oldest segment newly delivered that was sent once (RFC 6298, as
         // Linux: it includes the peer's ACK delay); failing that, the timestamp echo (RFC
         // 7323) of an ACK of new data. The newest such segment gives the minimum RTT.
-        if let Some(t) = d.oldest_clean_us {
+        //
+        // zt patch: none from the segments when the ACK also covers a retransmission (see
+        // `Delivery::retrans_acked`): they would measure how long the hole took to fill.
+        let clean = if d.retrans_acked {
+            (None, None)
+        } else {
+            (d.oldest_clean_us, d.newest_clean_us)
+        };
+        if let Some(t) = clean.0 {
             self.rtte.sample(now_us - t);
         } else if advanced
             && let Some(ecr) = tsecr
@@ -2654,7 +2662,7 @@ impl<'a> Socket<'a> {
                 self.rtte.sample(i64::from(ms) * 1000);
             }
         }
-        if let Some(t) = d.newest_clean_us {
+        if let Some(t) = clean.1 {
             let rtt = now_us - t;
             self.rtte.min_rtt_sample(rtt, now_us);
             self.congestion_controller.inner_mut().on_rtt_sample(rtt);
@@ -11174,6 +11182,50 @@ mod test {
             !matches!(pa, PollAt::Ingress),
             "{pa:?} {}",
             s.debug_sender()
+        );
+    }
+
+    // =========================================================================================//
+    // zt review: bugs found in the new sender, each with the test that showed it
+    // =========================================================================================//
+
+    /// Karn's rule (RFC 6298 3): an ACK that covers a retransmitted segment gives no round-trip
+    /// sample from the segments it acknowledges, not even from the never-retransmitted ones
+    /// behind the hole: they arrived long ago, and the ACK was held back by the hole. (Linux:
+    /// no `seq_rtt` with `FLAG_RETRANS_DATA_ACKED`.) Before the fix, SRTT took the whole
+    /// recovery time as one round trip (seen at 14 s in a random-loss run), and the RTO and
+    /// the pacing rate with it.
+    #[test]
+    fn test_no_rtt_sample_from_segments_behind_a_retransmitted_hole() {
+        let mut s = sack_socket();
+        s.remote_has_sack = false;
+        s.send_slice(&[b'x'; 100]).unwrap();
+        assert_eq!(drain(&mut s, 0), vec![(0, 100)]);
+        ack_sack(&mut s, 50, 100, &[]);
+        assert_eq!(s.info().srtt_us, 50_000);
+        // Ten segments; the first is lost, the others arrive (their duplicate ACKs are lost).
+        s.send_slice(&[b'x'; 1000]).unwrap();
+        let mut sent = Vec::new();
+        for t in 50..100 {
+            sent.extend(drain(&mut s, t));
+        }
+        assert_eq!(sent.len(), 10);
+        // The retransmission timeout resends the first.
+        let mut t = 100;
+        let mut resent = Vec::new();
+        while resent.is_empty() && t < 5000 {
+            t += 1;
+            resent = drain(&mut s, t);
+        }
+        assert_eq!(resent, vec![(100, 100)]);
+        assert!(t >= 250, "{t}");
+        // Its ACK covers everything: 50 ms after the retransmission, hundreds after the
+        // others were sent.
+        ack_sack(&mut s, t + 50, 1100, &[]);
+        let srtt = s.info().srtt_us;
+        assert!(
+            srtt <= 60_000,
+            "SRTT {srtt} µs after a retransmission's ACK"
         );
     }
 

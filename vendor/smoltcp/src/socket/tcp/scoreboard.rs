@@ -91,6 +91,10 @@ pub(super) struct Delivery {
     /// below `fack` without having been marked, proves nothing of the sort: receivers report
     /// three blocks at a time, and report old ones late.)
     pub late_first_xmit_us: Option<i64>,
+    /// zt patch: a retransmitted segment was cumulatively acknowledged. The segments behind
+    /// it arrived long before the acknowledgement (held back by the hole), so none of them
+    /// gives a round-trip sample (Karn's rule; Linux's `FLAG_RETRANS_DATA_ACKED`).
+    pub retrans_acked: bool,
 }
 
 impl Delivery {
@@ -99,6 +103,9 @@ impl Delivery {
         self.delivered_segs += 1;
         if seg.state == SegState::Lost {
             self.lost_delivered = true;
+        }
+        if cumulative && seg.retransmitted {
+            self.retrans_acked = true;
         }
         let late = cumulative
             && if seg.retransmitted {
