@@ -95,6 +95,10 @@ pub(super) struct Delivery {
     /// it arrived long before the acknowledgement (held back by the hole), so none of them
     /// gives a round-trip sample (Karn's rule; Linux's `FLAG_RETRANS_DATA_ACKED`).
     pub retrans_acked: bool,
+    /// zt patch: a retransmitted segment was cumulatively acknowledged for an earlier copy
+    /// (`valid` says no: the timestamp echo predates the last transmission). The echo then
+    /// measures the time since that copy, back-offs included: no round-trip sample from it.
+    pub stale_echo: bool,
 }
 
 impl Delivery {
@@ -106,6 +110,9 @@ impl Delivery {
         }
         if cumulative && seg.retransmitted {
             self.retrans_acked = true;
+            if !valid(seg) {
+                self.stale_echo = true;
+            }
         }
         let late = cumulative
             && if seg.retransmitted {
