@@ -2102,7 +2102,16 @@ impl<'a> Socket<'a> {
 
         // If a FIN is received at the end of the current segment, but
         // we have a hole in the assembler before the current segment, disregard this FIN.
-        if control == TcpControl::Fin && window_start < segment_start {
+        //
+        // zt patch: also when the segment's data runs past the receive window: only what fits
+        // is taken, so the FIN (after the rest) has not arrived yet. Taken, it was acknowledged
+        // at the window's edge: the sender read that as one more data byte acknowledged, and
+        // the rest of the stream was lost without a trace.
+        if control == TcpControl::Fin
+            && (window_start < segment_start
+                || (!matches!(self.state, State::Listen | State::SynSent)
+                    && segment_end > window_end))
+        {
             tcp_trace!(
                 "ignoring FIN because we don't have full data yet. window_start={} segment_start={}",
                 window_start,
@@ -11314,6 +11323,40 @@ mod test {
         assert!(srtt <= 55_000, "SRTT {srtt} µs");
     }
 
+    /// A FIN on a segment whose data runs past the receive window: the data is cut at the
+    /// window's edge (only what fits is taken), so the FIN, after the rest, has not arrived.
+    /// It was taken anyway: the socket went to CLOSE-WAIT having received only part of the
+    /// data and acknowledged the FIN one past what it took, which the sender reads as the
+    /// acknowledgement of one more data byte; the rest of the stream was silently lost (found
+    /// by the random-loss harness: a retransmission larger than a shrunken window).
+    #[test]
+    fn test_fin_after_data_beyond_the_window_is_not_taken() {
+        let mut s = socket_established();
+        let data = [b'z'; 70];
+        send(
+            &mut s,
+            Instant::from_millis(0),
+            &TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                control: TcpControl::Fin,
+                payload: &data[..],
+                ..SEND_TEMPL
+            },
+        );
+        assert_eq!(s.recv_queue(), 64, "what fits in the window");
+        assert_eq!(s.state, State::Established, "the FIN is beyond the window");
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 64),
+                window_len: 0,
+                ..RECV_TEMPL
+            }]
+        );
+    }
+
     // =========================================================================================//
     // zt review: two sockets back to back over a random lossy, reordering, duplicating path
     // =========================================================================================//
@@ -11361,6 +11404,18 @@ mod test {
         read_every_us: i64,
         max_time_us: i64,
         reno: bool,
+        /// No congestion control at all.
+        no_cc: bool,
+        /// MSS option put in both SYNs (None: as sent).
+        syn_mss: Option<u16>,
+        nagle: bool,
+        ack_delay: bool,
+        keep_alive: bool,
+        /// Probability that an ACK towards A gets a random window (often zero).
+        hostile_window: f64,
+        /// Probability that an ACK towards A acknowledges data not received (beyond the
+        /// peer's RCV.NXT; the transfer is then not checked, only the sender's sanity).
+        hostile_ack: f64,
     }
 
     impl Default for NetCfg {
@@ -11385,6 +11440,13 @@ mod test {
                 read_every_us: 0,
                 max_time_us: 600_000_000,
                 reno: false,
+                no_cc: false,
+                syn_mss: None,
+                nagle: true,
+                ack_delay: true,
+                keep_alive: false,
+                hostile_window: 0.0,
+                hostile_ack: 0.0,
             }
         }
     }
@@ -11488,6 +11550,8 @@ mod test {
         next_read_at: i64,
         packets: u64,
         trace: bool,
+        /// The peer acknowledged data it did not receive: the transfer cannot complete.
+        chaos: bool,
     }
 
     impl Sim {
@@ -11498,9 +11562,15 @@ mod test {
             addrs.push(IpCidr::new(REMOTE_ADDR.into(), 24)).unwrap();
             b.cx.set_ip_addrs(addrs);
             for s in [&mut a, &mut b] {
-                s.set_ack_delay(Some(ACK_DELAY_DEFAULT));
+                s.set_ack_delay(cfg.ack_delay.then_some(ACK_DELAY_DEFAULT));
                 s.set_timestamps(true);
-                s.set_congestion_control(if cfg.reno {
+                s.set_nagle_enabled(cfg.nagle);
+                if cfg.keep_alive {
+                    s.set_keep_alive(Some(Duration::from_millis(500)));
+                }
+                s.set_congestion_control(if cfg.no_cc {
+                    CongestionControl::None
+                } else if cfg.reno {
                     CongestionControl::Reno
                 } else {
                     CongestionControl::Cubic
@@ -11524,6 +11594,7 @@ mod test {
                 next_read_at: 0,
                 packets: 0,
                 trace: std::env::var("ZT_SIM_TRACE").is_ok(),
+                chaos: false,
             }
         }
 
@@ -11550,6 +11621,9 @@ mod test {
             }
             let mut repr = repr;
             if repr.control == TcpControl::Syn {
+                if let Some(mss) = self.cfg.syn_mss {
+                    repr.max_seg_size = Some(mss);
+                }
                 if !self.cfg.sack {
                     repr.sack_permitted = false;
                 }
@@ -11584,6 +11658,18 @@ mod test {
                             repr.sack_ranges[k] = Some((l.0 as u32, r.0 as u32));
                         }
                     }
+                }
+                if repr.control != TcpControl::Syn && self.rng.chance(self.cfg.hostile_window) {
+                    repr.window_len = match self.rng.below(3) {
+                        0 => 0,
+                        1 => self.rng.below(64) as u16,
+                        _ => self.rng.next() as u16,
+                    };
+                }
+                if repr.control != TcpControl::Syn && self.rng.chance(self.cfg.hostile_ack) {
+                    let ack = repr.ack_number.unwrap();
+                    repr.ack_number = Some(ack + self.rng.below(5000) as usize);
+                    self.chaos = true;
                 }
                 if self.rng.chance(self.cfg.hostile_tsecr) {
                     if let Some(ts) = repr.timestamp.as_mut() {
@@ -11741,7 +11827,7 @@ mod test {
                     rounds += 1;
                     let s = if side { &mut self.a } else { &mut self.b };
                     assert!(
-                        rounds < 2000,
+                        rounds < 200_000,
                         "livelock at {} µs ({}): {}",
                         self.now,
                         if side { "A" } else { "B" },
@@ -11826,7 +11912,11 @@ mod test {
                 if self.done() {
                     return;
                 }
-                let Some(t) = self.next_time() else {
+                let next = self.next_time();
+                if self.chaos && (next.is_none() || next.unwrap() >= self.cfg.max_time_us) {
+                    return;
+                }
+                let Some(t) = next else {
                     panic!(
                         "stalled at {} µs (nothing scheduled): A {} / B {}; read A {} B {}",
                         self.now,
@@ -11882,6 +11972,22 @@ mod test {
     }
 
     fn random_cfg(seed: u64) -> NetCfg {
+        let mut cfg = random_cfg_base(seed);
+        let mut r = Xorshift(seed.wrapping_mul(0x9e3779b97f4a7c15) ^ 0x5555 | 1);
+        for _ in 0..4 {
+            r.next();
+        }
+        cfg.no_cc = r.below(8) == 0;
+        cfg.syn_mss = [None, None, None, Some(48), Some(100), Some(536)][r.below(6) as usize];
+        cfg.nagle = r.below(3) != 0;
+        cfg.ack_delay = r.below(3) != 0;
+        cfg.keep_alive = r.below(6) == 0;
+        cfg.hostile_window = [0.0, 0.0, 0.0, 0.05][r.below(4) as usize];
+        cfg.hostile_ack = [0.0, 0.0, 0.0, 0.0, 0.0, 0.01][r.below(6) as usize];
+        cfg
+    }
+
+    fn random_cfg_base(seed: u64) -> NetCfg {
         let mut r = Xorshift(seed.wrapping_mul(0x2545f4914f6cdd1d) | 1);
         for _ in 0..4 {
             r.next();
@@ -11912,6 +12018,7 @@ mod test {
             read_every_us: [1_000, 20_000, 200_000][r.below(3) as usize],
             max_time_us: 1_800_000_000,
             reno: r.below(2) == 0,
+            ..NetCfg::default()
         }
     }
 
