@@ -3395,7 +3395,15 @@ impl<'a> Socket<'a> {
                     && let Some(seg) = self.sb.get(i).copied()
                 {
                     let offset = seg.start - self.local_seq_no;
-                    let size = seg.data_len().min(effective_mss);
+                    let mut size = seg.data_len().min(effective_mss);
+                    // zt patch: no further than the peer's window (as Linux's
+                    // `__tcp_retransmit_skb`), which may have shrunk since the segment was
+                    // first sent; a segment at SND.UNA with no room at all goes whole, as a
+                    // window probe (`plan` picks no other).
+                    let win_right_edge = self.local_seq_no + self.remote_win_len;
+                    if win_right_edge > seg.start {
+                        size = size.min(win_right_edge - seg.start);
+                    }
                     repr.seq_number = seg.start;
                     repr.payload = self.tx_buffer.get_allocated(offset, size);
                     if seg.fin && repr.payload.len() == seg.data_len() {
@@ -11355,6 +11363,41 @@ mod test {
                 ..RECV_TEMPL
             }]
         );
+    }
+
+    /// A segment resent after the peer's window shrank is cut to the window (as Linux's
+    /// `__tcp_retransmit_skb`): only what fits, or the first segment whole if nothing does
+    /// (it probes the window). It went whole, past the window; a receiver drops the excess,
+    /// and with the FIN on it the receiver's FIN handling lost data (see
+    /// `test_fin_after_data_beyond_the_window_is_not_taken`).
+    #[test]
+    fn test_retransmission_is_cut_to_the_peer_window() {
+        let mut s = sack_socket();
+        s.send_slice(&[b'x'; 1000]).unwrap();
+        assert_eq!(drain(&mut s, 0).len(), 10);
+        // The first segment is lost; the receiver's buffer fills with the others, and its
+        // window shrinks to 50 bytes.
+        let base = LOCAL_SEQ + 1;
+        for r in [200, 300, 400] {
+            send(
+                &mut s,
+                Instant::from_millis(50),
+                &TcpRepr {
+                    seq_number: REMOTE_SEQ + 1,
+                    ack_number: Some(base),
+                    window_len: 50,
+                    sack_ranges: [
+                        Some(((base + 100).0 as u32, (base + r).0 as u32)),
+                        None,
+                        None,
+                    ],
+                    ..SEND_TEMPL
+                },
+            );
+        }
+        let resent = drain(&mut s, 50);
+        assert_eq!(resent, vec![(0, 50)], "the lost segment, cut to the window");
+        s.sb.check();
     }
 
     // =========================================================================================//
