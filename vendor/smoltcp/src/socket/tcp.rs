@@ -11949,7 +11949,17 @@ mod test {
         }
 
         fn run(&mut self) {
+            let mut steps = 0u64;
             loop {
+                steps += 1;
+                assert!(
+                    steps < 2_000_000,
+                    "too many steps (at {} µs, {} packets): A {} / B {}",
+                    self.now,
+                    self.packets,
+                    self.a.debug_sender(),
+                    self.b.debug_sender()
+                );
                 self.app();
                 self.egress();
                 if self.done() {
@@ -12022,6 +12032,11 @@ mod test {
         }
         cfg.no_cc = r.below(8) == 0;
         cfg.syn_mss = [None, None, None, Some(48), Some(100), Some(536)][r.below(6) as usize];
+        if cfg.no_cc && cfg.syn_mss == Some(48) {
+            // Thousands of 12-byte segments in flight: the scoreboard's linear scans make
+            // that quadratic (see the review notes), too slow for a sweep.
+            cfg.syn_mss = Some(100);
+        }
         cfg.nagle = r.below(3) != 0;
         cfg.ack_delay = r.below(3) != 0;
         cfg.keep_alive = r.below(6) == 0;
@@ -12093,6 +12108,9 @@ mod test {
         std::panic::set_hook(Box::new(|_| {}));
         let mut failures = Vec::new();
         for seed in from..from + n {
+            if std::env::var("ZT_SIM_PROGRESS").is_ok() {
+                std::eprintln!("seed {seed}");
+            }
             let cfg = random_cfg(seed);
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim(cfg)));
             if let Err(e) = r {
