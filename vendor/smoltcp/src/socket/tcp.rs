@@ -2651,12 +2651,16 @@ impl<'a> Socket<'a> {
         // Linux: it includes the peer's ACK delay); failing that, the timestamp echo (RFC
         // 7323) of an ACK of new data. The newest such segment gives the minimum RTT.
         //
-        // zt patch: none from the segments when the ACK also covers a retransmission (see
-        // `Delivery::retrans_acked`): they would measure how long the hole took to fill.
-        let clean = if d.retrans_acked {
-            (None, None)
-        } else {
-            (d.oldest_clean_us, d.newest_clean_us)
+        // zt patch: when the ACK also covers a retransmission, only from a segment sent after
+        // it (or with it: the hole held it back no longer than its own trip; see
+        // `Delivery::retrans_acked_xmit_us`): the others would measure how long the hole took
+        // to fill.
+        let clean = match d.retrans_acked_xmit_us {
+            None => (d.oldest_clean_us, d.newest_clean_us),
+            Some(r) => match d.newest_clean_us {
+                Some(t) if t >= r => (Some(t), Some(t)),
+                _ => (None, None),
+            },
         };
         if let Some(t) = clean.0 {
             self.rtte.sample(now_us - t);
@@ -11471,6 +11475,35 @@ mod test {
         );
         assert_eq!(s.state, State::Established);
         assert_eq!(s.info().srtt_us, 40_000, "passive open");
+    }
+
+    /// The other side of Karn's rule: segments first sent after the retransmission that an
+    /// ACK covers were not held back by the hole it filled, and give a true round trip. Without
+    /// them a path that reorders, with neither SACK nor timestamps (every reordering a
+    /// spurious fast retransmit, every cumulative ACK covering one), gave no sample at all.
+    #[test]
+    fn test_rtt_sample_from_segments_sent_after_the_retransmission() {
+        let mut s = sack_socket();
+        s.remote_has_sack = false;
+        s.send_slice(&[b'x'; 2000]).unwrap();
+        assert_eq!(drain(&mut s, 0).len(), 10);
+        // The first segment is late: three duplicate ACKs, a fast retransmit, and new data
+        // as proportional rate reduction lets it go.
+        let mut sent = Vec::new();
+        for _ in 0..6 {
+            ack_sack(&mut s, 50, 0, &[]);
+            sent.extend(drain(&mut s, 50));
+        }
+        let retx = sent.iter().position(|&s| s == (0, 100)).unwrap();
+        assert!(
+            sent[retx..].iter().any(|&(o, _)| o >= 1000),
+            "new data: {sent:?}"
+        );
+        assert_eq!(s.info().srtt_us, 0);
+        // One ACK covers it all, 10 ms later.
+        let end = sent.iter().map(|&(o, l)| o + l).max().unwrap();
+        ack_sack(&mut s, 60, end, &[]);
+        assert_eq!(s.info().srtt_us, 10_000);
     }
 
     // =========================================================================================//
