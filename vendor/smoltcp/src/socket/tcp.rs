@@ -2292,9 +2292,14 @@ impl<'a> Socket<'a> {
                     // Clear the remote endpoint, or we'll send an RST there.
                     self.set_state(State::Closed);
                     self.tuple = None;
-                } else if ack_len == 0 {
+                } else if ack_len == 0 && self.tx_buffer.is_empty() {
                     // Duplicate ACK; our FIN has not been acknowledged.
                     // Per RFC 9293 (3.10.7.4), send a challenge ACK.
+                    //
+                    // zt patch: only when the FIN is all that is outstanding (what RFC 9293
+                    // assumes of LAST-ACK). With data outstanding, a duplicate ACK carries SACK
+                    // blocks and window updates as in the other states: dropped, there was
+                    // no loss recovery in LAST-ACK and an opened window stayed closed.
                     return self.challenge_ack_reply(cx, ip_repr, repr);
                 }
                 // Partial ACK: fall through to advance SND.UNA normally.
@@ -11504,6 +11509,57 @@ mod test {
         let end = sent.iter().map(|&(o, l)| o + l).max().unwrap();
         ack_sack(&mut s, 60, end, &[]);
         assert_eq!(s.info().srtt_us, 10_000);
+    }
+
+    /// In LAST-ACK with data still outstanding (the application closed after the peer's FIN,
+    /// with a response in flight), a duplicate ACK is the usual carrier of SACK blocks and
+    /// window updates. It got a challenge ACK and was dropped (smoltcp-rs/smoltcp#1126, for
+    /// the case where only the FIN is outstanding): no fast recovery, no RACK, and a window
+    /// that opened stayed closed until a zero-window probe (a random run crawled at 70
+    /// bytes/s through a 1 kB receive window).
+    #[test]
+    fn test_last_ack_with_data_outstanding_processes_duplicate_acks() {
+        let mut s = sack_socket();
+        s.send_slice(&[b'x'; 1000]).unwrap();
+        assert_eq!(drain(&mut s, 0).len(), 10);
+        let base = LOCAL_SEQ + 1;
+        send(
+            &mut s,
+            Instant::from_millis(10),
+            &TcpRepr {
+                control: TcpControl::Fin,
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(base),
+                window_len: 65535,
+                ..SEND_TEMPL
+            },
+        );
+        assert_eq!(s.state, State::CloseWait);
+        s.close();
+        assert_eq!(s.state, State::LastAck);
+        let fin = drain(&mut s, 10);
+        assert_eq!(fin, vec![(1000, 0)], "the FIN");
+        // The first segment is lost; the peer reports the others.
+        let mut resent = Vec::new();
+        for r in [200, 300, 400] {
+            send(
+                &mut s,
+                Instant::from_millis(50),
+                &TcpRepr {
+                    seq_number: REMOTE_SEQ + 2,
+                    ack_number: Some(base),
+                    window_len: 65535,
+                    sack_ranges: [
+                        Some(((base + 100).0 as u32, (base + r).0 as u32)),
+                        None,
+                        None,
+                    ],
+                    ..SEND_TEMPL
+                },
+            );
+            resent.extend(drain(&mut s, 50));
+        }
+        assert_eq!(resent, vec![(0, 100)], "fast retransmit in LAST-ACK");
     }
 
     // =========================================================================================//
