@@ -2630,12 +2630,15 @@ impl<'a> Socket<'a> {
             && matches!(repr.control, TcpControl::None | TcpControl::Psh)
             && !is_window_update
             && !self.sb.is_empty();
+        // zt patch: what the duplicate ACK stands for, apart (see the window's growth below).
+        let mut dup_delivered = 0;
         if dup_ack {
             self.rec.dupacks = self.rec.dupacks.saturating_add(1);
             self.local_rx_dup_acks = self.local_rx_dup_acks.saturating_add(1);
             if !self.remote_has_sack {
                 // Each duplicate ACK stands for a segment that left the network.
                 d.delivered += mss;
+                dup_delivered = mss;
             }
         } else {
             self.rec.dupacks = 0;
@@ -2817,12 +2820,16 @@ impl<'a> Socket<'a> {
                     .prr_sndcnt(pipe, d.delivered, ssthresh, mss, newly_lost);
                 cc.set_window(pipe + sndcnt);
             }
-        } else if d.delivered > 0 && !exited {
+        } else if d.delivered > dup_delivered && !exited {
             // (RFC 6937: the window is the threshold when recovery ends, not more.)
+            //
+            // zt patch: by what was acknowledged, not by duplicate ACKs (RFC 5681 3.1: ACKs
+            // "that cumulatively acknowledge new data"); the bytes a duplicate ACK stands for
+            // are acknowledged again when the hole fills.
             let cc = self.congestion_controller.inner_mut();
             let cwnd = cc.window();
             let limited = self.rec.is_cwnd_limited(cwnd, cwnd < cc.ssthresh());
-            cc.on_ack(now, d.delivered, &self.rtte, limited);
+            cc.on_ack(now, d.delivered - dup_delivered, &self.rtte, limited);
         }
 
         // Pacing, from the window and the smoothed RTT.
@@ -11560,6 +11567,26 @@ mod test {
             resent.extend(drain(&mut s, 50));
         }
         assert_eq!(resent, vec![(0, 100)], "fast retransmit in LAST-ACK");
+    }
+
+    /// Without SACK, a duplicate ACK counts as a segment delivered for proportional rate
+    /// reduction (RFC 6937), but it acknowledges no new data: the window must not grow on it
+    /// (RFC 5681 3.1: by ACKs "that cumulatively acknowledge new data"). It grew by a segment
+    /// per duplicate ACK in the open state (each reordering below the threshold, every
+    /// pure-ACK the peer repeats), and the same bytes counted again when the cumulative ACK
+    /// came.
+    #[test]
+    fn test_duplicate_acks_do_not_grow_the_window() {
+        let mut s = sack_socket();
+        s.remote_has_sack = false;
+        s.send_slice(&[b'x'; 1000]).unwrap();
+        assert_eq!(drain(&mut s, 0).len(), 10);
+        ack_sack(&mut s, 50, 100, &[]);
+        let cwnd = s.info().cwnd;
+        ack_sack(&mut s, 51, 100, &[]);
+        ack_sack(&mut s, 52, 100, &[]);
+        assert_eq!(s.info().cwnd, cwnd, "two duplicate ACKs");
+        assert_eq!(s.rec.state, CaState::Open);
     }
 
     // =========================================================================================//
