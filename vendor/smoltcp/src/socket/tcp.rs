@@ -2614,8 +2614,12 @@ impl<'a> Socket<'a> {
         if d.reordered {
             self.rec.reordering_seen = true;
         }
-        // zt patch: how much later than the reference round trip a late segment came.
-        if let Some(first) = d.late_first_xmit_us {
+        // zt patch: how much later than the reference round trip a late segment came. Not
+        // after a timeout: it marks every segment lost at once, and those that had arrived
+        // (all but the hole) were never late.
+        if let Some(first) = d.late_first_xmit_us
+            && self.rec.state != CaState::Loss
+        {
             let extent = now_us - first - self.rec.rack_rtt_us;
             if extent > 0 {
                 self.rec.on_late_delivery(extent);
@@ -11587,6 +11591,40 @@ mod test {
         ack_sack(&mut s, 52, 100, &[]);
         assert_eq!(s.info().cwnd, cwnd, "two duplicate ACKs");
         assert_eq!(s.rec.state, CaState::Open);
+    }
+
+    /// A retransmission timeout marks every segment lost at once; those behind the first
+    /// that did arrive are then cumulatively acknowledged "before being resent", which the
+    /// reordering measure (`Delivery::late_first_xmit_us`) took for a hole filled late by
+    /// the original: after any timeout whose first segment was really lost, the path counted
+    /// as reordering by about the RTO, and RACK's window went to SRTT for sixteen recoveries.
+    #[test]
+    fn test_a_timeout_is_not_taken_for_reordering() {
+        let mut s = sack_socket();
+        s.send_slice(&[b'x'; 100]).unwrap();
+        assert_eq!(drain(&mut s, 0), vec![(0, 100)]);
+        ack_sack(&mut s, 50, 100, &[]);
+        // Ten segments; the first is lost, and so are the ACKs of the others.
+        s.send_slice(&[b'x'; 1000]).unwrap();
+        let mut sent = 0;
+        for t in 50..100 {
+            sent += drain(&mut s, t).len();
+        }
+        assert_eq!(sent, 10);
+        let mut t = 100;
+        while s.info().timeouts == 0 && t < 5000 {
+            t += 1;
+            drain(&mut s, t);
+        }
+        assert_eq!(s.info().timeouts, 1);
+        // The first segment's retransmission arrives: everything is acknowledged.
+        ack_sack(&mut s, t + 50, 1100, &[]);
+        assert!(s.sb.is_empty());
+        assert!(
+            !s.rec.reordering_seen && s.rec.reo_extent_us == 0,
+            "reordering of {} µs",
+            s.rec.reo_extent_us
+        );
     }
 
     // =========================================================================================//
