@@ -12270,6 +12270,13 @@ mod test {
                 cfg.jitter_us = cfg.jitter_us.min(cfg.delay_us / 10);
             }
         }
+        // A receiver that lies about its window, and a sender without a controller that
+        // believes it: tens of kilobytes past the real window, all resent after the timeout,
+        // and (without timestamps) no round-trip sample to end the back-off until they are
+        // through. Not what this sweep is after either.
+        if cfg.no_cc {
+            cfg.hostile_window = 0.0;
+        }
         if cfg.no_cc && cfg.syn_mss == Some(48) {
             // Thousands of 12-byte segments in flight: the scoreboard's linear scans make
             // that quadratic (see the review notes), too slow for a sweep.
@@ -12318,10 +12325,10 @@ mod test {
         }
     }
 
-    /// Seeds from ZT_SIM_FROM (default 0), ZT_SIM_SEEDS of them (default 200); ZT_SIM_SEED
-    /// runs one (ZT_SIM_TRACE prints its packets).
+    /// Seeds from ZT_SIM_FROM (default 0), ZT_SIM_SEEDS of them (default 40: a few seconds;
+    /// 10 000 pass, in about 11 minutes); ZT_SIM_SEED runs one (ZT_SIM_TRACE prints its
+    /// packets, ZT_SIM_PROGRESS each seed's number).
     #[test]
-    #[ignore = "zt review: finds the bugs fixed in the following commits; enabled once they are"]
     fn test_zt_review_sim_sweep() {
         let from: u64 = std::env::var("ZT_SIM_FROM")
             .ok()
@@ -12330,7 +12337,7 @@ mod test {
         let n: u64 = std::env::var("ZT_SIM_SEEDS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(200);
+            .unwrap_or(40);
         if let Some(seed) = std::env::var("ZT_SIM_SEED")
             .ok()
             .and_then(|v| v.parse().ok())
