@@ -105,6 +105,10 @@ pub(super) struct Recovery {
 
     /// When the sender last had nothing in flight (µs), for CUBIC's idle handling.
     pub idle_since_us: Option<i64>,
+
+    /// zt patch: when the SYN (or SYN|ACK) was first sent (µs), for a round-trip sample
+    /// from the handshake.
+    pub syn_xmit_us: Option<i64>,
 }
 
 impl Default for Recovery {
@@ -142,6 +146,7 @@ impl Default for Recovery {
             pacing_rate: 0,
             next_send_us: 0,
             idle_since_us: None,
+            syn_xmit_us: None,
         }
     }
 }

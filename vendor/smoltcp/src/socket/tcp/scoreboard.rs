@@ -91,6 +91,15 @@ pub(super) struct Delivery {
     /// below `fack` without having been marked, proves nothing of the sort: receivers report
     /// three blocks at a time, and report old ones late.)
     pub late_first_xmit_us: Option<i64>,
+    /// zt patch: the latest (re)transmission among the retransmitted segments cumulatively
+    /// acknowledged. The segments sent before it may have arrived long before the
+    /// acknowledgement (held back by the hole it filled), so none of them gives a round-trip
+    /// sample (Karn's rule; Linux's `FLAG_RETRANS_DATA_ACKED`); those sent after it do.
+    pub retrans_acked_xmit_us: Option<i64>,
+    /// zt patch: a retransmitted segment was cumulatively acknowledged for an earlier copy
+    /// (`valid` says no: the timestamp echo predates the last transmission). The echo then
+    /// measures the time since that copy, back-offs included: no round-trip sample from it.
+    pub stale_echo: bool,
 }
 
 impl Delivery {
@@ -99,6 +108,15 @@ impl Delivery {
         self.delivered_segs += 1;
         if seg.state == SegState::Lost {
             self.lost_delivered = true;
+        }
+        if cumulative && seg.retransmitted {
+            self.retrans_acked_xmit_us = Some(
+                self.retrans_acked_xmit_us
+                    .map_or(seg.xmit_us, |t| t.max(seg.xmit_us)),
+            );
+            if !valid(seg) {
+                self.stale_echo = true;
+            }
         }
         let late = cumulative
             && if seg.retransmitted {
