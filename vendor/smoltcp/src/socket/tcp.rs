@@ -2182,6 +2182,16 @@ impl<'a> Socket<'a> {
                                 self.rx_dsack = Some((segment_start, segment_end));
                             }
                             self.info.rx_duplicates += 1;
+                            // zt patch: a duplicate's TSval becomes TS.Recent (it starts at or
+                            // before the last ACK sent, RFC 7323 4.3; Linux and FreeBSD take
+                            // it too): the sender resent it because our ACK was lost, and an
+                            // echo of the original's TSval would give it a round trip that
+                            // includes its timeout.
+                            if let Some(ts) = repr.timestamp
+                                && ts.tsval.wrapping_sub(self.last_remote_tsval) as i32 > 0
+                            {
+                                self.last_remote_tsval = ts.tsval;
+                            }
                         }
                         return Some(self.ack_reply(cx.now(), ip_repr, repr));
                     }
@@ -2854,6 +2864,7 @@ impl<'a> Socket<'a> {
         {
             let ms = self.tsval_at_us(now_us).wrapping_sub(ecr) as i32;
             if (0..60_000).contains(&ms) {
+                // A millisecond tick: the middle of it.
                 self.rtte.sample(i64::from(ms) * 1000);
             }
         } else if syn_acked
@@ -3015,7 +3026,7 @@ impl<'a> Socket<'a> {
         // Pacing, from the window and the smoothed RTT.
         let cc = self.congestion_controller.inner();
         self.rec
-            .update_pacing(cc.window(), pipe, cc.ssthresh(), self.rtte.srtt_us);
+            .update_pacing(now_us, cc.window(), pipe, cc.ssthresh(), self.rtte.srtt_us);
 
         if advanced {
             // RFC 6298 (5.3): an ACK of new data restarts the retransmission timer.
@@ -3174,6 +3185,28 @@ impl<'a> Socket<'a> {
             .rev()
             .find(|&i| self.sb.get(i).is_some_and(|s| s.state != SegState::Sacked))
             .map(Some)
+    }
+
+    /// zt patch: the restart window (RFC 5681 4.1, as Linux's `tcp_cwnd_restart`): a sender
+    /// idle for longer than its retransmission timeout no longer knows the path, and its old
+    /// window would go out as one burst; the window halves for each timeout's worth of idle
+    /// time, down to the initial window.
+    fn restart_after_idle(&mut self, idle_us: i64) {
+        let rto = self.rtte.retransmission_timeout().total_micros() as i64;
+        if rto <= 0 || idle_us <= rto {
+            return;
+        }
+        let halvings = u32::try_from(idle_us / rto).unwrap_or(u32::MAX).min(30);
+        let iw = congestion::INITIAL_WINDOW_SEGMENTS * self.remote_mss;
+        let cc = self.congestion_controller.inner_mut();
+        let cwnd = cc.window();
+        if cwnd == usize::MAX {
+            return;
+        }
+        let restart = (cwnd >> halvings).max(iw);
+        if restart < cwnd {
+            cc.set_window(restart);
+        }
     }
 
     /// zt patch: whether a tail loss probe may be scheduled (RFC 8985 7.2), or a probe in fast
@@ -3603,7 +3636,11 @@ impl<'a> Socket<'a> {
 
                 // zt patch: a segment marked lost (or the last one, for a tail loss probe)
                 // goes again before any new data (see `plan`).
-                let plan = self.plan(cx, false).unwrap_or(Plan::New);
+                // zt patch: pacing holds data back even when something else (an ACK, a window
+                // update) has the socket send now: no data rides along before its time.
+                let planned = self.plan(cx, true);
+                let paced_out = planned.is_none();
+                let plan = planned.unwrap_or(Plan::New);
                 let again = match plan {
                     Plan::Retransmit(i) => Some(i),
                     Plan::Probe => self.probe_target().flatten(),
@@ -3692,7 +3729,9 @@ impl<'a> Socket<'a> {
                         .unwrap_or(effective_mss)
                     };
 
-                    let size = if is_zero_window_probe || plan == Plan::Probe {
+                    let size = if paced_out && !is_zero_window_probe {
+                        0
+                    } else if is_zero_window_probe || plan == Plan::Probe {
                         // Zero-window probes are exempt from the congestion window: they
                         // are sent precisely when normal transmission is impossible, and
                         // an empty segment elicits no reply, so capping the probe to a
@@ -3845,6 +3884,7 @@ impl<'a> Socket<'a> {
         }
         // zt patch: the scoreboard learns of every data or FIN segment; retransmissions count
         // towards an undo, and everything sent towards pacing and proportional rate reduction.
+        let mut idle_for = None;
         if probe.is_some() && seg_len == 0 {
             // Nothing went out for the probe after all: do not try again and again.
             self.rec.probe_pending = false;
@@ -3867,6 +3907,7 @@ impl<'a> Socket<'a> {
                     self.congestion_controller
                         .inner_mut()
                         .on_idle_restart(now, Instant::from_micros(idle));
+                    idle_for = Some(now_us - idle);
                 }
                 self.sb.push(
                     repr.seq_number,
@@ -3915,6 +3956,10 @@ impl<'a> Socket<'a> {
                 let rto = self.rtte.retransmission_timeout();
                 self.timer.set_for_retransmit(now, rto);
             }
+        }
+
+        if let Some(idle) = idle_for {
+            self.restart_after_idle(idle);
         }
 
         if self.state == State::Closed {
@@ -11434,6 +11479,89 @@ mod test {
             "{pa:?} {}",
             s.debug_sender()
         );
+    }
+
+    #[test]
+    fn test_after_an_idle_spell_the_window_restarts() {
+        let mut s = sack_socket();
+        s.set_congestion_control(CongestionControl::Cubic);
+        s.congestion_controller.inner_mut().set_mss(100);
+        // Grow the window well past the initial one, then go idle.
+        let mut t = 0;
+        let mut acked = 0;
+        for _ in 0..6 {
+            s.send_slice(&[b'x'; 2000]).unwrap();
+            let mut sent = 0;
+            for _ in 0..20 {
+                sent += drain(&mut s, t).iter().map(|&(_, l)| l).sum::<usize>();
+                t += 1;
+            }
+            acked += sent;
+            t += 10;
+            ack_sack(&mut s, t, acked, &[]);
+        }
+        let grown = s.info().cwnd;
+        assert!(grown > 2000, "{grown}");
+        // Five seconds idle (many RTOs): the window is back to the initial ten segments.
+        t += 5_000;
+        s.send_slice(&[b'y'; 3000]).unwrap();
+        let mut burst = 0;
+        for _ in 0..30 {
+            burst += drain(&mut s, t).len();
+            t += 1;
+        }
+        assert!(burst <= 11, "{burst} segments after idling");
+        assert!(s.info().cwnd <= 1000);
+    }
+
+    #[test]
+    fn test_an_ack_carries_no_data_before_pacing_allows() {
+        let mut s = sack_socket();
+        s.set_congestion_control(CongestionControl::Cubic);
+        s.congestion_controller.inner_mut().set_mss(100);
+        s.send_slice(&[b'x'; 100]).unwrap();
+        assert_eq!(drain(&mut s, 0).len(), 1);
+        ack_sack(&mut s, 100, 100, &[]);
+        s.send_slice(&[b'x'; 1000]).unwrap();
+        // The first segment goes; pacing holds the next for ~5 ms.
+        assert_eq!(drain(&mut s, 100).len(), 1);
+        // The peer sends data: our ACK for it must not carry a paced segment along.
+        send(
+            &mut s,
+            Instant::from_millis(101),
+            &TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 200),
+                window_len: 65535,
+                payload: &b"zz"[..],
+                ..SEND_TEMPL
+            },
+        );
+        s.cx.set_now(Instant::from_millis(101));
+        let mut out = Vec::new();
+        let _ = s.socket.dispatch(&mut s.cx, |_, _, (_, tcp)| {
+            out.push((tcp.payload.len(), tcp.ack_number));
+            Ok::<(), ()>(())
+        });
+        assert_eq!(out, vec![(0, Some(REMOTE_SEQ + 1 + 2))]);
+    }
+
+    #[test]
+    fn test_a_duplicate_segment_sets_ts_recent() {
+        let mut s = sack_socket();
+        s.set_timestamps(true);
+        let seg = |tsval: u32| TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload: &b"abc"[..],
+            timestamp: Some(TcpTimestampRepr::new(tsval, 0)),
+            ..SEND_TEMPL
+        };
+        send(&mut s, Instant::from_millis(1000), &seg(10));
+        assert_eq!(s.last_remote_tsval, 10);
+        // Our ACK was lost; the peer resends: the answer echoes the resent segment's TSval.
+        let reply = send(&mut s, Instant::from_millis(1300), &seg(310)).unwrap();
+        assert_eq!(reply.timestamp.map(|t| t.tsecr), Some(310));
     }
 
     // =========================================================================================//

@@ -274,7 +274,18 @@ impl Recovery {
     }
 
     /// Linux's pacing rate: twice the window per round trip in slow start, 1.2 times after.
-    pub fn update_pacing(&mut self, cwnd: usize, in_flight: usize, ssthresh: usize, srtt_us: i64) {
+    /// At `now_us`. The next transmission is never scheduled more than a round trip ahead: a
+    /// schedule made at a far lower rate (after a spell of inflated round trips) would
+    /// otherwise hold the next segment back long after the path had sped up, and at any rate
+    /// this sender uses one segment's gap is shorter than a round trip.
+    pub fn update_pacing(
+        &mut self,
+        now_us: i64,
+        cwnd: usize,
+        in_flight: usize,
+        ssthresh: usize,
+        srtt_us: i64,
+    ) {
         if srtt_us <= 0 || cwnd == usize::MAX {
             self.pacing_rate = 0;
             return;
@@ -282,7 +293,8 @@ impl Recovery {
         let ratio: u128 = if cwnd < ssthresh / 2 { 200 } else { 120 };
         let bytes = cwnd.max(in_flight) as u128;
         let rate = bytes * ratio * 1_000_000 / 100 / srtt_us.max(1) as u128;
-        self.pacing_rate = rate.min(u128::from(u64::MAX)) as u64;
+        self.pacing_rate = rate.clamp(1, u128::from(u64::MAX)) as u64;
+        self.next_send_us = self.next_send_us.min(now_us.saturating_add(srtt_us));
     }
 
     /// Whether the window limited sending in this round or the last (RFC 7661): only then
@@ -351,7 +363,7 @@ mod test {
     #[test]
     fn pacing_spaces_segments_and_allows_a_quantum_after_idle() {
         let mut r = Recovery::default();
-        r.update_pacing(100_000, 0, usize::MAX, 100_000);
+        r.update_pacing(0, 100_000, 0, usize::MAX, 100_000);
         // 100 kB per 100 ms, twice in slow start: 2 MB/s; 1000 bytes every 500 µs.
         assert_eq!(r.pacing_rate, 2_000_000);
         r.next_send_us = 0;
@@ -363,5 +375,9 @@ mod test {
         r.on_paced_send(10_000_000, 1000);
         assert!(!r.pacing_allows(10_000_000));
         assert!(r.pacing_allows(10_000_500));
+        // Never more than a round trip ahead.
+        r.next_send_us = 20_000_000;
+        r.update_pacing(10_000_000, 400_000, 0, usize::MAX, 100_000);
+        assert_eq!(r.next_send_us, 10_100_000);
     }
 }

@@ -168,6 +168,10 @@ pub(super) struct Scoreboard {
     /// Segments whose state is Sacked (merged entries count as one per original segment is
     /// not tracked; this counts entries).
     sacked_entries: u32,
+    /// A sequence number at or before the first Lost segment (where `first_lost` starts
+    /// looking: with thousands of segments in flight, a scan from the front on every
+    /// transmission of a recovery was quadratic).
+    lost_hint: Option<TcpSeqNumber>,
 }
 
 impl Scoreboard {
@@ -178,6 +182,7 @@ impl Scoreboard {
         self.lost = 0;
         self.lost_segs = 0;
         self.sacked_entries = 0;
+        self.lost_hint = None;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -258,6 +263,12 @@ impl Scoreboard {
         let seg = self.segs[i];
         if seg.state == state {
             return;
+        }
+        if state == SegState::Lost {
+            self.lost_hint = Some(match self.lost_hint {
+                Some(h) if h <= seg.start => h,
+                _ => seg.start,
+            });
         }
         self.remove(&seg, seg.len as usize);
         self.segs[i].state = state;
@@ -430,7 +441,10 @@ impl Scoreboard {
         if self.lost_segs == 0 {
             return None;
         }
-        self.segs.iter().position(|s| s.state == SegState::Lost)
+        let from = self.lost_hint.and_then(|h| self.find(h)).unwrap_or(0);
+        (from..self.segs.len())
+            .find(|&i| self.segs[i].state == SegState::Lost)
+            .or_else(|| (0..from).find(|&i| self.segs[i].state == SegState::Lost))
     }
 
     /// Marks segment `i` lost (if it was in flight).
@@ -452,6 +466,7 @@ impl Scoreboard {
 
     /// Puts segments marked lost back in flight (a retransmission proved spurious).
     pub fn unmark_lost(&mut self) {
+        self.lost_hint = None;
         if self.lost_segs == 0 {
             return;
         }
@@ -465,6 +480,7 @@ impl Scoreboard {
     /// Records that (the first `len` of) segment `i` was retransmitted at `now_us`: it is in
     /// flight again. A segment longer than `len` is split first. Returns the segment as resent.
     pub fn retransmitted(&mut self, i: usize, len: usize, now_us: i64) -> Seg {
+        let was_first = self.first_lost() == Some(i);
         let seg = self.segs[i];
         if len > 0 && len < seg.len as usize {
             self.split(i, seg.start + len);
@@ -473,7 +489,12 @@ impl Scoreboard {
         let seg = &mut self.segs[i];
         seg.xmit_us = now_us;
         seg.retransmitted = true;
-        *seg
+        let seg = *seg;
+        if was_first {
+            // Nothing before it is lost: the next search starts after it.
+            self.lost_hint = Some(seg.end());
+        }
+        seg
     }
 
     /// RACK's loss detection (RFC 8985 6.2, `RACK_detect_loss`): every segment not delivered
@@ -510,6 +531,13 @@ impl Scoreboard {
                 marked += seg.len as usize;
             } else {
                 wait = Some(wait.map_or(remaining, |w| w.max(remaining)));
+                // Every segment further on was sent later (never-retransmitted ones in order,
+                // retransmitted ones later still): none is due either. The timer fires for
+                // this one, and the next pass goes on from there. (Without this break each ACK
+                // of a recovery scanned the whole window: quadratic with many segments.)
+                if !seg.retransmitted {
+                    break;
+                }
             }
         }
         (marked, wait)
@@ -537,6 +565,13 @@ impl Scoreboard {
                     se += 1;
                 }
             }
+        }
+        if let Some(first) = self.segs.iter().find(|s| s.state == SegState::Lost) {
+            assert!(
+                self.lost_hint
+                    .is_none_or(|h| h <= first.start || self.find(h).is_none()),
+                "the lost hint is past the first lost segment"
+            );
         }
         assert_eq!(
             (f, s, l, ls, se),
