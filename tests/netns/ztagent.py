@@ -128,6 +128,7 @@ class Agent:
                         digest.update(view[:n])
                     report["bytes"] += n
                     gaps.note()
+                report["receiver_tcp_info"] = tcp_info(conn)
                 if digest is not None:
                     conn.settimeout(deadline.bound(timeout))
                     conn.sendall(digest.digest())
@@ -462,7 +463,7 @@ class Agent:
 
 
 def tcp_info(s: zsock.socket) -> Json | None:
-    """The sender's TCP figures (``zt.socket.tcp_info``), if the socket still has them."""
+    """A connection's TCP figures (``zt.socket.tcp_info``), if the socket still has them."""
     try:
         return s.tcp_info()
     except OSError:

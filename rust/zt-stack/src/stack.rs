@@ -316,19 +316,6 @@ impl NetStack {
         self.dev.heard(&tuple(local_port, remote))
     }
 
-    #[doc(hidden)]
-    pub fn sockets_debug(&mut self) -> Vec<(SocketHandle, String)> {
-        self.sockets
-            .iter()
-            .filter_map(|(h, s)| match s {
-                smoltcp::socket::Socket::Tcp(t) => {
-                    Some((h, format!("{} {:?}", t.debug_sender(), t.info())))
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
     /// A UDP socket.
     pub fn udp(&mut self, h: SocketHandle) -> &mut udp::Socket<'static> {
         self.sockets.get_mut::<udp::Socket<'static>>(h)
