@@ -108,6 +108,18 @@ impl Identity {
         }
     }
 
+    /// An identity from an address and a key pair, not validated: the address need not derive
+    /// from the key (so [`Identity::validate`] may fail). For tools and tests that play a
+    /// hostile or broken peer.
+    #[must_use]
+    pub fn from_key_pair_unchecked(address: Address, key_pair: KeyPair) -> Self {
+        Self {
+            address,
+            public: *key_pair.public(),
+            secret: Some(key_pair),
+        }
+    }
+
     /// The address.
     #[must_use]
     pub fn address(&self) -> Address {

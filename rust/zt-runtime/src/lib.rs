@@ -25,6 +25,7 @@ pub mod stacks;
 pub mod state;
 pub mod store;
 pub mod udp;
+mod validator;
 
 pub use events::{EventCode, NodeEvent, Subscription};
 pub use runtime::{Lifecycle, NodeRuntime, RuntimeOptions};

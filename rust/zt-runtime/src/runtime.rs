@@ -1007,6 +1007,8 @@ struct Outputs {
     planet_in_roots: bool,
     store_errors: u64,
     send_errors: u64,
+    /// Validates new peers' identities off this thread.
+    validator: crate::validator::Validator,
 }
 
 impl Outputs {
@@ -1028,6 +1030,13 @@ impl Outputs {
             while let Some(op) = node.poll_store() {
                 progress = true;
                 self.execute(shared, op);
+            }
+            while let Some(id) = node.poll_identity_check() {
+                self.validator.submit(id);
+            }
+            for (id, valid) in self.validator.results() {
+                progress = true;
+                node.handle_identity_checked(now, &id, valid);
             }
             while let Some(f) = node.poll_frame() {
                 progress = true;
@@ -1322,6 +1331,7 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         planet_in_roots: loaded.planet_in_roots,
         store_errors: 0,
         send_errors: 0,
+        validator: crate::validator::Validator::start(waker.clone()),
     };
     log::info!(
         target: "zt.node",

@@ -420,6 +420,12 @@ impl Sim {
                     h.frames.push_back(f);
                 }
                 let mut sent = false;
+                // Identities are validated at once (the runtime does it on another thread).
+                while let Some(id) = h.node.poll_identity_check() {
+                    let valid = id.validate().is_ok();
+                    h.node.handle_identity_checked(self.now, &id, valid);
+                    sent = true;
+                }
                 while let Some(t) = self.hosts[i].node.poll_transmit() {
                     sent = true;
                     self.send(i, t.to, t.data, t.ttl);

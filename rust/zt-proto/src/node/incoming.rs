@@ -4,9 +4,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::peer::{LocalSocket, Peer, RemoteVersion, usable_endpoint};
 use super::{
-    DropReason, ECHO_GATE_MS, Event, FRAGMENT_SETS, FRAGMENT_SETS_PER_SOURCE, FragmentSet,
-    IDENTITY_GATE_MS, Node, PUSH_INTERVAL_DIRECT_MS, PUSH_INTERVAL_RELAYED_MS, QUEUE_SIZE,
-    UNITE_INTERVAL_MS,
+    DropReason, ECHO_GATE_MS, Event, FRAGMENT_SETS, FRAGMENT_SETS_PER_SOURCE, FragmentSet, Node,
+    PUSH_INTERVAL_DIRECT_MS, PUSH_INTERVAL_RELAYED_MS, QUEUE_SIZE, UNITE_INTERVAL_MS, Validating,
+    budget,
 };
 use crate::address::Address;
 use crate::identity::Identity;
@@ -455,8 +455,8 @@ impl Node {
     ) {
         let src = packet::source(&p);
         let mut r = Reader::new(p.get(packet::IDX_PAYLOAD..).unwrap_or(&[]));
-        let (Ok(proto), Ok(major), Ok(minor), Ok(revision), Ok(timestamp)) =
-            (r.u8(), r.u8(), r.u8(), r.u16(), r.u64())
+        // Protocol, version (major, minor, revision) and timestamp: read again when answered.
+        let (Ok(proto), Ok(_), Ok(_), Ok(_), Ok(_)) = (r.u8(), r.u8(), r.u8(), r.u16(), r.u64())
         else {
             return self.drop_input(DropReason::Malformed);
         };
@@ -470,6 +470,7 @@ impl Node {
             return self.drop_input(DropReason::BadIdentity);
         }
         let already_dearmored = packet::cipher_bits(&p) != 0;
+        let mut learned = false;
         match self.peers.get(&src) {
             Some(peer) => {
                 if peer.identity != identity {
@@ -479,35 +480,116 @@ impl Node {
                     return self.drop_input(DropReason::BadMac);
                 }
             }
+            // A HELLO comes in the clear (or is dropped before this for a peer not known).
+            None if already_dearmored => return self.drop_input(DropReason::Malformed),
             None => {
-                let bucket = rate_gate_bucket(&from);
-                if self
-                    .identity_gate
-                    .get(&bucket)
-                    .is_some_and(|t| now.since(*t) < IDENTITY_GATE_MS)
-                {
+                if self.validating.contains_key(&src) {
+                    return self.drop_input(DropReason::AwaitingValidation);
+                }
+                // The cheap gates first (see `budget`): a verdict on this very identity, then
+                // the budgets, and only then public-key work.
+                let validated = match self.budgets.verdict(&identity) {
+                    Some(budget::Verdict::Invalid) => {
+                        return self.drop_input(DropReason::BadIdentity);
+                    }
+                    Some(budget::Verdict::Valid) => true,
+                    None => false,
+                };
+                if self.budgets.admit(now, rate_gate_bucket(&from)).is_err() {
                     return self.drop_input(DropReason::RateLimited);
                 }
                 let Ok(shared) = self.identity.agree(&identity) else {
-                    return;
+                    return self.drop_input(DropReason::BadIdentity);
                 };
                 let keys = PeerKeys::new(&shared);
                 if packet::dearmor(&mut p, &keys).is_err() {
                     return self.drop_input(DropReason::BadMac);
                 }
-                self.identity_gate.insert(bucket, now);
-                if identity.validate().is_err() {
-                    return self.drop_input(DropReason::BadIdentity);
+                if !validated {
+                    if self.validating.len() >= budget::VALIDATIONS_PENDING
+                        || !self.budgets.admit_validation(now)
+                    {
+                        return self.drop_input(DropReason::RateLimited);
+                    }
+                    self.identity_checks.push_back(identity.to_public());
+                    self.validating.insert(
+                        src,
+                        Validating {
+                            identity: identity.to_public(),
+                            keys,
+                            local,
+                            from,
+                            packet: p,
+                            since: now,
+                        },
+                    );
+                    return;
                 }
                 self.peers
                     .insert(src, Peer::new(identity.to_public(), keys));
-                self.flush_rx_queue(now, src);
+                learned = true;
             }
         }
-        if !already_dearmored && !self.replay.insert(packet::packet_id(&p)) {
+        self.answer_hello(now, local, from, p, !already_dearmored);
+        if learned {
+            self.flush_rx_queue(now, src);
+        }
+    }
+
+    /// The result of validating `identity` ([`Node::poll_identity_check`]): a HELLO from a
+    /// valid identity is answered and its peer learned; an invalid one is dropped and
+    /// remembered. Results for identities no longer waiting are ignored.
+    pub fn handle_identity_checked(&mut self, now: Timestamp, identity: &Identity, valid: bool) {
+        let src = identity.address();
+        if self
+            .validating
+            .get(&src)
+            .is_none_or(|v| v.identity != *identity)
+        {
+            return;
+        }
+        let Some(v) = self.validating.remove(&src) else {
+            return;
+        };
+        if !valid {
+            self.budgets.remember(v.identity, budget::Verdict::Invalid);
+            return self.drop_input(DropReason::BadIdentity);
+        }
+        self.budgets
+            .remember(v.identity.clone(), budget::Verdict::Valid);
+        match self.peers.get(&src) {
+            // Learned meanwhile (from a root's answer to a WHOIS): the same identity, or not.
+            Some(peer) if peer.identity != v.identity => {
+                return self.drop_input(DropReason::IdentityCollision);
+            }
+            Some(_) => {}
+            None => {
+                self.peers.insert(src, Peer::new(v.identity, v.keys));
+            }
+        }
+        self.answer_hello(now, v.local, v.from, v.packet, true);
+        self.flush_rx_queue(now, src);
+    }
+
+    /// Answers a HELLO (dearmored, from a known peer) with OK(HELLO) and learns what it says.
+    fn answer_hello(
+        &mut self,
+        now: Timestamp,
+        local: LocalSocket,
+        from: SocketAddr,
+        p: Vec<u8>,
+        check_replay: bool,
+    ) {
+        let src = packet::source(&p);
+        let mut r = Reader::new(p.get(packet::IDX_PAYLOAD..).unwrap_or(&[]));
+        let (Ok(proto), Ok(major), Ok(minor), Ok(revision), Ok(timestamp)) =
+            (r.u8(), r.u8(), r.u8(), r.u16(), r.u64())
+        else {
+            return self.drop_input(DropReason::Malformed);
+        };
+        if check_replay && !self.replay.insert(packet::packet_id(&p)) {
             return self.drop_input(DropReason::Replay);
         }
-        self.stats.packets_in += 1;
         // Optional fields: where the peer sent this, its planet, its moons.
         let body = p[packet::IDX_PAYLOAD..].to_vec();
         let mut r = Reader::new(&body);

@@ -1,5 +1,8 @@
 //! The node state machine: inputs in, outputs polled out (see the crate docs for the contract).
 
+pub mod budget;
+#[cfg(test)]
+mod hello_tests;
 mod incoming;
 pub mod network;
 pub mod peer;
@@ -198,8 +201,11 @@ pub enum DropReason {
     BadIdentity,
     /// A HELLO from a different identity with a known address.
     IdentityCollision,
-    /// New identities from one source network arriving too fast.
+    /// A HELLO of an unknown identity over budget (its source network's, or the node's; see
+    /// [`budget`]).
     RateLimited,
+    /// A HELLO of an identity whose validation is under way (an earlier HELLO started it).
+    AwaitingValidation,
     /// An OK that answers nothing this node sent.
     UnexpectedReply,
     /// OK(WHOIS), RENDEZVOUS or worlds from a peer that is not an upstream.
@@ -386,7 +392,6 @@ const UNITE_INTERVAL_MS: i64 = 30_000;
 const PUSH_INTERVAL_RELAYED_MS: i64 = 15_000;
 const PUSH_INTERVAL_DIRECT_MS: i64 = 120_000;
 const TRUST_MS: i64 = 600_000;
-const IDENTITY_GATE_MS: i64 = 2_000;
 const ECHO_GATE_MS: i64 = 166;
 const PEER_EVICT_MS: i64 = 600_000;
 /// While no root answers, HELLOs to roots are retried this often (not only every ping check).
@@ -431,6 +436,17 @@ struct Queued {
     created: Timestamp,
 }
 
+/// A HELLO whose MAC verified, held while its identity is validated.
+struct Validating {
+    identity: Identity,
+    keys: PeerKeys,
+    local: LocalSocket,
+    from: SocketAddr,
+    /// The HELLO, dearmored.
+    packet: Vec<u8>,
+    since: Timestamp,
+}
+
 struct FragmentSet {
     created: Timestamp,
     /// Order of arrival (for evicting the oldest).
@@ -442,6 +458,29 @@ struct FragmentSet {
     head: Option<Vec<u8>>,
     pieces: [Option<Vec<u8>>; packet::MAX_FRAGMENTS],
     total: u8,
+}
+
+/// A HELLO from `sender` (which must hold its secret key) to `dest` with packet ID `id`, as a
+/// node sends it (protocol 11, no world fields), armored with the keys the two identities
+/// agree on; `None` if `sender` has no secret key or the agreement fails. For tools and tests
+/// that play a peer without running a [`Node`] (a flood of HELLOs, for one).
+#[must_use]
+pub fn hello_packet(
+    sender: &Identity,
+    dest: &Identity,
+    id: [u8; 8],
+    now: Timestamp,
+    version: (u8, u8, u16),
+) -> Option<Vec<u8>> {
+    let keys = PeerKeys::new(&*sender.agree(dest).ok()?);
+    let (major, minor, rev) = version;
+    let mut p = packet::new_packet(id, dest.address(), sender.address(), Verb::Hello);
+    p.extend_from_slice(&[packet::PROTOCOL_VERSION, major, minor]);
+    p.extend_from_slice(&rev.to_be_bytes());
+    p.extend_from_slice(&(now.as_millis() as u64).to_be_bytes());
+    sender.write(&mut p, false);
+    packet::armor(&mut p, &keys, Cipher::Poly1305None);
+    Some(p)
 }
 
 /// The ZeroTier node core.
@@ -472,7 +511,11 @@ pub struct Node {
     /// Fragment sets per source address.
     fragment_sources: std::collections::HashMap<SocketAddr, usize>,
     united: BTreeMap<(Address, Address), Timestamp>,
-    identity_gate: BTreeMap<u64, Timestamp>,
+    budgets: budget::Budgets,
+    /// HELLOs of new identities waiting for their validation, by address.
+    validating: BTreeMap<Address, Validating>,
+    /// Identities to validate ([`Node::poll_identity_check`]).
+    identity_checks: VecDeque<Identity>,
     echo_gate: BTreeMap<(LocalSocket, SocketAddr), Timestamp>,
     pending_hellos: Vec<(Address, SocketAddr)>,
     replay: ReplayWindow,
@@ -551,7 +594,9 @@ impl Node {
             fragment_seq: 0,
             fragment_sources: std::collections::HashMap::new(),
             united: BTreeMap::new(),
-            identity_gate: BTreeMap::new(),
+            budgets: budget::Budgets::new(now),
+            validating: BTreeMap::new(),
+            identity_checks: VecDeque::new(),
             echo_gate: BTreeMap::new(),
             pending_hellos: Vec::new(),
             replay: ReplayWindow::default(),
@@ -1185,8 +1230,18 @@ impl Node {
         self.whois_sent
             .retain(|_, t| now.since(*t) < QUEUE_TIMEOUT_MS);
         self.echo_gate.retain(|_, t| now.since(*t) < 1_000);
-        self.identity_gate
-            .retain(|_, t| now.since(*t) < IDENTITY_GATE_MS);
+        self.budgets.forget_refilled(now);
+        // A driver that never answers a check must not pin its HELLO forever.
+        let expired: Vec<Address> = self
+            .validating
+            .iter()
+            .filter(|(_, v)| now.since(v.since) >= QUEUE_TIMEOUT_MS)
+            .map(|(a, _)| *a)
+            .collect();
+        for a in expired {
+            self.validating.remove(&a);
+            self.drop_input(DropReason::QueueTimeout);
+        }
     }
 
     /// HELLOs the stable endpoints of roots with no live path, at most every second.
@@ -1374,6 +1429,14 @@ impl Node {
     /// The next datagram to send, if any.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
+    }
+
+    /// The next identity to validate, if any: a HELLO from it passed its MAC check and waits.
+    /// Run [`Identity::validate`] (memory-hard, ≈ 14 ms: on another thread if the node's
+    /// thread must stay responsive) and report with [`Node::handle_identity_checked`]. At most
+    /// [`budget::VALIDATIONS_PENDING`] wait at once; one not answered within 5 s is dropped.
+    pub fn poll_identity_check(&mut self) -> Option<Identity> {
+        self.identity_checks.pop_front()
     }
 }
 #[cfg(test)]

@@ -1,0 +1,291 @@
+//! Budgets for the work an unauthenticated sender can make this node do.
+//!
+//! A HELLO from an identity the node does not know costs an X25519 agreement and a key
+//! derivation before its MAC can be checked, and then a memory-hard address derivation (~14 ms)
+//! before the identity can be trusted. Anyone can send such HELLOs. Every HELLO of an unknown
+//! identity therefore passes three gates, in this order, before any public-key work:
+//!
+//! 1. its **source network** (IPv4 /24, IPv6 /48, as zerotier-one groups sources) must have a
+//!    token: [`SOURCE_BURST`] at once, one more every [`SOURCE_REFILL_MS`]. A failed MAC spends
+//!    its token as a success does. Newcomers behind one NAT come online together (up to the
+//!    burst), while one flooding network gets four agreements a second.
+//! 2. the **node-wide agreement budget** must have a token ([`AGREEMENTS_PER_S`] a second), so
+//!    that floods from many networks together cost at most a few percent of a core.
+//! 3. after the MAC verified, the **validation budget** ([`VALIDATIONS_PER_S`] a second,
+//!    [`VALIDATIONS_PENDING`] at once): validation runs outside [`super::Node`] (the driver
+//!    takes it from [`super::Node::poll_identity_check`], on another thread in the runtime), so
+//!    it never delays packets of known peers.
+//!
+//! Identities already judged are remembered ([`VERDICTS`] of them, oldest forgotten first): a
+//! replayed HELLO of a known-bad identity is dropped without work, and one of a known-good
+//! identity (a peer evicted since) needs no second validation.
+//!
+//! The tables are bounded: at most [`SOURCES_MAX`] source networks are tracked; when full,
+//! networks whose bucket refilled are forgotten, and a new network is refused until then.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::identity::Identity;
+use crate::time::Timestamp;
+
+/// HELLOs of unknown identities one source network may have handled at once.
+pub const SOURCE_BURST: u32 = 32;
+/// One more HELLO per source network this often, up to [`SOURCE_BURST`].
+pub const SOURCE_REFILL_MS: i64 = 250;
+/// Source networks tracked at most.
+pub const SOURCES_MAX: usize = 8192;
+/// X25519 agreements for unknown identities per second, node-wide (≈ 60 µs each: ≈ 3 % of a
+/// core at this rate).
+pub const AGREEMENTS_PER_S: u32 = 500;
+/// Identity validations per second, node-wide (≈ 14 ms each, off the node's thread).
+pub const VALIDATIONS_PER_S: u32 = 32;
+/// Identities waiting for validation at once.
+pub const VALIDATIONS_PENDING: usize = 64;
+/// Identities whose verdict is remembered.
+pub const VERDICTS: usize = 4096;
+
+/// A token bucket: `burst` tokens, one more every `refill_ms`.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: u32,
+    at: Timestamp,
+}
+
+impl Bucket {
+    fn full(burst: u32, now: Timestamp) -> Self {
+        Self {
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Timestamp, burst: u32, refill_ms: i64) {
+        let elapsed = now.since(self.at);
+        if elapsed <= 0 {
+            // A clock that went back: no refill, and none owed later.
+            self.at = now.min(self.at);
+            return;
+        }
+        let earned = elapsed / refill_ms;
+        if earned > 0 {
+            let tokens = u64::from(self.tokens) + u64::try_from(earned).unwrap_or(u64::MAX);
+            self.tokens = u32::try_from(tokens.min(u64::from(burst))).unwrap_or(burst);
+            self.at = if self.tokens == burst {
+                now
+            } else {
+                self.at + earned * refill_ms
+            };
+        }
+    }
+
+    fn take(&mut self, now: Timestamp, burst: u32, refill_ms: i64) -> bool {
+        self.refill(now, burst, refill_ms);
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
+/// What validation said of an identity seen in a HELLO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Its address derives from its key.
+    Valid,
+    /// It does not.
+    Invalid,
+}
+
+/// Why a HELLO of an unknown identity was not admitted to public-key work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// Its source network spent its budget (or the table of networks is full).
+    Source,
+    /// The node-wide budget is spent.
+    Node,
+}
+
+/// The budgets (see the module docs).
+pub(super) struct Budgets {
+    sources: HashMap<u64, Bucket>,
+    agreements: Bucket,
+    validations: Bucket,
+    verdicts: HashMap<Identity, Verdict>,
+    verdict_order: VecDeque<Identity>,
+}
+
+/// The node-wide buckets refill a token at a time, evenly over the second.
+const AGREEMENT_REFILL_MS: i64 = 1_000 / AGREEMENTS_PER_S as i64;
+const VALIDATION_REFILL_MS: i64 = 1_000 / VALIDATIONS_PER_S as i64;
+
+impl Budgets {
+    pub(super) fn new(now: Timestamp) -> Self {
+        Self {
+            sources: HashMap::new(),
+            agreements: Bucket::full(AGREEMENTS_PER_S, now),
+            validations: Bucket::full(VALIDATIONS_PER_S, now),
+            verdicts: HashMap::new(),
+            verdict_order: VecDeque::new(),
+        }
+    }
+
+    /// Takes a token for public-key work on a HELLO from source network `bucket`.
+    pub(super) fn admit(&mut self, now: Timestamp, bucket: u64) -> Result<(), Refused> {
+        if !self.sources.contains_key(&bucket) && self.sources.len() >= SOURCES_MAX {
+            self.forget_refilled(now);
+            if self.sources.len() >= SOURCES_MAX {
+                return Err(Refused::Source);
+            }
+        }
+        let source = self
+            .sources
+            .entry(bucket)
+            .or_insert_with(|| Bucket::full(SOURCE_BURST, now));
+        // The node-wide budget is looked at first, so that a HELLO refused for it costs its
+        // source nothing.
+        self.agreements
+            .refill(now, AGREEMENTS_PER_S, AGREEMENT_REFILL_MS);
+        if self.agreements.tokens == 0 {
+            return Err(Refused::Node);
+        }
+        if !source.take(now, SOURCE_BURST, SOURCE_REFILL_MS) {
+            return Err(Refused::Source);
+        }
+        self.agreements.tokens -= 1;
+        Ok(())
+    }
+
+    /// Takes a token for one identity validation.
+    pub(super) fn admit_validation(&mut self, now: Timestamp) -> bool {
+        self.validations
+            .take(now, VALIDATIONS_PER_S, VALIDATION_REFILL_MS)
+    }
+
+    /// What is known of `identity`, if anything.
+    pub(super) fn verdict(&self, identity: &Identity) -> Option<Verdict> {
+        self.verdicts.get(identity).copied()
+    }
+
+    /// Remembers `verdict` for `identity` (the oldest verdict goes when the table is full).
+    pub(super) fn remember(&mut self, identity: Identity, verdict: Verdict) {
+        if self.verdicts.insert(identity.clone(), verdict).is_none() {
+            self.verdict_order.push_back(identity);
+            while self.verdict_order.len() > VERDICTS {
+                if let Some(old) = self.verdict_order.pop_front() {
+                    self.verdicts.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Forgets source networks whose bucket is full again (they are as good as new).
+    pub(super) fn forget_refilled(&mut self, now: Timestamp) {
+        self.sources.retain(|_, b| {
+            b.refill(now, SOURCE_BURST, SOURCE_REFILL_MS);
+            b.tokens < SOURCE_BURST
+        });
+    }
+
+    /// Source networks tracked.
+    #[cfg(test)]
+    pub(super) fn sources(&self) -> usize {
+        self.sources.len()
+    }
+}
+
+const _: () = assert!(AGREEMENT_REFILL_MS >= 1 && VALIDATION_REFILL_MS >= 1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_gets_its_burst_then_one_token_per_refill_interval() {
+        let mut b = Budgets::new(Timestamp(0));
+        let now = Timestamp(10);
+        for _ in 0..SOURCE_BURST {
+            assert_eq!(b.admit(now, 7), Ok(()));
+        }
+        assert_eq!(b.admit(now, 7), Err(Refused::Source));
+        // Another network is not affected.
+        assert_eq!(b.admit(now, 8), Ok(()));
+        assert_eq!(b.admit(now + SOURCE_REFILL_MS - 1, 7), Err(Refused::Source));
+        assert_eq!(b.admit(now + SOURCE_REFILL_MS, 7), Ok(()));
+        assert_eq!(b.admit(now + SOURCE_REFILL_MS, 7), Err(Refused::Source));
+        // After a long quiet spell: the burst again, no more.
+        let later = now + 3_600_000;
+        for _ in 0..SOURCE_BURST {
+            assert_eq!(b.admit(later, 7), Ok(()));
+        }
+        assert_eq!(b.admit(later, 7), Err(Refused::Source));
+    }
+
+    #[test]
+    fn the_node_wide_budget_bounds_many_sources_together() {
+        let mut b = Budgets::new(Timestamp(0));
+        let now = Timestamp(0);
+        let admitted = (0..10_000u64).filter(|s| b.admit(now, *s).is_ok()).count();
+        assert_eq!(admitted, AGREEMENTS_PER_S as usize);
+        assert_eq!(b.admit(now, 99_999), Err(Refused::Node));
+        // One second on, a second's worth more (from networks that still have tokens).
+        let admitted = (20_000..30_000u64)
+            .filter(|s| b.admit(now + 1_000, *s).is_ok())
+            .count();
+        assert_eq!(admitted, AGREEMENTS_PER_S as usize);
+    }
+
+    #[test]
+    fn the_source_table_is_bounded_and_forgets_refilled_networks() {
+        let mut b = Budgets::new(Timestamp(0));
+        let now = Timestamp(0);
+        // Networks that each spent their burst (faster than the node-wide budget allows).
+        for s in 0..SOURCES_MAX as u64 {
+            b.sources.insert(s, Bucket { tokens: 0, at: now });
+        }
+        assert_eq!(b.sources(), SOURCES_MAX);
+        // Full, and every network still owes tokens: a new one is refused.
+        assert_eq!(b.admit(now, u64::MAX), Err(Refused::Source));
+        // Once they refilled, they are forgotten and the newcomer is served.
+        assert_eq!(
+            b.admit(now + SOURCE_REFILL_MS, u64::MAX),
+            Err(Refused::Source)
+        );
+        let later = now + i64::from(SOURCE_BURST) * SOURCE_REFILL_MS;
+        assert_eq!(b.admit(later, u64::MAX), Ok(()));
+        assert_eq!(b.sources(), 1);
+    }
+
+    #[test]
+    fn validations_have_a_budget_per_second() {
+        let mut b = Budgets::new(Timestamp(0));
+        let n = (0..1_000)
+            .filter(|_| b.admit_validation(Timestamp(0)))
+            .count();
+        assert_eq!(n, VALIDATIONS_PER_S as usize);
+        let n = (0..1_000)
+            .filter(|_| b.admit_validation(Timestamp(1_000)))
+            .count();
+        assert_eq!(n, VALIDATIONS_PER_S as usize);
+    }
+
+    #[test]
+    fn verdicts_are_bounded() {
+        let mut b = Budgets::new(Timestamp(0));
+        let ids: Vec<Identity> = (0..3u64)
+            .map(|i| Identity::generate(&mut crate::crypto::test_rng::TestRng(i + 1)))
+            .collect();
+        b.remember(ids[0].to_public(), Verdict::Invalid);
+        assert_eq!(b.verdict(&ids[0].to_public()), Some(Verdict::Invalid));
+        assert!(b.verdict(&ids[1].to_public()).is_none());
+        for i in 0..VERDICTS as u64 {
+            // Identities are slow to make; unvalidated ones of other addresses fill the table.
+            let id = Identity::from_public_key(
+                crate::address::Address::from_u64_truncating(i + 1),
+                *ids[2].public_key(),
+            );
+            b.remember(id, Verdict::Invalid);
+        }
+        assert!(b.verdict(&ids[0].to_public()).is_none(), "the oldest went");
+    }
+}
