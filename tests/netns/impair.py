@@ -373,22 +373,7 @@ def zt_transfer(src: Agent, dst: Agent, nbytes: int, port: int, deadline_s: floa
                        timeout_s=deadline_s, deadline_s=deadline_s)  # fmt: skip
     sent = source.result(timeout=deadline_s + 60)
     got = sink.result(timeout=30)
-    t = Transfer("zt->zt", nbytes, received=int(got.get("bytes", 0)))
-    t.complete = (
-        sent.get("error") is None
-        and got.get("error") is None
-        and bool(sent.get("digest_ok"))
-        and t.received == nbytes
-    )
-    t.seconds = float(sent.get("seconds", 0.0))
-    t.mb_s = float(sent["mb_s"]) if t.complete else 0.0
-    t.max_gap_s = float(got.get("max_gap_s", 0.0))
-    t.stalls = int(got.get("stalls", 0))
-    t.error = sent.get("error") or got.get("error")
-    if not t.complete and t.error is None:
-        t.error = f"digest_ok={sent.get('digest_ok')} bytes={t.received}"
-    t.detail = {"source": sent, "sink": got}
-    return t
+    return _transfer("zt->zt", nbytes, sent, got)
 
 
 def kernel_transfer(
@@ -424,7 +409,12 @@ def kernel_transfer(
         if sink.poll() is None:
             sink.kill()
             sink.wait(timeout=10)
-    t = Transfer("kernel->kernel", nbytes, received=int(got.get("bytes", 0)))
+    return _transfer("kernel->kernel", nbytes, sent, got)
+
+
+def _transfer(path: str, nbytes: int, sent: Json, got: Json) -> Transfer:
+    """A transfer's figures from its source's and sink's reports."""
+    t = Transfer(path, nbytes, received=int(got.get("bytes", 0)))
     t.complete = (
         sent.get("error") is None
         and got.get("error") is None
@@ -436,5 +426,7 @@ def kernel_transfer(
     t.max_gap_s = float(got.get("max_gap_s", 0.0))
     t.stalls = int(got.get("stalls", 0))
     t.error = sent.get("error") or got.get("error")
+    if not t.complete and t.error is None:
+        t.error = f"digest_ok={sent.get('digest_ok')} bytes={t.received}"
     t.detail = {"source": sent, "sink": got}
     return t

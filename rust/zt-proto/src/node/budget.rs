@@ -21,7 +21,9 @@
 //! identity (a peer evicted since) needs no second validation.
 //!
 //! The tables are bounded: at most [`SOURCES_MAX`] source networks are tracked; when full,
-//! networks whose bucket refilled are forgotten, and a new network is refused until then.
+//! networks whose bucket refilled are forgotten (looked for at most once per
+//! [`SOURCE_REFILL_MS`], so that a flood from ever new networks does not make every HELLO
+//! scan the table), and a new network is refused until then.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -109,6 +111,8 @@ pub(super) enum Refused {
 /// The budgets (see the module docs).
 pub(super) struct Budgets {
     sources: HashMap<u64, Bucket>,
+    /// When refilled networks were last looked for because the table was full.
+    purged_at: Timestamp,
     agreements: Bucket,
     validations: Bucket,
     verdicts: HashMap<Identity, Verdict>,
@@ -123,6 +127,7 @@ impl Budgets {
     pub(super) fn new(now: Timestamp) -> Self {
         Self {
             sources: HashMap::new(),
+            purged_at: now,
             agreements: Bucket::full(AGREEMENTS_PER_S, now),
             validations: Bucket::full(VALIDATIONS_PER_S, now),
             verdicts: HashMap::new(),
@@ -132,7 +137,18 @@ impl Budgets {
 
     /// Takes a token for public-key work on a HELLO from source network `bucket`.
     pub(super) fn admit(&mut self, now: Timestamp, bucket: u64) -> Result<(), Refused> {
+        // The node-wide budget is looked at first, so that a HELLO refused for it costs its
+        // source nothing.
+        self.agreements
+            .refill(now, AGREEMENTS_PER_S, AGREEMENT_REFILL_MS);
+        if self.agreements.tokens == 0 {
+            return Err(Refused::Node);
+        }
         if !self.sources.contains_key(&bucket) && self.sources.len() >= SOURCES_MAX {
+            if now.since(self.purged_at) < SOURCE_REFILL_MS {
+                return Err(Refused::Source);
+            }
+            self.purged_at = now;
             self.forget_refilled(now);
             if self.sources.len() >= SOURCES_MAX {
                 return Err(Refused::Source);
@@ -142,13 +158,6 @@ impl Budgets {
             .sources
             .entry(bucket)
             .or_insert_with(|| Bucket::full(SOURCE_BURST, now));
-        // The node-wide budget is looked at first, so that a HELLO refused for it costs its
-        // source nothing.
-        self.agreements
-            .refill(now, AGREEMENTS_PER_S, AGREEMENT_REFILL_MS);
-        if self.agreements.tokens == 0 {
-            return Err(Refused::Node);
-        }
         if !source.take(now, SOURCE_BURST, SOURCE_REFILL_MS) {
             return Err(Refused::Source);
         }

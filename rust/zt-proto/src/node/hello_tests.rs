@@ -160,6 +160,11 @@ fn newcomers_behind_one_address_are_answered_together() {
         20,
         "each is answered in the same moment"
     );
+    assert_eq!(
+        n.stats().packets_in,
+        20,
+        "each HELLO counts as a packet taken in"
+    );
     for m in &members {
         assert!(n.peer(m.address()).is_some());
     }

@@ -590,6 +590,7 @@ impl Node {
         if check_replay && !self.replay.insert(packet::packet_id(&p)) {
             return self.drop_input(DropReason::Replay);
         }
+        self.stats.packets_in += 1;
         // Optional fields: where the peer sent this, its planet, its moons.
         let body = p[packet::IDX_PAYLOAD..].to_vec();
         let mut r = Reader::new(&body);
