@@ -71,6 +71,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.netns.impair import (  # noqa: E402
     BY_NAME,
+    CONTROLS,
     PROFILES,
     Impairer,
     Profile,
@@ -386,7 +387,8 @@ def main() -> int:
     p.add_argument("--mb", type=float, default=20.0, help="MB per transfer")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--profiles", default="all", help="comma-separated names, or all: "
-                   + ", ".join(x.name for x in PROFILES))  # fmt: skip
+                   + ", ".join(x.name for x in PROFILES) + "; also (not in all): "
+                   + ", ".join(x.name for x in CONTROLS))  # fmt: skip
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per transfer")
     p.add_argument("--paths", default="zt,kernel", help="zt, kernel or zt,kernel")
     p.add_argument("--kernel-cc", default="cubic,bbr",
@@ -411,7 +413,7 @@ def main() -> int:
                        + ([kernel_path(c) for c in ccs] if "kernel" in wanted else []))  # fmt: skip
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:
-        p.error(f"unknown profiles {unknown}; known: {[x.name for x in PROFILES]}")
+        p.error(f"unknown profiles {unknown}; known: {sorted(BY_NAME)}")
     if zt.BUILD_PROFILE != "release" and not args.allow_debug:
         sys.stderr.write("refusing to measure a debug build of zt (--allow-debug)\n")
         return 2

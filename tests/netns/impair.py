@@ -87,7 +87,12 @@ PROFILES: list[Profile] = [
     Profile("dup-corrupt", "1 % duplication + 0.5 % corruption", dup_pct=1.0, corrupt_pct=0.5),
     Profile("jitter", "20 ms ± 5 ms delay (reorders)", delay_ms=20.0, jitter_ms=5.0),
 ]
-BY_NAME = {p.name: p for p in PROFILES}
+# Not in the table: a control for the jitter row, the same delay without reordering (it tells
+# what the round trip costs from what the reordering costs).
+CONTROLS: list[Profile] = [
+    Profile("delay", "20 ms delay (no reordering)", delay_ms=20.0),
+]
+BY_NAME = {p.name: p for p in PROFILES + CONTROLS}
 
 
 def tools_available() -> tuple[bool, str]:
