@@ -120,16 +120,29 @@ def message_size(seq: int, low: int, high: int) -> int:
 
 class Gaps:
     """Longest interval between progress notes (after the first), and how many intervals were
-    stalls (at least ``stall_s``)."""
+    stalls (at least ``stall_s``); with ``total`` given to :meth:`note`, also ``timeline``:
+    ``[seconds since the first note, bytes so far]`` every ``TIMELINE_S`` or more (at most
+    ``TIMELINE_MAX`` points), to see where a transfer lost its time."""
+
+    TIMELINE_S = 0.05
+    TIMELINE_MAX = 2000
 
     def __init__(self, stall_s: float = STALL_S) -> None:
         self.last: Optional[float] = None
         self.max_gap = 0.0
         self.stall_s = stall_s
         self.stalls = 0
+        self.first: Optional[float] = None
+        self.timeline: list[list[float]] = []
 
-    def note(self) -> None:
+    def note(self, total: Optional[int] = None) -> None:
         now = time.monotonic()
+        if self.first is None:
+            self.first = now
+        if total is not None and len(self.timeline) < self.TIMELINE_MAX:
+            t = now - self.first
+            if not self.timeline or t - self.timeline[-1][0] >= self.TIMELINE_S:
+                self.timeline.append([round(t, 4), total])
         if self.last is not None:
             gap = now - self.last
             self.max_gap = max(self.max_gap, gap)

@@ -115,7 +115,7 @@ def sink(a: argparse.Namespace) -> Json:
                     break
                 digest.update(view[:n])
                 report["bytes"] += n
-                gaps.note()
+                gaps.note(report["bytes"])
             conn.settimeout(deadline.left())
             conn.sendall(digest.digest())
             report["sha256"] = digest.hexdigest()
@@ -126,6 +126,7 @@ def sink(a: argparse.Namespace) -> Json:
         seconds=time.monotonic() - (started or time.monotonic()),
         max_gap_s=gaps.max_gap,
         stalls=gaps.stalls,
+        timeline=gaps.timeline,
     )
     report.setdefault("error", None)
     return report

@@ -127,7 +127,7 @@ class Agent:
                     if digest is not None:
                         digest.update(view[:n])
                     report["bytes"] += n
-                    gaps.note()
+                    gaps.note(report["bytes"])
                 report["receiver_tcp_info"] = tcp_info(conn)
                 if digest is not None:
                     conn.settimeout(deadline.bound(timeout))
@@ -144,7 +144,7 @@ class Agent:
                 return report
         elapsed = time.monotonic() - (started or time.monotonic())
         report.update(seconds=elapsed, max_gap_s=gaps.max_gap, stalls=gaps.stalls,
-                      cpu_s=cpu_s() - cpu0)  # fmt: skip
+                      cpu_s=cpu_s() - cpu0, timeline=gaps.timeline)  # fmt: skip
         return report
 
     def source(self, args: Json, listening: Listening) -> Json:

@@ -160,6 +160,15 @@ const RTTE_MIN_VAR_US: i64 = 200_000;
 // seconds
 const RTTE_MAX_RTO_US: i64 = 60_000_000;
 
+/// zt patch: timeouts in a row that a thin flow (fewer than `THIN_FLOW_SEGMENTS` segments
+/// outstanding, its round trip measured) takes without backing off, as Linux's
+/// `tcp_thin_linear_timeouts` (`TCP_THIN_LINEAR_RETRIES`); the backoff starts after them.
+const THIN_LINEAR_RETRIES: u32 = 6;
+/// zt patch: below this many segments outstanding a flow is thin (Linux's
+/// `tcp_stream_is_thin`): too few for fast retransmit or RACK to see a loss, and too few to
+/// load a path.
+const THIN_FLOW_SEGMENTS: usize = 4;
+
 /// zt patch: how long the minimum RTT (RACK's reordering window, the check of retransmitted
 /// segments' acknowledgements) keeps a sample before a larger one replaces it.
 const MIN_RTT_WINDOW_US: i64 = 30_000_000;
@@ -181,6 +190,8 @@ pub(crate) struct RttEstimator {
     rto_us: i64,
     /// Timeouts in a row (the RTO doubles with each).
     backoff: u32,
+    /// zt patch: timeouts in a row taken without a backoff (a thin flow's).
+    linear: u32,
 }
 
 impl Default for RttEstimator {
@@ -192,6 +203,7 @@ impl Default for RttEstimator {
             min_rtt_at_us: 0,
             rto_us: RTTE_INITIAL_RTO_US,
             backoff: 0,
+            linear: 0,
         }
     }
 }
@@ -229,6 +241,7 @@ impl RttEstimator {
         self.rto_us =
             (self.srtt_us + (4 * self.rttvar_us).max(RTTE_MIN_VAR_US)).min(RTTE_MAX_RTO_US);
         self.backoff = 0;
+        self.linear = 0;
         tcp_trace!(
             "rtte: sample={}us srtt={}us rttvar={}us rto={}us",
             rtt,
@@ -252,6 +265,22 @@ impl RttEstimator {
 
     /// RFC 6298 (5.5): back off the timer.
     fn on_rto(&mut self) {
+        self.on_rto_of(false);
+    }
+
+    /// zt patch: back off the timer, unless the flow is thin and has not yet had
+    /// `THIN_LINEAR_RETRIES` timeouts in a row (Linux's thin-stream linear timeouts: with
+    /// three segments or fewer in flight, a lost retransmission is no sign of a loaded path,
+    /// and doubling the wait is what turned two losses at 5 % into a 1.4 s stall).
+    fn on_rto_of(&mut self, thin: bool) {
+        if thin && self.backoff == 0 && self.linear < THIN_LINEAR_RETRIES {
+            self.linear += 1;
+            tcp_trace!(
+                "rtte: thin flow, rto stays {}",
+                self.retransmission_timeout()
+            );
+            return;
+        }
         if (self.rto_us << self.backoff) < RTTE_MAX_RTO_US {
             self.backoff += 1;
         }
@@ -496,6 +525,8 @@ pub struct Socket<'a> {
     assembler: Assembler,
     rx_buffer: SocketBuffer<'a>,
     rx_fin_received: bool,
+    /// zt patch: the sequence number of a FIN that arrived ahead of missing data.
+    rx_fin_held: Option<TcpSeqNumber>,
     tx_buffer: SocketBuffer<'a>,
     /// Interval after which, if no inbound packets are received, the connection is aborted.
     timeout: Option<Duration>,
@@ -584,6 +615,8 @@ pub struct Socket<'a> {
 
     /// Nagle's Algorithm enabled.
     nagle: bool,
+    /// zt patch: thin flows' timeouts do not back off at first (see `on_rto_of`).
+    thin_linear_timeouts: bool,
 
     /// The congestion control algorithm.
     congestion_controller: congestion::AnyController,
@@ -646,6 +679,7 @@ impl<'a> Socket<'a> {
             tx_buffer,
             rx_buffer,
             rx_fin_received: false,
+            rx_fin_held: None,
             timeout: None,
             keep_alive: None,
             hop_limit: None,
@@ -683,6 +717,7 @@ impl<'a> Socket<'a> {
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
             nagle: true,
+            thin_linear_timeouts: true,
             tsval_generator: None,
             info: TcpInfo::default(),
             last_remote_tsval: 0,
@@ -1057,6 +1092,14 @@ impl<'a> Socket<'a> {
         self.nagle = enabled
     }
 
+    /// zt patch: whether a thin flow (fewer than four segments outstanding, its round trip
+    /// measured) takes its first six timeouts in a row without backing off (Linux's
+    /// `tcp_thin_linear_timeouts`; on by default here, off in Linux). Off, every timeout
+    /// doubles the next (RFC 6298 5.5).
+    pub fn set_thin_linear_timeouts(&mut self, enabled: bool) {
+        self.thin_linear_timeouts = enabled
+    }
+
     /// Return the keep-alive interval.
     ///
     /// See also the [set_keep_alive](#method.set_keep_alive) method.
@@ -1148,6 +1191,7 @@ impl<'a> Socket<'a> {
         self.tx_buffer.clear();
         self.rx_buffer.clear();
         self.rx_fin_received = false;
+        self.rx_fin_held = None;
         self.listen_endpoint = IpListenEndpoint::default();
         self.tuple = None;
         self.local_seq_no = TcpSeqNumber::default();
@@ -2251,7 +2295,34 @@ impl<'a> Socket<'a> {
                 window_start,
                 segment_start
             );
+            // zt patch: a FIN that arrived ahead of data still missing (reordered on the
+            // path), with all of its segment inside the window, is held and takes effect once
+            // the data before it is in (as Linux keeps it in its out-of-order queue). Dropped,
+            // it had to wait for the sender's retransmission timeout.
+            if window_start < segment_start
+                && segment_end <= window_end
+                && matches!(
+                    self.state,
+                    State::Established | State::FinWait1 | State::FinWait2
+                )
+            {
+                self.rx_fin_held = Some(segment_end);
+            }
             control = TcpControl::None;
+        }
+        // zt patch: the segment that completes the data before a held FIN brings the FIN.
+        if control == TcpControl::None
+            && let Some(fin_seq) = self.rx_fin_held
+            && segment_start <= window_start
+            && window_start < segment_end
+            && segment_end <= fin_seq
+            && window_start + self.contiguous_after(segment_end - window_start) == fin_seq
+        {
+            tcp_trace!("taking the FIN held at {}", fin_seq);
+            control = TcpControl::Fin;
+        }
+        if control == TcpControl::Fin {
+            self.rx_fin_held = None;
         }
 
         // Validate and update the state.
@@ -2674,6 +2745,19 @@ impl<'a> Socket<'a> {
         } else {
             None
         }
+    }
+
+    /// zt patch: how many octets past the receive window's start would be contiguous if the
+    /// first `front` of them arrived now (the assembler's runs joining them counted).
+    fn contiguous_after(&self, front: usize) -> usize {
+        let mut end = front;
+        for (left, right) in self.assembler.iter_data() {
+            if left > end {
+                break;
+            }
+            end = end.max(right);
+        }
+        end
     }
 
     /// zt patch: the effective MSS for data segments (what the peer accepts and our MTU
@@ -3119,8 +3203,11 @@ impl<'a> Socket<'a> {
         // A selectively acknowledged segment at the front means the receiver dropped what it
         // had reported (reneging): forget all its reports.
         let reneged = self.sb.front().is_some_and(|s| s.state == SegState::Sacked);
+        let thin = self.thin_linear_timeouts
+            && self.sb.len() < THIN_FLOW_SEGMENTS
+            && self.rtte.have_measurement();
         self.sb.mark_all_lost(reneged);
-        self.rtte.on_rto();
+        self.rtte.on_rto_of(thin);
         self.rec.tlp_end = None;
         self.rec.probe_pending = false;
         self.rec.reo_at = None;
@@ -6510,12 +6597,136 @@ mod test {
             },
             Some(TcpRepr {
                 seq_number: LOCAL_SEQ + 1,
-                ack_number: Some(REMOTE_SEQ + 1 + 6 + 6),
+                ack_number: Some(REMOTE_SEQ + 1 + 6 + 6 + 1),
                 window_len: 52,
                 ..RECV_TEMPL
             })
         );
+        // zt patch: the FIN that came ahead of the missing data was held, and takes effect
+        // with the data (upstream forgot it and stayed in ESTABLISHED until the sender's
+        // retransmission timeout).
+        assert_eq!(s.state, State::CloseWait);
+    }
+
+    #[test]
+    fn test_established_fin_held_until_every_hole_fills() {
+        let mut s = socket_established();
+        // "abc" missing, "def" here, "ghi" missing, "jkl" with the FIN here.
+        for (off, data, fin) in [(3, &b"def"[..], false), (9, &b"jkl"[..], true)] {
+            let _ = send(
+                &mut s,
+                Instant::from_millis(0),
+                &TcpRepr {
+                    control: if fin {
+                        TcpControl::Fin
+                    } else {
+                        TcpControl::None
+                    },
+                    seq_number: REMOTE_SEQ + 1 + off,
+                    ack_number: Some(LOCAL_SEQ + 1),
+                    payload: data,
+                    ..SEND_TEMPL
+                },
+            );
+        }
+        let _ = send(
+            &mut s,
+            Instant::from_millis(0),
+            &TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abc"[..],
+                ..SEND_TEMPL
+            },
+        );
+        assert_eq!(s.state, State::Established, "a hole is left before the FIN");
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 6,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"ghi"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 12 + 1),
+                window_len: 52,
+                ..RECV_TEMPL
+            })
+        );
+        assert_eq!(s.state, State::CloseWait);
+        s.recv(|data| {
+            assert_eq!(data, b"abcdefghijkl");
+            (12, ())
+        })
+        .unwrap();
+        assert!(!s.may_recv());
+    }
+
+    #[test]
+    fn test_established_bare_fin_held() {
+        let mut s = socket_established();
+        // A FIN without data, ahead of the last three octets.
+        let _ = send(
+            &mut s,
+            Instant::from_millis(0),
+            &TcpRepr {
+                control: TcpControl::Fin,
+                seq_number: REMOTE_SEQ + 1 + 3,
+                ack_number: Some(LOCAL_SEQ + 1),
+                ..SEND_TEMPL
+            },
+        );
         assert_eq!(s.state, State::Established);
+        let _ = send(
+            &mut s,
+            Instant::from_millis(0),
+            &TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abc"[..],
+                ..SEND_TEMPL
+            },
+        );
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 3 + 1),
+                window_len: 61,
+                ..RECV_TEMPL
+            }]
+        );
+        assert_eq!(s.state, State::CloseWait);
+    }
+
+    #[test]
+    fn test_fin_wait_1_held_fin() {
+        let mut s = socket_fin_wait_1();
+        let _ = send(
+            &mut s,
+            Instant::from_millis(0),
+            &TcpRepr {
+                control: TcpControl::Fin,
+                seq_number: REMOTE_SEQ + 1 + 3,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"def"[..],
+                ..SEND_TEMPL
+            },
+        );
+        assert_eq!(s.state, State::FinWait1);
+        let _ = send(
+            &mut s,
+            Instant::from_millis(0),
+            &TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abc"[..],
+                ..SEND_TEMPL
+            },
+        );
+        assert_eq!(s.state, State::Closing);
     }
 
     #[test]
@@ -8488,6 +8699,73 @@ mod test {
             payload:    &b"abcdef"[..],
             ..RECV_TEMPL
         }));
+    }
+
+    #[test]
+    fn test_thin_flow_timeouts_back_off_only_after_six() {
+        for thin in [true, false] {
+            let mut s = socket_established();
+            s.set_thin_linear_timeouts(thin);
+            s.rtte.sample(10_000);
+            s.send_slice(b"abcdef").unwrap();
+            let seg = TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &b"abcdef"[..],
+                ..RECV_TEMPL
+            };
+            recv!(s, time 0, Ok(seg.clone()));
+            let rto = s.rtte.retransmission_timeout().total_millis() as i64;
+            assert_eq!(rto, 210);
+            // Thin (one segment out): the first timeout and six more at the same interval,
+            // then the doubling; not thin: doubling from the first.
+            let waits: Vec<i64> = if thin {
+                [1, 1, 1, 1, 1, 1, 1, 2, 4]
+                    .iter()
+                    .map(|m| m * rto)
+                    .collect()
+            } else {
+                [1, 2, 4, 8].iter().map(|m| m * rto).collect()
+            };
+            let mut t = 0;
+            for wait in waits {
+                t += wait;
+                recv_nothing!(s, time t - 1);
+                recv!(s, time t, Ok(seg.clone()));
+            }
+        }
+    }
+
+    #[test]
+    fn test_flow_of_four_segments_is_not_thin() {
+        let mut s = socket_established();
+        s.remote_mss = 6;
+        s.rtte.sample(10_000);
+        s.send_slice(b"aaaaaabbbbbbccccccdddddd").unwrap();
+        for (i, data) in [b"aaaaaa", b"bbbbbb", b"cccccc", b"dddddd"]
+            .iter()
+            .enumerate()
+        {
+            recv!(s, time 0, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + 6 * i,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &data[..],
+                ..RECV_TEMPL
+            }));
+        }
+        let rto = s.rtte.retransmission_timeout().total_millis() as i64;
+        let first = TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"aaaaaa"[..],
+            ..RECV_TEMPL
+        };
+        recv!(s, time rto, Ok(first));
+        // Four segments were out when the timer fired: it backs off.
+        assert_eq!(
+            s.rtte.retransmission_timeout().total_millis() as i64,
+            2 * rto
+        );
     }
 
     #[test]

@@ -68,8 +68,9 @@ impl HyStart {
 pub struct Cubic {
     mss: usize,
     st: State,
-    /// The state before the last congestion event, for an undo.
-    saved: Option<State>,
+    /// The state before the last congestion event, for an undo (HyStart++'s too: an undone
+    /// cut in the first slow start goes back to a slow start that can still end early).
+    saved: Option<(State, HyStart)>,
     hystart: HyStart,
     /// Whether no data was acknowledged yet (the initial window follows the MSS).
     fresh: bool,
@@ -253,7 +254,7 @@ impl Controller for Cubic {
     }
 
     fn on_congestion_event(&mut self, _now: Instant) {
-        self.saved = Some(self.st);
+        self.saved = Some((self.st, self.hystart));
         self.hystart.done = true;
         self.hystart.css_baseline = None;
         let st = &mut self.st;
@@ -283,7 +284,10 @@ impl Controller for Cubic {
     }
 
     fn undo(&mut self) {
-        if let Some(saved) = self.saved.take() {
+        if let Some((saved, hystart)) = self.saved.take() {
+            if self.st.ssthresh <= saved.ssthresh {
+                self.hystart = hystart;
+            }
             self.st.cwnd = self.st.cwnd.max(saved.cwnd);
             self.st.ssthresh = self.st.ssthresh.max(saved.ssthresh);
             self.st.w_max = saved.w_max;
@@ -493,6 +497,33 @@ mod test {
             }
         }
         assert!(c.ssthresh() < usize::MAX, "then congestion avoidance");
+    }
+
+    #[test]
+    fn an_undone_cut_in_slow_start_keeps_hystart() {
+        let mut c = cubic();
+        let r = rtte(20);
+        for round in 0..2 {
+            c.on_round_start();
+            for _ in 0..8 {
+                c.on_rtt_sample(20_000);
+                c.on_ack(Instant::from_millis(round * 20), MSS, &r, true);
+            }
+        }
+        // A spurious cut (reordering taken for loss), undone.
+        c.on_congestion_event(Instant::from_millis(40));
+        c.undo();
+        assert_eq!(c.ssthresh(), usize::MAX, "back in slow start");
+        // Round trips grow: HyStart++ still sees it (it did not, once a cut was undone, and
+        // slow start doubled the window to 13 MB on a 1 MB path).
+        for round in 2..4 {
+            c.on_round_start();
+            for _ in 0..8 {
+                c.on_rtt_sample(30_000);
+                c.on_ack(Instant::from_millis(round * 20), MSS, &r, true);
+            }
+        }
+        assert!(c.hystart.css_baseline.is_some(), "conservative slow start");
     }
 
     #[test]
