@@ -149,3 +149,31 @@ def test_garbage_on_the_wire_is_counted_and_harmless(
     assert drops.get("Runt", 0) > before["drops"].get("Runt", 0)
     assert a.online
     a.send_user_message(root.address, USER_TYPE, b"still fine")
+
+
+def test_twenty_newcomers_behind_one_address_come_online_together() -> None:
+    # Twenty new members behind one address (a NAT, here loopback) start together: each must
+    # be answered at once, not one every 2 s as when the root's per-/24 gate took a HELLO
+    # every 2 s (issue 15, item 8: online at 2.2, 4.3 and 6.3 s for three members).
+    root_id = zt.Identity.generate()
+    planet, port = loopback_planet(root_id)
+    root = zt.Node(options(planet, identity=root_id, port=port)).start()
+    ids = [zt.Identity.generate() for _ in range(20)]  # made before the clock starts
+    nodes = [zt.Node(options(planet, identity=i)) for i in ids]
+    try:
+        t0 = time.monotonic()
+        for n in nodes:
+            n.start(wait=False)
+        online_at: dict[int, float] = {}
+        while len(online_at) < len(nodes) and time.monotonic() - t0 < 30:
+            for i, n in enumerate(nodes):
+                if i not in online_at and n.state is zt.NodeState.RUNNING and n.online:
+                    online_at[i] = time.monotonic() - t0
+            time.sleep(0.005)
+        assert len(online_at) == len(nodes), f"{len(online_at)} of 20 online in 30 s"
+        times = sorted(online_at.values())
+        assert times[-1] - times[0] <= 1.0, f"online from {times[0]:.2f} s to {times[-1]:.2f} s"
+    finally:
+        for n in nodes:
+            n.close()
+        root.close()

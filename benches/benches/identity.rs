@@ -22,7 +22,7 @@ fn message() -> Vec<u8> {
 
 /// The memory-hard hash and full validation (which runs it once, plus key checks).
 fn hashing(c: &mut Criterion) {
-    let id = keygen::generate(1);
+    let id = keygen::generate(1).expect("an identity");
     let public: [u8; 64] = *id.public_key();
 
     let mut group = c.benchmark_group("identity");
@@ -52,15 +52,19 @@ fn generation(c: &mut Criterion) {
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(12));
-    group.bench_function("single_core", |b| b.iter(|| keygen::generate(1)));
-    group.bench_function("all_cores", |b| b.iter(|| keygen::generate(0)));
+    group.bench_function("single_core", |b| {
+        b.iter(|| keygen::generate(1).expect("an identity"))
+    });
+    group.bench_function("all_cores", |b| {
+        b.iter(|| keygen::generate(0).expect("an identity"))
+    });
     group.finish();
 }
 
 /// Signing, verifying and agreeing on the per-peer key.
 fn keys(c: &mut Criterion) {
-    let alice: Identity = keygen::generate(1);
-    let bob: Identity = keygen::generate(1);
+    let alice: Identity = keygen::generate(1).expect("an identity");
+    let bob: Identity = keygen::generate(1).expect("an identity");
     let msg = message();
     let sig = alice
         .sign(&msg)

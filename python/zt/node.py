@@ -23,6 +23,7 @@ from typing import Any, Optional, Union
 
 from . import _native
 from . import socket as zt_socket
+from ._timeout import check_timeout
 from .controller import Controller
 from .errors import ControllerError, NetworkError, NodeStateError
 from .events import Event, EventStream, _make
@@ -73,7 +74,7 @@ class NodeOptions:
         A private planet (:class:`zt.World`, its bytes, or a file path) instead of ZeroTier's
         default. A newer signed revision of it found in the store still wins, as in zerotier-one.
     keygen_threads:
-        Cores used to generate an identity (0 = all).
+        Cores used to generate an identity (0 = all; more than the machine has count as all).
     on_event:
         A callback for every event, called on a dispatcher thread.
     event_queue_size:
@@ -134,6 +135,14 @@ class PeerInfo:
     def direct(self) -> bool:
         """Whether an alive direct path exists."""
         return any(p.alive for p in self.paths)
+
+
+def _timeout(value: float) -> float:
+    """A required timeout, checked as ``socket.settimeout`` checks one."""
+    t = check_timeout(value)
+    if t is None:
+        raise TypeError("timeout must be a number of seconds, not None")
+    return t
 
 
 def _load_planet(planet: PlanetLike) -> _native.World:
@@ -200,6 +209,7 @@ class Node:
         With ``wait`` it returns once the node runs, raising :class:`zt.errors.NodeFaultedError`
         with the cause if it cannot start, or ``TimeoutError``.
         """
+        timeout = check_timeout(timeout)
         _live_nodes.add(self)
         self._native.start()
         if wait:
@@ -210,7 +220,7 @@ class Node:
 
     def wait_running(self, timeout: Optional[float] = None) -> None:
         """Waits until the node runs (see :meth:`start`)."""
-        self._native.wait_running(timeout)
+        self._native.wait_running(check_timeout(timeout))
 
     def stop(self) -> None:
         """Stops the node, persisting its state, and waits for it (a no-op unless running)."""
@@ -245,6 +255,14 @@ class Node:
         return self._native.lifecycle()[1]
 
     # -- what the node is ------------------------------------------------------------------
+
+    def _check_waitable(self, what: str) -> None:
+        """Raises NodeStateError unless the node is starting or running: a wait on a node that
+        is not (never started, stopped, faulted) would never end."""
+        state = self.state
+        if state not in (NodeState.STARTING, NodeState.RUNNING):
+            cause = f": {self.fault}" if state is NodeState.FAULTED and self.fault else ""
+            raise NodeStateError(f"cannot wait to {what}: the node is {state.value}{cause}")
 
     def _require(self, value: Any, what: str) -> Any:
         if value is None:
@@ -322,14 +340,17 @@ class Node:
         while the peer is looked up; delivery is not confirmed."""
         if not 0 <= type_id < 2**64:
             raise ValueError("type_id must fit in 64 bits")
-        self._native.send_user_message(address, type_id, bytes(data), timeout)
+        self._native.send_user_message(address, type_id, bytes(data), _timeout(timeout))
 
     def wait_online(self, timeout: Optional[float] = None) -> None:
-        """Waits until a root answers; raises TimeoutError."""
-        import time
-
+        """Waits until a root answers; raises TimeoutError, or :class:`zt.errors.NodeStateError`
+        if the node is not running (or stops meanwhile)."""
+        timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.online:
+        while True:
+            self._check_waitable("come online")
+            if self.online:
+                return
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError("no root answered in time")
             time.sleep(0.02)
@@ -339,7 +360,7 @@ class Node:
 
         Raises :class:`zt.errors.WorldError` if it is not a valid update.
         """
-        self._native.update_world(world, timeout)
+        self._native.update_world(world, _timeout(timeout))
 
     # -- networks --------------------------------------------------------------------------
 
@@ -376,10 +397,13 @@ class Node:
         """Waits until the network is OK (and, with ``addresses``, has a managed address).
 
         Raises :class:`zt.errors.NetworkError` on ACCESS_DENIED / NOT_FOUND only once the
-        timeout passes (a member may be authorized meanwhile), ``TimeoutError`` otherwise.
+        timeout passes (a member may be authorized meanwhile), ``TimeoutError`` otherwise, and
+        :class:`zt.errors.NodeStateError` if the node is not running (or stops meanwhile).
         """
+        timeout = check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            self._check_waitable(f"join {format_network_id(nwid)}")
             n = self.network(nwid)
             if n is None:
                 raise NetworkError(f"not a member of {format_network_id(nwid)}")
@@ -441,7 +465,7 @@ class Node:
         """Pings ``ip`` on a network from this node's own TCP/IP stack (ICMP or ICMPv6 echo);
         the round-trip time in seconds, or None without a reply within ``timeout``. Every
         node's stack answers pings to its managed addresses."""
-        return self._native.ping(format_network_id(nwid), str(ip), timeout, size)
+        return self._native.ping(format_network_id(nwid), str(ip), _timeout(timeout), size)
 
     def multicast_subscribe(self, nwid: NetworkIdLike, mac: str, adi: int = 0) -> None:
         """Subscribes to a multicast group (announced to the network's members)."""

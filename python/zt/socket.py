@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union, overload
 
 from . import _native
 from ._multicast import GroupOptions
+from ._timeout import check_timeout
 
 if TYPE_CHECKING:
     from .node import Node
@@ -323,11 +324,7 @@ class socket:  # noqa: N801 - the standard library's name
     # -- timeouts --------------------------------------------------------------------------
 
     def settimeout(self, value: Optional[float]) -> None:
-        if value is not None:
-            value = float(value)
-            if value < 0:
-                raise ValueError("Timeout value out of range")
-        self._timeout = value
+        self._timeout = check_timeout(value)
 
     def gettimeout(self) -> Optional[float]:
         return self._timeout

@@ -43,6 +43,11 @@ def open_store(spec: Union[Store, str, os.PathLike[str], None]) -> Store:
     if spec is None:
         return MemoryStore()
     if isinstance(spec, (str, os.PathLike)):
+        if not os.fspath(spec):
+            raise ValueError(
+                "store must not be an empty path: name a directory, or pass None to keep "
+                "state in memory only"
+            )
         return FileStore(os.fspath(spec))
     for method in ("get", "put", "delete", "list"):
         if not callable(getattr(spec, method, None)):

@@ -12,11 +12,15 @@ pub(crate) struct Identity(pub(crate) zt_proto::Identity);
 
 #[pymethods]
 impl Identity {
-    /// Generates a new identity; the work is spread over `threads` cores (0 = all).
+    /// Generates a new identity; the work is spread over `threads` cores (0 = all; more than
+    /// the machine has count as all, and threads the process cannot start are done without).
     #[staticmethod]
+    /// `MemoryError` if the search's scratch memory (2 MB) cannot be had.
     #[pyo3(signature = (threads = 0))]
-    fn generate(py: Python<'_>, threads: usize) -> Self {
-        Self(py.detach(|| zt_runtime::keygen::generate(threads)))
+    fn generate(py: Python<'_>, threads: usize) -> PyResult<Self> {
+        py.detach(|| zt_runtime::keygen::generate(threads))
+            .map(Self)
+            .map_err(|e| pyo3::exceptions::PyMemoryError::new_err(e.to_string()))
     }
 
     /// Parses `address:0:public[:secret]`.

@@ -14,9 +14,15 @@ use crate::identity::Identity;
 use crate::store::to_store;
 use crate::world::World;
 
+/// A timeout from Python (seconds; None waits for ever). The Python layer checks what users
+/// pass as `socket.settimeout` does; a remaining time computed there may be a little below
+/// zero and counts as zero. NaN is refused (it compared as zero before).
 fn duration(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     timeout
         .map(|t| {
+            if t.is_nan() {
+                return Err(PyValueError::new_err("Invalid value NaN (not a number)"));
+            }
             Duration::try_from_secs_f64(t.max(0.0))
                 .map_err(|_| PyValueError::new_err(format!("invalid timeout {t}")))
         })

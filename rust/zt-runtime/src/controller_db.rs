@@ -3,10 +3,17 @@
 //! The database runs in WAL mode with `synchronous = FULL`: once a write returns, it survives a
 //! crash or `kill -9` of the process (and a power loss). Records are stored as JSON text, so
 //! fields this version does not know are kept as they are.
+//!
+//! A file that exists is opened only if it is a controller database that SQLite finds whole
+//! (`PRAGMA quick_check`): an empty (0-byte) or damaged file is refused with an error that
+//! names it, never replaced by a new empty controller (which would silently lose every network
+//! and member). A new database is created only where no file exists. The file holds every
+//! member of every network: it is created readable by its owner only (0600), and an existing
+//! one readable by others is tightened to 0600 when opened.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::Value;
 use zt_proto::Address;
 use zt_proto::network::NetworkId;
@@ -21,6 +28,23 @@ pub enum DbError {
     /// A stored record is not valid JSON.
     #[error("controller database: corrupt record {0}: {1}")]
     Corrupt(String, serde_json::Error),
+    /// The database file exists but cannot be used as it is (empty, damaged, or not a
+    /// controller database); it is left untouched.
+    #[error("controller database {}: {reason}; refusing to start over it (move it away to start a new controller, or restore a backup)", path.display())]
+    Unusable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The file's permissions could not be read or set.
+    #[error("controller database {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        source: std::io::Error,
+    },
 }
 
 /// Network and member records.
@@ -46,13 +70,104 @@ fn key(v: u64) -> i64 {
     v as i64
 }
 
+/// Whether an existing database is whole and is a controller database: SQLite's
+/// `quick_check` (every page and index, without the cross-checks of `integrity_check`), and
+/// both tables present.
+fn check(conn: &Connection) -> Result<(), String> {
+    let verdict: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+        .map_err(|e| format!("not a usable SQLite database ({e})"))?;
+    if verdict != "ok" {
+        return Err(format!("the database is damaged ({verdict})"));
+    }
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('network', 'member')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| e.to_string())?;
+    if tables != 2 {
+        return Err("not a controller database (no network and member tables)".into());
+    }
+    Ok(())
+}
+
+/// Creates an empty file readable and writable by its owner only (SQLite gives its `-wal` and
+/// `-shm` files the database file's mode).
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o.open(path).map(drop)
+}
+
+/// Takes group and other permissions away from an existing database and its WAL files.
+fn restrict_permissions(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut files = vec![path.to_path_buf()];
+        for ext in ["-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(ext);
+            files.push(PathBuf::from(p));
+        }
+        for f in files {
+            match std::fs::metadata(&f) {
+                Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                    let mode = m.permissions().mode() & 0o700;
+                    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode))?;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 impl ControllerDb {
     /// Opens (creating if needed) the database file at `path`.
     ///
     /// # Errors
     /// The file cannot be opened or is not a usable SQLite database.
     pub fn open(path: &Path) -> Result<Self, DbError> {
-        let conn = Connection::open(path)?;
+        let unusable = |reason: String| DbError::Unusable {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let io = |source| DbError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = match std::fs::metadata(path) {
+            Ok(meta) => {
+                if !meta.is_file() {
+                    return Err(unusable("not a regular file".into()));
+                }
+                if meta.len() == 0 {
+                    return Err(unusable("the file is empty (0 bytes)".into()));
+                }
+                restrict_permissions(path).map_err(io)?;
+                let conn = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|e| unusable(e.to_string()))?;
+                check(&conn).map_err(unusable)?;
+                conn
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                create_private(path).map_err(io)?;
+                Connection::open(path)?
+            }
+            Err(e) => return Err(io(e)),
+        };
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -227,6 +342,97 @@ mod tests {
         assert!(db.delete_network(id).unwrap());
         assert!(db.members(id).unwrap().is_empty());
         assert!(db.network(id).unwrap().is_none());
+    }
+
+    #[cfg(unix)]
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn an_empty_file_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controller.db");
+        std::fs::write(&path, b"").unwrap();
+        let err = ControllerDb::open(&path).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, DbError::Unusable { .. }), "{err:?}");
+        assert!(
+            text.contains("empty") && text.contains("controller.db"),
+            "{text}"
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as it was");
+    }
+
+    #[test]
+    fn damaged_or_foreign_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // Not SQLite at all.
+        let path = dir.path().join("garbage.db");
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        assert!(matches!(
+            ControllerDb::open(&path),
+            Err(DbError::Unusable { .. })
+        ));
+        // A SQLite database of something else.
+        let other = dir.path().join("other.db");
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let err = ControllerDb::open(&other).unwrap_err();
+        assert!(
+            err.to_string().contains("not a controller database"),
+            "{err}"
+        );
+        // A controller database damaged past its first page.
+        let path = dir.path().join("controller.db");
+        {
+            let db = ControllerDb::open(&path).unwrap();
+            let id = NetworkId(0x8056_c2e2_1c00_0001);
+            for i in 0..2000u64 {
+                let a = Address::new(0x0001_0000_0000 + i).unwrap();
+                db.put_member(
+                    id,
+                    a,
+                    &json!({"address": a.to_string(), "pad": "x".repeat(200)}),
+                )
+                .unwrap();
+            }
+            db.conn
+                .pragma_update(None, "wal_checkpoint", "TRUNCATE")
+                .unwrap();
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() > 64 * 1024);
+        for b in &mut bytes[20_000..40_000] {
+            *b = 0xa5;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let err = ControllerDb::open(&path).unwrap_err();
+        assert!(matches!(err, DbError::Unusable { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("damaged") || err.to_string().contains("malformed"),
+            "{err}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_database_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controller.db");
+        drop(ControllerDb::open(&path).unwrap());
+        assert_eq!(mode(&path), 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let db = ControllerDb::open(&path).unwrap();
+        db.put_network(NetworkId(1), &json!({})).unwrap();
+        assert_eq!(mode(&path), 0o600, "tightened when opened");
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        assert_eq!(mode(Path::new(&wal)), 0o600);
     }
 
     #[test]

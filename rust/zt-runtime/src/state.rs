@@ -131,7 +131,12 @@ pub fn load(store: &dyn Store, options: &LoadOptions) -> Result<Loaded, StoreErr
                     }
                     id.clone()
                 }
-                None => crate::keygen::generate(options.keygen_threads),
+                None => crate::keygen::generate(options.keygen_threads).map_err(|e| {
+                    StoreError::Conflict {
+                        path: store.describe(&secret_key),
+                        reason: format!("no identity to store: {e}"),
+                    }
+                })?,
             };
             store.put(&secret_key, id.to_secret_string().as_bytes(), true)?;
             written.push(StoreKey::IdentitySecret);

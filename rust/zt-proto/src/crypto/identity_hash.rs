@@ -30,6 +30,24 @@ impl Default for Scratch {
     }
 }
 
+impl Scratch {
+    /// The scratch space, or None if its memory (2 MB) cannot be had: for callers that must
+    /// not abort when the process is out of memory or address space.
+    #[must_use]
+    pub fn try_new() -> Option<Self> {
+        let zeroed = |len: usize| {
+            let mut v = Vec::new();
+            v.try_reserve_exact(len).ok()?;
+            v.resize(len, 0u8);
+            Some(v)
+        };
+        Some(Self {
+            mem: zeroed(MEMORY)?,
+            stream: zeroed(BATCH_BLOCKS * 64)?,
+        })
+    }
+}
+
 /// Computes the memory-hard hash of a 64-byte public key.
 #[must_use]
 pub fn hash(public: &[u8; 64], scratch: &mut Scratch) -> [u8; 64] {

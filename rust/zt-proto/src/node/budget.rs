@@ -24,8 +24,22 @@
 //! networks whose bucket refilled are forgotten (looked for at most once per
 //! [`SOURCE_REFILL_MS`], so that a flood from ever new networks does not make every HELLO
 //! scan the table), and a new network is refused until then.
+//!
+//! Two more kinds of work can be asked for without any key:
+//!
+//! - **Lookups.** A packet from an unknown ZeroTier address waits while the node asks its root
+//!   who that is (WHOIS). Sources are free to invent, so new lookups for such packets have a
+//!   node-wide budget ([`WHOIS_PER_S`] a second); a packet whose source would need a lookup
+//!   over it is dropped (`LookupBudget`) instead of pushing a waiting packet out of the queue.
+//!   Lookups the node needs for itself (a controller, a peer it sends to) are not counted.
+//! - **Relaying** (roots). A root forwards packets between its peers. A packet or fragment
+//!   arriving over a physical path that belongs to a known peer (its claimed source's path,
+//!   or a path that recently carried such a packet) is relayed without limit; any other is
+//!   relayed within a budget per source network ([`RELAY_BURST`] at once, one more every
+//!   [`RELAY_REFILL_MS`] ms), so that spoofed sources cannot make a root flood a member.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 
 use crate::identity::Identity;
 use crate::time::Timestamp;
@@ -45,6 +59,16 @@ pub const VALIDATIONS_PER_S: u32 = 32;
 pub const VALIDATIONS_PENDING: usize = 64;
 /// Identities whose verdict is remembered.
 pub const VERDICTS: usize = 4096;
+/// Lookups (WHOIS) per second for packets from unknown addresses, node-wide.
+pub const WHOIS_PER_S: u32 = 64;
+/// Packets a root relays at once for a source network none of whose paths is a known peer's.
+pub const RELAY_BURST: u32 = 256;
+/// One more such relayed packet this often (ms): 500 a second.
+pub const RELAY_REFILL_MS: i64 = 2;
+/// Physical paths remembered as known peers' for relaying (the oldest go first).
+pub const RELAY_TRUSTED_PATHS: usize = 16_384;
+/// How long a path stays trusted for relaying after a packet of its peer crossed it (ms).
+pub const RELAY_TRUST_MS: i64 = 120_000;
 
 /// A token bucket: `burst` tokens, one more every `refill_ms`.
 #[derive(Clone, Copy, Debug)]
@@ -108,30 +132,85 @@ pub(super) enum Refused {
     Node,
 }
 
-/// The budgets (see the module docs).
-pub(super) struct Budgets {
-    sources: HashMap<u64, Bucket>,
+/// Token buckets per source network, bounded (see the module docs).
+struct SourceTable {
+    buckets: HashMap<u64, Bucket>,
+    burst: u32,
+    refill_ms: i64,
     /// When refilled networks were last looked for because the table was full.
     purged_at: Timestamp,
+}
+
+impl SourceTable {
+    fn new(now: Timestamp, burst: u32, refill_ms: i64) -> Self {
+        Self {
+            buckets: HashMap::new(),
+            burst,
+            refill_ms,
+            purged_at: now,
+        }
+    }
+
+    /// Takes a token of network `key` (false: none left, or no room to track a new network).
+    fn take(&mut self, now: Timestamp, key: u64) -> bool {
+        if !self.buckets.contains_key(&key) && self.buckets.len() >= SOURCES_MAX {
+            if now.since(self.purged_at) < self.refill_ms.max(SOURCE_REFILL_MS) {
+                return false;
+            }
+            self.purged_at = now;
+            self.forget_refilled(now);
+            if self.buckets.len() >= SOURCES_MAX {
+                return false;
+            }
+        }
+        let (burst, refill_ms) = (self.burst, self.refill_ms);
+        self.buckets
+            .entry(key)
+            .or_insert_with(|| Bucket::full(burst, now))
+            .take(now, burst, refill_ms)
+    }
+
+    /// Forgets networks whose bucket is full again (they are as good as new).
+    fn forget_refilled(&mut self, now: Timestamp) {
+        let (burst, refill_ms) = (self.burst, self.refill_ms);
+        self.buckets.retain(|_, b| {
+            b.refill(now, burst, refill_ms);
+            b.tokens < burst
+        });
+    }
+}
+
+/// The budgets (see the module docs).
+pub(super) struct Budgets {
+    sources: SourceTable,
     agreements: Bucket,
     validations: Bucket,
     verdicts: HashMap<Identity, Verdict>,
     verdict_order: VecDeque<Identity>,
+    whois: Bucket,
+    relay_sources: SourceTable,
+    /// Physical paths of known peers, and when a packet of theirs last crossed them.
+    relay_trusted: HashMap<SocketAddr, Timestamp>,
+    relay_trusted_purged_at: Timestamp,
 }
 
 /// The node-wide buckets refill a token at a time, evenly over the second.
 const AGREEMENT_REFILL_MS: i64 = 1_000 / AGREEMENTS_PER_S as i64;
 const VALIDATION_REFILL_MS: i64 = 1_000 / VALIDATIONS_PER_S as i64;
+const WHOIS_REFILL_MS: i64 = 1_000 / WHOIS_PER_S as i64;
 
 impl Budgets {
     pub(super) fn new(now: Timestamp) -> Self {
         Self {
-            sources: HashMap::new(),
-            purged_at: now,
+            sources: SourceTable::new(now, SOURCE_BURST, SOURCE_REFILL_MS),
             agreements: Bucket::full(AGREEMENTS_PER_S, now),
             validations: Bucket::full(VALIDATIONS_PER_S, now),
             verdicts: HashMap::new(),
             verdict_order: VecDeque::new(),
+            whois: Bucket::full(WHOIS_PER_S, now),
+            relay_sources: SourceTable::new(now, RELAY_BURST, RELAY_REFILL_MS),
+            relay_trusted: HashMap::new(),
+            relay_trusted_purged_at: now,
         }
     }
 
@@ -144,21 +223,7 @@ impl Budgets {
         if self.agreements.tokens == 0 {
             return Err(Refused::Node);
         }
-        if !self.sources.contains_key(&bucket) && self.sources.len() >= SOURCES_MAX {
-            if now.since(self.purged_at) < SOURCE_REFILL_MS {
-                return Err(Refused::Source);
-            }
-            self.purged_at = now;
-            self.forget_refilled(now);
-            if self.sources.len() >= SOURCES_MAX {
-                return Err(Refused::Source);
-            }
-        }
-        let source = self
-            .sources
-            .entry(bucket)
-            .or_insert_with(|| Bucket::full(SOURCE_BURST, now));
-        if !source.take(now, SOURCE_BURST, SOURCE_REFILL_MS) {
+        if !self.sources.take(now, bucket) {
             return Err(Refused::Source);
         }
         self.agreements.tokens -= 1;
@@ -169,6 +234,43 @@ impl Budgets {
     pub(super) fn admit_validation(&mut self, now: Timestamp) -> bool {
         self.validations
             .take(now, VALIDATIONS_PER_S, VALIDATION_REFILL_MS)
+    }
+
+    /// Takes a token for a lookup (WHOIS) of a packet's unknown source.
+    pub(super) fn admit_lookup(&mut self, now: Timestamp) -> bool {
+        self.whois.take(now, WHOIS_PER_S, WHOIS_REFILL_MS)
+    }
+
+    /// Notes that `path` carried a packet of a known peer (it may be relayed from freely).
+    pub(super) fn trust_relay_path(&mut self, now: Timestamp, path: SocketAddr) {
+        if let Some(at) = self.relay_trusted.get_mut(&path) {
+            *at = now;
+            return;
+        }
+        if self.relay_trusted.len() >= RELAY_TRUSTED_PATHS {
+            if now.since(self.relay_trusted_purged_at) < 1_000 {
+                return;
+            }
+            self.relay_trusted_purged_at = now;
+            self.relay_trusted
+                .retain(|_, at| now.since(*at) < RELAY_TRUST_MS);
+            if self.relay_trusted.len() >= RELAY_TRUSTED_PATHS {
+                return;
+            }
+        }
+        self.relay_trusted.insert(path, now);
+    }
+
+    /// Whether a packet that arrived over `path` from source network `bucket` may be relayed.
+    pub(super) fn admit_relay(&mut self, now: Timestamp, path: SocketAddr, bucket: u64) -> bool {
+        if self
+            .relay_trusted
+            .get(&path)
+            .is_some_and(|at| now.since(*at) < RELAY_TRUST_MS)
+        {
+            return true;
+        }
+        self.relay_sources.take(now, bucket)
     }
 
     /// What is known of `identity`, if anything.
@@ -190,20 +292,21 @@ impl Budgets {
 
     /// Forgets source networks whose bucket is full again (they are as good as new).
     pub(super) fn forget_refilled(&mut self, now: Timestamp) {
-        self.sources.retain(|_, b| {
-            b.refill(now, SOURCE_BURST, SOURCE_REFILL_MS);
-            b.tokens < SOURCE_BURST
-        });
+        self.sources.forget_refilled(now);
+        self.relay_sources.forget_refilled(now);
+        self.relay_trusted
+            .retain(|_, at| now.since(*at) < RELAY_TRUST_MS);
     }
 
     /// Source networks tracked.
     #[cfg(test)]
     pub(super) fn sources(&self) -> usize {
-        self.sources.len()
+        self.sources.buckets.len()
     }
 }
 
-const _: () = assert!(AGREEMENT_REFILL_MS >= 1 && VALIDATION_REFILL_MS >= 1);
+const _: () =
+    assert!(AGREEMENT_REFILL_MS >= 1 && VALIDATION_REFILL_MS >= 1 && WHOIS_REFILL_MS >= 1);
 
 #[cfg(test)]
 mod tests {
@@ -250,7 +353,7 @@ mod tests {
         let now = Timestamp(0);
         // Networks that each spent their burst (faster than the node-wide budget allows).
         for s in 0..SOURCES_MAX as u64 {
-            b.sources.insert(s, Bucket { tokens: 0, at: now });
+            b.sources.buckets.insert(s, Bucket { tokens: 0, at: now });
         }
         assert_eq!(b.sources(), SOURCES_MAX);
         // Full, and every network still owes tokens: a new one is refused.
@@ -296,5 +399,63 @@ mod tests {
             b.remember(id, Verdict::Invalid);
         }
         assert!(b.verdict(&ids[0].to_public()).is_none(), "the oldest went");
+    }
+
+    #[test]
+    fn lookups_have_a_budget_per_second() {
+        let mut b = Budgets::new(Timestamp(0));
+        let n = (0..1_000).filter(|_| b.admit_lookup(Timestamp(0))).count();
+        assert_eq!(n, WHOIS_PER_S as usize);
+        let n = (0..1_000)
+            .filter(|_| b.admit_lookup(Timestamp(500)))
+            .count();
+        assert_eq!(n, (500 / WHOIS_REFILL_MS) as usize);
+    }
+
+    #[test]
+    fn relaying_from_unknown_paths_has_a_budget_per_source_network() {
+        let mut b = Budgets::new(Timestamp(0));
+        let now = Timestamp(0);
+        let stranger: SocketAddr = "203.0.113.9:9993".parse().unwrap();
+        let peer: SocketAddr = "203.0.113.10:9993".parse().unwrap();
+        let n = (0..10_000)
+            .filter(|_| b.admit_relay(now, stranger, 1))
+            .count();
+        assert_eq!(n, RELAY_BURST as usize);
+        // Another network has its own budget; a known peer's path has none.
+        assert!(b.admit_relay(now, stranger, 2));
+        b.trust_relay_path(now, peer);
+        assert!((0..10_000).all(|_| b.admit_relay(now, peer, 1)));
+        // Refill: one per interval.
+        let later = now + 10 * RELAY_REFILL_MS;
+        let n = (0..10_000)
+            .filter(|_| b.admit_relay(later, stranger, 1))
+            .count();
+        assert_eq!(n, 10);
+        // Trust ends when the peer's packets stop crossing the path.
+        let much_later = now + RELAY_TRUST_MS;
+        assert!(
+            b.admit_relay(much_later, peer, 3),
+            "its own network's budget"
+        );
+        let n = (0..10_000)
+            .filter(|_| b.admit_relay(much_later, peer, 3))
+            .count();
+        assert_eq!(n, RELAY_BURST as usize - 1);
+    }
+
+    #[test]
+    fn trusted_relay_paths_are_bounded() {
+        let mut b = Budgets::new(Timestamp(0));
+        for i in 0..RELAY_TRUSTED_PATHS as u32 + 10 {
+            let ip = std::net::Ipv4Addr::from(0xcb00_7100_u32 + (i % 256));
+            let port = u16::try_from(i / 256).unwrap() + 1;
+            b.trust_relay_path(Timestamp(0), SocketAddr::from((ip, port)));
+        }
+        assert_eq!(b.relay_trusted.len(), RELAY_TRUSTED_PATHS);
+        // Once the old ones expired, a new one is taken (after the purge interval).
+        let p: SocketAddr = "198.51.100.200:1".parse().unwrap();
+        b.trust_relay_path(Timestamp(RELAY_TRUST_MS), p);
+        assert_eq!(b.relay_trusted.len(), 1);
     }
 }

@@ -10,16 +10,26 @@ use crate::crypto::test_rng::TestRng;
 
 const NODE_AT: &str = "203.0.113.1:9993";
 
-fn node(now: Timestamp) -> Node {
+pub(super) fn node(now: Timestamp) -> Node {
+    node_as(now, false)
+}
+
+/// The node under test: a leaf of a one-root planet, or (`root`) that planet's root.
+pub(super) fn node_as(now: Timestamp, root: bool) -> Node {
+    let identity = Identity::generate(&mut TestRng(7));
     let root = crate::world::Root {
-        identity: Identity::generate(&mut TestRng(5)),
+        identity: if root {
+            identity.to_public()
+        } else {
+            Identity::generate(&mut TestRng(5))
+        },
         stable_endpoints: vec!["203.0.113.9/9993".parse().unwrap()],
     };
     let k = KeyPair::generate(&mut TestRng(6));
     let planet = World::make(WorldType::Planet, 1, 1, *k.public(), vec![root], &k).unwrap();
     let mut n = Node::new(
         NodeConfig {
-            identity: Identity::generate(&mut TestRng(7)),
+            identity,
             stored_planet: None,
             default_planet: planet,
             moons: vec![],
@@ -38,7 +48,7 @@ fn node(now: Timestamp) -> Node {
 }
 
 /// An identity whose address does not derive from its key (a throw-away key, as a flood uses).
-fn throwaway(rng: &mut TestRng) -> Identity {
+pub(super) fn throwaway(rng: &mut TestRng) -> Identity {
     let kp = KeyPair::generate(rng);
     let mut a = [0u8; 8];
     rng.fill(&mut a);
@@ -47,7 +57,7 @@ fn throwaway(rng: &mut TestRng) -> Identity {
     Identity::from_key_pair_unchecked(address, kp)
 }
 
-fn hello(from: &Identity, to: &Node, n: u64, good_mac: bool) -> Vec<u8> {
+pub(super) fn hello(from: &Identity, to: &Node, n: u64, good_mac: bool) -> Vec<u8> {
     let mut p = hello_packet(
         from,
         to.identity(),
@@ -62,12 +72,12 @@ fn hello(from: &Identity, to: &Node, n: u64, good_mac: bool) -> Vec<u8> {
     p
 }
 
-fn drops(n: &Node, r: DropReason) -> u64 {
+pub(super) fn drops(n: &Node, r: DropReason) -> u64 {
     n.stats().drops.get(&r).copied().unwrap_or(0)
 }
 
 /// The endpoints the node answered (an OK(HELLO), and whatever else it sends a new peer).
-fn answered(n: &mut Node) -> std::collections::BTreeSet<SocketAddr> {
+pub(super) fn answered(n: &mut Node) -> std::collections::BTreeSet<SocketAddr> {
     std::iter::from_fn(|| n.poll_transmit())
         .map(|t| t.to)
         .collect()

@@ -34,7 +34,7 @@ impl Node {
         self.stats.datagrams_in += 1;
         if packet::is_fragment(data) {
             if packet::destination(data) != self.address() {
-                self.relay(now, data, None);
+                self.relay(now, from, data, None);
                 return;
             }
             let Some(info) = packet::fragment_info(data) else {
@@ -62,7 +62,7 @@ impl Node {
             return;
         }
         if packet::destination(data) != self.address() {
-            self.relay(now, data, Some(src));
+            self.relay(now, from, data, Some(src));
             return;
         }
         if data[packet::IDX_FLAGS] & 0x40 != 0 {
@@ -198,10 +198,15 @@ impl Node {
         self.handle_packet(now, set.local, set.from, whole);
     }
 
-    /// Forwards a packet or fragment that is not for this node (roots only).
-    fn relay(&mut self, now: Timestamp, data: &[u8], src: Option<Address>) {
+    /// Forwards a packet or fragment that is not for this node (roots only), freely when it
+    /// came over a known peer's path, else within its source network's budget.
+    fn relay(&mut self, now: Timestamp, from: SocketAddr, data: &[u8], src: Option<Address>) {
         if !self.is_root() || packet::datagram_hops(data) >= packet::RELAY_MAX_HOPS {
             self.drop_input(DropReason::RelayRefused);
+            return;
+        }
+        if !self.budgets.admit_relay(now, from, rate_gate_bucket(&from)) {
+            self.drop_input(DropReason::RelayBudget);
             return;
         }
         let dest = packet::destination(data);
@@ -304,6 +309,16 @@ impl Node {
             return;
         }
         let Some(peer) = self.peers.get(&src) else {
+            // A new lookup for an unknown source is within the node's budget (sources cost
+            // nothing to invent); one already asked for does not count again.
+            let asked = self
+                .whois_sent
+                .get(&src)
+                .is_some_and(|t| now.since(*t) < super::WHOIS_RETRY_MS);
+            if !asked && !self.budgets.admit_lookup(now) {
+                self.drop_input(DropReason::LookupBudget);
+                return;
+            }
             if self.rx_queue.len() >= QUEUE_SIZE {
                 self.rx_queue.pop_front();
                 self.drop_input(DropReason::QueueFull);
@@ -322,6 +337,10 @@ impl Node {
         if !self.replay.insert(packet::packet_id(&p)) {
             self.drop_input(DropReason::Replay);
             return;
+        }
+        if self.is_root() {
+            // An authenticated packet: its path is a known peer's (or a root's relaying one).
+            self.budgets.trust_relay_path(now, from);
         }
         if packet::uncompress(&mut p).is_err() {
             self.drop_input(DropReason::BadCompression);
@@ -591,6 +610,9 @@ impl Node {
             return self.drop_input(DropReason::Replay);
         }
         self.stats.packets_in += 1;
+        if self.is_root() {
+            self.budgets.trust_relay_path(now, from);
+        }
         // Optional fields: where the peer sent this, its planet, its moons.
         let body = p[packet::IDX_PAYLOAD..].to_vec();
         let mut r = Reader::new(&body);

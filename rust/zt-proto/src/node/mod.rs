@@ -6,6 +6,8 @@ mod hello_tests;
 mod incoming;
 pub mod network;
 pub mod peer;
+#[cfg(test)]
+mod source_tests;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -212,6 +214,12 @@ pub enum DropReason {
     NotFromUpstream,
     /// Relaying is not this node's job (not a root), or hop limit reached.
     RelayRefused,
+    /// A packet to relay that came over no known peer's path, over its source network's
+    /// relay budget (see [`budget`]).
+    RelayBudget,
+    /// A packet from an unknown address that would need a lookup (WHOIS) over the node's
+    /// lookup budget (see [`budget`]).
+    LookupBudget,
     /// Nowhere to relay to.
     RelayNoRoute,
     /// Waited too long for a WHOIS answer.

@@ -28,6 +28,14 @@ impl FileStore {
             path: root.display().to_string(),
             source,
         };
+        if root.as_os_str().is_empty() {
+            // An empty path would be the working directory: identity.secret written wherever
+            // the process happens to run.
+            return Err(io(std::io::Error::new(
+                ErrorKind::InvalidInput,
+                "a store directory must be named (an empty path was given)",
+            )));
+        }
         match fs::metadata(&root) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
@@ -225,5 +233,13 @@ mod tests {
         let f = dir.path().join("f");
         fs::write(&f, b"x").unwrap();
         assert!(FileStore::open(&f).is_err());
+    }
+
+    #[test]
+    fn open_rejects_an_empty_path() {
+        let Err(err) = FileStore::open("") else {
+            panic!("an empty path was taken");
+        };
+        assert!(err.to_string().contains("must be named"), "{err}");
     }
 }
