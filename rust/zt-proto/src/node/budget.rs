@@ -18,7 +18,8 @@
 //!
 //! Identities already judged are remembered ([`VERDICTS`] of them, oldest forgotten first): a
 //! replayed HELLO of a known-bad identity is dropped without work, and one of a known-good
-//! identity (a peer evicted since) needs no second validation.
+//! identity (a peer evicted since) needs no second validation and no second agreement (its
+//! keys are remembered with the verdict, so it passes no budget: only its MAC is checked).
 //!
 //! The tables are bounded: at most [`SOURCES_MAX`] source networks are tracked; when full,
 //! networks whose bucket refilled are forgotten (looked for at most once per
@@ -42,6 +43,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use crate::identity::Identity;
+use crate::packet::PeerKeys;
 use crate::time::Timestamp;
 
 /// HELLOs of unknown identities one source network may have handled at once.
@@ -185,7 +187,7 @@ pub(super) struct Budgets {
     sources: SourceTable,
     agreements: Bucket,
     validations: Bucket,
-    verdicts: HashMap<Identity, Verdict>,
+    verdicts: HashMap<Identity, (Verdict, Option<PeerKeys>)>,
     verdict_order: VecDeque<Identity>,
     whois: Bucket,
     relay_sources: SourceTable,
@@ -275,12 +277,28 @@ impl Budgets {
 
     /// What is known of `identity`, if anything.
     pub(super) fn verdict(&self, identity: &Identity) -> Option<Verdict> {
-        self.verdicts.get(identity).copied()
+        self.verdicts.get(identity).map(|(v, _)| *v)
     }
 
-    /// Remembers `verdict` for `identity` (the oldest verdict goes when the table is full).
-    pub(super) fn remember(&mut self, identity: Identity, verdict: Verdict) {
-        if self.verdicts.insert(identity.clone(), verdict).is_none() {
+    /// The keys agreed with a valid `identity` before, if remembered.
+    pub(super) fn keys(&self, identity: &Identity) -> Option<&PeerKeys> {
+        self.verdicts.get(identity).and_then(|(_, k)| k.as_ref())
+    }
+
+    /// Remembers `verdict` for `identity`, with the keys agreed with it when valid (the oldest
+    /// verdict goes when the table is full).
+    pub(super) fn remember(
+        &mut self,
+        identity: Identity,
+        verdict: Verdict,
+        keys: Option<PeerKeys>,
+    ) {
+        let keys = keys.filter(|_| verdict == Verdict::Valid);
+        if self
+            .verdicts
+            .insert(identity.clone(), (verdict, keys))
+            .is_none()
+        {
             self.verdict_order.push_back(identity);
             while self.verdict_order.len() > VERDICTS {
                 if let Some(old) = self.verdict_order.pop_front() {
@@ -387,7 +405,7 @@ mod tests {
         let ids: Vec<Identity> = (0..3u64)
             .map(|i| Identity::generate(&mut crate::crypto::test_rng::TestRng(i + 1)))
             .collect();
-        b.remember(ids[0].to_public(), Verdict::Invalid);
+        b.remember(ids[0].to_public(), Verdict::Invalid, None);
         assert_eq!(b.verdict(&ids[0].to_public()), Some(Verdict::Invalid));
         assert!(b.verdict(&ids[1].to_public()).is_none());
         for i in 0..VERDICTS as u64 {
@@ -396,7 +414,7 @@ mod tests {
                 crate::address::Address::from_u64_truncating(i + 1),
                 *ids[2].public_key(),
             );
-            b.remember(id, Verdict::Invalid);
+            b.remember(id, Verdict::Invalid, None);
         }
         assert!(b.verdict(&ids[0].to_public()).is_none(), "the oldest went");
     }

@@ -235,3 +235,36 @@ fn unanswered_checks_expire() {
     n.handle_datagram(later, LocalSocket(0), from, &hello(&m, &n, 2, true));
     assert!(n.poll_identity_check().is_some());
 }
+
+#[test]
+fn a_valid_identity_seen_before_needs_no_agreement_again() {
+    let now = Timestamp(1_000);
+    let mut n = node(now);
+    let mut rng = TestRng(16);
+    let friend = throwaway(&mut rng);
+    let at: SocketAddr = "203.0.113.90:9993".parse().unwrap();
+    n.handle_datagram(now, LocalSocket(0), at, &hello(&friend, &n, 1, true));
+    let id = n.poll_identity_check().unwrap();
+    n.handle_identity_checked(now, &id, true);
+    assert_eq!(answered(&mut n), [at].into());
+    // Its peer is forgotten (as an idle peer is evicted), and a flood from its network spends
+    // that network's budget.
+    n.peers.remove(&friend.address());
+    for i in 0..100 {
+        let p = hello(&throwaway(&mut rng), &n, 1_000 + i, false);
+        n.handle_datagram(now, LocalSocket(0), at, &p);
+    }
+    assert!(drops(&n, DropReason::RateLimited) > 0);
+    // Its next HELLO is answered at once, without the budget: the keys agreed with it were
+    // remembered with its verdict, so only the MAC is checked.
+    n.handle_datagram(now, LocalSocket(0), at, &hello(&friend, &n, 2, true));
+    assert!(n.poll_identity_check().is_none());
+    assert_eq!(answered(&mut n), [at].into());
+    assert!(n.peer(friend.address()).is_some());
+    // A forged HELLO in its name (the right identity, a wrong MAC) is still refused.
+    let drops_before = drops(&n, DropReason::BadMac);
+    n.peers.remove(&friend.address());
+    n.handle_datagram(now, LocalSocket(0), at, &hello(&friend, &n, 3, false));
+    assert_eq!(drops(&n, DropReason::BadMac), drops_before + 1);
+    assert!(answered(&mut n).is_empty());
+}

@@ -505,8 +505,9 @@ impl Node {
                 if self.validating.contains_key(&src) {
                     return self.drop_input(DropReason::AwaitingValidation);
                 }
-                // The cheap gates first (see `budget`): a verdict on this very identity, then
-                // the budgets, and only then public-key work.
+                // The cheap gates first (see `budget`): a verdict on this very identity (with
+                // the keys agreed with it, if valid), then the budgets, and only then
+                // public-key work.
                 let validated = match self.budgets.verdict(&identity) {
                     Some(budget::Verdict::Invalid) => {
                         return self.drop_input(DropReason::BadIdentity);
@@ -514,13 +515,17 @@ impl Node {
                     Some(budget::Verdict::Valid) => true,
                     None => false,
                 };
-                if self.budgets.admit(now, rate_gate_bucket(&from)).is_err() {
-                    return self.drop_input(DropReason::RateLimited);
-                }
-                let Ok(shared) = self.identity.agree(&identity) else {
-                    return self.drop_input(DropReason::BadIdentity);
+                let keys = if let Some(keys) = self.budgets.keys(&identity) {
+                    keys.clone()
+                } else {
+                    if self.budgets.admit(now, rate_gate_bucket(&from)).is_err() {
+                        return self.drop_input(DropReason::RateLimited);
+                    }
+                    let Ok(shared) = self.identity.agree(&identity) else {
+                        return self.drop_input(DropReason::BadIdentity);
+                    };
+                    PeerKeys::new(&shared)
                 };
-                let keys = PeerKeys::new(&shared);
                 if packet::dearmor(&mut p, &keys).is_err() {
                     return self.drop_input(DropReason::BadMac);
                 }
@@ -571,11 +576,15 @@ impl Node {
             return;
         };
         if !valid {
-            self.budgets.remember(v.identity, budget::Verdict::Invalid);
+            self.budgets
+                .remember(v.identity, budget::Verdict::Invalid, None);
             return self.drop_input(DropReason::BadIdentity);
         }
-        self.budgets
-            .remember(v.identity.clone(), budget::Verdict::Valid);
+        self.budgets.remember(
+            v.identity.clone(),
+            budget::Verdict::Valid,
+            Some(v.keys.clone()),
+        );
         match self.peers.get(&src) {
             // Learned meanwhile (from a root's answer to a WHOIS): the same identity, or not.
             Some(peer) if peer.identity != v.identity => {
