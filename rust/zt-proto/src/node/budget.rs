@@ -30,8 +30,10 @@
 //!
 //! - **Lookups.** A packet from an unknown ZeroTier address waits while the node asks its root
 //!   who that is (WHOIS). Sources are free to invent, so new lookups for such packets have a
-//!   node-wide budget ([`WHOIS_PER_S`] a second); a packet whose source would need a lookup
-//!   over it is dropped (`LookupBudget`) instead of pushing a waiting packet out of the queue.
+//!   budget per physical source network ([`LOOKUP_SOURCE_BURST`] at once, one more every
+//!   [`LOOKUP_SOURCE_REFILL_MS`]) and a node-wide one ([`WHOIS_PER_S`] a second); a packet
+//!   whose source would need a lookup over them is dropped (`LookupBudget`) instead of pushing
+//!   a waiting packet out of the queue.
 //!   Lookups the node needs for itself (a controller, a peer it sends to) are not counted.
 //! - **Relaying** (roots). A root forwards packets between its peers. A packet or fragment
 //!   arriving over a physical path that belongs to a known peer (its claimed source's path,
@@ -63,6 +65,10 @@ pub const VALIDATIONS_PENDING: usize = 64;
 pub const VERDICTS: usize = 4096;
 /// Lookups (WHOIS) per second for packets from unknown addresses, node-wide.
 pub const WHOIS_PER_S: u32 = 64;
+/// Such lookups one physical source network may cause at once.
+pub const LOOKUP_SOURCE_BURST: u32 = 16;
+/// One more lookup per source network this often (ms): 16 a second.
+pub const LOOKUP_SOURCE_REFILL_MS: i64 = 62;
 /// Packets a root relays at once for a source network none of whose paths is a known peer's.
 pub const RELAY_BURST: u32 = 256;
 /// One more such relayed packet this often (ms): 500 a second.
@@ -190,6 +196,7 @@ pub(super) struct Budgets {
     verdicts: HashMap<Identity, (Verdict, Option<PeerKeys>)>,
     verdict_order: VecDeque<Identity>,
     whois: Bucket,
+    lookup_sources: SourceTable,
     relay_sources: SourceTable,
     /// Physical paths of known peers, and when a packet of theirs last crossed them.
     relay_trusted: HashMap<SocketAddr, Timestamp>,
@@ -210,6 +217,7 @@ impl Budgets {
             verdicts: HashMap::new(),
             verdict_order: VecDeque::new(),
             whois: Bucket::full(WHOIS_PER_S, now),
+            lookup_sources: SourceTable::new(now, LOOKUP_SOURCE_BURST, LOOKUP_SOURCE_REFILL_MS),
             relay_sources: SourceTable::new(now, RELAY_BURST, RELAY_REFILL_MS),
             relay_trusted: HashMap::new(),
             relay_trusted_purged_at: now,
@@ -238,9 +246,16 @@ impl Budgets {
             .take(now, VALIDATIONS_PER_S, VALIDATION_REFILL_MS)
     }
 
-    /// Takes a token for a lookup (WHOIS) of a packet's unknown source.
-    pub(super) fn admit_lookup(&mut self, now: Timestamp) -> bool {
-        self.whois.take(now, WHOIS_PER_S, WHOIS_REFILL_MS)
+    /// Takes a token for a lookup (WHOIS) of the unknown source of a packet that came from
+    /// physical source network `bucket` (the node-wide budget looked at first, so that a
+    /// lookup refused for it costs its source nothing).
+    pub(super) fn admit_lookup(&mut self, now: Timestamp, bucket: u64) -> bool {
+        self.whois.refill(now, WHOIS_PER_S, WHOIS_REFILL_MS);
+        if self.whois.tokens == 0 || !self.lookup_sources.take(now, bucket) {
+            return false;
+        }
+        self.whois.tokens -= 1;
+        true
     }
 
     /// Notes that `path` carried a packet of a known peer (it may be relayed from freely).
@@ -311,6 +326,7 @@ impl Budgets {
     /// Forgets source networks whose bucket is full again (they are as good as new).
     pub(super) fn forget_refilled(&mut self, now: Timestamp) {
         self.sources.forget_refilled(now);
+        self.lookup_sources.forget_refilled(now);
         self.relay_sources.forget_refilled(now);
         self.relay_trusted
             .retain(|_, at| now.since(*at) < RELAY_TRUST_MS);
@@ -420,12 +436,24 @@ mod tests {
     }
 
     #[test]
-    fn lookups_have_a_budget_per_second() {
+    fn lookups_have_a_budget_per_source_network_and_per_second() {
         let mut b = Budgets::new(Timestamp(0));
-        let n = (0..1_000).filter(|_| b.admit_lookup(Timestamp(0))).count();
-        assert_eq!(n, WHOIS_PER_S as usize);
+        // One source network: its burst, then one per refill interval.
         let n = (0..1_000)
-            .filter(|_| b.admit_lookup(Timestamp(500)))
+            .filter(|_| b.admit_lookup(Timestamp(0), 1))
+            .count();
+        assert_eq!(n, LOOKUP_SOURCE_BURST as usize);
+        let later = Timestamp(10 * LOOKUP_SOURCE_REFILL_MS);
+        let n = (0..1_000).filter(|_| b.admit_lookup(later, 1)).count();
+        assert_eq!(n, 10);
+        // Many networks together: the node-wide budget.
+        let mut b = Budgets::new(Timestamp(0));
+        let n = (0..1_000u64)
+            .filter(|s| b.admit_lookup(Timestamp(0), *s))
+            .count();
+        assert_eq!(n, WHOIS_PER_S as usize);
+        let n = (1_000..2_000u64)
+            .filter(|s| b.admit_lookup(Timestamp(500), *s))
             .count();
         assert_eq!(n, (500 / WHOIS_REFILL_MS) as usize);
     }

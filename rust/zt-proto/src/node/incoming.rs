@@ -315,7 +315,7 @@ impl Node {
                 .whois_sent
                 .get(&src)
                 .is_some_and(|t| now.since(*t) < super::WHOIS_RETRY_MS);
-            if !asked && !self.budgets.admit_lookup(now) {
+            if !asked && !self.budgets.admit_lookup(now, rate_gate_bucket(&from)) {
                 self.drop_input(DropReason::LookupBudget);
                 return;
             }

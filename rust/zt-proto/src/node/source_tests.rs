@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use super::budget::{RELAY_BURST, RELAY_REFILL_MS, WHOIS_PER_S};
+use super::budget::{LOOKUP_SOURCE_BURST, RELAY_BURST, RELAY_REFILL_MS, WHOIS_PER_S};
 use super::hello_tests::{drops, hello, node, node_as, throwaway};
 use super::*;
 use crate::crypto::test_rng::TestRng;
@@ -26,27 +26,41 @@ fn stranger(i: u64) -> Address {
 fn lookups_for_unknown_sources_have_a_budget() {
     let now = Timestamp(1_000);
     let mut n = node(now);
+    // One physical source inventing sources: its network's burst is looked up and queued.
     let from: SocketAddr = "203.0.113.9:9993".parse().unwrap();
     for i in 0..1_000 {
         let p = from_stranger(stranger(i), n.address(), i);
         n.handle_datagram(now, LocalSocket(0), from, &p);
     }
-    // Each new source needs a lookup: the budget's worth are queued (the queue keeps the newest
-    // QUEUE_SIZE), the rest dropped without pushing anyone out.
-    let budget = u64::from(WHOIS_PER_S);
-    assert_eq!(drops(&n, DropReason::LookupBudget), 1_000 - budget);
-    assert_eq!(drops(&n, DropReason::QueueFull), budget - QUEUE_SIZE as u64);
-    // The budget refills over the second.
-    let later = now + 500;
-    for i in 0..100 {
-        let p = from_stranger(stranger(10_000 + i), n.address(), 10_000 + i);
-        n.handle_datagram(later, LocalSocket(0), from, &p);
+    let burst = u64::from(LOOKUP_SOURCE_BURST);
+    assert_eq!(drops(&n, DropReason::LookupBudget), 1_000 - burst);
+    assert_eq!(
+        drops(&n, DropReason::QueueFull),
+        0,
+        "no waiting packet pushed out"
+    );
+    // Many source networks together: the node-wide budget (the queue keeps the newest
+    // QUEUE_SIZE of those).
+    for i in 0..1_000u32 {
+        let from = SocketAddr::new(std::net::Ipv4Addr::from(0xC612_0000 | (i << 8)).into(), 1);
+        let k = 10_000 + u64::from(i);
+        n.handle_datagram(
+            now,
+            LocalSocket(0),
+            from,
+            &from_stranger(stranger(k), n.address(), k),
+        );
     }
-    // One token every 1000 / WHOIS_PER_S ms (rounded down).
-    let refilled = 500 / (1_000 / i64::from(WHOIS_PER_S));
+    let node_wide = u64::from(WHOIS_PER_S);
     assert_eq!(
         drops(&n, DropReason::LookupBudget),
-        1_000 - budget + 100 - refilled as u64
+        2_000 - node_wide,
+        "{:?}",
+        n.stats().drops
+    );
+    assert_eq!(
+        drops(&n, DropReason::QueueFull),
+        node_wide - QUEUE_SIZE as u64
     );
 }
 
