@@ -317,6 +317,13 @@ fn measure(
 /// The suite's short version: ~1 s of flood; at least 95 % of the echoes back with a median
 /// under 20 ms (a debug build on a loaded 2-core CI machine), all of them right after.
 fn check(target_is_root: bool, flood: Flood) {
+    // One flood at a time: each takes a core as fast as it can, and the tests of this file
+    // run on threads of one process (on a 2-core machine, two floods at once measure the
+    // machine, not the node).
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let o = run(target_is_root, flood, 1.3);
     assert!(o.refused > 1_000, "the flood did not reach the node: {o:?}");
     assert!(
