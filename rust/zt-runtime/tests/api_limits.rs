@@ -29,13 +29,13 @@ fn served() -> (NodeRuntime, HttpServer) {
     let (planet, id, port) = loopback_planet(0x7e57);
     let rt = node(&planet, Some(id), port, false);
     let api = Api::new(rt.handle(), TOKEN.to_owned(), None);
-    let server = HttpServer::start(api, 0).unwrap();
+    let server = HttpServer::start(api, 0).expect("the API serves");
     (rt, server)
 }
 
 fn connect(port: u16) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_nodelay(true).unwrap();
+    let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
     s
 }
 
@@ -63,7 +63,7 @@ fn get_status(port: u16, limit: Duration) -> Option<u16> {
 
 /// Whether the server closed `s` (EOF or reset) within `limit`, after any answer.
 fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
-    s.set_read_timeout(Some(limit)).unwrap();
+    s.set_read_timeout(Some(limit)).expect("read timeout");
     let mut buf = [0u8; 4096];
     loop {
         match s.read(&mut buf) {

@@ -1679,7 +1679,7 @@ mod tests {
             node.join(Timestamp(1), NetworkId(base + i)).unwrap();
         }
         assert_eq!(
-            node.join(Timestamp(1), extra),
+            node.join(Timestamp(1), NetworkId(base + 0x10000)),
             Err(JoinError::TooManyNetworks(MAX_NETWORKS))
         );
         assert_eq!(node.networks().len(), MAX_NETWORKS);

@@ -29,7 +29,8 @@
 //! - **A deadline for the head.** The request line and headers must be complete within 5 s of
 //!   the connection, however fast or slow their bytes come: a drip is answered 408 and closed.
 //!   A head is at most 32 KiB (request line ≤ 8 KiB, header lines ≤ 8 KiB, ≤ 100 headers),
-//!   checked byte by byte as it arrives; the parser runs once, on the complete head.
+//!   scanned byte by byte as it arrives; each line is parsed once when it is complete (so
+//!   garbage is refused at once, not at the deadline), and the whole head once at its end.
 //! - **A cap on connections that have not shown the token**, with eviction: at most 128 wait
 //!   for their heads (or for their refusal to be sent); one more closes the oldest of them.
 //! - **Threads only for token holders**: at most 64 requests with a valid token are served at

@@ -67,9 +67,10 @@ pub(super) enum Framing {
 /// A request head being received: the bytes so far and how far they have been scanned.
 ///
 /// Each byte is looked at once, as it arrives: line lengths, the number of lines and the
-/// total size are checked on the way, and the head is complete at its first empty line
-/// (after any empty lines before the request line). A client dripping a byte at a time thus
-/// costs a scan of that byte, not a parse of everything so far.
+/// total size are checked on the way, each line is checked by httparse when it is complete,
+/// and the head is complete at its first empty line (after any empty lines before the request
+/// line). A client dripping a byte at a time thus costs a scan of that byte, not a parse of
+/// everything so far.
 #[derive(Debug, Default)]
 pub(super) struct HeadBuf {
     buf: Vec<u8>,
@@ -134,6 +135,7 @@ impl HeadBuf {
             }
             let len = end - self.line_start;
             self.check_line(len)?;
+            let line = self.line_start..i + 1;
             self.line_start = i + 1;
             if len == 0 {
                 if self.lines > 0 {
@@ -146,6 +148,13 @@ impl HeadBuf {
             self.lines += 1;
             if self.lines > MAX_HEADERS + 1 {
                 return Err(ReadError::Bad(431, "too many headers"));
+            }
+            // Each line is checked as soon as it is complete, so that garbage is answered at
+            // once rather than at the deadline.
+            if self.lines == 1 {
+                check_request_line(&self.buf[line])?;
+            } else {
+                check_header_line(&self.buf[line])?;
             }
         }
         self.scanned = self.buf.len();
@@ -174,27 +183,22 @@ impl HeadBuf {
     }
 }
 
-/// Parses a complete head (request line, headers, empty line) with httparse.
-fn parse_head(head: &[u8]) -> Result<(Request, Framing), ReadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut p = httparse::Request::new(&mut headers);
-    match p.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(ReadError::Bad(400, "truncated request")),
-        Err(e) => {
-            return Err(match e {
-                httparse::Error::TooManyHeaders => ReadError::Bad(431, "too many headers"),
-                httparse::Error::HeaderName => ReadError::Bad(400, "malformed header name"),
-                httparse::Error::HeaderValue => ReadError::Bad(400, "malformed header value"),
-                httparse::Error::NewLine => ReadError::Bad(400, "malformed line end"),
-                httparse::Error::Version => ReadError::Bad(400, "unsupported HTTP version"),
-                httparse::Error::Token | httparse::Error::Status => {
-                    ReadError::Bad(400, "malformed request line")
-                }
-            });
+fn bad_head(e: httparse::Error) -> ReadError {
+    match e {
+        httparse::Error::TooManyHeaders => ReadError::Bad(431, "too many headers"),
+        httparse::Error::HeaderName => ReadError::Bad(400, "malformed header name"),
+        httparse::Error::HeaderValue => ReadError::Bad(400, "malformed header value"),
+        httparse::Error::NewLine => ReadError::Bad(400, "malformed line end"),
+        httparse::Error::Version => ReadError::Bad(400, "unsupported HTTP version"),
+        httparse::Error::Token | httparse::Error::Status => {
+            ReadError::Bad(400, "malformed request line")
         }
     }
-    let (Some(method), Some(target)) = (p.method, p.path) else {
+}
+
+/// What zt asks of a request line beyond its syntax.
+fn check_method_and_target(method: Option<&str>, target: Option<&str>) -> Result<(), ReadError> {
+    let (Some(method), Some(target)) = (method, target) else {
         return Err(ReadError::Bad(400, "malformed request line"));
     };
     if !METHODS.contains(&method) {
@@ -203,6 +207,41 @@ fn parse_head(head: &[u8]) -> Result<(Request, Framing), ReadError> {
     if !target.starts_with('/') || target.bytes().any(|b| b.is_ascii_control()) {
         return Err(ReadError::Bad(400, "malformed request target"));
     }
+    Ok(())
+}
+
+/// Checks a request line (with its line end) on its own.
+fn check_request_line(line: &[u8]) -> Result<(), ReadError> {
+    let mut p = httparse::Request::new(&mut []);
+    // Without the headers that follow, a good request line is a partial request.
+    match p.parse(line) {
+        Ok(_) => check_method_and_target(p.method, p.path),
+        Err(e) => Err(bad_head(e)),
+    }
+}
+
+/// Checks a header line (with its line end) on its own.
+fn check_header_line(line: &[u8]) -> Result<(), ReadError> {
+    let mut one = [httparse::EMPTY_HEADER; 1];
+    match httparse::parse_headers(line, &mut one) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(bad_head(e)),
+    }
+}
+
+/// Parses a complete head (request line, headers, empty line) with httparse.
+fn parse_head(head: &[u8]) -> Result<(Request, Framing), ReadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut p = httparse::Request::new(&mut headers);
+    match p.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(ReadError::Bad(400, "truncated request")),
+        Err(e) => return Err(bad_head(e)),
+    }
+    check_method_and_target(p.method, p.path)?;
+    let (Some(method), Some(target)) = (p.method, p.path) else {
+        return Err(ReadError::Bad(400, "malformed request line"));
+    };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let req = Request {
         method: method.to_owned(),

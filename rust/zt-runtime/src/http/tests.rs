@@ -1,13 +1,13 @@
 //! Unit tests of the parser, the routes and the server's answers.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::parse::{MAX_HEADER_LINE, MAX_HEADERS, MAX_REQUEST_LINE};
+use super::parse::{HeadBuf, MAX_HEADER_LINE, MAX_HEADERS, MAX_REQUEST_LINE};
 use super::routes::pretty4;
 use super::*;
 use crate::runtime::{NodeRuntime, RuntimeOptions};
@@ -165,6 +165,48 @@ fn refuses_malformed_heads() {
     // A line without end is not buffered beyond the limit.
     let endless = vec![b'a'; 10 * MAX_REQUEST_LINE];
     assert_eq!(status_of(&endless), 414);
+}
+
+/// A client's socket that has these bytes, then nothing yet.
+struct Stalled<'a>(&'a [u8]);
+
+impl Read for Stalled<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.0.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.0.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn bad_lines_are_refused_before_the_head_is_complete() {
+    for raw in [
+        &b"BREW / HTTP/1.1\r\n"[..],
+        b"GET / HTTP/2.0\r\n",
+        b"GET status HTTP/1.1\n",
+        b"GET / HTTP/1.1\r\nBad Name: x\r\n",
+        b"GET / HTTP/1.1\r\nA: b\r\n folded\r\n",
+        b"\x16\x03\x01\x00\xa5\x01\n\x0b\x0c\r\x0e",
+    ] {
+        let r = HeadBuf::default().fill(&mut Stalled(raw));
+        assert!(
+            matches!(r, Err(ReadError::Bad(400, _))),
+            "{:?}: {r:?}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+    // A good head in progress waits for the rest.
+    let mut h = HeadBuf::default();
+    assert!(matches!(
+        h.fill(&mut Stalled(b"\r\nGET / HTTP/1.1\r\nHost: x\r\nX-A: \xff")),
+        Ok(false)
+    ));
+    assert!(matches!(h.fill(&mut Stalled(b"\r\n\r\n")), Ok(true)));
+    assert_eq!(h.parse().unwrap().0.path, "/");
 }
 
 #[test]
