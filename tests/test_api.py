@@ -7,7 +7,10 @@ import json
 import os
 import pathlib
 import re
+import select
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -586,18 +589,30 @@ def test_garbage_and_oversized_requests(env: Env) -> None:
     ):
         reply = raw_exchange(port, data)
         assert reply.startswith(b"HTTP/1.1 " + status + b" "), (data[:40], reply[:80])
-    # A body shorter than announced, then the client gives up sending.
-    reply = raw_exchange(port, b"POST /x HTTP/1.1\r\nContent-Length: 100\r\n\r\n{}", shutdown=True)
+    # A body shorter than announced, then the client gives up sending: 400 for a token holder;
+    # without the token the body is never read, and the head alone is answered 401.
+    auth = f"X-ZT1-Auth: {env.ctl_token}\r\n".encode()
+    head = b"POST /x HTTP/1.1\r\nContent-Length: 100\r\n"
+    reply = raw_exchange(port, head + auth + b"\r\n{}", shutdown=True)
     assert reply.startswith(b"HTTP/1.1 400 ")
+    reply = raw_exchange(port, head + b"\r\n{}", shutdown=True)
+    assert reply.startswith(b"HTTP/1.1 401 ")
     # Connecting and closing at once is harmless.
     assert raw_exchange(port, b"", shutdown=True) == b""
-    # A chunked body is read (then refused here for the token).
-    reply = raw_exchange(
-        port,
-        b"POST /controller/network HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-        b"2\r\n{}\r\n0\r\n\r\n",
-    )
+    # A chunked body: refused from the head without the token, read with it.
+    chunked = b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    reply = raw_exchange(port, b"POST /controller/network HTTP/1.1\r\n" + chunked)
     assert reply.startswith(b"HTTP/1.1 401 ")
+    local_conf = env.ctl_home / "local.conf"
+    before = local_conf.read_bytes() if local_conf.exists() else None
+    try:
+        reply = raw_exchange(port, b"POST /config/settings HTTP/1.1\r\n" + auth + chunked)
+        assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"\r\n\r\n{}")
+    finally:
+        if before is None:
+            local_conf.unlink(missing_ok=True)
+        else:
+            local_conf.write_bytes(before)
     # Non-UTF-8 in a header value does not matter.
     reply = raw_exchange(port, b"GET /health HTTP/1.1\r\nX-Odd: \xff\xfe\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 200 ")
@@ -617,3 +632,98 @@ def test_slow_clients_do_not_block_others(env: Env) -> None:
         for s in slow:
             s.close()
     assert env.ctl_api("GET", "/health").status == 200
+
+
+def _rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")
+def test_unauthenticated_bodies_are_not_buffered(tmp_path: pathlib.Path) -> None:
+    """64 connections without a token, each sending a 15 MiB body less one byte and holding
+    it, add less than 20 MB to the serving process (they are answered 401 from the head)."""
+    root = zt.Identity.generate()
+    planet, port = loopback_planet(root)
+    (tmp_path / "planet").write_bytes(planet.to_bytes())
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "identity.secret").write_text(root.secret_string())
+    env = dict(os.environ, ZT_ALLOWED_DESTINATIONS="127.0.0.0/8")
+    cmd = [sys.executable, "-m", "zt", "run", "--home", str(home), "--port", str(port)]
+    cmd += ["--planet", str(tmp_path / "planet"), "--allow-loopback", "--no-ipv6"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    socks: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith(f"root {root.address} listening")
+        assert proc.stdout.readline() == f"api on 127.0.0.1:{port}\n"
+        token = (home / "authtoken.secret").read_text().strip()
+        assert http(port, "GET", "/status", token=token).status == 200
+        time.sleep(0.5)
+        base = _rss_kb(proc.pid)
+        size = 15 << 20
+        body = memoryview(bytes(size - 1))
+        head = f"POST /controller/network HTTP/1.1\r\nContent-Length: {size}\r\n\r\n".encode()
+        sent: dict[socket.socket, int] = {}
+        for _ in range(64):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(head)
+            s.setblocking(False)
+            socks.append(s)
+            sent[s] = 0
+        peak = base
+        deadline = time.monotonic() + 20
+        active = set(socks)
+        while active and time.monotonic() < deadline:
+            _, writable, _ = select.select([], list(active), [], 0.05)
+            for s in writable:
+                try:
+                    sent[s] += s.send(body[sent[s] : sent[s] + (256 << 10)])
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    active.discard(s)  # refused and closed by the server
+                    continue
+                if sent[s] >= size - 1:
+                    active.discard(s)  # held, one byte short
+            peak = max(peak, _rss_kb(proc.pid))
+        # Hold them a moment longer.
+        for _ in range(20):
+            peak = max(peak, _rss_kb(proc.pid))
+            time.sleep(0.05)
+        added_mb = (peak - base) / 1024
+        print(f"RSS {base / 1024:.1f} MB, peak {peak / 1024:.1f} MB: +{added_mb:.1f} MB")
+        assert added_mb < 20, f"+{added_mb:.1f} MB"
+        assert sum(sent.values()) < 64 * (size - 1), "the server took every body"
+        assert http(port, "GET", "/status", token=token).status == 200
+    finally:
+        for s in socks:
+            s.close()
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
+def test_joined_networks_are_capped(tmp_path: pathlib.Path) -> None:
+    root_id = zt.Identity.generate()
+    planet, port = loopback_planet(root_id)
+    opts = options(planet, identity=root_id, port=port, store=str(tmp_path), api_port=0)
+    with zt.Node(opts) as node:
+        assert node.api_port is not None
+        token = (tmp_path / "authtoken.secret").read_text().strip()
+        ids = [f"deadbeef00{i:06x}" for i in range(1025)]
+        for nwid in ids[:1024]:
+            node.join(nwid)
+        node.join(ids[0])  # a member already: fine at the cap
+        with pytest.raises(zt.errors.NetworkError, match="member of 1024 networks"):
+            node.join(ids[1024])
+        r = http(node.api_port, "POST", f"/network/{ids[1024]}", {}, token=token)
+        assert r.status == 403, r
+        assert r.json()["description"].startswith("this node is a member of 1024 networks")
+        assert len(node.networks()) == 1024
+        assert node.leave(ids[0])
+        node.join(ids[1024])
+        assert node.network(ids[1024]) is not None

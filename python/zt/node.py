@@ -366,7 +366,10 @@ class Node:
 
     def join(self, nwid: NetworkIdLike) -> None:
         """Joins a network (idempotent); its config is requested at once (ad-hoc networks are
-        configured locally). Watch :meth:`network` or NETWORK_* events for the outcome."""
+        configured locally). Watch :meth:`network` or NETWORK_* events for the outcome.
+
+        Raises :class:`zt.errors.NetworkError` when the node is already a member of 1,024
+        networks (the cap; leave one first)."""
         self._native.join(format_network_id(nwid))
 
     def leave(self, nwid: NetworkIdLike) -> bool:

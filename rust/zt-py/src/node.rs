@@ -476,14 +476,15 @@ impl NativeNode {
             .map_err(|e| errors::NodeStateError::new_err(e.to_string()))
     }
 
-    /// Joins a network (idempotent).
+    /// Joins a network (idempotent); NetworkError over the cap on joined networks.
     #[pyo3(signature = (nwid, timeout = 10.0))]
     fn join(&self, py: Python<'_>, nwid: &str, timeout: f64) -> PyResult<()> {
         let id = network_id(nwid)?;
         let t = duration(Some(timeout))?.unwrap_or_default();
         let rt = self.rt();
         py.detach(|| rt.call(move |ctx| ctx.node.join(ctx.now, id), t))
-            .map_err(errors::runtime)
+            .map_err(errors::runtime)?
+            .map_err(|e| errors::NetworkError::new_err(format!("cannot join {id}: {e}")))
     }
 
     /// Leaves a network; False if it was not joined.

@@ -62,7 +62,9 @@ fn lab(n: usize, extra: &str) -> Lab {
             &format!("/controller/network/{id}/member/{a}"),
             r#"{"authorized": true}"#,
         );
-        m.call(move |ctx| ctx.node.join(ctx.now, id), T).unwrap();
+        m.call(move |ctx| ctx.node.join(ctx.now, id), T)
+            .unwrap()
+            .unwrap();
     }
     for m in &members {
         wait("the network", || ipv4(m, id).is_some());
@@ -375,7 +377,9 @@ fn memberships_are_counted_over_sockets_and_end_with_them() {
     // A network joined later: the socket bound to an unspecified address is bound there too
     // and its memberships follow (an ad-hoc IPv4 network, 10.0.0.0/8).
     let later = NetworkId(0xff0a_0000_0000_0001);
-    a.call(move |ctx| ctx.node.join(ctx.now, later), T).unwrap();
+    a.call(move |ctx| ctx.node.join(ctx.now, later), T)
+        .unwrap()
+        .unwrap();
     wait("the memberships on the later network", || {
         subscribed(a, later, alias)
     });

@@ -40,7 +40,9 @@ fn adhoc_pair(port_range: u16) -> (NodeRuntime, NodeRuntime, NodeRuntime, Networ
     let b = node(&planet, None, 0);
     let id = NetworkId::adhoc(port_range, port_range);
     for n in [&a, &b] {
-        n.call(move |ctx| ctx.node.join(ctx.now, id), T).unwrap();
+        n.call(move |ctx| ctx.node.join(ctx.now, id), T)
+            .unwrap()
+            .unwrap();
     }
     for n in [&a, &b] {
         wait("the network", || {
@@ -438,6 +440,7 @@ fn an_unspecified_listener_covers_networks_joined_later() {
     let second = NetworkId::adhoc(7300, 7301);
     for n in [&a, &b] {
         n.call(move |ctx| ctx.node.join(ctx.now, second), T)
+            .unwrap()
             .unwrap();
     }
     for n in [&a, &b] {

@@ -236,7 +236,10 @@ impl NetworkLab {
         let id = self.nwid;
         for &m in &self.members {
             let now = self.sim.now;
-            self.sim.hosts[m].node.join(now, id);
+            self.sim.hosts[m]
+                .node
+                .join(now, id)
+                .expect("a lab member is far below the cap on networks");
         }
         self.sim.pump();
         self.sim.run_for(3_000);

@@ -68,7 +68,7 @@ fn held_authorized_talk_revoked(netem: Netem) {
     let (a, b) = (lab.members[0], lab.members[1]);
     for &m in &lab.members {
         let now = lab.sim.now;
-        lab.sim.hosts[m].node.join(now, id);
+        lab.sim.hosts[m].node.join(now, id).unwrap();
     }
     lab.sim.pump();
     lab.sim.run_for(8_000);
@@ -225,7 +225,7 @@ fn adhoc_networks_configure_locally_and_filter_ports() {
     let id = NetworkId::adhoc(5000, 6000);
     for h in [a, b] {
         let now = sim.now;
-        sim.hosts[h].node.join(now, id);
+        sim.hosts[h].node.join(now, id).unwrap();
         let info = sim.hosts[h].node.network(id).unwrap();
         assert_eq!(info.status, NetworkStatus::Ok, "ad-hoc configs are local");
         let c = info.config.unwrap();
@@ -288,7 +288,7 @@ fn forged_unsigned_and_garbage_configs_are_dropped_and_counted() {
     let id = lab.nwid;
     let m = lab.members[0];
     let now = lab.sim.now;
-    lab.sim.hosts[m].node.join(now, id);
+    lab.sim.hosts[m].node.join(now, id).unwrap();
     lab.sim.pump();
     lab.sim.run_for(2_000);
     let me = lab.sim.hosts[m].node.address();
@@ -537,7 +537,7 @@ fn configured_lab(n: usize) -> Lab {
     let id = lab.nwid;
     for &m in &lab.members.clone() {
         let now = lab.sim.now;
-        lab.sim.hosts[m].node.join(now, id);
+        lab.sim.hosts[m].node.join(now, id).unwrap();
         let a = lab.sim.hosts[m].node.address();
         lab.sim.pump();
         lab.sim.run_for(1_000);

@@ -23,7 +23,7 @@ use crate::time::Timestamp;
 use crate::world::{World, WorldType, WorldUpdateRejected};
 
 pub use network::{
-    ControllerRequest, Frame, FrameError, LOCAL_REQUEST, NetworkInfo, NetworkStatus,
+    ControllerRequest, Frame, FrameError, JoinError, LOCAL_REQUEST, NetworkInfo, NetworkStatus,
 };
 pub use peer::{CachedPeer, LocalSocket, Path, Peer, RemoteVersion, ip_scope, usable_endpoint};
 
@@ -348,7 +348,16 @@ pub struct CoreOptions {
     pub activity_timeout_ms: i64,
     /// Software version reported in HELLO (major, minor, revision).
     pub software_version: (u8, u8, u16),
+    /// Networks the node may be a member of at once ([`MAX_NETWORKS`] by default); a join
+    /// beyond is refused with [`JoinError::TooManyNetworks`], and networks stored beyond it
+    /// are not rejoined at start-up.
+    pub max_networks: usize,
 }
+
+/// Networks a node may be a member of at once unless [`CoreOptions::max_networks`] says
+/// otherwise. zerotier-one has no such cap; each network costs a config, a TCP/IP stack, timers
+/// and requests to its controller, and every listing walks them all.
+pub const MAX_NETWORKS: usize = 1024;
 
 impl Default for CoreOptions {
     fn default() -> Self {
@@ -357,6 +366,7 @@ impl Default for CoreOptions {
             physical_mtu: packet::DEFAULT_PHYSICAL_MTU,
             activity_timeout_ms: ACTIVITY_TIMEOUT_MS,
             software_version: (1, 14, 1),
+            max_networks: MAX_NETWORKS,
         }
     }
 }
@@ -657,7 +667,7 @@ impl Node {
             }
         }
         node.online = node.is_root();
-        for (id, cached) in networks {
+        for (id, cached) in networks.into_iter().take(node.options.max_networks) {
             node.join_cached(now, id, &cached);
         }
         node.events.push_back(Event::Up {
@@ -1640,5 +1650,46 @@ mod tests {
             new_node(c, Timestamp(0)),
             Err(NodeError::NoSecret(_))
         ));
+    }
+
+    #[test]
+    fn joins_stop_at_the_cap() {
+        let k = KeyPair::generate(&mut TestRng(1));
+        let p = planet(7, 100, &k, &k);
+        let base = 0x0123_4567_8900_0000;
+        // Stored networks beyond the cap are not rejoined.
+        let mut c = config(None, p.clone());
+        c.options.max_networks = 3;
+        c.networks = (0..5)
+            .map(|i| (NetworkId(base + i), b"\n".to_vec()))
+            .collect();
+        let mut node = new_node(c, Timestamp(0)).unwrap();
+        assert_eq!(node.networks().len(), 3);
+        let extra = NetworkId(base + 0xff);
+        assert_eq!(
+            node.join(Timestamp(1), extra),
+            Err(JoinError::TooManyNetworks(3))
+        );
+        assert!(node.network(extra).is_none());
+        assert_eq!(
+            node.join(Timestamp(1), extra).unwrap_err().to_string(),
+            "this node is a member of 3 networks, the most it may join (leave one first)"
+        );
+        // Joining one it is a member of is fine; leaving one makes room.
+        assert_eq!(node.join(Timestamp(1), NetworkId(base)), Ok(()));
+        assert!(node.leave(NetworkId(base)));
+        assert_eq!(node.join(Timestamp(2), extra), Ok(()));
+        assert!(node.network(extra).is_some());
+        // The default: MAX_NETWORKS.
+        let mut node = new_node(config(None, p), Timestamp(0)).unwrap();
+        assert_eq!(MAX_NETWORKS, 1024);
+        for i in 0..MAX_NETWORKS as u64 {
+            node.join(Timestamp(1), NetworkId(base + i)).unwrap();
+        }
+        assert_eq!(
+            node.join(Timestamp(1), NetworkId(base + 0x10000)),
+            Err(JoinError::TooManyNetworks(MAX_NETWORKS))
+        );
+        assert_eq!(node.networks().len(), MAX_NETWORKS);
     }
 }

@@ -408,6 +408,17 @@ pub(super) struct Networks {
     pub(super) frame_seed: u64,
 }
 
+/// Why a network could not be joined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The node is a member of as many networks as it may be ([`CoreOptions::max_networks`]).
+    ///
+    /// [`CoreOptions::max_networks`]: super::CoreOptions::max_networks
+    #[error("this node is a member of {0} networks, the most it may join (leave one first)")]
+    TooManyNetworks(usize),
+}
+
 /// Why a frame from the local stack was not sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, thiserror::Error)]
 #[non_exhaustive]
@@ -443,9 +454,17 @@ impl Node {
 
     /// Joins a network (idempotent). The config is requested at once; ad-hoc networks are
     /// configured locally.
-    pub fn join(&mut self, now: Timestamp, id: NetworkId) {
+    ///
+    /// # Errors
+    /// [`JoinError::TooManyNetworks`] when the node is already a member of
+    /// [`CoreOptions::max_networks`](super::CoreOptions::max_networks) networks (joining one
+    /// it is a member of is fine).
+    pub fn join(&mut self, now: Timestamp, id: NetworkId) -> Result<(), JoinError> {
         if self.nets.joined.contains_key(&id) {
-            return;
+            return Ok(());
+        }
+        if self.nets.joined.len() >= self.options.max_networks {
+            return Err(JoinError::TooManyNetworks(self.nets.joined.len()));
         }
         let me = self.address();
         self.nets.joined.insert(id, Network::new(id, me));
@@ -458,6 +477,7 @@ impl Node {
             status: NetworkStatus::RequestingConfiguration,
         });
         self.request_config(now, id);
+        Ok(())
     }
 
     /// Joins with a config remembered from an earlier run (applied at once, then refreshed).
