@@ -32,16 +32,16 @@ sanitizer=${FUZZ_SANITIZER:-none}
 mkdir -p logs
 status=0
 for t in "${targets[@]}"; do
-    mkdir -p "work/$t" "artifacts/$t"
+    mkdir -p "work/$t"
     echo "==> $t (${secs}s)"
     if ! cargo fuzz run --sanitizer "$sanitizer" "$t" "work/$t" "corpus/$t" -- \
         -max_total_time="$secs" -rss_limit_mb=2048 \
-        -timeout=10 -print_final_stats=1 -artifact_prefix="artifacts/$t/" \
+        -timeout=10 -print_final_stats=1 \
         >"logs/$t.log" 2>&1; then
         echo "    FAILED: see fuzz/logs/$t.log and fuzz/artifacts/$t/"
         status=1
     fi
-    grep -E '^#[0-9]+ +(DONE|pulse|NEW|REDUCE)' "logs/$t.log" | tail -n 1 || true
-    grep -E 'stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' "logs/$t.log" || true
+    grep -a -E '^#[0-9]+[[:space:]]+(DONE|pulse|NEW|REDUCE)' "logs/$t.log" | tail -n 1 || true
+    grep -a -E 'stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' "logs/$t.log" || true
 done
 exit $status

@@ -178,7 +178,7 @@ pub fn rules(watcher: &Identity) -> Vec<Rule> {
             value: 3,
         }),
         Rule::new(K::Break),
-        Rule::new(K::FrameSizeRange(9000, 10000)),
+        Rule::new(K::FrameSizeRange(1400, 1500)),
         Rule::new(K::Drop),
         Rule::new(K::Ipv4Source(std::net::Ipv4Addr::new(198, 18, 0, 0), 15)),
         Rule::new(K::Random(0x8000_0000)),
