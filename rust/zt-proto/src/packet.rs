@@ -383,10 +383,12 @@ pub fn uncompress(p: &mut Vec<u8>) -> Result<(), ArmorError> {
 }
 
 /// Splits an armored packet (whose fragmented flag was set before armoring if it exceeds
-/// `mtu`) into the head datagram and fragment datagrams.
+/// `mtu`) into the head datagram and fragment datagrams. An MTU too small to carry a fragment
+/// (at most [`FRAGMENT_HEADER_LEN`] bytes) yields the packet whole. Receivers accept the
+/// pieces of packets up to [`max_packet_len`] only.
 #[must_use]
 pub fn fragment(p: &[u8], mtu: usize) -> Vec<Vec<u8>> {
-    if p.len() <= mtu {
+    if p.len() <= mtu || mtu <= FRAGMENT_HEADER_LEN {
         return vec![p.to_vec()];
     }
     let chunk = mtu - FRAGMENT_HEADER_LEN;
@@ -399,12 +401,30 @@ pub fn fragment(p: &[u8], mtu: usize) -> Vec<Vec<u8>> {
         f.extend_from_slice(&p[..8]);
         f.extend_from_slice(&p[IDX_DEST..IDX_DEST + 5]);
         f.push(FRAGMENT_INDICATOR);
-        f.push((total << 4) | ((i as u8 + 1) & 0x0f));
+        f.push((total << 4) | ((i + 1) as u8 & 0x0f));
         f.push(0);
         f.extend_from_slice(c);
         out.push(f);
     }
     out
+}
+
+/// How many datagrams (the head included) [`fragment`] makes of a `len`-byte packet at `mtu`.
+#[must_use]
+pub fn fragment_count(len: usize, mtu: usize) -> usize {
+    if len <= mtu || mtu <= FRAGMENT_HEADER_LEN {
+        return 1;
+    }
+    1 + (len - mtu).div_ceil(mtu - FRAGMENT_HEADER_LEN)
+}
+
+/// The longest packet that can be sent at `mtu`: at most [`MAX_PACKET_LEN`] bytes, in one
+/// datagram or in at most [`MAX_FRAGMENTS`] (receivers refuse more). At the default MTU that is
+/// 9928 bytes, not 10024: each fragment carries its own 16-byte header.
+#[must_use]
+pub fn max_packet_len(mtu: usize) -> usize {
+    let pieces = mtu.saturating_sub(FRAGMENT_HEADER_LEN) * (MAX_FRAGMENTS - 1);
+    (mtu + pieces).min(MAX_PACKET_LEN)
 }
 
 /// Whether an armored packet needs the fragmented flag at this MTU.
@@ -535,6 +555,37 @@ mod tests {
         }
         assert_eq!(joined, p);
         assert!(dearmor(&mut joined, &keys()).is_ok());
+    }
+
+    #[test]
+    fn fragment_never_panics_whatever_the_mtu() {
+        // Found by fuzzing (fuzz/corpus/packet/crash-*): an MTU of at most 16 bytes underflowed
+        // or divided by zero, and the 256th fragment overflowed its number.
+        let p = sample(MAX_PACKET_LEN - IDX_PAYLOAD);
+        for mtu in 0..=40 {
+            let pieces = fragment(&p, mtu);
+            assert_eq!(pieces.len(), fragment_count(p.len(), mtu), "mtu {mtu}");
+            if mtu <= FRAGMENT_HEADER_LEN {
+                assert_eq!(pieces, vec![p.clone()]);
+            }
+        }
+    }
+
+    #[test]
+    fn receivers_accept_the_pieces_of_packets_up_to_max_packet_len() {
+        // A node used to send packets of 9929..=10024 bytes (frames of up to 9,900 bytes) as 8
+        // datagrams, which fragment_info (like stock) refuses (fuzz/corpus/node_leaf/crash-*).
+        assert_eq!(max_packet_len(DEFAULT_PHYSICAL_MTU), 9928);
+        assert_eq!(max_packet_len(10), 10);
+        for len in [9927, 9928, 9929, MAX_PACKET_LEN] {
+            let pieces = fragment(&sample(len - IDX_PAYLOAD), DEFAULT_PHYSICAL_MTU);
+            let accepted = pieces[1..].iter().all(|f| fragment_info(f).is_some());
+            assert_eq!(
+                accepted,
+                len <= max_packet_len(DEFAULT_PHYSICAL_MTU),
+                "{len} bytes"
+            );
+        }
     }
 
     proptest::proptest! {

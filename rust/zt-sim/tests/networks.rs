@@ -648,3 +648,29 @@ fn a_group_joined_after_the_sender_started_is_learned() {
     subscribe(&mut lab, c, g2);
     assert!(lab.sim.stats.sent > sent, "announced again");
 }
+
+#[test]
+fn the_largest_frame_arrives_and_a_larger_one_is_refused() {
+    // A packet goes in at most 7 datagrams, and each fragment carries its own 16-byte header:
+    // at the default MTU, 9928 bytes. Frames up to 9,900 bytes used to be accepted and sent as
+    // 8 datagrams, which every receiver drops (found by fuzzing: fuzz/corpus/node_leaf).
+    let mut lab = configured_lab(2);
+    let id = lab.nwid;
+    let (a, b) = (lab.members[0], lab.members[1]);
+    let max = lab.sim.hosts[a].node.max_frame_payload();
+    assert_eq!(max, 9_869);
+    let frame = |len: usize| Frame {
+        network: id,
+        dst: id.mac(lab.sim.hosts[b].node.address()),
+        src: id.mac(lab.sim.hosts[a].node.address()),
+        ethertype: 0x0800,
+        payload: (0..len).map(|i| (i * 7 % 251) as u8).collect(),
+    };
+    let (largest, larger) = (frame(max), frame(max + 1));
+    assert!(send_until_delivered(&mut lab, a, b, &largest));
+    let now = lab.sim.now;
+    assert_eq!(
+        lab.sim.hosts[a].node.send_frame(now, larger),
+        Err(zt_proto::node::FrameError::TooLarge)
+    );
+}

@@ -457,8 +457,10 @@ impl NetworkConfig {
         c.remote_trace_level = d.get_u64("tl").unwrap_or(0).min(255) as u8;
         c.multicast_limit = d.get_u64("ml").unwrap_or(0).min(u64::from(u32::MAX)) as u32;
         if let Some(n) = d.get("n") {
-            let n = &n[..n.len().min(MAX_NAME_LEN)];
-            c.name = String::from_utf8_lossy(n).into_owned();
+            // Invalid UTF-8 becomes U+FFFD (3 bytes each), so cut again after converting: the
+            // name stays within MAX_NAME_LEN bytes, as written.
+            let n = String::from_utf8_lossy(&n[..n.len().min(MAX_NAME_LEN)]);
+            c.name = truncate_utf8(&n, MAX_NAME_LEN).to_owned();
         }
         c.mtu = d
             .get_u64("mtu")
@@ -812,6 +814,19 @@ mod tests {
     use crate::network::credentials::Thing;
     use crate::network::rules::RuleKind;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_name_with_invalid_utf8_stays_within_its_limit_and_survives_a_round_trip() {
+        // Found by fuzzing (fuzz/corpus/netconfig/crash-*): 126 bytes and two invalid ones
+        // read as a 129-byte name, written back cut to 127 bytes.
+        let mut raw = b"v=7\nnwid=c\nid=56dbe42189\nn=".to_vec();
+        raw.extend(std::iter::repeat_n(b'a', 126));
+        raw.extend_from_slice(&[0xff, 0xff]);
+        let c = NetworkConfig::from_bytes(&raw).unwrap();
+        assert!(c.name.len() <= MAX_NAME_LEN);
+        assert_eq!(c.name, "a".repeat(126));
+        assert_eq!(NetworkConfig::from_bytes(&c.to_bytes()).unwrap(), c);
+    }
 
     fn ids() -> (Identity, Identity) {
         (

@@ -961,7 +961,8 @@ impl Node {
         {
             packet::compress(&mut p);
         }
-        if p.len() > packet::MAX_PACKET_LEN {
+        if p.len() > packet::max_packet_len(mtu) {
+            // More pieces than receivers accept (at most 7): it could never arrive.
             return None;
         }
         let fragmented = packet::needs_fragmenting(p.len(), mtu);
@@ -1155,7 +1156,8 @@ impl Node {
         if dest == self.address() {
             return Err(SendError::ToSelf);
         }
-        let max = packet::MAX_PACKET_LEN - packet::IDX_PAYLOAD - 8;
+        let max = packet::max_packet_len(self.options.physical_mtu)
+            .saturating_sub(packet::IDX_PAYLOAD + 8);
         if data.len() > max {
             return Err(SendError::TooLarge(data.len()));
         }

@@ -449,8 +449,22 @@ pub enum FrameError {
     NoRoute,
 }
 
+/// The most header bytes before a frame's payload: MULTICAST_FRAME with a gather limit and a
+/// bridged source MAC (FRAME has 10, EXT_FRAME 23).
+const FRAME_HEADER_MAX: usize = 31;
+
 impl Node {
     // ----- public API --------------------------------------------------------------------------
+
+    /// The largest Ethernet payload [`Node::send_frame`] takes: what fits behind the largest
+    /// frame header in a packet receivers accept at this node's physical MTU (9,869 bytes at
+    /// the default MTU), and never more than stock's 9,900.
+    #[must_use]
+    pub fn max_frame_payload(&self) -> usize {
+        crate::packet::max_packet_len(self.options.physical_mtu)
+            .saturating_sub(crate::packet::IDX_PAYLOAD + FRAME_HEADER_MAX)
+            .min(9_900)
+    }
 
     /// Joins a network (idempotent). The config is requested at once; ad-hoc networks are
     /// configured locally.
@@ -2232,7 +2246,7 @@ impl Node {
         if bridged && !cfg.is_active_bridge(me) {
             return Err(self.frame_drop(FrameError::NotBridge));
         }
-        if f.payload.len() > 9_900 {
+        if f.payload.len() > self.max_frame_payload() {
             return Err(self.frame_drop(FrameError::TooLarge));
         }
         if f.dst.is_multicast() {
