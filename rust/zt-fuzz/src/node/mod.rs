@@ -100,7 +100,9 @@ impl Driver {
                 self.ok_hello(2, &[]);
             }
             Role::Root => {
-                self.node.join(self.now, self.sc.nwid);
+                self.node
+                    .join(self.now, self.sc.nwid)
+                    .expect("the fixture joins one network, far under the cap");
                 self.node.handle_timeout(self.now);
                 self.drain();
                 for member in [1, 2] {
