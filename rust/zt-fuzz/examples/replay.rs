@@ -8,7 +8,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(harness) = args.first().and_then(|t| zt_fuzz::harness(t)) else {
         let names: Vec<&str> = zt_fuzz::TARGETS.iter().map(|(n, _)| *n).collect();
-        eprintln!("usage: replay <target> <file>...; targets: {}", names.join(" "));
+        eprintln!(
+            "usage: replay <target> <file>...; targets: {}",
+            names.join(" ")
+        );
         return ExitCode::from(2);
     };
     for file in &args[1..] {

@@ -442,11 +442,12 @@ impl NetworkConfig {
         if nwid == 0 {
             return Err(ConfigError::NoNetwork);
         }
-        let issued = d.get_u64("id").unwrap_or(0);
-        if issued == 0 {
+        // An address is 40 bits: a value whose low 40 bits are zero names no one.
+        let issued = Address::from_u64_truncating(d.get_u64("id").unwrap_or(0));
+        if issued.to_u64() == 0 {
             return Err(ConfigError::NoIssuedTo);
         }
-        let mut c = Self::new(NetworkId(nwid), Address::from_u64_truncating(issued));
+        let mut c = Self::new(NetworkId(nwid), issued);
         c.timestamp = d.get_i64("ts").unwrap_or(0);
         c.credential_max_delta = d.get_i64("ctmd").unwrap_or(0);
         c.revision = d.get_u64("r").unwrap_or(0);
@@ -826,6 +827,15 @@ mod tests {
         assert!(c.name.len() <= MAX_NAME_LEN);
         assert_eq!(c.name, "a".repeat(126));
         assert_eq!(NetworkConfig::from_bytes(&c.to_bytes()).unwrap(), c);
+    }
+
+    #[test]
+    fn an_issued_to_of_zero_in_its_low_40_bits_is_refused() {
+        // Found by fuzzing (fuzz/corpus/netconfig/crash-*): such a config was read as issued to
+        // address 0, and what it wrote back did not read.
+        let c = NetworkConfig::from_bytes(b"v=7\nnwid=c\nid=10000000000");
+        assert!(matches!(c, Err(ConfigError::NoIssuedTo)), "{c:?}");
+        assert!(NetworkConfig::from_bytes(b"v=7\nnwid=c\nid=10000000001").is_ok());
     }
 
     fn ids() -> (Identity, Identity) {
