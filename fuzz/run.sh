@@ -8,6 +8,7 @@
 # and stops that target. The log of each run is fuzz/logs/<target>.log; the last lines
 # (cov, ft, exec/s, runs) are printed at the end. Needs cargo-fuzz (`cargo install
 # cargo-fuzz`); on a stable toolchain RUSTC_BOOTSTRAP=1 lets it use its -Z flags.
+# Inputs up to FUZZ_MAX_LEN bytes (16 KiB: a whole packet and its fragments, long scripts).
 # FUZZ_SANITIZER=address turns AddressSanitizer on (off by default: zt's crates forbid
 # unsafe code and its dependencies run in their safe modes, and ASan halves the speed).
 set -euo pipefail
@@ -35,7 +36,7 @@ for t in "${targets[@]}"; do
     mkdir -p "work/$t"
     echo "==> $t (${secs}s)"
     if ! cargo fuzz run --sanitizer "$sanitizer" "$t" "work/$t" "corpus/$t" -- \
-        -max_total_time="$secs" -rss_limit_mb=2048 \
+        -max_total_time="$secs" -max_len="${FUZZ_MAX_LEN:-16384}" -rss_limit_mb=2048 \
         -timeout=10 -print_final_stats=1 \
         >"logs/$t.log" 2>&1; then
         echo "    FAILED: see fuzz/logs/$t.log and fuzz/artifacts/$t/"

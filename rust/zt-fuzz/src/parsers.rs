@@ -304,20 +304,38 @@ pub fn rules(data: &[u8]) {
 }
 
 fn rule_json_round_trip(rule: &Rule) {
+    use rules::RuleKind as K;
     use zt_proto::controller::rule_json::{parse_rule, render_rule, rule_type_name};
+    // Types without JSON, and prefix lengths out of range: those come from the wire only, and
+    // their JSON (like stock's) clamps them.
     if rule_type_name(&rule.kind).is_none()
-        || matches!(rule.kind, rules::RuleKind::IntegerRange { .. })
+        || matches!(
+            rule.kind,
+            K::IntegerRange { .. }
+                | K::Ipv4Source(_, 33..)
+                | K::Ipv4Dest(_, 33..)
+                | K::Ipv6Source(_, 129..)
+                | K::Ipv6Dest(_, 129..)
+        )
     {
         return;
     }
     // What the JSON form leaves out, as stock's does: NOT/OR of actions (they mean nothing
-    // there), the length of a REDIRECT (unused).
+    // there), the length of a REDIRECT (unused), an ICMP match's flags but "compare the code"
+    // (and the code when it is not compared).
     let mut expected = *rule;
     if rule.is_action() {
         (expected.not, expected.or) = (false, false);
     }
-    if let rules::RuleKind::Redirect(f) = &mut expected.kind {
-        f.length = 0;
+    match &mut expected.kind {
+        K::Redirect(f) => f.length = 0,
+        K::Icmp { code, flags, .. } => {
+            *flags &= 0x01;
+            if *flags == 0 {
+                *code = 0;
+            }
+        }
+        _ => {}
     }
     let json = render_rule(rule);
     assert_eq!(

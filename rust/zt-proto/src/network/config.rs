@@ -147,9 +147,8 @@ pub struct Dns {
 impl Dns {
     fn write(&self, out: &mut Vec<u8>) {
         let mut domain = [0u8; 128];
-        let d = self.domain.as_bytes();
-        let n = d.len().min(127);
-        domain[..n].copy_from_slice(&d[..n]);
+        let d = truncate_utf8(&self.domain, 127).as_bytes();
+        domain[..d.len()].copy_from_slice(d);
         out.extend_from_slice(&domain);
         for i in 0..4 {
             let a = self.servers.get(i).map(|ip| SocketAddr::new(*ip, 0));
@@ -167,8 +166,10 @@ impl Dns {
                 servers.push(s.ip());
             }
         }
+        // As the name: invalid UTF-8 grows into U+FFFD, so cut again after converting.
+        let domain = String::from_utf8_lossy(&domain[..end]);
         Ok(Self {
-            domain: String::from_utf8_lossy(&domain[..end]).into_owned(),
+            domain: truncate_utf8(&domain, 127).to_owned(),
             servers,
         })
     }
@@ -442,11 +443,12 @@ impl NetworkConfig {
         if nwid == 0 {
             return Err(ConfigError::NoNetwork);
         }
-        let issued = d.get_u64("id").unwrap_or(0);
-        if issued == 0 {
+        // An address is 40 bits: a value whose low 40 bits are zero names no one.
+        let issued = Address::from_u64_truncating(d.get_u64("id").unwrap_or(0));
+        if issued.to_u64() == 0 {
             return Err(ConfigError::NoIssuedTo);
         }
-        let mut c = Self::new(NetworkId(nwid), Address::from_u64_truncating(issued));
+        let mut c = Self::new(NetworkId(nwid), issued);
         c.timestamp = d.get_i64("ts").unwrap_or(0);
         c.credential_max_delta = d.get_i64("ctmd").unwrap_or(0);
         c.revision = d.get_u64("r").unwrap_or(0);
@@ -826,6 +828,40 @@ mod tests {
         assert!(c.name.len() <= MAX_NAME_LEN);
         assert_eq!(c.name, "a".repeat(126));
         assert_eq!(NetworkConfig::from_bytes(&c.to_bytes()).unwrap(), c);
+    }
+
+    #[test]
+    fn a_dns_domain_stays_within_127_bytes_and_survives_a_round_trip() {
+        // Found by fuzzing (fuzz/corpus/netconfig/crash-*): invalid UTF-8 read as a longer
+        // domain, and a multi-byte character was cut in half when written.
+        let mut blob = vec![0xffu8; 127];
+        blob.push(0);
+        let mut none = Vec::new();
+        InetAddress(None).write(&mut none);
+        for _ in 0..4 {
+            blob.extend_from_slice(&none);
+        }
+        let d = Dns::read(&blob).unwrap();
+        assert!(d.domain.len() <= 127, "{} bytes", d.domain.len());
+        let mut out = Vec::new();
+        d.write(&mut out);
+        assert_eq!(Dns::read(&out).unwrap(), d);
+        let long = Dns {
+            domain: "é".repeat(100),
+            servers: vec![],
+        };
+        let mut out = Vec::new();
+        long.write(&mut out);
+        assert_eq!(Dns::read(&out).unwrap().domain, "é".repeat(63));
+    }
+
+    #[test]
+    fn an_issued_to_of_zero_in_its_low_40_bits_is_refused() {
+        // Found by fuzzing (fuzz/corpus/netconfig/crash-*): such a config was read as issued to
+        // address 0, and what it wrote back did not read.
+        let c = NetworkConfig::from_bytes(b"v=7\nnwid=c\nid=10000000000");
+        assert!(matches!(c, Err(ConfigError::NoIssuedTo)), "{c:?}");
+        assert!(NetworkConfig::from_bytes(b"v=7\nnwid=c\nid=10000000001").is_ok());
     }
 
     fn ids() -> (Identity, Identity) {
