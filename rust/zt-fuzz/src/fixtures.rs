@@ -80,6 +80,12 @@ pub fn endpoint6(i: usize) -> SocketAddr {
     )
 }
 
+/// Identity `i`'s endpoint, or (`alt`) its other one.
+#[must_use]
+pub fn endpoint_of(i: usize, alt: bool) -> SocketAddr {
+    if alt { endpoint6(i) } else { endpoint(i) }
+}
+
 /// The symmetric keys between identities `a` and `b` (`a` must have its secret).
 ///
 /// # Panics
@@ -90,51 +96,41 @@ pub fn keys(a: &Identity, b: &Identity) -> PeerKeys {
     PeerKeys::new(&a.agree(b).expect("an agreement"))
 }
 
-/// A planet (ID 0x5151) with `root` at `ep`, revision `ts`, signed with the planet key (and
-/// naming `next` as the key of the next revision).
+/// A world with one root, `root` at `ep`, revision `ts`, naming `next` as the key of the next
+/// revision and signed by `signer`.
 ///
 /// # Panics
 /// If signing fails (never).
 #[allow(clippy::expect_used)]
-#[must_use]
-pub fn planet(root: &Identity, ep: SocketAddr, ts: u64, next: &KeyPair) -> World {
-    let f = fixtures();
+fn world(
+    kind: WorldType,
+    id: u64,
+    root: &Identity,
+    ep: SocketAddr,
+    ts: u64,
+    keys: (&KeyPair, &KeyPair),
+) -> World {
+    let (next, signer) = keys;
     let roots = vec![Root {
         identity: root.to_public(),
         stable_endpoints: vec![ep.into()],
     }];
-    World::make(
-        WorldType::Planet,
-        0x5151,
-        ts,
-        *next.public(),
-        roots,
-        &f.planet_key,
-    )
-    .expect("a planet")
+    World::make(kind, id, ts, *next.public(), roots, signer).expect("a signed world")
+}
+
+/// A planet (ID 0x5151) with `root` at `ep`, revision `ts`, signed with the planet key (and
+/// naming `next` as the key of the next revision).
+#[must_use]
+pub fn planet(root: &Identity, ep: SocketAddr, ts: u64, next: &KeyPair) -> World {
+    let keys = (next, &fixtures().planet_key);
+    world(WorldType::Planet, 0x5151, root, ep, ts, keys)
 }
 
 /// A moon (ID 0x7777) with `root` at `ep`, revision `ts`.
-///
-/// # Panics
-/// If signing fails (never).
-#[allow(clippy::expect_used)]
 #[must_use]
 pub fn moon(root: &Identity, ep: SocketAddr, ts: u64) -> World {
-    let f = fixtures();
-    let roots = vec![Root {
-        identity: root.to_public(),
-        stable_endpoints: vec![ep.into()],
-    }];
-    World::make(
-        WorldType::Moon,
-        0x7777,
-        ts,
-        *f.moon_key.public(),
-        roots,
-        &f.moon_key,
-    )
-    .expect("a moon")
+    let key = &fixtures().moon_key;
+    world(WorldType::Moon, 0x7777, root, ep, ts, (key, key))
 }
 
 /// The network of controller `ctl_id` that the harnesses use.

@@ -193,11 +193,7 @@ impl Driver {
         if o.duplicate {
             datagrams.push(datagrams[0].clone());
         }
-        let ep = if o.alt_endpoint {
-            fixtures::endpoint6(from)
-        } else {
-            fixtures::endpoint(from)
-        };
+        let ep = fixtures::endpoint_of(from, o.alt_endpoint);
         for d in datagrams {
             self.deliver(ep, &d);
         }

@@ -222,11 +222,7 @@ impl Driver {
             Cipher::Poly1305None
         };
         packet::armor(&mut p, keys, cipher);
-        let ep = if o.alt_endpoint {
-            fixtures::endpoint6(from)
-        } else {
-            fixtures::endpoint(from)
-        };
+        let ep = fixtures::endpoint_of(from, o.alt_endpoint);
         self.deliver(ep, &p);
         if o.duplicate {
             self.deliver(ep, &p);

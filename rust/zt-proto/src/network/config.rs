@@ -551,7 +551,8 @@ impl NetworkConfig {
         }
         c.sso.version = d.get_u64("ssov").unwrap_or(0);
         c.sso.enabled = d.get_bool("ssoe").unwrap_or(false);
-        if c.sso.enabled {
+        // As written: the implicit flow's URL and expiry only with SSO version 0.
+        if c.sso.enabled && c.sso.version == 0 {
             c.sso.authentication_url = d.get_str("aurl").unwrap_or_default();
             c.sso.authentication_expiry = d.get_i64("aexpt").unwrap_or(0);
         }
@@ -853,6 +854,17 @@ mod tests {
         let mut out = Vec::new();
         long.write(&mut out);
         assert_eq!(Dns::read(&out).unwrap().domain, "é".repeat(63));
+    }
+
+    #[test]
+    fn sso_fields_are_read_as_they_are_written() {
+        // Found by fuzzing (fuzz/corpus/netconfig/crash-*): the URL of an SSO version other
+        // than 0 was read, but never written back.
+        let c = NetworkConfig::from_bytes(b"v=7\nnwid=c\nid=1\nssov=1\nssoe=1\naurl=x").unwrap();
+        assert_eq!((c.sso.version, c.sso.authentication_url.as_str()), (1, ""));
+        let c = NetworkConfig::from_bytes(b"v=7\nnwid=c\nid=1\nssov=0\nssoe=1\naurl=x").unwrap();
+        assert_eq!(c.sso.authentication_url, "x");
+        assert_eq!(NetworkConfig::from_bytes(&c.to_bytes()).unwrap(), c);
     }
 
     #[test]
