@@ -10,7 +10,7 @@
 # cargo-fuzz`); on a stable toolchain RUSTC_BOOTSTRAP=1 lets it use its -Z flags.
 # Inputs up to FUZZ_MAX_LEN bytes (16 KiB: a whole packet and its fragments, long scripts).
 # FUZZ_SANITIZER=address turns AddressSanitizer on (off by default: zt's crates forbid
-# unsafe code and its dependencies run in their safe modes, and ASan halves the speed).
+# unsafe code and its dependencies run in their safe modes, and ASan costs about 8x).
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=60
