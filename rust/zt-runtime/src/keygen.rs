@@ -48,29 +48,79 @@ fn search(scratch: &mut Scratch, done: &AtomicBool) -> Option<Identity> {
     None
 }
 
+/// Stack of one search worker: the search keeps its large state (the 2 MB scratch) on the heap.
+const WORKER_STACK: usize = 512 << 10;
+
+/// Address space a new thread needs beyond its stack and scratch: its thread-local data and
+/// the first pages of its allocator arena. glibc aborts the whole process when a started
+/// thread cannot get these, so a worker is started only when this much is free as well.
+const WORKER_HEADROOM: usize = 8 << 20;
+
+/// Whether the process has address space for one more worker thread now (under an
+/// `RLIMIT_AS`, a cgroup or a 32-bit address space it may not).
+fn room_for_worker() -> bool {
+    #[cfg(unix)]
+    {
+        let len = WORKER_STACK + WORKER_HEADROOM;
+        // SAFETY: an anonymous, inaccessible, unreserved mapping at an address of the kernel's
+        // choosing touches no existing memory; it is unmapped at once with the same length,
+        // and nothing ever reads or writes it.
+        #[allow(unsafe_code)]
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            );
+            if p == libc::MAP_FAILED {
+                return false;
+            }
+            libc::munmap(p, len);
+        }
+        true
+    }
+    #[cfg(not(unix))]
+    {
+        let mut probe = Vec::<u8>::new();
+        probe
+            .try_reserve_exact(WORKER_STACK + WORKER_HEADROOM)
+            .is_ok()
+    }
+}
+
 /// Generates an identity using up to `threads` cores (0 = all available; see
-/// [`worker_count`]). A worker that cannot be started (the process is out of threads or
-/// address space) or cannot get its scratch memory is done without: the search goes on with
-/// the others, or on the calling thread if none started.
+/// [`worker_count`]). Each worker's scratch memory is allocated before it starts, and a worker
+/// starts only while the process has room for it: one that cannot get its memory or cannot be
+/// started (the process is out of threads or address space) is done without, and the search
+/// goes on with the others, or on the calling thread if none started.
 ///
 /// # Errors
 /// [`KeygenError::OutOfMemory`] if no search could get its scratch memory (never an abort).
 pub fn generate(threads: usize) -> Result<Identity, KeygenError> {
     let threads = worker_count(threads);
     let done = AtomicBool::new(false);
+    let mut own = Scratch::try_new().ok_or(KeygenError::OutOfMemory)?;
     let id = if threads == 1 {
-        let mut scratch = Scratch::try_new().ok_or(KeygenError::OutOfMemory)?;
-        search(&mut scratch, &done)
+        search(&mut own, &done)
     } else {
         let (tx, rx) = mpsc::channel();
         std::thread::scope(|s| {
+            // The first worker takes the scratch already in hand; each later one gets its own.
+            let mut spare = Some(own);
             for _ in 0..threads {
+                let Some(mut scratch) = spare.take().or_else(Scratch::try_new) else {
+                    break;
+                };
+                if !room_for_worker() {
+                    spare = Some(scratch);
+                    break;
+                }
                 let tx = tx.clone();
                 let done = &done;
                 let worker = move || {
-                    let Some(mut scratch) = Scratch::try_new() else {
-                        return;
-                    };
                     if let Some(id) = search(&mut scratch, done) {
                         done.store(true, Ordering::Relaxed);
                         let _ = tx.send(id);
@@ -78,6 +128,7 @@ pub fn generate(threads: usize) -> Result<Identity, KeygenError> {
                 };
                 if std::thread::Builder::new()
                     .name("zt-keygen".into())
+                    .stack_size(WORKER_STACK)
                     .spawn_scoped(s, worker)
                     .is_err()
                 {
@@ -85,12 +136,12 @@ pub fn generate(threads: usize) -> Result<Identity, KeygenError> {
                 }
             }
             drop(tx);
-            // Every worker that got its memory searches until one finds an identity: the
-            // channel closes unanswered only if none did (or none started).
+            // Every started worker searches until one finds an identity: the channel closes
+            // unanswered only if none started.
             match rx.recv() {
                 Ok(id) => Some(id),
                 Err(_) => {
-                    let mut scratch = Scratch::try_new()?;
+                    let mut scratch = spare.or_else(Scratch::try_new)?;
                     search(&mut scratch, &done)
                 }
             }
