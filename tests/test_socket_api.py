@@ -112,6 +112,40 @@ def test_create_server_and_connection_over_ipv6_adhoc(v6: Pair, default_timeout:
         t.join(10)
 
 
+def test_tcp_congestion_control_is_chosen_per_socket(v4: Pair) -> None:
+    # TCP_CONGESTION as on Linux: a name in, the name NUL-padded out (16 bytes).
+    cc = zt.socket.TCP_CONGESTION
+    with v4.a.socket(AF_INET, SOCK_STREAM) as s, v4.a.socket(AF_INET, SOCK_DGRAM) as u:
+        assert s.getsockopt(std.IPPROTO_TCP, cc, 16) == b"cubic".ljust(16, b"\0")
+        s.setsockopt(std.IPPROTO_TCP, cc, b"bbr\0")
+        assert s.getsockopt(std.IPPROTO_TCP, cc, 16) == b"bbr".ljust(16, b"\0")
+        assert s.getsockopt(std.IPPROTO_TCP, cc, 3) == b"bbr"
+        with raises_errno(errno.ENOENT):
+            s.setsockopt(std.IPPROTO_TCP, cc, b"vegas")
+        assert s.getsockopt(std.IPPROTO_TCP, cc, 16).rstrip(b"\0") == b"bbr"
+        with raises_errno(errno.ENOPROTOOPT):
+            u.setsockopt(std.IPPROTO_TCP, cc, b"bbr")
+    # Data flows under each, and switching on a live connection starts the new one afresh.
+    srv = zt.socket.create_server(v4.b, (v4.ip_b, 7301))
+    srv.settimeout(20)
+    t = serve(srv, handler="hash", count=3)
+    for first, then in ((b"bbr", b"cubic"), (b"reno", b"bbr"), (b"cubic", b"reno")):
+        blob = os.urandom(1_000_000)
+        with v4.a.socket(AF_INET, SOCK_STREAM) as c:
+            c.settimeout(20)
+            c.setsockopt(std.IPPROTO_TCP, cc, first)
+            c.connect((v4.ip_b, 7301))
+            assert c.getsockopt(std.IPPROTO_TCP, cc, 16).rstrip(b"\0") == first
+            c.sendall(blob[:500_000])
+            c.setsockopt(std.IPPROTO_TCP, cc, then)
+            c.sendall(blob[500_000:])
+            assert c.getsockopt(std.IPPROTO_TCP, cc, 16).rstrip(b"\0") == then
+            c.shutdown(zt.socket.SHUT_WR)
+            assert c.recv(32) == hashlib.sha256(blob).digest()
+    t.join(20)
+    srv.close()
+
+
 def test_create_server_and_connection_over_ipv4(v4: Pair) -> None:
     srv = zt.socket.create_server(v4.b, (v4.ip_b, 7300))
     assert srv.family == AF_INET and srv.getsockname() == (v4.ip_b, 7300)

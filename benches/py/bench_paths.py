@@ -3,7 +3,8 @@
 Usage (root; needs ``ip netns``, nftables and iptables)::
 
     python benches/py/bench_paths.py [--mb 20] [--rounds 3] [--profiles all] [--timeout 60]
-                                     [--kernel-cc NAME] [--loss-hook ingress|egress]
+                                     [--kernel-cc NAMES] [--zt-cc NAMES]
+                                     [--loss-hook ingress|egress]
                                      [--baseline-mbs 111] [--json FILE]
 
 A lab of three namespaces on one bridge (:class:`tests.netns.socketlab.SocketLab`): host 0 a
@@ -16,13 +17,17 @@ in the sender's output hook, delay/jitter/reordering/corruption by ``impair_queu
 NFQUEUE at the receiver's PREROUTING), then each round moves ``--mb`` MB host 1 → host 2 twice,
 in alternating order:
 
-* ``zt->zt``: z1's ``zt.socket`` to z2's over the overlay (IPv4 198.18.x, MTU 2800), each end
-  in its own process, sha256-checked;
+* ``zt/<cc>``: z1's ``zt.socket`` to z2's over the overlay (IPv4 198.18.x, MTU 2800), each
+  end in its own process, sha256-checked, once per congestion control of ``--zt-cc`` (set
+  with ``TCP_CONGESTION``: default CUBIC, zt's default, and BBR, opt-in);
 * ``kernel/<cc>``: the kernel's TCP between the same namespaces over the underlay (IPv4
   203.0.113.x, MTU 1500), plain Python sockets (``tests/netns/kerneltcp.py``), sha256-checked,
-  once per congestion control of ``--kernel-cc`` (default CUBIC — zt's algorithm, the anchor
-  of the targets — and BBR, which some hosts default to: it paces at the bandwidth it
-  measures and does not take random loss for congestion).
+  once per congestion control of ``--kernel-cc`` (default CUBIC and BBR, which some hosts
+  default to: it paces at the bandwidth it measures and does not take random loss for
+  congestion).
+
+The targets compare like with like: zt's CUBIC with the kernel's CUBIC, zt's BBR with the
+kernel's BBR.
 
 Every transfer is bounded (``--timeout`` seconds after connecting, then given up and reported
 DNF with the bytes that arrived).  Printed per profile and path: min/median/max goodput (MB/s,
@@ -87,7 +92,7 @@ from tests.netns.socketlab import SocketLab  # noqa: E402
 
 import zt  # noqa: E402
 
-Z = "zt->zt"
+ZT_PREFIX = "zt/"
 SRC, DST = 1, 2  # lab hosts of z1 and z2
 STALL_LIMIT_S = 1.0
 # (profile, minimum ratio zt/kernel of the medians), from issue 14.
@@ -122,7 +127,7 @@ class Bench:
         direct path for dead for a while) is measured again, up to twice, after a pause."""
         for _ in range(3):
             t = self.one_attempt(path)
-            if path != Z or not self.relayed(t):
+            if not is_zt(path) or not self.relayed(t):
                 return t
             print(f"    {path}: {t.detail['met']['data_packets_out']} datagrams crossed the "
                   f"impaired path (relayed, not measured); again", flush=True)  # fmt: skip
@@ -142,10 +147,10 @@ class Bench:
         snmp0 = self.snmp()
         deadline = float(self.args.timeout)
         port = self.next_port()
-        if path == "zt->zt":
+        if is_zt(path):
             stats0 = self.zt_stats()
             t = zt_transfer(self.slab.agents["z1"], self.slab.agents["z2"], self.nbytes, port,
-                            deadline)  # fmt: skip
+                            deadline, path_cc(path))  # fmt: skip
             stats1 = self.zt_stats()
             t.detail["zt_drops"] = {n: drops_delta(stats0[n], stats1[n]) for n in stats0}
             t.detail["zt_send_errors"] = {
@@ -156,7 +161,7 @@ class Bench:
         else:
             assert self.slab.lab is not None
             t = kernel_transfer(self.slab.lab, SRC, DST, self.nbytes, port, deadline,
-                                kernel_cc(path))  # fmt: skip
+                                path_cc(path))  # fmt: skip
             proto = "tcp"
         t.detail["met"] = met(before, self.imp.counters(), proto, SRC, DST)
         snmp1 = self.snmp()
@@ -196,7 +201,7 @@ class Bench:
         assert self.slab.lab is not None
         for path in kernel_paths(self.args.paths):
             port = self.next_port()
-            kernel_transfer(self.slab.lab, SRC, DST, mb, port, 30.0, kernel_cc(path))
+            kernel_transfer(self.slab.lab, SRC, DST, mb, port, 30.0, path_cc(path))
 
 
 def kernel_path(cc: str) -> str:
@@ -204,12 +209,31 @@ def kernel_path(cc: str) -> str:
     return f"kernel/{cc}"
 
 
-def kernel_cc(path: str) -> str:
+def zt_path(cc: str) -> str:
+    """The path label of zt's TCP with congestion control ``cc`` (``TCP_CONGESTION``)."""
+    return f"{ZT_PREFIX}{cc}"
+
+
+def is_zt(path: str) -> bool:
+    return path.startswith(ZT_PREFIX)
+
+
+def path_cc(path: str) -> str:
     return path.split("/", 1)[1]
 
 
 def kernel_paths(paths: tuple[str, ...]) -> list[str]:
-    return [x for x in paths if x != Z]
+    return [x for x in paths if not is_zt(x)]
+
+
+def zt_paths(paths: tuple[str, ...]) -> list[str]:
+    return [x for x in paths if is_zt(x)]
+
+
+def pairs(paths: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(zt path, kernel path) with the same congestion control: what the targets compare."""
+    kernels = {path_cc(k): k for k in kernel_paths(paths)}
+    return [(z, kernels[path_cc(z)]) for z in zt_paths(paths) if path_cc(z) in kernels]
 
 
 def drops_delta(before: Json, after: Json) -> dict[str, int]:
@@ -288,7 +312,7 @@ def report(bench: Bench, args: argparse.Namespace, seconds: float) -> int:
     kernels = kernel_paths(paths)
     print(f"\n== impaired paths: {args.mb:g} MB per transfer, {args.rounds} rounds, loss at the "
           f"{args.loss_hook} hook, kernel congestion control "
-          f"{', '.join(kernel_cc(k) for k in kernels) or '-'}, {seconds:.0f} s ==")  # fmt: skip
+          f"{', '.join(path_cc(k) for k in kernels) or '-'}, {seconds:.0f} s ==")  # fmt: skip
     print(f"{'profile':36} {'path':15} {'MB/s min':>8} {'median':>7} {'max':>7}  done  "
           f"stalls (longest)   met loss/dup   pkts/MB  zt/this")  # fmt: skip
     base_pkts: dict[str, float] = {}
@@ -298,7 +322,7 @@ def report(bench: Bench, args: argparse.Namespace, seconds: float) -> int:
         label = BY_NAME[name].label
         for path in paths:
             s = per_path[path]
-            r = ratio(per_path, path) if path != Z else None
+            r = ratio(per_path, zt_path(path_cc(path)), path) if not is_zt(path) else None
             extra = ""
             if base_pkts.get(path) and name != "none":
                 extra = f" ({100 * (s['data_packets_per_mb'] / base_pkts[path] - 1):+.0f} %)"
@@ -312,22 +336,15 @@ def report(bench: Bench, args: argparse.Namespace, seconds: float) -> int:
           "drop counters, both agents, all rounds; stack counters: /proc/net/snmp of hosts 1 "
           "(sender) and 2, all rounds):")  # fmt: skip
     for name, per_path in summary.items():
-        z = per_path.get(Z, {})
         for kp in kernels:
             k = per_path.get(kp, {})
             if k:
                 print(f"  {name:14} {kp}: {k.get('retrans_segs', 0):.0f} segments "
                       f"retransmitted ({k.get('retrans_pct_bytes', 0):.2f} % of bytes), "
                       f"stack {k.get('stack_counters', {})}")  # fmt: skip
-        if z and "retrans_segs" in z:
-            print(f"  {name:14} zt:     {z['retrans_segs']:.0f} segments retransmitted "
-                  f"({z['retrans_pct_bytes']:.2f} % of bytes), timeouts "
-                  f"{z.get('timeouts', 0):.0f}, recoveries {z.get('recoveries', 0):.0f}, "
-                  f"loss probes {z.get('loss_probes', 0):.0f}, undos {z.get('undos', 0):.0f} "
-                  f"(tcp_info, medians per transfer)")  # fmt: skip
-        if z:
-            print(f"  {name:14} zt:     drops {z.get('zt_drops', {})}, send errors "
-                  f"{z.get('zt_send_errors', 0)}, stack {z.get('stack_counters', {})}")  # fmt: skip
+        for zp in zt_paths(paths):
+            z = per_path.get(zp, {})
+            report_zt(name, zp, z)
     for name, finals in bench.queue_finals.items():
         for host, st in finals.items():
             if st:
@@ -347,18 +364,34 @@ def report(bench: Bench, args: argparse.Namespace, seconds: float) -> int:
     return 1 if failed else 0
 
 
-def ratio(per_path: dict[str, Json], kernel: Optional[str]) -> Optional[float]:
-    """zt's median over a kernel path's, when both ran."""
-    if kernel is None or Z not in per_path or kernel not in per_path:
+def report_zt(name: str, path: str, z: Json) -> None:
+    """A zt path's retransmissions and drops."""
+    if z and "retrans_segs" in z:
+        print(f"  {name:14} {path}: {z['retrans_segs']:.0f} segments retransmitted "
+              f"({z['retrans_pct_bytes']:.2f} % of bytes), timeouts "
+              f"{z.get('timeouts', 0):.0f}, recoveries {z.get('recoveries', 0):.0f}, "
+              f"loss probes {z.get('loss_probes', 0):.0f}, undos {z.get('undos', 0):.0f} "
+              f"(tcp_info, medians per transfer)")  # fmt: skip
+    if z:
+        print(f"  {name:14} {path}: drops {z.get('zt_drops', {})}, send errors "
+              f"{z.get('zt_send_errors', 0)}, stack {z.get('stack_counters', {})}")  # fmt: skip
+
+
+def ratio(per_path: dict[str, Json], zt: str, kernel: Optional[str]) -> Optional[float]:
+    """A zt path's median over a kernel path's, when both ran."""
+    if kernel is None or zt not in per_path or kernel not in per_path:
         return None
     k = float(per_path[kernel]["median_mb_s"])
-    return float(per_path[Z]["median_mb_s"]) / k if k > 0 else 0.0
+    return float(per_path[zt]["median_mb_s"]) / k if k > 0 else 0.0
 
 
 def targets(summary: dict[str, dict[str, Json]], bench: Bench, args: argparse.Namespace) -> int:
-    kernels = kernel_paths(args.paths)
-    anchor = kernels[0] if kernels else None
-    print(f"\ntargets (issue 14; same run, same impairment; the kernel: {anchor or '-'}):")
+    """Issue 14's targets: each zt congestion control against the kernel's of the same name
+    (CUBIC against CUBIC, BBR against BBR), then completion, stalls and the loss-free rate."""
+    compared = pairs(args.paths)
+    print("\ntargets (issue 14; same run, same impairment; each zt congestion control against "
+          "the kernel's of the same name: "
+          + (", ".join(f"{z} vs {k}" for z, k in compared) or "-") + "):")  # fmt: skip
     failed = 0
 
     def line(ok: Optional[bool], text: str) -> None:
@@ -368,36 +401,45 @@ def targets(summary: dict[str, dict[str, Json]], bench: Bench, args: argparse.Na
         print(f"  {word}  {text}")
 
     for name, minimum in RATIO_TARGETS:
-        r = ratio(summary[name], anchor) if name in summary else None
-        if r is None or anchor is None:
-            line(None, f"{name}: zt ≥ {minimum:.0%} of the kernel (not measured)")
-            continue
-        z, k = summary[name][Z]["median_mb_s"], summary[name][anchor]["median_mb_s"]
-        others = "; ".join(
-            f"vs {kp}: {ratio(summary[name], kp):.2f}" for kp in kernels[1:] if kp in summary[name]
-        )
-        line(r >= minimum, f"{BY_NAME[name].label}: zt ≥ {minimum:.0%} of the kernel: "
-             f"{z:.2f} / {k:.2f} MB/s = {r:.2f}" + (f" ({others})" if others else ""))  # fmt: skip
-    if Z not in args.paths:
+        for zp, kp in compared or [("zt", None)]:
+            r = ratio(summary[name], zp, kp) if name in summary else None
+            if r is None or kp is None:
+                line(None, f"{name}: zt ≥ {minimum:.0%} of the kernel (not measured)")
+                continue
+            z, k = summary[name][zp]["median_mb_s"], summary[name][kp]["median_mb_s"]
+            others = "; ".join(
+                f"vs {o}: {ratio(summary[name], zp, o):.2f}"
+                for o in kernel_paths(args.paths)
+                if o != kp and o in summary[name]
+            )
+            text = (f"{BY_NAME[name].label}: {zp} ≥ {minimum:.0%} of {kp}: "
+                    f"{z:.2f} / {k:.2f} MB/s = {r:.2f}")  # fmt: skip
+            line(r >= minimum, text + (f" ({others})" if others else ""))
+    zts = zt_paths(args.paths)
+    if not zts:
         return failed
-    zt_runs = [(n, t) for n, runs in bench.runs.items() for t in runs[Z]]
-    dnf = [(n, t) for n, t in zt_runs if not t.complete]
+    zt_runs = [(n, p, t) for n, runs in bench.runs.items() for p in zts for t in runs[p]]
+    dnf = [(n, p) for n, p, t in zt_runs if not t.complete]
     line(not dnf, f"every zt transfer completes within {args.timeout:g} s: "
          + ("all did" if not dnf else f"{len(dnf)} of {len(zt_runs)} did not ("
-            + ", ".join(sorted({n for n, _ in dnf})) + ")"))  # fmt: skip
-    if anchor is not None:
-        kdnf = sum(not t.complete for runs in bench.runs.values() for t in runs[anchor])
+            + ", ".join(sorted({f"{n} {p}" for n, p in dnf})) + ")"))  # fmt: skip
+    for kp in kernel_paths(args.paths):
+        kdnf = sum(not t.complete for runs in bench.runs.values() for t in runs[kp])
         if kdnf:
-            print(f"        (the kernel did not complete {kdnf} of its transfers either)")
-    worst = max((t.max_gap_s for _, t in zt_runs), default=0.0)
-    long_stalls = sorted({n for n, t in zt_runs if t.max_gap_s >= STALL_LIMIT_S})
+            print(f"        ({kp} did not complete {kdnf} of its transfers)")
+    worst = max((t.max_gap_s for _, _, t in zt_runs), default=0.0)
+    long_stalls = sorted({f"{n} {p}" for n, p, t in zt_runs if t.max_gap_s >= STALL_LIMIT_S})
     line(worst < STALL_LIMIT_S, f"no zt stall ≥ {STALL_LIMIT_S:g} s: longest {worst:.2f} s"
          + (f" (in {', '.join(long_stalls)})" if long_stalls else ""))  # fmt: skip
     if "none" in summary:
-        z = summary["none"][Z]["median_mb_s"]
+        # zt's default (CUBIC) is what today's figure measured; other controls are opt-in.
+        default = zt_path("cubic") if zt_path("cubic") in zts else zts[0]
+        z = summary["none"][default]["median_mb_s"]
         floor = args.baseline_mbs * (1 - args.baseline_tolerance)
-        line(z >= floor, f"loss-free zt ≥ today's {args.baseline_mbs:g} MB/s (less "
-             f"{args.baseline_tolerance:.0%} for noise: {floor:.1f}): {z:.2f} MB/s")  # fmt: skip
+        line(z >= floor, f"loss-free {default} ≥ today's {args.baseline_mbs:g} MB/s (less "
+             f"{args.baseline_tolerance:.0%} for noise: {floor:.1f}): {z:.2f} MB/s"
+             + "".join(f"; {p}: {summary['none'][p]['median_mb_s']:.2f}"
+                       for p in zts if p != default))  # fmt: skip
     else:
         line(None, "loss-free throughput (profile none not run)")
     return failed
@@ -414,8 +456,12 @@ def main() -> int:
     p.add_argument("--paths", default="zt,kernel", help="zt, kernel or zt,kernel")
     p.add_argument("--kernel-cc", default="cubic,bbr",
                    help="the kernel's congestion controls to measure, comma-separated (one "
-                   "kernel path each); the first is the targets' anchor (default cubic,bbr: "
-                   "CUBIC as zt's, and BBR; a host's default may be either)")  # fmt: skip
+                   "kernel path each; default cubic,bbr: a host's default may be either)",
+                   )  # fmt: skip
+    p.add_argument("--zt-cc", default="cubic,bbr",
+                   help="zt's congestion controls to measure (TCP_CONGESTION), comma-separated "
+                   "(one zt path each; default cubic,bbr: CUBIC is zt's default, BBR opt-in); "
+                   "each is compared with the kernel's of the same name")  # fmt: skip
     p.add_argument("--loss-hook", choices=("ingress", "egress"), default="ingress")
     p.add_argument("--baseline-mbs", type=float, default=111.0,
                    help="today's loss-free zt→zt MB/s (issue 14's table)")  # fmt: skip
@@ -430,7 +476,10 @@ def main() -> int:
     ccs = [c for c in args.kernel_cc.split(",") if c]
     if "kernel" in wanted and not ccs:
         p.error("--kernel-cc: at least one congestion control")
-    args.paths = tuple(([Z] if "zt" in wanted else [])
+    zccs = [c for c in args.zt_cc.split(",") if c]
+    if "zt" in wanted and not zccs:
+        p.error("--zt-cc: at least one congestion control")
+    args.paths = tuple(([zt_path(c) for c in zccs] if "zt" in wanted else [])
                        + ([kernel_path(c) for c in ccs] if "kernel" in wanted else []))  # fmt: skip
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:

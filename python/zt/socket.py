@@ -55,6 +55,7 @@ __all__ = [
     "SHUT_WR",
     "SOCK_DGRAM",
     "SOCK_STREAM",
+    "TCP_CONGESTION",
     "TCP_KEEPCNT",
     "TCP_KEEPIDLE",
     "TCP_KEEPINTVL",
@@ -78,6 +79,10 @@ TCP_KEEPIDLE: int = getattr(_std, "TCP_KEEPIDLE", 4)
 TCP_KEEPINTVL: int = getattr(_std, "TCP_KEEPINTVL", 5)
 TCP_KEEPCNT: int = getattr(_std, "TCP_KEEPCNT", 6)
 TCP_USER_TIMEOUT: int = getattr(_std, "TCP_USER_TIMEOUT", 18)
+TCP_CONGESTION: int = getattr(_std, "TCP_CONGESTION", 13)
+# The congestion controls TCP_CONGESTION takes, by their native numbers (Linux's names).
+_CONGESTION = ("cubic", "bbr", "reno")
+_CA_NAME_MAX = 16
 _IPV6_V6ONLY: int = getattr(_std, "IPV6_V6ONLY", 26)
 
 Address = tuple[Any, ...]
@@ -748,6 +753,8 @@ class socket:  # noqa: N801 - the standard library's name
     ) -> None:
         """``TCP_NODELAY`` (on by default), ``SO_KEEPALIVE``, ``TCP_KEEPIDLE``/
         ``TCP_KEEPINTVL``/``TCP_KEEPCNT``, ``TCP_USER_TIMEOUT`` (ms; 0: the default 120 s),
+        ``TCP_CONGESTION`` (``b"cubic"``, the default; ``b"bbr"``: model-based, for paths with
+        random loss; ``b"reno"``; another name raises ``OSError(ENOENT)``),
         ``IPV6_V6ONLY`` (before listen: an ``AF_INET6`` listener then takes no IPv4),
         ``SO_RCVBUF``/``SO_SNDBUF`` (for native sockets made after the call: set them before
         bind/connect/listen); ``SO_REUSEADDR`` is remembered but changes nothing. UDP:
@@ -759,6 +766,11 @@ class socket:  # noqa: N801 - the standard library's name
         self._check_open()
         if value is None:
             raise OSError(_errno.EINVAL, "Invalid argument")
+        if (level, optname) == (_std.IPPROTO_TCP, TCP_CONGESTION):
+            if self._type != SOCK_STREAM:
+                raise OSError(_errno.ENOPROTOOPT, "Protocol not available")
+            self._set_congestion(value)
+            return
         if GroupOptions.handles(level, optname):
             self._groups.set(self._node, self._u, level, optname, value)
             return
@@ -794,6 +806,29 @@ class socket:  # noqa: N801 - the standard library's name
             self._options[key] = v
         else:
             raise OSError(_errno.ENOPROTOOPT, "Protocol not available")
+
+    def _set_congestion(self, value: Any) -> None:
+        """``TCP_CONGESTION``: a name, as bytes (NUL-terminated or not) or str."""
+        if isinstance(value, str):
+            value = value.encode()
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError(f"a bytes-like object is required, not '{type(value).__name__}'")
+        name = bytes(value).split(b"\0", 1)[0].decode("ascii", "replace")
+        if name not in _CONGESTION:
+            raise OSError(
+                _errno.ENOENT,
+                f"No such congestion control {name!r} (zt has {', '.join(_CONGESTION)})",
+            )
+        number = _CONGESTION.index(name)
+        self._opts["congestion"] = number
+        if self._s is not None:
+            self._s.set_option("congestion", number)
+
+    def _congestion(self) -> bytes:
+        number = (
+            self._s.option("congestion") if self._s is not None else self._opts.get("congestion", 0)
+        )
+        return _CONGESTION[number].encode()
 
     def _tcp_bufs(self) -> tuple[int, int]:
         """Buffer sizes for a native TCP socket: 0 for one left to grow with the path."""
@@ -848,6 +883,15 @@ class socket:  # noqa: N801 - the standard library's name
         ``SO_DOMAIN``, ``SO_PROTOCOL``; with ``buflen``, the value's bytes."""
         self._check_open()
         key = (level, optname)
+        if key == (_std.IPPROTO_TCP, TCP_CONGESTION) and self._type == SOCK_STREAM:
+            name = self._congestion().ljust(_CA_NAME_MAX, b"\0")
+            if buflen is None:
+                # As on Linux: the first bytes of the name read as an int.
+                return struct.unpack("=i", name[:4])[0]
+            buflen = operator.index(buflen)
+            if not 0 < buflen <= 1024:
+                raise OSError(_errno.EINVAL, "getsockopt buflen out of range")
+            return name[:buflen]
         default_proto = _std.IPPROTO_TCP if self._type == SOCK_STREAM else _std.IPPROTO_UDP
         fixed: dict[tuple[int, int], int] = {
             (_std.SOL_SOCKET, _std.SO_TYPE): int(self._type),

@@ -368,14 +368,17 @@ class Transfer:
                 + (f"  [{self.error}]" if self.error and not self.complete else ""))  # fmt: skip
 
 
-def zt_transfer(src: Agent, dst: Agent, nbytes: int, port: int, deadline_s: float) -> Transfer:
+def zt_transfer(
+    src: Agent, dst: Agent, nbytes: int, port: int, deadline_s: float, cc: str = ""
+) -> Transfer:
     """``nbytes`` from zt agent ``src`` to ``dst`` over the overlay (IPv4), sha256-checked,
-    given up ``deadline_s`` after connecting (the sink ``deadline_s`` + 5 after accepting)."""
+    given up ``deadline_s`` after connecting (the sink ``deadline_s`` + 5 after accepting);
+    ``cc``: the sender's congestion control (``TCP_CONGESTION``; default zt's, CUBIC)."""
     sink = dst.start("sink", family=4, port=port, timeout_s=deadline_s + 5,
                      deadline_s=deadline_s + 5, accept_timeout_s=30)  # fmt: skip
     sink.listening()
     source = src.start("source", host=dst.address(4), port=port, bytes=nbytes, seed=port,
-                       timeout_s=deadline_s, deadline_s=deadline_s)  # fmt: skip
+                       timeout_s=deadline_s, deadline_s=deadline_s, cc=cc)  # fmt: skip
     sent = source.result(timeout=deadline_s + 60)
     got = sink.result(timeout=30)
     return _transfer("zt->zt", nbytes, sent, got)

@@ -14,6 +14,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -94,6 +95,8 @@ class Agent:
         fam = zsock.AF_INET6 if ":" in host else zsock.AF_INET
         s = self.node.socket(fam, zsock.SOCK_STREAM)
         s.settimeout(float(args.get("timeout_s", 30.0)))
+        if args.get("cc"):
+            s.setsockopt(socket.IPPROTO_TCP, zsock.TCP_CONGESTION, str(args["cc"]).encode())
         s.connect((host, int(args["port"])))
         return s
 

@@ -1170,6 +1170,7 @@ fn tcp_option(name: &str) -> PyResult<zt_runtime::sockets::TcpOption> {
         "keepintvl" => O::KeepInterval,
         "keepcnt" => O::KeepCount,
         "user_timeout" => O::UserTimeout,
+        "congestion" => O::Congestion,
         _ => {
             return Err(PyValueError::new_err(format!(
                 "unknown TCP option {name:?}"

@@ -199,6 +199,60 @@ pub enum TcpOption {
     /// `TCP_USER_TIMEOUT`: milliseconds a connection may wait on a silent peer before it is
     /// aborted (0: the default, [`DEFAULT_USER_TIMEOUT`]).
     UserTimeout,
+    /// `TCP_CONGESTION`: the sender's congestion control, a [`Congestion`] as its number
+    /// (default CUBIC). Changing it on a connection starts the new controller afresh.
+    Congestion,
+}
+
+/// A TCP sender's congestion control (`TCP_CONGESTION`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Congestion {
+    /// CUBIC (RFC 9438) with HyStart++: loss-based, the default (as Linux's).
+    #[default]
+    Cubic = 0,
+    /// BBR: model-based, paces at the measured bottleneck bandwidth; random loss does not
+    /// shrink its window.
+    Bbr = 1,
+    /// Reno (RFC 5681).
+    Reno = 2,
+}
+
+impl Congestion {
+    /// By the name Linux gives it (`cubic`, `bbr`, `reno`).
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "cubic" => Some(Self::Cubic),
+            "bbr" => Some(Self::Bbr),
+            "reno" => Some(Self::Reno),
+            _ => None,
+        }
+    }
+
+    /// The name Linux gives it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cubic => "cubic",
+            Self::Bbr => "bbr",
+            Self::Reno => "reno",
+        }
+    }
+
+    fn from_number(n: i64) -> Option<Self> {
+        [Self::Cubic, Self::Bbr, Self::Reno]
+            .into_iter()
+            .find(|c| *c as i64 == n)
+    }
+
+    fn smoltcp(self) -> tcp::CongestionControl {
+        match self {
+            Self::Cubic => tcp::CongestionControl::Cubic,
+            Self::Bbr => tcp::CongestionControl::Bbr,
+            Self::Reno => tcp::CongestionControl::Reno,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,6 +264,7 @@ struct TcpOptions {
     keepcnt: u32,
     /// ms; 0 = default.
     user_timeout: u32,
+    congestion: Congestion,
 }
 
 impl Default for TcpOptions {
@@ -221,6 +276,7 @@ impl Default for TcpOptions {
             keepintvl: KEEPINTVL_DEFAULT,
             keepcnt: KEEPCNT_DEFAULT,
             user_timeout: 0,
+            congestion: Congestion::Cubic,
         }
     }
 }
@@ -873,6 +929,9 @@ impl TcpShared {
                 TcpOption::KeepInterval => o.keepintvl = ranged(1, 32_767)?,
                 TcpOption::KeepCount => o.keepcnt = ranged(1, 127)?,
                 TcpOption::UserTimeout => o.user_timeout = ranged(0, i64::from(i32::MAX))?,
+                TcpOption::Congestion => {
+                    o.congestion = Congestion::from_number(value).ok_or(SockError::Invalid)?;
+                }
             }
         }
         self.wake.wake();
@@ -890,6 +949,7 @@ impl TcpShared {
             TcpOption::KeepInterval => i64::from(o.keepintvl),
             TcpOption::KeepCount => i64::from(o.keepcnt),
             TcpOption::UserTimeout => i64::from(o.user_timeout),
+            TcpOption::Congestion => o.congestion as i64,
         }
     }
 }
@@ -917,6 +977,8 @@ struct Conn {
     deadline: Option<i64>,
     /// The keep-alive interval given to smoltcp (s).
     keepalive: Option<u32>,
+    /// The congestion control given to smoltcp (the stack starts every socket with CUBIC).
+    congestion: Congestion,
 }
 
 /// Which local addresses a listener takes connections on.
@@ -1359,6 +1421,7 @@ impl Conn {
             waiting: None,
             deadline: None,
             keepalive: None,
+            congestion: Congestion::Cubic,
         }
     }
 
@@ -1393,6 +1456,10 @@ impl Conn {
                 keepalive.map(|i| zt_stack::smoltcp::time::Duration::from_secs(i.into())),
             );
             self.keepalive = keepalive;
+        }
+        if o.congestion != self.congestion {
+            s.set_congestion_control(o.congestion.smoltcp());
+            self.congestion = o.congestion;
         }
         use tcp::State as S;
         let wait = match s.state() {

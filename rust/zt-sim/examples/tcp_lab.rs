@@ -10,6 +10,7 @@
 //!   --bytes B           bytes to move (default 20000000)
 //!   --limit SECONDS     virtual time limit (default 120)
 //!   --both-ways         both ends send at once
+//!   --cc NAME           the congestion control: cubic (default), bbr or reno
 //!   --trace FROM TO     print the TCP segments (and, on the overlay, the UDP datagrams)
 //!                       between FROM and TO seconds after the transfer started
 //! ```
@@ -21,6 +22,7 @@ use std::process::ExitCode;
 
 use zt_sim::link::Preset;
 use zt_sim::tcp::{DirectLab, OverlayLab, Report, Segment, Transfer};
+use zt_stack::smoltcp::socket::tcp::CongestionControl;
 
 struct Options {
     direct: bool,
@@ -31,6 +33,7 @@ struct Options {
     limit_s: f64,
     both_ways: bool,
     trace: Option<(f64, f64)>,
+    cc: Option<CongestionControl>,
 }
 
 fn parse() -> Result<Options, String> {
@@ -43,6 +46,7 @@ fn parse() -> Result<Options, String> {
         limit_s: 120.0,
         both_ways: false,
         trace: None,
+        cc: None,
     };
     let mut args = std::env::args().skip(1);
     let num = |v: Option<String>, what: &str| -> Result<f64, String> {
@@ -53,6 +57,14 @@ fn parse() -> Result<Options, String> {
         match a.as_str() {
             "--direct" => o.direct = true,
             "--both-ways" => o.both_ways = true,
+            "--cc" => {
+                o.cc = Some(match args.next().as_deref() {
+                    Some("cubic") => CongestionControl::Cubic,
+                    Some("bbr") => CongestionControl::Bbr,
+                    Some("reno") => CongestionControl::Reno,
+                    _ => return Err("--cc needs cubic, bbr or reno".into()),
+                });
+            }
             "--preset" => {
                 let v = args.next().ok_or("--preset needs a value")?;
                 let p = match v.parse::<usize>() {
@@ -80,6 +92,7 @@ fn parse() -> Result<Options, String> {
 fn run(o: &Options, p: Preset, seed: u64) -> Result<(Report, Vec<(i64, String)>), String> {
     let mut spec = Transfer::new(o.bytes).within_s(o.limit_s);
     spec.both_ways = o.both_ways;
+    spec.congestion = o.cc;
     spec.give_up_after_us = None;
     let mut lines = Vec::new();
     let seg = |s: &Segment| (s.at_us, s.to_string());

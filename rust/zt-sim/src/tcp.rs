@@ -637,6 +637,8 @@ pub struct Transfer {
     pub port: u16,
     /// Smallest interval between two timeline samples (µs).
     pub timeline_every_us: i64,
+    /// The senders' congestion control (None: the stack's, CUBIC).
+    pub congestion: Option<tcp::CongestionControl>,
 }
 
 impl Transfer {
@@ -655,7 +657,15 @@ impl Transfer {
             nagle: true,
             port: 7000,
             timeline_every_us: 10_000,
+            congestion: None,
         }
+    }
+
+    /// The same with this congestion control on both sockets.
+    #[must_use]
+    pub fn with_congestion(mut self, cc: tcp::CongestionControl) -> Self {
+        self.congestion = Some(cc);
+        self
     }
 
     /// The same with a time limit of `s` seconds.
@@ -1204,6 +1214,11 @@ pub fn transfer(lab: &mut impl Lab, spec: &Transfer) -> Report {
             lab.stack(end)
                 .tcp(h)
                 .set_buffer_limits(zt_stack::TCP_BUFFER_MAX, zt_stack::TCP_BUFFER_MAX);
+        }
+    }
+    if let Some(cc) = spec.congestion {
+        for (end, h) in [(End::A, client), (End::B, server)] {
+            lab.stack(end).tcp(h).set_congestion_control(cc);
         }
     }
     let listening = lab.stack(End::B).tcp(server).listen(spec.port).is_ok();

@@ -1,6 +1,7 @@
 use crate::time::Instant;
 
 use super::RttEstimator;
+use super::rate::RateSample;
 
 pub(super) mod no_control;
 
@@ -9,6 +10,9 @@ pub(super) mod cubic;
 
 #[cfg(feature = "socket-tcp-reno")]
 pub(super) mod reno;
+
+#[cfg(feature = "socket-tcp-cubic")]
+pub(super) mod bbr;
 
 /// zt patch: the initial window, in segments (RFC 6928, as Linux).
 pub(super) const INITIAL_WINDOW_SEGMENTS: usize = 10;
@@ -54,6 +58,9 @@ pub(super) trait Controller {
     /// timeout episode (the threshold is then recomputed as for any congestion event).
     fn on_rto(&mut self, now: Instant, first: bool) {}
 
+    /// zt patch: a loss episode (fast recovery or recovery after a timeout) ended.
+    fn on_recovery_end(&mut self) {}
+
     /// Sets the window (proportional rate reduction during recovery, the threshold after).
     fn set_window(&mut self, cwnd: usize) {}
 
@@ -63,6 +70,24 @@ pub(super) trait Controller {
 
     /// The connection sends again after having had nothing in flight since `idle_since`.
     fn on_idle_restart(&mut self, now: Instant, idle_since: Instant) {}
+
+    /// zt patch: `acked` bytes were newly delivered (cumulatively or selectively, in or out of
+    /// recovery), with a delivery rate sample if one could be taken; `in_flight` bytes remain
+    /// outstanding. For a model-based controller (BBR); called after `on_round_start`.
+    fn on_delivered(
+        &mut self,
+        now: Instant,
+        acked: usize,
+        sample: Option<&RateSample>,
+        in_flight: usize,
+    ) {
+    }
+
+    /// zt patch: the pacing rate (bytes per second) a model-based controller chose; `None`
+    /// lets the sender pace by the window over the round trip.
+    fn pacing_rate(&self) -> Option<u64> {
+        None
+    }
 }
 
 #[derive(Debug)]
@@ -75,6 +100,9 @@ pub(super) enum AnyController {
 
     #[cfg(feature = "socket-tcp-cubic")]
     Cubic(cubic::Cubic),
+
+    #[cfg(feature = "socket-tcp-cubic")]
+    Bbr(bbr::Bbr),
 }
 
 impl AnyController {
@@ -116,6 +144,9 @@ impl AnyController {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(c) => c,
+
+            #[cfg(feature = "socket-tcp-cubic")]
+            AnyController::Bbr(b) => b,
         }
     }
 
@@ -129,6 +160,9 @@ impl AnyController {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(c) => c,
+
+            #[cfg(feature = "socket-tcp-cubic")]
+            AnyController::Bbr(b) => b,
         }
     }
 }

@@ -13,6 +13,7 @@
 
 use alloc::collections::VecDeque;
 
+use super::rate::{Newest, Snapshot};
 use crate::wire::TcpSeqNumber;
 
 /// What is known of a segment.
@@ -42,6 +43,8 @@ pub(super) struct Seg {
     pub state: SegState,
     /// Whether it was ever retransmitted (its acknowledgement may be for any copy).
     pub retransmitted: bool,
+    /// The connection's delivery state when it was last sent (delivery rate estimation).
+    pub rate: Snapshot,
 }
 
 impl Seg {
@@ -100,12 +103,16 @@ pub(super) struct Delivery {
     /// (`valid` says no: the timestamp echo predates the last transmission). The echo then
     /// measures the time since that copy, back-offs included: no round-trip sample from it.
     pub stale_echo: bool,
+    /// zt patch: the most recently sent of the newly delivered segments, for a delivery rate
+    /// sample (whatever its copy: the estimator takes the latest transmission).
+    pub rate_newest: Option<Newest>,
 }
 
 impl Delivery {
     fn note(&mut self, seg: &Seg, len: usize, cumulative: bool, valid: &dyn Fn(&Seg) -> bool) {
         self.delivered += len;
         self.delivered_segs += 1;
+        Newest::keep(&mut self.rate_newest, seg.rate, seg.xmit_us);
         if seg.state == SegState::Lost {
             self.lost_delivered = true;
         }
@@ -278,7 +285,14 @@ impl Scoreboard {
 
     /// Records a segment of new data (and/or the FIN) sent at `now_us`. It must start where
     /// the last one ended.
-    pub fn push(&mut self, start: TcpSeqNumber, len: usize, fin: bool, now_us: i64) {
+    pub fn push(
+        &mut self,
+        start: TcpSeqNumber,
+        len: usize,
+        fin: bool,
+        now_us: i64,
+        rate: Snapshot,
+    ) {
         debug_assert!(self.end().is_none_or(|e| e == start));
         if len == 0 {
             return;
@@ -291,6 +305,7 @@ impl Scoreboard {
             first_xmit_us: now_us,
             state: SegState::InFlight,
             retransmitted: false,
+            rate,
         };
         self.add(&seg, len);
         self.segs.push_back(seg);
@@ -479,7 +494,7 @@ impl Scoreboard {
 
     /// Records that (the first `len` of) segment `i` was retransmitted at `now_us`: it is in
     /// flight again. A segment longer than `len` is split first. Returns the segment as resent.
-    pub fn retransmitted(&mut self, i: usize, len: usize, now_us: i64) -> Seg {
+    pub fn retransmitted(&mut self, i: usize, len: usize, now_us: i64, rate: Snapshot) -> Seg {
         let was_first = self.first_lost() == Some(i);
         let seg = self.segs[i];
         if len > 0 && len < seg.len as usize {
@@ -489,6 +504,7 @@ impl Scoreboard {
         let seg = &mut self.segs[i];
         seg.xmit_us = now_us;
         seg.retransmitted = true;
+        seg.rate = rate;
         let seg = *seg;
         if was_first {
             // Nothing before it is lost: the next search starts after it.
@@ -601,7 +617,7 @@ mod test {
     fn board(n: usize, len: usize) -> Scoreboard {
         let mut b = Scoreboard::default();
         for i in 0..n {
-            b.push(seq((i * len) as i32), len, false, i as i64 * 10);
+            b.push(seq((i * len) as i32), len, false, i as i64 * 10, Snapshot::default());
         }
         b.check();
         b
@@ -681,7 +697,7 @@ mod test {
         assert_eq!(wait, None);
         assert_eq!(b.first_lost(), Some(0));
         // Retransmit the first: in flight again, marked retransmitted.
-        let s = b.retransmitted(0, 100, 140);
+        let s = b.retransmitted(0, 100, 140, Snapshot::default());
         assert!(s.retransmitted);
         assert_eq!(b.first_lost(), Some(1));
         b.check();
@@ -721,8 +737,8 @@ mod test {
     #[test]
     fn fin_counts_one_sequence_number() {
         let mut b = Scoreboard::default();
-        b.push(seq(0), 100, false, 0);
-        b.push(seq(100), 51, true, 0);
+        b.push(seq(0), 100, false, 0, Snapshot::default());
+        b.push(seq(100), 51, true, 0, Snapshot::default());
         assert_eq!(b.back().unwrap().data_len(), 50);
         let mut d = Delivery::default();
         b.ack(seq(151), &mut d, &always);
@@ -734,7 +750,7 @@ mod test {
     fn partial_retransmission_splits() {
         let mut b = board(2, 100);
         b.mark_lost(0);
-        let s = b.retransmitted(0, 60, 5);
+        let s = b.retransmitted(0, 60, 5, Snapshot::default());
         assert_eq!(s.len, 60);
         assert_eq!(b.len(), 3);
         assert_eq!(b.lost(), 40);
@@ -746,7 +762,7 @@ mod test {
         let mut b = Scoreboard::default();
         let base = TcpSeqNumber(i32::MAX - 150);
         for i in 0..4 {
-            b.push(base + i * 100, 100, false, i as i64);
+            b.push(base + i * 100, 100, false, i as i64, Snapshot::default());
         }
         let mut d = Delivery::default();
         b.sack(base + 200, base + 300, &mut d, &always);
