@@ -125,6 +125,15 @@ def test_tcp_congestion_control_is_chosen_per_socket(v4: Pair) -> None:
         assert s.getsockopt(std.IPPROTO_TCP, cc, 16).rstrip(b"\0") == b"bbr"
         with raises_errno(errno.ENOPROTOOPT):
             u.setsockopt(std.IPPROTO_TCP, cc, b"bbr")
+    # A node's default for its TCP sockets (NodeOptions.tcp_congestion); a bad name refused.
+    node = zt.Node(zt.NodeOptions(tcp_congestion="bbr"))
+    try:
+        with node.socket(AF_INET, SOCK_STREAM) as s:
+            assert s.getsockopt(std.IPPROTO_TCP, cc, 16).rstrip(b"\0") == b"bbr"
+    finally:
+        node.close()
+    with pytest.raises(ValueError, match="tcp_congestion must be one of cubic, bbr, reno"):
+        zt.Node(zt.NodeOptions(tcp_congestion="vegas"))
     # Data flows under each, and switching on a live connection starts the new one afresh.
     srv = zt.socket.create_server(v4.b, (v4.ip_b, 7301))
     srv.settimeout(20)

@@ -401,7 +401,8 @@ def targets(summary: dict[str, dict[str, Json]], bench: Bench, args: argparse.Na
         print(f"  {word}  {text}")
 
     for name, minimum in RATIO_TARGETS:
-        for zp, kp in compared or [("zt", None)]:
+        candidates: list[tuple[str, Optional[str]]] = list(compared) or [("zt", None)]
+        for zp, kp in candidates:
             r = ratio(summary[name], zp, kp) if name in summary else None
             if r is None or kp is None:
                 line(None, f"{name}: zt ≥ {minimum:.0%} of the kernel (not measured)")

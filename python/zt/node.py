@@ -95,6 +95,10 @@ class NodeOptions:
     api_port:
         Serve zerotier-one's local JSON API on loopback TCP at this port (0 = any free port)
         with the home's ``authtoken.secret``; None (default) serves nothing.
+    tcp_congestion:
+        The congestion control of the node's TCP sockets unless one sets ``TCP_CONGESTION``:
+        ``"cubic"`` (default, as Linux's), ``"bbr"`` (keeps a lossy path's rate; takes a larger
+        share of a bottleneck shared with CUBIC flows) or ``"reno"``.
     """
 
     store: Union[Store, str, os.PathLike[str], None] = None
@@ -109,6 +113,7 @@ class NodeOptions:
     allowed_destinations: Optional[list[str]] = None
     controller: Union[bool, str, os.PathLike[str]] = False
     api_port: Optional[int] = None
+    tcp_congestion: str = "cubic"
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,11 @@ class Node:
             raise ValueError("event_queue_size must be at least 1")
         if options.keygen_threads < 0:
             raise ValueError("keygen_threads must be >= 0")
+        if options.tcp_congestion not in zt_socket.CONGESTION_CONTROLS:
+            raise ValueError(
+                f"tcp_congestion must be one of {', '.join(zt_socket.CONGESTION_CONTROLS)},"
+                f" not {options.tcp_congestion!r}"
+            )
         if not 0 <= options.port <= 65535:
             raise ValueError("port must be in 0..65535")
         if options.api_port is not None and not 0 <= options.api_port <= 65535:

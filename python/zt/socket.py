@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AF_INET",
     "AF_INET6",
+    "CONGESTION_CONTROLS",
     "MSG_DONTWAIT",
     "MSG_NOSIGNAL",
     "SHUT_RD",
@@ -80,8 +81,8 @@ TCP_KEEPINTVL: int = getattr(_std, "TCP_KEEPINTVL", 5)
 TCP_KEEPCNT: int = getattr(_std, "TCP_KEEPCNT", 6)
 TCP_USER_TIMEOUT: int = getattr(_std, "TCP_USER_TIMEOUT", 18)
 TCP_CONGESTION: int = getattr(_std, "TCP_CONGESTION", 13)
-# The congestion controls TCP_CONGESTION takes, by their native numbers (Linux's names).
-_CONGESTION = ("cubic", "bbr", "reno")
+#: The congestion controls TCP_CONGESTION takes (Linux's names), by their native numbers.
+CONGESTION_CONTROLS = ("cubic", "bbr", "reno")
 _CA_NAME_MAX = 16
 _IPV6_V6ONLY: int = getattr(_std, "IPV6_V6ONLY", 26)
 
@@ -212,6 +213,9 @@ class socket:  # noqa: N801 - the standard library's name
         self._shut_wr = False
         # TCP options set before the native socket exists (applied when it is created).
         self._opts: dict[str, int] = {}
+        default_cc = getattr(getattr(node, "options", None), "tcp_congestion", "cubic")
+        if kind == SOCK_STREAM and default_cc != "cubic":
+            self._opts["congestion"] = CONGESTION_CONTROLS.index(default_cc)
         self._v6only = False
         self._bufs = (1 << 20, 1 << 20)
         # Whether SO_RCVBUF/SO_SNDBUF fixed the sizes; left alone, TCP's buffers start at the
@@ -753,8 +757,9 @@ class socket:  # noqa: N801 - the standard library's name
     ) -> None:
         """``TCP_NODELAY`` (on by default), ``SO_KEEPALIVE``, ``TCP_KEEPIDLE``/
         ``TCP_KEEPINTVL``/``TCP_KEEPCNT``, ``TCP_USER_TIMEOUT`` (ms; 0: the default 120 s),
-        ``TCP_CONGESTION`` (``b"cubic"``, the default; ``b"bbr"``: model-based, for paths with
-        random loss; ``b"reno"``; another name raises ``OSError(ENOENT)``),
+        ``TCP_CONGESTION`` (``b"cubic"``; ``b"bbr"``: model-based, for paths with random loss;
+        ``b"reno"``; another name raises ``OSError(ENOENT)``; the default is the node's
+        ``NodeOptions.tcp_congestion``, CUBIC unless set),
         ``IPV6_V6ONLY`` (before listen: an ``AF_INET6`` listener then takes no IPv4),
         ``SO_RCVBUF``/``SO_SNDBUF`` (for native sockets made after the call: set them before
         bind/connect/listen); ``SO_REUSEADDR`` is remembered but changes nothing. UDP:
@@ -814,12 +819,12 @@ class socket:  # noqa: N801 - the standard library's name
         if not isinstance(value, (bytes, bytearray, memoryview)):
             raise TypeError(f"a bytes-like object is required, not '{type(value).__name__}'")
         name = bytes(value).split(b"\0", 1)[0].decode("ascii", "replace")
-        if name not in _CONGESTION:
+        if name not in CONGESTION_CONTROLS:
             raise OSError(
                 _errno.ENOENT,
-                f"No such congestion control {name!r} (zt has {', '.join(_CONGESTION)})",
+                f"No such congestion control {name!r} (zt has {', '.join(CONGESTION_CONTROLS)})",
             )
-        number = _CONGESTION.index(name)
+        number = CONGESTION_CONTROLS.index(name)
         self._opts["congestion"] = number
         if self._s is not None:
             self._s.set_option("congestion", number)
@@ -828,7 +833,7 @@ class socket:  # noqa: N801 - the standard library's name
         number = (
             self._s.option("congestion") if self._s is not None else self._opts.get("congestion", 0)
         )
-        return _CONGESTION[number].encode()
+        return CONGESTION_CONTROLS[number].encode()
 
     def _tcp_bufs(self) -> tuple[int, int]:
         """Buffer sizes for a native TCP socket: 0 for one left to grow with the path."""
@@ -884,14 +889,14 @@ class socket:  # noqa: N801 - the standard library's name
         self._check_open()
         key = (level, optname)
         if key == (_std.IPPROTO_TCP, TCP_CONGESTION) and self._type == SOCK_STREAM:
-            name = self._congestion().ljust(_CA_NAME_MAX, b"\0")
+            padded = self._congestion().ljust(_CA_NAME_MAX, b"\0")
             if buflen is None:
                 # As on Linux: the first bytes of the name read as an int.
-                return struct.unpack("=i", name[:4])[0]
+                return struct.unpack("=i", padded[:4])[0]
             buflen = operator.index(buflen)
             if not 0 < buflen <= 1024:
                 raise OSError(_errno.EINVAL, "getsockopt buflen out of range")
-            return name[:buflen]
+            return padded[:buflen]
         default_proto = _std.IPPROTO_TCP if self._type == SOCK_STREAM else _std.IPPROTO_UDP
         fixed: dict[tuple[int, int], int] = {
             (_std.SOL_SOCKET, _std.SO_TYPE): int(self._type),
