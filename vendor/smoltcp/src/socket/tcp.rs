@@ -2886,6 +2886,7 @@ impl<'a> Socket<'a> {
             fack: self.rec.fack,
             ..Delivery::default()
         };
+        let prior_in_flight = self.sb.in_flight();
         if advanced {
             self.sb.ack(ack_number, &mut d, &valid);
         }
@@ -2946,27 +2947,6 @@ impl<'a> Socket<'a> {
             self.rec.cwnd_limited_now = false;
             self.rec.max_pipe_round = self.sb.in_flight();
             self.congestion_controller.inner_mut().on_round_start();
-        }
-        if acked > 0 {
-            // The sender has nothing more to send while the window is open: until what is in
-            // flight is delivered, rate samples may understate the path.
-            let outstanding = if snd_nxt > prior_una {
-                snd_nxt - prior_una
-            } else {
-                0
-            };
-            let in_flight = self.sb.in_flight();
-            if self.tx_buffer.len() <= outstanding
-                && in_flight < self.congestion_controller.inner().window()
-            {
-                self.rate.on_app_limited(in_flight);
-            }
-            self.congestion_controller.inner_mut().on_delivered(
-                now,
-                acked,
-                sample.as_ref(),
-                in_flight,
-            );
         }
 
         // Round trips: the oldest segment newly delivered that was sent once (RFC 6298, as
@@ -3084,6 +3064,8 @@ impl<'a> Socket<'a> {
                     if ssthresh < cc.window() {
                         cc.set_window(ssthresh);
                     }
+                    // zt patch: an episode of one ACK (no recovery follows to end it).
+                    cc.on_recovery_end();
                 }
             } else if !advanced && blocks.iter().all(Option::is_none) {
                 self.rec.tlp_end = None;
@@ -3110,6 +3092,38 @@ impl<'a> Socket<'a> {
             }
         }
         let newly_lost = self.sb.lost() > lost_before;
+
+        // zt patch: what the ACK did, for a model-based controller (after the round-trip
+        // sample and the loss detection it caused, before the congestion state machine).
+        let lost_now = self.sb.lost().saturating_sub(lost_before);
+        if acked > 0 || lost_now > 0 {
+            let in_flight = self.sb.in_flight();
+            let cc = self.congestion_controller.inner_mut();
+            // The sender had nothing more to send with the window open (or the controller
+            // holds it back on purpose, as BBR's ProbeRTT): until what is in flight is
+            // delivered, rate samples may understate the path.
+            let outstanding = if snd_nxt > prior_una {
+                snd_nxt - prior_una
+            } else {
+                0
+            };
+            if (self.tx_buffer.len() <= outstanding
+                && in_flight < cc.window()
+                && self.sb.lost() == 0)
+                || cc.app_limited()
+            {
+                self.rate.on_app_limited(in_flight);
+            }
+            let ev = congestion::AckEvent {
+                acked,
+                lost: lost_now,
+                prior_in_flight,
+                in_flight,
+                prior_delivered: d.rate_newest.map(|n| n.snap.delivered),
+                delivered: self.rate.delivered(),
+            };
+            cc.on_delivered(now, &ev, sample.as_ref());
+        }
 
         // The congestion state machine.
         let mut exited = false;
@@ -4031,7 +4045,7 @@ impl<'a> Socket<'a> {
             self.rec.probe_pending = false;
         }
         if seg_len > 0 && in_data_state {
-            let snap = self.rate.on_send(now_us, self.sb.in_flight());
+            let snap = self.rate.on_send(now_us, self.sb.is_empty());
             if let Some(i) = resent {
                 self.sb.retransmitted(i, seg_len, now_us, snap);
                 self.info.bytes_retrans += repr.payload.len() as u64;

@@ -71,16 +71,16 @@ pub(super) trait Controller {
     /// The connection sends again after having had nothing in flight since `idle_since`.
     fn on_idle_restart(&mut self, now: Instant, idle_since: Instant) {}
 
-    /// zt patch: `acked` bytes were newly delivered (cumulatively or selectively, in or out of
-    /// recovery), with a delivery rate sample if one could be taken; `in_flight` bytes remain
-    /// outstanding. For a model-based controller (BBR); called after `on_round_start`.
-    fn on_delivered(
-        &mut self,
-        now: Instant,
-        acked: usize,
-        sample: Option<&RateSample>,
-        in_flight: usize,
-    ) {
+    /// zt patch: an acknowledgement delivered data or revealed losses (in or out of
+    /// recovery), with a delivery rate sample if one could be taken. For a model-based
+    /// controller (BBR); called after the ACK's round-trip sample and loss detection, before
+    /// `on_congestion_event` for a loss episode it starts.
+    fn on_delivered(&mut self, now: Instant, ack: &AckEvent, sample: Option<&RateSample>) {}
+
+    /// zt patch: the controller holds sending back on purpose (BBR's ProbeRTT): rate samples
+    /// taken meanwhile must not lower its bandwidth estimate.
+    fn app_limited(&self) -> bool {
+        false
     }
 
     /// zt patch: the pacing rate (bytes per second) a model-based controller chose; `None`
@@ -88,6 +88,23 @@ pub(super) trait Controller {
     fn pacing_rate(&self) -> Option<u64> {
         None
     }
+}
+
+/// zt patch: what one acknowledgement did (bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct AckEvent {
+    /// Newly delivered (cumulatively or selectively).
+    pub acked: usize,
+    /// Newly marked lost.
+    pub lost: usize,
+    /// In flight before the acknowledgement, and after it.
+    pub prior_in_flight: usize,
+    pub in_flight: usize,
+    /// The connection's delivered count when the most recently sent of the newly delivered
+    /// segments was sent (for rounds counted by delivery).
+    pub prior_delivered: Option<u64>,
+    /// The connection's delivered count after the acknowledgement.
+    pub delivered: u64,
 }
 
 #[derive(Debug)]

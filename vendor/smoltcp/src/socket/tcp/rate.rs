@@ -86,10 +86,11 @@ impl RateEstimator {
         self.delivered
     }
 
-    /// A segment is sent at `now_us` with `in_flight` bytes outstanding before it: its
-    /// snapshot. Sending with nothing in flight starts a new interval.
-    pub fn on_send(&mut self, now_us: i64, in_flight: usize) -> Snapshot {
-        if in_flight == 0 {
+    /// A segment is sent at `now_us`, `idle` if nothing was outstanding before it (neither in
+    /// flight nor lost nor selectively acknowledged): its snapshot. Sending from idle starts a
+    /// new interval.
+    pub fn on_send(&mut self, now_us: i64, idle: bool) -> Snapshot {
+        if idle {
             self.first_sent_us = now_us;
             self.delivered_us = now_us;
         }
@@ -161,7 +162,7 @@ mod test {
                 let newest = Some(Newest { snap, xmit_us: t });
                 last = r.on_ack(now, 1000, newest, 10_000).or(last);
             }
-            let snap = r.on_send(now, sent.len() * 1000);
+            let snap = r.on_send(now, sent.is_empty());
             sent.push_back((snap, now));
         }
         let s = last.unwrap();
@@ -177,7 +178,7 @@ mod test {
         let mut r = RateEstimator::default();
         let mut snaps = alloc::vec::Vec::new();
         for ms in 0..10i64 {
-            snaps.push((r.on_send(ms * 1000, ms as usize * 1000), ms * 1000));
+            snaps.push((r.on_send(ms * 1000, ms == 0), ms * 1000));
         }
         let mut newest = None;
         for (s, t) in snaps {
@@ -192,7 +193,7 @@ mod test {
     #[test]
     fn samples_shorter_than_the_min_rtt_are_dropped() {
         let mut r = RateEstimator::default();
-        let snap = r.on_send(0, 0);
+        let snap = r.on_send(0, true);
         let newest = Some(Newest { snap, xmit_us: 0 });
         assert_eq!(r.on_ack(500, 1000, newest, 1_000), None);
         assert_eq!(r.delivered(), 1000);
@@ -201,18 +202,18 @@ mod test {
     #[test]
     fn app_limited_marks_until_the_flight_is_delivered() {
         let mut r = RateEstimator::default();
-        let a = r.on_send(0, 0);
+        let a = r.on_send(0, true);
         r.on_app_limited(1000);
-        let b = r.on_send(1000, 1000);
+        let b = r.on_send(1000, false);
         assert!(!a.app_limited && b.app_limited);
         let s = r
             .on_ack(10_000, 1000, Some(Newest { snap: a, xmit_us: 0 }), 0)
             .unwrap();
         assert!(!s.app_limited);
         // 1000 delivered = the mark: still limited until it is passed.
-        let c = r.on_send(10_000, 1000);
+        let c = r.on_send(10_000, false);
         assert!(c.app_limited);
         r.on_ack(11_000, 1000, Some(Newest { snap: b, xmit_us: 1000 }), 0);
-        assert!(!r.on_send(11_000, 0).app_limited);
+        assert!(!r.on_send(11_000, true).app_limited);
     }
 }

@@ -10,15 +10,17 @@
 //! On a path that loses packets at random (a radio link, a lossy overlay underlay) a loss-based
 //! controller such as CUBIC keeps a window of a few segments; BBR keeps the path's rate.
 //!
-//! Loss recovery stays the sender's (SACK, RACK-TLP); a timeout drops the window to one
-//! segment, from which it grows back by what is delivered, and the window before the episode
-//! is restored when it ends.
+//! Loss recovery stays the sender's (SACK, RACK-TLP). As the draft has it, the window gives
+//! up what each ACK reveals lost, keeps to packet conservation for the first round of a fast
+//! recovery (no more in flight than was just delivered), drops to one segment on a timeout,
+//! and gets the window from before the episode back when it ends. Rounds are counted by
+//! delivery, not by the cumulative ACK (which stalls behind a hole).
 
 use crate::socket::tcp::rate::RateSample;
 use crate::time::Instant;
 
-use super::Controller;
 use super::INITIAL_WINDOW_SEGMENTS;
+use super::{AckEvent, Controller};
 
 const DEFAULT_MSS: usize = 536;
 
@@ -49,7 +51,7 @@ const FULL_BW_ROUNDS: u32 = 3;
 /// at most this much time's worth of the bandwidth (µs), an epoch reset past this many bytes.
 const EXTRA_ACKED_ROUNDS: u32 = 5;
 const EXTRA_ACKED_MAX_US: u64 = 100_000;
-const ACK_EPOCH_RESET_BYTES: u64 = 1 << 20;
+const ACK_EPOCH_RESET_SEGMENTS: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -77,6 +79,9 @@ pub struct Bbr {
     bw_slots: [(u64, u64); BW_WINDOW_ROUNDS],
     round_count: u64,
     round_start: bool,
+    /// The delivered count that ends the current round (a round ends when a segment sent
+    /// after it began is delivered).
+    next_round_delivered: u64,
     /// Round-trip propagation time (µs; `i64::MAX` until measured) and when it was taken.
     min_rtt_us: i64,
     min_rtt_at_us: i64,
@@ -100,6 +105,19 @@ pub struct Bbr {
     delivered: u64,
     /// The sender's smoothed RTT, for the first pacing rate (µs).
     srtt_us: i64,
+    /// Sending restarted from idle and nothing was delivered since: no ProbeRTT for that.
+    idle_restart: bool,
+    /// In a loss episode (fast recovery or after a timeout).
+    in_recovery: bool,
+    /// The first round of a fast recovery: no more in flight than was just delivered. It
+    /// ends when a segment sent after `conservation_end` (a delivered count) is delivered.
+    packet_conservation: bool,
+    conservation_end: u64,
+    /// The last acknowledgement's figures, for the entry into recovery that follows it, and
+    /// the window before it took off what it revealed lost.
+    last_in_flight: usize,
+    last_acked: usize,
+    cwnd_before_ack: usize,
 }
 
 impl Bbr {
@@ -116,6 +134,7 @@ impl Bbr {
             bw_slots: [(0, 0); BW_WINDOW_ROUNDS],
             round_count: 0,
             round_start: false,
+            next_round_delivered: 0,
             min_rtt_us: i64::MAX,
             min_rtt_at_us: 0,
             rtt_sample: None,
@@ -133,6 +152,13 @@ impl Bbr {
             ack_epoch_acked: 0,
             delivered: 0,
             srtt_us: 0,
+            idle_restart: false,
+            in_recovery: false,
+            packet_conservation: false,
+            conservation_end: 0,
+            last_in_flight: 0,
+            last_acked: 0,
+            cwnd_before_ack: 0,
         }
     }
 
@@ -214,7 +240,7 @@ impl Bbr {
         let elapsed = (now_us - self.ack_epoch_us).max(0) as u128;
         let expected = (u128::from(bw) * elapsed / 1_000_000).min(u128::from(u64::MAX)) as u64;
         if self.ack_epoch_acked <= expected
-            || self.ack_epoch_acked + acked as u64 >= ACK_EPOCH_RESET_BYTES
+            || self.ack_epoch_acked + acked as u64 >= ACK_EPOCH_RESET_SEGMENTS * self.mss as u64
         {
             // The ACKs came no faster than the estimate (or long enough): a new epoch.
             self.ack_epoch_acked = 0;
@@ -248,7 +274,7 @@ impl Bbr {
             self.min_rtt_us = rtt.max(1);
             self.min_rtt_at_us = now_us;
         }
-        if expired && self.mode != Mode::ProbeRtt {
+        if expired && self.mode != Mode::ProbeRtt && !self.idle_restart {
             // Nothing lower for ten seconds: drain the queue (if any) to measure it again.
             self.save_cwnd();
             self.mode = Mode::ProbeRtt;
@@ -268,7 +294,6 @@ impl Bbr {
                     }
                     if self.probe_rtt_round_done && now_us > done {
                         self.min_rtt_at_us = now_us;
-                        self.cwnd = self.cwnd.max(self.prior_cwnd);
                         if self.filled_pipe {
                             self.enter_probe_bw(now_us);
                         } else {
@@ -276,6 +301,7 @@ impl Bbr {
                             self.pacing_gain = HIGH_GAIN;
                             self.cwnd_gain = HIGH_GAIN;
                         }
+                        self.restore_cwnd();
                     }
                 }
                 None => {}
@@ -293,16 +319,19 @@ impl Bbr {
         self.cycle_at_us = now_us;
     }
 
-    fn update_cycle(&mut self, now_us: i64, in_flight: usize) {
+    fn update_cycle(&mut self, now_us: i64, ack: &AckEvent) {
         if self.mode != Mode::ProbeBw {
             return;
         }
         let full_length = now_us - self.cycle_at_us > self.min_rtt_us;
+        let prior = ack.prior_in_flight;
         let next = match self.pacing_gain {
+            // Probing ends after a round trip once the extra is in flight, or once it costs
+            // a loss (a shallow buffer or a policer may never let it all in).
             g if g > UNIT => {
-                full_length && self.bdp(g).is_none_or(|target| in_flight >= target)
+                full_length && (ack.lost > 0 || self.bdp(g).is_none_or(|target| prior >= target))
             }
-            g if g < UNIT => full_length || self.bdp(UNIT).is_none_or(|bdp| in_flight <= bdp),
+            g if g < UNIT => full_length || self.bdp(UNIT).is_none_or(|bdp| prior <= bdp),
             _ => full_length,
         };
         if next {
@@ -341,7 +370,8 @@ impl Bbr {
         }
     }
 
-    fn update_cwnd(&mut self, acked: usize) {
+    fn update_cwnd(&mut self, ack: &AckEvent) {
+        let acked = ack.acked;
         let target = match self.bdp(self.cwnd_gain) {
             Some(bdp) => {
                 let aggregation = if self.filled_pipe {
@@ -354,25 +384,42 @@ impl Bbr {
             }
             None => INITIAL_WINDOW_SEGMENTS * self.mss,
         };
-        if self.filled_pipe {
-            self.cwnd = (self.cwnd + acked).min(target);
-        } else if self.cwnd < target
-            || self.delivered < (INITIAL_WINDOW_SEGMENTS * self.mss) as u64
-        {
-            self.cwnd += acked;
+        // What the ACK revealed lost has left the network for good.
+        if ack.lost > 0 {
+            self.cwnd = self.cwnd.saturating_sub(ack.lost).max(self.mss);
         }
-        self.cwnd = self.cwnd.max(self.min_cwnd());
+        if self.packet_conservation {
+            self.cwnd = self.cwnd.max(ack.in_flight + acked);
+        } else {
+            if self.filled_pipe {
+                self.cwnd = (self.cwnd + acked).min(target);
+            } else if self.cwnd < target
+                || self.delivered < (INITIAL_WINDOW_SEGMENTS * self.mss) as u64
+            {
+                self.cwnd += acked;
+            }
+            self.cwnd = self.cwnd.max(self.min_cwnd());
+        }
         if self.mode == Mode::ProbeRtt {
             self.cwnd = self.cwnd.min(self.min_cwnd());
         }
     }
 
+    /// Remembers the window to come back to (the larger one, in a loss episode or ProbeRTT:
+    /// the window they left is what counts).
     fn save_cwnd(&mut self) {
-        self.prior_cwnd = if self.mode == Mode::ProbeRtt {
+        self.prior_cwnd = if self.in_recovery || self.mode == Mode::ProbeRtt {
             self.prior_cwnd.max(self.cwnd)
         } else {
             self.cwnd
         };
+    }
+
+    fn restore_cwnd(&mut self) {
+        self.cwnd = self.cwnd.max(self.prior_cwnd);
+        if self.mode == Mode::ProbeRtt {
+            self.cwnd = self.cwnd.min(self.min_cwnd());
+        }
     }
 }
 
@@ -394,11 +441,6 @@ impl Controller for Bbr {
         }
     }
 
-    fn on_round_start(&mut self) {
-        self.round_count += 1;
-        self.round_start = true;
-    }
-
     fn on_rtt_sample(&mut self, rtt_us: i64) {
         if rtt_us > 0 {
             self.rtt_sample = Some(self.rtt_sample.map_or(rtt_us, |r| r.min(rtt_us)));
@@ -410,27 +452,41 @@ impl Controller for Bbr {
         }
     }
 
-    fn on_delivered(
-        &mut self,
-        now: Instant,
-        acked: usize,
-        sample: Option<&RateSample>,
-        in_flight: usize,
-    ) {
+    fn on_delivered(&mut self, now: Instant, ack: &AckEvent, sample: Option<&RateSample>) {
         self.fresh = false;
         let now_us = now.total_micros();
-        self.delivered += acked as u64;
+        self.delivered = ack.delivered;
+        self.last_in_flight = ack.in_flight;
+        self.last_acked = ack.acked;
+        self.cwnd_before_ack = self.cwnd;
+        self.round_start = false;
+        if let Some(prior) = ack.prior_delivered
+            && prior >= self.next_round_delivered
+        {
+            self.next_round_delivered = ack.delivered;
+            self.round_count += 1;
+            self.round_start = true;
+            if self.packet_conservation && prior >= self.conservation_end {
+                self.packet_conservation = false;
+            }
+        }
         if let Some(rs) = sample {
             self.update_bw(rs);
         }
         self.check_full_pipe(sample);
-        self.update_ack_aggregation(now_us, acked);
-        self.update_cycle(now_us, in_flight);
-        self.update_mode(now_us, in_flight);
-        self.update_min_rtt(now_us, in_flight);
+        self.update_ack_aggregation(now_us, ack.acked);
+        self.update_cycle(now_us, ack);
+        self.update_mode(now_us, ack.in_flight);
+        self.update_min_rtt(now_us, ack.in_flight);
         self.update_pacing_rate();
-        self.update_cwnd(acked);
-        self.round_start = false;
+        self.update_cwnd(ack);
+        if ack.acked > 0 {
+            self.idle_restart = false;
+        }
+    }
+
+    fn app_limited(&self) -> bool {
+        self.mode == Mode::ProbeRtt
     }
 
     fn pacing_rate(&self) -> Option<u64> {
@@ -438,23 +494,46 @@ impl Controller for Bbr {
     }
 
     fn on_congestion_event(&mut self, _now: Instant) {
-        // Loss is not taken for congestion: only remembered, for the window's restoration.
+        // A fast recovery: the window drops to what is in flight (one more segment for the
+        // retransmission) and keeps to packet conservation for a round. The window to come
+        // back to is the one before the ACK that revealed the loss took it down.
+        self.cwnd = self.cwnd.max(self.cwnd_before_ack);
         self.save_cwnd();
+        self.in_recovery = true;
+        self.cwnd = (self.last_in_flight + self.last_acked.max(self.mss)).max(self.mss);
+        self.packet_conservation = true;
+        self.conservation_end = self.delivered;
     }
 
     fn on_rto(&mut self, _now: Instant, first: bool) {
         if first {
             self.save_cwnd();
         }
+        self.in_recovery = true;
+        self.packet_conservation = false;
         self.cwnd = self.mss;
     }
 
     fn on_recovery_end(&mut self) {
-        self.cwnd = self.cwnd.max(self.prior_cwnd);
+        self.in_recovery = false;
+        self.packet_conservation = false;
+        self.restore_cwnd();
     }
 
     fn undo(&mut self) {
-        self.cwnd = self.cwnd.max(self.prior_cwnd);
+        self.on_recovery_end();
+    }
+
+    fn on_idle_restart(&mut self, _now: Instant, _idle_since: Instant) {
+        // Back from idle: no ProbeRTT before something is delivered, and in ProbeBW at the
+        // estimated bandwidth, not at a probing gain left from before.
+        self.idle_restart = true;
+        if self.mode == Mode::ProbeBw {
+            let rate = u128::from(self.bw()) * u128::from(PACING_MARGIN) / u128::from(UNIT);
+            if rate > 0 {
+                self.pacing_rate = rate.min(u128::from(u64::MAX)) as u64;
+            }
+        }
     }
 }
 
@@ -464,15 +543,26 @@ mod test {
 
     const MSS: usize = 1000;
 
+    fn ack(acked: usize, lost: usize, in_flight: usize, delivered: u64) -> AckEvent {
+        AckEvent {
+            acked,
+            lost,
+            prior_in_flight: in_flight + acked + lost,
+            in_flight,
+            // The segment delivered was sent one window of deliveries ago.
+            prior_delivered: Some(delivered.saturating_sub((in_flight + acked) as u64)),
+            delivered,
+        }
+    }
+
     /// Drives a controller over an ideal path: `bw` bytes/s, `rtt_us`, as much in flight as
     /// the window and pacing let; every ACK acknowledges one segment, every `loss_every`th
-    /// segment is lost instead. Returns the time reached (µs).
+    /// segment is lost instead (a one-ACK episode). Returns the time reached (µs).
     fn run(bbr: &mut Bbr, bw: u64, rtt_us: i64, rounds: usize, loss_every: usize) -> i64 {
         let mut now = 0i64;
         let mut delivered = 0u64;
         let mut n = 0usize;
         for _ in 0..rounds {
-            bbr.on_round_start();
             // What the path delivers in one round trip, capped by the window.
             let bdp = (u128::from(bw) * rtt_us as u128 / 1_000_000) as usize;
             let in_round = bbr.window().min(bdp.max(MSS)) / MSS;
@@ -480,8 +570,15 @@ mod test {
             for _ in 0..in_round.max(1) {
                 n += 1;
                 now += rtt_us / in_round.max(1) as i64;
+                // In flight: the window, or what pacing puts out in a round trip.
+                let paced = bbr.pacing_rate().map_or(usize::MAX, |r| {
+                    (u128::from(r) * rtt_us as u128 / 1_000_000) as usize
+                });
+                let in_flight = bbr.window().min(paced);
+                let t = Instant::from_micros(now);
                 if loss_every > 0 && n % loss_every == 0 {
-                    bbr.on_congestion_event(Instant::from_micros(now));
+                    bbr.on_delivered(t, &ack(0, MSS, in_flight, delivered), None);
+                    bbr.on_congestion_event(t);
                     bbr.on_recovery_end();
                     continue;
                 }
@@ -494,23 +591,23 @@ mod test {
                     acked: MSS as u64,
                     total_delivered: delivered,
                 };
-                // In flight: the window, or what pacing puts out in a round trip.
-                let paced = bbr.pacing_rate().map_or(usize::MAX, |r| {
-                    (u128::from(r) * rtt_us as u128 / 1_000_000) as usize
-                });
-                let in_flight = bbr.window().min(paced);
-                bbr.on_delivered(Instant::from_micros(now), MSS, Some(&rs), in_flight);
+                bbr.on_delivered(t, &ack(MSS, 0, in_flight, delivered), Some(&rs));
             }
         }
         now
     }
 
-    #[test]
-    fn startup_finds_the_bandwidth_then_drains_to_probe_bw() {
+    fn filled() -> Bbr {
         let mut b = Bbr::new();
         b.set_mss(MSS);
         // 10 MB/s, 20 ms: a BDP of 200 kB.
         run(&mut b, 10_000_000, 20_000, 40, 0);
+        b
+    }
+
+    #[test]
+    fn startup_finds_the_bandwidth_then_drains_to_probe_bw() {
+        let b = filled();
         assert!(b.filled_pipe);
         assert_eq!(b.mode, Mode::ProbeBw);
         let bw = b.bw();
@@ -524,27 +621,67 @@ mod test {
 
     #[test]
     fn random_loss_does_not_shrink_the_model() {
-        let mut a = Bbr::new();
-        a.set_mss(MSS);
-        run(&mut a, 10_000_000, 20_000, 40, 0);
+        let a = filled();
         let mut b = Bbr::new();
         b.set_mss(MSS);
         // One segment in ten lost.
         run(&mut b, 10_000_000, 20_000, 40, 10);
         assert!(b.filled_pipe);
-        assert!(b.window() * 10 >= a.window() * 8, "{} vs {}", b.window(), a.window());
+        assert!(b.bw() * 10 >= a.bw() * 8, "{} vs {}", b.bw(), a.bw());
+        assert!(b.window() * 10 >= a.window() * 7, "{} vs {}", b.window(), a.window());
     }
 
     #[test]
     fn a_timeout_drops_to_one_segment_and_recovery_restores() {
-        let mut b = Bbr::new();
-        b.set_mss(MSS);
-        run(&mut b, 10_000_000, 20_000, 40, 0);
+        let mut b = filled();
         let before = b.window();
         b.on_rto(Instant::from_micros(0), true);
         assert_eq!(b.window(), MSS);
+        // A second timeout of the episode does not save the small window over the big one.
+        b.on_rto(Instant::from_micros(0), false);
         b.on_recovery_end();
         assert_eq!(b.window(), before);
+    }
+
+    #[test]
+    fn fast_recovery_conserves_packets_for_a_round() {
+        let mut b = filled();
+        let before = b.window();
+        let d = b.delivered;
+        let t = Instant::from_micros(2_000_000);
+        // 50 kB in flight, 1 kB delivered, 2 kB lost.
+        b.on_delivered(t, &ack(MSS, 2 * MSS, 50_000, d + 1000), None);
+        b.on_congestion_event(t);
+        assert_eq!(b.window(), 51_000);
+        // Within the round: no more than what is in flight plus what was delivered.
+        let mut e = ack(MSS, 0, 40_000, d + 2000);
+        e.prior_delivered = Some(d);
+        b.on_delivered(t, &e, None);
+        assert_eq!(b.window(), 51_000);
+        // A segment sent after the entry is delivered: conservation ends, growth resumes.
+        let mut e = ack(MSS, 0, 40_000, d + 3000);
+        e.prior_delivered = Some(d + 1000);
+        b.on_delivered(t, &e, None);
+        assert!(!b.packet_conservation);
+        assert_eq!(b.window(), 52_000);
+        b.on_recovery_end();
+        assert_eq!(b.window(), before);
+    }
+
+    #[test]
+    fn probing_ends_on_loss_even_short_of_its_target() {
+        let mut b = filled();
+        // Into the 5/4 phase.
+        while b.pacing_gain != 1250 {
+            b.cycle_index = (b.cycle_index + 7) % 8;
+            b.pacing_gain = PACING_GAIN_CYCLE[b.cycle_index];
+        }
+        b.cycle_at_us = 0;
+        let d = b.delivered;
+        let t = Instant::from_micros(1_000_000);
+        // A round trip later, well short of 1.25 BDP in flight, a loss: the phase ends.
+        b.on_delivered(t, &ack(MSS, MSS, 100_000, d + 1000), None);
+        assert_eq!(b.pacing_gain, 750);
     }
 
     #[test]
@@ -554,38 +691,69 @@ mod test {
         // 50 rounds of 20 ms: 1 s.
         let t = run(&mut b, 10_000_000, 20_000, 50, 0);
         assert_eq!(b.mode, Mode::ProbeBw);
+        let d = b.delivered;
         // Jump 10 s ahead with a higher RTT: the minimum expired.
         let now = t + MIN_RTT_WINDOW_US + 1;
         b.on_rtt_sample(25_000);
-        b.on_delivered(Instant::from_micros(now), MSS, None, 100 * MSS);
+        b.on_delivered(Instant::from_micros(now), &ack(MSS, 0, 100 * MSS, d + 1000), None);
         assert_eq!(b.mode, Mode::ProbeRtt);
+        assert!(b.app_limited());
+        assert_eq!(b.window(), MIN_CWND_SEGMENTS * MSS);
+        // A recovery ending meanwhile does not lift the cap.
+        b.on_recovery_end();
         assert_eq!(b.window(), MIN_CWND_SEGMENTS * MSS);
         // Drained to the floor: 200 ms and a round later it ends, the window restored.
-        b.on_delivered(Instant::from_micros(now + 1000), MSS, None, 4 * MSS);
-        b.on_round_start();
-        b.on_delivered(Instant::from_micros(now + 202_000), MSS, None, 4 * MSS);
+        let t1 = Instant::from_micros(now + 1000);
+        b.on_delivered(t1, &ack(MSS, 0, 4 * MSS, d + 2000), None);
+        let t2 = Instant::from_micros(now + 202_000);
+        let mut e = ack(MSS, 0, 4 * MSS, d + 10_000);
+        e.prior_delivered = Some(d + 5000);
+        b.on_delivered(t2, &e, None);
         assert_eq!(b.mode, Mode::ProbeBw);
         assert!(b.window() > 100 * MSS, "{}", b.window());
         assert_eq!(b.min_rtt_us, 25_000);
     }
 
     #[test]
-    fn app_limited_samples_do_not_lower_the_estimate() {
+    fn no_probe_rtt_on_the_first_ack_after_idle() {
         let mut b = Bbr::new();
         b.set_mss(MSS);
-        run(&mut b, 10_000_000, 20_000, 40, 0);
+        let t = run(&mut b, 10_000_000, 20_000, 50, 0);
+        let d = b.delivered;
+        let now = t + MIN_RTT_WINDOW_US + 1;
+        b.on_idle_restart(Instant::from_micros(now), Instant::from_micros(t));
+        // Paced at the estimate (gain 1) from the restart.
         let bw = b.bw();
+        assert_eq!(b.pacing_rate(), Some(bw * PACING_MARGIN / UNIT));
+        b.on_rtt_sample(25_000);
+        b.on_delivered(Instant::from_micros(now), &ack(MSS, 0, MSS, d + 1000), None);
+        assert_eq!(b.mode, Mode::ProbeBw);
+        // The expired minimum was replaced by the sample (as the draft's filter does): ten
+        // more seconds before ProbeRTT.
+        assert_eq!(b.min_rtt_us, 25_000);
+        b.on_delivered(Instant::from_micros(now + 1), &ack(MSS, 0, MSS, d + 2000), None);
+        assert_eq!(b.mode, Mode::ProbeBw);
+    }
+
+    #[test]
+    fn app_limited_samples_do_not_lower_the_estimate() {
+        let mut b = filled();
+        let bw = b.bw();
+        let mut d = b.delivered;
         for _ in 0..20 {
-            b.on_round_start();
+            d += 1000;
             let rs = RateSample {
                 delivered: 1000,
                 interval_us: 20_000,
                 app_limited: true,
                 acked: 1000,
-                total_delivered: 0,
+                total_delivered: d,
             };
-            b.on_delivered(Instant::from_micros(2_000_000), MSS, Some(&rs), 0);
+            let mut e = ack(1000, 0, 0, d);
+            e.prior_delivered = Some(d - 1000);
+            b.on_delivered(Instant::from_micros(2_000_000), &e, Some(&rs));
         }
+        assert!(b.round_count > 20);
         assert_eq!(b.bw(), bw);
     }
 }
