@@ -31,10 +31,6 @@ pub(crate) struct RateSample {
     /// Whether the application limited sending during the interval: the sample may be below
     /// the path's rate, so it may raise the estimate but not lower it.
     pub app_limited: bool,
-    /// Bytes newly delivered by this acknowledgement.
-    pub acked: u64,
-    /// Bytes delivered by the connection so far (a round counter for the controller).
-    pub total_delivered: u64,
 }
 
 impl RateSample {
@@ -139,8 +135,6 @@ impl RateEstimator {
             delivered: self.delivered - n.snap.delivered,
             interval_us,
             app_limited: n.snap.app_limited,
-            acked: acked as u64,
-            total_delivered: self.delivered,
         })
     }
 }

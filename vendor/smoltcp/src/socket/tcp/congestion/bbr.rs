@@ -588,8 +588,6 @@ mod test {
                     delivered: rate * rtt_us as u64 / 1_000_000,
                     interval_us: rtt_us,
                     app_limited: false,
-                    acked: MSS as u64,
-                    total_delivered: delivered,
                 };
                 bbr.on_delivered(t, &ack(MSS, 0, in_flight, delivered), Some(&rs));
             }
@@ -746,8 +744,6 @@ mod test {
                 delivered: 1000,
                 interval_us: 20_000,
                 app_limited: true,
-                acked: 1000,
-                total_delivered: d,
             };
             let mut e = ack(1000, 0, 0, d);
             e.prior_delivered = Some(d - 1000);
