@@ -20,7 +20,7 @@ import pytest
 import zt
 from zt.events import AddressEvent, EventCode, NetworkEvent
 
-from .test_network import free_udp_port, loopback_planet, wait_until
+from .test_network import free_udp_port, wait_until
 
 NETWORK = {
     "name": "loopnet",
@@ -32,25 +32,14 @@ NETWORK = {
 }
 
 
-class Lab:
-    """A root, a controller and members on loopback."""
+class Lab(zt.lab.Lab):
+    """The public loopback lab (:mod:`zt.lab`) with the names these tests use: ``tmp`` (its
+    home) and ``ctl`` (the controller's node)."""
 
     def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp)
         self.tmp = tmp
-        root_id = zt.Identity.generate()
-        self.planet, port = loopback_planet(root_id)
-        self.nodes: list[zt.Node] = []
-        self.root = self.node(identity=root_id, port=port)
-        self.ctl = self.node(store=str(tmp / "ctl"), controller=True)
-
-    def node(self, **kw: Any) -> zt.Node:
-        n = zt.Node(planet=self.planet, allow_loopback=True, ipv6=False, **kw).start()
-        self.nodes.append(n)
-        return n
-
-    def close(self) -> None:
-        for n in reversed(self.nodes):
-            n.close()
+        self.ctl = self.controller_node
 
 
 def arp_request(

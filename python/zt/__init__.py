@@ -40,15 +40,15 @@ from .node import Node, NodeOptions, NodeState
 from .stores import FileStore, MemoryStore, Store
 
 if TYPE_CHECKING:
-    from . import routing, ssl
+    from . import lab, routing, ssl
     from .routing import Router, route
 
 __version__ = VERSION
 
 # Imported on first use: they pull in the standard library's ssl (OpenSSL) and more, which a
 # program that never uses them should not pay for in start-up time and memory.
-_LAZY = {"ssl": ("ssl", None), "routing": ("routing", None), "route": ("routing", "route"),
-         "Router": ("routing", "Router")}  # fmt: skip
+_LAZY = {"lab": ("lab", None), "ssl": ("ssl", None), "routing": ("routing", None),
+         "route": ("routing", "route"), "Router": ("routing", "Router")}  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
@@ -95,6 +95,7 @@ __all__ = [
     "default_planet",
     "errors",
     "events",
+    "lab",
     "network",
     "planet",
     "route",
