@@ -59,12 +59,12 @@ def test_a_root_port_taken_before_the_bind_is_retried(monkeypatch: pytest.Monkey
     taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     taken.bind(("0.0.0.0", 0))
     ports = [taken.getsockname()[1]]
-    real = zt.lab._unused_udp_port
+    real = zt.lab.unused_udp_port
 
     def choose() -> int:
         return ports.pop() if ports else real()
 
-    monkeypatch.setattr(zt.lab, "_unused_udp_port", choose)
+    monkeypatch.setattr(zt.lab, "unused_udp_port", choose)
     try:
         with zt.lab.Lab() as lab:
             assert ports == []

@@ -19,11 +19,7 @@ from zt.planet import make_planet
 USER_TYPE = 0x10000
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+free_udp_port = zt.lab.unused_udp_port
 
 
 def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:

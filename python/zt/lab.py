@@ -32,7 +32,7 @@ from .errors import NodeFaultedError
 from .network import NetworkIdLike
 from .node import Node
 
-__all__ = ["DEFAULT_NETWORK", "Lab"]
+__all__ = ["DEFAULT_NETWORK", "Lab", "unused_udp_port"]
 
 #: The network :meth:`Lab.network` creates unless told otherwise: private, IPv4 addresses from
 #: 198.18.0.0/15 (a range for testing, RFC 2544), no IPv6 assignment.
@@ -49,7 +49,9 @@ DEFAULT_NETWORK: dict[str, Any] = {
 _ROOT_PORT_TRIES = 8
 
 
-def _unused_udp_port() -> int:
+def unused_udp_port() -> int:
+    """A UDP port that nothing on 127.0.0.1 uses now. Another process may take it before the
+    caller binds it: a caller that cannot retry should bind port 0 instead."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -85,7 +87,7 @@ class Lab:
         identity = Identity.generate()
         key = KeyPair.generate()
         for attempt in range(_ROOT_PORT_TRIES):
-            port = _unused_udp_port()
+            port = unused_udp_port()
             planet = _planet.make_planet([(identity, [f"127.0.0.1/{port}"])], signing_key=key)
             try:
                 root = self._start(planet, identity=identity, port=port)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import socket
 import sys
 import tempfile
 import time
@@ -19,18 +18,12 @@ from pathlib import Path
 
 from .._native import Identity, KeyPair
 from ..events import UserMessageEvent
+from ..lab import unused_udp_port
 from ..network import NetworkInfo
 from ..node import Node, NodeOptions
 from ..planet import make_planet
 
 USER_TYPE = 0x10001
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _mac(text: str) -> bytes:
@@ -103,7 +96,7 @@ def main(argv: list[str], prog: str = "zt demo") -> int:
     with tempfile.TemporaryDirectory(prefix="zt-demo-") as tmp:
         base = Path(args.home) if args.home else Path(tmp)
         root_id = Identity.generate()
-        port = _free_port()
+        port = unused_udp_port()
         planet = make_planet([(root_id, [f"127.0.0.1/{port}"])], signing_key=KeyPair.generate())
         print(f"planet:  {planet!r}, root {root_id.address} at 127.0.0.1/{port}")
 
