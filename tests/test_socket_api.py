@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from unittest.mock import Mock
@@ -1034,3 +1034,55 @@ def test_asyncio_transport_writes_every_buffer_kind_and_reads_in_place(v4: Pair)
             await asyncio.to_thread(t.join, 20)
 
     asyncio.run(main())
+
+
+def _raised(call: Callable[[Any], object], sock: Any) -> tuple[type[BaseException], str]:
+    """The exception ``call(sock)`` raises: its type and message (an OSError: its errno)."""
+    try:
+        call(sock)
+    except OSError as e:
+        return type(e), f"errno {e.errno}"
+    except (TypeError, OverflowError) as e:
+        return type(e), str(e)
+    raise AssertionError("no exception")
+
+
+BAD_CALLS: list[tuple[str, Callable[[Any], object]]] = [
+    ("send(str)", lambda s: s.send("text")),
+    ("sendall(str)", lambda s: s.sendall("text")),
+    ("send(int)", lambda s: s.send(5)),
+    ("shutdown(2**31)", lambda s: s.shutdown(2**31)),
+    ("shutdown(-2**31-1)", lambda s: s.shutdown(-(2**31) - 1)),
+    ("listen(2**31)", lambda s: s.listen(2**31)),
+    ("listen(-2**31-1)", lambda s: s.listen(-(2**31) - 1)),
+]
+
+
+def test_bad_arguments_raise_as_the_stdlib_does(v4: Pair) -> None:
+    # Each call on a zt socket raises the exception (type and message) an OS socket in the
+    # same state raises: arguments are checked before the socket's state, as in the stdlib.
+    server = v4.b.create_server((v4.ip_b, 7391))
+    conn = v4.a.create_connection((v4.ip_b, 7391), timeout=10)
+    peer, _ = server.accept()
+    os_a, os_b = std.socketpair()
+    try:
+        for zsock, osock in ((conn, os_a), (v4.a.socket(), std.socket())):
+            with zsock, osock:
+                for name, call in BAD_CALLS:
+                    got, want = _raised(call, zsock), _raised(call, osock)
+                    assert got == want, f"{name}: zt {got}, the OS {want}"
+        with v4.b.socket(AF_INET, SOCK_DGRAM) as zu, std.socket(AF_INET, SOCK_DGRAM) as ou:
+
+            def sendto(s: Any) -> object:
+                return s.sendto("text", ("127.0.0.1", 9))
+
+            assert _raised(sendto, zu) == _raised(sendto, ou)
+    finally:
+        for s in (conn, peer, server, os_a, os_b):
+            s.close()
+
+
+def test_a_network_id_of_the_wrong_type_says_so(v4: Pair) -> None:
+    for bad in (None, 1.5, b"8056c2e21c000001", True):
+        with pytest.raises(TypeError, match="a network ID is an int or 16 hexadecimal digits"):
+            v4.a.join(bad)  # type: ignore[arg-type]

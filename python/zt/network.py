@@ -29,6 +29,10 @@ NetworkIdLike = Union[int, str]
 
 def parse_network_id(nwid: NetworkIdLike) -> int:
     """A network ID from an int or its 16-hex-digit text form."""
+    if isinstance(nwid, bool) or not isinstance(nwid, (int, str)):
+        raise TypeError(
+            f"a network ID is an int or 16 hexadecimal digits, not {type(nwid).__name__}"
+        )
     if isinstance(nwid, str):
         if len(nwid) != 16 or any(c not in "0123456789abcdefABCDEF" for c in nwid):
             raise ValueError(f"a network ID is 16 hexadecimal digits, got {nwid!r}")

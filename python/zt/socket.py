@@ -89,6 +89,30 @@ _IPV6_V6ONLY: int = getattr(_std, "IPV6_V6ONLY", 26)
 Address = tuple[Any, ...]
 Buffer = Union[bytes, bytearray, memoryview]
 
+_C_INT_MIN, _C_INT_MAX = -(2**31), 2**31 - 1
+
+
+def _bytes_view(data: object) -> memoryview:
+    """``data`` as bytes, or the standard library's TypeError for what is not bytes-like."""
+    try:
+        return memoryview(data).cast("B")  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
+
+
+def _c_int(value: object, converted: bool = False) -> int:
+    """An argument the standard library passes to C as an ``int``: an OverflowError outside
+    its range, with the stdlib's message (argument parsing's, or a conversion's: ``converted``)."""
+    n = operator.index(value)  # type: ignore[arg-type]
+    if converted and not _C_INT_MIN <= n <= _C_INT_MAX:
+        raise OverflowError("Python int too large to convert to C int")
+    if n > _C_INT_MAX:
+        raise OverflowError("signed integer is greater than maximum")
+    if n < _C_INT_MIN:
+        raise OverflowError("signed integer is less than minimum")
+    return n
+
+
 #: The largest UDP payload the stack takes (a larger one raises EMSGSIZE).
 MAX_DATAGRAM = 65507
 _CHUNK = 1 << 20
@@ -358,6 +382,7 @@ class socket:  # noqa: N801 - the standard library's name
         self._bound = (host, port)
 
     def listen(self, backlog: Optional[int] = None) -> None:
+        n = _DEFAULT_BACKLOG if backlog is None else _c_int(backlog)
         self._check_open()
         if self._type != SOCK_STREAM:
             raise OSError(_errno.EOPNOTSUPP, "Operation not supported")
@@ -367,7 +392,6 @@ class socket:  # noqa: N801 - the standard library's name
             raise OSError(_errno.EINVAL, "Invalid argument (connected)")
         if self._bound is None:
             raise OSError(_errno.EINVAL, "bind() first: zt picks no ephemeral listening port")
-        n = _DEFAULT_BACKLOG if backlog is None else operator.index(backlog)
         host, port = self._bound
         s = self._node._native.tcp_listen(
             host, port, max(1, n), *self._tcp_bufs(), v6only=self._v6only
@@ -484,6 +508,8 @@ class socket:  # noqa: N801 - the standard library's name
     # -- data ------------------------------------------------------------------------------
 
     def send(self, data: Buffer, flags: int = 0) -> int:
+        if not isinstance(data, (bytes, bytearray)):
+            data = _bytes_view(data)
         timeout = self._call_timeout(flags, MSG_DONTWAIT | MSG_NOSIGNAL)
         self._check_open()
         if self._type == SOCK_DGRAM:
@@ -494,7 +520,7 @@ class socket:  # noqa: N801 - the standard library's name
             raise BrokenPipeError(_errno.EPIPE, "Broken pipe")
         if isinstance(data, (bytes, bytearray)):
             return self._sock().send(data, timeout)  # read in place
-        view = memoryview(data).cast("B")
+        view = _bytes_view(data)
         return self._sock().send(bytes(view[: 4 * _CHUNK]), timeout)
 
     def _send_at(self, data: Union[bytes, bytearray], offset: int) -> int:
@@ -512,6 +538,8 @@ class socket:  # noqa: N801 - the standard library's name
         if s is not None:
             timeout = self._timeout  # the common case: nothing else to check
         else:
+            if not isinstance(data, (bytes, bytearray)):
+                data = _bytes_view(data)
             timeout = self._call_timeout(flags, MSG_DONTWAIT | MSG_NOSIGNAL)
             self._check_open()
             if self._type == SOCK_DGRAM:
@@ -528,7 +556,7 @@ class socket:  # noqa: N801 - the standard library's name
                 while sent < len(pinned):
                     sent += s.send(data, deadline.left(), sent)
             return
-        view = memoryview(data).cast("B")
+        view = _bytes_view(data)
         while sent < len(view):
             sent += s.send(bytes(view[sent : sent + _CHUNK]), deadline.left())
 
@@ -547,6 +575,8 @@ class socket:  # noqa: N801 - the standard library's name
             flags, address = args
         else:
             raise TypeError(f"sendto() takes 2 or 3 arguments ({len(args) + 1} given)")
+        if not isinstance(data, (bytes, bytearray)):
+            data = _bytes_view(data)
         timeout = self._call_timeout(flags, MSG_DONTWAIT | MSG_NOSIGNAL)
         self._check_open()
         if self._type != SOCK_DGRAM:
@@ -697,8 +727,8 @@ class socket:  # noqa: N801 - the standard library's name
     def shutdown(self, how: int) -> None:
         """``SHUT_WR`` sends FIN after the queued data (TCP); ``SHUT_RD`` makes recv() return
         b"" from now on."""
+        how = _c_int(how, converted=True)
         self._check_open()
-        how = operator.index(how)
         if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
             raise OSError(_errno.EINVAL, "Invalid argument")
         if self._type == SOCK_DGRAM:
