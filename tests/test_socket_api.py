@@ -1086,3 +1086,16 @@ def test_a_network_id_of_the_wrong_type_says_so(v4: Pair) -> None:
     for bad in (None, 1.5, b"8056c2e21c000001", True):
         with pytest.raises(TypeError, match="a network ID is an int or 16 hexadecimal digits"):
             v4.a.join(bad)  # type: ignore[arg-type]
+
+
+def test_connecting_to_port_0_is_refused_as_by_the_kernel(v4: Pair) -> None:
+    with std.socket() as os_sock, pytest.raises(ConnectionRefusedError) as os_err:
+        os_sock.connect(("127.0.0.1", 0))
+    with v4.a.socket() as s, pytest.raises(ConnectionRefusedError) as zt_err:
+        s.connect((v4.ip_b, 0))
+    assert zt_err.value.errno == os_err.value.errno == errno.ECONNREFUSED
+    with pytest.raises(ConnectionRefusedError):
+        v4.a.create_connection((v4.ip_b, 0), timeout=5)
+    # Off the overlay, port 0 or not, it is no network of the node's.
+    with v4.a.socket() as s, raises_errno(errno.ENETUNREACH):
+        s.connect(("203.0.113.9", 0))

@@ -47,6 +47,19 @@ def format_network_id(nwid: NetworkIdLike) -> str:
     return f"{parse_network_id(nwid):016x}"
 
 
+def on_overlay(
+    networks: list[NetworkInfo], ip: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+) -> bool:
+    """Whether ``ip`` is inside a managed prefix of one of ``networks`` (link-local excluded):
+    the addresses a node's own stack routes."""
+    if ip.is_link_local:
+        return False
+    return any(
+        ip in iface.network for net in networks for iface in net.addresses
+        if not iface.ip.is_link_local
+    )  # fmt: skip
+
+
 def controller_of(nwid: NetworkIdLike) -> str:
     """The address of the controller of a network (its top 40 bits)."""
     return f"{parse_network_id(nwid) >> 24:010x}"

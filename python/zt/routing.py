@@ -26,6 +26,7 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union, overload
 
+from zt.network import on_overlay
 from zt.socket import SHUT_WR
 from zt.socket import socket as zt_socket
 
@@ -396,16 +397,13 @@ class Router:
         addresses: connections to them fail with ENETUNREACH rather than leave through the
         OS."""
         ip = self._resolve(address) if isinstance(address, str) else address
-        if ip is None or ip.is_link_local:
+        if ip is None:
             return False
         try:
             networks = self.node.networks()
         except Exception:  # a node that never ran has no networks
             return False
-        return any(
-            ip in iface.network for net in networks for iface in net.addresses
-            if not iface.ip.is_link_local
-        )  # fmt: skip
+        return on_overlay(networks, ip)
 
     # -- pumps -----------------------------------------------------------------------------
 

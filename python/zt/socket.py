@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union, overload
 from . import _native
 from ._multicast import GroupOptions
 from ._timeout import check_timeout
+from .network import on_overlay
 
 if TYPE_CHECKING:
     from .node import Node
@@ -437,6 +438,9 @@ class socket:  # noqa: N801 - the standard library's name
         if self._s is not None:
             self._connect_again()
             return
+        if port == 0 and on_overlay(self._node.networks(), ipaddress.ip_address(host)):
+            # No one listens on port 0: refused, as by the kernel (not unreachable).
+            raise ConnectionRefusedError(_errno.ECONNREFUSED, "Connection refused")
         bound = self._bound
         if bound is not None and bound[1] != 0:
             raise OSError(
