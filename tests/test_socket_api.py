@@ -1042,7 +1042,7 @@ def _raised(call: Callable[[Any], object], sock: Any) -> tuple[type[BaseExceptio
         call(sock)
     except OSError as e:
         return type(e), f"errno {e.errno}"
-    except (TypeError, OverflowError) as e:
+    except (TypeError, OverflowError, BufferError) as e:
         return type(e), str(e)
     raise AssertionError("no exception")
 
@@ -1051,6 +1051,8 @@ BAD_CALLS: list[tuple[str, Callable[[Any], object]]] = [
     ("send(str)", lambda s: s.send("text")),
     ("sendall(str)", lambda s: s.sendall("text")),
     ("send(int)", lambda s: s.send(5)),
+    ("send(strided view)", lambda s: s.send(memoryview(b"abcdef")[::2])),
+    ("sendall(strided view)", lambda s: s.sendall(memoryview(b"abcdef")[::2])),
     ("shutdown(2**31)", lambda s: s.shutdown(2**31)),
     ("shutdown(-2**31-1)", lambda s: s.shutdown(-(2**31) - 1)),
     ("listen(2**31)", lambda s: s.listen(2**31)),

@@ -96,9 +96,12 @@ _C_INT_MIN, _C_INT_MAX = -(2**31), 2**31 - 1
 def _bytes_view(data: object) -> memoryview:
     """``data`` as bytes, or the standard library's TypeError for what is not bytes-like."""
     try:
-        return memoryview(data).cast("B")  # type: ignore[arg-type]
+        view = memoryview(data)  # type: ignore[arg-type]
     except TypeError:
         raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
+    if not view.c_contiguous:
+        raise BufferError("memoryview: underlying buffer is not C-contiguous")
+    return view.cast("B")
 
 
 def _c_int(value: object, converted: bool = False) -> int:
