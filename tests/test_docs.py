@@ -28,6 +28,7 @@ def snippets() -> list[tuple[str, str]]:
 
 
 SNIPPETS = snippets()
+PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 
 
 def test_the_readme_has_snippets() -> None:
@@ -36,16 +37,23 @@ def test_the_readme_has_snippets() -> None:
 
 @pytest.mark.parametrize(("name", "code"), SNIPPETS, ids=[n for n, _ in SNIPPETS])
 def test_snippet_runs(name: str, code: str, tmp_path: Path) -> None:
-    env = {**os.environ, "ZT_ALLOWED_DESTINATIONS": "127.0.0.0/8,::1/128"}
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    # No proxy: the snippets' HTTP clients must reach the overlay, not a proxy of this host.
+    env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARIABLES}
+    env.update(ZT_ALLOWED_DESTINATIONS="127.0.0.0/8,::1/128", no_proxy="*")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"{name} did not end in 120 s:\n{e.stdout!r}\n{e.stderr!r}") from None
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}"
-    # Where a line's comment says what it prints, the output has it.
-    for expected in re.findall(r"print\(.*\)\s+# (b?'[^']*'|\w+)$", code, re.MULTILINE):
-        assert expected in proc.stdout, f"{name}: {expected} not in {proc.stdout!r}"
+    # Where a print's comment says what it prints, that line comes out, in that order.
+    expected = re.findall(r"print\(.*\)\s+# (b?'[^']*'|\w+)$", code, re.MULTILINE)
+    lines = iter(proc.stdout.splitlines())
+    for want in expected:
+        assert any(line == want for line in lines), f"{name}: no line {want} in {proc.stdout!r}"

@@ -72,3 +72,17 @@ def test_a_root_port_taken_before_the_bind_is_retried(monkeypatch: pytest.Monkey
             assert lab.root.state == zt.NodeState.RUNNING
     finally:
         taken.close()
+
+
+def test_options_the_lab_sets_itself_are_refused() -> None:
+    for key in ("planet", "identity", "port", "store", "controller"):
+        with pytest.raises(ValueError, match=key):
+            zt.lab.Lab(**{key: None})
+
+
+def test_lab_nodes_are_confined_to_loopback() -> None:
+    with zt.lab.Lab(tcp_congestion="bbr") as lab:
+        node = lab.node()
+        assert node.options.allowed_destinations == ["127.0.0.0/8"]
+        assert node.options.tcp_congestion == "bbr"
+        assert node.options.allow_loopback and not node.options.ipv6

@@ -1057,6 +1057,9 @@ BAD_CALLS: list[tuple[str, Callable[[Any], object]]] = [
     ("shutdown(-2**31-1)", lambda s: s.shutdown(-(2**31) - 1)),
     ("listen(2**31)", lambda s: s.listen(2**31)),
     ("listen(-2**31-1)", lambda s: s.listen(-(2**31) - 1)),
+    ("connect(port 70000)", lambda s: s.connect(("127.0.0.1", 70000))),
+    ("connect(str)", lambda s: s.connect("127.0.0.1")),
+    ("sendto(bad port)", lambda s: s.sendto(b"x", ("127.0.0.1", -1))),
 ]
 
 
@@ -1066,13 +1069,22 @@ def test_bad_arguments_raise_as_the_stdlib_does(v4: Pair) -> None:
     server = v4.b.create_server((v4.ip_b, 7391))
     conn = v4.a.create_connection((v4.ip_b, 7391), timeout=10)
     peer, _ = server.accept()
-    os_a, os_b = std.socketpair()
+    os_listener = std.create_server(("127.0.0.1", 0))
+    os_a = std.create_connection(os_listener.getsockname())
+    os_b, _ = os_listener.accept()
+    fresh, os_fresh = v4.a.socket(), std.socket()
+    closed, os_closed = v4.a.socket(), std.socket()
+    closed.close()
+    os_closed.close()
     try:
-        for zsock, osock in ((conn, os_a), (v4.a.socket(), std.socket())):
-            with zsock, osock:
-                for name, call in BAD_CALLS:
-                    got, want = _raised(call, zsock), _raised(call, osock)
-                    assert got == want, f"{name}: zt {got}, the OS {want}"
+        for state, zsock, osock in (
+            ("connected", conn, os_a),
+            ("fresh", fresh, os_fresh),
+            ("closed", closed, os_closed),
+        ):
+            for name, call in BAD_CALLS:
+                got, want = _raised(call, zsock), _raised(call, osock)
+                assert got == want, f"{name} on a {state} socket: zt {got}, the OS {want}"
         with v4.b.socket(AF_INET, SOCK_DGRAM) as zu, std.socket(AF_INET, SOCK_DGRAM) as ou:
 
             def sendto(s: Any) -> object:
@@ -1080,7 +1092,7 @@ def test_bad_arguments_raise_as_the_stdlib_does(v4: Pair) -> None:
 
             assert _raised(sendto, zu) == _raised(sendto, ou)
     finally:
-        for s in (conn, peer, server, os_a, os_b):
+        for s in (conn, peer, server, os_a, os_b, os_listener, fresh, os_fresh):
             s.close()
 
 

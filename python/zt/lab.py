@@ -2,8 +2,9 @@
 
 :class:`Lab` makes a private planet whose only root is a zt node on 127.0.0.1, starts that root
 and a network controller, and hands out members: ``lab.member(nwid)`` starts a node, joins it
-to the network, authorizes it and returns once it has its addresses. Nothing is sent anywhere
-but 127.0.0.1 (the nodes are told so), and :meth:`Lab.close` stops every node it started::
+to the network, authorizes it and returns once it has its addresses. Every node's traffic is
+confined to 127.0.0.0/8 (``allowed_destinations``), and :meth:`Lab.close` stops every node it
+started::
 
     import zt
 
@@ -18,12 +19,13 @@ a lab network can be changed like any other.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import tempfile
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Optional, Union
+from typing import Any, Optional, TypeVar, Union
 
 from . import planet as _planet
 from ._native import Identity, KeyPair, World
@@ -33,6 +35,8 @@ from .network import NetworkIdLike
 from .node import Node
 
 __all__ = ["DEFAULT_NETWORK", "Lab", "unused_udp_port"]
+
+_L = TypeVar("_L", bound="Lab")
 
 #: The network :meth:`Lab.network` creates unless told otherwise: private, IPv4 addresses from
 #: 198.18.0.0/15 (a range for testing, RFC 2544), no IPv6 assignment.
@@ -45,8 +49,10 @@ DEFAULT_NETWORK: dict[str, Any] = {
     "routes": [{"target": "198.18.0.0/15", "via": None}],
 }
 
-# How often a root port that another process took between choosing and binding is retried.
+# How many ports the root tries (another process may take one between choosing and binding).
 _ROOT_PORT_TRIES = 8
+# Options the lab sets per node itself.
+_LAB_OPTIONS = ("planet", "identity", "port", "store", "controller")
 
 
 def unused_udp_port() -> int:
@@ -63,10 +69,14 @@ class Lab:
 
     ``home``: where the controller's database and the members' stores go (a temporary
     directory, removed by :meth:`close`, if not given). ``node_options``: options every node
-    of the lab gets (for example ``tcp_congestion="bbr"``).
+    of the lab gets (for example ``tcp_congestion="bbr"``); by default ``allow_loopback=True,
+    ipv6=False, allowed_destinations=["127.0.0.0/8"]``.
     """
 
     def __init__(self, home: Union[str, Path, None] = None, **node_options: Any) -> None:
+        clash = sorted(set(node_options) & set(_LAB_OPTIONS))
+        if clash:
+            raise ValueError(f"the lab sets {', '.join(clash)} per node itself")
         self._tmp: Optional[str] = None
         if home is None:
             self._tmp = tempfile.mkdtemp(prefix="zt-lab-")
@@ -80,7 +90,8 @@ class Lab:
             self.root, self.planet = self._start_root()
             self.controller_node = self.node(store=str(self.home / "controller"), controller=True)
         except BaseException:
-            self.close()
+            with contextlib.suppress(Exception):
+                self.close()
             raise
 
     def _start_root(self) -> tuple[Node, World]:
@@ -91,16 +102,22 @@ class Lab:
             planet = _planet.make_planet([(identity, [f"127.0.0.1/{port}"])], signing_key=key)
             try:
                 root = self._start(planet, identity=identity, port=port)
-            except NodeFaultedError:
+            except NodeFaultedError as e:
                 # Another process took the port between the probe and the bind: another one.
-                if attempt + 1 == _ROOT_PORT_TRIES:
+                if "in use" not in str(e) or attempt + 1 == _ROOT_PORT_TRIES:
                     raise
                 continue
             return root, planet
         raise AssertionError("unreachable")
 
     def _start(self, planet: World, **options: Any) -> Node:
-        merged = {"allow_loopback": True, "ipv6": False, **self._options, **options}
+        merged = {
+            "allow_loopback": True,
+            "ipv6": False,
+            "allowed_destinations": ["127.0.0.0/8"],
+            **self._options,
+            **options,
+        }
         node = Node(planet=planet, **merged)
         try:
             node.start()
@@ -150,13 +167,19 @@ class Lab:
 
     def close(self) -> None:
         """Stops every node of the lab, members first, and removes a temporary home."""
+        first: Optional[BaseException] = None
         while self.nodes:
-            self.nodes.pop().close()
+            try:
+                self.nodes.pop().close()
+            except BaseException as e:  # the others are still closed; the first error is raised
+                first = first or e
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+        if first is not None:
+            raise first
 
-    def __enter__(self) -> Lab:
+    def __enter__(self: _L) -> _L:
         return self
 
     def __exit__(

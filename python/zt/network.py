@@ -7,6 +7,8 @@ zt.network.rfc4193_address(0x8056c2e21c000001, "89e92ceee5")
 from __future__ import annotations
 
 import ipaddress
+import operator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
@@ -19,6 +21,7 @@ __all__ = [
     "controller_of",
     "format_network_id",
     "member_mac",
+    "on_overlay",
     "parse_network_id",
     "rfc4193_address",
     "sixplane_address",
@@ -29,10 +32,15 @@ NetworkIdLike = Union[int, str]
 
 def parse_network_id(nwid: NetworkIdLike) -> int:
     """A network ID from an int or its 16-hex-digit text form."""
-    if isinstance(nwid, bool) or not isinstance(nwid, (int, str)):
-        raise TypeError(
-            f"a network ID is an int or 16 hexadecimal digits, not {type(nwid).__name__}"
-        )
+    if not isinstance(nwid, str):
+        try:
+            if isinstance(nwid, bool):
+                raise TypeError
+            nwid = operator.index(nwid)
+        except TypeError:
+            raise TypeError(
+                f"a network ID is an int or 16 hexadecimal digits, not {type(nwid).__name__}"
+            ) from None
     if isinstance(nwid, str):
         if len(nwid) != 16 or any(c not in "0123456789abcdefABCDEF" for c in nwid):
             raise ValueError(f"a network ID is 16 hexadecimal digits, got {nwid!r}")
@@ -48,7 +56,7 @@ def format_network_id(nwid: NetworkIdLike) -> str:
 
 
 def on_overlay(
-    networks: list[NetworkInfo], ip: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+    networks: Iterable[NetworkInfo], ip: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 ) -> bool:
     """Whether ``ip`` is inside a managed prefix of one of ``networks`` (link-local excluded):
     the addresses a node's own stack routes."""

@@ -429,8 +429,8 @@ class socket:  # noqa: N801 - the standard library's name
         are then dropped). A non-blocking TCP connect raises ``BlockingIOError(EINPROGRESS)``;
         the socket turns writable once connected (or readable if it failed:
         ``getsockopt(SOL_SOCKET, SO_ERROR)`` tells why)."""
-        self._check_open()
         host, port = _sockaddr(address, self._family)
+        self._check_open()
         if self._type == SOCK_DGRAM:
             # EACCES for a broadcast address without SO_BROADCAST, as on Linux.
             self._udp().check_destination(host)
@@ -527,8 +527,8 @@ class socket:  # noqa: N801 - the standard library's name
             raise BrokenPipeError(_errno.EPIPE, "Broken pipe")
         if isinstance(data, (bytes, bytearray)):
             return self._sock().send(data, timeout)  # read in place
-        view = _bytes_view(data)
-        return self._sock().send(bytes(view[: 4 * _CHUNK]), timeout)
+        assert isinstance(data, memoryview)  # made one above
+        return self._sock().send(bytes(data[: 4 * _CHUNK]), timeout)
 
     def _send_at(self, data: Union[bytes, bytearray], offset: int) -> int:
         """send(data[offset:]) on a TCP socket without slicing (zt.asyncio's buffers)."""
@@ -584,11 +584,12 @@ class socket:  # noqa: N801 - the standard library's name
             raise TypeError(f"sendto() takes 2 or 3 arguments ({len(args) + 1} given)")
         if not isinstance(data, (bytes, bytearray)):
             data = _bytes_view(data)
+        to = _sockaddr(address, self._family, "sendto")
         timeout = self._call_timeout(flags, MSG_DONTWAIT | MSG_NOSIGNAL)
         self._check_open()
         if self._type != SOCK_DGRAM:
             raise OSError(_errno.EISCONN, "Transport endpoint is already connected")
-        return self._send_dgram(data, _sockaddr(address, self._family, "sendto"), timeout)
+        return self._send_dgram(data, to, timeout)
 
     def _send_dgram(self, data: Buffer, to: tuple[str, int], timeout: Optional[float]) -> int:
         payload = data if isinstance(data, (bytes, bytearray)) else bytes(data)
