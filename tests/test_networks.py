@@ -22,13 +22,11 @@ from zt.events import AddressEvent, EventCode, NetworkEvent
 
 from .test_network import free_udp_port, wait_until
 
+# The lab's network with rfc4193 addresses too.
 NETWORK = {
+    **zt.lab.DEFAULT_NETWORK,
     "name": "loopnet",
-    "private": True,
-    "v4AssignMode": {"zt": True},
     "v6AssignMode": {"rfc4193": True, "6plane": False, "zt": False},
-    "ipAssignmentPools": [{"ipRangeStart": "198.18.0.10", "ipRangeEnd": "198.18.0.250"}],
-    "routes": [{"target": "198.18.0.0/15", "via": None}],
 }
 
 

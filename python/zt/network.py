@@ -33,14 +33,11 @@ NetworkIdLike = Union[int, str]
 def parse_network_id(nwid: NetworkIdLike) -> int:
     """A network ID from an int or its 16-hex-digit text form."""
     if not isinstance(nwid, str):
-        try:
-            if isinstance(nwid, bool):
-                raise TypeError
-            nwid = operator.index(nwid)
-        except TypeError:
+        if isinstance(nwid, bool) or not hasattr(type(nwid), "__index__"):
             raise TypeError(
                 f"a network ID is an int or 16 hexadecimal digits, not {type(nwid).__name__}"
-            ) from None
+            )
+        nwid = operator.index(nwid)
     if isinstance(nwid, str):
         if len(nwid) != 16 or any(c not in "0123456789abcdefABCDEF" for c in nwid):
             raise ValueError(f"a network ID is 16 hexadecimal digits, got {nwid!r}")

@@ -563,9 +563,9 @@ class socket:  # noqa: N801 - the standard library's name
                 while sent < len(pinned):
                     sent += s.send(data, deadline.left(), sent)
             return
-        view = _bytes_view(data)
-        while sent < len(view):
-            sent += s.send(bytes(view[sent : sent + _CHUNK]), deadline.left())
+        assert isinstance(data, memoryview)  # made one above (the common case is bytes)
+        while sent < len(data):
+            sent += s.send(bytes(data[sent : sent + _CHUNK]), deadline.left())
 
     @overload
     def sendto(self, data: Buffer, address: Address, /) -> int: ...

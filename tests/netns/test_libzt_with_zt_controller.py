@@ -44,13 +44,12 @@ from tests.netns.test_libzt_with_zt_root import (
 pytestmark = [pytest.mark.netns, *INTEROP]
 
 MEMBER_SCRIPT = str(Path(__file__).with_name("ztmember.py"))
+# The lab's network with rfc4193 addresses too, and a pool of its own.
 NETWORK: dict[str, Any] = {
+    **zt.lab.DEFAULT_NETWORK,
     "name": "interop",
-    "private": True,
-    "v4AssignMode": {"zt": True},
     "v6AssignMode": {"rfc4193": True, "6plane": False, "zt": False},
     "ipAssignmentPools": [{"ipRangeStart": "198.18.1.10", "ipRangeEnd": "198.18.1.250"}],
-    "routes": [{"target": "198.18.0.0/15", "via": None}],
 }
 POOL = (ipaddress.IPv4Address("198.18.1.10"), ipaddress.IPv4Address("198.18.1.250"))
 TCP_PORT = 5001
