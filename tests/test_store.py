@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import stat
 from pathlib import Path
 from typing import Optional
@@ -165,3 +167,46 @@ def test_explicit_identity_must_match_store(tmp_path: Path) -> None:
     with pytest.raises(zt.NodeFaultedError, match="refusing to replace"):
         zt.Node(store=str(home), identity=zt.Identity.generate()).start()
     assert os.path.exists(home / "identity.secret")
+
+
+def test_a_store_serves_one_running_node(tmp_path: Path) -> None:
+    """A second node on a store in use is refused (two nodes with one identity would fight over
+    peers and configs); once the first stops, the store is free again."""
+    home = tmp_path / "home"
+    with zt.Node(store=str(home), port=0) as first:
+        second = zt.Node(store=str(home), port=0)
+        with pytest.raises(
+            zt.NodeFaultedError, match=f"in use by another running node \\(process {os.getpid()}\\)"
+        ):
+            second.start()
+        assert first.online or first.address  # the first runs on, unharmed
+    with second:
+        assert second.address == first.address
+    memory = zt.MemoryStore()
+    with zt.Node(store=memory, port=0):
+        with pytest.raises(zt.NodeFaultedError, match="memory store: in use"):
+            zt.Node(store=memory, port=0).start()
+
+
+def test_a_store_held_by_another_process(tmp_path: Path) -> None:
+    """The claim holds across processes and ends with the holder, even when it is killed."""
+    home = tmp_path / "home"
+    code = (
+        "import sys, zt\n"
+        f"n = zt.Node(store={str(home)!r}, port=0).start()\n"
+        "print('up', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as holder:
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == "up"
+            with pytest.raises(zt.NodeFaultedError, match=f"process {holder.pid}"):
+                zt.Node(store=str(home), port=0).start()
+        finally:
+            holder.kill()
+            holder.wait(timeout=10)
+    with zt.Node(store=str(home), port=0) as node:  # kill -9 left nothing behind
+        assert node.address

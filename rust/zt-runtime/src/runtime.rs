@@ -1264,6 +1264,8 @@ fn snapshot(
 
 fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
     let clock = Clock::new();
+    // Held until the loop ends: no second node runs on this store meanwhile.
+    let _claim = shared.store.lock()?;
     let loaded = state::load(&*shared.store, &shared.options.load)?;
     for key in &loaded.written {
         shared.hub.publish(&NodeEvent::Stored { key: *key });

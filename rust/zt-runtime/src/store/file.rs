@@ -1,10 +1,10 @@
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Store, StoreError, check_key};
+use super::{LOCK_FILE, Store, StoreError, StoreLock, check_key};
 
 /// A directory laid out as zerotier-one's and libzt's home (`identity.secret`, `planet`,
 /// `moons.d/`, `peers.d/`, `networks.d/`).
@@ -177,11 +177,73 @@ impl Store for FileStore {
     fn describe(&self, key: &str) -> String {
         self.root.join(key).display().to_string()
     }
+
+    fn lock(&self) -> Result<Option<StoreLock>, StoreError> {
+        let path = self.root.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(Self::io(&path))?;
+        // An advisory lock of the open file: released when the file closes, so also when the
+        // process dies (kill -9 leaves nothing to clean up), and held per open file, so a
+        // second node in this same process is refused as well.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let by = if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (process {holder})")
+                };
+                return Err(StoreError::Conflict {
+                    path: self.root.display().to_string(),
+                    reason: format!(
+                        "in use by another running node{by}: stop it first, or give this node \
+                         its own store"
+                    ),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Self::io(&path)(e)),
+        }
+        // Who holds it, for the message above; the lock works without it.
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.write_all(format!("{}\n", std::process::id()).as_bytes()));
+        Ok(Some(StoreLock::new(file)))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_running_node_per_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = FileStore::open(dir.path()).unwrap();
+        let b = FileStore::open(dir.path()).unwrap();
+        let held = a.lock().unwrap().unwrap();
+        // Another handle on the same directory (another node, this process or another).
+        let err = b.lock().unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, StoreError::Conflict { .. }), "{msg}");
+        assert!(msg.contains("in use by another running node"), "{msg}");
+        assert!(msg.contains(&format!("process {}", std::process::id())), "{msg}");
+        // And the same handle twice.
+        assert!(a.lock().is_err());
+        drop(held);
+        let again = b.lock().unwrap();
+        assert!(again.is_some());
+        // The lock file is not state: it is never listed with a prefix a node reads.
+        assert!(b.list("peers.d/").unwrap().is_empty());
+    }
 
     #[test]
     fn put_get_list_delete_and_modes() {

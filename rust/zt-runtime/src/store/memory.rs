@@ -1,12 +1,24 @@
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use super::{Store, StoreError, check_key};
+use super::{Store, StoreError, StoreLock, check_key};
 
 /// A store in memory: nothing persists past the process (libzt's "no storage" mode).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     map: Mutex<BTreeMap<String, Vec<u8>>>,
+    /// Claimed by a running node ([`Store::lock`]).
+    in_use: Arc<AtomicBool>,
+}
+
+/// Releases a [`MemoryStore`] when dropped.
+struct Claim(Arc<AtomicBool>);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl MemoryStore {
@@ -52,5 +64,31 @@ impl Store for MemoryStore {
 
     fn describe(&self, key: &str) -> String {
         format!("memory:{key}")
+    }
+
+    fn lock(&self) -> Result<Option<StoreLock>, StoreError> {
+        if self.in_use.swap(true, Ordering::AcqRel) {
+            return Err(StoreError::Conflict {
+                path: "memory store".into(),
+                reason: "in use by another running node (one store per node: two nodes with \
+                         one identity would fight over it)"
+                    .into(),
+            });
+        }
+        Ok(Some(StoreLock::new(Claim(self.in_use.clone()))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_running_node_per_store() {
+        let s = MemoryStore::new();
+        let held = s.lock().unwrap().unwrap();
+        assert!(matches!(s.lock(), Err(StoreError::Conflict { .. })));
+        drop(held);
+        let _again = s.lock().unwrap().unwrap();
     }
 }

@@ -9,6 +9,10 @@ mod memory;
 pub use file::FileStore;
 pub use memory::MemoryStore;
 
+/// The file in a [`FileStore`]'s directory that a running node holds locked (its process ID
+/// inside, for messages).
+pub const LOCK_FILE: &str = "zt.lock";
+
 /// Error from a store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -83,6 +87,37 @@ pub trait Store: Send + Sync {
     /// Where this store lives, for messages (a directory, or a description).
     fn describe(&self, key: &str) -> String {
         key.to_owned()
+    }
+
+    /// Claims the store for one running node: a second claim fails with
+    /// [`StoreError::Conflict`] until the returned lock is dropped (two nodes with one identity
+    /// and one set of network configs would fight over peers and state). `None`: this store
+    /// cannot tell (a custom store), nothing is claimed.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] while another node holds the store; backend failure.
+    fn lock(&self) -> Result<Option<StoreLock>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// A running node's claim on its store ([`Store::lock`]); dropping it releases the store.
+pub struct StoreLock {
+    _held: Box<dyn Send + Sync>,
+}
+
+impl StoreLock {
+    /// A claim that lasts as long as `held` (whose drop releases it).
+    pub fn new(held: impl Send + Sync + 'static) -> Self {
+        Self {
+            _held: Box::new(held),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreLock")
     }
 }
 
