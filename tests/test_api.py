@@ -3,6 +3,7 @@ planet whose root is on 127.0.0.1, a controller node and a member node, all on l
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pathlib
@@ -727,3 +728,26 @@ def test_joined_networks_are_capped(tmp_path: pathlib.Path) -> None:
         assert node.leave(ids[0])
         node.join(ids[1024])
         assert node.network(ids[1024]) is not None
+
+
+def test_a_taken_api_port_is_refused(tmp_path: pathlib.Path) -> None:
+    """Another program on 127.0.0.1's port would answer the API's clients (zt cli,
+    zerotier-cli): start() raises OSError(EADDRINUSE) naming it and leaves the node stopped;
+    `zt run` says so and exits 1."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        node = zt.Node(store=str(tmp_path / "n"), port=0, api_port=port)
+        with pytest.raises(OSError, match=f"127.0.0.1:{port}") as e:
+            node.start()
+        assert e.value.errno == errno.EADDRINUSE
+        assert node.state == zt.NodeState.STOPPED and node.api_port is None
+        node.close()
+        run = subprocess.run(
+            [sys.executable, "-m", "zt", "run", "--home", str(tmp_path / "r"), "--port", "0",
+             "--api-port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert run.returncode == 1, run
+        assert f"127.0.0.1:{port}" in run.stderr and "in use" in run.stderr, run.stderr

@@ -217,7 +217,8 @@ class Node:
         """Starts the node (a no-op if starting or running).
 
         With ``wait`` it returns once the node runs, raising :class:`zt.errors.NodeFaultedError`
-        with the cause if it cannot start, or ``TimeoutError``.
+        with the cause if it cannot start, or ``TimeoutError``; ``OSError`` (``EADDRINUSE``)
+        if ``api_port`` is taken on 127.0.0.1 or ::1 (the node is stopped again).
         """
         timeout = check_timeout(timeout)
         _live_nodes.add(self)
@@ -225,7 +226,13 @@ class Node:
         if wait:
             self._native.wait_running(timeout)
             if self.options.api_port is not None and self.api_port is None:
-                self.api_port = self._native.start_api(self.options.api_port, None, self._home)
+                try:
+                    self.api_port = self._native.start_api(self.options.api_port, None, self._home)
+                except BaseException:
+                    # A node without the API it was asked for does not run on: its port is
+                    # another program's (OSError, EADDRINUSE), the caller must choose.
+                    self._native.stop()
+                    raise
         return self
 
     def wait_running(self, timeout: Optional[float] = None) -> None:

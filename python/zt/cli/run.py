@@ -97,14 +97,16 @@ def main(argv: list[str], prog: str = "zt run") -> int:
     for nwid in joins:
         node.join(nwid)
     role = "root" if node.is_root else "node"
-    sys.stdout.write(f"{role} {node.address} listening on UDP port {node.port}\n")
     if node.api_port is not None:
-        sys.stdout.write(f"api on 127.0.0.1:{node.api_port}\n")
-        # As zerotier-one: where zerotier-cli (and `zt cli -D<home>`) finds the API.
+        # As zerotier-one: where zerotier-cli (and `zt cli -D<home>`) finds the API. Written
+        # before the API is announced, so a supervisor that reads the line finds the file.
         try:
             Path(args.home, "zerotier-one.port").write_text(f"{node.api_port}")
         except OSError as e:
             log.warning("cannot write zerotier-one.port: %s", e)
+    sys.stdout.write(f"{role} {node.address} listening on UDP port {node.port}\n")
+    if node.api_port is not None:
+        sys.stdout.write(f"api on 127.0.0.1:{node.api_port}\n")
     sys.stdout.flush()
     try:
         while not stop.wait(0.5):

@@ -33,3 +33,33 @@ pub(crate) fn runtime(e: zt_runtime::runtime::RuntimeError) -> PyErr {
         other => NodeStateError::new_err(other.to_string()),
     }
 }
+
+/// An OS error as Python's `OSError` (its subclass by errno, as the stdlib raises them), the
+/// message prefixed with what failed.
+pub(crate) fn os(what: &str, e: &std::io::Error) -> PyErr {
+    use std::io::ErrorKind as K;
+    let errno = e.raw_os_error().or(match e.kind() {
+        K::AddrInUse => Some(libc::EADDRINUSE),
+        K::AddrNotAvailable => Some(libc::EADDRNOTAVAIL),
+        K::PermissionDenied => Some(libc::EACCES),
+        _ => None,
+    });
+    let message = format!("{what}: {e}");
+    match errno {
+        Some(n) => pyo3::exceptions::PyOSError::new_err((n, message)),
+        None => pyo3::exceptions::PyOSError::new_err(message),
+    }
+}
+
+/// A runtime error met by a socket call: a node that is not running is a network that is down
+/// (`OSError(ENETDOWN)`, as sockets users expect), a wait that ran out a `TimeoutError`.
+pub(crate) fn socket_runtime(e: zt_runtime::runtime::RuntimeError) -> PyErr {
+    use zt_runtime::runtime::RuntimeError as R;
+    match e {
+        R::Timeout => pyo3::exceptions::PyTimeoutError::new_err(e.to_string()),
+        other => pyo3::exceptions::PyOSError::new_err((
+            libc::ENETDOWN,
+            format!("network is down: {other}"),
+        )),
+    }
+}

@@ -65,12 +65,33 @@ pub struct HttpServer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Listeners on 127.0.0.1 and ::1 at `port` (0: any free port). 127.0.0.1 must be ours: a
+/// port taken there means another program would answer the clients of this API (zt cli and
+/// zerotier-cli talk to 127.0.0.1 first). ::1 on the same port too, unless this host has no
+/// IPv6 loopback.
+fn bind_loopbacks(port: u16) -> io::Result<Vec<std::net::TcpListener>> {
+    let v4 = std::net::TcpListener::bind(("127.0.0.1", port))
+        .map_err(|e| io::Error::new(e.kind(), format!("127.0.0.1:{port}: {e}")))?;
+    let port = v4.local_addr()?.port();
+    let mut listeners = vec![v4];
+    match std::net::TcpListener::bind(("::1", port)) {
+        Ok(l) => listeners.push(l),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            return Err(io::Error::new(e.kind(), format!("[::1]:{port}: {e}")));
+        }
+        Err(e) => log::info!(target: "zt.api", "API on 127.0.0.1 only ([::1]:{port}: {e})"),
+    }
+    Ok(listeners)
+}
+
 impl HttpServer {
     /// Serves `api` on 127.0.0.1 and ::1 at `port` (0 = any free port, the same on both where
-    /// possible), with the default [`Limits`]. Fails only if no address can be bound.
+    /// possible), with the default [`Limits`]. Fails if 127.0.0.1's port (or ::1's, when this
+    /// host has IPv6) is taken: another program would answer this API's clients.
     ///
     /// # Errors
-    /// Neither loopback address could be bound, or the event thread could not start.
+    /// A loopback address could not be bound (the error names it), or the event thread could
+    /// not start.
     pub fn start(api: Api, port: u16) -> io::Result<Self> {
         Self::start_with(api, port, Limits::default())
     }
@@ -80,23 +101,16 @@ impl HttpServer {
     /// # Errors
     /// As [`start`](Self::start).
     pub fn start_with(api: Api, port: u16, limits: Limits) -> io::Result<Self> {
-        let mut listeners = Vec::new();
-        let mut last_err = None;
-        let mut port = port;
-        for ip in ["127.0.0.1", "::1"] {
-            match std::net::TcpListener::bind((ip, port)) {
-                Ok(l) => {
-                    if port == 0 {
-                        port = l.local_addr()?.port();
-                    }
-                    listeners.push(l);
-                }
-                Err(e) => last_err = Some(e),
+        // Port 0: any free port, the same on both loopbacks (a few tries, if another program
+        // holds ::1's side of the one 127.0.0.1 gave).
+        let mut tries = if port == 0 { 8 } else { 1 };
+        let listeners = loop {
+            tries -= 1;
+            match bind_loopbacks(port) {
+                Err(e) if tries > 0 && e.kind() == io::ErrorKind::AddrInUse => {}
+                other => break other?,
             }
-        }
-        if listeners.is_empty() {
-            return Err(last_err.unwrap_or_else(|| io::Error::other("no listener")));
-        }
+        };
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut addrs = Vec::new();

@@ -443,3 +443,30 @@ fn server_answers_garbage_and_keeps_serving() {
         "{r}"
     );
 }
+
+#[test]
+fn a_taken_port_is_an_error_not_a_half_served_api() {
+    // Another program on 127.0.0.1's port would answer this API's clients: refused, named.
+    let other = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = other.local_addr().unwrap().port();
+    let (_rt, api) = idle_api("t");
+    let err = HttpServer::start(api, port).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+    // Port 0 finds a pair of free ports, and both loopbacks answer on it.
+    let (_rt, api) = idle_api("t");
+    let server = HttpServer::start(api, 0).unwrap();
+    let get = b"GET /status HTTP/1.1\r\nConnection: close\r\n\r\n";
+    let r = exchange(server.port(), get, false);
+    assert!(r.starts_with("HTTP/1.1 401 "), "{r}");
+    if let Ok(mut s) = TcpStream::connect(("::1", server.port())) {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(get).unwrap();
+        let mut r = String::new();
+        let _ = s.read_to_string(&mut r);
+        assert!(r.starts_with("HTTP/1.1 401 "), "{r}");
+    }
+}
