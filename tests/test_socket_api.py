@@ -12,6 +12,7 @@ import select
 import selectors
 import signal
 import socket as std
+import struct
 import sys
 import threading
 import time
@@ -315,8 +316,6 @@ def test_tcp_flags_timeouts_and_state_errors(v4: Pair) -> None:
         c.listen()
     with raises_errno(errno.EINVAL):
         c.accept()
-    with raises_errno(errno.EISCONN):
-        c.sendto(b"x", (v4.ip_b, 1))
     for call in (c.dup, c.detach):
         with raises_errno(errno.EOPNOTSUPP):
             call()
@@ -1113,3 +1112,104 @@ def test_connecting_to_port_0_is_refused_as_by_the_kernel(v4: Pair) -> None:
     # Off the overlay, port 0 or not, it is no network of the node's.
     with v4.a.socket() as s, raises_errno(errno.ENETUNREACH):
         s.connect(("203.0.113.9", 0))
+
+
+def test_a_datagram_larger_than_the_network_carries_is_emsgsize(v4: Pair, v6: Pair) -> None:
+    """The stacks do not fragment: a datagram over the network's MTU (2800) less the IP and
+    UDP headers is refused with EMSGSIZE, naming the destination, instead of vanishing."""
+    for pair, family, most in ((v4, AF_INET, 2800 - 28), (v6, AF_INET6, 2800 - 48)):
+        port = 7410 if family == AF_INET6 else 7411
+        with pair.b.socket(family, SOCK_DGRAM) as rx, pair.a.socket(family, SOCK_DGRAM) as tx:
+            rx.bind((pair.ip_b, port))
+            rx.settimeout(10)
+            with pytest.raises(OSError, match=f"{port}$") as e:
+                tx.sendto(b"x" * (most + 1), (pair.ip_b, port))
+            assert e.value.errno == errno.EMSGSIZE and pair.ip_b in str(e.value)
+            assert tx.sendto(b"z" * most, (pair.ip_b, port)) == most
+            data, _ = rx.recvfrom(65536)
+            assert data == b"z" * most
+
+
+def test_connection_errors_name_the_address(v4: Pair) -> None:
+    with pytest.raises(ConnectionRefusedError, match=f"{v4.ip_b}:7398") as e:
+        v4.a.create_connection((v4.ip_b, 7398), timeout=10)
+    assert e.value.errno == errno.ECONNREFUSED
+    with pytest.raises(OSError, match=r"203\.0\.113\.9:80") as unreachable:
+        v4.a.create_connection(("203.0.113.9", 80), timeout=5)
+    assert unreachable.value.errno == errno.ENETUNREACH
+
+
+def test_so_linger_is_an_option_zt_does_not_have(v4: Pair) -> None:
+    linger = struct.pack("ii", 1, 0)
+    for kind in (SOCK_STREAM, SOCK_DGRAM):
+        with v4.a.socket(AF_INET, kind) as s:
+            with raises_errno(errno.ENOPROTOOPT):
+                s.setsockopt(std.SOL_SOCKET, std.SO_LINGER, linger)
+            with raises_errno(errno.ENOPROTOOPT):
+                s.setsockopt(std.SOL_SOCKET, std.SO_LINGER, 1)
+            with raises_errno(errno.ENOPROTOOPT):
+                s.getsockopt(std.SOL_SOCKET, std.SO_LINGER, 8)
+
+
+def test_sendto_on_a_connected_stream_ignores_the_address_as_linux(v4: Pair) -> None:
+    with std.create_server(("127.0.0.1", 0)) as os_srv:
+        os_c = std.create_connection(os_srv.getsockname(), timeout=10)
+        with os_c:
+            assert os_c.sendto(b"os", ("203.0.113.9", 1)) == 2
+            os_conn, _ = os_srv.accept()
+            with os_conn:
+                assert os_conn.recv(2) == b"os"
+    with v4.b.create_server((v4.ip_b, 7397)) as srv:
+        srv.settimeout(10)
+        with v4.a.create_connection((v4.ip_b, 7397), timeout=10) as c:
+            assert c.sendto(b"zt", ("203.0.113.9", 1)) == 2
+            conn, _ = srv.accept()
+            with conn:
+                conn.settimeout(10)
+                assert conn.recv(2) == b"zt"
+
+
+def test_stopping_a_node_resets_its_connections_and_clears_its_state(tmp_path: Path) -> None:
+    """stop() resets the node's TCP connections (a peer blocked in recv() hears it at once,
+    as when a process with OS sockets exits), its own sockets then raise OSError(ENETDOWN)
+    (not the node's NodeStateError), and it reads offline with no live path."""
+    with zt.lab.Lab(home=tmp_path) as lab:
+        nwid = lab.network()
+        a, b = lab.member(nwid), lab.member(nwid)
+        ip_b = lab.ip(b, nwid)
+        with b.create_server((ip_b, 7395)) as srv:
+            srv.settimeout(10)
+            c = a.create_connection((ip_b, 7395), timeout=10)
+            conn, _ = srv.accept()
+            conn.settimeout(20)
+            got: list[object] = []
+
+            def read() -> None:
+                try:
+                    got.append(conn.recv(10))
+                except OSError as e:
+                    got.append(e)
+
+            reader = threading.Thread(target=read)
+            reader.start()
+            time.sleep(0.2)
+            assert a.online and any(p.alive for peer in a.peers() for p in peer.paths)
+            stopped = time.monotonic()
+            a.stop()
+            reader.join(15)
+            assert not reader.is_alive()
+            assert isinstance(got[0], ConnectionResetError), got
+            assert time.monotonic() - stopped < 2
+            conn.close()
+            with raises_errno(errno.ENETDOWN):
+                c.send(b"x")
+            c.close()
+        assert not a.online
+        assert not any(p.alive for peer in a.peers() for p in peer.paths)
+        for call in (
+            lambda: a.create_connection((ip_b, 80), timeout=5),
+            lambda: a.create_server(("", 7396)),
+            lambda: a.socket(AF_INET, SOCK_DGRAM).sendto(b"x", (ip_b, 9)),
+        ):
+            with raises_errno(errno.ENETDOWN):
+                call()

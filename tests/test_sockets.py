@@ -331,7 +331,7 @@ def test_tcp_peer_vanishing_mid_transfer_times_out(lab: Lab) -> None:
     rb = threading.Thread(target=b_reads, daemon=True)
     rb.start()
     c.sendall(os.urandom(1 << 20))
-    b.stop()
+    b._native.stop(reset=False)  # vanishes, as if killed: no reset for its peers
     stopped = time.monotonic()
     rb.join(10)
     assert not rb.is_alive(), "B's blocked recv returns when its node stops"
@@ -390,7 +390,7 @@ def test_tcp_keepalive_detects_a_vanished_idle_peer(lab: Lab) -> None:
         c.recv(10)
     conn.sendall(b"alive")
     assert c.recv(10) == b"alive"
-    b.stop()
+    b._native.stop(reset=False)  # vanishes, as if killed: no reset for its peers
     stopped = time.monotonic()
     c.settimeout(30)
     with pytest.raises(TimeoutError, match="connection timed out") as dropped:

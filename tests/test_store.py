@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
-import stat
 from pathlib import Path
 from typing import Optional
 
@@ -183,9 +183,11 @@ def test_a_store_serves_one_running_node(tmp_path: Path) -> None:
     with second:
         assert second.address == first.address
     memory = zt.MemoryStore()
-    with zt.Node(store=memory, port=0):
-        with pytest.raises(zt.NodeFaultedError, match="memory store: in use"):
-            zt.Node(store=memory, port=0).start()
+    with (
+        zt.Node(store=memory, port=0),
+        pytest.raises(zt.NodeFaultedError, match="memory store: in use"),
+    ):
+        zt.Node(store=memory, port=0).start()
 
 
 def test_a_store_held_by_another_process(tmp_path: Path) -> None:

@@ -93,6 +93,31 @@ Buffer = Union[bytes, bytearray, memoryview]
 _C_INT_MIN, _C_INT_MAX = -(2**31), 2**31 - 1
 
 
+# Errors that are about the peer's address: their messages name it (the errno, and so the
+# OSError subclass, stay the stdlib's).
+_NAMED_ERRNOS = frozenset(
+    {
+        _errno.ECONNREFUSED,
+        _errno.ENETUNREACH,
+        _errno.EHOSTUNREACH,
+        _errno.ETIMEDOUT,
+        _errno.EMSGSIZE,
+        _errno.EACCES,
+        _errno.EPERM,
+    }
+)
+
+
+def _naming(e: OSError, peer: tuple[Any, ...]) -> OSError:
+    """``e`` with the peer's address in its message (``[Errno 111] Connection refused:
+    198.18.0.2:80``), of the same class; other errors as they are."""
+    if e.errno not in _NAMED_ERRNOS or not isinstance(e.strerror, str):
+        return e
+    host = f"[{peer[0]}]" if ":" in str(peer[0]) else str(peer[0])
+    named = type(e)(e.errno, f"{e.strerror}: {host}:{peer[1]}")
+    return named
+
+
 def _bytes_view(data: object) -> memoryview:
     """``data`` as bytes, or the standard library's TypeError for what is not bytes-like."""
     try:
@@ -449,7 +474,10 @@ class socket:  # noqa: N801 - the standard library's name
             raise OSError(
                 _errno.EOPNOTSUPP, "zt cannot choose the local port of an outgoing connection"
             )
-        s = self._node._native.tcp_connect(host, port, *self._tcp_bufs())
+        try:
+            s = self._node._native.tcp_connect(host, port, *self._tcp_bufs())
+        except OSError as e:
+            raise _naming(e, (host, port)) from None
         if bound is not None and not ipaddress.ip_address(bound[0]).is_unspecified:
             local = s.addresses()[0]
             if local is None or not _same_ip(local[0], bound[0]):
@@ -462,7 +490,13 @@ class socket:  # noqa: N801 - the standard library's name
         self._apply_options(s)
         if self._timeout == 0.0:
             raise BlockingIOError(_errno.EINPROGRESS, "Operation now in progress")
-        s.wait_connected(self._timeout)
+        self._wait_connected(s, (host, port))
+
+    def _wait_connected(self, s: Any, peer: tuple[str, int]) -> None:
+        try:
+            s.wait_connected(self._timeout)
+        except OSError as e:
+            raise _naming(e, peer) from None
         self._connect_reported = True
 
     def _connect_again(self) -> None:
@@ -473,8 +507,8 @@ class socket:  # noqa: N801 - the standard library's name
             raise OSError(_errno.EALREADY, "Operation already in progress")
         if self._connect_reported:
             raise OSError(_errno.EISCONN, "Transport endpoint is already connected")
-        s.wait_connected(self._timeout)
-        self._connect_reported = True
+        peer = s.addresses()[1]
+        self._wait_connected(s, peer if peer is not None else ("?", 0))
 
     def connect_ex(self, address: Address) -> int:
         """connect(), returning the errno instead of raising (``EINPROGRESS`` when
@@ -588,7 +622,7 @@ class socket:  # noqa: N801 - the standard library's name
         timeout = self._call_timeout(flags, MSG_DONTWAIT | MSG_NOSIGNAL)
         self._check_open()
         if self._type != SOCK_DGRAM:
-            raise OSError(_errno.EISCONN, "Transport endpoint is already connected")
+            return self.send(data, flags)  # as Linux: a stream socket ignores the address
         return self._send_dgram(data, to, timeout)
 
     def _send_dgram(self, data: Buffer, to: tuple[str, int], timeout: Optional[float]) -> int:
@@ -597,7 +631,10 @@ class socket:  # noqa: N801 - the standard library's name
             raise OSError(_errno.EMSGSIZE, "Message too long")
         if self._shut_wr:
             raise BrokenPipeError(_errno.EPIPE, "Broken pipe")
-        return self._udp().sendto(payload, to[0], to[1], timeout)
+        try:
+            return self._udp().sendto(payload, to[0], to[1], timeout)
+        except OSError as e:
+            raise _naming(e, to) from None
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         """Up to ``bufsize`` bytes (TCP; b"" at EOF) or the next datagram, truncated to
@@ -817,6 +854,17 @@ class socket:  # noqa: N801 - the standard library's name
         if GroupOptions.handles(level, optname):
             self._groups.set(self._node, self._u, level, optname, value)
             return
+        key = (level, optname)
+        known = _TCP_OPTIONS.get(key)
+        if not (
+            (known is not None and self._type == SOCK_STREAM)
+            or (key == (_std.IPPROTO_IPV6, _IPV6_V6ONLY) and self._family == AF_INET6)
+            or key in ((_std.SOL_SOCKET, _std.SO_RCVBUF), (_std.SOL_SOCKET, _std.SO_SNDBUF))
+            or (key in self._options and self._applies(key))
+        ):
+            # Whatever the value's shape (SO_LINGER's struct linger included): an option zt
+            # does not have, as the kernel answers for one it does not know.
+            raise OSError(_errno.ENOPROTOOPT, "Protocol not available")
         if isinstance(value, (bytes, bytearray, memoryview)):
             raw = bytes(value)
             if len(raw) != 4:
@@ -824,8 +872,6 @@ class socket:  # noqa: N801 - the standard library's name
             v: int = struct.unpack("=i", raw)[0]
         else:
             v = operator.index(value)
-        key = (level, optname)
-        known = _TCP_OPTIONS.get(key)
         if known is not None and self._type == SOCK_STREAM:
             name, lo, hi, _ = known
             if name in ("nodelay", "keepalive"):

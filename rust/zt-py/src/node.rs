@@ -247,7 +247,7 @@ impl NativeNode {
         let rt = self.rt();
         let wake = rt.handle().waker();
         py.detach(|| rt.call(move |ctx| make(ctx, wake), Duration::from_secs(10)))
-            .map_err(errors::runtime)?
+            .map_err(errors::socket_runtime)?
             .map_err(|e| sock_err(e, None))
     }
 
@@ -336,10 +336,17 @@ impl NativeNode {
         py.detach(|| rt.wait_running(t)).map_err(errors::runtime)
     }
 
-    /// Stops and waits for the thread (idempotent).
-    fn stop(&self, py: Python<'_>) {
+    /// Stops and waits for the thread (idempotent). `reset`: the node's TCP peers get a reset
+    /// first; without it they see the node vanish, as when its process is killed (a testing
+    /// aid for what peers do then).
+    #[pyo3(signature = (reset = true))]
+    fn stop(&self, py: Python<'_>, reset: bool) {
         let rt = self.rt();
-        py.detach(|| rt.stop());
+        if reset {
+            py.detach(|| rt.stop());
+        } else {
+            py.detach(|| rt.stop_silently());
+        }
     }
 
     /// Ends all event subscriptions.
@@ -656,7 +663,7 @@ impl NativeNode {
         }
         let api = zt_runtime::http::Api::new(self.rt().handle(), token, home);
         let server = zt_runtime::http::HttpServer::start(api, port)
-            .map_err(|e| errors::NodeStateError::new_err(format!("cannot serve the API: {e}")))?;
+            .map_err(|e| errors::os("cannot serve the API", &e))?;
         let p = server.port();
         *g = Some(server);
         Ok(p)
@@ -757,7 +764,7 @@ impl NativeNode {
                 Duration::from_secs(10),
             )
         })
-        .map_err(errors::runtime)?
+        .map_err(errors::socket_runtime)?
         .map_err(|e| sock_err(e, None))
     }
 
@@ -788,7 +795,7 @@ impl NativeNode {
                 Duration::from_secs(10),
             )
         })
-        .map_err(errors::runtime)?
+        .map_err(errors::socket_runtime)?
         .map_err(|e| sock_err(e, None))
     }
 

@@ -198,7 +198,10 @@ pub struct LoopCtx<'a> {
 }
 
 enum Command {
-    Stop,
+    /// Stop the loop; `reset`: send the node's TCP peers a reset first.
+    Stop {
+        reset: bool,
+    },
     Call(Job),
     WorldUpdate(Box<World>, mpsc::Sender<Result<(), WorldUpdateRejected>>),
     UserMessage(
@@ -694,13 +697,23 @@ impl NodeRuntime {
     /// Stops the node and waits for its thread to finish (unless called from that thread).
     /// Does nothing if it is not starting or running.
     pub fn stop(&self) {
+        self.stop_with(true);
+    }
+
+    /// As [`stop`](Self::stop), but the node's TCP peers are not told (no reset): they see
+    /// the node vanish, as when its process is killed. For tests of what a peer does then.
+    pub fn stop_silently(&self) {
+        self.stop_with(false);
+    }
+
+    fn stop_with(&self, reset: bool) {
         let mut c = self.shared.lock();
         let generation = c.generation;
         match c.lifecycle {
             Lifecycle::Created | Lifecycle::Stopped | Lifecycle::Faulted(_) => return,
             Lifecycle::Starting | Lifecycle::Running => {
                 c.lifecycle = Lifecycle::Stopping;
-                c.send(Command::Stop);
+                c.send(Command::Stop { reset });
                 self.shared.changed.notify_all();
             }
             Lifecycle::Stopping => {}
@@ -881,6 +894,13 @@ fn run(shared: &Arc<Shared>) {
         Ok(Err(e)) => Some(e.to_string()),
         Err(panic) => Some(panic_message(&*panic)),
     };
+    // What readers see of a node that no longer runs: offline, no live path.
+    if let Some(snap) = shared.lock().snapshot.as_mut() {
+        snap.online = false;
+        for path in snap.peers.iter_mut().flat_map(|p| p.paths.iter_mut()) {
+            path.alive = false;
+        }
+    }
     match cause {
         None => {
             shared.set_lifecycle(Lifecycle::Stopped);
@@ -1370,6 +1390,7 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
     }
     let mut events = Events::with_capacity(64);
     let mut stopping = false;
+    let mut reset_peers = false;
     while !stopping {
         let Some(core) = guard.as_mut() else {
             return Ok(());
@@ -1391,7 +1412,10 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         let mut call_replies = Vec::new();
         for cmd in commands {
             match cmd {
-                Command::Stop => stopping = true,
+                Command::Stop { reset } => {
+                    stopping = true;
+                    reset_peers = reset;
+                }
                 Command::Call(job) => {
                     let mut ctx = LoopCtx {
                         node,
@@ -1413,6 +1437,12 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
             }
         }
         if stopping {
+            // The node's connections end with it: their peers get a reset now (sent by the
+            // drain below) instead of waiting on a silent connection until they time out.
+            if reset_peers {
+                out.sockets.reset_all(&mut out.stacks);
+                out.stacks.poll(node, clock.now());
+            }
             node.persist_peers();
         }
         // Outputs are executed and the snapshot refreshed before anyone hears back, so a caller

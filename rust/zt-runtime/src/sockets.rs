@@ -153,6 +153,9 @@ pub enum SockError {
     /// ENOBUFS: too many multicast groups.
     #[error("no buffer space available")]
     NoBuffers,
+    /// EMSGSIZE: a datagram larger than the network's MTU allows (the stacks do not fragment).
+    #[error("message too long")]
+    MsgSize,
 }
 
 impl SockError {
@@ -176,6 +179,7 @@ impl SockError {
             Self::NotPermitted => libc::EPERM,
             Self::NoDevice => libc::ENODEV,
             Self::NoBuffers => libc::ENOBUFS,
+            Self::MsgSize => libc::EMSGSIZE,
         }
     }
 }
@@ -1319,6 +1323,21 @@ impl SocketTable {
     }
 }
 
+impl SocketTable {
+    /// The node stops: every connection fails here with `NetDown` and is aborted on its stack,
+    /// which sends its peer a reset on the stacks' next poll (listeners just close).
+    pub fn reset_all(&mut self, stacks: &mut Stacks) {
+        for e in &self.entries {
+            e.shared.fail(SockError::NetDown);
+            if let Kind::Conn(c) = &e.kind
+                && let Some(stack) = stacks.get(c.net)
+            {
+                stack.tcp(c.h).abort();
+            }
+        }
+    }
+}
+
 impl Drop for SocketTable {
     /// The node stopped: every socket fails with `NetDown` (nothing stays blocked).
     fn drop(&mut self) {
@@ -1827,6 +1846,9 @@ impl UdpShared {
             return Err(e);
         }
         st.permit(to.ip())?;
+        if st.max_payload(to.ip()).is_some_and(|max| data.len() > max) {
+            return Err(SockError::MsgSize);
+        }
         if !st.has_room(data.len()) {
             return Ok(None);
         }
@@ -2156,6 +2178,8 @@ struct NetView {
     /// The node's IPv4 addresses there, with their prefix lengths.
     v4: Vec<(Ipv4Addr, u8)>,
     policy: Policy,
+    /// The network's IP MTU.
+    mtu: usize,
 }
 
 /// What a destination address is to a socket.
@@ -2186,10 +2210,12 @@ fn net_views(stacks: &mut Stacks, handles: &[(NetworkId, SocketHandle)]) -> Vec<
                     IpAddr::V6(_) => None,
                 })
                 .collect();
+            let mtu = stacks.get(*id)?.mtu();
             Some(NetView {
                 id: *id,
                 v4,
                 policy,
+                mtu,
             })
         })
         .collect()
@@ -2240,6 +2266,29 @@ impl UdpState {
             }
             (Dest::Multicast, IpAddr::V6(_)) => true,
         })
+    }
+
+    /// The largest payload of a datagram to `to` that its network carries in one IP packet
+    /// (the stacks do not fragment, so a larger one could only be lost): the MTU of the
+    /// socket's network whose IPv4 subnet holds `to`, else the smallest of its networks'.
+    /// `None` before the socket has a network.
+    fn max_payload(&self, to: IpAddr) -> Option<usize> {
+        let headers = if to.is_ipv4() { 20 + 8 } else { 40 + 8 };
+        let holds = |n: &&NetView| match to {
+            IpAddr::V4(a) => n.v4.iter().any(|(mine, bits)| {
+                let mask = u32::MAX.checked_shl(32 - u32::from(*bits)).unwrap_or(0);
+                u32::from(*mine) & mask == u32::from(a) & mask
+            }),
+            IpAddr::V6(_) => false,
+        };
+        let mtu = self
+            .nets
+            .iter()
+            .filter(holds)
+            .map(|n| n.mtu)
+            .min()
+            .or_else(|| self.nets.iter().map(|n| n.mtu).min())?;
+        Some(mtu.saturating_sub(headers))
     }
 
     /// Whether the application may send to `to`: not from an address of the other family
@@ -2740,6 +2789,7 @@ mod tests {
                 broadcast,
                 multicast,
             },
+            mtu: 2800,
         };
         let mut st = UdpState {
             rx: VecDeque::new(),
@@ -2784,6 +2834,14 @@ mod tests {
         assert_eq!(targets(&st, "239.1.2.3"), [1, 2]);
         assert_eq!(targets(&st, "ff05::1"), [1, 2, 3]);
         assert_eq!(targets(&st, "198.18.0.9"), Vec::<u64>::new());
+        // The payload a datagram may carry: its subnet's network's MTU, else the smallest.
+        st.nets[1].mtu = 1400;
+        assert_eq!(st.max_payload(ip("198.18.0.9")), Some(2800 - 28));
+        assert_eq!(st.max_payload(ip("10.0.0.9")), Some(1400 - 28));
+        assert_eq!(st.max_payload(ip("172.16.0.1")), Some(1400 - 28));
+        assert_eq!(st.max_payload(ip("fd00::ff")), Some(1400 - 48));
+        st.nets[1].mtu = 2800;
+        assert_eq!(st.max_payload(ip("fd00::ff")), Some(2800 - 48));
         assert_eq!(st.permit(ip("255.255.255.255")), Err(SockError::Access));
         assert_eq!(st.permit(ip("198.18.0.9")), Ok(()));
         st.opts.broadcast = true;

@@ -344,7 +344,7 @@ fn a_peer_that_vanishes_mid_transfer_times_the_connection_out() {
         client.wait_connected(Some(Duration::from_millis(10))),
         Ok(())
     );
-    b.stop();
+    b.stop_silently(); // vanishes: no reset for its peers
     let stopped = Instant::now();
     // B's own socket fails (its node is gone) once its buffered bytes are read, instead of
     // blocking.
@@ -395,8 +395,8 @@ fn keepalive_keeps_a_live_idle_connection_and_drops_a_vanished_peer() {
     assert_eq!(conn.send(b"still here", Some(T)), Ok(10));
     let n = client.recv(&mut buf, Some(T)).unwrap();
     assert_eq!(&buf[..n], b"still here");
-    // The peer's node stops: a blocking recv ends after idle + interval × count (3 s).
-    b.stop();
+    // The peer vanishes: a blocking recv ends after idle + interval × count (3 s).
+    b.stop_silently();
     let stopped = Instant::now();
     assert_eq!(client.recv(&mut buf, Some(LONG)), Err(SockError::TimedOut));
     let waited = stopped.elapsed();
@@ -794,4 +794,27 @@ fn many_threads_waiting_on_many_sockets_hand_the_receiving_around_without_losing
     let took = started.elapsed();
     assert!(took < Duration::from_secs(60), "{took:?}");
     assert!(led(&a) > a0 && led(&b) > b0, "no led pass");
+}
+
+#[test]
+fn stopping_a_node_resets_its_connections() {
+    // A node that stops (rather than vanishing) tells its TCP peers: a reader blocked on the
+    // other end gets ECONNRESET at once; the stopped node's own socket says ENETDOWN.
+    let (_root, a, b, id) = adhoc_pair(7202);
+    let (client, conn) = connected(&a, &b, id, 7202);
+    let reader = {
+        let client = client.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16];
+            (client.recv(&mut buf, Some(LONG)), Instant::now())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let stopped = Instant::now();
+    b.stop();
+    let (got, at) = reader.join().unwrap();
+    assert_eq!(got, Err(SockError::Reset));
+    assert!(at - stopped < Duration::from_secs(1), "{:?}", at - stopped);
+    let mut buf = [0u8; 16];
+    assert_eq!(conn.recv(&mut buf, Some(T)), Err(SockError::NetDown));
 }

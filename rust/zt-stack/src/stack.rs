@@ -157,6 +157,12 @@ impl NetStack {
         self.dev.set_mtu(mtu);
     }
 
+    /// The IP MTU.
+    #[must_use]
+    pub fn mtu(&self) -> usize {
+        self.dev.mtu()
+    }
+
     /// The addresses in use.
     #[must_use]
     pub fn addresses(&self) -> Vec<(IpAddr, u8)> {

@@ -160,7 +160,9 @@ impl Store for FileStore {
         for entry in entries {
             let entry = entry.map_err(Self::io(&dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.starts_with(file_prefix) || name.starts_with('.') {
+            // The running node's lock is not state.
+            let lock = dir_key.is_none() && name == LOCK_FILE;
+            if !name.starts_with(file_prefix) || name.starts_with('.') || lock {
                 continue;
             }
             if entry.file_type().map_err(Self::io(&dir))?.is_file() {
@@ -235,14 +237,17 @@ mod tests {
         let msg = err.to_string();
         assert!(matches!(err, StoreError::Conflict { .. }), "{msg}");
         assert!(msg.contains("in use by another running node"), "{msg}");
-        assert!(msg.contains(&format!("process {}", std::process::id())), "{msg}");
+        assert!(
+            msg.contains(&format!("process {}", std::process::id())),
+            "{msg}"
+        );
         // And the same handle twice.
         assert!(a.lock().is_err());
         drop(held);
         let again = b.lock().unwrap();
         assert!(again.is_some());
-        // The lock file is not state: it is never listed with a prefix a node reads.
-        assert!(b.list("peers.d/").unwrap().is_empty());
+        // The lock file is not state: not listed.
+        assert!(!b.list("").unwrap().contains(&LOCK_FILE.to_owned()));
     }
 
     #[test]
