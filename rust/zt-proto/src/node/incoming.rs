@@ -432,6 +432,16 @@ impl Node {
             Vec::new()
         };
         let allow_loopback = self.options.allow_loopback;
+        if upstream
+            && self.peers.contains_key(&src)
+            && now.since(self.last_up) >= self.options.activity_timeout_ms
+        {
+            // First word from a root since start (or since an outage): what waited for one
+            // (WHOIS lookups sent before it answered, packets queued for peers it will name)
+            // goes now, not at the next retry half a second later.
+            self.whois_sent.clear();
+            self.schedule.quick = now;
+        }
         let Some(peer) = self.peers.get_mut(&src) else {
             return;
         };

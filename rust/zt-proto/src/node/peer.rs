@@ -187,6 +187,17 @@ impl Peer {
         } else if let Some(oldest) = self.paths.iter_mut().min_by_key(|p| p.last_receive) {
             *oldest = path;
         }
+        // Another port of an address already reached through this socket has just answered:
+        // the peer restarted on a new port, or a NAT mapped it anew. The other ports stop being
+        // preferred (they would be for up to PATH_ALIVE_MS with a measured latency, and
+        // traffic would go to a port nobody reads); one that speaks again is alive again.
+        let silent = Timestamp(now.0 - PATH_ALIVE_MS);
+        for p in &mut self.paths {
+            if p.local == local && p.remote.ip() == remote.ip() && p.remote.port() != remote.port()
+            {
+                p.last_receive = p.last_receive.min(silent);
+            }
+        }
     }
 
     /// Serializes the peer for the peer cache (format 2).
@@ -335,4 +346,42 @@ pub fn usable_endpoint(addr: &SocketAddr, allow_loopback: bool) -> bool {
             2 => allow_loopback,
             _ => false,
         }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::test_rng::TestRng;
+
+    fn peer() -> Peer {
+        let identity = super::super::hello_tests::throwaway(&mut TestRng(3));
+        Peer::new(identity, PeerKeys::new(&[7u8; 48]))
+    }
+
+    #[test]
+    fn a_new_port_of_a_known_address_is_preferred_at_once() {
+        let mut p = peer();
+        let (s, old, new): (LocalSocket, SocketAddr, SocketAddr) = (
+            LocalSocket(0),
+            "203.0.113.7:9993".parse().unwrap(),
+            "203.0.113.7:41000".parse().unwrap(),
+        );
+        let now = Timestamp(100_000);
+        p.learn_path(s, old, now);
+        p.paths[0].latency = Some(1);
+        // The peer restarts on another port; its answer from there arrives 1 s later.
+        let later = Timestamp(101_000);
+        p.learn_path(s, new, later);
+        assert_eq!(p.best_path(later).map(|x| x.remote), Some(new));
+        assert_eq!(p.best_alive_path(later).map(|x| x.remote), Some(new));
+        // The old port is still known: if it speaks again, it is alive again.
+        assert!(p.has_path(s, old));
+        assert!(p.refresh_path(s, old, Timestamp(102_000)));
+        assert!(p.paths.iter().all(|x| x.is_alive(Timestamp(102_000))));
+        // Another address, or another local socket, is not touched.
+        let other: SocketAddr = "203.0.113.8:9993".parse().unwrap();
+        p.learn_path(LocalSocket(1), other, Timestamp(103_000));
+        p.learn_path(s, "203.0.113.9:9993".parse().unwrap(), Timestamp(103_000));
+        assert!(p.paths.iter().all(|x| x.is_alive(Timestamp(103_000))));
+    }
 }
