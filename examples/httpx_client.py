@@ -38,17 +38,6 @@ class Hello(http.server.BaseHTTPRequestHandler):
         pass  # quiet
 
 
-class OverlayHTTPServer(http.server.ThreadingHTTPServer):
-    """``http.server`` serving a listening zt socket instead of an OS socket."""
-
-    daemon_threads = True
-
-    def __init__(self, listener: zt.socket.socket) -> None:
-        super().__init__(listener.getsockname()[:2], Hello, bind_and_activate=False)
-        self.socket.close()  # the OS socket socketserver made; ours is the zt one
-        self.socket = listener  # type: ignore[assignment]
-
-
 async def fetch_many(node: zt.Node, base: str, n: int) -> list[httpx.Response]:
     async with httpx.AsyncClient(transport=zt.http.async_transport(node)) as http:
         return await asyncio.gather(*(http.get(f"{base}/async/{i}") for i in range(n)))
@@ -59,7 +48,7 @@ def main() -> None:
         nwid = lab.network()
         web, client = lab.member(nwid), lab.member(nwid)
         ip = lab.ip(web, nwid)
-        server = OverlayHTTPServer(web.create_server((ip, PORT)))
+        server = zt.httpserver.ThreadingHTTPServer(web.create_server((ip, PORT)), Hello)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
             transport = zt.http.transport(client, hosts={"web.lab": ip})

@@ -36,23 +36,12 @@ class Hello(http.server.BaseHTTPRequestHandler):
         pass  # quiet
 
 
-class OverlayHTTPServer(http.server.ThreadingHTTPServer):
-    """``http.server`` serving a listening zt socket instead of an OS socket."""
-
-    daemon_threads = True
-
-    def __init__(self, listener: zt.socket.socket) -> None:
-        super().__init__(listener.getsockname()[:2], Hello, bind_and_activate=False)
-        self.socket.close()  # the OS socket socketserver made; ours is the zt one
-        self.socket = listener  # type: ignore[assignment]
-
-
 def main() -> None:
     with zt.lab.Lab() as lab:
         nwid = lab.network()
         web, client = lab.member(nwid), lab.member(nwid)
         ip = lab.ip(web, nwid)
-        server = OverlayHTTPServer(web.create_server((ip, PORT)))
+        server = zt.httpserver.ThreadingHTTPServer(web.create_server((ip, PORT)), Hello)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
             with zt.route(client, hosts={"web.lab": ip}), requests.Session() as session:

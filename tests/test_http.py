@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import gc
 import hashlib
 import http.client
@@ -499,3 +500,36 @@ def test_routed_connections_end_when_their_node_stops(servers: Servers) -> None:
         with pytest.raises(OSError, match="not running") as e:
             socket.create_connection((net.ip_b, ECHO_PORT), timeout=20)
         assert e.value.errno == errno.ENETUNREACH
+
+
+def test_the_standard_librarys_http_server_on_a_zt_listener(
+    tmp_path: pathlib.Path,
+) -> None:
+    """zt.httpserver: http.server's servers over a zt listener, any handler class, with what
+    server_bind() would set; an OS socket is refused."""
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "a.txt").write_bytes(b"file over the overlay\n")
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "www")
+    )
+    with zt.lab.Lab(home=tmp_path / "lab") as lab:
+        nwid = lab.network()
+        web, client = lab.member(nwid), lab.member(nwid)
+        ip = lab.ip(web, nwid)
+        listener = web.create_server((ip, 8081))
+        with zt.httpserver.ThreadingHTTPServer(listener, handler) as server:
+            assert (server.server_name, server.server_port) == (ip, 8081)
+            t = threading.Thread(target=server.serve_forever, daemon=True)
+            t.start()
+            for _ in range(2):  # a thread per request; the listener stays up
+                conn = http.client.HTTPConnection(ip, 8081, timeout=10)
+                conn.sock = client.create_connection((ip, 8081), timeout=10)
+                conn.request("GET", "/a.txt")
+                r = conn.getresponse()
+                assert (r.status, r.read()) == (200, b"file over the overlay\n")
+                conn.close()
+            server.shutdown()
+            t.join(10)
+        assert listener.fileno() == -1  # closing the server closed its listener
+    with socket.socket() as os_sock, pytest.raises(TypeError, match="zt socket"):
+        zt.httpserver.HTTPServer(os_sock, handler)  # type: ignore[arg-type]

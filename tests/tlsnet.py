@@ -13,7 +13,7 @@ import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Optional, cast
+from typing import Any, Optional
 
 import zt
 from zt.socket import AF_INET6, SOCK_STREAM
@@ -178,25 +178,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class ZtHTTPServer(http.server.ThreadingHTTPServer):
-    """``http.server`` on a listening zt socket (TLS with ``zt.ssl`` if ``tls`` is given)."""
-
-    daemon_threads = True
+class ZtHTTPServer(zt.httpserver.ThreadingHTTPServer):
+    """``zt.httpserver`` with this module's handler (TLS if ``tls`` is given), keeping the
+    handlers' errors."""
 
     def __init__(self, sock: zt.socket.socket, tls: Optional[ssl.SSLContext] = None) -> None:
-        super().__init__(sock.getsockname()[:2], Handler, bind_and_activate=False)
-        self.socket.close()  # the OS socket socketserver made; ours is the zt one
-        self.socket = sock  # type: ignore[assignment]
-        self.tls = tls
+        super().__init__(sock, Handler, ssl_context=tls)
         self.errors: list[BaseException] = []
-
-    def get_request(self) -> tuple[Any, Any]:
-        conn, addr = cast(zt.socket.socket, self.socket).accept()
-        if self.tls is None:
-            return conn, addr
-        # The handshake happens in the handler thread, at the first read.
-        tls = zt.ssl.wrap_socket(conn, self.tls, server_side=True, do_handshake_on_connect=False)
-        return tls, addr
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys

@@ -40,7 +40,7 @@ from .node import Node, NodeOptions, NodeState
 from .stores import FileStore, MemoryStore, Store
 
 if TYPE_CHECKING:
-    from . import lab, routing, ssl
+    from . import httpserver, lab, routing, ssl
     from .routing import Router, route
 
 __version__ = VERSION
@@ -48,6 +48,7 @@ __version__ = VERSION
 # Imported on first use: they pull in the standard library's ssl (OpenSSL) and more, which a
 # program that never uses them should not pay for in start-up time and memory.
 _LAZY = {"lab": ("lab", None), "ssl": ("ssl", None), "routing": ("routing", None),
+         "httpserver": ("httpserver", None),
          "route": ("routing", "route"), "Router": ("routing", "Router")}  # fmt: skip
 
 
@@ -95,6 +96,7 @@ __all__ = [
     "default_planet",
     "errors",
     "events",
+    "httpserver",
     "lab",
     "network",
     "planet",

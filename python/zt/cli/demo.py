@@ -35,6 +35,7 @@ from typing import Any, Callable, cast
 
 from .._native import Identity, KeyPair
 from ..events import UserMessageEvent
+from ..httpserver import HTTPServer
 from ..lab import unused_udp_port
 from ..network import NetworkInfo
 from ..node import Node, NodeOptions
@@ -268,14 +269,11 @@ class _Files(http.server.SimpleHTTPRequestHandler):
         cast(_ZtHTTPServer, self.server).log.append(f"{self.client_address[0]} {format % args}")
 
 
-class _ZtHTTPServer(http.server.HTTPServer):
-    """``http.server.HTTPServer`` on a listening zt socket instead of an OS one."""
+class _ZtHTTPServer(HTTPServer):
+    """``zt.httpserver.HTTPServer`` serving ``directory``, keeping its log and errors."""
 
     def __init__(self, listener: zt_socket, directory: Path) -> None:
-        handler = functools.partial(_Files, directory=str(directory))
-        super().__init__(listener.getsockname()[:2], handler, bind_and_activate=False)
-        self.socket.close()  # the OS socket socketserver made: it serves the zt one
-        self.socket = listener  # type: ignore[assignment]
+        super().__init__(listener, functools.partial(_Files, directory=str(directory)))
         self.timeout = TIMEOUT  # handle_request() waits this long for a request
         self.log: list[str] = []
         self.errors: list[BaseException] = []
