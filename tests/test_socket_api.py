@@ -1213,3 +1213,48 @@ def test_stopping_a_node_resets_its_connections_and_clears_its_state(tmp_path: P
         ):
             with raises_errno(errno.ENETDOWN):
                 call()
+
+
+def test_a_file_from_makefile_outlives_close_as_in_the_stdlib(v4: Pair) -> None:
+    """close() with a makefile() file open keeps the connection until the file is closed
+    too, as the standard library does (http.client closes the socket, then reads a
+    ``Connection: close`` body through its file); text files have ``.mode``."""
+
+    def second_line_after_close(listener: Any, connect: Callable[[], Any]) -> list[bytes]:
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(b"first\n")
+                time.sleep(0.2)
+                conn.sendall(b"second\n")
+
+        t = threading.Thread(target=serve)
+        t.start()
+        s = connect()
+        f = s.makefile("rb")
+        lines = [f.readline()]
+        s.close()
+        lines.append(f.readline())  # the stdlib: still open until the file closes
+        f.close()
+        t.join(10)
+        with raises_errno(errno.EBADF):
+            s.recv(1)  # now closed
+        return lines
+
+    with std.create_server(("127.0.0.1", 0)) as ls:
+        ls.settimeout(10)
+        os_lines = second_line_after_close(
+            ls, lambda: std.create_connection(ls.getsockname(), timeout=10)
+        )
+    with v4.b.create_server((v4.ip_b, 7394)) as zl:
+        zl.settimeout(10)
+        zt_lines = second_line_after_close(
+            zl, lambda: v4.a.create_connection((v4.ip_b, 7394), timeout=10)
+        )
+    assert zt_lines == os_lines == [b"first\n", b"second\n"]
+    with v4.a.socket() as zs, std.socket() as os_s:
+        for mode in ("r", "w", "rw"):
+            zf, of = zs.makefile(mode), os_s.makefile(mode)
+            assert zf.mode == of.mode == mode
+            zf.close()
+            of.close()

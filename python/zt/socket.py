@@ -277,6 +277,9 @@ class socket:  # noqa: N801 - the standard library's name
         self._options = dict(_STORED_OPTIONS)
         self._groups = GroupOptions(self._family, self._type)
         self._closed = False
+        # Files from makefile() still open, and a close() waiting for them (as the stdlib's).
+        self._io_refs = 0
+        self._close_pending = False
 
     @classmethod
     def _wrap(cls, node: Node, family: int, native: _native.TcpSocket) -> socket:
@@ -789,7 +792,14 @@ class socket:  # noqa: N801 - the standard library's name
             self._shut_wr = True
 
     def close(self) -> None:
-        """Closes the socket (a TCP connection's queued data still goes out). Idempotent."""
+        """Closes the socket (a TCP connection's queued data still goes out). Idempotent.
+        As in the standard library, files from :meth:`makefile` still open keep the connection
+        until they are closed too (``http.client`` reads a ``Connection: close`` body so)."""
+        self._close_pending = True
+        if self._io_refs <= 0:
+            self._real_close()
+
+    def _real_close(self) -> None:
         if not self._closed:
             self._closed = True
             self._listening = False
@@ -1021,10 +1031,16 @@ class socket:  # noqa: N801 - the standard library's name
     # -- files and context -----------------------------------------------------------------
 
     def makefile(self, mode: str = "r", buffering: Optional[int] = None, **kw: Any) -> Any:
-        return _makefile(self, mode, buffering, **kw)
+        f = _makefile(self, mode, buffering, **kw)
+        self._io_refs += 1
+        return f
 
     def _decref_socketios(self) -> None:
         """Called by ``socket.SocketIO.close`` (the stdlib's file wrapper)."""
+        if self._io_refs > 0:
+            self._io_refs -= 1
+        if self._close_pending and self._io_refs <= 0:
+            self._real_close()
 
     def __enter__(self) -> socket:
         return self
@@ -1161,4 +1177,8 @@ def _makefile(sock: Any, mode: str, buffering: Optional[int], **kw: Any) -> Any:
         buf = io.BufferedWriter(raw, size)
     else:
         buf = io.BufferedReader(raw, size)
-    return buf if binary else io.TextIOWrapper(buf, **kw)
+    if binary:
+        return buf
+    text = io.TextIOWrapper(buf, **kw)
+    text.mode = mode  # type: ignore[misc]  # as the stdlib's makefile sets it
+    return text

@@ -96,6 +96,8 @@ class SSLSocket:
         self._one_record = False
         self._record = bytearray()
         self._closed = False
+        self._io_refs = 0  # files from makefile() still open
+        self._close_pending = False  # close() waits for them
         if do_handshake_on_connect and self._connected():
             try:
                 self.do_handshake()
@@ -333,10 +335,16 @@ class SSLSocket:
             sent += self.send(view[sent:], flags)
 
     def makefile(self, mode: str = "r", buffering: Optional[int] = None, **kw: Any) -> Any:
-        return _makefile(self, mode, buffering, **kw)
+        f = _makefile(self, mode, buffering, **kw)
+        self._io_refs += 1
+        return f
 
     def _decref_socketios(self) -> None:
         """Called by ``socket.SocketIO.close`` (the stdlib's file wrapper)."""
+        if self._io_refs > 0:
+            self._io_refs -= 1
+        if self._close_pending and self._io_refs <= 0:
+            self._real_close()
 
     # -- the socket underneath ------------------------------------------------------------
 
@@ -381,6 +389,13 @@ class SSLSocket:
         self._sock.shutdown(how)
 
     def close(self) -> None:
+        """Closes the connection, once files from :meth:`makefile` are closed too (as the
+        standard library's)."""
+        self._close_pending = True
+        if self._io_refs <= 0:
+            self._real_close()
+
+    def _real_close(self) -> None:
         if not self._closed:
             self._closed = True
             self._sock.close()
