@@ -96,7 +96,8 @@ def test_members_are_held_authorized_configured_and_revoked(lab: Lab) -> None:
     for m, n in ((a, na), (b, nb)):
         assert n.status == "OK" and n.name == "loopnet" and n.type == "PRIVATE"
         assert n.ipv4 is not None and n.ipv4.network == ipaddress.ip_network("198.18.0.0/15")
-        assert ipaddress.ip_interface(f"{zt.network.rfc4193_address(nwid, m.address)}/88") in n.ipv6
+        rfc4193 = ipaddress.ip_interface(f"{zt.network.rfc4193_address(nwid, m.address)}/88")
+        assert rfc4193 in n.ipv6_addresses
         assert n.mac == zt.network.member_mac(nwid, m.address)
         assert str(n.ipv4.ip) in ctl.member(nwid, m.address)["ipAssignments"]
     assert na.ipv4 != nb.ipv4
@@ -174,7 +175,7 @@ def test_adhoc_network_between_two_nodes(lab: Lab) -> None:
     na = a.wait_network(nwid, 5)
     nb = b.wait_network(nwid, 5)
     assert na.name == "adhoc-1388-1388" and na.type == "PUBLIC"
-    assert na.ipv6 == (
+    assert na.ipv6_addresses == (
         ipaddress.IPv6Interface(f"{zt.network.sixplane_address(nwid, a.address)}/40"),
     )
     tap = b.frames(nwid)
@@ -310,7 +311,7 @@ def test_public_network_settings_and_rules_reach_members(lab: Lab) -> None:
     assert info.dns_domain == "lab.example" and info.dns_servers == ("198.18.7.53",)
     assert info.ipv4 == ipaddress.IPv4Interface("198.18.7.1/24")
     six = ipaddress.IPv6Interface(f"{zt.network.sixplane_address(nwid, m.address)}/40")
-    assert info.ipv6 == (six,)
+    assert info.ipv6_addresses == (six,) and info.ipv6 == six
     assert {str(r.target) for r in info.routes} == {"198.18.7.0/24", "2001:db8::/32"}
     # The pool had one address: a second member gets none (but still joins).
     m2 = lab.node()

@@ -32,6 +32,7 @@ def test_lifecycle_states_and_idempotence(tmp_path: Path) -> None:
     assert state(node) is NodeState.CREATED and node.fault is None
     with pytest.raises(zt.NodeStateError, match="once it has started"):
         _ = node.address
+    assert node.online is False  # not running: not online (no error to catch)
     node.stop()  # no-op before start
     node.start()
     node.start()
@@ -51,6 +52,7 @@ def test_start_without_wait_reports_starting_then_running(tmp_path: Path) -> Non
     node = zt.Node(store=str(tmp_path / "h"), keygen_threads=1)
     node.start(wait=False)
     assert state(node) in (NodeState.STARTING, NodeState.RUNNING)
+    assert node.online in (False, True)  # readable while it starts (keygen on a thread)
     node.wait_running(timeout=30)
     assert state(node) is NodeState.RUNNING
     node.close()
@@ -280,3 +282,23 @@ def test_a_node_restarted_on_a_new_port_is_reached_at_once(tmp_path: Path) -> No
         old = [p for p in paths if p.remote.endswith(f":{old_port}")]
         assert not any(p.alive for p in old), paths
         assert any(p.alive for p in paths if p not in old), paths
+
+
+def test_refused_destinations_are_counted_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node confined to loopback whose planet names a root elsewhere sends nothing there:
+    each refusal is counted, and the first per address is logged (no silent drop)."""
+    planet = zt.planet.make_planet(
+        [(zt.Identity.generate(), ["203.0.113.5/9993"])], signing_key=zt.KeyPair.generate()
+    )
+    caplog.set_level(logging.WARNING, logger="zt.node")
+    with zt.Node(
+        store=str(tmp_path / "n"), planet=planet, port=0, allowed_destinations=["127.0.0.0/8"]
+    ) as node:
+        deadline = time.monotonic() + 10
+        while node.stats["refused_destinations"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert node.stats["refused_destinations"] >= 2, node.stats  # HELLO retries
+    refused = [r for r in caplog.records if "outside the allowed destinations" in r.getMessage()]
+    assert len(refused) == 1 and "203.0.113.5" in refused[0].getMessage()

@@ -1258,3 +1258,70 @@ def test_a_file_from_makefile_outlives_close_as_in_the_stdlib(v4: Pair) -> None:
             assert zf.mode == of.mode == mode
             zf.close()
             of.close()
+
+
+def test_ephemeral_listening_ports_as_the_kernel(v4: Pair) -> None:
+    """listen() on port 0, listen() without bind() and create_server((host, 0)) pick a free
+    port, as with OS sockets, and take connections on it."""
+    with std.socket() as os_l:
+        os_l.listen()
+        assert os_l.getsockname()[1] != 0
+    with std.create_server(("127.0.0.1", 0)) as os_s:
+        assert os_s.getsockname()[1] != 0
+    b = v4.b
+    unbound = b.socket(AF_INET, SOCK_STREAM)
+    unbound.listen()
+    bound0 = b.socket(AF_INET, SOCK_STREAM)
+    bound0.bind((v4.ip_b, 0))
+    bound0.listen()
+    created = b.create_server(("", 0))
+    listeners = (unbound, bound0, created)
+    try:
+        ports = [s.getsockname()[1] for s in listeners]
+        assert all(p != 0 for p in ports) and len(set(ports)) == 3, ports
+        assert unbound.getsockname()[0] == "0.0.0.0" and bound0.getsockname()[0] == v4.ip_b
+        for s, port in zip(listeners, ports):
+            s.settimeout(10)
+            with v4.a.create_connection((v4.ip_b, port), timeout=10) as c:
+                conn, _ = s.accept()
+                with conn:
+                    c.sendall(b"hi")
+                    conn.settimeout(10)
+                    assert conn.recv(2) == b"hi"
+    finally:
+        for s in listeners:
+            s.close()
+
+
+def test_a_full_accept_queue_keeps_connections_waiting_as_the_kernel(v4: Pair) -> None:
+    """A connection beyond listen()'s backlog waits until accept() makes room (as the kernel
+    keeps a completed handshake: Linux queues backlog + 1), instead of being closed (its client
+    read EOF from a server that never saw it): every client is served."""
+
+    def serve_all(listener: Any, connect: Callable[[], Any]) -> list[bytes]:
+        clients = [connect() for _ in range(3)]
+        for i, c in enumerate(clients):
+            c.sendall(b"x%d" % i)
+        time.sleep(0.5)  # every handshake is done before the first accept()
+        listener.settimeout(10)
+        for _ in clients:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(10)
+                conn.sendall(b"ok" + conn.recv(2))
+        answers = []
+        for c in clients:
+            with c:
+                c.settimeout(10)
+                answers.append(c.recv(10))
+        return answers
+
+    with std.socket() as ls:
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(2)
+        os_answers = serve_all(ls, lambda: std.create_connection(ls.getsockname(), timeout=10))
+    with v4.b.socket() as zl:
+        zl.bind((v4.ip_b, 7393))
+        zl.listen(2)
+        zt_answers = serve_all(zl, lambda: v4.a.create_connection((v4.ip_b, 7393), timeout=10))
+    assert zt_answers == os_answers == [b"okx%d" % i for i in range(3)]

@@ -130,11 +130,22 @@ class NetworkInfo:
 
     @property
     def ipv4(self) -> Optional[ipaddress.IPv4Interface]:
-        """The first managed IPv4 address, if any."""
-        return next((a for a in self.addresses if isinstance(a, ipaddress.IPv4Interface)), None)
+        """The first managed IPv4 address, if any (all of them: :attr:`ipv4_addresses`)."""
+        return next(iter(self.ipv4_addresses), None)
 
     @property
-    def ipv6(self) -> tuple[ipaddress.IPv6Interface, ...]:
+    def ipv6(self) -> Optional[ipaddress.IPv6Interface]:
+        """The first managed IPv6 address, if any (all of them: :attr:`ipv6_addresses`; a
+        network may assign both an RFC 4193 and a 6PLANE address)."""
+        return next(iter(self.ipv6_addresses), None)
+
+    @property
+    def ipv4_addresses(self) -> tuple[ipaddress.IPv4Interface, ...]:
+        """The managed IPv4 addresses."""
+        return tuple(a for a in self.addresses if isinstance(a, ipaddress.IPv4Interface))
+
+    @property
+    def ipv6_addresses(self) -> tuple[ipaddress.IPv6Interface, ...]:
         """The managed IPv6 addresses."""
         return tuple(a for a in self.addresses if isinstance(a, ipaddress.IPv6Interface))
 

@@ -320,8 +320,10 @@ class Node:
 
     @property
     def online(self) -> bool:
-        """Whether a root answers (always true for a root)."""
-        return self._status()[0]
+        """Whether a root answers (always true for a root); False before the node runs (while
+        it starts, too) and after it stops."""
+        status = self._native.status()
+        return bool(status[0]) if status is not None else False
 
     @property
     def is_root(self) -> bool:

@@ -422,9 +422,8 @@ class socket:  # noqa: N801 - the standard library's name
             return
         if self._s is not None:
             raise OSError(_errno.EINVAL, "Invalid argument (connected)")
-        if self._bound is None:
-            raise OSError(_errno.EINVAL, "bind() first: zt picks no ephemeral listening port")
-        host, port = self._bound
+        # Unbound, or bound to port 0: an ephemeral port (on every network), as the kernel.
+        host, port = self._bound or ("::" if self._family == AF_INET6 else "0.0.0.0", 0)
         s = self._node._native.tcp_listen(
             host, port, max(1, n), *self._tcp_bufs(), v6only=self._v6only
         )

@@ -74,7 +74,7 @@ class Agent:
         self.nwid = nwid
         assert info.ipv4 is not None
         self.ipv4 = str(info.ipv4.ip)
-        self.ipv6 = str(info.ipv6[0].ip)
+        self.ipv6 = str(info.ipv6_addresses[0].ip)
         self.stop = threading.Event()
 
     def family(self, args: Json) -> int:
@@ -476,7 +476,7 @@ def tcp_info(s: zsock.socket) -> Json | None:
 def wait_configured(node: zt.Node, nwid: str, deadline: float) -> zt.NetworkInfo:
     while True:
         net = node.network(nwid)
-        if net is not None and net.status == "OK" and net.ipv4 is not None and net.ipv6:
+        if net is not None and net.status == "OK" and net.ipv4 is not None and net.ipv6 is not None:
             return net
         if time.monotonic() > deadline:
             raise TimeoutError(f"network not OK with IPv4 and IPv6 addresses: {net}")

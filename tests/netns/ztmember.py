@@ -184,7 +184,7 @@ def main() -> int:
             mac=info.mac,
             status=info.status,
             ipv4=my_ip,
-            ipv6=[str(a.ip) for a in info.ipv6],
+            ipv6=[str(a.ip) for a in info.ipv6_addresses],
         )
         server = json.loads((exchange / "server.ready.json").read_text())
         server_ip = str(server["ipv4"])

@@ -393,6 +393,7 @@ impl NativeNode {
             d.set_item("worlds_rejected", s.stats.worlds_rejected)?;
             d.set_item("store_errors", s.store_errors)?;
             d.set_item("send_errors", s.send_errors)?;
+            d.set_item("refused_destinations", s.refused_destinations)?;
             d.set_item("inline_passes", s.inline_passes)?;
             d.set_item("led_passes", s.led_passes)?;
             d.set_item("datagrams_in", s.stats.datagrams_in)?;

@@ -4,7 +4,7 @@
 //! node cannot start or its thread fails. `start` and `stop` are idempotent and may be called from
 //! any thread; a stopped or faulted node can be started again.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{JoinHandle, ThreadId};
@@ -30,6 +30,8 @@ const SNAPSHOT_PERIOD_MS: i64 = 20;
 /// Most datagrams per UDP socket that a leading thread reads before it looks at its own socket
 /// again ([`Shared::lead`]): a stream of datagrams does not keep it from returning.
 const LEAD_BATCH: usize = 64;
+/// Refused destinations logged at most (each once); more are only counted.
+const REFUSED_LOGGED_MAX: usize = 64;
 
 /// The host's interface addresses (what PUSH_DIRECT_PATHS advertises, with the bound port).
 fn interface_addresses() -> Vec<std::net::IpAddr> {
@@ -158,6 +160,10 @@ pub struct Snapshot {
     pub store_errors: u64,
     /// Datagrams the OS refused to send.
     pub send_errors: u64,
+    /// Datagrams not sent because their destination is outside the allowed destinations
+    /// (`RuntimeOptions::allowed_destinations` or the environment's list); the first to each
+    /// address is logged.
+    pub refused_destinations: u64,
     /// Whether a root answers (always for a root).
     pub online: bool,
     /// Whether this node is a root of its planet or a moon.
@@ -1027,6 +1033,10 @@ struct Outputs {
     planet_in_roots: bool,
     store_errors: u64,
     send_errors: u64,
+    /// Datagrams not sent because their destination is outside the allowed destinations.
+    refused_destinations: u64,
+    /// Destinations already logged as refused (each is logged once; bounded).
+    refused_logged: BTreeSet<std::net::IpAddr>,
     /// Validates new peers' identities off this thread.
     validator: crate::validator::Validator,
 }
@@ -1037,9 +1047,26 @@ impl Outputs {
             let mut progress = false;
             while let Some(t) = node.poll_transmit() {
                 progress = true;
-                if let Err(e) = self.udp.send(&t) {
-                    self.send_errors += 1;
-                    log::trace!(target: "zt.node", "send to {} failed: {e}", t.to);
+                match self.udp.send(&t) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                        self.refused_destinations += 1;
+                        if self.refused_logged.len() < REFUSED_LOGGED_MAX
+                            && self.refused_logged.insert(t.to.ip())
+                        {
+                            log::warn!(
+                                target: "zt.node",
+                                "not sending to {}: outside the allowed destinations \
+                                 (NodeOptions.allowed_destinations or \
+                                 {ALLOWED_DESTINATIONS_ENV}); further refusals are only counted",
+                                t.to
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        self.send_errors += 1;
+                        log::trace!(target: "zt.node", "send to {} failed: {e}", t.to);
+                    }
                 }
             }
             while let Some(ev) = node.poll_event() {
@@ -1271,6 +1298,7 @@ fn snapshot(
         stats: node.stats().clone(),
         store_errors: out.store_errors,
         send_errors: out.send_errors,
+        refused_destinations: out.refused_destinations,
         online: node.is_online(),
         is_root: node.is_root(),
         port: out.udp.port(),
@@ -1353,6 +1381,8 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         planet_in_roots: loaded.planet_in_roots,
         store_errors: 0,
         send_errors: 0,
+        refused_destinations: 0,
+        refused_logged: BTreeSet::new(),
         validator: crate::validator::Validator::start(waker.clone()),
     };
     log::info!(

@@ -853,7 +853,13 @@ impl TcpShared {
                 return Err(SockError::Closed);
             }
             if let Some(c) = st.accept.pop_front() {
+                let was_full = st.accept.len() + 1 >= st.backlog;
                 self.refresh(&st);
+                drop(st);
+                if was_full {
+                    // Connections may wait for room in their sockets: the loop hands one over.
+                    self.wake.wake();
+                }
                 return Ok(c);
             }
             if let Some(e) = st.error {
@@ -1070,6 +1076,8 @@ pub struct SocketTable {
     generation: Option<u64>,
     /// The earliest connection deadline (ms).
     next_deadline: Option<i64>,
+    /// The next port tried for a listener on port 0 while no network has a stack.
+    next_port: u16,
 }
 
 fn endpoint(e: zt_stack::smoltcp::wire::IpEndpoint) -> SocketAddr {
@@ -1216,9 +1224,6 @@ impl SocketTable {
         buffers: (usize, usize),
         wake: Kick,
     ) -> Result<Arc<TcpShared>, SockError> {
-        if local.port() == 0 {
-            return Err(SockError::Invalid);
-        }
         let scope = match local.ip() {
             IpAddr::V4(v4) if v4.is_unspecified() => Scope::AnyV4,
             IpAddr::V6(v6) if v6.is_unspecified() && v6only => Scope::AnyV6Only,
@@ -1235,13 +1240,13 @@ impl SocketTable {
                 Scope::Addr(ip)
             }
         };
-        let taken = self.entries.iter().any(|e| match &e.kind {
-            Kind::Listener(l) => {
-                l.port == local.port() && l.scope.overlaps(scope) && !e.shared.lock().released
-            }
-            Kind::Conn(_) => false,
-        });
-        if taken {
+        // Port 0: an ephemeral port, as the kernel picks for listen() without bind().
+        let local = if local.port() == 0 {
+            SocketAddr::new(local.ip(), self.free_port(stacks)?)
+        } else {
+            local
+        };
+        if self.listening_on(local.port(), Some(scope)) {
             return Err(SockError::AddrInUse);
         }
         let buffers = TcpBuffers::new(buffers);
@@ -1324,6 +1329,43 @@ impl SocketTable {
 }
 
 impl SocketTable {
+    /// Whether a listener (not released) holds `port`, in a scope overlapping `scope` (None:
+    /// any).
+    fn listening_on(&self, port: u16, scope: Option<Scope>) -> bool {
+        self.entries.iter().any(|e| match &e.kind {
+            Kind::Listener(l) => {
+                l.port == port
+                    && scope.is_none_or(|s| l.scope.overlaps(s))
+                    && !e.shared.lock().released
+            }
+            Kind::Conn(_) => false,
+        })
+    }
+
+    /// A port for a listener bound to port 0: from the stacks' ephemeral range, used by no
+    /// listener and no socket of any network's stack.
+    fn free_port(&mut self, stacks: &mut Stacks) -> Result<u16, SockError> {
+        let nets = stacks.networks();
+        for _ in 0..=(u16::MAX - zt_stack::stack::EPHEMERAL_FIRST) {
+            let port = match nets.first().and_then(|n| stacks.get(*n)) {
+                Some(s) => s.ephemeral_port().map_err(|_| SockError::AddrInUse)?,
+                None => {
+                    let first = zt_stack::stack::EPHEMERAL_FIRST;
+                    let p = self.next_port.max(first);
+                    self.next_port = if p == u16::MAX { first } else { p + 1 };
+                    p
+                }
+            };
+            let used = nets
+                .iter()
+                .any(|n| stacks.get(*n).is_some_and(|s| s.port_in_use(port)));
+            if !used && !self.listening_on(port, None) {
+                return Ok(port);
+            }
+        }
+        Err(SockError::AddrInUse)
+    }
+
     /// The node stops: every connection fails here with `NetDown` and is aborted on its stack,
     /// which sends its peer a reset on the stacks' next poll (listeners just close).
     pub fn reset_all(&mut self, stacks: &mut Stacks) {
@@ -1394,6 +1436,13 @@ fn service_listener(
                 i += 1;
                 continue;
             }
+            if shared.lock().accept.len() >= backlog {
+                // The accept queue is full: the connection waits in its socket, established
+                // (what it receives is buffered and acknowledged up to its window), until
+                // accept() makes room, as the kernel keeps a completed handshake. It is not
+                // closed: a client would read EOF from a server that never saw it.
+                break;
+            }
             // A connection: hand it to accept() (a new listener is armed below).
             a.handles.remove(i);
             taken += 1;
@@ -1415,13 +1464,8 @@ fn service_listener(
                 kind: Kind::Conn(conn),
             });
             let mut st = shared.lock();
-            if st.accept.len() < st.backlog {
-                st.accept.push_back(c);
-                shared.refresh(&st);
-            } else {
-                drop(st);
-                c.close();
-            }
+            st.accept.push_back(c);
+            shared.refresh(&st);
         }
         if taken > 0 {
             let want = a.handles.len() + taken;

@@ -332,7 +332,9 @@ impl NetStack {
         self.sockets.get_mut::<icmp::Socket<'static>>(h)
     }
 
-    fn port_in_use(&self, port: u16) -> bool {
+    /// Whether a TCP or UDP socket of this stack uses `port` locally.
+    #[must_use]
+    pub fn port_in_use(&self, port: u16) -> bool {
         self.sockets.iter().any(|(_, s)| match s {
             smoltcp::socket::Socket::Tcp(t) => {
                 t.local_endpoint().is_some_and(|e| e.port == port)
