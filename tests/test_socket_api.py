@@ -4,6 +4,7 @@ UDP sockets behave next to the standard library's (errors, flags, timeouts, opti
 from __future__ import annotations
 
 import array
+import builtins
 import errno
 import gc
 import hashlib
@@ -160,7 +161,7 @@ def test_create_server_and_connection_over_ipv4(v4: Pair) -> None:
     srv = zt.socket.create_server(v4.b, (v4.ip_b, 7300))
     assert srv.family == AF_INET and srv.getsockname() == (v4.ip_b, 7300)
     srv.settimeout(20)
-    t = serve(srv, handler="hash", count=3)
+    t = serve(srv, handler="hash", count=4)  # the refused source address sends nothing
     blob = os.urandom(2_000_000)
     with v4.a.create_connection((v4.ip_b, 7300), timeout=20) as c:
         assert c.getpeername() == (v4.ip_b, 7300)
@@ -175,12 +176,16 @@ def test_create_server_and_connection_over_ipv4(v4: Pair) -> None:
     with v4.a.create_connection((v4.ip_b, 7300), 20, source_address=("", 0)) as c:
         c.shutdown(zt.socket.SHUT_WR)
         assert len(c.recv(32)) == 32
-    with pytest.raises(OSError, match="goes out from") as e:
+    with pytest.raises(OSError, match="address on the network that routes") as e:
         v4.a.create_connection((v4.ip_b, 7300), 5, source_address=("198.18.0.3", 0))
     assert e.value.errno == errno.EADDRNOTAVAIL
-    with pytest.raises(OSError, match="local port") as e:
-        v4.a.create_connection((v4.ip_b, 7300), 5, source_address=(v4.ip_a, 4000))
-    assert e.value.errno == errno.EOPNOTSUPP
+    # ... and a local port, as the stdlib's (the server sees it).
+    with v4.a.create_connection((v4.ip_b, 7300), 20, source_address=(v4.ip_a, 4000)) as c:
+        assert c.getsockname() == (v4.ip_a, 4000)
+        c.shutdown(zt.socket.SHUT_WR)
+        assert c.recv(32) == hashlib.sha256(b"").digest()
+        with raises_errno(errno.EADDRINUSE):  # the port is taken while c holds it
+            v4.a.create_connection((v4.ip_b, 7300), 5, source_address=(v4.ip_a, 4000))
     t.join(20)
     srv.close()
 
@@ -1325,3 +1330,99 @@ def test_a_full_accept_queue_keeps_connections_waiting_as_the_kernel(v4: Pair) -
         zl.listen(2)
         zt_answers = serve_all(zl, lambda: v4.a.create_connection((v4.ip_b, 7393), timeout=10))
     assert zt_answers == os_answers == [b"okx%d" % i for i in range(3)]
+
+
+def test_a_datagram_sent_just_before_close_is_delivered(v4: Pair) -> None:
+    """sendto() then close() at once: the datagram still goes out, as with OS sockets (a
+    closed socket sends what it took before the close; it was dropped unless the loop had
+    sent it already)."""
+    with v4.b.socket(AF_INET, SOCK_DGRAM) as rx:
+        rx.bind((v4.ip_b, 7392))
+        rx.settimeout(10)
+        for bound in (False, True):
+            for i in range(10):
+                tx = v4.a.socket(AF_INET, SOCK_DGRAM)
+                if bound:
+                    tx.bind((v4.ip_a, 0))
+                tx.sendto(b"last words %d" % i, (v4.ip_b, 7392))
+                tx.close()
+            got = sorted(rx.recv(100) for _ in range(10))
+            assert got == sorted(b"last words %d" % i for i in range(10)), (bound, got)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="all_errors is Python 3.11's")
+def test_create_connection_all_errors_as_the_stdlib(v4: Pair) -> None:
+    group: Any = getattr(builtins, "ExceptionGroup")  # noqa: B009 - Python 3.11+
+    connect: Any = std.create_connection  # all_errors: Python 3.11+
+    with std.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        closed_port = free.getsockname()[1]
+    with pytest.raises(group) as os_group:
+        connect(("127.0.0.1", closed_port), timeout=5, all_errors=True)
+    with pytest.raises(group) as zt_group:
+        v4.a.create_connection((v4.ip_b, 7391), timeout=5, all_errors=True)
+    for g in (os_group.value, zt_group.value):
+        assert g.message == "create_connection failed"
+        assert [type(e) for e in g.exceptions] == [ConnectionRefusedError]
+
+
+def test_connecting_to_the_nodes_own_address_says_why_it_cannot(v4: Pair) -> None:
+    """No loopback on the overlay: instead of a handshake nobody answers (a long timeout),
+    connect() to the node's own address fails at once, saying so."""
+    start = time.monotonic()
+    with v4.b.create_server((v4.ip_b, 7390)), pytest.raises(OSError, match="own address") as e:
+        v4.b.create_connection((v4.ip_b, 7390), timeout=30)
+    assert e.value.errno == errno.EADDRNOTAVAIL and time.monotonic() - start < 5
+
+
+def test_repr_names_descriptor_and_addresses_as_the_stdlib(v4: Pair) -> None:
+    with v4.b.create_server((v4.ip_b, 7389)) as srv:
+        r = repr(srv)
+        assert r.startswith("<zt.socket.socket fd=") and f"laddr=('{v4.ip_b}', 7389)" in r, r
+        assert "raddr" not in r and "(listening)" in r, r
+        with v4.a.create_connection((v4.ip_b, 7389), timeout=10) as c:
+            r = repr(c)
+            assert f"raddr=('{v4.ip_b}', 7389)" in r and f"fd={c.fileno()}" in r, r
+        r = repr(c)
+        assert r.startswith("<zt.socket.socket [closed] fd=-1, family=2, type=1"), r
+
+
+def test_sendmsg_and_recvmsg_as_the_stdlib(v4: Pair) -> None:
+    """Scatter/gather without ancillary data, over TCP and UDP, next to OS sockets."""
+
+    def exchange(pair: tuple[Any, Any], dgram: tuple[Any, Any], to: Any) -> list[object]:
+        c, a = pair
+        rx, tx = dgram
+        out: list[object] = [c.sendmsg([b"ab", memoryview(b"cd"), bytearray(b"e")])]
+        a.settimeout(10)
+        out.append(a.recvmsg(5))
+        out.append(tx.sendmsg([b"hello", b"world"], [], 0, to))
+        rx.settimeout(10)
+        data, anc, msg_flags, _ = rx.recvmsg(4)
+        out.append((data, anc, msg_flags))
+        tx.sendmsg([b"scatter"], (), 0, to)
+        bufs = [bytearray(3), bytearray(10)]
+        n, anc, msg_flags, _ = rx.recvmsg_into(bufs)
+        out.append((n, bytes(bufs[0]), bytes(bufs[1][:4]), anc, msg_flags))
+        try:
+            tx.sendmsg([b"x"], [(std.SOL_SOCKET, 99, b"")], 0, to)
+        except OSError as e:
+            out.append(e.errno)
+        return out
+
+    with std.create_server(("127.0.0.1", 0)) as ls:
+        c = std.create_connection(ls.getsockname(), timeout=10)
+        a, _ = ls.accept()
+        with c, a, std.socket(type=std.SOCK_DGRAM) as rx, std.socket(type=std.SOCK_DGRAM) as tx:
+            rx.bind(("127.0.0.1", 0))
+            os_out = exchange((c, a), (rx, tx), rx.getsockname())
+    with v4.b.create_server((v4.ip_b, 7388)) as zl:
+        zl.settimeout(10)
+        zc = v4.a.create_connection((v4.ip_b, 7388), timeout=10)
+        za, _ = zl.accept()
+        zrx, ztx = v4.b.socket(AF_INET, SOCK_DGRAM), v4.a.socket(AF_INET, SOCK_DGRAM)
+        with zc, za, zrx, ztx:
+            zrx.bind((v4.ip_b, 7388))
+            zt_out = exchange((zc, za), (zrx, ztx), (v4.ip_b, 7388))
+    assert zt_out == os_out
+    assert os_out[1] == (b"abcde", [], 0, None) and os_out[-1] == errno.EINVAL

@@ -182,7 +182,15 @@ class NativeNode:
     ) -> int: ...
     def stop_api(self) -> None: ...
     def ping(self, nwid: str, ip: str, timeout: float = 5.0, size: int = 56) -> Optional[float]: ...
-    def tcp_connect(self, ip: str, port: int, rcvbuf: int = 0, sndbuf: int = 0) -> TcpSocket: ...
+    def tcp_connect(
+        self,
+        ip: str,
+        port: int,
+        rcvbuf: int = 0,
+        sndbuf: int = 0,
+        local_port: int = 0,
+        local_ip: Optional[str] = None,
+    ) -> TcpSocket: ...
     def tcp_listen(
         self,
         ip: str,

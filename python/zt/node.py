@@ -456,10 +456,14 @@ class Node:
         address: tuple[Any, Any],
         timeout: Any = zt_socket._GLOBAL_DEFAULT_TIMEOUT,
         source_address: Optional[tuple[Any, ...]] = None,
+        *,
+        all_errors: bool = False,
     ) -> zt_socket.socket:
         """A TCP connection to ``(ip, port)`` on this node's networks, like
         ``socket.create_connection`` (see :func:`zt.socket.create_connection`)."""
-        return zt_socket.create_connection(self, address, timeout, source_address)
+        return zt_socket.create_connection(
+            self, address, timeout, source_address, all_errors=all_errors
+        )
 
     def create_server(
         self,

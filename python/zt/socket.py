@@ -28,14 +28,18 @@ copy of a received ``bytes``).
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import errno as _errno
 import io
 import ipaddress
 import operator
 import socket as _std
 import struct
+import sys
 import time
 import warnings
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Optional, Union, overload
 
 from . import _native
@@ -210,10 +214,6 @@ def _sockaddr(address: Any, family: int, what: str = "connect") -> tuple[str, in
     if not 0 <= port <= 65535:
         raise OverflowError(f"{what}(): port must be 0-65535.")
     return _ip(address[0], family), port
-
-
-def _same_ip(a: str, b: str) -> bool:
-    return a == b or ipaddress.ip_address(a) == ipaddress.ip_address(b)
 
 
 class _Deadline:
@@ -468,26 +468,31 @@ class socket:  # noqa: N801 - the standard library's name
         if self._s is not None:
             self._connect_again()
             return
-        if port == 0 and on_overlay(self._node.networks(), ipaddress.ip_address(host)):
+        ip = ipaddress.ip_address(host)
+        networks = self._node.networks()
+        if any(iface.ip == ip for net in networks for iface in net.addresses):
+            # The overlay has no loopback: it would wait for a handshake nobody answers.
+            raise OSError(
+                _errno.EADDRNOTAVAIL,
+                f"{host} is this node's own address: a node cannot connect to itself over the "
+                "overlay (use another node, or an OS socket on 127.0.0.1)",
+            )
+        if port == 0 and on_overlay(networks, ip):
             # No one listens on port 0: refused, as by the kernel (not unreachable).
             raise ConnectionRefusedError(_errno.ECONNREFUSED, "Connection refused")
-        bound = self._bound
-        if bound is not None and bound[1] != 0:
-            raise OSError(
-                _errno.EOPNOTSUPP, "zt cannot choose the local port of an outgoing connection"
-            )
+        local_ip, local_port = self._bound or (None, 0)
         try:
-            s = self._node._native.tcp_connect(host, port, *self._tcp_bufs())
+            s = self._node._native.tcp_connect(
+                host, port, *self._tcp_bufs(), local_port, local_ip or None
+            )
         except OSError as e:
-            raise _naming(e, (host, port)) from None
-        if bound is not None and not ipaddress.ip_address(bound[0]).is_unspecified:
-            local = s.addresses()[0]
-            if local is None or not _same_ip(local[0], bound[0]):
-                s.close()
+            if e.errno == _errno.EADDRNOTAVAIL:
                 raise OSError(
-                    _errno.EADDRNOTAVAIL,
-                    f"the connection to {host} goes out from {local and local[0]}, not {bound[0]}",
-                )
+                    e.errno,
+                    f"{e.strerror}: {local_ip} is not this node's address on the network that "
+                    f"routes {host} (nothing was sent)",
+                ) from None
+            raise _naming(e, (host, port)) from None
         self._s = s
         self._apply_options(s)
         if self._timeout == 0.0:
@@ -734,6 +739,57 @@ class socket:  # noqa: N801 - the standard library's name
         data, addr = self.recvfrom(n, flags)
         view[: len(data)] = data
         return len(data), addr
+
+    def sendmsg(
+        self,
+        buffers: Iterable[Buffer],
+        ancdata: Iterable[Any] = (),
+        flags: int = 0,
+        address: Optional[Address] = None,
+        /,
+    ) -> int:
+        """The buffers' bytes as one send (TCP) or one datagram (UDP, to ``address`` if given),
+        as the standard library's. zt sockets carry no ancillary data: any raises
+        ``OSError(EINVAL)``, as the kernel does for a control message it does not know."""
+        data = b"".join(_bytes_view(b) for b in buffers)
+        if list(ancdata):
+            raise OSError(_errno.EINVAL, "Invalid argument (zt sockets carry no ancillary data)")
+        if address is None:
+            return self.send(data, flags)
+        return self.sendto(data, flags, address)
+
+    def recvmsg(
+        self, bufsize: int, ancbufsize: int = 0, flags: int = 0, /
+    ) -> tuple[bytes, list[Any], int, Any]:
+        """``(data, [], msg_flags, address)`` as the standard library's: a datagram longer than
+        ``bufsize`` is cut and flagged ``MSG_TRUNC``; TCP's address is None. No ancillary data
+        is ever returned."""
+        bufsize, ancbufsize = operator.index(bufsize), operator.index(ancbufsize)
+        if bufsize < 0:
+            raise ValueError("negative buffer size in recvmsg()")
+        if ancbufsize < 0:
+            raise ValueError("negative buffer size in recvmsg()")
+        if self._type != SOCK_DGRAM:
+            return self.recv(bufsize, flags), [], 0, None
+        data, address = self.recvfrom(MAX_DATAGRAM, flags)
+        truncated = _std.MSG_TRUNC if len(data) > bufsize else 0
+        return data[:bufsize], [], truncated, address
+
+    def recvmsg_into(
+        self, buffers: Iterable[Any], ancbufsize: int = 0, flags: int = 0, /
+    ) -> tuple[int, list[Any], int, Any]:
+        """:meth:`recvmsg` scattered into ``buffers`` (writable buffers, filled in order)."""
+        views = [memoryview(b).cast("B") for b in buffers]
+        if any(v.readonly for v in views):
+            raise TypeError("recvmsg_into() argument 1 must be an iterable of writable buffers")
+        total = sum(len(v) for v in views)
+        data, anc, msg_flags, address = self.recvmsg(total, ancbufsize, flags)
+        at = 0
+        for v in views:
+            part = data[at : at + len(v)]
+            v[: len(part)] = part
+            at += len(part)
+        return len(data), anc, msg_flags, address
 
     def sendfile(self, file: Any, offset: int = 0, count: Optional[int] = None) -> int:
         """Sends a binary file's bytes from ``offset`` (``count`` of them, or to the end) like
@@ -1048,13 +1104,17 @@ class socket:  # noqa: N801 - the standard library's name
         self.close()
 
     def __repr__(self) -> str:
-        if self._closed:
-            state = "closed"
-        elif self._s is not None:
-            state = self._s.phase()
-        else:
-            state = "bound" if self._u is not None else "open"
-        return f"<zt.socket.socket family={self._family.name} type={self._type.name} {state}>"
+        """As the standard library's (``fd``, ``family``, ``type``, ``proto``, ``laddr``,
+        ``raddr``), with the TCP phase (``listening``, ``connected``, …) at the end."""
+        parts = [f"fd={self.fileno()}", f"family={int(self._family)}", f"type={int(self._type)}",
+                 f"proto={self._proto}"]  # fmt: skip
+        if not self._closed:
+            for name, get in (("laddr", self.getsockname), ("raddr", self.getpeername)):
+                with contextlib.suppress(OSError):
+                    parts.append(f"{name}={get()!r}")
+        head = "<zt.socket.socket [closed] " if self._closed else "<zt.socket.socket "
+        phase = f" ({self._s.phase()})" if self._s is not None and not self._closed else ""
+        return head + ", ".join(parts) + phase + ">"
 
 
 # -- convenience functions (the standard library's) ------------------------------------------
@@ -1101,14 +1161,21 @@ def create_connection(
     address: tuple[Any, Any],
     timeout: Optional[float] = _GLOBAL_DEFAULT_TIMEOUT,  # type: ignore[assignment]
     source_address: Optional[Address] = None,
+    *,
+    all_errors: bool = False,
 ) -> socket:
     """Connects a TCP socket to ``(host, port)`` on the node's networks, like
     ``socket.create_connection``: ``host`` is an IPv4 or IPv6 literal (its family picks the
     socket's), ``port`` a number or service name; ``timeout`` (default: the global default
-    timeout) stays set on the returned socket. ``source_address``: ``("", 0)`` or the local IP
-    the connection goes out from (zt chooses no local port). The socket is closed if
-    connecting fails: ``ConnectionRefusedError``, ``TimeoutError``, ``OSError(ENETUNREACH)``
-    when no joined network routes the host, ``socket.gaierror`` for a host name."""
+    timeout) stays set on the returned socket. ``source_address``: ``(ip, port)`` the
+    connection goes out from (``""``: any address; port 0: an ephemeral one). The socket is
+    closed if connecting fails: ``ConnectionRefusedError``, ``TimeoutError``,
+    ``OSError(ENETUNREACH)`` when no joined network routes the host, ``socket.gaierror`` for a
+    host name. With
+    ``all_errors`` (Python 3.11+, as the stdlib's) the failure comes as an
+    ``ExceptionGroup``."""
+    if all_errors and sys.version_info < (3, 11):
+        raise TypeError("create_connection() got an unexpected keyword argument 'all_errors'")
     host, port = address
     family = _family_of(host)
     sa = (host, _port(port))
@@ -1119,6 +1186,12 @@ def create_connection(
         if source_address:
             sock.bind(source_address)
         sock.connect(sa)
+    except OSError as e:
+        sock.close()
+        if all_errors:
+            group: Any = getattr(builtins, "ExceptionGroup")  # noqa: B009 - Python 3.11+
+            raise group("create_connection failed", [e]) from None
+        raise
     except BaseException:
         sock.close()
         raise

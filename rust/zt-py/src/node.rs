@@ -680,9 +680,11 @@ impl NativeNode {
         py.detach(move || drop(server));
     }
 
-    /// Starts a TCP connection to `(ip, port)` on the network that routes `ip`. Buffer sizes
-    /// of 0 are the default, free to grow with the path; others are fixed.
-    #[pyo3(signature = (ip, port, rcvbuf = 0, sndbuf = 0))]
+    /// Starts a TCP connection to `(ip, port)` on the network that routes `ip`, from
+    /// `(local_ip, local_port)` (None/0: the route's address, an ephemeral port). Buffer sizes of 0 are the default, free to grow with the
+    /// path; others are fixed.
+    #[pyo3(signature = (ip, port, rcvbuf = 0, sndbuf = 0, local_port = 0, local_ip = None))]
+    #[allow(clippy::too_many_arguments)]
     fn tcp_connect(
         &self,
         py: Python<'_>,
@@ -690,11 +692,19 @@ impl NativeNode {
         port: u16,
         rcvbuf: usize,
         sndbuf: usize,
+        local_port: u16,
+        local_ip: Option<&str>,
     ) -> PyResult<TcpSocket> {
         let remote = parse_sockaddr(ip, port)?;
+        let local_ip = local_ip.map(parse_ip).transpose()?;
         self.open_socket(py, move |ctx, wake| {
-            ctx.sockets
-                .connect(ctx.stacks, remote, (rcvbuf, sndbuf), wake)
+            ctx.sockets.connect_from(
+                ctx.stacks,
+                remote,
+                (local_ip, local_port),
+                (rcvbuf, sndbuf),
+                wake,
+            )
         })
         .map(TcpSocket)
     }

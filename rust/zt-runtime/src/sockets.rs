@@ -1177,15 +1177,49 @@ impl SocketTable {
         buffers: (usize, usize),
         wake: Kick,
     ) -> Result<Arc<TcpShared>, SockError> {
+        self.connect_from(stacks, remote, (None, 0), buffers, wake)
+    }
+
+    /// As [`connect`](Self::connect), from `local`: an address of the node on the network
+    /// that routes `remote` (None: the one the route gives) and a port (0: an ephemeral one).
+    /// Nothing is sent if either is wrong.
+    ///
+    /// # Errors
+    /// As `connect`; `AddrNotAvailable` if the address is not the node's on that network,
+    /// `AddrInUse` if a socket or listener of the node uses the port.
+    pub fn connect_from(
+        &mut self,
+        stacks: &mut Stacks,
+        remote: SocketAddr,
+        local: (Option<IpAddr>, u16),
+        buffers: (usize, usize),
+        wake: Kick,
+    ) -> Result<Arc<TcpShared>, SockError> {
+        let (local_ip, local_port) = local;
+        let local_ip = local_ip.filter(|ip| !ip.is_unspecified());
         let net = Self::route(stacks, remote.ip()).ok_or(SockError::NetUnreachable)?;
+        if local_port != 0
+            && (self.listening_on(local_port, None)
+                || stacks
+                    .networks()
+                    .iter()
+                    .any(|n| stacks.get(*n).is_some_and(|s| s.port_in_use(local_port))))
+        {
+            return Err(SockError::AddrInUse);
+        }
         let stack = stacks.get(net).ok_or(SockError::NetUnreachable)?;
         let buffers = TcpBuffers::new(buffers);
         let h = buffers.add(stack);
-        let port = match stack.tcp_connect(h, remote, 0) {
+        let port = match stack.tcp_connect_from(h, remote, local_ip, local_port) {
             Ok(p) => p,
-            Err(_) => {
+            Err(e) => {
                 stack.remove(h);
-                return Err(SockError::NetUnreachable);
+                return Err(match (e, local_ip) {
+                    (zt_stack::StackError::AddressNotAvailable, Some(_)) => {
+                        SockError::AddrNotAvailable
+                    }
+                    _ => SockError::NetUnreachable,
+                });
             }
         };
         let shared =
@@ -1940,9 +1974,15 @@ impl UdpShared {
     }
 }
 
+/// How long a closed UDP socket may still send what was queued before its close (a link
+/// address being resolved, a full stack buffer).
+const UDP_LINGER: Duration = Duration::from_secs(2);
+
 #[derive(Debug)]
 struct UdpEntry {
     shared: Arc<UdpShared>,
+    /// When the loop first saw the socket closed (it lingers while it has data to send).
+    closed_at: Option<Instant>,
     /// One smoltcp socket per network it is bound on.
     handles: Vec<(NetworkId, SocketHandle)>,
     /// The bound port.
@@ -2077,6 +2117,7 @@ impl UdpTable {
             shared.refresh(&st);
         }
         self.entries.push(UdpEntry {
+            closed_at: None,
             shared: shared.clone(),
             handles,
             port,
@@ -2100,16 +2141,14 @@ impl UdpTable {
         let mut groups_gone = false;
         self.entries.retain_mut(|e| {
             let mut st = e.shared.lock();
-            if st.released {
-                for (n, h) in &e.handles {
-                    if let Some(s) = stacks.get(*n) {
-                        s.remove(*h);
-                    }
-                }
-                groups_gone |= !e.groups.is_empty();
-                return false;
-            }
-            for (n, h) in &e.handles {
+            // A closed socket first sends what sendto() took before the close (as the kernel
+            // does), for at most UDP_LINGER; then its stack sockets go.
+            let closed_since = if st.released {
+                Some(*e.closed_at.get_or_insert_with(Instant::now))
+            } else {
+                None
+            };
+            for (n, h) in e.handles.iter().filter(|_| closed_since.is_none()) {
                 let Some(s) = stacks.get(*n) else { continue };
                 let sock = s.udp(*h);
                 while let Ok((data, meta)) = sock.recv() {
@@ -2163,6 +2202,21 @@ impl UdpTable {
                     sent = true;
                 }
                 st.keep_spare(d);
+            }
+            if let Some(since) = closed_since {
+                let queued = !st.tx.is_empty()
+                    || e.handles
+                        .iter()
+                        .any(|(n, h)| stacks.get(*n).is_some_and(|s| s.udp(*h).send_queue() > 0));
+                if !queued || since.elapsed() >= UDP_LINGER {
+                    for (n, h) in &e.handles {
+                        if let Some(s) = stacks.get(*n) {
+                            s.remove(*h);
+                        }
+                    }
+                    groups_gone |= !e.groups.is_empty();
+                    return false;
+                }
             }
             e.shared.refresh(&st);
             true

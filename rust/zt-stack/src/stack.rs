@@ -374,6 +374,26 @@ impl NetStack {
         remote: SocketAddr,
         local_port: u16,
     ) -> Result<u16, StackError> {
+        self.tcp_connect_from(h, remote, None, local_port)
+    }
+
+    /// As [`tcp_connect`](Self::tcp_connect), from the local address `local` (None: the one
+    /// the route gives), which must be one of this stack's.
+    ///
+    /// # Errors
+    /// As `tcp_connect`; `AddressNotAvailable` if `local` is not an address of this stack.
+    pub fn tcp_connect_from(
+        &mut self,
+        h: SocketHandle,
+        remote: SocketAddr,
+        local: Option<IpAddr>,
+        local_port: u16,
+    ) -> Result<u16, StackError> {
+        if let Some(ip) = local
+            && !self.address_iter().any(|(a, _)| a == ip)
+        {
+            return Err(StackError::AddressNotAvailable);
+        }
         let port = if local_port == 0 {
             self.ephemeral_port()?
         } else {
@@ -389,9 +409,13 @@ impl NetStack {
         }
         let cx = self.iface.context();
         let remote = IpEndpoint::new(remote.ip().into(), remote.port());
+        let local = smoltcp::wire::IpListenEndpoint {
+            addr: local.map(Into::into),
+            port,
+        };
         self.sockets
             .get_mut::<tcp::Socket<'static>>(h)
-            .connect(cx, remote, port)
+            .connect(cx, remote, local)
             .map_err(|e| match e {
                 tcp::ConnectError::InvalidState => StackError::InvalidState,
                 tcp::ConnectError::Unaddressable => StackError::AddressNotAvailable,
