@@ -1,0 +1,49 @@
+"""Smoke tests of an installed wheel: self-contained (no conftest, no helpers of this test
+package), so the release workflow runs them against a wheel in a clean virtualenv:
+
+    cd /tmp && ZT_ALLOWED_DESTINATIONS=127.0.0.0/8,::1/128 \
+        python -m pytest -c /dev/null --rootdir /tmp "$REPO/tests/test_smoke.py"
+
+Every node here stays on 127.0.0.1 (zt.lab confines them)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import zt
+
+
+def test_the_package_and_its_native_module_load() -> None:
+    assert zt.__version__
+    assert zt.BUILD_PROFILE == "release", "a wheel is an optimized build"
+
+
+def test_identities_generate_and_round_trip() -> None:
+    ident = zt.Identity.generate()
+    assert ident.is_valid()
+    again = zt.Identity.from_string(ident.secret_string())
+    assert again == ident and again.has_secret
+    assert zt.Identity.from_string(ident.public_string()).public_key == ident.public_key
+
+
+def test_a_private_network_carries_a_tcp_echo() -> None:
+    with zt.lab.Lab() as lab:
+        nwid = lab.network()
+        alice, bob = lab.member(nwid), lab.member(nwid)
+        with bob.create_server((lab.ip(bob, nwid), 7)) as server:
+            server.settimeout(10)
+            with alice.create_connection((lab.ip(bob, nwid), 7), timeout=10) as c:
+                conn, _ = server.accept()
+                with conn:
+                    c.sendall(b"smoke")
+                    conn.settimeout(10)
+                    conn.sendall(conn.recv(5))
+                    assert c.recv(5) == b"smoke"
+
+
+def test_the_command_line_runs() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "zt", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and "demo" in out.stdout, out
