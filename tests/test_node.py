@@ -292,7 +292,7 @@ def test_refused_destinations_are_counted_and_logged(
     planet = zt.planet.make_planet(
         [(zt.Identity.generate(), ["203.0.113.5/9993"])], signing_key=zt.KeyPair.generate()
     )
-    caplog.set_level(logging.WARNING, logger="zt.node")
+    caplog.set_level(logging.INFO, logger="zt.node")
     with zt.Node(
         store=str(tmp_path / "n"), planet=planet, port=0, allowed_destinations=["127.0.0.0/8"]
     ) as node:

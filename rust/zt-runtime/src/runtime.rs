@@ -1054,7 +1054,9 @@ impl Outputs {
                         if self.refused_logged.len() < REFUSED_LOGGED_MAX
                             && self.refused_logged.insert(t.to.ip())
                         {
-                            log::warn!(
+                            // Info, not a warning: a confined node meets refusals in normal
+                            // work (peers advertise addresses it may not use).
+                            log::info!(
                                 target: "zt.node",
                                 "not sending to {}: outside the allowed destinations \
                                  (NodeOptions.allowed_destinations or \
