@@ -208,6 +208,25 @@ def test_raw_path_and_moons(env: Env) -> None:
     assert r.code == 0 and "NONE" in r.out
 
 
+def test_raw_paths_post_and_delete(env: Env) -> None:
+    """``/<path> <json>`` POSTs (``-`` reads the body from stdin), ``-XDELETE /<path>``
+    deletes: the controller API and network settings are reachable without curl."""
+    nwid = env.root.address + "0000a7"
+    r = cli(f"-D{env.home}", f"/network/{nwid}", '{"allowDNS": true}')
+    assert r.code == 0 and json.loads(r.out)["id"] == nwid, r
+    assert json.loads(r.out)["allowDNS"] is True
+    assert any(n.id == nwid for n in env.node.networks())
+    r = cli(f"-D{env.home}", f"/network/{nwid}", "{not json")
+    assert r.code == 1 and "not JSON" in r.err, r
+    r = cli(f"-D{env.home}", "-XDELETE", f"/network/{nwid}")
+    assert r.code == 0, r
+    wait_until(lambda: all(n.id != nwid for n in env.node.networks()), 10, "left")
+    r = cli(f"-D{env.home}", "-XPUT", f"/network/{nwid}")
+    assert r.code == 1 and "GET, POST or DELETE" in r.err, r
+    r = cli(f"-D{env.home}", "-XDELETE", "info")
+    assert r.code == 1 and "/<path> requests only" in r.err, r
+
+
 def test_wrong_token(env: Env) -> None:
     r = cli(f"-p{env.port}", "-Twrong", "info")
     assert (r.code, r.out) == (1, "401 info {}\n")

@@ -284,6 +284,32 @@ def test_a_node_restarted_on_a_new_port_is_reached_at_once(tmp_path: Path) -> No
         assert any(p.alive for p in paths if p not in old), paths
 
 
+def test_a_restarted_node_reaches_its_peers_at_once(tmp_path: Path) -> None:
+    """A restarted member that speaks first (its ARP request, the peer's reply) is answered at
+    once: peers answer its requests (a multicast gather) on the path they came by (through a
+    root if relayed), not on its old port, and its HELLO makes them push their credentials
+    again with their replies. Its
+    network is usable as soon as wait_network() says OK (the stack exists by then)."""
+    with zt.lab.Lab(home=tmp_path) as lab:
+        nwid = lab.network()
+        a, b = lab.member(nwid), lab.member(nwid)
+        ip_b = lab.ip(b, nwid)
+        assert a.ping(nwid, ip_b, 5.0) is not None
+        took = []
+        for _ in range(4):
+            store = a.options.store
+            time.sleep(0.3)
+            a.close()
+            lab.nodes.remove(a)
+            a = lab.node(store=store, port=zt.lab.unused_udp_port())
+            a.wait_network(nwid, 5)
+            start = time.monotonic()
+            while a.ping(nwid, ip_b, 0.05) is None:
+                assert time.monotonic() - start < 5, "not reached within 5 s"
+            took.append(time.monotonic() - start)
+        assert max(took) < 0.5, took
+
+
 def test_refused_destinations_are_counted_and_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -9,6 +9,7 @@ Every node here stays on 127.0.0.1 (zt.lab confines them)."""
 from __future__ import annotations
 
 import os
+import selectors
 import subprocess
 import sys
 
@@ -44,6 +45,31 @@ def test_a_private_network_carries_a_tcp_echo() -> None:
                     conn.settimeout(10)
                     conn.sendall(conn.recv(5))
                     assert c.recv(5) == b"smoke"
+
+
+def test_sockets_and_events_wait_in_selectors() -> None:
+    # Their readiness descriptors are the platform's own (a socket pair; on Windows a loopback
+    # TCP pair), which select/selectors/asyncio wait on.
+    with zt.lab.Lab() as lab:
+        nwid = lab.network()
+        alice, bob = lab.member(nwid), lab.member(nwid)
+        with bob.create_server((lab.ip(bob, nwid), 7)) as server:
+            server.setblocking(False)
+            sel = selectors.DefaultSelector()
+            sel.register(server, selectors.EVENT_READ)
+            assert sel.select(timeout=0) == []
+            with alice.create_connection((lab.ip(bob, nwid), 7), timeout=10) as c:
+                assert [k.fileobj for k, _ in sel.select(timeout=10)] == [server]
+                conn, _ = server.accept()
+                with conn:
+                    conn.setblocking(False)
+                    sel.register(conn, selectors.EVENT_READ)
+                    c.sendall(b"ping")
+                    ready = [k.fileobj for k, _ in sel.select(timeout=10)]
+                    assert conn in ready
+                    assert conn.recv(4) == b"ping"
+                    sel.unregister(conn)
+            sel.close()
 
 
 def test_the_command_line_runs() -> None:

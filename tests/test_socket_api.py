@@ -1373,6 +1373,7 @@ def test_connecting_to_the_nodes_own_address_says_why_it_cannot(v4: Pair) -> Non
     with v4.b.create_server((v4.ip_b, 7390)), pytest.raises(OSError, match="own address") as e:
         v4.b.create_connection((v4.ip_b, 7390), timeout=30)
     assert e.value.errno == errno.EADDRNOTAVAIL and time.monotonic() - start < 5
+    assert str(e.value).endswith(f": {v4.ip_b}:7390"), e.value
 
 
 def test_repr_names_descriptor_and_addresses_as_the_stdlib(v4: Pair) -> None:
@@ -1426,3 +1427,46 @@ def test_sendmsg_and_recvmsg_as_the_stdlib(v4: Pair) -> None:
             zt_out = exchange((zc, za), (zrx, ztx), (v4.ip_b, 7388))
     assert zt_out == os_out
     assert os_out[1] == (b"abcde", [], 0, None) and os_out[-1] == errno.EINVAL
+
+
+def test_a_burst_beyond_the_backlog_waits_instead_of_being_refused(v4: Pair) -> None:
+    """More clients than the listener's backlog connect at once: as with the kernel, the SYNs
+    it has no room for are dropped (counted) and their clients' retries get in once accept()
+    makes room; none is refused. The OS socket does the same on loopback."""
+    clients = 4  # a backlog of 1 holds 2 (as Linux's): 2 wait for their SYN's retry
+
+    def burst(listener: Any, connect: Callable[[], Any]) -> list[str]:
+        outcomes: list[str] = []
+
+        def client() -> None:
+            try:
+                with connect() as c:
+                    c.settimeout(20)
+                    outcomes.append("ok" if c.recv(1) == b"!" else "eof")
+            except OSError as e:
+                outcomes.append(type(e).__name__)
+
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)  # every SYN is out before the first accept()
+        listener.settimeout(20)
+        for _ in range(clients):
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(b"!")
+        for t in threads:
+            t.join(30)
+        return outcomes
+
+    with std.create_server(("127.0.0.1", 0), backlog=1) as os_listener:
+        port = os_listener.getsockname()[1]
+        os_outcomes = burst(
+            os_listener, lambda: std.create_connection(("127.0.0.1", port), timeout=20)
+        )
+    dropped = v4.b.stats["syns_dropped"]
+    with v4.b.create_server((v4.ip_b, 7391), backlog=1) as listener:
+        zt_outcomes = burst(listener, lambda: v4.a.create_connection((v4.ip_b, 7391), timeout=20))
+    assert os_outcomes == ["ok"] * clients
+    assert zt_outcomes == ["ok"] * clients
+    assert v4.b.stats["syns_dropped"] > dropped

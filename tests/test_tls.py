@@ -103,6 +103,32 @@ def test_blocking_tls_echo_bulk_makefile_and_certificate(net: Overlay) -> None:
     assert not t.is_alive()
 
 
+def test_files_from_makefile_outlive_close_on_tls(net: Overlay) -> None:
+    """As with ``zt.socket`` (and the standard library): close() with makefile() files open
+    keeps the TLS connection until the last of them is closed; text files have ``.mode``."""
+    t = tls_echo_server(net, 8011)
+    c = client(net)
+    c.connect((net.ip_b, 8011))
+    f = c.makefile("rwb")
+    text = c.makefile("r", encoding="ascii")
+    assert text.mode == "r"
+    f.write(b"first\n")
+    f.flush()
+    assert f.readline() == b"first\n"
+    c.close()
+    f.write(b"second\n")  # still open: both ways through the file
+    f.flush()
+    assert f.readline() == b"second\n"
+    f.close()
+    assert c.fileno() >= 0  # the text file is still open
+    text.close()
+    assert c.fileno() == -1
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        c.recv(1)
+    t.join(10)
+    assert not t.is_alive()
+
+
 def test_blocking_tls_refuses_an_unknown_ca_and_a_wrong_name(net: Overlay) -> None:
     t = tls_echo_server(net, 8002, count=3)
     # The system's CAs do not know the test CA.

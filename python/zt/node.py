@@ -426,6 +426,7 @@ class Node:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._check_waitable(f"join {format_network_id(nwid)}")
+            seq = self._native.snapshot_seq()
             n = self.network(nwid)
             if n is None:
                 raise NetworkError(f"not a member of {format_network_id(nwid)}")
@@ -435,7 +436,10 @@ class Node:
                 if n.status in ("ACCESS_DENIED", "NOT_FOUND", "AUTHENTICATION_REQUIRED"):
                     raise NetworkError(f"network {n.id}: {n.status}")
                 raise TimeoutError(f"network {n.id} is {n.status}")
-            time.sleep(0.05)
+            # Until the node publishes a new state (at once when the network changes), in
+            # slices so that Ctrl-C and the deadline are heeded.
+            left = 0.5 if deadline is None else max(0.0, deadline - time.monotonic()) + 0.001
+            self._native.wait_snapshot(seq, min(left, 0.5))
 
     def send_frame(self, nwid: NetworkIdLike, frame: bytes) -> None:
         """Sends an Ethernet frame (14-byte header + payload) on a network, as the node's own

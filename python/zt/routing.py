@@ -22,6 +22,7 @@ import logging
 import os
 import select
 import socket as _std
+import sys
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union, overload
@@ -371,6 +372,11 @@ class Router:
         hosts: Optional[Mapping[str, str]] = None,
         connect_timeout: float = 30.0,
     ) -> None:
+        if sys.platform == "win32":
+            raise NotImplementedError(
+                "zt.route needs Unix descriptors (a routed connection takes over the OS "
+                "socket's descriptor); on Windows connect with node.create_connection()"
+            )
         self.node = node
         self.hosts: dict[str, IpAddress] = {
             name.lower().rstrip("."): ipaddress.ip_address(ip) for name, ip in (hosts or {}).items()

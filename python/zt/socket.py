@@ -31,7 +31,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno as _errno
-import io
 import ipaddress
 import operator
 import socket as _std
@@ -43,9 +42,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Optional, Union, overload
 
 from . import _native
+from ._fileio import _MakefileMixin
 from ._multicast import GroupOptions
 from ._timeout import check_timeout
-from .network import on_overlay
 
 if TYPE_CHECKING:
     from .node import Node
@@ -103,6 +102,7 @@ _NAMED_ERRNOS = frozenset(
     {
         _errno.ECONNREFUSED,
         _errno.ENETUNREACH,
+        _errno.EADDRNOTAVAIL,
         _errno.EHOSTUNREACH,
         _errno.ETIMEDOUT,
         _errno.EMSGSIZE,
@@ -232,7 +232,7 @@ class _Deadline:
         return left
 
 
-class socket:  # noqa: N801 - the standard library's name
+class socket(_MakefileMixin):  # noqa: N801 - the standard library's name
     """A TCP or UDP socket on a node's networks (:meth:`zt.Node.socket`,
     :func:`create_connection`, :func:`create_server`)."""
 
@@ -277,9 +277,6 @@ class socket:  # noqa: N801 - the standard library's name
         self._options = dict(_STORED_OPTIONS)
         self._groups = GroupOptions(self._family, self._type)
         self._closed = False
-        # Files from makefile() still open, and a close() waiting for them (as the stdlib's).
-        self._io_refs = 0
-        self._close_pending = False
 
     @classmethod
     def _wrap(cls, node: Node, family: int, native: _native.TcpSocket) -> socket:
@@ -468,25 +465,13 @@ class socket:  # noqa: N801 - the standard library's name
         if self._s is not None:
             self._connect_again()
             return
-        ip = ipaddress.ip_address(host)
-        networks = self._node.networks()
-        if any(iface.ip == ip for net in networks for iface in net.addresses):
-            # The overlay has no loopback: it would wait for a handshake nobody answers.
-            raise OSError(
-                _errno.EADDRNOTAVAIL,
-                f"{host} is this node's own address: a node cannot connect to itself over the "
-                "overlay (use another node, or an OS socket on 127.0.0.1)",
-            )
-        if port == 0 and on_overlay(networks, ip):
-            # No one listens on port 0: refused, as by the kernel (not unreachable).
-            raise ConnectionRefusedError(_errno.ECONNREFUSED, "Connection refused")
         local_ip, local_port = self._bound or (None, 0)
         try:
             s = self._node._native.tcp_connect(
                 host, port, *self._tcp_bufs(), local_port, local_ip or None
             )
         except OSError as e:
-            if e.errno == _errno.EADDRNOTAVAIL:
+            if e.errno == _errno.EADDRNOTAVAIL and local_ip and "own address" not in str(e):
                 raise OSError(
                     e.errno,
                     f"{e.strerror}: {local_ip} is not this node's address on the network that "
@@ -846,14 +831,6 @@ class socket:  # noqa: N801 - the standard library's name
         if how in (SHUT_WR, SHUT_RDWR):
             self._shut_wr = True
 
-    def close(self) -> None:
-        """Closes the socket (a TCP connection's queued data still goes out). Idempotent.
-        As in the standard library, files from :meth:`makefile` still open keep the connection
-        until they are closed too (``http.client`` reads a ``Connection: close`` body so)."""
-        self._close_pending = True
-        if self._io_refs <= 0:
-            self._real_close()
-
     def _real_close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -1083,19 +1060,7 @@ class socket:  # noqa: N801 - the standard library's name
             raise OSError(_errno.EINVAL, "getsockopt buflen out of range")
         return struct.pack("=i", value)[:buflen]
 
-    # -- files and context -----------------------------------------------------------------
-
-    def makefile(self, mode: str = "r", buffering: Optional[int] = None, **kw: Any) -> Any:
-        f = _makefile(self, mode, buffering, **kw)
-        self._io_refs += 1
-        return f
-
-    def _decref_socketios(self) -> None:
-        """Called by ``socket.SocketIO.close`` (the stdlib's file wrapper)."""
-        if self._io_refs > 0:
-            self._io_refs -= 1
-        if self._close_pending and self._io_refs <= 0:
-            self._real_close()
+    # -- context ---------------------------------------------------------------------------
 
     def __enter__(self) -> socket:
         return self
@@ -1231,26 +1196,3 @@ def create_server(
         sock.close()
         raise
     return sock
-
-
-def _makefile(sock: Any, mode: str, buffering: Optional[int], **kw: Any) -> Any:
-    """``socket.makefile`` for socket-shaped objects (``recv_into``, ``send``,
-    ``_decref_socketios``): the standard library's ``SocketIO`` with the usual buffering."""
-    raw_mode = "rw" if "w" in mode and "r" in mode else mode.replace("b", "")
-    raw = _std.SocketIO(sock, raw_mode)  # type: ignore[arg-type]
-    binary = "b" in mode
-    if buffering == 0 and binary:
-        return raw
-    size = io.DEFAULT_BUFFER_SIZE if buffering in (None, -1, 0) else buffering
-    buf: Any
-    if "r" in mode and "w" in mode:
-        buf = io.BufferedRWPair(raw, raw, size)
-    elif "w" in mode:
-        buf = io.BufferedWriter(raw, size)
-    else:
-        buf = io.BufferedReader(raw, size)
-    if binary:
-        return buf
-    text = io.TextIOWrapper(buf, **kw)
-    text.mode = mode  # type: ignore[misc]  # as the stdlib's makefile sets it
-    return text

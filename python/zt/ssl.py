@@ -21,7 +21,8 @@ import ssl
 import threading
 from typing import Any, Callable, Optional, TypeVar, Union
 
-from zt.socket import SOCK_STREAM, _makefile
+from zt._fileio import _MakefileMixin
+from zt.socket import SOCK_STREAM
 from zt.socket import socket as zt_socket
 
 __all__ = ["SSLSocket", "wrap_socket"]
@@ -41,7 +42,7 @@ def _want_write() -> ssl.SSLWantWriteError:
     return ssl.SSLWantWriteError(ssl.SSL_ERROR_WANT_WRITE, "The operation did not complete (write)")
 
 
-class SSLSocket:
+class SSLSocket(_MakefileMixin):
     """A TLS connection on a :class:`zt.socket.socket` (make it with :func:`wrap_socket`).
 
     Blocking, timeout and non-blocking modes follow the wrapped socket's timeout: a timeout
@@ -96,8 +97,6 @@ class SSLSocket:
         self._one_record = False
         self._record = bytearray()
         self._closed = False
-        self._io_refs = 0  # files from makefile() still open
-        self._close_pending = False  # close() waits for them
         if do_handshake_on_connect and self._connected():
             try:
                 self.do_handshake()
@@ -334,18 +333,6 @@ class SSLSocket:
         while sent < len(view):
             sent += self.send(view[sent:], flags)
 
-    def makefile(self, mode: str = "r", buffering: Optional[int] = None, **kw: Any) -> Any:
-        f = _makefile(self, mode, buffering, **kw)
-        self._io_refs += 1
-        return f
-
-    def _decref_socketios(self) -> None:
-        """Called by ``socket.SocketIO.close`` (the stdlib's file wrapper)."""
-        if self._io_refs > 0:
-            self._io_refs -= 1
-        if self._close_pending and self._io_refs <= 0:
-            self._real_close()
-
     # -- the socket underneath ------------------------------------------------------------
 
     def connect(self, address: tuple[Any, ...]) -> None:
@@ -387,13 +374,6 @@ class SSLSocket:
     def shutdown(self, how: int) -> None:
         """Shuts the socket down (no close_notify: use :meth:`unwrap` for that)."""
         self._sock.shutdown(how)
-
-    def close(self) -> None:
-        """Closes the connection, once files from :meth:`makefile` are closed too (as the
-        standard library's)."""
-        self._close_pending = True
-        if self._io_refs <= 0:
-            self._real_close()
 
     def _real_close(self) -> None:
         if not self._closed:

@@ -64,7 +64,8 @@ Available commands:
   listmoons               - List moons (federated root sets)
   orbit <world ID> <seed> - Join a moon via any member root
   deorbit <world ID>      - Leave a moon
-  /<path>                 - GET an API path and print the answer
+  /<path> [<json>]        - GET an API path (POST <json> if given) and print the answer
+  -X<method> /<path> [<json>] - the same with another method (POST, DELETE)
 
 Available settings:
   Settings to use with [get/set] may include property names from
@@ -529,8 +530,14 @@ class _Cli:
                 out += ip + ("" if last else "\n")
         return out
 
-    def raw_get(self, path: str) -> int:
-        code, body = self.client.request("GET", path)
+    def raw(self, method: str, path: str, body: Optional[str]) -> int:
+        if body is not None:
+            try:
+                json.loads(body)
+            except ValueError as e:
+                sys.stderr.write(f"{path}: the body is not JSON ({e})\n")
+                return 1
+        code, body = self.client.request(method, path, body)
         if code == 200:
             self.out.write(body)
             return 0
@@ -586,9 +593,15 @@ def main(argv: list[str], prog: str = "zt cli") -> int:
     host = "127.0.0.1"
     token = ""
     as_json = False
+    method = ""
     command = arg1 = arg2 = ""
     for a in argv:
-        if a.startswith("-"):
+        if a.startswith("-X") and len(a) > 2:
+            method = a[2:].upper()
+            if method not in ("GET", "POST", "DELETE"):
+                sys.stderr.write(f"{prog}: -X takes GET, POST or DELETE, not {a[2:]}\n")
+                return 1
+        elif a.startswith("-") and not (command.startswith("/") and a == "-"):
             switch, rest = a[1:2], a[2:]
             if switch in ("q", "j", "v") and rest:
                 _help(sys.stdout, prog)
@@ -653,7 +666,15 @@ def main(argv: list[str], prog: str = "zt cli") -> int:
 
     cli = _Cli(_Client(host, port, token), command, as_json, sys.stdout)
     if command.startswith("/"):
-        return cli.raw_get(command)
+        body = arg1 or None
+        if body == "-":
+            body = sys.stdin.read()
+        if not method:
+            method = "POST" if body is not None else "GET"
+        return cli.raw(method, command, body)
+    if method:
+        sys.stderr.write(f"{prog}: -X applies to /<path> requests only\n")
+        return 1
     if command in ("info", "status"):
         return cli.info()
     if command == "listpeers":

@@ -39,9 +39,9 @@ pub(crate) fn runtime(e: zt_runtime::runtime::RuntimeError) -> PyErr {
 pub(crate) fn os(what: &str, e: &std::io::Error) -> PyErr {
     use std::io::ErrorKind as K;
     let errno = e.raw_os_error().or(match e.kind() {
-        K::AddrInUse => Some(libc::EADDRINUSE),
-        K::AddrNotAvailable => Some(libc::EADDRNOTAVAIL),
-        K::PermissionDenied => Some(libc::EACCES),
+        K::AddrInUse => Some(errno("EADDRINUSE")),
+        K::AddrNotAvailable => Some(errno("EADDRNOTAVAIL")),
+        K::PermissionDenied => Some(errno("EACCES")),
         _ => None,
     });
     let message = format!("{what}: {e}");
@@ -58,8 +58,45 @@ pub(crate) fn socket_runtime(e: zt_runtime::runtime::RuntimeError) -> PyErr {
     match e {
         R::Timeout => pyo3::exceptions::PyTimeoutError::new_err(e.to_string()),
         other => pyo3::exceptions::PyOSError::new_err((
-            libc::ENETDOWN,
+            errno("ENETDOWN"),
             format!("network is down: {other}"),
         )),
+    }
+}
+
+/// The value of Python's `errno.<name>` (what `OSError` picks its subclass by): on Unix the C
+/// library's, on Windows Winsock's for socket errors. -1 if Python lacks the name.
+pub(crate) fn errno(name: &str) -> i32 {
+    #[cfg(unix)]
+    {
+        let known = match name {
+            "EADDRINUSE" => Some(libc::EADDRINUSE),
+            "EADDRNOTAVAIL" => Some(libc::EADDRNOTAVAIL),
+            "EACCES" => Some(libc::EACCES),
+            "ENETDOWN" => Some(libc::ENETDOWN),
+            _ => None,
+        };
+        if let Some(n) = known {
+            return n;
+        }
+    }
+    use pyo3::prelude::*;
+    Python::attach(|py| {
+        py.import("errno")
+            .and_then(|m| m.getattr(name))
+            .and_then(|v| v.extract::<i32>())
+            .unwrap_or(-1)
+    })
+}
+
+/// The errno of a socket error, as Python numbers it on this platform.
+pub(crate) fn sock_errno(e: zt_runtime::sockets::SockError) -> i32 {
+    #[cfg(unix)]
+    {
+        e.errno()
+    }
+    #[cfg(not(unix))]
+    {
+        errno(e.errno_name())
     }
 }

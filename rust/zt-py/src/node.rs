@@ -33,14 +33,25 @@ fn duration(timeout: Option<f64>) -> PyResult<Option<Duration>> {
 /// handlers (Ctrl-C interrupts a blocked call as it does the stdlib's).
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
-/// Whether this is the process's first thread, where Python runs signal handlers.
-fn on_main_thread() -> bool {
+/// Whether this is Python's main thread, where it runs signal handlers (asked of Python once per
+/// thread: `threading.main_thread()`).
+fn on_main_thread(py: Python<'_>) -> bool {
     thread_local! {
-        // SAFETY: gettid and getpid take no arguments and cannot fail.
-        #[allow(unsafe_code)]
-        static MAIN: bool = unsafe { libc::gettid() == libc::getpid() };
+        static MAIN: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
     }
-    MAIN.with(|m| *m)
+    MAIN.with(|m| {
+        if let Some(known) = m.get() {
+            return known;
+        }
+        let main = (|| -> PyResult<bool> {
+            let threading = py.import("threading")?;
+            let main = threading.call_method0("main_thread")?;
+            Ok(threading.call_method0("current_thread")?.is(&main))
+        })()
+        .unwrap_or(false);
+        m.set(Some(main));
+        main
+    })
 }
 
 /// Runs `wait` (until a deadline) without the GIL until it returns anything but its own
@@ -53,7 +64,7 @@ fn wait_interruptibly<R: Send, E: Send>(
     timed_out: impl Fn(&E) -> bool,
     wait: impl Fn(Option<Instant>) -> Result<R, E> + Sync,
 ) -> PyResult<Result<R, E>> {
-    if !on_main_thread() {
+    if !on_main_thread(py) {
         return Ok(py.detach(|| wait(deadline)));
     }
     loop {
@@ -202,7 +213,7 @@ impl EventSubscription {
     }
 
     /// Readable while an event is queued or the subscription is closed (for select/asyncio).
-    fn fileno(&self) -> i32 {
+    fn fileno(&self) -> zt_runtime::readiness::RawDescriptor {
         self.0.readiness_fd()
     }
 
@@ -394,6 +405,7 @@ impl NativeNode {
             d.set_item("store_errors", s.store_errors)?;
             d.set_item("send_errors", s.send_errors)?;
             d.set_item("refused_destinations", s.refused_destinations)?;
+            d.set_item("syns_dropped", s.syns_dropped)?;
             d.set_item("inline_passes", s.inline_passes)?;
             d.set_item("led_passes", s.led_passes)?;
             d.set_item("datagrams_in", s.stats.datagrams_in)?;
@@ -505,6 +517,19 @@ impl NativeNode {
             .map_err(errors::runtime)
     }
 
+    /// The number of the latest published snapshot.
+    fn snapshot_seq(&self) -> u64 {
+        self.rt().snapshot_seq()
+    }
+
+    /// Waits (without the GIL) until a snapshot newer than `seq` is published, `timeout`
+    /// seconds pass, or the node stops; the latest number.
+    fn wait_snapshot(&self, py: Python<'_>, seq: u64, timeout: f64) -> PyResult<u64> {
+        let t = duration(Some(timeout))?.unwrap_or_default();
+        let rt = self.rt();
+        Ok(py.detach(|| rt.wait_snapshot_after(seq, t)))
+    }
+
     /// Joined networks as zerotier-one's `/network` JSON text.
     fn networks_json(&self) -> String {
         self.rt().snapshot().map_or_else(
@@ -590,7 +615,15 @@ impl NativeNode {
                     call,
                 )
                 .map_err(errors::runtime)?
-                .map_err(|e| errors::NetworkError::new_err(format!("cannot ping: {e}")))?;
+                .map_err(|e| {
+                    errors::NetworkError::new_err(match e {
+                        zt_stack::StackError::BadHandle => format!(
+                            "cannot ping: network {id} is not up on this node (not joined, or \
+                             its config has not arrived)"
+                        ),
+                        e => format!("cannot ping: {e}"),
+                    })
+                })?;
             let mut seq = 1u16;
             let mut last = Instant::now();
             loop {
@@ -984,10 +1017,12 @@ fn sock_err(e: SockError, timeout: Option<Duration>) -> PyErr {
     use SockError as S;
     match e {
         S::WouldBlock if timeout.is_some_and(|t| t.is_zero()) => {
-            pyo3::exceptions::PyBlockingIOError::new_err((e.errno(), e.to_string()))
+            pyo3::exceptions::PyBlockingIOError::new_err((errors::sock_errno(e), e.to_string()))
         }
         S::WouldBlock => pyo3::exceptions::PyTimeoutError::new_err("timed out"),
-        other => pyo3::exceptions::PyOSError::new_err((other.errno(), other.to_string())),
+        other => {
+            pyo3::exceptions::PyOSError::new_err((errors::sock_errno(other), other.to_string()))
+        }
     }
 }
 
@@ -1113,7 +1148,7 @@ impl TcpSocket {
     }
 
     /// The readiness descriptor.
-    fn fileno(&self) -> i32 {
+    fn fileno(&self) -> zt_runtime::readiness::RawDescriptor {
         self.0.fd()
     }
 
@@ -1299,7 +1334,7 @@ impl UdpSocket {
     }
 
     /// The readiness descriptor.
-    fn fileno(&self) -> i32 {
+    fn fileno(&self) -> zt_runtime::readiness::RawDescriptor {
         self.0.fd()
     }
 

@@ -7,11 +7,10 @@
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use crate::readiness::{LocalStream, RawDescriptor, local_pair, raw_descriptor};
 use zt_proto::Address;
 use zt_proto::network::NetworkId;
 use zt_proto::network::config::IpPrefix;
@@ -215,15 +214,13 @@ pub struct Subscription {
     queue: Mutex<Queue>,
     cond: Condvar,
     capacity: usize,
-    ready_rx: UnixStream,
-    ready_tx: UnixStream,
+    ready_rx: LocalStream,
+    ready_tx: LocalStream,
 }
 
 impl Subscription {
     fn new(capacity: usize) -> std::io::Result<Self> {
-        let (ready_rx, ready_tx) = UnixStream::pair()?;
-        ready_rx.set_nonblocking(true)?;
-        ready_tx.set_nonblocking(true)?;
+        let (ready_rx, ready_tx) = local_pair()?;
         Ok(Self {
             queue: Mutex::new(Queue {
                 events: VecDeque::new(),
@@ -350,8 +347,8 @@ impl Subscription {
     /// A descriptor that is readable while an event is queued or the subscription is closed.
     /// Do not read from it; call [`Subscription::try_recv`].
     #[must_use]
-    pub fn readiness_fd(&self) -> RawFd {
-        self.ready_rx.as_raw_fd()
+    pub fn readiness_fd(&self) -> RawDescriptor {
+        raw_descriptor(&self.ready_rx)
     }
 }
 
@@ -396,11 +393,11 @@ impl EventHub {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
-    fn fd_is_readable(fd: RawFd) -> bool {
+    fn fd_is_readable(fd: RawDescriptor) -> bool {
         let mut pfd = libc::pollfd {
             fd,
             events: libc::POLLIN,

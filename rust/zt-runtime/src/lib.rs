@@ -19,6 +19,7 @@ pub mod keygen;
 pub mod readiness;
 pub mod rng;
 pub mod runtime;
+#[cfg(unix)]
 pub mod signal;
 pub mod sockets;
 pub mod stacks;

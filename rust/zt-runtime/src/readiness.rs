@@ -1,7 +1,9 @@
 //! A real file descriptor whose readability and writability mirror a user-space socket's, so
 //! `select`, `selectors` and asyncio can wait on sockets whose data lives in Rust.
 //!
-//! It is one end (`user`) of a Unix socket pair; the other end (`control`) stays here:
+//! It is one end (`user`) of a connected local socket pair ([`local_pair`]: a Unix socket pair,
+//! on Windows a loopback TCP pair as Python's `socket.socketpair` makes there, since `select`
+//! waits only on sockets); the other end (`control`) stays here:
 //! - readable ⇔ a byte waits in `user`'s receive queue (written from `control`, drained from
 //!   `user` when the socket stops being readable);
 //! - writable ⇔ `user`'s send queue has room (filled up from `user` until the kernel says
@@ -11,9 +13,77 @@
 //! Nobody else ever reads or writes these descriptors; only their poll state matters.
 
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, PoisonError};
+
+/// One end of a [`local_pair`].
+#[cfg(unix)]
+pub type LocalStream = std::os::unix::net::UnixStream;
+/// One end of a [`local_pair`].
+#[cfg(windows)]
+pub type LocalStream = std::net::TcpStream;
+
+/// What `select` and asyncio wait on: a descriptor (Unix) or a socket handle (Windows), as
+/// Python's `fileno()` returns them.
+#[cfg(unix)]
+pub type RawDescriptor = std::os::fd::RawFd;
+/// What `select` and asyncio wait on: a descriptor (Unix) or a socket handle (Windows), as
+/// Python's `fileno()` returns them.
+#[cfg(windows)]
+pub type RawDescriptor = std::os::windows::io::RawSocket;
+
+/// The descriptor of one end of a [`local_pair`].
+#[must_use]
+pub fn raw_descriptor(s: &LocalStream) -> RawDescriptor {
+    #[cfg(unix)]
+    {
+        std::os::fd::AsRawFd::as_raw_fd(s)
+    }
+    #[cfg(windows)]
+    {
+        std::os::windows::io::AsRawSocket::as_raw_socket(s)
+    }
+}
+
+/// Two connected, non-blocking local sockets.
+///
+/// # Errors
+/// The OS refused (descriptor limit; on Windows, no loopback interface).
+#[cfg(unix)]
+pub fn local_pair() -> std::io::Result<(LocalStream, LocalStream)> {
+    let (a, b) = LocalStream::pair()?;
+    a.set_nonblocking(true)?;
+    b.set_nonblocking(true)?;
+    Ok((a, b))
+}
+
+/// Two connected, non-blocking local sockets: a loopback TCP connection (Windows has no
+/// `socketpair`). The accepted end is checked to be ours: another local program that connects
+/// to the short-lived listener first is turned away. Small buffers keep the "not writable"
+/// state cheap to reach.
+///
+/// # Errors
+/// The OS refused (no loopback interface, out of sockets).
+#[cfg(windows)]
+pub fn local_pair() -> std::io::Result<(LocalStream, LocalStream)> {
+    use std::net::{Ipv4Addr, TcpListener};
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let a = LocalStream::connect(listener.local_addr()?)?;
+    let want = a.local_addr()?;
+    let b = loop {
+        let (b, from) = listener.accept()?;
+        if from == want {
+            break b;
+        }
+    };
+    for s in [&a, &b] {
+        s.set_nodelay(true)?;
+        s.set_nonblocking(true)?;
+        let s = socket2::SockRef::from(s);
+        s.set_send_buffer_size(4096)?;
+        s.set_recv_buffer_size(4096)?;
+    }
+    Ok((a, b))
+}
 
 /// Readiness state driven from Rust.
 ///
@@ -21,8 +91,8 @@ use std::sync::{Mutex, PoisonError};
 /// a socket used with blocking calls alone never pays the system calls of mirroring its state.
 #[derive(Debug)]
 pub struct Readiness {
-    user: UnixStream,
-    control: UnixStream,
+    user: LocalStream,
+    control: LocalStream,
     state: Mutex<State>,
 }
 
@@ -44,9 +114,7 @@ impl Readiness {
     /// # Errors
     /// The socket pair could not be created.
     pub fn new() -> std::io::Result<Self> {
-        let (user, control) = UnixStream::pair()?;
-        user.set_nonblocking(true)?;
-        control.set_nonblocking(true)?;
+        let (user, control) = local_pair()?;
         Ok(Self {
             user,
             control,
@@ -62,13 +130,13 @@ impl Readiness {
     /// The descriptor to hand to `select`/`poll`/asyncio (never read or written by users).
     /// From the first call on, it mirrors the socket's state.
     #[must_use]
-    pub fn fd(&self) -> RawFd {
+    pub fn fd(&self) -> RawDescriptor {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if !st.armed {
             st.armed = true;
             self.apply(&mut st);
         }
-        self.user.as_raw_fd()
+        raw_descriptor(&self.user)
     }
 
     /// Sets what the socket is; the descriptor follows when it is in use.
@@ -115,11 +183,11 @@ impl Readiness {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
-    fn poll(fd: RawFd) -> (bool, bool) {
+    fn poll(fd: RawDescriptor) -> (bool, bool) {
         let mut p = libc::pollfd {
             fd,
             events: libc::POLLIN | libc::POLLOUT,

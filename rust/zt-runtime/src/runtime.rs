@@ -29,6 +29,7 @@ const INTERFACE_REFRESH_MS: i64 = 30_000;
 const SNAPSHOT_PERIOD_MS: i64 = 20;
 /// Most datagrams per UDP socket that a leading thread reads before it looks at its own socket
 /// again ([`Shared::lead`]): a stream of datagrams does not keep it from returning.
+#[cfg_attr(not(unix), allow(dead_code))]
 const LEAD_BATCH: usize = 64;
 /// Refused destinations logged at most (each once); more are only counted.
 const REFUSED_LOGGED_MAX: usize = 64;
@@ -164,6 +165,9 @@ pub struct Snapshot {
     /// (`RuntimeOptions::allowed_destinations` or the environment's list); the first to each
     /// address is logged.
     pub refused_destinations: u64,
+    /// SYNs dropped while a listener had no free socket (its backlog full): their clients
+    /// retry, as with the kernel's full queues.
+    pub syns_dropped: u64,
     /// Whether a root answers (always for a root).
     pub online: bool,
     /// Whether this node is a root of its planet or a moon.
@@ -274,7 +278,8 @@ struct Shared {
     /// what it just queued ([`Shared::kick`]).
     core: Mutex<Option<Core>>,
     /// Interrupts an application thread that leads the node's receiving ([`Shared::lead`]).
-    lead_wake: Option<crate::signal::EventFd>,
+    #[cfg(unix)]
+    lead_wake: Option<crate::signal::Wake>,
 }
 
 impl Shared {
@@ -327,6 +332,17 @@ impl Shared {
     /// but keeps its timers and requests. The data for this thread's socket thus reaches it
     /// with no wake-up of, and no hand-off from, the loop thread. `false`: the loop is busy,
     /// another thread leads, or the poller refused: wait as usual.
+    ///
+    /// Unix only (see [`crate::signal`]); on Windows threads wait as usual and the loop
+    /// thread's poller (mio over IOCP) does the receiving.
+    #[cfg(not(unix))]
+    #[allow(clippy::unused_self)]
+    fn lead(&self, _ready: &mut dyn FnMut() -> bool, _deadline: Option<Instant>) -> bool {
+        false
+    }
+
+    /// See the Windows version above.
+    #[cfg(unix)]
     fn lead(&self, ready: &mut dyn FnMut() -> bool, deadline: Option<Instant>) -> bool {
         let Some(lead_wake) = &self.lead_wake else {
             return false;
@@ -412,6 +428,7 @@ impl Shared {
 
     /// Interrupts the leading thread, if any, to look at its socket again.
     fn interrupt_leader(&self) {
+        #[cfg(unix)]
         if let Some(w) = &self.lead_wake {
             w.signal();
         }
@@ -595,7 +612,8 @@ impl NodeRuntime {
                 changed: Condvar::new(),
                 core: Mutex::new(None),
                 // Without it (descriptor limit), threads wait for their sockets as usual.
-                lead_wake: crate::signal::EventFd::new().ok(),
+                #[cfg(unix)]
+                lead_wake: crate::signal::Wake::new().ok(),
             }),
         }
     }
@@ -619,6 +637,36 @@ impl NodeRuntime {
     #[must_use]
     pub fn snapshot(&self) -> Option<Snapshot> {
         self.shared.lock().snapshot.clone()
+    }
+
+    /// The number of the latest snapshot (it grows by one with each published snapshot).
+    #[must_use]
+    pub fn snapshot_seq(&self) -> u64 {
+        self.shared.lock().snapshot_seq
+    }
+
+    /// Waits until a snapshot newer than number `seq` is published, `timeout` passes, or the
+    /// node is neither starting nor running; the latest number. For waiting on a change of
+    /// state (a network becoming OK) without polling.
+    #[must_use]
+    pub fn wait_snapshot_after(&self, seq: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        let mut c = self.shared.lock();
+        while c.snapshot_seq == seq
+            && matches!(c.lifecycle, Lifecycle::Starting | Lifecycle::Running)
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            c = self
+                .shared
+                .changed
+                .wait_timeout(c, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        c.snapshot_seq
     }
 
     /// A snapshot taken after this call (a round trip to the loop thread): for counters and
@@ -923,6 +971,8 @@ fn run(shared: &Arc<Shared>) {
 }
 
 /// The loop's state (what [`Shared::core`] holds while the loop runs).
+// Windows has no leading thread: the fields and methods that serve one go unused there.
+#[cfg_attr(not(unix), allow(dead_code))]
 struct Core {
     node: Node,
     out: Outputs,
@@ -965,6 +1015,7 @@ impl Core {
 
     /// Puts the UDP sockets back into the loop's poller (the loop is woken if datagrams wait).
     /// A poller that refuses ends the loop: it could not receive on them any more.
+    #[cfg_attr(not(unix), allow(dead_code))]
     fn give_back_udp(&mut self) {
         if let Err(e) = self.out.udp.register(&self.registry, FIRST_SOCKET) {
             self.fault = Some(format!("cannot watch the UDP sockets again: {e}"));
@@ -976,6 +1027,7 @@ impl Core {
     ///
     /// # Errors
     /// A socket failed as it would fail the loop.
+    #[cfg_attr(not(unix), allow(dead_code))]
     fn receive(&mut self, shared: &Shared, readable: &[bool]) -> std::io::Result<bool> {
         self.out.led_passes += 1;
         for (index, _) in readable.iter().enumerate().filter(|(_, r)| **r) {
@@ -1301,6 +1353,7 @@ fn snapshot(
         store_errors: out.store_errors,
         send_errors: out.send_errors,
         refused_destinations: out.refused_destinations,
+        syns_dropped: out.stacks.syns_dropped(),
         online: node.is_online(),
         is_root: node.is_root(),
         port: out.udp.port(),
@@ -1394,6 +1447,10 @@ fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         out.udp.port(),
         if node.is_root() { " as a root" } else { "" }
     );
+    // Networks restored from the store are OK in the first snapshot: their stacks exist by
+    // then, or a caller of wait_network() could open sockets or ping before they do.
+    out.stacks.sync(&node);
+    out.stacks_dirty = false;
     let first = snapshot(&node, &mut out, clock.now(), None);
     let mut guard = shared.lock_core();
     *guard = Some(Core {

@@ -70,8 +70,8 @@ impl TcpBuffers {
     }
 }
 /// Most listening smoltcp sockets kept armed per listener and address: up to the backlog, so
-/// that as many handshakes can be in progress at once (a SYN finding none gets a RST, i.e.
-/// "refused"). Their buffers are zeroed allocations the OS maps lazily, so idle ones cost little
+/// that as many handshakes can be in progress at once (a SYN finding none is dropped, as by the
+/// kernel, and the client's retry gets in later: `NetStack::handle_frame`). Their buffers are zeroed allocations the OS maps lazily, so idle ones cost little
 /// memory.
 const MAX_ARMED: usize = 128;
 /// How long a connection may wait on a silent peer (unacknowledged data or FIN, unanswered
@@ -134,6 +134,10 @@ pub enum SockError {
     /// EADDRNOTAVAIL: no joined network gives this node that address.
     #[error("cannot assign requested address")]
     AddrNotAvailable,
+    /// EADDRNOTAVAIL: a connection to one of this node's own addresses (the overlay has no
+    /// loopback: it would wait for a handshake nobody answers).
+    #[error("cannot connect to this node's own address (the overlay has no loopback)")]
+    OwnAddress,
     /// EINVAL.
     #[error("invalid argument")]
     Invalid,
@@ -159,7 +163,33 @@ pub enum SockError {
 }
 
 impl SockError {
-    /// The errno value.
+    /// The errno's symbolic name (`"ECONNREFUSED"`), as Python's `errno` module has it on every
+    /// platform (its values differ: Windows numbers socket errors as Winsock does).
+    #[must_use]
+    pub fn errno_name(self) -> &'static str {
+        match self {
+            Self::Refused => "ECONNREFUSED",
+            Self::Reset => "ECONNRESET",
+            Self::TimedOut => "ETIMEDOUT",
+            Self::NotConnected => "ENOTCONN",
+            Self::BrokenPipe => "EPIPE",
+            Self::WouldBlock => "EAGAIN",
+            Self::NetUnreachable => "ENETUNREACH",
+            Self::NetDown => "ENETDOWN",
+            Self::AddrInUse => "EADDRINUSE",
+            Self::AddrNotAvailable | Self::OwnAddress => "EADDRNOTAVAIL",
+            Self::Invalid => "EINVAL",
+            Self::Closed => "EBADF",
+            Self::Access => "EACCES",
+            Self::NotPermitted => "EPERM",
+            Self::NoDevice => "ENODEV",
+            Self::NoBuffers => "ENOBUFS",
+            Self::MsgSize => "EMSGSIZE",
+        }
+    }
+
+    /// The errno value on this (Unix) platform, the one Python's `errno` module has.
+    #[cfg(unix)]
     #[must_use]
     pub fn errno(self) -> i32 {
         match self {
@@ -172,7 +202,7 @@ impl SockError {
             Self::NetUnreachable => libc::ENETUNREACH,
             Self::NetDown => libc::ENETDOWN,
             Self::AddrInUse => libc::EADDRINUSE,
-            Self::AddrNotAvailable => libc::EADDRNOTAVAIL,
+            Self::AddrNotAvailable | Self::OwnAddress => libc::EADDRNOTAVAIL,
             Self::Invalid => libc::EINVAL,
             Self::Closed => libc::EBADF,
             Self::Access => libc::EACCES,
@@ -473,6 +503,7 @@ thread_local! {
 }
 
 /// Runs `f` as the leading thread's pass (see [`LoopLink::lead`]).
+#[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) fn leading_pass<R>(f: impl FnOnce() -> R) -> R {
     struct Reset;
     impl Drop for Reset {
@@ -600,7 +631,7 @@ impl TcpShared {
 
     /// The readiness descriptor.
     #[must_use]
-    pub fn fd(&self) -> i32 {
+    pub fn fd(&self) -> crate::readiness::RawDescriptor {
         self.readiness.fd()
     }
 
@@ -1084,6 +1115,12 @@ fn endpoint(e: zt_stack::smoltcp::wire::IpEndpoint) -> SocketAddr {
     SocketAddr::new(IpAddr::from(e.addr), e.port)
 }
 
+/// How many listening sockets a listener keeps armed per address: its backlog and one, as
+/// Linux's accept queue holds `backlog + 1` connections.
+fn armed_for(backlog: usize) -> usize {
+    backlog.saturating_add(1).clamp(1, MAX_ARMED)
+}
+
 /// Arms up to `count` listening sockets on `stack` for `(addr, port)`.
 fn arm(
     stack: &mut NetStack,
@@ -1113,6 +1150,7 @@ impl Listener {
     fn sync(&mut self, stacks: &mut Stacks, backlog: usize) {
         let scope = self.scope;
         let buffers = self.buffers;
+        let port = self.port;
         self.armed.retain_mut(|a| {
             let Some(stack) = stacks.get(a.net) else {
                 return false;
@@ -1124,6 +1162,7 @@ impl Listener {
                 stack.tcp(h).abort();
                 stack.remove(h);
             }
+            stack.set_listening(port, false);
             false
         });
         for net in stacks.networks() {
@@ -1139,10 +1178,11 @@ impl Listener {
                     stack,
                     addr,
                     self.port,
-                    backlog.clamp(1, MAX_ARMED),
+                    armed_for(backlog),
                     buffers,
                     &mut handles,
                 );
+                stack.set_listening(self.port, true);
                 self.armed.push(Armed { net, addr, handles });
             }
         }
@@ -1155,6 +1195,7 @@ impl Listener {
                     stack.tcp(h).abort();
                     stack.remove(h);
                 }
+                stack.set_listening(self.port, false);
             }
         }
     }
@@ -1182,7 +1223,8 @@ impl SocketTable {
 
     /// As [`connect`](Self::connect), from `local`: an address of the node on the network
     /// that routes `remote` (None: the one the route gives) and a port (0: an ephemeral one).
-    /// Nothing is sent if either is wrong.
+    /// Nothing is sent if either is wrong, nor to this node's own address
+    /// ([`SockError::OwnAddress`]) or port 0 (refused, as by the kernel).
     ///
     /// # Errors
     /// As `connect`; `AddrNotAvailable` if the address is not the node's on that network,
@@ -1197,7 +1239,17 @@ impl SocketTable {
     ) -> Result<Arc<TcpShared>, SockError> {
         let (local_ip, local_port) = local;
         let local_ip = local_ip.filter(|ip| !ip.is_unspecified());
+        if stacks.networks().iter().any(|n| {
+            stacks
+                .get(*n)
+                .is_some_and(|s| s.address_iter().any(|(a, _)| a == remote.ip()))
+        }) {
+            return Err(SockError::OwnAddress);
+        }
         let net = Self::route(stacks, remote.ip()).ok_or(SockError::NetUnreachable)?;
+        if remote.port() == 0 {
+            return Err(SockError::Refused);
+        }
         if local_port != 0
             && (self.listening_on(local_port, None)
                 || stacks
@@ -1779,7 +1831,7 @@ impl UdpShared {
 
     /// The readiness descriptor.
     #[must_use]
-    pub fn fd(&self) -> i32 {
+    pub fn fd(&self) -> crate::readiness::RawDescriptor {
         self.readiness.fd()
     }
 

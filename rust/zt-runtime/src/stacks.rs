@@ -21,6 +21,8 @@ pub struct Stacks {
     clock: Clock,
     /// Frames the stacks sent that the node refused (rules, no route...).
     pub refused: u64,
+    /// SYNs dropped by stacks that are gone (see [`Self::syns_dropped`]).
+    syns_dropped_before: u64,
     /// Bumped whenever a stack appears or goes or its addresses change.
     generation: u64,
     /// What each network's config lets through (broadcast, multicast).
@@ -47,17 +49,36 @@ impl Stacks {
             seed,
             clock,
             refused: 0,
+            syns_dropped_before: 0,
             generation: 0,
             policies: HashMap::new(),
         }
+    }
+
+    /// SYNs the stacks dropped for want of a free listening socket (a full backlog), since
+    /// start.
+    #[must_use]
+    pub fn syns_dropped(&self) -> u64 {
+        self.syns_dropped_before
+            + self
+                .by_net
+                .values()
+                .map(NetStack::syns_dropped)
+                .sum::<u64>()
     }
 
     /// Creates, updates or removes stacks after the node's networks changed.
     pub fn sync(&mut self, node: &Node) {
         let nets = node.networks();
         let before = self.by_net.len();
-        self.by_net
-            .retain(|id, _| nets.iter().any(|n| n.id == *id && n.config.is_some()));
+        let retired = &mut self.syns_dropped_before;
+        self.by_net.retain(|id, s| {
+            let keep = nets.iter().any(|n| n.id == *id && n.config.is_some());
+            if !keep {
+                *retired += s.syns_dropped();
+            }
+            keep
+        });
         let mut changed = self.by_net.len() != before;
         let by_net = &self.by_net;
         let clock = self.clock;

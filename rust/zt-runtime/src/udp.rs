@@ -197,6 +197,7 @@ impl UdpSockets {
     }
 
     /// The sockets' descriptors, in index order (to wait on from another thread).
+    #[cfg(unix)]
     #[must_use]
     pub fn raw_fds(&self) -> Vec<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;

@@ -105,6 +105,11 @@ impl VirtualEthernet {
         self.rx_pool.pop().unwrap_or_default()
     }
 
+    /// Gives back the buffer of an inbound frame that is not handed to the stack.
+    pub fn discard_rx(&mut self, frame: Vec<u8>) {
+        keep(&mut self.rx_pool, frame);
+    }
+
     /// Frames waiting for the stack.
     #[must_use]
     pub fn rx_pending(&self) -> usize {
@@ -205,6 +210,31 @@ impl phy::Device for VirtualEthernet {
         caps.max_transmission_unit = self.mtu + 14;
         caps
     }
+}
+
+/// The destination port of an inbound Ethernet frame that opens a TCP connection (SYN without
+/// ACK); None for anything else.
+pub(crate) fn syn_port(frame: &[u8]) -> Option<u16> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let segment = match eth.ethertype() {
+        EthernetProtocol::Ipv4 => {
+            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != IpProtocol::Tcp || ip.frag_offset() != 0 {
+                return None;
+            }
+            ip.payload()
+        }
+        EthernetProtocol::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            ip.payload()
+        }
+        _ => return None,
+    };
+    let tcp = TcpPacket::new_checked(segment).ok()?;
+    (tcp.syn() && !tcp.ack() && !tcp.rst()).then(|| tcp.dst_port())
 }
 
 /// The connection (from the receiver's side) an inbound Ethernet frame carrying a TCP segment

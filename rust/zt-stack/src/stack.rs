@@ -6,6 +6,7 @@
 //! milliseconds: TCP measures round trips of a tenth of a millisecond on a LAN, and its loss
 //! detection and pacing work at that scale.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use smoltcp::iface::{Config, Interface, MulticastError, PollResult, SocketHandle, SocketSet};
@@ -62,6 +63,11 @@ pub struct NetStack {
     sockets: SocketSet<'static>,
     mac: [u8; 6],
     next_port: u16,
+    /// Ports with a listener → how many listening addresses ([`Self::set_listening`]).
+    listening: HashMap<u16, usize>,
+    /// SYNs queued for the stack since its last full poll, per listening port.
+    syns_queued: HashMap<u16, usize>,
+    syns_dropped: u64,
 }
 
 impl std::fmt::Debug for NetStack {
@@ -129,6 +135,9 @@ impl NetStack {
             sockets: SocketSet::new(Vec::new()),
             mac,
             next_port: EPHEMERAL_FIRST + (seed % span) as u16,
+            listening: HashMap::new(),
+            syns_queued: HashMap::new(),
+            syns_dropped: 0,
         };
         s.set_addresses(&[]);
         s
@@ -180,8 +189,57 @@ impl NetStack {
 
     /// A frame from the network (Ethernet, 14-byte header). Its buffer is kept for reuse once
     /// the stack has processed it: build frames in [`Self::frame_buffer`]s.
+    ///
+    /// A SYN for a port that has a listener ([`Self::set_listening`]) but no listening socket
+    /// free for it (every one armed is taken by a handshake or an unaccepted connection) is
+    /// dropped, as the kernel drops a SYN its full queues cannot take: the client sends it
+    /// again and gets in once a socket is free, where smoltcp would answer with a RST (a
+    /// refused connection). Counted in [`Self::syns_dropped`].
     pub fn handle_frame(&mut self, frame: Vec<u8>) {
+        if !self.listening.is_empty()
+            && let Some(port) = crate::device::syn_port(&frame)
+            && self.listening.contains_key(&port)
+        {
+            let free = self
+                .sockets
+                .iter()
+                .filter(|(_, s)| match s {
+                    smoltcp::socket::Socket::Tcp(t) => {
+                        t.state() == tcp::State::Listen && t.listen_endpoint().port == port
+                    }
+                    _ => false,
+                })
+                .count();
+            let queued = self.syns_queued.entry(port).or_insert(0);
+            if *queued >= free {
+                self.syns_dropped += 1;
+                self.dev.discard_rx(frame);
+                return;
+            }
+            *queued += 1;
+        }
         self.dev.push_rx(frame);
+    }
+
+    /// Marks `port` as having a listener (`true`, counted: one call per listening address)
+    /// or one fewer (`false`): SYNs for it wait for a free listening socket instead of being
+    /// refused ([`Self::handle_frame`]).
+    pub fn set_listening(&mut self, port: u16, on: bool) {
+        if on {
+            *self.listening.entry(port).or_insert(0) += 1;
+        } else if let Some(n) = self.listening.get_mut(&port) {
+            *n -= 1;
+            if *n == 0 {
+                self.listening.remove(&port);
+                self.syns_queued.remove(&port);
+            }
+        }
+    }
+
+    /// SYNs dropped for want of a free listening socket ([`Self::handle_frame`]).
+    #[must_use]
+    pub fn syns_dropped(&self) -> u64 {
+        self.syns_dropped
     }
 
     /// An empty buffer to build the next [`Self::handle_frame`] frame in (a recycled one when
@@ -193,9 +251,15 @@ impl NetStack {
     /// Processes queued frames and timers at `now_us` (microseconds); true if anything happened
     /// to a socket.
     pub fn poll(&mut self, now_us: i64) -> bool {
-        self.iface
+        let r = self
+            .iface
             .poll(ts(now_us), &mut self.dev, &mut self.sockets)
-            == PollResult::SocketStateChanged
+            == PollResult::SocketStateChanged;
+        if self.dev.rx_pending() == 0 {
+            // The queued SYNs reached their sockets.
+            self.syns_queued.clear();
+        }
+        r
     }
 
     /// The next frame for the network.

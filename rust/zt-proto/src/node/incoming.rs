@@ -355,18 +355,40 @@ impl Node {
         let hops = packet::hops(&p);
         let payload = p[packet::IDX_PAYLOAD..].to_vec();
         let wire_id = p[..8].try_into().unwrap_or([0; 8]);
+        // Replies to a direct packet go back on its path (packets handled meanwhile, queued
+        // ones flushed from within, restore it).
+        let path = (hops == 0).then_some((local, from));
+        let outer = self.inbound.replace((src, path));
+        self.dispatch_verb(now, local, from, src, hops, verb, p, &payload, wire_id);
+        self.inbound = outer;
+    }
+
+    /// Handles an authenticated packet by its verb.
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch_verb(
+        &mut self,
+        now: Timestamp,
+        local: LocalSocket,
+        from: SocketAddr,
+        src: Address,
+        hops: u8,
+        verb: Verb,
+        p: Vec<u8>,
+        payload: &[u8],
+        wire_id: [u8; 8],
+    ) {
         match verb {
-            Verb::Ok => self.handle_ok(now, local, from, src, hops, &payload),
-            Verb::Error => self.handle_error(now, local, from, src, hops, &payload),
+            Verb::Ok => self.handle_ok(now, local, from, src, hops, payload),
+            Verb::Error => self.handle_error(now, local, from, src, hops, payload),
             other => {
                 self.received(now, local, from, src, hops, other);
                 match other {
                     Verb::Hello => self.handle_hello(now, local, from, p),
-                    Verb::Whois => self.handle_whois(now, local, from, src, wire_id, &payload),
-                    Verb::Echo => self.handle_echo(now, local, from, src, wire_id, &payload),
-                    Verb::Rendezvous => self.handle_rendezvous(now, src, &payload),
-                    Verb::PushDirectPaths => self.handle_push_direct_paths(now, src, &payload),
-                    Verb::UserMessage => self.handle_user_message(now, src, hops, &payload),
+                    Verb::Whois => self.handle_whois(now, local, from, src, wire_id, payload),
+                    Verb::Echo => self.handle_echo(now, local, from, src, wire_id, payload),
+                    Verb::Rendezvous => self.handle_rendezvous(now, src, payload),
+                    Verb::PushDirectPaths => self.handle_push_direct_paths(now, src, payload),
+                    Verb::UserMessage => self.handle_user_message(now, src, hops, payload),
                     Verb::NetworkConfigRequest
                         if self.handle_config_request(
                             now,
@@ -374,7 +396,7 @@ impl Node {
                             hops,
                             from,
                             u64::from_be_bytes(wire_id),
-                            &payload,
+                            payload,
                         ) => {}
                     Verb::NetworkConfigRequest => {
                         // Not a controller: stock answers UNSUPPORTED_OPERATION with the network.
@@ -388,10 +410,10 @@ impl Node {
                         now,
                         src,
                         u64::from_be_bytes(wire_id),
-                        &payload,
+                        payload,
                         true,
                     ),
-                    Verb::NetworkCredentials => self.handle_credentials(now, src, &payload),
+                    Verb::NetworkCredentials => self.handle_credentials(now, src, payload),
                     Verb::Frame
                     | Verb::ExtFrame
                     | Verb::MulticastFrame
@@ -401,7 +423,7 @@ impl Node {
                         src,
                         other,
                         u64::from_be_bytes(wire_id),
-                        &payload,
+                        payload,
                         false,
                     ),
                     Verb::Nop
@@ -629,6 +651,7 @@ impl Node {
             return self.drop_input(DropReason::Replay);
         }
         self.stats.packets_in += 1;
+        self.forget_pushes_to(src);
         if self.is_root() {
             self.budgets.trust_relay_path(now, from);
         }

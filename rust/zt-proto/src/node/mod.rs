@@ -519,6 +519,11 @@ pub struct Node {
     expecting: std::collections::HashMap<u64, Timestamp>,
     expecting_order: VecDeque<u64>,
     whois_sent: BTreeMap<Address, Timestamp>,
+    /// The sender of the packet being handled and its direct path (None: it was relayed). Its
+    /// OKs and ERRORs go back the way it came (as stock answers on the packet's path), not by
+    /// the sender's best path, which may still be an old port of a peer that just restarted;
+    /// answers to a relayed packet go back through a relay for the same reason.
+    inbound: Option<(Address, Option<(LocalSocket, SocketAddr)>)>,
     tx_queue: VecDeque<Queued>,
     rx_queue: VecDeque<(Timestamp, LocalSocket, SocketAddr, Vec<u8>)>,
     fragments: BTreeMap<u64, FragmentSet>,
@@ -605,6 +610,7 @@ impl Node {
             expecting: std::collections::HashMap::new(),
             expecting_order: VecDeque::new(),
             whois_sent: BTreeMap::new(),
+            inbound: None,
             tx_queue: VecDeque::new(),
             rx_queue: VecDeque::new(),
             fragments: BTreeMap::new(),
@@ -1006,6 +1012,17 @@ impl Node {
             self.request_whois(now, dest);
             return false;
         };
+        if matches!(verb, Verb::Ok | Verb::Error)
+            && let Some((src, path)) = self.inbound
+            && src == dest
+            && let Some((local, to)) = path.or_else(|| self.relay_route(now, dest))
+        {
+            let Some(p) = self.seal(now, dest, verb, &payload, None) else {
+                return false;
+            };
+            self.emit(local, to, p, now);
+            return true;
+        }
         let route = peer
             .best_alive_path(now)
             .map(|p| (p.local, p.remote))

@@ -1064,6 +1064,19 @@ impl Node {
             .map(|n| n.members.entry(peer).or_default())
     }
 
+    /// `peer` greeted us (HELLO): it may have restarted and lost what we pushed it. Our next
+    /// frame to it pushes our credentials again, and its request for them is answered at once
+    /// rather than after [`CREDENTIAL_REQUEST_RATE_MS`]: a restarted member's first exchange
+    /// (its ARP request, our reply) is not held up by a reply it must drop for want of our COM.
+    /// At most one push per HELLO, and peers greet about once a minute per path.
+    pub(super) fn forget_pushes_to(&mut self, peer: Address) {
+        for n in self.nets.joined.values_mut() {
+            if let Some(m) = n.members.get_mut(&peer) {
+                m.last_push = None;
+            }
+        }
+    }
+
     /// Pushes our COM, capabilities, tags and COOs to `peer` if it needs them.
     pub(super) fn push_credentials(
         &mut self,

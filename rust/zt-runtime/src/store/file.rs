@@ -1,5 +1,6 @@
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
+#[cfg(unix)]
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,9 +46,7 @@ impl FileStore {
                 )));
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
+                dir_builder(0o700)
                     .create(&root)
                     .map_err(|e| StoreError::Io {
                         path: root.display().to_string(),
@@ -81,8 +80,38 @@ impl FileStore {
     }
 }
 
+#[cfg(unix)]
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Windows opens no directory as a file to sync; its renames are metadata the file system
+/// journals itself.
+#[cfg(not(unix))]
+#[allow(clippy::unnecessary_wraps)]
+fn sync_dir(_dir: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// A recursive directory builder giving new directories `mode` where the OS has modes.
+fn dir_builder(mode: u32) -> fs::DirBuilder {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    b.mode(mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    b
+}
+
+/// `o`, creating files with `mode` where the OS has modes (elsewhere a new file takes its
+/// directory's access rules).
+fn with_mode(o: &mut OpenOptions, mode: u32) -> &mut OpenOptions {
+    #[cfg(unix)]
+    o.mode(mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    o
 }
 
 impl Store for FileStore {
@@ -99,11 +128,7 @@ impl Store for FileStore {
         let path = self.path(key)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         if dir != self.root {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(&dir)
-                .map_err(Self::io(&dir))?;
+            dir_builder(0o755).create(&dir).map_err(Self::io(&dir))?;
         }
         let name = path
             .file_name()
@@ -113,12 +138,10 @@ impl Store for FileStore {
         let tmp = dir.join(format!(".tmp-{}-{n}-{name}", std::process::id()));
         let mode = if secret { 0o600 } else { 0o644 };
         let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&tmp)?;
+            let mut f =
+                with_mode(OpenOptions::new().write(true).create_new(true), mode).open(&tmp)?;
             // create_new honours the umask; set the exact mode explicitly.
+            #[cfg(unix)]
             f.set_permissions(fs::Permissions::from_mode(mode))?;
             f.write_all(data)?;
             f.sync_all()?;
@@ -182,14 +205,16 @@ impl Store for FileStore {
 
     fn lock(&self) -> Result<Option<StoreLock>, StoreError> {
         let path = self.root.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(Self::io(&path))?;
+        let mut file = with_mode(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+            0o600,
+        )
+        .open(&path)
+        .map_err(Self::io(&path))?;
         // An advisory lock of the open file: released when the file closes, so also when the
         // process dies (kill -9 leaves nothing to clean up), and held per open file, so a
         // second node in this same process is refused as well.
@@ -250,6 +275,7 @@ mod tests {
         assert!(!b.list("").unwrap().contains(&LOCK_FILE.to_owned()));
     }
 
+    #[cfg(unix)]
     #[test]
     fn put_get_list_delete_and_modes() {
         let dir = tempfile::tempdir().unwrap();
