@@ -1470,3 +1470,22 @@ def test_a_burst_beyond_the_backlog_waits_instead_of_being_refused(v4: Pair) -> 
     assert os_outcomes == ["ok"] * clients
     assert zt_outcomes == ["ok"] * clients
     assert v4.b.stats["syns_dropped"] > dropped
+
+
+def test_a_datagram_to_the_nodes_own_address_reaches_its_socket(v4: Pair, v6: Pair) -> None:
+    """UDP to one of the node's own overlay addresses is delivered to its socket on that port,
+    from that address, as through the kernel's loopback (it went nowhere)."""
+    for pair, family, port in ((v4, AF_INET, 7420), (v6, AF_INET6, 7421)):
+        with pair.a.socket(family, SOCK_DGRAM) as rx, pair.a.socket(family, SOCK_DGRAM) as tx:
+            rx.bind(("", port))
+            rx.settimeout(10)
+            tx.bind((pair.ip_a, 0))
+            assert tx.sendto(b"to myself", (pair.ip_a, port)) == 9
+            data, sender = rx.recvfrom(100)
+            assert data == b"to myself"
+            assert sender[:2] == tx.getsockname()[:2] == (pair.ip_a, tx.getsockname()[1])
+            # Unbound sender: from the address it was sent to.
+            with pair.a.socket(family, SOCK_DGRAM) as anon:
+                anon.sendto(b"again", (pair.ip_a, port))
+                data, sender = rx.recvfrom(100)
+                assert data == b"again" and sender[0] == pair.ip_a

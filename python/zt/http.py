@@ -72,6 +72,8 @@ def _mapped(timeout_exc: type[Exception], error_exc: type[Exception]) -> Iterato
 def _readable_now(fd: int) -> bool:
     if fd < 0:
         return True
+    if not hasattr(select, "poll"):  # Windows: select() takes socket handles of any value
+        return bool(select.select([fd], [], [], 0)[0])
     p = select.poll()
     p.register(fd, select.POLLIN)
     return bool(p.poll(0))

@@ -2237,6 +2237,25 @@ impl UdpTable {
                     }
                     continue;
                 };
+                if stacks
+                    .get(net)
+                    .is_some_and(|s| s.address_iter().any(|(a, _)| a == to.ip()))
+                {
+                    // To this node's own address: delivered to its own socket on that port, as
+                    // through the kernel's loopback (the stack would ask the network for it).
+                    if let Some((_, d)) = st.tx.pop_front() {
+                        st.tx_bytes -= d.len();
+                        looped.push(Looped {
+                            nets: vec![net],
+                            to,
+                            from: (e.listen, e.port),
+                            kind: Dest::Unicast,
+                            data: d,
+                        });
+                        sent = true;
+                    }
+                    continue;
+                }
                 let Some(h) = e.handles.iter().find(|(m, _)| *m == net).map(|(_, h)| *h) else {
                     break;
                 };
@@ -2670,16 +2689,19 @@ impl UdpTable {
 
     /// Delivers a copy of a broadcast or multicast this node sent to its own sockets bound to
     /// the destination port on those networks (for a multicast, if the node joined the group
-    /// there); one copy per socket, however many of its networks the datagram went out on.
+    /// there); one copy per socket, however many of its networks the datagram went out on. A
+    /// datagram to one of the node's own addresses goes to one socket (it went nowhere else).
     fn loop_back(&self, stacks: &mut Stacks, l: &Looped) {
         let mut done = vec![false; self.entries.len()];
         for &net in &l.nets {
             if l.kind == Dest::Multicast && !self.applied.contains(&(net, l.to.ip())) {
                 continue;
             }
-            let src = match l.from.0 {
-                Some(a) => Some(a),
-                None => stacks
+            let src = match (l.from.0, l.kind) {
+                (Some(a), _) => Some(a),
+                // To itself: from the address it was sent to, as over loopback.
+                (None, Dest::Unicast) => Some(l.to.ip()),
+                (None, _) => stacks
                     .get(net)
                     .and_then(|s| source_for(&s.addresses(), l.to.ip())),
             };
@@ -2689,9 +2711,14 @@ impl UdpTable {
                     && e.port == l.to.port()
                     && e.only.is_none_or(|o| o == l.to.ip())
                     && e.handles.iter().any(|(n, _)| *n == net)
+                    && !e.shared.lock().released
                 {
                     *done = true;
                     e.shared.deliver(SocketAddr::new(src, l.from.1), &l.data);
+                    if l.kind == Dest::Unicast {
+                        // One socket gets a unicast datagram.
+                        return;
+                    }
                 }
             }
         }
