@@ -268,3 +268,82 @@ fn a_valid_identity_seen_before_needs_no_agreement_again() {
     assert_eq!(drops(&n, DropReason::BadMac), drops_before + 1);
     assert!(answered(&mut n).is_empty());
 }
+
+fn hello_at(from: &Identity, to: &Node, n: u64, stamp: i64) -> Vec<u8> {
+    hello_packet(
+        from,
+        to.identity(),
+        n.to_be_bytes(),
+        Timestamp(stamp),
+        (1, 14, 1),
+    )
+    .unwrap()
+}
+
+fn alive_paths(n: &Node, a: Address, now: Timestamp) -> Vec<SocketAddr> {
+    n.peer(a)
+        .map(|p| {
+            p.paths
+                .iter()
+                .filter(|x| x.is_alive(now))
+                .map(|x| x.remote)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_newer_hello_from_a_new_port_moves_the_peer_there_at_once() {
+    let now = Timestamp(1_000);
+    let mut n = node(now);
+    let friend = throwaway(&mut TestRng(17));
+    let old: SocketAddr = "203.0.113.91:9993".parse().unwrap();
+    let new: SocketAddr = "203.0.113.91:40000".parse().unwrap();
+    let elsewhere: SocketAddr = "203.0.113.66:9993".parse().unwrap();
+    n.handle_datagram(now, LocalSocket(0), old, &hello_at(&friend, &n, 1, 500_000));
+    let id = n.poll_identity_check().unwrap();
+    n.handle_identity_checked(now, &id, true);
+    // A first HELLO is answered, and its endpoint confirmed by a HELLO of ours, as ever.
+    assert!(alive_paths(&n, friend.address(), now).is_empty());
+    n.peers
+        .get_mut(&friend.address())
+        .unwrap()
+        .learn_path(LocalSocket(0), old, now);
+    answered(&mut n);
+    // The peer restarts on a new port: its newer HELLO makes that port its path, and the old
+    // one is no longer alive (what is sent to it goes where it now listens).
+    let later = now + 2_000;
+    n.handle_datagram(
+        later,
+        LocalSocket(0),
+        new,
+        &hello_at(&friend, &n, 2, 600_000),
+    );
+    assert_eq!(alive_paths(&n, friend.address(), later), vec![new]);
+    assert_eq!(answered(&mut n), [new].into());
+    // An older HELLO of the peer's, replayed from elsewhere, moves nothing: it is answered,
+    // and its endpoint only asked to confirm (a HELLO of ours goes there).
+    n.handle_datagram(
+        later,
+        LocalSocket(0),
+        elsewhere,
+        &hello_at(&friend, &n, 3, 550_000),
+    );
+    assert_eq!(alive_paths(&n, friend.address(), later), vec![new]);
+    let to: Vec<SocketAddr> = std::iter::from_fn(|| n.poll_transmit())
+        .map(|t| t.to)
+        .collect();
+    assert_eq!(
+        to,
+        vec![elsewhere, elsewhere],
+        "the OK(HELLO) and a confirming HELLO"
+    );
+    // So does the same HELLO again (the replay filter drops it before it counts).
+    n.handle_datagram(
+        later,
+        LocalSocket(0),
+        elsewhere,
+        &hello_at(&friend, &n, 2, 600_000),
+    );
+    assert_eq!(alive_paths(&n, friend.address(), later), vec![new]);
+}

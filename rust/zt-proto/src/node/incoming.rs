@@ -348,7 +348,7 @@ impl Node {
         }
         let Some(verb) = Verb::from_u8(p[packet::IDX_VERB]) else {
             // Authenticated but unknown: treated as NOP.
-            self.received(now, local, from, src, packet::hops(&p), Verb::Nop);
+            self.received(now, local, from, src, packet::hops(&p), false);
             return;
         };
         self.stats.packets_in += 1;
@@ -381,7 +381,7 @@ impl Node {
             Verb::Ok => self.handle_ok(now, local, from, src, hops, payload),
             Verb::Error => self.handle_error(now, local, from, src, hops, payload),
             other => {
-                self.received(now, local, from, src, hops, other);
+                self.received(now, local, from, src, hops, false);
                 match other {
                     Verb::Hello => self.handle_hello(now, local, from, p),
                     Verb::Whois => self.handle_whois(now, local, from, src, wire_id, payload),
@@ -438,6 +438,9 @@ impl Node {
     }
 
     /// Bookkeeping for every authenticated packet: liveness, online state, path learning.
+    /// `vouches`: the packet proves its endpoint (an OK answering a request of ours, or a HELLO
+    /// newer than any before), which is learned at once; another new endpoint is first
+    /// confirmed with a HELLO of ours.
     fn received(
         &mut self,
         now: Timestamp,
@@ -445,7 +448,7 @@ impl Node {
         from: SocketAddr,
         src: Address,
         hops: u8,
-        verb: Verb,
+        vouches: bool,
     ) {
         let upstream = self.is_upstream(src);
         let stable = if upstream {
@@ -471,7 +474,11 @@ impl Node {
         if upstream {
             self.last_up = now;
         }
-        if hops != 0 || !usable_endpoint(&from, allow_loopback) {
+        if hops != 0 {
+            peer.last_indirect = now;
+            return;
+        }
+        if !usable_endpoint(&from, allow_loopback) {
             return;
         }
         if upstream && !stable.is_empty() && !stable.iter().any(|e| e.ip() == from.ip()) {
@@ -480,14 +487,17 @@ impl Node {
         if peer.refresh_path(local, from, now) {
             return;
         }
-        if verb == Verb::Ok {
+        if vouches {
             peer.learn_path(local, from, now);
             self.events.push_back(Event::PathAdded {
                 address: src,
                 remote: from,
             });
             self.flush_tx_queue(now);
-        } else if !peer
+            return;
+        }
+        peer.last_indirect = now;
+        if !peer
             .confirm_sent
             .iter()
             .any(|(ep, t)| *ep == from && now.since(*t) < CONFIRM_PATH_MS)
@@ -651,6 +661,19 @@ impl Node {
             return self.drop_input(DropReason::Replay);
         }
         self.stats.packets_in += 1;
+        // A HELLO newer than every one before from this peer vouches for the endpoint it came
+        // from, as an OK answering a request does: a peer restarted on a new port is reached
+        // there at once, not after a confirmation round trip while its old port swallows what
+        // is sent (and relayed) to it. A replayed HELLO is older, and only asks for the usual
+        // confirmation; one the peer never sent cannot be made without its key.
+        let fresh = match self.peers.get_mut(&src) {
+            Some(peer) => {
+                let fresh = peer.hello_stamp != 0 && timestamp > peer.hello_stamp;
+                peer.hello_stamp = peer.hello_stamp.max(timestamp);
+                fresh
+            }
+            None => false,
+        };
         self.forget_pushes_to(src);
         if self.is_root() {
             self.budgets.trust_relay_path(now, from);
@@ -721,7 +744,7 @@ impl Node {
                 revision,
             });
         }
-        self.received(now, local, from, src, packet::hops(&p), Verb::Hello);
+        self.received(now, local, from, src, packet::hops(&p), fresh);
     }
 
     fn flush_rx_queue(&mut self, now: Timestamp, src: Address) {
@@ -763,7 +786,7 @@ impl Node {
             return self.drop_input(DropReason::UnexpectedReply);
         }
         // (Its entry in the FIFO order goes at the next housekeeping pass.)
-        self.received(now, local, from, src, hops, Verb::Ok);
+        self.received(now, local, from, src, hops, true);
         match Verb::from_u8(in_re) {
             Some(Verb::Hello) => {
                 let (Ok(ts), Ok(proto), Ok(major), Ok(minor), Ok(revision)) =
@@ -856,7 +879,7 @@ impl Node {
         if payload.len() < 10 {
             return self.drop_input(DropReason::Malformed);
         }
-        self.received(now, local, from, src, hops, Verb::Error);
+        self.received(now, local, from, src, hops, false);
         let in_re = payload[0];
         let code = payload[9];
         self.handle_network_error(now, src, in_re, code, &payload[10..]);

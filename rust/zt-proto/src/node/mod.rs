@@ -1024,9 +1024,10 @@ impl Node {
             return true;
         }
         let route = peer
-            .best_alive_path(now)
+            .best_current_path(now)
             .map(|p| (p.local, p.remote))
             .or_else(|| self.relay_route(now, dest))
+            .or_else(|| peer.best_alive_path(now).map(|p| (p.local, p.remote)))
             .or_else(|| peer.best_path(now).map(|p| (p.local, p.remote)));
         let Some((local, to)) = route else {
             self.enqueue(now, dest, verb, payload);

@@ -86,8 +86,13 @@ pub struct Peer {
     pub paths: Vec<Path>,
     /// Last authenticated packet from it (any path, direct or relayed).
     pub last_receive: Timestamp,
+    /// Last authenticated packet from it that came relayed or from an endpoint not (yet) known
+    /// as one of its paths: a path not heard from since then may be one it no longer reads.
+    pub last_indirect: Timestamp,
     /// Last full HELLO sent.
     pub last_hello: Timestamp,
+    /// The greatest timestamp of a HELLO received from it (0: none yet).
+    pub hello_stamp: u64,
     /// Last packet that shows the peer is in use (not keepalive traffic).
     pub last_trust: Timestamp,
     /// Last PUSH_DIRECT_PATHS sent.
@@ -109,7 +114,9 @@ impl Peer {
             version: None,
             paths: Vec::new(),
             last_receive: never,
+            last_indirect: never,
             last_hello: never,
+            hello_stamp: 0,
             last_trust: never,
             last_push: never,
             push_gate: (never, 0),
@@ -138,6 +145,18 @@ impl Peer {
         self.paths
             .iter()
             .filter(|p| p.is_alive(now))
+            .min_by_key(|p| p.quality(now))
+    }
+
+    /// The best path heard from since the peer last spoke relayed or from an unknown endpoint.
+    /// A peer that restarted on a new port (or was mapped anew by a NAT) speaks first through a
+    /// root or from its new endpoint; until that endpoint is confirmed, its old paths look
+    /// alive but lead nowhere, and sending through a root reaches it.
+    #[must_use]
+    pub fn best_current_path(&self, now: Timestamp) -> Option<&Path> {
+        self.paths
+            .iter()
+            .filter(|p| p.is_alive(now) && p.last_receive >= self.last_indirect)
             .min_by_key(|p| p.quality(now))
     }
 
@@ -383,5 +402,22 @@ mod tests {
         p.learn_path(LocalSocket(1), other, Timestamp(103_000));
         p.learn_path(s, "203.0.113.9:9993".parse().unwrap(), Timestamp(103_000));
         assert!(p.paths.iter().all(|x| x.is_alive(Timestamp(103_000))));
+    }
+
+    #[test]
+    fn a_peer_that_spoke_indirectly_since_a_path_was_heard_is_not_sent_there() {
+        let mut peer = peer();
+        let at: SocketAddr = "203.0.113.5:9993".parse().unwrap();
+        let t0 = Timestamp(10_000);
+        peer.learn_path(LocalSocket(0), at, t0);
+        assert_eq!(peer.best_current_path(t0).map(|p| p.remote), Some(at));
+        // It spoke through a root (or from an endpoint not confirmed yet): the path, alive by
+        // the clock, may lead to a port it no longer reads.
+        peer.last_indirect = t0 + 100;
+        assert!(peer.best_alive_path(t0 + 200).is_some());
+        assert!(peer.best_current_path(t0 + 200).is_none());
+        // It speaks on the path again: the path is current.
+        assert!(peer.refresh_path(LocalSocket(0), at, t0 + 300));
+        assert_eq!(peer.best_current_path(t0 + 300).map(|p| p.remote), Some(at));
     }
 }
