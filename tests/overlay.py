@@ -16,8 +16,8 @@ import zt
 from zt.network import NetworkIdLike
 from zt.socket import AF_INET, AF_INET6
 
-from .test_network import wait_until
 from .test_networks import NETWORK, Lab
+from .test_root_and_peers import wait_until
 
 
 @dataclass

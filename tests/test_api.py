@@ -23,7 +23,7 @@ import pytest
 
 import zt
 
-from .test_network import loopback_planet, wait_until
+from .test_root_and_peers import loopback_planet, wait_until
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

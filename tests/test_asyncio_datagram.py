@@ -224,7 +224,7 @@ def test_resume_writing_once_the_queue_drains(v6: Pair) -> None:
         t.set_write_buffer_limits(high=16384, low=4096)
         # While the node's loop thread is busy, datagrams queue (an idle loop lets the
         # sending thread send them at once).
-        v6.a._native.stall(2.0)
+        v6.a._handle().stall(2.0)
         sent = 0
         while not p.paused and sent < 1000:
             t.sendto(b"\1" * 1400, (v6.ip_b, 7480))

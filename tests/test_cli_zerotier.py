@@ -18,7 +18,7 @@ import pytest
 
 import zt
 from tests.test_api import free_tcp_port, options
-from tests.test_network import loopback_planet, wait_until
+from tests.test_root_and_peers import loopback_planet, wait_until
 
 LEAVE_NWID = "8056c2e21c000001"
 STATUSES = ("REQUESTING_CONFIGURATION", "NOT_FOUND", "ACCESS_DENIED")

@@ -20,7 +20,7 @@ import pytest
 import zt
 from zt.events import AddressEvent, EventCode, NetworkEvent
 
-from .test_network import free_udp_port, wait_until
+from .test_root_and_peers import free_udp_port, wait_until
 
 # The lab's network with rfc4193 addresses too.
 NETWORK = {

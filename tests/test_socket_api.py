@@ -29,7 +29,7 @@ import zt
 from zt.socket import AF_INET, AF_INET6, MSG_DONTWAIT, SOCK_DGRAM, SOCK_STREAM
 
 from .overlay import Pair, raises_errno
-from .test_network import wait_until
+from .test_root_and_peers import wait_until
 
 
 def serve(srv: zt.socket.socket, handler: str = "echo", count: int = 1) -> threading.Thread:
@@ -527,7 +527,7 @@ def test_a_native_socket_dropped_unclosed_is_closed(v4: Pair) -> None:
     as the OS does with a descriptor's last reference."""
     with v4.b.create_server((v4.ip_b, 7358)) as srv:
         srv.settimeout(10)
-        native = v4.a._native.tcp_connect(v4.ip_b, 7358)
+        native = v4.a._handle().tcp_connect(v4.ip_b, 7358)
         native.wait_connected(10)
         conn, _ = srv.accept()
         with conn:
@@ -537,7 +537,7 @@ def test_a_native_socket_dropped_unclosed_is_closed(v4: Pair) -> None:
             conn.settimeout(10)
             assert conn.recv(10) == b"bye"  # queued data still goes out
             assert conn.recv(10) == b""  # then EOF
-    udp = v4.b._native.udp_bind(v4.ip_b, 7359)
+    udp = v4.b._handle().udp_bind(v4.ip_b, 7359)
     del udp
     gc.collect()
     with v4.b.socket(AF_INET, SOCK_DGRAM) as u:

@@ -178,7 +178,7 @@ class GroupOptions:
         ip = ipaddress.IPv4Address(addr)
         iface = None if ip.is_unspecified else str(ip)
         if udp is not None:
-            node._native.udp_multicast_if(udp, iface)
+            node._handle().udp_multicast_if(udp, iface)
         elif iface is not None and not _node_has(node, iface):
             raise _err(_errno.EADDRNOTAVAIL, f"no network gives this node {iface}")
         self.if4 = iface
@@ -215,7 +215,7 @@ class GroupOptions:
         join: bool,
     ) -> None:
         if udp is not None:
-            node._native.udp_membership(udp, group, iface, join)
+            node._handle().udp_membership(udp, group, iface, join)
             return
         # Not bound yet: checked like the native side does, applied when it is bound.
         m = (group, iface)
@@ -240,10 +240,10 @@ class GroupOptions:
         udp.set_option("multicast_loop", self.loop4)
         udp.set_option("multicast_loop_v6", self.loop6)
         if self.if4 is not None:
-            node._native.udp_multicast_if(udp, self.if4)
+            node._handle().udp_multicast_if(udp, self.if4)
         pending, self.pending = self.pending, []
         for group, iface in pending:
-            node._native.udp_membership(udp, group, iface, True)
+            node._handle().udp_membership(udp, group, iface, True)
 
     # -- getsockopt ------------------------------------------------------------------------
 

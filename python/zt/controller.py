@@ -47,7 +47,7 @@ class Controller:
 
     def _call(self, method: str, path: str, body: Optional[Record] = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        status, text = self._node._native.api(method, path, data, self._node._home)
+        status, text = self._node._call_api(method, path, data)
         if status != 200:
             try:
                 desc = str(json.loads(text).get("description", "")) if text else ""

@@ -34,13 +34,13 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         "zt.http needs httpx and httpcore: pip install 'zt[http]' (or httpx>=0.27)"
     ) from e
 
-import zt.asyncio as zt_asyncio
-from zt.socket import AF_INET, AF_INET6, SOCK_STREAM
-from zt.socket import socket as zt_socket
-from zt.ssl import SSLSocket, wrap_socket
+from . import asyncio as zt_asyncio
+from .socket import AF_INET, AF_INET6, SOCK_STREAM
+from .socket import socket as zt_socket
+from .ssl import SSLSocket, wrap_socket
 
 if TYPE_CHECKING:
-    from zt.node import Node
+    from .node import Node
 
 __all__ = [
     "AsyncNetworkBackend",

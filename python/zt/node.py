@@ -271,6 +271,22 @@ class Node:
         """Why the node faulted, or None."""
         return self._native.lifecycle()[1]
 
+    # -- for zt's own modules --------------------------------------------------------------
+    # zt.socket, zt._multicast and zt.controller reach the native node only through these two
+    # methods; no module but this one reads ``_native`` or ``_home``.
+
+    def _handle(self) -> _native.NativeNode:
+        """The native node (``zt._native.NativeNode``) behind this one, in any state: a call on
+        it reports itself a node that is not running (socket calls with ``OSError(ENETDOWN)``,
+        others with :class:`zt.errors.NodeStateError`), so callers check nothing first."""
+        return self._native
+
+    def _call_api(self, method: str, path: str, body: Optional[bytes] = None) -> tuple[int, str]:
+        """One trusted in-process call of the local JSON API (no token), with the node's home
+        directory if it has one (``local.conf``, per-network settings files): ``(HTTP status,
+        response text)``; a failing status is returned, not raised (callers word the error)."""
+        return self._native.api(method, path, body, self._home)
+
     # -- what the node is ------------------------------------------------------------------
 
     def _check_waitable(self, what: str) -> None:
@@ -395,7 +411,7 @@ class Node:
         """Leaves a network (its stored config and local settings are deleted); False if it was
         not joined."""
         path = f"/network/{format_network_id(nwid)}"
-        status, text = self._native.api("DELETE", path, None, self._home)
+        status, text = self._call_api("DELETE", path)
         if status != 200:
             raise NodeStateError(f"cannot leave: {text or status}")
         return bool(json.loads(text).get("result", False))
@@ -505,7 +521,7 @@ class Node:
         """Calls the node's local JSON API in-process (zerotier-one's paths and objects);
         raises :class:`zt.errors.ControllerError` with the HTTP status on failure."""
         data = None if body is None else json.dumps(body).encode()
-        status, text = self._native.api(method, path, data, self._home)
+        status, text = self._call_api(method, path, data)
         if status != 200:
             raise ControllerError(status, text)
         return json.loads(text) if text else {}

@@ -27,12 +27,12 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union, overload
 
-from zt.network import on_overlay
-from zt.socket import SHUT_WR
-from zt.socket import socket as zt_socket
+from .network import on_overlay
+from .socket import SHUT_WR
+from .socket import socket as zt_socket
 
 if TYPE_CHECKING:
-    from zt.node import Node
+    from .node import Node
 
 __all__ = ["Router", "route"]
 

@@ -34,7 +34,6 @@ import errno as _errno
 import ipaddress
 import operator
 import socket as _std
-import struct
 import sys
 import time
 import warnings
@@ -44,6 +43,19 @@ from typing import TYPE_CHECKING, Any, Optional, Union, overload
 from . import _native
 from ._fileio import _MakefileMixin
 from ._multicast import GroupOptions
+from ._sockopt import _CA_NAME_MAX as _CA_NAME_MAX
+from ._sockopt import _IPV6_V6ONLY as _IPV6_V6ONLY
+from ._sockopt import (
+    _STORED_OPTIONS,
+    CONGESTION_CONTROLS,
+    TCP_CONGESTION,
+    TCP_KEEPCNT,
+    TCP_KEEPIDLE,
+    TCP_KEEPINTVL,
+    TCP_USER_TIMEOUT,
+    _OptionsMixin,
+)
+from ._sockopt import _TCP_OPTIONS as _TCP_OPTIONS
 from ._timeout import check_timeout
 
 if TYPE_CHECKING:
@@ -78,17 +90,6 @@ SOCK_DGRAM = _std.SOCK_DGRAM
 SHUT_RD, SHUT_WR, SHUT_RDWR = _std.SHUT_RD, _std.SHUT_WR, _std.SHUT_RDWR
 MSG_DONTWAIT: int = getattr(_std, "MSG_DONTWAIT", 0x40)
 MSG_NOSIGNAL: int = getattr(_std, "MSG_NOSIGNAL", 0x4000)
-# The keep-alive and user-timeout options, as the platform numbers them (Linux's numbers where
-# the standard library lacks one: they only name options here).
-TCP_KEEPIDLE: int = getattr(_std, "TCP_KEEPIDLE", 4)
-TCP_KEEPINTVL: int = getattr(_std, "TCP_KEEPINTVL", 5)
-TCP_KEEPCNT: int = getattr(_std, "TCP_KEEPCNT", 6)
-TCP_USER_TIMEOUT: int = getattr(_std, "TCP_USER_TIMEOUT", 18)
-TCP_CONGESTION: int = getattr(_std, "TCP_CONGESTION", 13)
-#: The congestion controls TCP_CONGESTION takes (Linux's names), by their native numbers.
-CONGESTION_CONTROLS = ("cubic", "bbr", "reno")
-_CA_NAME_MAX = 16
-_IPV6_V6ONLY: int = getattr(_std, "IPV6_V6ONLY", 26)
 
 Address = tuple[Any, ...]
 Buffer = Union[bytes, bytearray, memoryview]
@@ -154,22 +155,6 @@ _GLOBAL_DEFAULT_TIMEOUT: object = getattr(_std, "_GLOBAL_DEFAULT_TIMEOUT", objec
 _EAI_ADDRFAMILY: int = getattr(_std, "EAI_ADDRFAMILY", _std.EAI_FAMILY)
 _TYPE_FLAGS: int = getattr(_std, "SOCK_NONBLOCK", 0) | getattr(_std, "SOCK_CLOEXEC", 0)
 
-# Options that are accepted and remembered (getsockopt returns them) but change nothing here:
-# zt holds no ports in TIME_WAIT.
-_STORED_OPTIONS: dict[tuple[int, int], int] = {
-    (_std.SOL_SOCKET, _std.SO_REUSEADDR): 0,
-}
-
-# (level, optname) → (native name, smallest, largest value, default).
-_TCP_OPTIONS: dict[tuple[int, int], tuple[str, int, int, int]] = {
-    (_std.IPPROTO_TCP, _std.TCP_NODELAY): ("nodelay", 0, 1, 1),
-    (_std.SOL_SOCKET, _std.SO_KEEPALIVE): ("keepalive", 0, 1, 0),
-    (_std.IPPROTO_TCP, TCP_KEEPIDLE): ("keepidle", 1, 32767, 7200),
-    (_std.IPPROTO_TCP, TCP_KEEPINTVL): ("keepintvl", 1, 32767, 75),
-    (_std.IPPROTO_TCP, TCP_KEEPCNT): ("keepcnt", 1, 127, 9),
-    (_std.IPPROTO_TCP, TCP_USER_TIMEOUT): ("user_timeout", 0, 2**31 - 1, 0),
-}
-
 
 def has_dualstack_ipv6() -> bool:
     """Whether an ``AF_INET6`` listener also takes IPv4 connections: always, on zt."""
@@ -232,7 +217,7 @@ class _Deadline:
         return left
 
 
-class socket(_MakefileMixin):  # noqa: N801 - the standard library's name
+class socket(_MakefileMixin, _OptionsMixin):  # noqa: N801 - the standard library's name
     """A TCP or UDP socket on a node's networks (:meth:`zt.Node.socket`,
     :func:`create_connection`, :func:`create_server`)."""
 
@@ -309,10 +294,6 @@ class socket(_MakefileMixin):  # noqa: N801 - the standard library's name
         if self._closed:
             raise OSError(_errno.EBADF, "Bad file descriptor")
 
-    def _apply_options(self, native: _native.TcpSocket) -> None:
-        for name, value in self._opts.items():
-            native.set_option(name, value)
-
     def _any(self) -> str:
         return "::" if self._family == AF_INET6 else "0.0.0.0"
 
@@ -336,7 +317,7 @@ class socket(_MakefileMixin):  # noqa: N801 - the standard library's name
     def _new_udp(self, host: str, port: int) -> _native.UdpSocket:
         """A native UDP socket bound to ``(host, port)`` with the broadcast and multicast
         options and memberships set so far (closed again if they fail)."""
-        u = self._node._native.udp_bind(host, port, *self._bufs)
+        u = self._node._handle().udp_bind(host, port, *self._bufs)
         try:
             self._groups.apply(self._node, u)
         except BaseException:
@@ -421,7 +402,7 @@ class socket(_MakefileMixin):  # noqa: N801 - the standard library's name
             raise OSError(_errno.EINVAL, "Invalid argument (connected)")
         # Unbound, or bound to port 0: an ephemeral port (on every network), as the kernel.
         host, port = self._bound or ("::" if self._family == AF_INET6 else "0.0.0.0", 0)
-        s = self._node._native.tcp_listen(
+        s = self._node._handle().tcp_listen(
             host, port, max(1, n), *self._tcp_bufs(), v6only=self._v6only
         )
         try:
@@ -467,7 +448,7 @@ class socket(_MakefileMixin):  # noqa: N801 - the standard library's name
             return
         local_ip, local_port = self._bound or (None, 0)
         try:
-            s = self._node._native.tcp_connect(
+            s = self._node._handle().tcp_connect(
                 host, port, *self._tcp_bufs(), local_port, local_ip or None
             )
         except OSError as e:
@@ -862,133 +843,7 @@ class socket(_MakefileMixin):  # noqa: N801 - the standard library's name
             return self._u.fileno()
         return -1 if self._s is None else self._s.fileno()
 
-    # -- options ---------------------------------------------------------------------------
-
-    @overload
-    def setsockopt(self, level: int, optname: int, value: Union[int, Buffer], /) -> None: ...
-    @overload
-    def setsockopt(self, level: int, optname: int, value: None, optlen: int, /) -> None: ...
-
-    def setsockopt(
-        self, level: int, optname: int, value: Any, optlen: Optional[int] = None
-    ) -> None:
-        """``TCP_NODELAY`` (on by default), ``SO_KEEPALIVE``, ``TCP_KEEPIDLE``/
-        ``TCP_KEEPINTVL``/``TCP_KEEPCNT``, ``TCP_USER_TIMEOUT`` (ms; 0: the default 120 s),
-        ``TCP_CONGESTION`` (``b"cubic"``; ``b"bbr"``: model-based, for paths with random loss;
-        ``b"reno"``; another name raises ``OSError(ENOENT)``; the default is the node's
-        ``NodeOptions.tcp_congestion``, CUBIC unless set),
-        ``IPV6_V6ONLY`` (before listen: an ``AF_INET6`` listener then takes no IPv4),
-        ``SO_RCVBUF``/``SO_SNDBUF`` (for native sockets made after the call: set them before
-        bind/connect/listen); ``SO_REUSEADDR`` is remembered but changes nothing. UDP:
-        ``SO_BROADCAST``, ``IP_ADD_MEMBERSHIP``/``IP_DROP_MEMBERSHIP`` (``struct ip_mreq`` or
-        ``ip_mreqn``), ``IPV6_JOIN_GROUP``/``IPV6_LEAVE_GROUP`` (``struct ipv6_mreq``),
-        ``IP_MULTICAST_IF``/``TTL``/``LOOP``, ``IPV6_MULTICAST_IF``/``HOPS``/``LOOP`` (see
-        docs/python-api.md). Anything else raises ``OSError(ENOPROTOOPT)`` like an unknown
-        option does."""
-        self._check_open()
-        if value is None:
-            raise OSError(_errno.EINVAL, "Invalid argument")
-        if (level, optname) == (_std.IPPROTO_TCP, TCP_CONGESTION):
-            if self._type != SOCK_STREAM:
-                raise OSError(_errno.ENOPROTOOPT, "Protocol not available")
-            self._set_congestion(value)
-            return
-        if GroupOptions.handles(level, optname):
-            self._groups.set(self._node, self._u, level, optname, value)
-            return
-        key = (level, optname)
-        known = _TCP_OPTIONS.get(key)
-        if not (
-            (known is not None and self._type == SOCK_STREAM)
-            or (key == (_std.IPPROTO_IPV6, _IPV6_V6ONLY) and self._family == AF_INET6)
-            or key in ((_std.SOL_SOCKET, _std.SO_RCVBUF), (_std.SOL_SOCKET, _std.SO_SNDBUF))
-            or (key in self._options and self._applies(key))
-        ):
-            # Whatever the value's shape (SO_LINGER's struct linger included): an option zt
-            # does not have, as the kernel answers for one it does not know.
-            raise OSError(_errno.ENOPROTOOPT, "Protocol not available")
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            raw = bytes(value)
-            if len(raw) != 4:
-                raise OSError(_errno.EINVAL, "Invalid argument")
-            v: int = struct.unpack("=i", raw)[0]
-        else:
-            v = operator.index(value)
-        if known is not None and self._type == SOCK_STREAM:
-            name, lo, hi, _ = known
-            if name in ("nodelay", "keepalive"):
-                v = int(v != 0)
-            elif not lo <= v <= hi:
-                raise OSError(_errno.EINVAL, f"{name} must be {lo}-{hi}")
-            self._opts[name] = v
-            if self._s is not None:
-                self._s.set_option(name, v)
-        elif key == (_std.IPPROTO_IPV6, _IPV6_V6ONLY) and self._family == AF_INET6:
-            if self._listening:
-                raise OSError(_errno.EINVAL, "IPV6_V6ONLY must be set before listen()")
-            self._v6only = v != 0
-        elif key == (_std.SOL_SOCKET, _std.SO_RCVBUF):
-            self._bufs = (max(4096, v), self._bufs[1])
-            self._bufs_fixed = (True, self._bufs_fixed[1])
-        elif key == (_std.SOL_SOCKET, _std.SO_SNDBUF):
-            self._bufs = (self._bufs[0], max(4096, v))
-            self._bufs_fixed = (self._bufs_fixed[0], True)
-        elif key in self._options and self._applies(key):
-            self._options[key] = v
-        else:
-            raise OSError(_errno.ENOPROTOOPT, "Protocol not available")
-
-    def _set_congestion(self, value: Any) -> None:
-        """``TCP_CONGESTION``: a name, as bytes (NUL-terminated or not) or str."""
-        if isinstance(value, str):
-            value = value.encode()
-        if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise TypeError(f"a bytes-like object is required, not '{type(value).__name__}'")
-        name = bytes(value).split(b"\0", 1)[0].decode("ascii", "replace")
-        if name not in CONGESTION_CONTROLS:
-            raise OSError(
-                _errno.ENOENT,
-                f"No such congestion control {name!r} (zt has {', '.join(CONGESTION_CONTROLS)})",
-            )
-        number = CONGESTION_CONTROLS.index(name)
-        self._opts["congestion"] = number
-        if self._s is not None:
-            self._s.set_option("congestion", number)
-
-    def _congestion(self) -> bytes:
-        number = (
-            self._s.option("congestion") if self._s is not None else self._opts.get("congestion", 0)
-        )
-        return CONGESTION_CONTROLS[number].encode()
-
-    def _tcp_bufs(self) -> tuple[int, int]:
-        """Buffer sizes for a native TCP socket: 0 for one left to grow with the path."""
-        rx, tx = self._bufs
-        return (rx if self._bufs_fixed[0] else 0, tx if self._bufs_fixed[1] else 0)
-
-    def _applies(self, key: tuple[int, int]) -> bool:
-        if key[0] == _std.IPPROTO_TCP:
-            return self._type == SOCK_STREAM
-        if key[0] == _std.IPPROTO_IPV6:
-            return self._family == AF_INET6
-        return True
-
-    def _take_error(self) -> int:
-        """SO_ERROR: why a TCP connection failed (reported once), else 0."""
-        s = self._s
-        if s is None or self._listening or self._error_reported or self._type != SOCK_STREAM:
-            return 0
-        try:
-            s.wait_connected(0.0)
-        except BlockingIOError:
-            return 0
-        except OSError as e:
-            if self._connect_reported and e.errno == _errno.ECONNREFUSED:
-                return 0  # closed after being connected: no error
-            self._error_reported = True
-            return e.errno or _errno.EIO
-        self._connect_reported = True
-        return 0
+    # -- options (setsockopt/getsockopt: _OptionsMixin, in zt/_sockopt.py) -----------------
 
     def tcp_info(self) -> dict[str, Any]:
         """zt extension: a TCP connection's round-trip estimates (``srtt_us``, ``rttvar_us``,
@@ -1003,62 +858,6 @@ class socket(_MakefileMixin):  # noqa: N801 - the standard library's name
         if self._type != SOCK_STREAM or self._s is None or self._listening:
             raise OSError(_errno.ENOTCONN, "Transport endpoint is not connected")
         return self._s.tcp_info()
-
-    @overload
-    def getsockopt(self, level: int, optname: int, /) -> int: ...
-    @overload
-    def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes: ...
-
-    def getsockopt(self, level: int, optname: int, buflen: Optional[int] = None) -> Any:
-        """The options setsockopt() takes, and ``SO_TYPE``, ``SO_ERROR``, ``SO_ACCEPTCONN``,
-        ``SO_DOMAIN``, ``SO_PROTOCOL``; with ``buflen``, the value's bytes."""
-        self._check_open()
-        key = (level, optname)
-        if key == (_std.IPPROTO_TCP, TCP_CONGESTION) and self._type == SOCK_STREAM:
-            padded = self._congestion().ljust(_CA_NAME_MAX, b"\0")
-            if buflen is None:
-                # As on Linux: the first bytes of the name read as an int.
-                return struct.unpack("=i", padded[:4])[0]
-            buflen = operator.index(buflen)
-            if not 0 < buflen <= 1024:
-                raise OSError(_errno.EINVAL, "getsockopt buflen out of range")
-            return padded[:buflen]
-        default_proto = _std.IPPROTO_TCP if self._type == SOCK_STREAM else _std.IPPROTO_UDP
-        fixed: dict[tuple[int, int], int] = {
-            (_std.SOL_SOCKET, _std.SO_TYPE): int(self._type),
-            (_std.SOL_SOCKET, _std.SO_RCVBUF): self._bufs[0],
-            (_std.SOL_SOCKET, _std.SO_SNDBUF): self._bufs[1],
-            (_std.SOL_SOCKET, _std.SO_ACCEPTCONN): int(self._listening),
-        }
-        if hasattr(_std, "SO_DOMAIN"):
-            fixed[(_std.SOL_SOCKET, _std.SO_DOMAIN)] = int(self._family)
-        if hasattr(_std, "SO_PROTOCOL"):
-            fixed[(_std.SOL_SOCKET, _std.SO_PROTOCOL)] = self._proto or default_proto
-        if self._type == SOCK_STREAM:
-            for k, (name, _lo, _hi, default) in _TCP_OPTIONS.items():
-                if self._s is not None:
-                    fixed[k] = self._s.option(name)
-                else:
-                    fixed[k] = self._opts.get(name, default)
-        if self._family == AF_INET6:
-            fixed[(_std.IPPROTO_IPV6, _IPV6_V6ONLY)] = int(self._v6only)
-        group_value = self._groups.get(level, optname)
-        if key == (_std.SOL_SOCKET, _std.SO_ERROR):
-            value = self._take_error()
-        elif group_value is not None:
-            value = group_value
-        elif key in fixed:
-            value = fixed[key]
-        elif key in self._options and self._applies(key):
-            value = self._options[key]
-        else:
-            raise OSError(_errno.ENOPROTOOPT, "Protocol not available")
-        if buflen is None:
-            return value
-        buflen = operator.index(buflen)
-        if not 0 < buflen <= 1024:
-            raise OSError(_errno.EINVAL, "getsockopt buflen out of range")
-        return struct.pack("=i", value)[:buflen]
 
     # -- context ---------------------------------------------------------------------------
 

@@ -21,9 +21,9 @@ import ssl
 import threading
 from typing import Any, Callable, Optional, TypeVar, Union
 
-from zt._fileio import _MakefileMixin
-from zt.socket import SOCK_STREAM
-from zt.socket import socket as zt_socket
+from ._fileio import _MakefileMixin
+from .socket import SOCK_STREAM
+from .socket import socket as zt_socket
 
 __all__ = ["SSLSocket", "wrap_socket"]
 

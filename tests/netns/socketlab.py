@@ -20,6 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
+import zt.lab
 from tests.interop.libzt import NetnsNodeResult
 from tests.netns.agentproto import Agent, AgentError
 from tests.netns.netlab import NetLab
@@ -27,13 +28,14 @@ from tests.netns.test_libzt_with_zt_controller import api, zt_controller
 from tests.netns.test_libzt_with_zt_root import RootSetup, ZtRoot, libzt_node, make_root
 
 AGENT_SCRIPT = str(Path(__file__).with_name("ztagent.py"))
+# The lab's network (zt.lab.DEFAULT_NETWORK: its IPv4 assignment and 198.18.0.0/15 route), but
+# public (the agents join unauthorized), with rfc4193 addresses too and a pool of its own.
 NETWORK: dict[str, Any] = {
+    **zt.lab.DEFAULT_NETWORK,
     "name": "sockets",
     "private": False,
-    "v4AssignMode": {"zt": True},
     "v6AssignMode": {"rfc4193": True, "6plane": False, "zt": False},
     "ipAssignmentPools": [{"ipRangeStart": "198.18.2.10", "ipRangeEnd": "198.18.2.250"}],
-    "routes": [{"target": "198.18.0.0/15", "via": None}],
 }
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0

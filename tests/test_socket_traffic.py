@@ -1,5 +1,7 @@
-"""TCP sockets on the overlay (zt's user-space stack) between zt nodes on loopback: an ad-hoc
-network (IPv6 6plane) and a controller network (IPv4)."""
+"""Traffic through overlay sockets (zt's user-space stack) between zt nodes on loopback, over an
+ad-hoc network (IPv6 6plane) and a controller network (IPv4): TCP echo and bulk transfers,
+vanishing and idle peers, listeners across networks, UDP request/response and an asyncio echo
+server. How each socket call behaves next to the standard library's is ``test_socket_api.py``."""
 
 from __future__ import annotations
 
@@ -26,8 +28,8 @@ import zt
 from zt.socket import AF_INET, AF_INET6, SOCK_DGRAM, SOCK_STREAM
 
 from .overlay import ipv4_pair
-from .test_network import wait_until
 from .test_networks import NETWORK, Lab
+from .test_root_and_peers import wait_until
 
 
 def echo_server(server: zt.socket.socket, count: int = 1) -> threading.Thread:
@@ -331,7 +333,7 @@ def test_tcp_peer_vanishing_mid_transfer_times_out(lab: Lab) -> None:
     rb = threading.Thread(target=b_reads, daemon=True)
     rb.start()
     c.sendall(os.urandom(1 << 20))
-    b._native.stop(reset=False)  # vanishes, as if killed: no reset for its peers
+    b._handle().stop(reset=False)  # vanishes, as if killed: no reset for its peers
     stopped = time.monotonic()
     rb.join(10)
     assert not rb.is_alive(), "B's blocked recv returns when its node stops"
@@ -390,7 +392,7 @@ def test_tcp_keepalive_detects_a_vanished_idle_peer(lab: Lab) -> None:
         c.recv(10)
     conn.sendall(b"alive")
     assert c.recv(10) == b"alive"
-    b._native.stop(reset=False)  # vanishes, as if killed: no reset for its peers
+    b._handle().stop(reset=False)  # vanishes, as if killed: no reset for its peers
     stopped = time.monotonic()
     c.settimeout(30)
     with pytest.raises(TimeoutError, match="connection timed out") as dropped:

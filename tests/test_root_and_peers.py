@@ -1,5 +1,7 @@
-"""Real UDP on loopback: a zt root and zt nodes in one process (stock ZeroTier never uses
-loopback paths, so the nodes opt in with ``allow_loopback``)."""
+"""A zt root and its peers over real UDP on loopback, in one process, with no network joined:
+coming online, relaying then going direct, the peer cache, user messages, garbage on the wire
+(stock ZeroTier never uses loopback paths, so the nodes opt in with ``allow_loopback``).
+Networks (controller, members, ad-hoc) are ``test_networks.py``."""
 
 from __future__ import annotations
 
