@@ -91,7 +91,7 @@ pub enum CredentialError {
 }
 
 /// Credential type codes, as used in revocations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum CredentialType {
     /// No credential.

@@ -224,7 +224,7 @@ impl Node {
             CredentialType::Capability | CredentialType::Tag | CredentialType::Coo => {
                 let e = m
                     .revoked
-                    .entry((rev.credential_type as u8, rev.credential_id))
+                    .entry((rev.credential_type, rev.credential_id))
                     .or_insert(i64::MIN);
                 *e = (*e).max(rev.threshold);
                 m.com_revoked_before = m.com_revoked_before.max(rev.threshold);

@@ -1,6 +1,7 @@
 //! Frames in: FRAME, EXT_FRAME and MULTICAST_FRAME from peers, through the inbound filter.
 
 use super::*;
+use crate::network::filter::Delivery;
 
 impl Node {
     pub(super) fn need_credentials(
@@ -107,7 +108,7 @@ impl Node {
             ethertype,
             payload: payload[10..].to_vec(),
         };
-        if self.filter_in(now, id, src, &frame) == 0 {
+        if self.filter_in(now, id, src, &frame) == Delivery::Drop {
             return self.drop_input(DropReason::Filtered);
         }
         self.nets.frames.push_back(frame);
@@ -165,12 +166,12 @@ impl Node {
             self.send(now, src, Verb::Ok, ok);
         }
         match verdict {
-            0 => return self.drop_input(DropReason::Filtered),
-            2 => {
+            Delivery::Drop => return self.drop_input(DropReason::Filtered),
+            Delivery::SuperAccept => {
                 self.nets.frames.push_back(frame);
                 return;
             }
-            _ => {}
+            Delivery::Accept => {}
         }
         let cfg = self.nets.joined[&id].config.as_ref();
         let Some(cfg) = cfg else { return };
@@ -289,7 +290,7 @@ impl Node {
             ethertype: et,
             payload: body.to_vec(),
         };
-        if self.filter_in(now, id, src, &frame) == 0 {
+        if self.filter_in(now, id, src, &frame) == Delivery::Drop {
             return self.drop_input(DropReason::Filtered);
         }
         self.nets.frames.push_back(frame);
@@ -327,20 +328,22 @@ impl Node {
         z ^ (z >> 31)
     }
 
-    /// Inbound filter: 0 drop, 1 accept, 2 accept bypassing MAC checks. Sends the rules'
-    /// copies and redirects.
+    /// Inbound filter: drop, accept, or accept bypassing the MAC and bridging checks. Sends
+    /// the rules' copies and redirects.
     pub(super) fn filter_in(
         &mut self,
         now: Timestamp,
         id: NetworkId,
         src: Address,
         f: &Frame,
-    ) -> u8 {
+    ) -> Delivery {
         let seed = self.frame_seed();
         let Some(net) = self.nets.joined.get(&id) else {
-            return 0;
+            return Delivery::Drop;
         };
-        let Some(cfg) = &net.config else { return 0 };
+        let Some(cfg) = &net.config else {
+            return Delivery::Drop;
+        };
         let m = net.members.get(&src);
         let info = FrameInfo {
             inbound: true,
@@ -364,7 +367,11 @@ impl Node {
                 m.caps
                     .values()
                     .filter(|c| {
-                        credential_time_ok(cfg, c.timestamp, m.revoked.get(&(2, c.id)).copied())
+                        credential_time_ok(
+                            cfg,
+                            c.timestamp,
+                            m.revoked.get(&(CredentialType::Capability, c.id)).copied(),
+                        )
                     })
                     .map(|c| c.rules.as_slice())
                     .collect()
@@ -385,7 +392,7 @@ impl Node {
                 filter::EXT_FRAME_FLAGS_REDIRECT_INBOUND,
             );
         }
-        d.code()
+        d.delivery
     }
 
     /// Something from `src` passed the gate: membership exists; announce our groups to it

@@ -27,12 +27,8 @@ use crate::packet::Verb;
 use crate::time::Timestamp;
 use crate::wire::Reader;
 
-/// Ethertype of IPv4.
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
-/// Ethertype of ARP.
-pub const ETHERTYPE_ARP: u16 = 0x0806;
-/// Ethertype of IPv6.
-pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+// The ethertypes have one home, the rules engine (whose rules match on them).
+pub use crate::network::filter::{ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 
 /// Config refresh interval once configured.
 const AUTOCONF_DELAY_MS: i64 = 60_000;
@@ -187,7 +183,7 @@ pub(super) struct Membership {
     tags: BTreeMap<u32, Tag>,
     caps: BTreeMap<u32, Capability>,
     coos: BTreeMap<u32, Coo>,
-    revoked: BTreeMap<(u8, u32), i64>,
+    revoked: BTreeMap<(CredentialType, u32), i64>,
     revocation_ids: BTreeSet<u32>,
     last_push: Option<Timestamp>,
     pushed_config_ts: i64,
@@ -197,7 +193,7 @@ pub(super) struct Membership {
 /// What capabilities, tags and COOs have in common for a membership table.
 trait Keyed: Clone {
     /// Credential type number (revocations name it).
-    const KIND: u8;
+    const KIND: CredentialType;
     fn key(&self) -> u32;
     fn stamp(&self) -> i64;
     fn network(&self) -> NetworkId;
@@ -209,9 +205,9 @@ trait Keyed: Clone {
 /// `Keyed` for a credential type: its type number, the membership table holding it, and how
 /// its holder is found.
 macro_rules! keyed {
-    ($t:ty, $kind:literal, $table:ident, |$c:ident| $holder:expr) => {
+    ($t:ty, $kind:expr, $table:ident, |$c:ident| $holder:expr) => {
         impl Keyed for $t {
-            const KIND: u8 = $kind;
+            const KIND: CredentialType = $kind;
             fn key(&self) -> u32 {
                 self.id
             }
@@ -235,9 +231,10 @@ macro_rules! keyed {
     };
 }
 
-keyed!(Capability, 2, caps, |c| c.issued_to());
-keyed!(Tag, 3, tags, |c| Some(c.issued_to));
-keyed!(Coo, 4, coos, |c| Some(c.issued_to));
+keyed!(Capability, CredentialType::Capability, caps, |c| c
+    .issued_to());
+keyed!(Tag, CredentialType::Tag, tags, |c| Some(c.issued_to));
+keyed!(Coo, CredentialType::Coo, coos, |c| Some(c.issued_to));
 
 #[derive(Clone, Debug)]
 struct Held {
@@ -338,8 +335,11 @@ impl Ctx<'_> {
         if self.inbound {
             let Some(m) = self.remote else { return false };
             m.coos.values().any(|c| {
-                credential_time_ok(self.local, c.timestamp, m.revoked.get(&(4, c.id)).copied())
-                    && f(c)
+                credential_time_ok(
+                    self.local,
+                    c.timestamp,
+                    m.revoked.get(&(CredentialType::Coo, c.id)).copied(),
+                ) && f(c)
             })
         } else {
             self.local.coos.iter().any(f)
@@ -355,8 +355,12 @@ impl FilterContext for Ctx<'_> {
     fn remote_tag(&self, id: u32) -> Option<u32> {
         let m = self.remote?;
         let t = m.tags.get(&id)?;
-        credential_time_ok(self.local, t.timestamp, m.revoked.get(&(3, id)).copied())
-            .then_some(t.value)
+        credential_time_ok(
+            self.local,
+            t.timestamp,
+            m.revoked.get(&(CredentialType::Tag, id)).copied(),
+        )
+        .then_some(t.value)
     }
 
     fn source_ip_owned(&self, ip: IpAddr) -> bool {
