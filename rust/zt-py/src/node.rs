@@ -299,7 +299,8 @@ impl NativeNode {
         let allowed = match allowed_destinations {
             None => None,
             Some(list) => Some(
-                zt_runtime::udp::parse_prefixes(&list.join(",")).map_err(PyValueError::new_err)?,
+                zt_runtime::underlay::parse_prefixes(&list.join(","))
+                    .map_err(PyValueError::new_err)?,
             ),
         };
         let core = zt_proto::node::CoreOptions {

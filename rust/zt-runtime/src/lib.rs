@@ -6,7 +6,11 @@
 //!   and the memory store; [`state`] loads a node's state from a store before the core starts.
 //! - [`events`]: typed node events with libzt's codes, fanned out to subscribers that can be
 //!   waited on by blocking call or by a readiness descriptor (for `select` and asyncio).
-//! - [`runtime`]: one loop thread per node that drives the core and executes its outputs.
+//! - [`runtime`]: one loop thread per node that drives the core and executes its outputs, over
+//!   the node's physical UDP sockets ([`underlay`]).
+//! - [`sockets`]: the overlay's TCP and UDP sockets on the networks' stacks ([`stacks`]); a
+//!   thread waiting for one may receive for its node (the leader/follower protocol in `lead.rs`,
+//!   over the descriptors of [`wake`]).
 
 pub mod api;
 pub mod clock;
@@ -16,17 +20,18 @@ pub mod events;
 pub mod frames;
 pub mod http;
 pub mod keygen;
+mod lead;
 pub mod readiness;
 pub mod rng;
 pub mod runtime;
-#[cfg(unix)]
-pub mod signal;
 pub mod sockets;
 pub mod stacks;
 pub mod state;
 pub mod store;
-pub mod udp;
+pub mod underlay;
 mod validator;
+#[cfg(unix)]
+pub mod wake;
 
 pub use events::{EventCode, NodeEvent, Subscription};
 pub use runtime::{Lifecycle, NodeRuntime, RuntimeOptions};

@@ -12,7 +12,7 @@ use zt_runtime::MemoryStore;
 use zt_runtime::rng::OsRng;
 use zt_runtime::runtime::{ControllerStorage, NodeRuntime, RuntimeOptions};
 use zt_runtime::state::LoadOptions;
-use zt_runtime::udp::parse_prefixes;
+use zt_runtime::underlay::parse_prefixes;
 
 /// How long a node may take to start.
 pub const T: Duration = Duration::from_secs(10);

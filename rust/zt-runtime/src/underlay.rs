@@ -1,4 +1,5 @@
-//! The node's UDP sockets: one IPv4 and one IPv6 (v6-only) socket on the same port.
+//! The underlay: the node's physical UDP sockets, one IPv4 and one IPv6 (v6-only) socket on the
+//! same port (the overlay's sockets are in [`crate::sockets`]).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

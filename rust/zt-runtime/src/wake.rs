@@ -2,7 +2,7 @@
 //! readability wait over a few descriptors with a deadline.
 //!
 //! The runtime's loop thread waits with mio; these serve an application thread that waits for
-//! its socket by reading the node's UDP sockets itself (see `Shared::lead` in the runtime).
+//! its socket by reading the node's UDP sockets itself (see `lead.rs`).
 //!
 //! Linux has an eventfd and `ppoll` (a deadline to the nanosecond). Other Unix systems (macOS,
 //! the BSDs) get the same through a socket pair and `poll` (a deadline rounded up to the next
