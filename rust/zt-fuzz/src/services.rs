@@ -8,7 +8,7 @@ use zt_proto::controller::rule_json::{parse_rule_checked, render_rule};
 use zt_proto::controller::{self as ctl, Decision};
 use zt_proto::dictionary::Dictionary;
 use zt_proto::network::config::NetworkConfig;
-use zt_proto::node::{CachedPeer, CoreOptions, LocalSocket, StoreKey, StoreOp};
+use zt_proto::node::{CoreOptions, LocalSocket};
 use zt_proto::{Node, Timestamp};
 use zt_runtime::controller::ControllerHost;
 use zt_runtime::controller_db::ControllerDb;
@@ -20,7 +20,7 @@ use zt_sim::SimRng;
 
 use crate::fixtures::{self, START, fixtures};
 use crate::input::Input;
-use crate::node::{Role, scenario};
+use crate::node::{Role, check_store_op, scenario};
 
 /// The API token of the harness's API (fuzz inputs that present it pass authentication).
 pub const API_TOKEN: &str = "fuzz";
@@ -179,33 +179,5 @@ pub fn stored_state(data: &[u8]) {
     while node.poll_transmit().is_some() || node.poll_event().is_some() {}
     while let Some(op) = node.poll_store() {
         check_store_op(&op);
-    }
-}
-
-/// What a node writes must read back (the runtime loads these files at the next start).
-///
-/// # Panics
-/// If it does not.
-pub fn check_store_op(op: &StoreOp) {
-    let StoreOp::Put { key, data } = op else {
-        return;
-    };
-    match key {
-        StoreKey::Peer(_) => {
-            if let Err(e) = CachedPeer::parse(data) {
-                panic!("a peer cache entry the node wrote does not parse: {e}");
-            }
-        }
-        StoreKey::Planet | StoreKey::Moon(_) => {
-            if let Err(e) = zt_proto::World::from_bytes(data) {
-                panic!("a world the node wrote does not parse: {e}");
-            }
-        }
-        StoreKey::NetworkConfig(_) if data.len() > 1 => {
-            if let Err(e) = NetworkConfig::from_bytes(data) {
-                panic!("a network config the node wrote does not parse: {e}");
-            }
-        }
-        _ => {}
     }
 }

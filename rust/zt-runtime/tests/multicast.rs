@@ -37,7 +37,7 @@ struct Lab {
     id: NetworkId,
 }
 
-use common::{T, node};
+use common::{T, node, op};
 
 /// A root, a controller and `n` authorized, configured members of a network with `extra`
 /// network fields.
@@ -62,9 +62,7 @@ fn lab(n: usize, extra: &str) -> Lab {
             &format!("/controller/network/{id}/member/{a}"),
             r#"{"authorized": true}"#,
         );
-        m.call(move |ctx| ctx.node.join(ctx.now, id), T)
-            .unwrap()
-            .unwrap();
+        m.handle().join(id, T).unwrap();
     }
     for m in &members {
         wait("the network", || ipv4(m, id).is_some());
@@ -98,13 +96,8 @@ fn rfc4193(rt: &NodeRuntime, id: NetworkId) -> IpAddr {
 }
 
 fn bind(rt: &NodeRuntime, ip: &str, port: u16) -> Result<Arc<UdpShared>, SockError> {
-    let wake = rt.handle().waker();
     let local = SocketAddr::new(ip.parse().unwrap(), port);
-    rt.call(
-        move |ctx| ctx.udp.bind(ctx.stacks, local, (1 << 20, 1 << 20), wake),
-        T,
-    )
-    .unwrap()
+    op(rt.handle().udp_bind(local, (1 << 20, 1 << 20)))
 }
 
 fn membership(
@@ -114,16 +107,8 @@ fn membership(
     iface: Option<IpAddr>,
     join: bool,
 ) -> Result<(), SockError> {
-    let s = s.clone();
     let group: IpAddr = group.parse().unwrap();
-    rt.call(
-        move |ctx| {
-            ctx.udp
-                .membership(ctx.node, ctx.now, ctx.stacks, &s, group, iface, join)
-        },
-        T,
-    )
-    .unwrap()
+    op(rt.handle().udp_membership(s, group, iface, join))
 }
 
 fn subscribed(rt: &NodeRuntime, id: NetworkId, group: &str) -> bool {
@@ -377,9 +362,7 @@ fn memberships_are_counted_over_sockets_and_end_with_them() {
     // A network joined later: the socket bound to an unspecified address is bound there too
     // and its memberships follow (an ad-hoc IPv4 network, 10.0.0.0/8).
     let later = NetworkId(0xff0a_0000_0000_0001);
-    a.call(move |ctx| ctx.node.join(ctx.now, later), T)
-        .unwrap()
-        .unwrap();
+    a.handle().join(later, T).unwrap();
     wait("the memberships on the later network", || {
         subscribed(a, later, alias)
     });
@@ -404,11 +387,7 @@ fn memberships_are_counted_over_sockets_and_end_with_them() {
     );
     assert!(drain(&s1).is_empty(), "one copy");
     // IP_MULTICAST_IF takes an address of one of the socket's networks.
-    let set_if = |ip: Option<Ipv4Addr>| {
-        let tx = tx.clone();
-        a.call(move |ctx| ctx.udp.set_multicast_if(ctx.stacks, &tx, ip), T)
-            .unwrap()
-    };
+    let set_if = |ip: Option<Ipv4Addr>| op(a.handle().udp_multicast_if(&tx, ip));
     assert_eq!(
         set_if(Some(Ipv4Addr::new(203, 0, 113, 1))),
         Err(SockError::AddrNotAvailable)

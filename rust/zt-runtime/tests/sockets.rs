@@ -17,7 +17,7 @@ use zt_runtime::sockets::{Phase, SockError, TcpOption, TcpShared};
 /// Longer than any abort a test expects (a call that waits this long failed to be woken).
 const LONG: Duration = Duration::from_secs(30);
 
-use common::T;
+use common::{T, op};
 
 fn wait<F: FnMut() -> bool>(what: &str, f: F) {
     common::wait_for(what, Duration::from_secs(20), f);
@@ -40,9 +40,7 @@ fn adhoc_pair(port_range: u16) -> (NodeRuntime, NodeRuntime, NodeRuntime, Networ
     let b = node(&planet, None, 0);
     let id = NetworkId::adhoc(port_range, port_range);
     for n in [&a, &b] {
-        n.call(move |ctx| ctx.node.join(ctx.now, id), T)
-            .unwrap()
-            .unwrap();
+        n.handle().join(id, T).unwrap();
     }
     for n in [&a, &b] {
         wait("the network", || {
@@ -60,20 +58,12 @@ fn adhoc_pair(port_range: u16) -> (NodeRuntime, NodeRuntime, NodeRuntime, Networ
 fn udp_request_response_both_ways() {
     let (_root, a, b, id) = adhoc_pair(5353);
     let bind = |rt: &NodeRuntime| {
-        let wake = rt.handle().waker();
-        rt.call(
-            move |ctx| {
-                ctx.udp.bind(
-                    ctx.stacks,
-                    SocketAddr::new("::".parse().unwrap(), 5353),
-                    (1 << 20, 1 << 20),
-                    wake,
-                )
-            },
-            T,
-        )
-        .unwrap()
-        .unwrap()
+        rt.handle()
+            .udp_bind(
+                SocketAddr::new("::".parse().unwrap(), 5353),
+                (1 << 20, 1 << 20),
+            )
+            .unwrap()
     };
     let ua = bind(&a);
     let ub = bind(&b);
@@ -115,20 +105,9 @@ fn udp_request_response_both_ways() {
         "B saw A's 6plane address and port"
     );
     // A second socket on the same port is refused.
-    let wake = a.handle().waker();
-    let dup = a
-        .call(
-            move |ctx| {
-                ctx.udp.bind(
-                    ctx.stacks,
-                    SocketAddr::new("::".parse().unwrap(), 5353),
-                    (4096, 4096),
-                    wake,
-                )
-            },
-            T,
-        )
-        .unwrap();
+    let dup = op(a
+        .handle()
+        .udp_bind(SocketAddr::new("::".parse().unwrap(), 5353), (4096, 4096)));
     assert_eq!(dup.err(), Some(SockError::AddrInUse));
     ua.close();
     assert_eq!(
@@ -140,38 +119,23 @@ fn udp_request_response_both_ways() {
 #[test]
 fn tcp_between_two_nodes_over_an_adhoc_network() {
     let (_root, a, b, id) = adhoc_pair(7000);
-    let wake_b = b.handle().waker();
     let listener = b
-        .call(
-            move |ctx| {
-                ctx.sockets.listen(
-                    ctx.stacks,
-                    SocketAddr::new("::".parse().unwrap(), 7000),
-                    8,
-                    false,
-                    (1 << 20, 1 << 20),
-                    wake_b,
-                )
-            },
-            T,
+        .handle()
+        .tcp_listen(
+            SocketAddr::new("::".parse().unwrap(), 7000),
+            8,
+            false,
+            (1 << 20, 1 << 20),
         )
-        .unwrap()
         .unwrap();
     let server_ip = sixplane(&b, id);
-    let wake_a = a.handle().waker();
     let client = a
-        .call(
-            move |ctx| {
-                ctx.sockets.connect(
-                    ctx.stacks,
-                    SocketAddr::new(server_ip, 7000),
-                    (1 << 20, 1 << 20),
-                    wake_a,
-                )
-            },
-            T,
+        .handle()
+        .tcp_connect(
+            SocketAddr::new(server_ip, 7000),
+            (None, 0),
+            (1 << 20, 1 << 20),
         )
-        .unwrap()
         .unwrap();
     client.wait_connected(Some(T)).unwrap();
     assert_eq!(client.phase(), Phase::Connected);
@@ -219,20 +183,13 @@ fn tcp_between_two_nodes_over_an_adhoc_network() {
     // Sending on a closed socket fails; a connection to a closed port is refused.
     client.close();
     assert_eq!(client.send(b"x", Some(T)), Err(SockError::BrokenPipe));
-    let wake_a = a.handle().waker();
     let refused = a
-        .call(
-            move |ctx| {
-                ctx.sockets.connect(
-                    ctx.stacks,
-                    SocketAddr::new(server_ip, 7000 - 1),
-                    (4096, 4096),
-                    wake_a,
-                )
-            },
-            T,
+        .handle()
+        .tcp_connect(
+            SocketAddr::new(server_ip, 7000 - 1),
+            (None, 0),
+            (4096, 4096),
         )
-        .unwrap()
         .unwrap();
     // Port 6999 is outside the ad-hoc network's port range: its rules drop the SYN, so the
     // connection can only time out.
@@ -241,20 +198,9 @@ fn tcp_between_two_nodes_over_an_adhoc_network() {
         Err(SockError::WouldBlock)
     );
     // Nothing routes 198.18.0.0/15 here.
-    let wake_a = a.handle().waker();
-    let unreachable = a
-        .call(
-            move |ctx| {
-                ctx.sockets.connect(
-                    ctx.stacks,
-                    "198.18.0.1:80".parse().unwrap(),
-                    (4096, 4096),
-                    wake_a,
-                )
-            },
-            T,
-        )
-        .unwrap();
+    let unreachable =
+        op(a.handle()
+            .tcp_connect("198.18.0.1:80".parse().unwrap(), (None, 0), (4096, 4096)));
     assert_eq!(unreachable.err(), Some(SockError::NetUnreachable));
 }
 
@@ -264,29 +210,14 @@ fn listen(
     port: u16,
     v6only: bool,
 ) -> Result<Arc<TcpShared>, SockError> {
-    let wake = rt.handle().waker();
     let local = SocketAddr::new(ip.parse().unwrap(), port);
-    rt.call(
-        move |ctx| {
-            ctx.sockets
-                .listen(ctx.stacks, local, 8, v6only, (1 << 20, 1 << 20), wake)
-        },
-        T,
-    )
-    .unwrap()
+    op(rt.handle().tcp_listen(local, 8, v6only, (1 << 20, 1 << 20)))
 }
 
 fn connect(rt: &NodeRuntime, to: SocketAddr) -> Arc<TcpShared> {
-    let wake = rt.handle().waker();
-    rt.call(
-        move |ctx| {
-            ctx.sockets
-                .connect(ctx.stacks, to, (1 << 20, 1 << 20), wake)
-        },
-        T,
-    )
-    .unwrap()
-    .unwrap()
+    rt.handle()
+        .tcp_connect(to, (None, 0), (1 << 20, 1 << 20))
+        .unwrap()
 }
 
 /// A connected pair over the ad-hoc network `id`: (client on `a`, accepted on `b`).
@@ -439,9 +370,7 @@ fn an_unspecified_listener_covers_networks_joined_later() {
     );
     let second = NetworkId::adhoc(7300, 7301);
     for n in [&a, &b] {
-        n.call(move |ctx| ctx.node.join(ctx.now, second), T)
-            .unwrap()
-            .unwrap();
+        n.handle().join(second, T).unwrap();
     }
     for n in [&a, &b] {
         wait("the second network", || {
@@ -540,20 +469,9 @@ fn non_blocking_calls_move_only_what_the_caller_takes() {
 fn udp_non_blocking_reads_filter_senders_and_may_leave_a_datagram() {
     let (_root, a, b, id) = adhoc_pair(7003);
     let bind = |rt: &NodeRuntime, ip: IpAddr| {
-        let wake = rt.handle().waker();
-        rt.call(
-            move |ctx| {
-                ctx.udp.bind(
-                    ctx.stacks,
-                    SocketAddr::new(ip, 7003),
-                    (1 << 20, 1 << 20),
-                    wake,
-                )
-            },
-            T,
-        )
-        .unwrap()
-        .unwrap()
+        rt.handle()
+            .udp_bind(SocketAddr::new(ip, 7003), (1 << 20, 1 << 20))
+            .unwrap()
     };
     let (ip_a, ip_b) = (sixplane(&a, id), sixplane(&b, id));
     let ua = bind(&a, ip_a);
@@ -712,15 +630,8 @@ fn a_thread_waiting_for_its_socket_receives_for_the_node_while_the_loop_is_idle(
     // Another thread closing a socket ends a led wait on it, and the wait of a second reader
     // of the same socket (which cannot lead meanwhile). A UDP socket: closing it sends
     // nothing, so no datagram can end the waits instead.
-    let wake = b.handle().waker();
     let local = SocketAddr::new("::".parse().unwrap(), 7500);
-    let udp = b
-        .call(
-            move |ctx| ctx.udp.bind(ctx.stacks, local, (1 << 16, 1 << 16), wake),
-            T,
-        )
-        .unwrap()
-        .unwrap();
+    let udp = b.handle().udp_bind(local, (1 << 16, 1 << 16)).unwrap();
     std::thread::scope(|s| {
         let read = || {
             let t0 = Instant::now();

@@ -23,7 +23,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use zt_proto::node::{LocalSocket, Transmit};
+use zt_proto::network::config::NetworkConfig;
+use zt_proto::node::{CachedPeer, LocalSocket, StoreKey, StoreOp, Transmit};
 use zt_proto::packet::{self, Cipher, Verb};
 use zt_proto::{Address, Node, Timestamp};
 use zt_sim::EventHandler;
@@ -33,7 +34,6 @@ pub use scenario::{Role, Scenario, scenario};
 
 use crate::fixtures::{self, START, fixtures};
 use crate::input::Input;
-use crate::services::check_store_op;
 
 /// Most operations run from one input (bounds the work per input).
 pub const MAX_OPS: usize = 256;
@@ -345,5 +345,33 @@ pub fn datagrams(data: &[u8]) {
             d.tick(i64::from(t) * 64);
         }
         d.outgoing.clear();
+    }
+}
+
+/// What a node writes must read back (the runtime loads these files at the next start).
+///
+/// # Panics
+/// If it does not.
+pub fn check_store_op(op: &StoreOp) {
+    let StoreOp::Put { key, data } = op else {
+        return;
+    };
+    match key {
+        StoreKey::Peer(_) => {
+            if let Err(e) = CachedPeer::parse(data) {
+                panic!("a peer cache entry the node wrote does not parse: {e}");
+            }
+        }
+        StoreKey::Planet | StoreKey::Moon(_) => {
+            if let Err(e) = zt_proto::World::from_bytes(data) {
+                panic!("a world the node wrote does not parse: {e}");
+            }
+        }
+        StoreKey::NetworkConfig(_) if data.len() > 1 => {
+            if let Err(e) = NetworkConfig::from_bytes(data) {
+                panic!("a network config the node wrote does not parse: {e}");
+            }
+        }
+        _ => {}
     }
 }

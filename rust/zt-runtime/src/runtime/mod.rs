@@ -26,6 +26,7 @@ mod core;
 mod event_loop;
 mod handle;
 mod link;
+mod ops;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -34,6 +35,7 @@ use self::core::{Core, LoopState};
 use event_loop::{panic_message, run};
 pub use handle::{NodeHandle, NodeRuntime};
 use link::Link;
+pub use ops::{MAX_PING_SIZE, OP_TIMEOUT, OpError, PingError};
 use snapshot::build_snapshot;
 pub use snapshot::{PathInfo, PeerInfo, Snapshot};
 

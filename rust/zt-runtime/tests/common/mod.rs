@@ -79,3 +79,15 @@ pub fn wait_for<F: FnMut() -> bool>(what: &str, limit: Duration, mut f: F) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The socket error of an operation the node ran (a node that did not run it fails the test).
+pub fn op<T>(
+    r: Result<T, zt_runtime::runtime::OpError<zt_runtime::sockets::SockError>>,
+) -> Result<T, zt_runtime::sockets::SockError> {
+    r.map_err(|e| match e {
+        zt_runtime::runtime::OpError::Failed(e) => e,
+        zt_runtime::runtime::OpError::Runtime(e) => {
+            panic!("the node did not run the operation: {e}")
+        }
+    })
+}
