@@ -6,9 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
-use zt_proto::controller::records::{member_update_from_post, network_update_from_post};
-use zt_proto::controller::rule_json::render_rule;
-use zt_proto::controller::{self as ctl, Decision, NetworkSummary, Request};
+use zt_controller::records::{member_update_from_post, network_update_from_post};
+use zt_controller::rule_json::render_rule;
+use zt_controller::{self as ctl, Decision, NetworkSummary, Request};
 use zt_proto::crypto::c25519::KeyPair;
 use zt_proto::dictionary::Dictionary;
 use zt_proto::network::NetworkId;

@@ -305,7 +305,7 @@ pub fn rules(data: &[u8]) {
 
 fn rule_json_round_trip(rule: &Rule) {
     use rules::RuleKind as K;
-    use zt_proto::controller::rule_json::{parse_rule, render_rule, rule_type_name};
+    use zt_controller::rule_json::{parse_rule, render_rule, rule_type_name};
     // Types without JSON, and prefix lengths out of range: those come from the wire only, and
     // their JSON (like stock's) clamps them.
     if rule_type_name(&rule.kind).is_none()

@@ -3,7 +3,7 @@
 //! `fuzz/corpus/<target>/`; the corpus test replays them too.
 
 use serde_json::json;
-use zt_proto::controller::rule_json::render_rule;
+use zt_controller::rule_json::render_rule;
 use zt_proto::inet::InetAddress;
 use zt_proto::network::config::{NetworkConfig, make_chunks};
 use zt_proto::network::credentials::Credentials;

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use zt_proto::controller::rule_json::{parse_rule_checked, render_rule};
-use zt_proto::controller::{self as ctl, Decision};
+use zt_controller::rule_json::{parse_rule_checked, render_rule};
+use zt_controller::{self as ctl, Decision};
 use zt_proto::dictionary::Dictionary;
 use zt_proto::network::config::NetworkConfig;
 use zt_proto::node::{CoreOptions, LocalSocket};

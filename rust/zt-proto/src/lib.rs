@@ -24,7 +24,6 @@
 #![warn(missing_docs)]
 
 pub mod address;
-pub mod controller;
 pub mod crypto;
 pub mod dictionary;
 pub mod identity;

@@ -4,7 +4,7 @@
 //! nlohmann::json does.)
 
 use serde_json::{Map, Value, json};
-use zt_proto::controller::json::{json_bool, json_int, json_string};
+use zt_controller::json::{json_bool, json_int, json_string};
 use zt_proto::network::config::NetworkType;
 use zt_proto::node::{NetworkInfo, NetworkStatus, Peer};
 use zt_proto::{Address, Node, Timestamp, World};

@@ -1,5 +1,5 @@
 //! The built-in network controller as the runtime hosts it: records in SQLite
-//! ([`crate::controller_db`]), decisions by [`zt_proto::controller`], answers and pushes through
+//! ([`crate::controller_db`]), decisions by [`zt_controller`], answers and pushes through
 //! the node core.
 //!
 //! Everything runs on the node's loop thread, so a record change, the config pushes it causes
@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
-use zt_proto::controller::records::{
+use zt_controller::records::{
     clean_member, clean_network, member_update_from_post, network_update_from_post,
 };
-use zt_proto::controller::{self as ctl, Decision, NetworkSummary, Request};
+use zt_controller::{self as ctl, Decision, NetworkSummary, Request};
 use zt_proto::dictionary::Dictionary;
 use zt_proto::network::NetworkId;
 use zt_proto::network::credentials::{CredentialType, Revocation};

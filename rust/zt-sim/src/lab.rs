@@ -8,8 +8,8 @@ use std::rc::Rc;
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
-use zt_proto::controller::records::{member_update_from_post, network_update_from_post};
-use zt_proto::controller::{self as ctl, Decision, NetworkSummary, Request};
+use zt_controller::records::{member_update_from_post, network_update_from_post};
+use zt_controller::{self as ctl, Decision, NetworkSummary, Request};
 use zt_proto::crypto::c25519::KeyPair;
 use zt_proto::network::NetworkId;
 use zt_proto::node::network::{ERROR_NETWORK_ACCESS_DENIED, ERROR_OBJ_NOT_FOUND};

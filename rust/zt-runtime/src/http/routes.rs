@@ -520,7 +520,7 @@ impl Api {
                             .unwrap_or_default()
                             .to_owned();
                         let id = if id.len() == 10 { id } else { a.to_string() };
-                        let rev = zt_proto::controller::json::json_int(
+                        let rev = zt_controller::json::json_int(
                             rec.get("revision").unwrap_or(&Value::Null),
                             0,
                         );
@@ -560,10 +560,7 @@ impl Api {
         members
             .iter()
             .filter(|(_, m)| {
-                zt_proto::controller::json::json_bool(
-                    m.get("authorized").unwrap_or(&Value::Null),
-                    false,
-                )
+                zt_controller::json::json_bool(m.get("authorized").unwrap_or(&Value::Null), false)
             })
             .count()
     }

@@ -10,12 +10,12 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde_json::{Map, Value, json};
 
-use super::json::{Inet, field, ip_to_string, json_bool, json_int, json_string, number_to_u64};
-use super::json::{parse_inet, strtoull};
-use super::records::PostError;
-use crate::address::Address;
-use crate::network::Mac;
-use crate::network::rules::{Forward, Rule, RuleKind, TagOp};
+use crate::error::PostError;
+use crate::json::{Inet, field, ip_to_string, json_bool, json_int, json_string, number_to_u64};
+use crate::json::{parse_inet, strtoull};
+use zt_proto::address::Address;
+use zt_proto::network::Mac;
+use zt_proto::network::rules::{Forward, Rule, RuleKind, TagOp};
 
 /// The JSON name of a rule type, `None` for types without one (PRIORITY and unknown types).
 #[must_use]
@@ -322,7 +322,7 @@ pub fn render_rule(rule: &Rule) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::rules::{CHAR_INBOUND, CHAR_TCP_SYN};
+    use zt_proto::network::rules::{CHAR_INBOUND, CHAR_TCP_SYN};
 
     fn every_type() -> Vec<Rule> {
         let a = Address::new(0x0089_e92c_eee5).unwrap();

@@ -2,10 +2,11 @@
 //! 1.14.1: the same JSON records, defaults and coercions (so ztnet/ztncui work unchanged) and
 //! the same answer to a member's NETWORK_CONFIG_REQUEST.
 //!
-//! Like the rest of the crate this is sans-IO: no clock, files or threads; time and randomness
-//! are passed in and records are `serde_json` values the caller stores.
+//! Like `zt-proto`, the protocol core it builds on, this is sans-IO: no clock, files or threads;
+//! time and randomness are passed in and records are `serde_json` values the caller stores.
 //!
 //! * [`records`]: record defaults, API POST merges, the revision/save rule.
+//! * [`error`]: [`PostError`], a POST body the stock controller fails on.
 //! * [`rule_json`]: rule entries ↔ their JSON objects.
 //! * [`assign`]: routes, static IPs, pool allocation.
 //! * [`decide`]: the answer to a config request, with the member record to save.
@@ -25,6 +26,8 @@
 //! SSO: `ssoEnabled` stays false (the file-backed stock controller cannot enable it through
 //! its API either), so no request ever ends in AUTHENTICATION_REQUIRED and configs carry
 //! `ssoe = 0`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -32,13 +35,15 @@ use std::net::{IpAddr, SocketAddr};
 use serde_json::{Map, Value, json};
 
 pub mod assign;
+pub mod error;
 pub mod issue;
 pub mod json;
 pub mod records;
 pub mod rule_json;
 
 pub use assign::Route;
-pub use records::{Change, PostError};
+pub use error::PostError;
+pub use records::Change;
 
 use self::json::{
     Inet, field, json_bool, json_int, json_int_hex, json_string, number_cmp_i64, number_to_i64,
@@ -46,14 +51,14 @@ use self::json::{
 };
 use self::records::{clean_member, commit_record, init_member};
 use self::rule_json::parse_rule_checked;
-use crate::address::Address;
-use crate::crypto::SecureRandom;
-use crate::dictionary::Dictionary;
-use crate::identity::Identity;
-use crate::inet::InetAddress;
-use crate::network::NetworkId;
-use crate::network::rules::{MAX_CAPABILITY_RULES, MAX_RULES, Rule, RuleKind};
-use crate::time::Timestamp;
+use zt_proto::address::Address;
+use zt_proto::crypto::SecureRandom;
+use zt_proto::dictionary::Dictionary;
+use zt_proto::identity::Identity;
+use zt_proto::inet::InetAddress;
+use zt_proto::network::NetworkId;
+use zt_proto::network::rules::{MAX_CAPABILITY_RULES, MAX_RULES, Rule, RuleKind};
+use zt_proto::time::Timestamp;
 
 /// Default credential time max delta (`ctmd`): 30 minutes.
 pub const DEFAULT_CREDENTIAL_MAX_DELTA: i64 = 1_800_000;
@@ -543,5 +548,7 @@ fn rules_caps_tags(network: &Value, m: &mut Value, new_member: bool) -> Option<R
     Some((rules, capabilities, tags))
 }
 
+#[cfg(test)]
+mod test_rng;
 #[cfg(test)]
 mod tests;

@@ -4,10 +4,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::ConfigPlan;
-use crate::identity::Identity;
-use crate::network::config::{Dns, IpPrefix, NetworkConfig, NetworkType, Route};
-use crate::network::credentials::{Capability, Com, Coo, CredentialError, Tag, Thing};
+use crate::ConfigPlan;
+use zt_proto::identity::Identity;
+use zt_proto::network::config::{Dns, IpPrefix, NetworkConfig, NetworkType, Route};
+use zt_proto::network::credentials::{Capability, Com, Coo, CredentialError, Tag, Thing};
 
 /// ID of the certificate of ownership listing the static IPs (as stock controllers issue it).
 pub const COO_ID: u32 = 1;

@@ -15,14 +15,15 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::json::{
+use crate::error::PostError;
+use crate::json::{
     Inet, field, ip_to_string, json_bool, json_eq, json_int, json_string, number_cmp_i64,
-    parse_inet, type_name,
+    parse_inet,
 };
-use super::rule_json::{parse_rule_checked, render_rule};
-use crate::address::Address;
-use crate::network::NetworkId;
-use crate::time::Timestamp;
+use crate::rule_json::{parse_rule_checked, render_rule};
+use zt_proto::address::Address;
+use zt_proto::network::NetworkId;
+use zt_proto::time::Timestamp;
 
 /// Most entries the API keeps in any array field (`ZT_CONTROLLER_MAX_ARRAY_SIZE`).
 pub const MAX_ARRAY_SIZE: usize = 16384;
@@ -34,27 +35,6 @@ pub const MIN_MTU: u64 = 1280;
 pub const MAX_MTU: u64 = 10000;
 /// Default multicast recipient limit.
 pub const DEFAULT_MULTICAST_LIMIT: u64 = 32;
-
-/// A POST body the stock controller fails on with HTTP 500 (a type error escaping its JSON
-/// library). `description` is the text such an answer carries, e.g.
-/// `[json.exception.type_error.302] type must be string, but is number`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{description}")]
-pub struct PostError {
-    /// The exception text.
-    pub description: String,
-}
-
-impl PostError {
-    pub(crate) fn type_must_be_string(v: &Value) -> Self {
-        Self {
-            description: format!(
-                "[json.exception.type_error.302] type must be string, but is {}",
-                type_name(v)
-            ),
-        }
-    }
-}
 
 /// What saving a record did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -11,10 +11,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde_json::Value;
 
-use super::json::{Inet, field, ip_to_string, json_bool, json_string, parse_inet};
-use crate::address::Address;
-use crate::crypto::SecureRandom;
-use crate::network::NetworkId;
+use crate::json::{Inet, field, ip_to_string, json_bool, json_string, parse_inet};
+use zt_proto::address::Address;
+use zt_proto::crypto::SecureRandom;
+use zt_proto::network::NetworkId;
 
 /// Most routes in a config.
 pub const MAX_ROUTES: usize = 128;
@@ -355,7 +355,7 @@ pub fn assign_ips(ctx: &AssignContext<'_>, rng: &mut impl SecureRandom) -> Assig
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::test_rng::TestRng;
+    use crate::test_rng::TestRng;
     use serde_json::json;
 
     const NWID: NetworkId = NetworkId(0x8056_c2e2_1c00_0001);
