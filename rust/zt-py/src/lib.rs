@@ -3,11 +3,15 @@
 
 use pyo3::prelude::*;
 
+mod blocking;
+mod convert;
 mod crypto;
 mod errors;
+mod events;
 mod identity;
 mod network;
 mod node;
+mod socket;
 mod store;
 mod world;
 
@@ -18,11 +22,15 @@ mod _native {
     #[pymodule_export]
     use crypto::{identity_hash, poly1305, salsa20, sha512};
     #[pymodule_export]
+    use events::{EventSubscription, FrameTap};
+    #[pymodule_export]
     use identity::{Identity, KeyPair};
     #[pymodule_export]
     use network::{network_adhoc_id, network_member_mac, network_rfc4193, network_sixplane};
     #[pymodule_export]
-    use node::{EventSubscription, FrameTap, NativeNode, TcpSocket, UdpSocket};
+    use node::NativeNode;
+    #[pymodule_export]
+    use socket::{TcpSocket, UdpSocket};
     #[pymodule_export]
     use store::{FileStore, MemoryStore};
     #[pymodule_export]

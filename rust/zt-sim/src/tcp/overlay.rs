@@ -1,0 +1,283 @@
+//! The overlay lab: two members of a ZeroTier network on a simulator, each with a stack.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use zt_proto::network::NetworkId;
+use zt_proto::node::Frame;
+use zt_stack::NetStack;
+
+use super::Lab;
+use super::report::Report;
+use super::segment::{Dir, End, Segment, trace};
+use super::transfer::{Transfer, transfer};
+use crate::SimRng;
+use crate::lab::{NetworkLab, private_network};
+use crate::link::{LinkProfile, LinkStats, PathProfile};
+
+/// Why a lab could not be set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupError(pub String);
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "lab set-up failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+/// Two members of a ZeroTier network on a [`Sim`](crate::Sim), each with a stack. The path's
+/// links carry the UDP datagrams between the two members (A → B is `path.ab`); the root and
+/// the controller are reached over unimpaired 1 ms links, so only the members' own path is
+/// impaired.
+#[derive(Debug)]
+pub struct OverlayLab {
+    /// The network (root, controller, the two members).
+    pub net: NetworkLab,
+    path: PathProfile,
+    seed: u64,
+    hosts: [usize; 2],
+    stacks: [NetStack; 2],
+    addrs: [IpAddr; 2],
+    /// When set, every TCP segment the stacks send or are given is appended (for diagnosis).
+    pub trace: Option<Vec<Segment>>,
+}
+
+impl OverlayLab {
+    /// Builds the network (a root, a controller, members A and B), joins and authorizes both
+    /// members, sets `path` between them, attaches a stack to each with the network's MTU and
+    /// addresses, and exchanges UDP datagrams both ways until both stacks have resolved each
+    /// other and the members talk directly (not through the root). `seed` drives the
+    /// simulator (links, node randomness) and the stacks.
+    ///
+    /// # Errors
+    /// If a member is not configured, or the members cannot reach each other over `path`
+    /// within a minute of virtual time (a path that loses everything, say).
+    pub fn new(path: &PathProfile, seed: u64) -> Result<Self, SetupError> {
+        let mut net = NetworkLab::with_seed(seed, LinkProfile::delay(1_000), 2, &private_network());
+        let (a, b) = (net.members[0], net.members[1]);
+        net.sim.set_path(a, b, path);
+        if !net.authorize_all() {
+            return Err(SetupError("the members are not configured".into()));
+        }
+        let id = net.nwid;
+        let mut rng = SimRng(seed ^ 0x7374_6163_6b73);
+        let mut stack = |net: &NetworkLab, h: usize| -> Result<(NetStack, IpAddr), SetupError> {
+            let info = net.sim.hosts[h]
+                .node
+                .network(id)
+                .ok_or_else(|| SetupError("not joined".into()))?;
+            let c = info
+                .config
+                .ok_or_else(|| SetupError("no network config".into()))?;
+            let mut s = NetStack::new(
+                info.mac.to_bytes(),
+                usize::from(c.mtu),
+                rng.next_u64(),
+                net.sim.now_us(),
+            );
+            let addrs: Vec<(IpAddr, u8)> = c.static_ips.iter().map(|p| (p.ip, p.bits)).collect();
+            s.set_addresses(&addrs);
+            let v4 = net
+                .ipv4_of(h)
+                .ok_or_else(|| SetupError("no IPv4 address".into()))?;
+            Ok((s, IpAddr::V4(v4)))
+        };
+        let (sa, ia) = stack(&net, a)?;
+        let (sb, ib) = stack(&net, b)?;
+        let mut lab = Self {
+            net,
+            path: path.clone(),
+            seed,
+            hosts: [a, b],
+            stacks: [sa, sb],
+            addrs: [ia, ib],
+            trace: None,
+        };
+        lab.warm_up()?;
+        Ok(lab)
+    }
+
+    /// The path's hosts in the simulator: A, B.
+    #[must_use]
+    pub fn hosts(&self) -> [usize; 2] {
+        self.hosts
+    }
+
+    /// Runs a transfer ([`transfer`]).
+    pub fn transfer(&mut self, spec: &Transfer) -> Report {
+        transfer(self, spec)
+    }
+
+    /// Whether each member has a direct path to the other.
+    fn direct(&self) -> bool {
+        let sim = &self.net.sim;
+        let [a, b] = self.hosts;
+        let has = |from: usize, to: usize| {
+            let peer = sim.hosts[to].node.address();
+            sim.hosts[from]
+                .node
+                .peer(peer)
+                .and_then(|p| p.best_path(sim.now))
+                .is_some_and(|p| p.remote == sim.hosts[to].public_addr())
+        };
+        has(a, b) && has(b, a)
+    }
+
+    /// UDP datagrams A → B and B → A every 250 ms until both arrived and the path is direct;
+    /// then a second more.
+    fn warm_up(&mut self) -> Result<(), SetupError> {
+        const PORT: u16 = 9;
+        let ua = self.stacks[0].add_udp(8, 4096);
+        let ub = self.stacks[1].add_udp(8, 4096);
+        for (s, h) in [(0, ua), (1, ub)] {
+            self.stacks[s]
+                .udp(h)
+                .bind(PORT)
+                .map_err(|e| SetupError(format!("bind: {e:?}")))?;
+        }
+        let ends = [(End::A, ua), (End::B, ub)];
+        let mut got = [false; 2];
+        let start = self.now_us();
+        while self.now_us() - start < 60_000_000 {
+            // Both ways every round until the path is direct: a member confirms a path with a
+            // HELLO when direct traffic arrives, and that HELLO or its OK may be lost.
+            for (end, h) in ends {
+                let to = self.addr(end.other());
+                let _ = self.stack(end).udp(h).send_slice(
+                    b"warm-up",
+                    zt_stack::smoltcp::wire::IpEndpoint::new(to.into(), PORT),
+                );
+            }
+            let until = self.now_us() + 250_000;
+            while self.now_us() < until {
+                let t = self.now_us();
+                for s in &mut self.stacks {
+                    s.poll(t);
+                }
+                self.flush();
+                for (end, h) in ends {
+                    while self.stack(end).udp(h).recv().is_ok() {
+                        got[end.index()] = true;
+                    }
+                }
+                let mut next = self.next_event_us().unwrap_or(until);
+                for s in &mut self.stacks {
+                    if let Some(p) = s.poll_at(t) {
+                        next = next.min(p.max(t + 1));
+                    }
+                }
+                self.advance_to_us(next.clamp(t + 1, until));
+            }
+            if got == [true, true] && self.direct() {
+                for (end, h) in ends {
+                    self.stack(end).remove(h);
+                }
+                self.net.sim.run_for(1_000);
+                for s in &mut self.stacks {
+                    s.poll(self.net.sim.now_us());
+                }
+                self.flush();
+                return Ok(());
+            }
+        }
+        Err(SetupError(format!(
+            "the members did not reach each other directly (A got {}, B got {}, direct {})",
+            got[0],
+            got[1],
+            self.direct()
+        )))
+    }
+}
+
+impl Lab for OverlayLab {
+    fn kind(&self) -> &'static str {
+        "overlay"
+    }
+
+    fn path(&self) -> &PathProfile {
+        &self.path
+    }
+
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    fn now_us(&self) -> i64 {
+        self.net.sim.now_us()
+    }
+
+    fn next_event_us(&self) -> Option<i64> {
+        self.net.sim.next_event_us()
+    }
+
+    fn advance_to_us(&mut self, t_us: i64) {
+        self.net.sim.run_until_us(t_us);
+        let now = self.net.sim.now_us();
+        for (i, &h) in self.hosts.iter().enumerate() {
+            while let Some(f) = self.net.sim.hosts[h].frames.pop_front() {
+                if f.network != self.net.nwid {
+                    continue;
+                }
+                let mut buf = self.stacks[i].frame_buffer();
+                f.write_ethernet(&mut buf);
+                let end = if i == 0 { End::A } else { End::B };
+                trace(&mut self.trace, &buf, now, end, Dir::Received);
+                self.stacks[i].handle_frame(buf);
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        let now = self.net.sim.now;
+        let now_us = self.net.sim.now_us();
+        let id: NetworkId = self.net.nwid;
+        for (i, &h) in self.hosts.iter().enumerate() {
+            while let Some(out) = self.stacks[i].poll_frame() {
+                let end = if i == 0 { End::A } else { End::B };
+                trace(&mut self.trace, &out, now_us, end, Dir::Sent);
+                if let Some(f) = Frame::from_ethernet(id, &out) {
+                    // A refused frame is counted by the node (`frames_dropped`).
+                    let _ = self.net.sim.hosts[h].node.send_frame(now, f);
+                }
+                self.stacks[i].recycle(out);
+            }
+        }
+        self.net.sim.pump();
+    }
+
+    fn stack(&mut self, end: End) -> &mut NetStack {
+        &mut self.stacks[end.index()]
+    }
+
+    fn addr(&self, end: End) -> IpAddr {
+        self.addrs[end.index()]
+    }
+
+    fn link_stats(&self) -> [LinkStats; 2] {
+        let [a, b] = self.hosts;
+        [self.net.sim.link_stats(a, b), self.net.sim.link_stats(b, a)]
+    }
+
+    /// The members' drop counters (by reason, "A drops BadMac" say), the frames their nodes
+    /// refused, and the datagrams the root relayed.
+    fn counters(&self) -> BTreeMap<String, u64> {
+        let mut c = BTreeMap::new();
+        for (end, &h) in [End::A, End::B].iter().zip(&self.hosts) {
+            let st = self.net.sim.hosts[h].node.stats();
+            for (r, n) in &st.drops {
+                c.insert(format!("{end} drops {r:?}"), *n);
+            }
+            for (r, n) in &st.frames_dropped {
+                c.insert(format!("{end} refused frames {r:?}"), *n);
+            }
+        }
+        c.insert(
+            "root relayed".into(),
+            self.net.sim.hosts[0].node.stats().relayed,
+        );
+        c
+    }
+}
