@@ -8,7 +8,7 @@
 //!   waited on by blocking call or by a readiness descriptor (for `select` and asyncio).
 //! - [`runtime`]: one loop thread per node that drives the core and executes its outputs, over
 //!   the node's physical UDP sockets ([`underlay`]).
-//! - [`sockets`]: the overlay's TCP and UDP sockets on the networks' stacks ([`stacks`]); a
+//! - [`sockets`]: the overlay's TCP and UDP sockets on the networks' stacks ([`zt_stack::Stacks`]); a
 //!   thread waiting for one may receive for its node (the leader/follower protocol in `lead.rs`,
 //!   over the descriptors of [`wake`]).
 
@@ -25,7 +25,6 @@ pub mod readiness;
 pub mod rng;
 pub mod runtime;
 pub mod sockets;
-pub mod stacks;
 pub mod state;
 pub mod store;
 pub mod underlay;

@@ -6,10 +6,12 @@
 
 pub mod device;
 pub mod stack;
+pub mod stacks;
 
 pub use device::VirtualEthernet;
 pub use smoltcp;
 pub use stack::{NetStack, StackError, TCP_BUFFER, TCP_BUFFER_MAX, link_local, solicited_node};
+pub use stacks::{Policy, Stacks};
 
 #[cfg(test)]
 mod tests;

@@ -33,7 +33,7 @@ impl Core {
     /// The next time the loop must run for timers.
     pub(super) fn deadline(&mut self) -> zt_proto::Timestamp {
         [
-            self.out.stacks.poll_at(),
+            self.out.stacks.poll_at(self.clock.now_us()),
             self.out.sockets.poll_at().map(zt_proto::Timestamp),
         ]
         .into_iter()
@@ -106,7 +106,9 @@ impl Core {
 pub(super) struct LoopState {
     pub(super) udp: UdpSockets,
     pub(super) controller: Option<crate::controller::ControllerHost>,
-    pub(super) stacks: crate::stacks::Stacks,
+    pub(super) stacks: zt_stack::Stacks,
+    /// The stacks' time (microseconds, on the node's clock's base).
+    pub(super) clock: Clock,
     pub(super) sockets: crate::sockets::SocketTable,
     pub(super) datagrams: crate::sockets::UdpTable,
     pub(super) stacks_dirty: bool,
@@ -205,11 +207,11 @@ impl LoopState {
         let mut progress = false;
         if self.stacks_dirty {
             self.stacks_dirty = false;
-            self.stacks.sync(node);
+            self.stacks.sync(node, self.clock.now_us());
         }
         self.sockets.service(&mut self.stacks, now.as_millis());
         self.datagrams.service(&mut self.stacks);
-        if self.stacks.poll(node, now) {
+        if self.stacks.poll(node, self.clock.now_us()) {
             progress = true;
         }
         if self.sockets.service(&mut self.stacks, now.as_millis()) {

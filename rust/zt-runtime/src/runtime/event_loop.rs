@@ -167,14 +167,14 @@ fn setup(shared: &Arc<Shared>) -> Result<(Core, Poll, Arc<Waker>, Snapshot), Loo
     let mut out = LoopState {
         udp,
         controller,
-        stacks: crate::stacks::Stacks::new(
+        stacks: zt_stack::Stacks::new(
             {
                 let mut b = [0u8; 8];
                 zt_proto::crypto::SecureRandom::fill(&mut crate::rng::OsRng, &mut b);
                 u64::from_le_bytes(b)
             },
-            clock,
         ),
+        clock,
         sockets: crate::sockets::SocketTable::default(),
         datagrams: crate::sockets::UdpTable::default(),
         stacks_dirty: true,
@@ -199,7 +199,7 @@ fn setup(shared: &Arc<Shared>) -> Result<(Core, Poll, Arc<Waker>, Snapshot), Loo
     );
     // Networks restored from the store are OK in the first snapshot: their stacks exist by
     // then, or a caller of wait_network() could open sockets or ping before they do.
-    out.stacks.sync(&node);
+    out.stacks.sync(&node, clock.now_us());
     out.stacks_dirty = false;
     let first = build_snapshot(&node, &mut out, clock.now(), None);
     let core = Core {
@@ -281,7 +281,7 @@ impl Core {
             // drain below) instead of waiting on a silent connection until they time out.
             if reset_peers {
                 out.sockets.reset_all(&mut out.stacks);
-                out.stacks.poll(node, clock.now());
+                out.stacks.poll(node, clock.now_us());
             }
             node.persist_peers();
         }

@@ -147,7 +147,7 @@ pub struct LoopCtx<'a> {
     /// The built-in controller, if enabled.
     pub controller: Option<&'a mut crate::controller::ControllerHost>,
     /// The TCP/IP stacks of the configured networks.
-    pub stacks: &'a mut crate::stacks::Stacks,
+    pub stacks: &'a mut zt_stack::Stacks,
     /// The user-space TCP sockets on those stacks.
     pub sockets: &'a mut crate::sockets::SocketTable,
     /// The user-space UDP sockets.

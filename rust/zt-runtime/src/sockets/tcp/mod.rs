@@ -21,7 +21,7 @@ use zt_stack::smoltcp::wire::IpListenEndpoint;
 use super::{FLUSH_MAX, SockError, endpoint};
 use crate::lead::{Kick, Waitable, Waiters, wait_on};
 use crate::readiness::Readiness;
-use crate::stacks::Stacks;
+use zt_stack::Stacks;
 
 /// Default buffer size each way.
 pub const DEFAULT_BUFFER: usize = zt_stack::TCP_BUFFER;

@@ -17,7 +17,7 @@ use zt_stack::smoltcp::wire::IpListenEndpoint;
 use super::{FLUSH_MAX, SockError, endpoint};
 use crate::lead::{Kick, Waitable, Waiters, wait_on};
 use crate::readiness::Readiness;
-use crate::stacks::{Policy, Stacks};
+use zt_stack::{Policy, Stacks};
 use multicast::{is_directed_broadcast, net_views, send_group};
 
 /// Largest datagram accepted (the network MTU limits what actually fits).

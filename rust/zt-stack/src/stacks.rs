@@ -1,5 +1,9 @@
 //! The user-space TCP/IP stacks of a node's networks: one [`NetStack`] per configured network,
-//! kept in step with the network's config (MAC, MTU, managed addresses) and fed with its frames.
+//! kept in step with the network's config (MAC, MTU, managed addresses) and fed with its frames;
+//! what the stacks send goes out through the node ([`Node::send_frame`]). Sans-IO like the rest
+//! of this crate: every call that needs the time takes it (microseconds, on the node's clock's
+//! base: `now_us / 1000` is the node's `Timestamp`). The runtime and the simulator both drive
+//! a node's stacks through this.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -7,18 +11,14 @@ use std::net::IpAddr;
 use zt_proto::network::NetworkId;
 use zt_proto::node::{Frame, NetworkStatus};
 use zt_proto::{Node, Timestamp};
-use zt_stack::NetStack;
-use zt_stack::smoltcp::iface::SocketHandle;
-
-use crate::clock::Clock;
+use crate::NetStack;
+use crate::smoltcp::iface::SocketHandle;
 
 /// The stacks, by network.
 #[derive(Debug, Default)]
 pub struct Stacks {
     by_net: HashMap<NetworkId, NetStack>,
     seed: u64,
-    /// The stacks' clock (microseconds, on the node's clock's base).
-    clock: Clock,
     /// Frames the stacks sent that the node refused (rules, no route...).
     pub refused: u64,
     /// SYNs dropped by stacks that are gone (see [`Self::syns_dropped`]).
@@ -39,15 +39,12 @@ pub struct Policy {
 }
 
 impl Stacks {
-    /// Stacks seeded with `seed` (TCP sequence numbers, ephemeral ports) that read the time
-    /// from `clock` (in microseconds: TCP's round trips and pacing need finer time than the
-    /// node's milliseconds).
+    /// Stacks seeded with `seed` (TCP sequence numbers, ephemeral ports).
     #[must_use]
-    pub fn new(seed: u64, clock: Clock) -> Self {
+    pub fn new(seed: u64) -> Self {
         Self {
             by_net: HashMap::new(),
             seed,
-            clock,
             refused: 0,
             syns_dropped_before: 0,
             generation: 0,
@@ -67,8 +64,9 @@ impl Stacks {
                 .sum::<u64>()
     }
 
-    /// Creates, updates or removes stacks after the node's networks changed.
-    pub fn sync(&mut self, node: &Node) {
+    /// Creates, updates or removes stacks after the node's networks changed (`now_us`: the
+    /// time new stacks start at).
+    pub fn sync(&mut self, node: &Node, now_us: i64) {
         let nets = node.networks();
         let before = self.by_net.len();
         let retired = &mut self.syns_dropped_before;
@@ -81,7 +79,6 @@ impl Stacks {
         });
         let mut changed = self.by_net.len() != before;
         let by_net = &self.by_net;
-        let clock = self.clock;
         self.policies.retain(|id, _| by_net.contains_key(id));
         for n in nets {
             let Some(c) = n.config.as_ref() else { continue };
@@ -92,7 +89,7 @@ impl Stacks {
             let seed = self.seed ^ n.id.0;
             let stack = self.by_net.entry(n.id).or_insert_with(|| {
                 changed = true;
-                NetStack::new(n.mac.to_bytes(), usize::from(c.mtu), seed, clock.now_us())
+                NetStack::new(n.mac.to_bytes(), usize::from(c.mtu), seed, now_us)
             });
             stack.set_mtu(usize::from(c.mtu));
             let policy = Policy {
@@ -145,12 +142,13 @@ impl Stacks {
         }
     }
 
-    /// Polls every stack and sends what they produced through the node. True if anything was
-    /// sent.
-    pub fn poll(&mut self, node: &mut Node, now: Timestamp) -> bool {
+    /// Polls every stack at `now_us` and sends what they produced through the node. True if
+    /// anything was sent.
+    pub fn poll(&mut self, node: &mut Node, now_us: i64) -> bool {
+        let now = Timestamp(now_us.div_euclid(1000));
         let mut sent = false;
         for (id, s) in &mut self.by_net {
-            s.poll(self.clock.now_us());
+            s.poll(now_us);
             while let Some(out) = s.poll_frame() {
                 sent = true;
                 match Frame::from_ethernet(*id, &out) {
@@ -169,8 +167,7 @@ impl Stacks {
 
     /// The earliest time a stack wants to be polled (ms, rounded up: the loop waits in
     /// milliseconds).
-    pub fn poll_at(&mut self) -> Option<Timestamp> {
-        let now_us = self.clock.now_us();
+    pub fn poll_at(&mut self, now_us: i64) -> Option<Timestamp> {
         self.by_net
             .values_mut()
             .filter_map(|s| s.poll_at(now_us))
@@ -191,16 +188,16 @@ impl Stacks {
         (ident, seq): (u16, u16),
         payload: &[u8],
         again: Option<SocketHandle>,
-    ) -> Result<SocketHandle, zt_stack::StackError> {
-        use zt_stack::smoltcp::phy::ChecksumCapabilities;
-        use zt_stack::smoltcp::socket::icmp;
-        use zt_stack::smoltcp::wire::{
+    ) -> Result<SocketHandle, crate::StackError> {
+        use crate::smoltcp::phy::ChecksumCapabilities;
+        use crate::smoltcp::socket::icmp;
+        use crate::smoltcp::wire::{
             Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpAddress, Ipv6Address,
         };
         let s = self
             .by_net
             .get_mut(&id)
-            .ok_or(zt_stack::StackError::BadHandle)?;
+            .ok_or(crate::StackError::BadHandle)?;
         let h = s.add_icmp(4, 4 * (payload.len() + 64));
         let src6 = s.addresses().iter().find_map(|(a, _)| match a {
             IpAddr::V6(v6) if !v6.is_unicast_link_local() => Some(*v6),
@@ -209,7 +206,7 @@ impl Stacks {
         let sock = s.icmp(h);
         if again.is_none() && sock.bind(icmp::Endpoint::Ident(ident)).is_err() {
             s.remove(h);
-            return Err(zt_stack::StackError::InvalidState);
+            return Err(crate::StackError::InvalidState);
         }
         let caps = ChecksumCapabilities::default();
         let r = match dst {
@@ -239,7 +236,7 @@ impl Stacks {
         };
         if r.is_err() && again.is_none() {
             s.remove(h);
-            return Err(zt_stack::StackError::WouldBlock);
+            return Err(crate::StackError::WouldBlock);
         }
         Ok(h)
     }
