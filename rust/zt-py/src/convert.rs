@@ -58,3 +58,9 @@ pub(crate) fn parse_sockaddr(ip: &str, port: u16) -> PyResult<std::net::SocketAd
         .map_err(|_| PyValueError::new_err(format!("{ip:?} is not an IP address")))?;
     Ok(std::net::SocketAddr::new(ip, port))
 }
+
+/// A socket operation's error: a node that does not run it is a network that is down, a
+/// socket error is its `OSError`.
+pub(crate) fn socket_op(e: zt_runtime::runtime::OpError<SockError>) -> PyErr {
+    errors::op(e, errors::socket_runtime, |e| sock_err(e, None))
+}

@@ -34,6 +34,18 @@ pub(crate) fn runtime(e: zt_runtime::runtime::RuntimeError) -> PyErr {
     }
 }
 
+/// An operation's error: the runtime's through `runtime`, the operation's own through `failed`.
+pub(crate) fn op<E>(
+    e: zt_runtime::runtime::OpError<E>,
+    runtime: impl FnOnce(zt_runtime::runtime::RuntimeError) -> PyErr,
+    failed: impl FnOnce(E) -> PyErr,
+) -> PyErr {
+    match e {
+        zt_runtime::runtime::OpError::Runtime(e) => runtime(e),
+        zt_runtime::runtime::OpError::Failed(e) => failed(e),
+    }
+}
+
 /// An OS error as Python's `OSError` (its subclass by errno, as the stdlib raises them), the
 /// message prefixed with what failed.
 pub(crate) fn os(what: &str, e: &std::io::Error) -> PyErr {

@@ -2,17 +2,15 @@
 //! sockets it opens.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use zt_runtime::runtime::{Lifecycle, NodeRuntime, RuntimeOptions};
-use zt_runtime::sockets::SockError;
 use zt_runtime::state::LoadOptions;
 
 use crate::blocking::duration;
-use crate::convert::{parse_ip, parse_sockaddr, sock_err};
+use crate::convert::{parse_ip, parse_sockaddr, socket_op};
 use crate::errors;
 use crate::events::{EventSubscription, FrameTap};
 use crate::identity::Identity;
@@ -34,24 +32,6 @@ pub(crate) struct NativeNode {
 }
 
 impl NativeNode {
-    /// Creates a socket on the loop thread (`make` gets the loop and a waker for the socket).
-    fn open_socket<T: Send + 'static>(
-        &self,
-        py: Python<'_>,
-        make: impl FnOnce(
-            &mut zt_runtime::runtime::LoopCtx<'_>,
-            zt_runtime::sockets::Kick,
-        ) -> Result<T, SockError>
-        + Send
-        + 'static,
-    ) -> PyResult<T> {
-        let rt = self.rt();
-        let wake = rt.handle().waker();
-        py.detach(|| rt.call(move |ctx| make(ctx, wake), Duration::from_secs(10)))
-            .map_err(errors::socket_runtime)?
-            .map_err(|e| sock_err(e, None))
-    }
-
     fn rt(&self) -> &NodeRuntime {
         // Only Drop takes it out.
         self.rt
@@ -293,9 +273,11 @@ impl NativeNode {
         let id = network_id(nwid)?;
         let t = duration(Some(timeout))?.unwrap_or_default();
         let rt = self.rt();
-        py.detach(|| rt.call(move |ctx| ctx.node.join(ctx.now, id), t))
-            .map_err(errors::runtime)?
-            .map_err(|e| errors::NetworkError::new_err(format!("cannot join {id}: {e}")))
+        py.detach(|| rt.handle().join(id, t)).map_err(|e| {
+            errors::op(e, errors::runtime, |e| {
+                errors::NetworkError::new_err(format!("cannot join {id}: {e}"))
+            })
+        })
     }
 
     /// Leaves a network; False if it was not joined.
@@ -304,7 +286,7 @@ impl NativeNode {
         let id = network_id(nwid)?;
         let t = duration(Some(timeout))?.unwrap_or_default();
         let rt = self.rt();
-        py.detach(|| rt.call(move |ctx| ctx.node.leave(id), t))
+        py.detach(|| rt.handle().leave(id, t))
             .map_err(errors::runtime)
     }
 
@@ -337,9 +319,11 @@ impl NativeNode {
             .ok_or_else(|| PyValueError::new_err("a frame needs at least a 14-byte header"))?;
         let t = duration(Some(timeout))?.unwrap_or_default();
         let rt = self.rt();
-        py.detach(|| rt.call(move |ctx| ctx.node.send_frame(ctx.now, f), t))
-            .map_err(errors::runtime)?
-            .map_err(|e| errors::NetworkError::new_err(e.to_string()))
+        py.detach(|| rt.handle().send_frame(f, t)).map_err(|e| {
+            errors::op(e, errors::runtime, |e| {
+                errors::NetworkError::new_err(e.to_string())
+            })
+        })
     }
 
     /// A tap receiving the network's frames delivered to this node.
@@ -370,7 +354,7 @@ impl NativeNode {
         };
         let t = duration(Some(timeout))?.unwrap_or_default();
         let rt = self.rt();
-        py.detach(|| rt.call(move |ctx| ctx.node.subscribe(ctx.now, id, g), t))
+        py.detach(|| rt.handle().subscribe_multicast(id, g, t))
             .map_err(errors::runtime)
     }
 
@@ -389,59 +373,21 @@ impl NativeNode {
         let dst: std::net::IpAddr = ip
             .parse()
             .map_err(|_| PyValueError::new_err(format!("{ip:?} is not an IP address")))?;
-        if size > 1400 {
-            return Err(PyValueError::new_err("size must be at most 1400"));
+        if size > zt_runtime::runtime::MAX_PING_SIZE {
+            return Err(PyValueError::new_err(format!(
+                "size must be at most {}",
+                zt_runtime::runtime::MAX_PING_SIZE
+            )));
         }
         let t = duration(Some(timeout))?.unwrap_or_default();
         let rt = self.rt();
-        py.detach(|| {
-            let started = Instant::now();
-            let ident = (started.elapsed().subsec_nanos() as u16) | 1;
-            let payload = vec![0x5a; size];
-            let call = Duration::from_secs(10);
-            let first = payload.clone();
-            let h = rt
-                .call(
-                    move |ctx| ctx.stacks.ping_send(id, dst, (ident, 1), &first, None),
-                    call,
-                )
-                .map_err(errors::runtime)?
-                .map_err(|e| {
-                    errors::NetworkError::new_err(match e {
-                        zt_stack::StackError::BadHandle => format!(
-                            "cannot ping: network {id} is not up on this node (not joined, or \
-                             its config has not arrived)"
-                        ),
-                        e => format!("cannot ping: {e}"),
-                    })
-                })?;
-            let mut seq = 1u16;
-            let mut last = Instant::now();
-            loop {
-                let done = started.elapsed() >= t;
-                let got = rt
-                    .call(move |ctx| ctx.stacks.ping_reply(id, h, done), call)
-                    .map_err(errors::runtime)?;
-                if got.is_some() {
-                    return Ok(Some(last.elapsed().as_secs_f64()));
-                }
-                if done {
-                    return Ok(None);
-                }
-                // Like ping(8): another request now and then (the first may be lost while the
-                // neighbour is resolved).
-                if last.elapsed() >= Duration::from_millis(250) {
-                    seq = seq.wrapping_add(1);
-                    last = Instant::now();
-                    let p = payload.clone();
-                    let _ = rt.call(
-                        move |ctx| ctx.stacks.ping_send(id, dst, (ident, seq), &p, Some(h)),
-                        call,
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        })
+        py.detach(|| rt.handle().ping(id, dst, size, t))
+            .map(|rtt| rtt.map(|d| d.as_secs_f64()))
+            .map_err(|e| {
+                errors::op(e, errors::runtime, |e| {
+                    errors::NetworkError::new_err(format!("cannot ping: {e}"))
+                })
+            })
     }
 
     /// Calls the local JSON API in-process (no token): `(status, body text)`.
@@ -521,16 +467,13 @@ impl NativeNode {
     ) -> PyResult<TcpSocket> {
         let remote = parse_sockaddr(ip, port)?;
         let local_ip = local_ip.map(parse_ip).transpose()?;
-        self.open_socket(py, move |ctx, wake| {
-            ctx.sockets.connect_from(
-                ctx.stacks,
-                remote,
-                (local_ip, local_port),
-                (rcvbuf, sndbuf),
-                wake,
-            )
+        let rt = self.rt();
+        py.detach(|| {
+            rt.handle()
+                .tcp_connect(remote, (local_ip, local_port), (rcvbuf, sndbuf))
         })
         .map(TcpSocket)
+        .map_err(socket_op)
     }
 
     /// Listens on `(ip, port)`: one address, or "0.0.0.0" (the IPv4 addresses of every
@@ -549,11 +492,13 @@ impl NativeNode {
         v6only: bool,
     ) -> PyResult<TcpSocket> {
         let local = parse_sockaddr(ip, port)?;
-        self.open_socket(py, move |ctx, wake| {
-            ctx.sockets
-                .listen(ctx.stacks, local, backlog, v6only, (rcvbuf, sndbuf), wake)
+        let rt = self.rt();
+        py.detach(|| {
+            rt.handle()
+                .tcp_listen(local, backlog, v6only, (rcvbuf, sndbuf))
         })
         .map(TcpSocket)
+        .map_err(socket_op)
     }
 
     /// Binds a UDP socket to `(ip, port)` (port 0: ephemeral; "::"/"0.0.0.0": every network).
@@ -567,10 +512,10 @@ impl NativeNode {
         sndbuf: usize,
     ) -> PyResult<UdpSocket> {
         let local = parse_sockaddr(ip, port)?;
-        self.open_socket(py, move |ctx, wake| {
-            ctx.udp.bind(ctx.stacks, local, (rcvbuf, sndbuf), wake)
-        })
-        .map(UdpSocket)
+        let rt = self.rt();
+        py.detach(|| rt.handle().udp_bind(local, (rcvbuf, sndbuf)))
+            .map(UdpSocket)
+            .map_err(socket_op)
     }
 
     /// Joins (`join`) or leaves an IP multicast group on a UDP socket: on every network of the
@@ -588,19 +533,9 @@ impl NativeNode {
     ) -> PyResult<()> {
         let group = parse_ip(group)?;
         let iface = iface.map(parse_ip).transpose()?;
-        let s = sock.0.clone();
         let rt = self.rt();
-        py.detach(|| {
-            rt.call(
-                move |ctx| {
-                    ctx.udp
-                        .membership(ctx.node, ctx.now, ctx.stacks, &s, group, iface, join)
-                },
-                Duration::from_secs(10),
-            )
-        })
-        .map_err(errors::socket_runtime)?
-        .map_err(|e| sock_err(e, None))
+        py.detach(|| rt.handle().udp_membership(&sock.0, group, iface, join))
+            .map_err(socket_op)
     }
 
     /// Sets the network a UDP socket's IPv4 multicasts go out on (`IP_MULTICAST_IF`): the one
@@ -622,16 +557,9 @@ impl NativeNode {
                 ));
             }
         };
-        let s = sock.0.clone();
         let rt = self.rt();
-        py.detach(|| {
-            rt.call(
-                move |ctx| ctx.udp.set_multicast_if(ctx.stacks, &s, iface),
-                Duration::from_secs(10),
-            )
-        })
-        .map_err(errors::socket_runtime)?
-        .map_err(|e| sock_err(e, None))
+        py.detach(|| rt.handle().udp_multicast_if(&sock.0, iface))
+            .map_err(socket_op)
     }
 
     /// Offers a newer planet or moon revision; raises WorldError if refused.
