@@ -8,11 +8,11 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use crate::NetStack;
+use crate::smoltcp::iface::SocketHandle;
 use zt_proto::network::NetworkId;
 use zt_proto::node::{Frame, NetworkStatus};
 use zt_proto::{Node, Timestamp};
-use crate::NetStack;
-use crate::smoltcp::iface::SocketHandle;
 
 /// The stacks, by network.
 #[derive(Debug, Default)]
@@ -131,10 +131,16 @@ impl Stacks {
 
     /// Hands a frame the node delivered to the network's stack; false if it has none.
     pub fn deliver(&mut self, f: &Frame) -> bool {
+        self.deliver_tapped(f, |_| {})
+    }
+
+    /// As [`Self::deliver`], showing `tap` the Ethernet frame first (a capture, a trace).
+    pub fn deliver_tapped(&mut self, f: &Frame, tap: impl FnOnce(&[u8])) -> bool {
         match self.by_net.get_mut(&f.network) {
             Some(s) => {
                 let mut buf = s.frame_buffer();
                 f.write_ethernet(&mut buf);
+                tap(&buf);
                 s.handle_frame(buf);
                 true
             }
@@ -145,12 +151,23 @@ impl Stacks {
     /// Polls every stack at `now_us` and sends what they produced through the node. True if
     /// anything was sent.
     pub fn poll(&mut self, node: &mut Node, now_us: i64) -> bool {
+        self.poll_tapped(node, now_us, |_, _| {})
+    }
+
+    /// As [`Self::poll`], showing `tap` each Ethernet frame a stack sends, with its network.
+    pub fn poll_tapped(
+        &mut self,
+        node: &mut Node,
+        now_us: i64,
+        mut tap: impl FnMut(NetworkId, &[u8]),
+    ) -> bool {
         let now = Timestamp(now_us.div_euclid(1000));
         let mut sent = false;
         for (id, s) in &mut self.by_net {
             s.poll(now_us);
             while let Some(out) = s.poll_frame() {
                 sent = true;
+                tap(*id, &out);
                 match Frame::from_ethernet(*id, &out) {
                     Some(f) => {
                         if node.send_frame(now, f).is_err() {

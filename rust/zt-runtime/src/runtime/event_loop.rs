@@ -167,13 +167,11 @@ fn setup(shared: &Arc<Shared>) -> Result<(Core, Poll, Arc<Waker>, Snapshot), Loo
     let mut out = LoopState {
         udp,
         controller,
-        stacks: zt_stack::Stacks::new(
-            {
-                let mut b = [0u8; 8];
-                zt_proto::crypto::SecureRandom::fill(&mut crate::rng::OsRng, &mut b);
-                u64::from_le_bytes(b)
-            },
-        ),
+        stacks: zt_stack::Stacks::new({
+            let mut b = [0u8; 8];
+            zt_proto::crypto::SecureRandom::fill(&mut crate::rng::OsRng, &mut b);
+            u64::from_le_bytes(b)
+        }),
         clock,
         sockets: crate::sockets::SocketTable::default(),
         datagrams: crate::sockets::UdpTable::default(),

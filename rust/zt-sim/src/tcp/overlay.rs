@@ -4,9 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use zt_proto::network::NetworkId;
-use zt_proto::node::Frame;
-use zt_stack::NetStack;
+use zt_stack::{NetStack, Stacks};
 
 use super::Lab;
 use super::report::Report;
@@ -39,7 +37,8 @@ pub struct OverlayLab {
     path: PathProfile,
     seed: u64,
     hosts: [usize; 2],
-    stacks: [NetStack; 2],
+    /// Each member's stacks, as the runtime keeps them (one per network; here one).
+    stacks: [Stacks; 2],
     addrs: [IpAddr; 2],
     /// When set, every TCP segment the stacks send or are given is appended (for diagnosis).
     pub trace: Option<Vec<Segment>>,
@@ -64,22 +63,12 @@ impl OverlayLab {
         }
         let id = net.nwid;
         let mut rng = SimRng(seed ^ 0x7374_6163_6b73);
-        let mut stack = |net: &NetworkLab, h: usize| -> Result<(NetStack, IpAddr), SetupError> {
-            let info = net.sim.hosts[h]
-                .node
-                .network(id)
-                .ok_or_else(|| SetupError("not joined".into()))?;
-            let c = info
-                .config
-                .ok_or_else(|| SetupError("no network config".into()))?;
-            let mut s = NetStack::new(
-                info.mac.to_bytes(),
-                usize::from(c.mtu),
-                rng.next_u64(),
-                net.sim.now_us(),
-            );
-            let addrs: Vec<(IpAddr, u8)> = c.static_ips.iter().map(|p| (p.ip, p.bits)).collect();
-            s.set_addresses(&addrs);
+        let mut stack = |net: &NetworkLab, h: usize| -> Result<(Stacks, IpAddr), SetupError> {
+            let mut s = Stacks::new(rng.next_u64());
+            s.sync(&net.sim.hosts[h].node, net.sim.now_us());
+            if s.get(id).is_none() {
+                return Err(SetupError("no network config".into()));
+            }
             let v4 = net
                 .ipv4_of(h)
                 .ok_or_else(|| SetupError("no IPv4 address".into()))?;
@@ -130,10 +119,10 @@ impl OverlayLab {
     /// then a second more.
     fn warm_up(&mut self) -> Result<(), SetupError> {
         const PORT: u16 = 9;
-        let ua = self.stacks[0].add_udp(8, 4096);
-        let ub = self.stacks[1].add_udp(8, 4096);
-        for (s, h) in [(0, ua), (1, ub)] {
-            self.stacks[s]
+        let ua = self.stack(End::A).add_udp(8, 4096);
+        let ub = self.stack(End::B).add_udp(8, 4096);
+        for (end, h) in [(End::A, ua), (End::B, ub)] {
+            self.stack(end)
                 .udp(h)
                 .bind(PORT)
                 .map_err(|e| SetupError(format!("bind: {e:?}")))?;
@@ -154,9 +143,6 @@ impl OverlayLab {
             let until = self.now_us() + 250_000;
             while self.now_us() < until {
                 let t = self.now_us();
-                for s in &mut self.stacks {
-                    s.poll(t);
-                }
                 self.flush();
                 for (end, h) in ends {
                     while self.stack(end).udp(h).recv().is_ok() {
@@ -164,8 +150,8 @@ impl OverlayLab {
                     }
                 }
                 let mut next = self.next_event_us().unwrap_or(until);
-                for s in &mut self.stacks {
-                    if let Some(p) = s.poll_at(t) {
+                for end in [End::A, End::B] {
+                    if let Some(p) = self.stack(end).poll_at(t) {
                         next = next.min(p.max(t + 1));
                     }
                 }
@@ -176,9 +162,6 @@ impl OverlayLab {
                     self.stack(end).remove(h);
                 }
                 self.net.sim.run_for(1_000);
-                for s in &mut self.stacks {
-                    s.poll(self.net.sim.now_us());
-                }
                 self.flush();
                 return Ok(());
             }
@@ -217,39 +200,34 @@ impl Lab for OverlayLab {
         self.net.sim.run_until_us(t_us);
         let now = self.net.sim.now_us();
         for (i, &h) in self.hosts.iter().enumerate() {
+            let end = if i == 0 { End::A } else { End::B };
             while let Some(f) = self.net.sim.hosts[h].frames.pop_front() {
-                if f.network != self.net.nwid {
-                    continue;
-                }
-                let mut buf = self.stacks[i].frame_buffer();
-                f.write_ethernet(&mut buf);
-                let end = if i == 0 { End::A } else { End::B };
-                trace(&mut self.trace, &buf, now, end, Dir::Received);
-                self.stacks[i].handle_frame(buf);
+                let t = &mut self.trace;
+                self.stacks[i].deliver_tapped(&f, |buf| trace(t, buf, now, end, Dir::Received));
             }
         }
     }
 
+    /// Polls both members' stacks and sends what they produced through their nodes (as the
+    /// runtime's loop does), then lets the simulated network carry it.
     fn flush(&mut self) {
-        let now = self.net.sim.now;
         let now_us = self.net.sim.now_us();
-        let id: NetworkId = self.net.nwid;
         for (i, &h) in self.hosts.iter().enumerate() {
-            while let Some(out) = self.stacks[i].poll_frame() {
-                let end = if i == 0 { End::A } else { End::B };
-                trace(&mut self.trace, &out, now_us, end, Dir::Sent);
-                if let Some(f) = Frame::from_ethernet(id, &out) {
-                    // A refused frame is counted by the node (`frames_dropped`).
-                    let _ = self.net.sim.hosts[h].node.send_frame(now, f);
-                }
-                self.stacks[i].recycle(out);
-            }
+            let end = if i == 0 { End::A } else { End::B };
+            let t = &mut self.trace;
+            let node = &mut self.net.sim.hosts[h].node;
+            self.stacks[i].poll_tapped(node, now_us, |_, out| {
+                trace(t, out, now_us, end, Dir::Sent);
+            });
         }
         self.net.sim.pump();
     }
 
     fn stack(&mut self, end: End) -> &mut NetStack {
-        &mut self.stacks[end.index()]
+        let id = self.net.nwid;
+        self.stacks[end.index()]
+            .get(id)
+            .unwrap_or_else(|| unreachable!("the members' stacks exist from the set-up on"))
     }
 
     fn addr(&self, end: End) -> IpAddr {

@@ -13,15 +13,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use zt_proto::network::NetworkId;
-use zt_stack::NetStack;
 use zt_stack::smoltcp::iface::SocketHandle;
 use zt_stack::smoltcp::socket::tcp;
 use zt_stack::smoltcp::wire::IpListenEndpoint;
+use zt_stack::{NetStack, Stacks};
 
 use super::{FLUSH_MAX, SockError, endpoint};
 use crate::lead::{Kick, Waitable, Waiters, wait_on};
 use crate::readiness::Readiness;
-use zt_stack::Stacks;
 
 /// Default buffer size each way.
 pub const DEFAULT_BUFFER: usize = zt_stack::TCP_BUFFER;

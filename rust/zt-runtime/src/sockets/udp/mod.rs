@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use zt_proto::network::NetworkId;
 use zt_stack::smoltcp::iface::SocketHandle;
 use zt_stack::smoltcp::wire::IpListenEndpoint;
+use zt_stack::{Policy, Stacks};
 
 use super::{FLUSH_MAX, SockError, endpoint};
 use crate::lead::{Kick, Waitable, Waiters, wait_on};
 use crate::readiness::Readiness;
-use zt_stack::{Policy, Stacks};
 use multicast::{is_directed_broadcast, net_views, send_group};
 
 /// Largest datagram accepted (the network MTU limits what actually fits).
