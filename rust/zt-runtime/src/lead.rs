@@ -115,10 +115,15 @@ impl<'a, T: Waiters> Waitable<'a, T> {
 
 /// How a socket reaches its node's loop (what [`Kick`] wraps).
 pub trait LoopLink: Send + Sync {
-    /// An application thread changed the socket. `flush`: it queued a few bytes to send, and
-    /// may run the loop's pass itself when the loop is idle; otherwise the loop thread is woken
-    /// and acts on the change in its next pass.
-    fn kick(&self, flush: bool);
+    /// An application thread changed the socket: the loop thread is woken and acts on the
+    /// change in its next pass.
+    fn wake(&self);
+
+    /// An application thread queued a few bytes to send: it may run the loop's pass itself
+    /// when the loop is idle (the bytes go out from this thread); otherwise as [`Self::wake`].
+    fn flush(&self) {
+        self.wake();
+    }
 
     /// Lets a thread that would wait for its socket read the node's UDP sockets itself until
     /// `ready()` (it returns true), `deadline` passes or the node stops. `ready` is asked before
@@ -145,15 +150,15 @@ pub struct Kick(Arc<dyn LoopLink>);
 
 struct FnLink<F>(F);
 
-impl<F: Fn(bool) + Send + Sync> LoopLink for FnLink<F> {
-    fn kick(&self, flush: bool) {
-        (self.0)(flush);
+impl<F: Fn() + Send + Sync> LoopLink for FnLink<F> {
+    fn wake(&self) {
+        (self.0)();
     }
 }
 
 impl Kick {
-    /// A kick that calls `f` (with `true` for a flush) and never leads.
-    pub fn new(f: impl Fn(bool) + Send + Sync + 'static) -> Self {
+    /// A kick that calls `f` to wake (and to flush) and never leads.
+    pub fn new(f: impl Fn() + Send + Sync + 'static) -> Self {
         Self(Arc::new(FnLink(f)))
     }
 
@@ -165,15 +170,15 @@ impl Kick {
     /// A kick that does nothing (sockets outside a node, in tests).
     #[must_use]
     pub fn none() -> Self {
-        Self::new(|_| {})
+        Self::new(|| {})
     }
 
     pub(crate) fn wake(&self) {
-        self.0.kick(false);
+        self.0.wake();
     }
 
     pub(crate) fn flush(&self) {
-        self.0.kick(true);
+        self.0.flush();
     }
 
     fn lead(&self, ready: &mut dyn FnMut() -> bool, deadline: Option<Instant>) -> bool {

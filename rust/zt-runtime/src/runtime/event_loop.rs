@@ -93,7 +93,7 @@ pub(super) fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         if snapshot_stale {
             deadline = deadline.min(core.snapshot_at + SNAPSHOT_PERIOD_MS);
         }
-        // Application threads may run passes while the loop waits (`Shared::kick` in `link.rs`).
+        // Application threads may run passes while the loop waits (`Shared::flush` in `link.rs`).
         core.parked_until = Some(deadline);
         let timeout = core.clock.until(deadline);
         drop(guard);

@@ -5,15 +5,13 @@
 use super::*;
 
 impl Shared {
-    /// A socket changed on an application thread ([`crate::sockets::Kick`]). For a `flush`,
-    /// when the loop is idle, this thread runs the loop's pass itself: what it queued goes out
-    /// now, without a hand-off to the loop thread. The loop is still woken when the pass left
-    /// it something to do sooner than it planned (a nearer deadline, an event, a snapshot to
-    /// refresh), when it is busy (it then sees the change in its next pass), or for a plain
-    /// wake.
-    fn kick(&self, flush: bool) {
-        if flush
-            && let Ok(mut guard) = self.core.try_lock()
+    /// An application thread queued a few bytes to send ([`crate::sockets::Kick`]): when the
+    /// loop is idle, this thread runs the loop's pass itself, and what it queued goes out now,
+    /// without a hand-off to the loop thread. The loop is still woken when the pass left it
+    /// something to do sooner than it planned (a nearer deadline, an event, a snapshot to
+    /// refresh), or when it is busy (it then sees the change in its next pass).
+    fn flush(&self) {
+        if let Ok(mut guard) = self.core.try_lock()
             && let Some(core) = guard.as_mut()
             && let Some(parked) = core.parked_until
         {
@@ -116,8 +114,12 @@ impl crate::lead::Lender for Shared {
 pub(super) struct Link(pub(super) Arc<Shared>);
 
 impl crate::lead::LoopLink for Link {
-    fn kick(&self, flush: bool) {
-        self.0.kick(flush);
+    fn wake(&self) {
+        self.0.wake();
+    }
+
+    fn flush(&self) {
+        self.0.flush();
     }
 
     fn lead(&self, ready: &mut dyn FnMut() -> bool, deadline: Option<Instant>) -> bool {

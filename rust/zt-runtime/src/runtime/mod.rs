@@ -222,7 +222,7 @@ struct Shared {
     changed: Condvar,
     /// What the loop works on, while it runs. The loop thread holds it except while it waits
     /// for datagrams or its next deadline; then an application thread may take it to send
-    /// what it just queued ([`Shared::kick` in `link.rs`]).
+    /// what it just queued (`Shared::flush` in `link.rs`).
     core: Mutex<Option<Core>>,
     /// Interrupts an application thread that leads the node's receiving ([`crate::lead`]).
     #[cfg(unix)]
