@@ -1,6 +1,7 @@
 //! The one place Rust errors become Python exceptions (classes live in `zt/errors.py`).
 
 use pyo3::PyErr;
+use zt_runtime::sockets::SockError;
 
 pyo3::import_exception!(zt.errors, IdentityError);
 pyo3::import_exception!(zt.errors, WorldError);
@@ -51,9 +52,9 @@ pub(crate) fn op<E>(
 pub(crate) fn os(what: &str, e: &std::io::Error) -> PyErr {
     use std::io::ErrorKind as K;
     let errno = e.raw_os_error().or(match e.kind() {
-        K::AddrInUse => Some(errno("EADDRINUSE")),
-        K::AddrNotAvailable => Some(errno("EADDRNOTAVAIL")),
-        K::PermissionDenied => Some(errno("EACCES")),
+        K::AddrInUse => Some(sock_errno(SockError::AddrInUse)),
+        K::AddrNotAvailable => Some(sock_errno(SockError::AddrNotAvailable)),
+        K::PermissionDenied => Some(sock_errno(SockError::Access)),
         _ => None,
     });
     let message = format!("{what}: {e}");
@@ -70,28 +71,16 @@ pub(crate) fn socket_runtime(e: zt_runtime::runtime::RuntimeError) -> PyErr {
     match e {
         R::Timeout => pyo3::exceptions::PyTimeoutError::new_err(e.to_string()),
         other => pyo3::exceptions::PyOSError::new_err((
-            errno("ENETDOWN"),
+            sock_errno(SockError::NetDown),
             format!("network is down: {other}"),
         )),
     }
 }
 
-/// The value of Python's `errno.<name>` (what `OSError` picks its subclass by): on Unix the C
-/// library's, on Windows Winsock's for socket errors. -1 if Python lacks the name.
-pub(crate) fn errno(name: &str) -> i32 {
-    #[cfg(unix)]
-    {
-        let known = match name {
-            "EADDRINUSE" => Some(libc::EADDRINUSE),
-            "EADDRNOTAVAIL" => Some(libc::EADDRNOTAVAIL),
-            "EACCES" => Some(libc::EACCES),
-            "ENETDOWN" => Some(libc::ENETDOWN),
-            _ => None,
-        };
-        if let Some(n) = known {
-            return n;
-        }
-    }
+/// The value of Python's `errno.<name>` (what `OSError` picks its subclass by; on Windows
+/// Winsock's for socket errors). -1 if Python lacks the name.
+#[cfg(not(unix))]
+fn errno(name: &str) -> i32 {
     use pyo3::prelude::*;
     Python::attach(|py| {
         py.import("errno")
@@ -102,7 +91,7 @@ pub(crate) fn errno(name: &str) -> i32 {
 }
 
 /// The errno of a socket error, as Python numbers it on this platform.
-pub(crate) fn sock_errno(e: zt_runtime::sockets::SockError) -> i32 {
+pub(crate) fn sock_errno(e: SockError) -> i32 {
     #[cfg(unix)]
     {
         e.errno()
