@@ -1,7 +1,20 @@
 //! The loop's state ([`Core`]) and the execution of the node's outputs after each pass
 //! ([`LoopState`]): transmits, events, store operations, frames to the stacks and taps.
 
-use super::*;
+use std::collections::BTreeSet;
+use std::sync::PoisonError;
+
+use zt_proto::Node;
+use zt_proto::node::{Event, StoreKey, StoreOp};
+
+use super::{
+    ALLOWED_DESTINATIONS_ENV, FIRST_SOCKET, LEAD_BATCH, REFUSED_LOGGED_MAX, SNAPSHOT_PERIOD_MS,
+    Shared,
+};
+use crate::clock::Clock;
+use crate::events::NodeEvent;
+use crate::state::ROOTS_ALIAS;
+use crate::underlay::UdpSockets;
 
 /// The loop's state (what [`Shared::core`] holds while the loop runs).
 // Windows has no leading thread: the fields and methods that serve one go unused there.

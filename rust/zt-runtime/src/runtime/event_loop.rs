@@ -1,6 +1,22 @@
 //! The loop thread: set up a node (store, sockets, poller), then turn until it stops.
 
-use super::*;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use mio::{Events, Poll, Waker};
+use zt_proto::Node;
+
+use super::core::{Core, LoopState};
+use super::{
+    ALLOWED_DESTINATIONS_ENV, Command, ControllerStorage, FIRST_SOCKET, INTERFACE_REFRESH_MS,
+    Lifecycle, LoopCtx, SNAPSHOT_PERIOD_MS, Shared, Snapshot, WAKE, build_snapshot,
+    interface_addresses,
+};
+use crate::clock::Clock;
+use crate::events::NodeEvent;
+use crate::state;
+use crate::store::StoreError;
+use crate::underlay::{RECV_BUFFER, UdpSockets};
 
 /// Failure that ends a loop.
 #[derive(Debug, thiserror::Error)]

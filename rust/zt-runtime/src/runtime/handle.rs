@@ -1,7 +1,21 @@
 //! The node's public handles: [`NodeRuntime`] (lifecycle, subscriptions, snapshots, calls on the
 //! loop thread) and [`NodeHandle`] (a clonable handle on a running node).
 
-use super::*;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
+use std::time::{Duration, Instant};
+
+use zt_proto::World;
+use zt_proto::node::SendError;
+use zt_proto::world::WorldUpdateRejected;
+
+use super::{
+    Command, Control, Lifecycle, Link, LoopCtx, RuntimeError, RuntimeOptions, Shared, Snapshot,
+    call, request, run,
+};
+use crate::events::{EventHub, Subscription};
+use crate::frames::FrameTap;
+use crate::store::Store;
 
 /// A shared handle on a running node: snapshots and calls on its loop thread.
 #[derive(Clone)]

@@ -2,7 +2,10 @@
 //! the caller's thread while the loop is idle) and the loop's side of the leader/follower
 //! protocol ([`crate::lead`]).
 
-use super::*;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Shared, panic_message};
 
 impl Shared {
     /// An application thread queued a few bytes to send ([`crate::sockets::Kick`]): when the

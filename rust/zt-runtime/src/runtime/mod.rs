@@ -4,23 +4,21 @@
 //! node cannot start or its thread fails. `start` and `stop` are idempotent and may be called from
 //! any thread; a stopped or faulted node can be started again.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use mio::{Events, Poll, Token, Waker};
-use zt_proto::node::{Event, NodeStats, SendError, StoreKey, StoreOp};
+use mio::{Token, Waker};
+use zt_proto::node::SendError;
 use zt_proto::world::WorldUpdateRejected;
-use zt_proto::{Identity, Node, World};
+use zt_proto::{Node, World};
 
-use crate::clock::Clock;
-use crate::events::{EventHub, NodeEvent, Subscription};
+use crate::events::EventHub;
 use crate::frames::FrameTap;
-use crate::state::{self, LoadOptions, ROOTS_ALIAS};
-use crate::store::{Store, StoreError};
-use crate::underlay::{RECV_BUFFER, UdpSockets};
+use crate::state::LoadOptions;
+use crate::store::Store;
 
 mod core;
 mod event_loop;
@@ -31,7 +29,7 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
-use self::core::{Core, LoopState};
+use self::core::Core;
 use event_loop::{panic_message, run};
 pub use handle::{NodeHandle, NodeRuntime};
 use link::Link;

@@ -1,6 +1,11 @@
 //! What the node looks like from outside ([`Snapshot`]), rebuilt by the loop.
 
-use super::*;
+use std::sync::Arc;
+
+use zt_proto::node::NodeStats;
+use zt_proto::{Identity, Node, World};
+
+use super::core::LoopState;
 
 /// One path of a peer, as reported.
 #[derive(Clone, Debug)]

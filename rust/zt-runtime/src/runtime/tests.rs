@@ -1,4 +1,5 @@
 use super::*;
+use crate::events::Subscription;
 use crate::events::{EventCode, RecvError};
 use crate::store::MemoryStore;
 

@@ -9,17 +9,16 @@ mod tests;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use zt_proto::network::NetworkId;
+use zt_stack::NetStack;
 use zt_stack::smoltcp::iface::SocketHandle;
 use zt_stack::smoltcp::socket::tcp;
-use zt_stack::smoltcp::wire::IpListenEndpoint;
-use zt_stack::{NetStack, Stacks};
 
-use super::{FLUSH_MAX, SockError, endpoint};
-use crate::lead::{Kick, Waitable, Waiters, wait_on};
+use super::SockError;
+use crate::lead::{Kick, Waiters};
 use crate::readiness::Readiness;
 
 /// Default buffer size each way.

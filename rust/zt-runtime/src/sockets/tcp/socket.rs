@@ -1,6 +1,16 @@
 //! The application side of a TCP socket: connect, listen, accept, send, receive, options.
 
-use super::*;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use zt_stack::smoltcp::socket::tcp;
+
+use super::super::{FLUSH_MAX, SockError};
+use super::{Congestion, Phase, TcpOption, TcpOptions, TcpShared, TcpState};
+use crate::lead::{Kick, Waitable, wait_on};
+use crate::readiness::Readiness;
 
 impl TcpShared {
     pub(super) fn new(rx_cap: usize, tx_cap: usize, wake: Kick) -> std::io::Result<Arc<Self>> {

@@ -1,6 +1,20 @@
 //! The loop side of TCP: the table of connections and listeners, serviced on each pass.
 
-use super::*;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use zt_proto::network::NetworkId;
+use zt_stack::smoltcp::iface::SocketHandle;
+use zt_stack::smoltcp::socket::tcp;
+use zt_stack::smoltcp::wire::IpListenEndpoint;
+use zt_stack::{NetStack, Stacks};
+
+use super::super::{SockError, endpoint};
+use super::{
+    Armed, Congestion, Conn, Entry, Kind, Listener, MAX_ARMED, ORPHAN_FIN_TIMEOUT_MS, Phase, Scope,
+    SocketTable, TcpBuffers, TcpShared, TcpState, Wait,
+};
+use crate::lead::Kick;
 
 /// How many listening sockets a listener keeps armed per address: its backlog and one, as
 /// Linux's accept queue holds `backlog + 1` connections.

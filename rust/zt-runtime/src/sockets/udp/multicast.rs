@@ -1,6 +1,19 @@
 //! UDP broadcast and multicast: options, group membership, and sends to groups.
 
-use super::*;
+use std::collections::{BTreeSet, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use zt_proto::network::NetworkId;
+use zt_stack::smoltcp::iface::SocketHandle;
+use zt_stack::smoltcp::wire::IpListenEndpoint;
+use zt_stack::{Policy, Stacks};
+
+use super::super::SockError;
+use super::{
+    Dest, GroupSend, Looped, MAX_MEMBERSHIPS, NetView, UdpEntry, UdpOption, UdpShared, UdpState,
+    UdpTable,
+};
 
 /// The directed broadcast address of an IPv4 prefix (none for /31 and /32).
 pub(super) fn broadcast_of(ip: Ipv4Addr, bits: u8) -> Option<Ipv4Addr> {
