@@ -130,22 +130,25 @@ impl Peer {
         self.version.is_some_and(|v| v.protocol >= 12)
     }
 
+    /// The path of best quality among those `eligible` (the one chooser behind the three
+    /// below, which differ only in which paths they consider).
+    fn best_where(&self, now: Timestamp, eligible: impl Fn(&Path) -> bool) -> Option<&Path> {
+        self.paths
+            .iter()
+            .filter(|p| eligible(p))
+            .min_by_key(|p| p.quality(now))
+    }
+
     /// The best non-expired path, if any.
     #[must_use]
     pub fn best_path(&self, now: Timestamp) -> Option<&Path> {
-        self.paths
-            .iter()
-            .filter(|p| !p.is_expired(now))
-            .min_by_key(|p| p.quality(now))
+        self.best_where(now, |p| !p.is_expired(now))
     }
 
     /// The best path that is alive.
     #[must_use]
     pub fn best_alive_path(&self, now: Timestamp) -> Option<&Path> {
-        self.paths
-            .iter()
-            .filter(|p| p.is_alive(now))
-            .min_by_key(|p| p.quality(now))
+        self.best_where(now, |p| p.is_alive(now))
     }
 
     /// The best path heard from since the peer last spoke relayed or from an unknown endpoint.
@@ -154,10 +157,9 @@ impl Peer {
     /// alive but lead nowhere, and sending through a root reaches it.
     #[must_use]
     pub fn best_current_path(&self, now: Timestamp) -> Option<&Path> {
-        self.paths
-            .iter()
-            .filter(|p| p.is_alive(now) && p.last_receive >= self.last_indirect)
-            .min_by_key(|p| p.quality(now))
+        self.best_where(now, |p| {
+            p.is_alive(now) && p.last_receive >= self.last_indirect
+        })
     }
 
     /// Whether `remote` on `local` is a known path.
