@@ -273,7 +273,7 @@ impl NativeNode {
         let id = network_id(nwid)?;
         let t = duration(Some(timeout))?.unwrap_or_default();
         let rt = self.rt();
-        py.detach(|| rt.handle().join(id, t)).map_err(|e| {
+        py.detach(|| rt.join(id, t)).map_err(|e| {
             errors::op(e, errors::runtime, |e| {
                 errors::NetworkError::new_err(format!("cannot join {id}: {e}"))
             })
@@ -286,8 +286,7 @@ impl NativeNode {
         let id = network_id(nwid)?;
         let t = duration(Some(timeout))?.unwrap_or_default();
         let rt = self.rt();
-        py.detach(|| rt.handle().leave(id, t))
-            .map_err(errors::runtime)
+        py.detach(|| rt.leave(id, t)).map_err(errors::runtime)
     }
 
     /// The number of the latest published snapshot.
@@ -319,7 +318,7 @@ impl NativeNode {
             .ok_or_else(|| PyValueError::new_err("a frame needs at least a 14-byte header"))?;
         let t = duration(Some(timeout))?.unwrap_or_default();
         let rt = self.rt();
-        py.detach(|| rt.handle().send_frame(f, t)).map_err(|e| {
+        py.detach(|| rt.send_frame(f, t)).map_err(|e| {
             errors::op(e, errors::runtime, |e| {
                 errors::NetworkError::new_err(e.to_string())
             })
@@ -354,7 +353,7 @@ impl NativeNode {
         };
         let t = duration(Some(timeout))?.unwrap_or_default();
         let rt = self.rt();
-        py.detach(|| rt.handle().subscribe_multicast(id, g, t))
+        py.detach(|| rt.subscribe_multicast(id, g, t))
             .map_err(errors::runtime)
     }
 
@@ -381,7 +380,7 @@ impl NativeNode {
         }
         let t = duration(Some(timeout))?.unwrap_or_default();
         let rt = self.rt();
-        py.detach(|| rt.handle().ping(id, dst, size, t))
+        py.detach(|| rt.ping(id, dst, size, t))
             .map(|rtt| rtt.map(|d| d.as_secs_f64()))
             .map_err(|e| {
                 errors::op(e, errors::runtime, |e| {
@@ -468,12 +467,9 @@ impl NativeNode {
         let remote = parse_sockaddr(ip, port)?;
         let local_ip = local_ip.map(parse_ip).transpose()?;
         let rt = self.rt();
-        py.detach(|| {
-            rt.handle()
-                .tcp_connect(remote, (local_ip, local_port), (rcvbuf, sndbuf))
-        })
-        .map(TcpSocket)
-        .map_err(socket_op)
+        py.detach(|| rt.tcp_connect(remote, (local_ip, local_port), (rcvbuf, sndbuf)))
+            .map(TcpSocket)
+            .map_err(socket_op)
     }
 
     /// Listens on `(ip, port)`: one address, or "0.0.0.0" (the IPv4 addresses of every
@@ -493,12 +489,9 @@ impl NativeNode {
     ) -> PyResult<TcpSocket> {
         let local = parse_sockaddr(ip, port)?;
         let rt = self.rt();
-        py.detach(|| {
-            rt.handle()
-                .tcp_listen(local, backlog, v6only, (rcvbuf, sndbuf))
-        })
-        .map(TcpSocket)
-        .map_err(socket_op)
+        py.detach(|| rt.tcp_listen(local, backlog, v6only, (rcvbuf, sndbuf)))
+            .map(TcpSocket)
+            .map_err(socket_op)
     }
 
     /// Binds a UDP socket to `(ip, port)` (port 0: ephemeral; "::"/"0.0.0.0": every network).
@@ -513,7 +506,7 @@ impl NativeNode {
     ) -> PyResult<UdpSocket> {
         let local = parse_sockaddr(ip, port)?;
         let rt = self.rt();
-        py.detach(|| rt.handle().udp_bind(local, (rcvbuf, sndbuf)))
+        py.detach(|| rt.udp_bind(local, (rcvbuf, sndbuf)))
             .map(UdpSocket)
             .map_err(socket_op)
     }
@@ -534,7 +527,7 @@ impl NativeNode {
         let group = parse_ip(group)?;
         let iface = iface.map(parse_ip).transpose()?;
         let rt = self.rt();
-        py.detach(|| rt.handle().udp_membership(&sock.0, group, iface, join))
+        py.detach(|| rt.udp_membership(&sock.0, group, iface, join))
             .map_err(socket_op)
     }
 
@@ -558,7 +551,7 @@ impl NativeNode {
             }
         };
         let rt = self.rt();
-        py.detach(|| rt.handle().udp_multicast_if(&sock.0, iface))
+        py.detach(|| rt.udp_multicast_if(&sock.0, iface))
             .map_err(socket_op)
     }
 

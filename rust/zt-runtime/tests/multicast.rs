@@ -62,7 +62,7 @@ fn lab(n: usize, extra: &str) -> Lab {
             &format!("/controller/network/{id}/member/{a}"),
             r#"{"authorized": true}"#,
         );
-        m.handle().join(id, T).unwrap();
+        m.join(id, T).unwrap();
     }
     for m in &members {
         wait("the network", || ipv4(m, id).is_some());
@@ -97,7 +97,7 @@ fn rfc4193(rt: &NodeRuntime, id: NetworkId) -> IpAddr {
 
 fn bind(rt: &NodeRuntime, ip: &str, port: u16) -> Result<Arc<UdpShared>, SockError> {
     let local = SocketAddr::new(ip.parse().unwrap(), port);
-    op(rt.handle().udp_bind(local, (1 << 20, 1 << 20)))
+    op(rt.udp_bind(local, (1 << 20, 1 << 20)))
 }
 
 fn membership(
@@ -108,7 +108,7 @@ fn membership(
     join: bool,
 ) -> Result<(), SockError> {
     let group: IpAddr = group.parse().unwrap();
-    op(rt.handle().udp_membership(s, group, iface, join))
+    op(rt.udp_membership(s, group, iface, join))
 }
 
 fn subscribed(rt: &NodeRuntime, id: NetworkId, group: &str) -> bool {
@@ -362,7 +362,7 @@ fn memberships_are_counted_over_sockets_and_end_with_them() {
     // A network joined later: the socket bound to an unspecified address is bound there too
     // and its memberships follow (an ad-hoc IPv4 network, 10.0.0.0/8).
     let later = NetworkId(0xff0a_0000_0000_0001);
-    a.handle().join(later, T).unwrap();
+    a.join(later, T).unwrap();
     wait("the memberships on the later network", || {
         subscribed(a, later, alias)
     });
@@ -387,7 +387,7 @@ fn memberships_are_counted_over_sockets_and_end_with_them() {
     );
     assert!(drain(&s1).is_empty(), "one copy");
     // IP_MULTICAST_IF takes an address of one of the socket's networks.
-    let set_if = |ip: Option<Ipv4Addr>| op(a.handle().udp_multicast_if(&tx, ip));
+    let set_if = |ip: Option<Ipv4Addr>| op(a.udp_multicast_if(&tx, ip));
     assert_eq!(
         set_if(Some(Ipv4Addr::new(203, 0, 113, 1))),
         Err(SockError::AddrNotAvailable)

@@ -40,7 +40,7 @@ fn adhoc_pair(port_range: u16) -> (NodeRuntime, NodeRuntime, NodeRuntime, Networ
     let b = node(&planet, None, 0);
     let id = NetworkId::adhoc(port_range, port_range);
     for n in [&a, &b] {
-        n.handle().join(id, T).unwrap();
+        n.join(id, T).unwrap();
     }
     for n in [&a, &b] {
         wait("the network", || {
@@ -58,12 +58,11 @@ fn adhoc_pair(port_range: u16) -> (NodeRuntime, NodeRuntime, NodeRuntime, Networ
 fn udp_request_response_both_ways() {
     let (_root, a, b, id) = adhoc_pair(5353);
     let bind = |rt: &NodeRuntime| {
-        rt.handle()
-            .udp_bind(
-                SocketAddr::new("::".parse().unwrap(), 5353),
-                (1 << 20, 1 << 20),
-            )
-            .unwrap()
+        rt.udp_bind(
+            SocketAddr::new("::".parse().unwrap(), 5353),
+            (1 << 20, 1 << 20),
+        )
+        .unwrap()
     };
     let ua = bind(&a);
     let ub = bind(&b);
@@ -105,9 +104,7 @@ fn udp_request_response_both_ways() {
         "B saw A's 6plane address and port"
     );
     // A second socket on the same port is refused.
-    let dup = op(a
-        .handle()
-        .udp_bind(SocketAddr::new("::".parse().unwrap(), 5353), (4096, 4096)));
+    let dup = op(a.udp_bind(SocketAddr::new("::".parse().unwrap(), 5353), (4096, 4096)));
     assert_eq!(dup.err(), Some(SockError::AddrInUse));
     ua.close();
     assert_eq!(
@@ -120,7 +117,6 @@ fn udp_request_response_both_ways() {
 fn tcp_between_two_nodes_over_an_adhoc_network() {
     let (_root, a, b, id) = adhoc_pair(7000);
     let listener = b
-        .handle()
         .tcp_listen(
             SocketAddr::new("::".parse().unwrap(), 7000),
             8,
@@ -130,7 +126,6 @@ fn tcp_between_two_nodes_over_an_adhoc_network() {
         .unwrap();
     let server_ip = sixplane(&b, id);
     let client = a
-        .handle()
         .tcp_connect(
             SocketAddr::new(server_ip, 7000),
             (None, 0),
@@ -184,7 +179,6 @@ fn tcp_between_two_nodes_over_an_adhoc_network() {
     client.close();
     assert_eq!(client.send(b"x", Some(T)), Err(SockError::BrokenPipe));
     let refused = a
-        .handle()
         .tcp_connect(
             SocketAddr::new(server_ip, 7000 - 1),
             (None, 0),
@@ -198,9 +192,7 @@ fn tcp_between_two_nodes_over_an_adhoc_network() {
         Err(SockError::WouldBlock)
     );
     // Nothing routes 198.18.0.0/15 here.
-    let unreachable =
-        op(a.handle()
-            .tcp_connect("198.18.0.1:80".parse().unwrap(), (None, 0), (4096, 4096)));
+    let unreachable = op(a.tcp_connect("198.18.0.1:80".parse().unwrap(), (None, 0), (4096, 4096)));
     assert_eq!(unreachable.err(), Some(SockError::NetUnreachable));
 }
 
@@ -211,13 +203,11 @@ fn listen(
     v6only: bool,
 ) -> Result<Arc<TcpShared>, SockError> {
     let local = SocketAddr::new(ip.parse().unwrap(), port);
-    op(rt.handle().tcp_listen(local, 8, v6only, (1 << 20, 1 << 20)))
+    op(rt.tcp_listen(local, 8, v6only, (1 << 20, 1 << 20)))
 }
 
 fn connect(rt: &NodeRuntime, to: SocketAddr) -> Arc<TcpShared> {
-    rt.handle()
-        .tcp_connect(to, (None, 0), (1 << 20, 1 << 20))
-        .unwrap()
+    rt.tcp_connect(to, (None, 0), (1 << 20, 1 << 20)).unwrap()
 }
 
 /// A connected pair over the ad-hoc network `id`: (client on `a`, accepted on `b`).
@@ -370,7 +360,7 @@ fn an_unspecified_listener_covers_networks_joined_later() {
     );
     let second = NetworkId::adhoc(7300, 7301);
     for n in [&a, &b] {
-        n.handle().join(second, T).unwrap();
+        n.join(second, T).unwrap();
     }
     for n in [&a, &b] {
         wait("the second network", || {
@@ -469,8 +459,7 @@ fn non_blocking_calls_move_only_what_the_caller_takes() {
 fn udp_non_blocking_reads_filter_senders_and_may_leave_a_datagram() {
     let (_root, a, b, id) = adhoc_pair(7003);
     let bind = |rt: &NodeRuntime, ip: IpAddr| {
-        rt.handle()
-            .udp_bind(SocketAddr::new(ip, 7003), (1 << 20, 1 << 20))
+        rt.udp_bind(SocketAddr::new(ip, 7003), (1 << 20, 1 << 20))
             .unwrap()
     };
     let (ip_a, ip_b) = (sixplane(&a, id), sixplane(&b, id));
@@ -631,7 +620,7 @@ fn a_thread_waiting_for_its_socket_receives_for_the_node_while_the_loop_is_idle(
     // of the same socket (which cannot lead meanwhile). A UDP socket: closing it sends
     // nothing, so no datagram can end the waits instead.
     let local = SocketAddr::new("::".parse().unwrap(), 7500);
-    let udp = b.handle().udp_bind(local, (1 << 16, 1 << 16)).unwrap();
+    let udp = b.udp_bind(local, (1 << 16, 1 << 16)).unwrap();
     std::thread::scope(|s| {
         let read = || {
             let t0 = Instant::now();
