@@ -8,11 +8,11 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use crate::NetStack;
+use crate::smoltcp::iface::SocketHandle;
 use zt_proto::network::NetworkId;
 use zt_proto::node::{Frame, NetworkStatus};
 use zt_proto::{Node, Timestamp};
-use crate::NetStack;
-use crate::smoltcp::iface::SocketHandle;
 
 /// The stacks, by network.
 #[derive(Debug, Default)]
