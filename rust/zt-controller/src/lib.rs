@@ -456,22 +456,29 @@ pub fn decide(
 
 type RulesCapsTags = (Vec<Rule>, Vec<(u32, Vec<Rule>)>, Vec<(u32, u32)>);
 
+/// The rules of the JSON array `rules` (none if it is not one), the first `max` that are
+/// rules; `None` at a malformed one (where the stock code throws).
+fn parse_rules(rules: &Value, max: usize) -> Option<Vec<Rule>> {
+    let mut out = Vec::new();
+    if let Value::Array(rs) = rules {
+        for r in rs {
+            if out.len() >= max {
+                break;
+            }
+            if let Some(rule) = parse_rule_checked(r).ok()? {
+                out.push(rule);
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Rules, capabilities and tags for a member with a rules engine; updates the member's
 /// `capabilities` (defaults for new members) and `tags` (network defaults). `None` where the
 /// stock code throws.
 fn rules_caps_tags(network: &Value, m: &mut Value, new_member: bool) -> Option<RulesCapsTags> {
     const ID_MASK: u64 = 0xffff_ffff;
-    let mut rules = Vec::new();
-    if let Value::Array(rs) = field(network, "rules") {
-        for r in rs {
-            if rules.len() >= MAX_RULES {
-                break;
-            }
-            if let Some(rule) = parse_rule_checked(r).ok()? {
-                rules.push(rule);
-            }
-        }
-    }
+    let rules = parse_rules(field(network, "rules"), MAX_RULES)?;
 
     if !m["capabilities"].is_array() {
         m["capabilities"] = json!([]);
@@ -502,17 +509,7 @@ fn rules_caps_tags(network: &Value, m: &mut Value, new_member: bool) -> Option<R
         if cap.as_object().is_none_or(Map::is_empty) {
             continue;
         }
-        let mut cap_rules = Vec::new();
-        if let Value::Array(rs) = field(cap, "rules") {
-            for r in rs {
-                if cap_rules.len() >= MAX_CAPABILITY_RULES {
-                    break;
-                }
-                if let Some(rule) = parse_rule_checked(r).ok()? {
-                    cap_rules.push(rule);
-                }
-            }
-        }
+        let cap_rules = parse_rules(field(cap, "rules"), MAX_CAPABILITY_RULES)?;
         capabilities.push((id, cap_rules));
         if capabilities.len() >= MAX_CAPABILITIES {
             break;

@@ -98,6 +98,15 @@ pub fn parse_rule_checked(r: &Value) -> Result<Option<Rule>, PostError> {
         let end = (json_int(f("end"), u64::from(start)) & 0xffff) as u16;
         (start, end)
     };
+    // An address match: the rule's "ip" (address/bits) into the variant `kind`.
+    let v4 = |kind: fn(Ipv4Addr, u8) -> RuleKind| {
+        let (ip, bits) = rule_ipv4(&json_string(f("ip"), "0.0.0.0"));
+        kind(ip, bits)
+    };
+    let v6 = |kind: fn(Ipv6Addr, u8) -> RuleKind| {
+        let (ip, bits) = rule_ipv6(&json_string(f("ip"), "::0"));
+        kind(ip, bits)
+    };
     let tag = |op: TagOp| K::Tags {
         op,
         id: u32f("id"),
@@ -118,22 +127,10 @@ pub fn parse_rule_checked(r: &Value) -> Result<Option<Rule>, PostError> {
         "MATCH_VLAN_DEI" => K::VlanDei(u8f("vlanDei")),
         "MATCH_MAC_SOURCE" => K::MacSource(parse_mac(&json_string(f("mac"), "0"))),
         "MATCH_MAC_DEST" => K::MacDest(parse_mac(&json_string(f("mac"), "0"))),
-        "MATCH_IPV4_SOURCE" => {
-            let (ip, bits) = rule_ipv4(&json_string(f("ip"), "0.0.0.0"));
-            K::Ipv4Source(ip, bits)
-        }
-        "MATCH_IPV4_DEST" => {
-            let (ip, bits) = rule_ipv4(&json_string(f("ip"), "0.0.0.0"));
-            K::Ipv4Dest(ip, bits)
-        }
-        "MATCH_IPV6_SOURCE" => {
-            let (ip, bits) = rule_ipv6(&json_string(f("ip"), "::0"));
-            K::Ipv6Source(ip, bits)
-        }
-        "MATCH_IPV6_DEST" => {
-            let (ip, bits) = rule_ipv6(&json_string(f("ip"), "::0"));
-            K::Ipv6Dest(ip, bits)
-        }
+        "MATCH_IPV4_SOURCE" => v4(K::Ipv4Source),
+        "MATCH_IPV4_DEST" => v4(K::Ipv4Dest),
+        "MATCH_IPV6_SOURCE" => v6(K::Ipv6Source),
+        "MATCH_IPV6_DEST" => v6(K::Ipv6Dest),
         "MATCH_IP_TOS" => K::IpTos {
             mask: u8f("mask"),
             start: u8f("start"),

@@ -17,23 +17,7 @@ fn identity(key_byte: u8) -> Identity {
 
 /// Metadata as ZeroTier 1.14.1 sends it (optionally with extra entries).
 fn metadata(extra: &[(&str, &str)]) -> Dictionary {
-    let mut d = Dictionary::new();
-    for (k, v) in [
-        ("v", 7),
-        ("vend", 1),
-        ("pv", 12),
-        ("majv", 1),
-        ("minv", 14),
-        ("revv", 1),
-        ("mr", 1024),
-        ("mc", 128),
-        ("mcr", 64),
-        ("mt", 128),
-        ("f", 0),
-        ("revr", 1),
-    ] {
-        d.add_u64(k, v);
-    }
+    let mut d = zt_proto::network::config::request_metadata((1, 14, 1));
     for (k, v) in extra {
         d.add(k, v.as_bytes());
     }

@@ -12,7 +12,7 @@ use zt_controller::{self as ctl, Decision, NetworkSummary, Request};
 use zt_proto::crypto::c25519::KeyPair;
 use zt_proto::dictionary::Dictionary;
 use zt_proto::network::NetworkId;
-use zt_proto::network::config::NetworkConfig;
+use zt_proto::network::config::{self, NetworkConfig};
 use zt_proto::network::rules::{Forward, Rule, RuleKind, TagOp};
 use zt_proto::packet::PeerKeys;
 use zt_proto::{Address, Identity, Root, Timestamp, World, WorldType};
@@ -251,25 +251,7 @@ pub fn records(nwid: NetworkId, watcher: &Identity, members: &[&Identity]) -> zt
 /// controller sends an accept-all rule table).
 #[must_use]
 pub fn member_metadata() -> Dictionary {
-    let mut d = Dictionary::new();
-    let fields = [
-        ("v", 7),
-        ("vend", 1),
-        ("pv", 12),
-        ("majv", 1),
-        ("minv", 14),
-        ("revv", 1),
-        ("mr", 1024),
-        ("mc", 128),
-        ("mcr", 64),
-        ("mt", 128),
-        ("f", 0),
-        ("revr", 1),
-    ];
-    for (k, v) in fields {
-        d.add_u64(k, v);
-    }
-    d
+    config::request_metadata((1, 14, 1))
 }
 
 /// The controller's decision on `member`'s request for `nwid` at `now`, from its records: the

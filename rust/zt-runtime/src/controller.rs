@@ -150,27 +150,17 @@ impl ControllerHost {
         if let Some(save) = &outcome.save {
             self.db.put_member(id, member_addr, save)?;
         }
+        // An ERROR(NETWORK_CONFIG_REQUEST) with this code to the requester.
+        let refuse = |node: &mut Node, code: u8| {
+            node.controller_send_error(now, id, member_addr, req.request_id, code);
+        };
         match outcome.decision {
-            Decision::NotFound => {
-                node.controller_send_error(
-                    now,
-                    id,
-                    member_addr,
-                    req.request_id,
-                    ERROR_OBJ_NOT_FOUND,
-                );
-            }
+            Decision::NotFound => refuse(node, ERROR_OBJ_NOT_FOUND),
             Decision::AccessDenied => {
                 if let Some(s) = self.status.get_mut(&(id, member_addr)) {
                     s.authorized = false;
                 }
-                node.controller_send_error(
-                    now,
-                    id,
-                    member_addr,
-                    req.request_id,
-                    ERROR_NETWORK_ACCESS_DENIED,
-                );
+                refuse(node, ERROR_NETWORK_ACCESS_DENIED);
             }
             Decision::NoAnswer => {}
             Decision::Authorized(plan) => {
@@ -178,13 +168,7 @@ impl ControllerHost {
                     Ok(c) => c,
                     Err(e) => {
                         log::error!(target: "zt.controller", "cannot sign config: {e}");
-                        node.controller_send_error(
-                            now,
-                            id,
-                            member_addr,
-                            req.request_id,
-                            ERROR_OBJ_NOT_FOUND,
-                        );
+                        refuse(node, ERROR_OBJ_NOT_FOUND);
                         return Ok(());
                     }
                 };

@@ -11,12 +11,50 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[cfg(target_os = "linux")]
-pub use self::linux::{Wake, wait_readable};
+pub use self::linux::Wake;
+#[cfg(target_os = "linux")]
+use self::linux::poll as os_poll;
 #[cfg(not(target_os = "linux"))]
-pub use self::unix::{Wake, wait_readable};
+pub use self::unix::Wake;
+#[cfg(not(target_os = "linux"))]
+use self::unix::poll as os_poll;
+
+/// Waits until one of `fds` is readable (or in error) or `deadline` passes: `ready[i]` tells
+/// whether `fds[i]` is. `Ok(false)`: the deadline passed first. On Linux the deadline holds to
+/// the nanosecond; elsewhere the wait ends at the first whole millisecond at or after it
+/// (never before it).
+///
+/// # Errors
+/// `poll` failed (EINTR included: the caller decides whether to wait again).
+pub fn wait_readable(
+    fds: &[RawFd],
+    ready: &mut [bool],
+    deadline: Option<Instant>,
+) -> io::Result<bool> {
+    wait_with(os_poll, fds, ready, deadline)
+}
+
+/// One platform's poll over `p` for at most the time given (None: no limit): the number of
+/// ready descriptors, or a negative number with errno set.
+type Poll = fn(&mut [libc::pollfd], Option<Duration>) -> libc::c_int;
+
+/// [`wait_readable`] with this platform's `poll`.
+fn wait_with(
+    poll: Poll,
+    fds: &[RawFd],
+    ready: &mut [bool],
+    deadline: Option<Instant>,
+) -> io::Result<bool> {
+    let mut p = pollfds(fds);
+    let Some(left) = time_left(deadline) else {
+        return Ok(false);
+    };
+    let n = poll(&mut p, left);
+    read_back(n, &p, ready)
+}
 
 /// One `pollfd` asking for readability per descriptor.
 fn pollfds(fds: &[RawFd]) -> Vec<libc::pollfd> {
@@ -27,6 +65,18 @@ fn pollfds(fds: &[RawFd]) -> Vec<libc::pollfd> {
             revents: 0,
         })
         .collect()
+}
+
+/// How long a wait until `deadline` may last: `Some(None)` without a deadline, `None` once it
+/// has passed (the wait is over before it starts).
+fn time_left(deadline: Option<Instant>) -> Option<Option<Duration>> {
+    match deadline {
+        None => Some(None),
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            (!left.is_zero()).then_some(Some(left))
+        }
+    }
 }
 
 /// The result of a poll that returned `n` over `p`: which descriptors are ready, and whether
@@ -43,7 +93,7 @@ fn read_back(n: libc::c_int, p: &[libc::pollfd], ready: &mut [bool]) -> io::Resu
 
 #[cfg(target_os = "linux")]
 mod linux {
-    use super::{AsRawFd, Instant, RawFd, io};
+    use super::{AsRawFd, Duration, RawFd, io};
     use std::os::fd::{FromRawFd, OwnedFd};
 
     /// An eventfd: polls readable from [`Wake::signal`] until [`EventFd::drain`].
@@ -92,45 +142,26 @@ mod linux {
         }
     }
 
-    /// Waits until one of `fds` is readable (or in error) or `deadline` passes: `ready[i]` tells
-    /// whether `fds[i]` is. `Ok(false)`: the deadline passed first.
-    ///
-    /// # Errors
-    /// `poll` failed (EINTR included: the caller decides whether to wait again).
-    pub fn wait_readable(
-        fds: &[RawFd],
-        ready: &mut [bool],
-        deadline: Option<Instant>,
-    ) -> io::Result<bool> {
-        let mut p = super::pollfds(fds);
-        let timeout = match deadline {
-            None => None,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(false);
-                }
-                Some(libc::timespec {
-                    tv_sec: libc::time_t::try_from(left.as_secs()).unwrap_or(libc::time_t::MAX),
-                    tv_nsec: libc::c_long::from(left.subsec_nanos().cast_signed()),
-                })
-            }
-        };
+    /// `ppoll` over `p` for at most `left` (to the nanosecond).
+    #[allow(unsafe_code)]
+    pub(super) fn poll(p: &mut [libc::pollfd], left: Option<Duration>) -> libc::c_int {
+        let timeout = left.map(|left| libc::timespec {
+            tv_sec: libc::time_t::try_from(left.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: libc::c_long::from(left.subsec_nanos().cast_signed()),
+        });
         let ts = timeout
             .as_ref()
             .map_or(std::ptr::null(), std::ptr::from_ref);
         // SAFETY: `p` holds `p.len()` initialised pollfds and `ts` is null or points at a timespec;
         // both outlive the call, and the signal mask pointer is null (the mask is left as it is).
-        #[allow(unsafe_code)]
-        let n = unsafe {
+        unsafe {
             libc::ppoll(
                 p.as_mut_ptr(),
                 p.len() as libc::nfds_t,
                 ts,
                 std::ptr::null(),
             )
-        };
-        super::read_back(n, &p, ready)
+        }
     }
 }
 
@@ -138,7 +169,7 @@ mod linux {
 #[cfg(any(not(target_os = "linux"), test))]
 #[cfg_attr(target_os = "linux", allow(unreachable_pub))]
 mod unix {
-    use super::{AsRawFd, Instant, RawFd, io};
+    use super::{AsRawFd, Duration, RawFd, io};
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
 
@@ -179,32 +210,16 @@ mod unix {
         }
     }
 
-    /// As the Linux version, with `poll`: the wait ends at the first whole millisecond at or
-    /// after `deadline` (never before it).
-    ///
-    /// # Errors
-    /// `poll` failed (EINTR included).
-    pub fn wait_readable(
-        fds: &[RawFd],
-        ready: &mut [bool],
-        deadline: Option<Instant>,
-    ) -> io::Result<bool> {
-        let mut p = super::pollfds(fds);
-        let timeout: libc::c_int = match deadline {
-            None => -1,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(false);
-                }
-                let ms = left.as_nanos().div_ceil(1_000_000);
-                libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
-            }
-        };
+    /// `poll` over `p` for at most `left`, rounded up to whole milliseconds (the wait never
+    /// ends before the deadline).
+    #[allow(unsafe_code)]
+    pub(super) fn poll(p: &mut [libc::pollfd], left: Option<Duration>) -> libc::c_int {
+        let timeout: libc::c_int = left.map_or(-1, |left| {
+            let ms = left.as_nanos().div_ceil(1_000_000);
+            libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+        });
         // SAFETY: `p` holds `p.len()` initialised pollfds that outlive the call.
-        #[allow(unsafe_code)]
-        let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout) };
-        super::read_back(n, &p, ready)
+        unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout) }
     }
 }
 
@@ -222,7 +237,9 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn the_portable_wake_interrupts_a_wait_until_drained() {
-        the_wake_interrupts_a_wait_until_drained(&unix::Wake::new().unwrap(), unix::wait_readable);
+        the_wake_interrupts_a_wait_until_drained(&unix::Wake::new().unwrap(), |f, r, d| {
+            wait_with(unix::poll, f, r, d)
+        });
     }
 
     trait AWake: Sync {

@@ -39,11 +39,18 @@ fn adhoc_pair(port_range: u16) -> (NodeRuntime, NodeRuntime, NodeRuntime, Networ
     let a = node(&planet, None, 0);
     let b = node(&planet, None, 0);
     let id = NetworkId::adhoc(port_range, port_range);
-    for n in [&a, &b] {
+    join_all(&[&a, &b], id, "the network");
+    (root, a, b, id)
+}
+
+/// Joins `id` on each of `nodes`, then waits until each has its config (`what` names it in a
+/// timeout).
+fn join_all(nodes: &[&NodeRuntime], id: NetworkId, what: &str) {
+    for n in nodes {
         n.join(id, T).unwrap();
     }
-    for n in [&a, &b] {
-        wait("the network", || {
+    for n in nodes {
+        wait(what, || {
             n.snapshot().is_some_and(|s| {
                 s.networks
                     .iter()
@@ -51,7 +58,6 @@ fn adhoc_pair(port_range: u16) -> (NodeRuntime, NodeRuntime, NodeRuntime, Networ
             })
         });
     }
-    (root, a, b, id)
 }
 
 #[test]
@@ -359,18 +365,7 @@ fn an_unspecified_listener_covers_networks_joined_later() {
         Some(SockError::AddrNotAvailable)
     );
     let second = NetworkId::adhoc(7300, 7301);
-    for n in [&a, &b] {
-        n.join(second, T).unwrap();
-    }
-    for n in [&a, &b] {
-        wait("the second network", || {
-            n.snapshot().is_some_and(|s| {
-                s.networks
-                    .iter()
-                    .any(|x| x.id == second && x.status == NetworkStatus::Ok)
-            })
-        });
-    }
+    join_all(&[&a, &b], second, "the second network");
     for net in [id, second] {
         let to = SocketAddr::new(sixplane(&b, net), 7300);
         let c = connect(&a, to);

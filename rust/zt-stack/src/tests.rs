@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use smoltcp::iface::SocketHandle;
 use smoltcp::socket::{icmp, tcp};
 use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpAddress};
 
@@ -108,6 +109,41 @@ impl Pair {
         };
     }
 
+    /// A TCP socket of b listening on port 7000 and one of a (not connected yet), each with
+    /// `buf` bytes of buffer both ways: (client, server).
+    fn tcp_pair(&mut self, buf: usize) -> (SocketHandle, SocketHandle) {
+        let server = self.b.add_tcp(buf, buf);
+        self.b.tcp(server).listen(7000).unwrap();
+        (self.a.add_tcp(buf, buf), server)
+    }
+
+    /// One turn of a one-way transfer from a's `client` to b's `server`: the client sends what
+    /// it can of `data` past `*sent` (and closes once all is sent); what the server reads goes
+    /// to `sink`.
+    fn pump(
+        &mut self,
+        (client, server): (SocketHandle, SocketHandle),
+        data: &[u8],
+        sent: &mut usize,
+        mut sink: impl FnMut(&[u8]),
+    ) {
+        let c = self.a.tcp(client);
+        if c.can_send() && *sent < data.len() {
+            *sent += c.send_slice(&data[*sent..]).unwrap();
+            if *sent == data.len() {
+                c.close();
+            }
+        }
+        let s = self.b.tcp(server);
+        while s.can_recv() {
+            s.recv(|b| {
+                sink(b);
+                (b.len(), ())
+            })
+            .unwrap();
+        }
+    }
+
     fn run_until(&mut self, limit_ms: i64, mut done: impl FnMut(&mut Self) -> bool) -> bool {
         let end = self.now + limit_ms;
         while self.now < end {
@@ -128,9 +164,7 @@ fn pattern(n: usize) -> Vec<u8> {
 fn transfer(remote: IpAddr, drop_every: usize) -> (usize, i64) {
     let mut p = Pair::new();
     p.loss = Loss::Every(drop_every);
-    let server = p.b.add_tcp(256 * 1024, 256 * 1024);
-    p.b.tcp(server).listen(7000).unwrap();
-    let client = p.a.add_tcp(256 * 1024, 256 * 1024);
+    let (client, server) = p.tcp_pair(256 * 1024);
     p.a.tcp_connect(client, SocketAddr::new(remote, 7000), 0)
         .unwrap();
     let data = pattern(1 << 20);
@@ -140,21 +174,9 @@ fn transfer(remote: IpAddr, drop_every: usize) -> (usize, i64) {
     // Generous: under heavy loss congestion control keeps the window small and losses that
     // fast retransmit cannot repair wait for the (backed-off) retransmission timeout.
     let ok = p.run_until(1_200_000, |p| {
-        let c = p.a.tcp(client);
-        if c.can_send() && sent < data.len() {
-            sent += c.send_slice(&data[sent..]).unwrap();
-            if sent == data.len() {
-                c.close();
-            }
-        }
-        let s = p.b.tcp(server);
-        while s.can_recv() {
-            s.recv(|buf| {
-                got.extend_from_slice(buf);
-                (buf.len(), ())
-            })
-            .unwrap();
-        }
+        p.pump((client, server), &data, &mut sent, |b| {
+            got.extend_from_slice(b)
+        });
         got.len() == data.len()
     });
     assert!(
@@ -288,29 +310,13 @@ fn stacks_answer_ping6() {
 fn a_lost_fin_is_retransmitted() {
     let mut p = Pair::new();
     p.loss = Loss::Every(17);
-    let server = p.b.add_tcp(256 * 1024, 256 * 1024);
-    p.b.tcp(server).listen(7000).unwrap();
-    let client = p.a.add_tcp(256 * 1024, 256 * 1024);
+    let (client, server) = p.tcp_pair(256 * 1024);
     p.a.tcp_connect(client, "198.18.0.2:7000".parse().unwrap(), 0)
         .unwrap();
     let data = pattern(1 << 20);
     let (mut sent, mut got) = (0, 0usize);
     let complete = p.run_until(60_000, |p| {
-        let c = p.a.tcp(client);
-        if c.can_send() && sent < data.len() {
-            sent += c.send_slice(&data[sent..]).unwrap();
-            if sent == data.len() {
-                c.close();
-            }
-        }
-        let s = p.b.tcp(server);
-        while s.can_recv() {
-            s.recv(|b| {
-                got += b.len();
-                (b.len(), ())
-            })
-            .unwrap();
-        }
+        p.pump((client, server), &data, &mut sent, |b| got += b.len());
         got == data.len()
     });
     assert!(complete);
@@ -354,9 +360,7 @@ fn exchange_with(loss: Loss, len: usize, cc: Option<tcp::CongestionControl>) -> 
     let mut p = Pair::new();
     p.loss = loss;
     p.fast_forward = true;
-    let server = p.b.add_tcp(64 * 1024, 64 * 1024);
-    p.b.tcp(server).listen(7000).unwrap();
-    let client = p.a.add_tcp(64 * 1024, 64 * 1024);
+    let (client, server) = p.tcp_pair(64 * 1024);
     if let Some(cc) = cc {
         p.a.tcp(client).set_congestion_control(cc);
         p.b.tcp(server).set_congestion_control(cc);
@@ -476,9 +480,7 @@ fn transfers_and_closes_complete_with_every_controller_under_random_loss() {
 #[test]
 fn a_watched_connection_records_when_its_peer_was_last_heard() {
     let mut p = Pair::new();
-    let server = p.b.add_tcp(4096, 4096);
-    p.b.tcp(server).listen(7000).unwrap();
-    let client = p.a.add_tcp(4096, 4096);
+    let (client, server) = p.tcp_pair(4096);
     let remote: SocketAddr = "198.18.0.2:7000".parse().unwrap();
     let port = p.a.tcp_connect(client, remote, 0).unwrap();
     p.a.tcp_watch(port, remote, p.now);

@@ -229,15 +229,18 @@ impl Driver {
         }
     }
 
+    /// The start of an OK from `from` answering the node's latest `verb` to it: the verb and
+    /// that packet's ID (0 if none was sent).
+    fn ok_head(&self, from: usize, verb: Verb) -> Vec<u8> {
+        let in_re = self.sent.get(&(from, verb as u8)).copied().unwrap_or(0);
+        let mut ok = vec![verb as u8];
+        ok.extend_from_slice(&in_re.to_be_bytes());
+        ok
+    }
+
     /// OK(HELLO) from `from` answering the node's latest HELLO to it, carrying `worlds`.
     pub(super) fn ok_hello(&mut self, from: usize, worlds: &[u8]) {
-        let in_re = self
-            .sent
-            .get(&(from, Verb::Hello as u8))
-            .copied()
-            .unwrap_or(0);
-        let mut ok = vec![Verb::Hello as u8];
-        ok.extend_from_slice(&in_re.to_be_bytes());
+        let mut ok = self.ok_head(from, Verb::Hello);
         ok.extend_from_slice(&(self.now.0 as u64 - 20).to_be_bytes());
         ok.extend_from_slice(&[packet::PROTOCOL_VERSION, 1, 14, 0, 1]);
         InetAddress(Some(
@@ -281,13 +284,7 @@ impl Driver {
             if sel & 0x08 != 0 {
                 self.send(from, 0, Verb::NetworkConfig as u8, c, &o);
             } else {
-                let in_re = self
-                    .sent
-                    .get(&(from, Verb::NetworkConfigRequest as u8))
-                    .copied()
-                    .unwrap_or(0);
-                let mut ok = vec![Verb::NetworkConfigRequest as u8];
-                ok.extend_from_slice(&in_re.to_be_bytes());
+                let mut ok = self.ok_head(from, Verb::NetworkConfigRequest);
                 ok.extend_from_slice(c);
                 self.send(from, 0, Verb::Ok as u8, &ok, &o);
             }

@@ -58,6 +58,27 @@ pub const DEFAULT_CREDENTIAL_MAX_DELTA: i64 = 1_800_000;
 /// Largest credential time window (also what ad-hoc networks use).
 pub const MAX_CREDENTIAL_MAX_DELTA: i64 = 7_200_000;
 
+/// The metadata a member sends with a config request (stock 1.14.1's fields and limits),
+/// announcing software version `(major, minor, revision)`.
+#[must_use]
+pub fn request_metadata(software_version: (u8, u8, u16)) -> Dictionary {
+    let (major, minor, revision) = software_version;
+    let mut d = Dictionary::new();
+    d.add_u64("v", CONFIG_VERSION);
+    d.add_u64("vend", 1);
+    d.add_u64("pv", u64::from(crate::packet::PROTOCOL_VERSION));
+    d.add_u64("majv", u64::from(major));
+    d.add_u64("minv", u64::from(minor));
+    d.add_u64("revv", u64::from(revision));
+    d.add_u64("mr", 1024);
+    d.add_u64("mc", 128);
+    d.add_u64("mcr", 64);
+    d.add_u64("mt", 128);
+    d.add_u64("f", 0);
+    d.add_u64("revr", 1);
+    d
+}
+
 /// Private (members need a certificate of membership) or public.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum NetworkType {
@@ -481,23 +502,11 @@ impl NetworkConfig {
             c.com = Some(Com::read(&mut r).map_err(|e| bad("C", &e))?);
         }
         if let Some(blob) = d.get("CAP") {
-            let mut r = Reader::new(blob);
-            while !r.is_empty() && c.capabilities.len() < MAX_CAPABILITIES {
-                match Capability::read(&mut r) {
-                    Ok(cap) => c.capabilities.push(cap),
-                    Err(_) => break,
-                }
-            }
+            c.capabilities = read_packed(blob, MAX_CAPABILITIES, Capability::read);
             c.capabilities.sort_by_key(|x| x.id);
         }
         if let Some(blob) = d.get("TAG") {
-            let mut r = Reader::new(blob);
-            while !r.is_empty() && c.tags.len() < MAX_TAGS {
-                match Tag::read(&mut r) {
-                    Ok(t) => c.tags.push(t),
-                    Err(_) => break,
-                }
-            }
+            c.tags = read_packed(blob, MAX_TAGS, Tag::read);
             c.tags.sort_by_key(|x| x.id);
         }
         if let Some(blob) = d.get("COO") {
@@ -572,6 +581,24 @@ impl NetworkConfig {
     pub fn from_bytes(b: &[u8]) -> Result<Self, ConfigError> {
         Self::from_dictionary(&Dictionary::parse(b))
     }
+}
+
+/// The credentials packed back to back in `blob`, at most `max`: reading stops at the first
+/// malformed one.
+fn read_packed<T, E>(
+    blob: &[u8],
+    max: usize,
+    read: impl Fn(&mut Reader<'_>) -> Result<T, E>,
+) -> Vec<T> {
+    let mut r = Reader::new(blob);
+    let mut out = Vec::new();
+    while !r.is_empty() && out.len() < max {
+        match read(&mut r) {
+            Ok(x) => out.push(x),
+            Err(_) => break,
+        }
+    }
+    out
 }
 
 fn truncate_utf8(s: &str, max: usize) -> &str {

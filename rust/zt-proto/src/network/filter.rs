@@ -1105,6 +1105,13 @@ mod tests {
         outcome_with(kind, f, &Ctx::default(), false)
     }
 
+    /// `kind` on each of `packets` (sent): a hard false, NOT or not.
+    fn assert_hard_false(kind: RuleKind, packets: &[&[u8]]) {
+        for p in packets {
+            assert_eq!(outcome(kind, &outbound(p)), HARD_F, "{kind:?} on {p:02x?}");
+        }
+    }
+
     const T: (bool, bool) = (true, false);
     const F: (bool, bool) = (false, true);
     const HARD_F: (bool, bool) = (false, false);
@@ -1166,24 +1173,9 @@ mod tests {
         // The host bits of the rule address are ignored for IPv4.
         assert_eq!(outcome(K::Ipv4Source(ip("10.9.9.9"), 8), &f), T);
         // Not IPv4, or too short: hard false.
-        let q = pkt::v6_udp(1, 2);
-        assert_eq!(
-            outcome(K::Ipv4Source(ip("0.0.0.0"), 0), &outbound(&q)),
-            HARD_F
-        );
-        assert_eq!(
-            outcome(K::Ipv4Dest(ip("0.0.0.0"), 0), &outbound(&q)),
-            HARD_F
-        );
-        assert_eq!(
-            outcome(K::Ipv4Source(ip("0.0.0.0"), 0), &outbound(&p[..19])),
-            HARD_F
-        );
-        let a = pkt::arp(pkt::SRC4);
-        assert_eq!(
-            outcome(K::Ipv4Source(ip("0.0.0.0"), 0), &outbound(&a)),
-            HARD_F
-        );
+        let (q, a) = (pkt::v6_udp(1, 2), pkt::arp(pkt::SRC4));
+        assert_hard_false(K::Ipv4Source(ip("0.0.0.0"), 0), &[&q, &p[..19], &a]);
+        assert_hard_false(K::Ipv4Dest(ip("0.0.0.0"), 0), &[&q]);
     }
 
     #[test]
@@ -1201,11 +1193,8 @@ mod tests {
         // Unlike IPv4, the rule address is compared unmasked: host bits make it never match.
         assert_eq!(outcome(K::Ipv6Source(ip("fd00::1"), 64), &f), F);
         let q = pkt::v4_udp(1, 2);
-        assert_eq!(outcome(K::Ipv6Source(ip("::"), 0), &outbound(&q)), HARD_F);
-        assert_eq!(
-            outcome(K::Ipv6Dest(ip("::"), 0), &outbound(&p[..39])),
-            HARD_F
-        );
+        assert_hard_false(K::Ipv6Source(ip("::"), 0), &[&q]);
+        assert_hard_false(K::Ipv6Dest(ip("::"), 0), &[&p[..39]]);
     }
 
     #[test]
@@ -1282,11 +1271,8 @@ mod tests {
         let p = with_extension_headers(6, &pkt::tcp(1, 2, 0));
         assert_eq!(outcome(K::IpProtocol(6), &outbound(&p)), T);
         assert_eq!(outcome(K::IpProtocol(0), &outbound(&p)), F);
-        assert_eq!(outcome(K::IpProtocol(6), &outbound(&p[..60])), HARD_F);
-        let a = pkt::arp(pkt::SRC4);
-        assert_eq!(outcome(K::IpProtocol(6), &outbound(&a)), HARD_F);
-        let v4 = pkt::v4_tcp(1, 2, 0);
-        assert_eq!(outcome(K::IpProtocol(6), &outbound(&v4[..19])), HARD_F);
+        let (a, v4) = (pkt::arp(pkt::SRC4), pkt::v4_tcp(1, 2, 0));
+        assert_hard_false(K::IpProtocol(6), &[&p[..60], &a, &v4[..19]]);
     }
 
     #[test]
@@ -1362,13 +1348,8 @@ mod tests {
         assert_eq!(outcome(s(0, 10), &outbound(&pkt::v6_udp(0, 5))), F);
         // No walkable IPv6 header, or not IP at all: hard false.
         let p = with_extension_headers(17, &pkt::udp(1234, 80, b""));
-        assert_eq!(outcome(d(0, 65535), &outbound(&p[..60])), HARD_F);
-        assert_eq!(
-            outcome(d(0, 65535), &outbound(&pkt::arp(pkt::SRC4))),
-            HARD_F
-        );
-        let v4 = pkt::v4_udp(1, 2);
-        assert_eq!(outcome(d(0, 65535), &outbound(&v4[..19])), HARD_F);
+        let (a, v4) = (pkt::arp(pkt::SRC4), pkt::v4_udp(1, 2));
+        assert_hard_false(d(0, 65535), &[&p[..60], &a, &v4[..19]]);
     }
 
     #[test]

@@ -76,6 +76,14 @@ pub(super) fn drops(n: &Node, r: DropReason) -> u64 {
     n.stats().drops.get(&r).copied().unwrap_or(0)
 }
 
+/// Hands `n` the HELLO `p` of an identity it does not know yet, from `at`, and passes the
+/// identity check that asks for.
+pub(super) fn hello_checked(n: &mut Node, now: Timestamp, at: SocketAddr, p: &[u8]) {
+    n.handle_datagram(now, LocalSocket(0), at, p);
+    let id = n.poll_identity_check().expect("a check is asked for");
+    n.handle_identity_checked(now, &id, true);
+}
+
 /// The endpoints the node answered (an OK(HELLO), and whatever else it sends a new peer).
 pub(super) fn answered(n: &mut Node) -> std::collections::BTreeSet<SocketAddr> {
     std::iter::from_fn(|| n.poll_transmit())
@@ -188,9 +196,8 @@ fn known_peers_are_served_while_a_flood_is_refused() {
     let mut rng = TestRng(14);
     let friend = throwaway(&mut rng);
     let friend_at: SocketAddr = "198.51.100.20:9993".parse().unwrap();
-    n.handle_datagram(now, LocalSocket(0), friend_at, &hello(&friend, &n, 1, true));
-    let id = n.poll_identity_check().unwrap();
-    n.handle_identity_checked(now, &id, true);
+    let p = hello(&friend, &n, 1, true);
+    hello_checked(&mut n, now, friend_at, &p);
     assert_eq!(answered(&mut n), [friend_at].into());
     // A flood from many /24s, valid MACs from underived addresses: the node-wide budgets cap
     // the work (agreements, and checks asked for), and nothing is answered.
@@ -243,9 +250,8 @@ fn a_valid_identity_seen_before_needs_no_agreement_again() {
     let mut rng = TestRng(16);
     let friend = throwaway(&mut rng);
     let at: SocketAddr = "203.0.113.90:9993".parse().unwrap();
-    n.handle_datagram(now, LocalSocket(0), at, &hello(&friend, &n, 1, true));
-    let id = n.poll_identity_check().unwrap();
-    n.handle_identity_checked(now, &id, true);
+    let p = hello(&friend, &n, 1, true);
+    hello_checked(&mut n, now, at, &p);
     assert_eq!(answered(&mut n), [at].into());
     // Its peer is forgotten (as an idle peer is evicted), and a flood from its network spends
     // that network's budget.
@@ -300,9 +306,8 @@ fn a_newer_hello_from_a_new_port_moves_the_peer_there_at_once() {
     let old: SocketAddr = "203.0.113.91:9993".parse().unwrap();
     let new: SocketAddr = "203.0.113.91:40000".parse().unwrap();
     let elsewhere: SocketAddr = "203.0.113.66:9993".parse().unwrap();
-    n.handle_datagram(now, LocalSocket(0), old, &hello_at(&friend, &n, 1, 500_000));
-    let id = n.poll_identity_check().unwrap();
-    n.handle_identity_checked(now, &id, true);
+    let p = hello_at(&friend, &n, 1, 500_000);
+    hello_checked(&mut n, now, old, &p);
     // A first HELLO is answered, and its endpoint confirmed by a HELLO of ours, as ever.
     assert!(alive_paths(&n, friend.address(), now).is_empty());
     n.peers

@@ -22,6 +22,16 @@ const PUSH_CUTOFF_LIMIT: u32 = 8;
 const PUSH_MAX_PER_SCOPE_FAMILY: usize = 8;
 const CONFIRM_PATH_MS: i64 = 1_000;
 
+/// Where an authenticated packet came from: the local socket and endpoint it arrived on, its
+/// sender, and the hops it made (0: direct).
+#[derive(Clone, Copy)]
+struct Arrival {
+    local: LocalSocket,
+    from: SocketAddr,
+    src: Address,
+    hops: u8,
+}
+
 impl Node {
     /// Feeds one received UDP datagram.
     pub fn handle_datagram(
@@ -346,55 +356,57 @@ impl Node {
             self.drop_input(DropReason::BadCompression);
             return;
         }
+        let hops = packet::hops(&p);
+        let at = Arrival {
+            local,
+            from,
+            src,
+            hops,
+        };
         let Some(verb) = Verb::from_u8(p[packet::IDX_VERB]) else {
             // Authenticated but unknown: treated as NOP.
-            self.received(now, local, from, src, packet::hops(&p), false);
+            self.received(now, at, false);
             return;
         };
         self.stats.packets_in += 1;
-        let hops = packet::hops(&p);
         let payload = p[packet::IDX_PAYLOAD..].to_vec();
         let wire_id = p[..8].try_into().unwrap_or([0; 8]);
         // Replies to a direct packet go back on its path (packets handled meanwhile, queued
         // ones flushed from within, restore it).
         let path = (hops == 0).then_some((local, from));
         let outer = self.inbound.replace((src, path));
-        self.dispatch_verb(now, local, from, src, hops, verb, p, &payload, wire_id);
+        self.dispatch_verb(now, at, verb, p, &payload, wire_id);
         self.inbound = outer;
     }
 
     /// Handles an authenticated packet by its verb.
-    #[allow(clippy::too_many_arguments)]
     fn dispatch_verb(
         &mut self,
         now: Timestamp,
-        local: LocalSocket,
-        from: SocketAddr,
-        src: Address,
-        hops: u8,
+        at: Arrival,
         verb: Verb,
         p: Vec<u8>,
         payload: &[u8],
         wire_id: [u8; 8],
     ) {
         match verb {
-            Verb::Ok => self.handle_ok(now, local, from, src, hops, payload),
-            Verb::Error => self.handle_error(now, local, from, src, hops, payload),
+            Verb::Ok => self.handle_ok(now, at, payload),
+            Verb::Error => self.handle_error(now, at, payload),
             other => {
-                self.received(now, local, from, src, hops, false);
+                self.received(now, at, false);
                 match other {
-                    Verb::Hello => self.handle_hello(now, local, from, p),
-                    Verb::Whois => self.handle_whois(now, local, from, src, wire_id, payload),
-                    Verb::Echo => self.handle_echo(now, local, from, src, wire_id, payload),
-                    Verb::Rendezvous => self.handle_rendezvous(now, src, payload),
-                    Verb::PushDirectPaths => self.handle_push_direct_paths(now, src, payload),
-                    Verb::UserMessage => self.handle_user_message(now, src, hops, payload),
+                    Verb::Hello => self.handle_hello(now, at.local, at.from, p),
+                    Verb::Whois => self.handle_whois(now, at, wire_id, payload),
+                    Verb::Echo => self.handle_echo(now, at, wire_id, payload),
+                    Verb::Rendezvous => self.handle_rendezvous(now, at.src, payload),
+                    Verb::PushDirectPaths => self.handle_push_direct_paths(now, at.src, payload),
+                    Verb::UserMessage => self.handle_user_message(now, at.src, at.hops, payload),
                     Verb::NetworkConfigRequest
                         if self.handle_config_request(
                             now,
-                            src,
-                            hops,
-                            from,
+                            at.src,
+                            at.hops,
+                            at.from,
                             u64::from_be_bytes(wire_id),
                             payload,
                         ) => {}
@@ -404,23 +416,23 @@ impl Node {
                         e.extend_from_slice(&wire_id);
                         e.push(ERROR_UNSUPPORTED_OPERATION);
                         e.extend_from_slice(payload.get(..8).unwrap_or(&[0; 8]));
-                        self.send_via(now, src, Verb::Error, &e, local, from);
+                        self.send_via(now, at.src, Verb::Error, &e, at.local, at.from);
                     }
                     Verb::NetworkConfig => self.handle_config_chunk(
                         now,
-                        src,
+                        at.src,
                         u64::from_be_bytes(wire_id),
                         payload,
                         true,
                     ),
-                    Verb::NetworkCredentials => self.handle_credentials(now, src, payload),
+                    Verb::NetworkCredentials => self.handle_credentials(now, at.src, payload),
                     Verb::Frame
                     | Verb::ExtFrame
                     | Verb::MulticastFrame
                     | Verb::MulticastLike
                     | Verb::MulticastGather => self.dispatch_network_verb(
                         now,
-                        src,
+                        at.src,
                         other,
                         u64::from_be_bytes(wire_id),
                         payload,
@@ -441,15 +453,13 @@ impl Node {
     /// `vouches`: the packet proves its endpoint (an OK answering a request of ours, or a HELLO
     /// newer than any before), which is learned at once; another new endpoint is first
     /// confirmed with a HELLO of ours.
-    fn received(
-        &mut self,
-        now: Timestamp,
-        local: LocalSocket,
-        from: SocketAddr,
-        src: Address,
-        hops: u8,
-        vouches: bool,
-    ) {
+    fn received(&mut self, now: Timestamp, at: Arrival, vouches: bool) {
+        let Arrival {
+            local,
+            from,
+            src,
+            hops,
+        } = at;
         let upstream = self.is_upstream(src);
         let stable = if upstream {
             self.stable_endpoints(src)
@@ -744,7 +754,13 @@ impl Node {
                 revision,
             });
         }
-        self.received(now, local, from, src, packet::hops(&p), fresh);
+        let at = Arrival {
+            local,
+            from,
+            src,
+            hops: packet::hops(&p),
+        };
+        self.received(now, at, fresh);
     }
 
     fn flush_rx_queue(&mut self, now: Timestamp, src: Address) {
@@ -758,15 +774,7 @@ impl Node {
         }
     }
 
-    fn handle_ok(
-        &mut self,
-        now: Timestamp,
-        local: LocalSocket,
-        from: SocketAddr,
-        src: Address,
-        hops: u8,
-        payload: &[u8],
-    ) {
+    fn handle_ok(&mut self, now: Timestamp, at: Arrival, payload: &[u8]) {
         let mut r = Reader::new(payload);
         let (Ok(in_re), Ok(in_re_id)) = (r.u8(), r.u64()) else {
             return self.drop_input(DropReason::Malformed);
@@ -786,7 +794,7 @@ impl Node {
             return self.drop_input(DropReason::UnexpectedReply);
         }
         // (Its entry in the FIFO order goes at the next housekeeping pass.)
-        self.received(now, local, from, src, hops, true);
+        self.received(now, at, true);
         match Verb::from_u8(in_re) {
             Some(Verb::Hello) => {
                 let (Ok(ts), Ok(proto), Ok(major), Ok(minor), Ok(revision)) =
@@ -798,20 +806,20 @@ impl Node {
                     return self.drop_input(DropReason::OldProtocol);
                 }
                 let reported = InetAddress::read(&mut r).ok();
-                let upstream = self.is_upstream(src);
-                if let Some(peer) = self.peers.get_mut(&src) {
+                let upstream = self.is_upstream(at.src);
+                if let Some(peer) = self.peers.get_mut(&at.src) {
                     peer.version = Some(RemoteVersion {
                         protocol: proto,
                         major,
                         minor,
                         revision,
                     });
-                    if hops == 0 {
+                    if at.hops == 0 {
                         let rtt = now.as_millis().saturating_sub(ts as i64).clamp(0, 65_535) as u32;
                         if let Some(path) = peer
                             .paths
                             .iter_mut()
-                            .find(|p| p.local == local && p.remote == from)
+                            .find(|p| p.local == at.local && p.remote == at.from)
                         {
                             path.latency = Some(match path.latency {
                                 Some(old) => (old + rtt) / 2,
@@ -820,11 +828,11 @@ impl Node {
                         }
                     }
                 }
-                if hops == 0
+                if at.hops == 0
                     && upstream
                     && let Some(InetAddress(Some(addr))) = reported
                 {
-                    self.surface.insert(src, addr);
+                    self.surface.insert(at.src, addr);
                 }
                 if let Ok(len) = r.u16()
                     && let Ok(area) = r.bytes(usize::from(len))
@@ -842,7 +850,7 @@ impl Node {
                 self.update_online(now);
             }
             Some(Verb::Whois) => {
-                if !self.is_upstream(src) {
+                if !self.is_upstream(at.src) {
                     return self.drop_input(DropReason::NotFromUpstream);
                 }
                 while !r.is_empty() {
@@ -859,7 +867,7 @@ impl Node {
             }
             Some(Verb::NetworkConfigRequest) => {
                 let rest = &payload[r.position()..];
-                self.handle_config_chunk(now, src, in_re_id, rest, false);
+                self.handle_config_chunk(now, at.src, in_re_id, rest, false);
             }
             Some(Verb::MulticastGather) => self.handle_gather_ok(now, false, &mut r),
             Some(Verb::MulticastFrame) => self.handle_gather_ok(now, true, &mut r),
@@ -867,33 +875,17 @@ impl Node {
         }
     }
 
-    fn handle_error(
-        &mut self,
-        now: Timestamp,
-        local: LocalSocket,
-        from: SocketAddr,
-        src: Address,
-        hops: u8,
-        payload: &[u8],
-    ) {
+    fn handle_error(&mut self, now: Timestamp, at: Arrival, payload: &[u8]) {
         if payload.len() < 10 {
             return self.drop_input(DropReason::Malformed);
         }
-        self.received(now, local, from, src, hops, false);
+        self.received(now, at, false);
         let in_re = payload[0];
         let code = payload[9];
-        self.handle_network_error(now, src, in_re, code, &payload[10..]);
+        self.handle_network_error(now, at.src, in_re, code, &payload[10..]);
     }
 
-    fn handle_whois(
-        &mut self,
-        now: Timestamp,
-        local: LocalSocket,
-        from: SocketAddr,
-        src: Address,
-        wire_id: [u8; 8],
-        payload: &[u8],
-    ) {
+    fn handle_whois(&mut self, now: Timestamp, at: Arrival, wire_id: [u8; 8], payload: &[u8]) {
         let mut found = Vec::new();
         for chunk in payload.chunks_exact(5) {
             let a = Address::from_bytes(chunk.try_into().unwrap_or(&[0; 5]));
@@ -909,18 +901,13 @@ impl Node {
         let mut ok = vec![Verb::Whois as u8];
         ok.extend_from_slice(&wire_id);
         ok.extend_from_slice(&found);
-        self.send_via(now, src, Verb::Ok, &ok, local, from);
+        self.send_via(now, at.src, Verb::Ok, &ok, at.local, at.from);
     }
 
-    fn handle_echo(
-        &mut self,
-        now: Timestamp,
-        local: LocalSocket,
-        from: SocketAddr,
-        src: Address,
-        wire_id: [u8; 8],
-        payload: &[u8],
-    ) {
+    fn handle_echo(&mut self, now: Timestamp, at: Arrival, wire_id: [u8; 8], payload: &[u8]) {
+        let Arrival {
+            local, from, src, ..
+        } = at;
         if self
             .echo_gate
             .get(&(local, from))

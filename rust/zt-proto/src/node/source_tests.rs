@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use super::budget::{LOOKUP_SOURCE_BURST, RELAY_BURST, RELAY_REFILL_MS, WHOIS_PER_S};
-use super::hello_tests::{drops, hello, node, node_as, throwaway};
+use super::hello_tests::{drops, hello, hello_checked, node, node_as, throwaway};
 use super::*;
 use crate::crypto::test_rng::TestRng;
 use crate::packet::Cipher;
@@ -80,9 +80,7 @@ fn known_peer(n: &mut Node, rng: &mut TestRng, at: SocketAddr, now: Timestamp) -
             std::net::IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
         }));
     let p = hello(&id, n, wire_id, true);
-    n.handle_datagram(now, LocalSocket(0), at, &p);
-    let check = n.poll_identity_check().expect("a check");
-    n.handle_identity_checked(now, &check, true);
+    hello_checked(n, now, at, &p);
     while n.poll_transmit().is_some() {}
     assert!(n.peer(id.address()).is_some());
     id.address()

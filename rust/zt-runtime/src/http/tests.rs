@@ -81,49 +81,47 @@ fn refuses_bad_content_lengths_and_encodings() {
         let raw = format!("POST /x HTTP/1.1\r\nContent-Length: {cl}\r\n\r\n");
         assert_eq!(status_of(raw.as_bytes()), 400, "content-length {cl:?}");
     }
-    assert_eq!(
-        status_of(b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"),
-        400
-    );
-    assert_eq!(
-        status_of(b"POST /x HTTP/1.1\r\nContent-Length: 99999999999999999999999999\r\n\r\n"),
-        413
-    );
-    let raw = format!(
+    let too_long = format!(
         "POST /x HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
         MAX_BODY + 1
     );
-    assert_eq!(status_of(raw.as_bytes()), 413);
-    assert_eq!(
-        status_of(b"POST /x HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
-        400
-    );
-    assert_eq!(
-        status_of(b"POST /x HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"),
-        400
-    );
-    assert_eq!(
-        status_of(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
-        400
-    );
-    assert_eq!(
-        status_of(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n"),
-        400
-    );
-    let raw = format!(
+    let too_long_chunk = format!(
         "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
         MAX_BODY + 1
     );
-    assert_eq!(status_of(raw.as_bytes()), 413);
-    // Bodies shorter than announced.
-    assert_eq!(
-        status_of(b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc"),
-        400
-    );
-    assert_eq!(
-        status_of(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"),
-        400
-    );
+    for (raw, status) in [
+        (
+            &b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"[..],
+            400,
+        ),
+        (
+            b"POST /x HTTP/1.1\r\nContent-Length: 99999999999999999999999999\r\n\r\n",
+            413,
+        ),
+        (too_long.as_bytes(), 413),
+        (
+            b"POST /x HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400,
+        ),
+        (b"POST /x HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+        (
+            b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            400,
+        ),
+        (
+            b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
+            400,
+        ),
+        (too_long_chunk.as_bytes(), 413),
+        // Bodies shorter than announced.
+        (b"POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", 400),
+        (
+            b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+            400,
+        ),
+    ] {
+        assert_eq!(status_of(raw), status, "{}", String::from_utf8_lossy(raw));
+    }
 }
 
 #[test]
@@ -387,27 +385,29 @@ fn server_answers_garbage_and_keeps_serving() {
     let (_rt, api) = idle_api("t");
     let server = HttpServer::start(api, 0).unwrap();
     let port = server.port();
-    let r = exchange(port, b"\x00\x01garbage\r\n\r\n", false);
-    assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
-    let r = exchange(
-        port,
-        b"POST /x HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n{",
-        false,
-    );
-    assert!(r.starts_with("HTTP/1.1 413 "), "{r}");
-    // A truncated body: 400 with the token; without one, 401 from the head alone.
-    let r = exchange(
-        port,
-        b"POST /x HTTP/1.1\r\nX-ZT1-Auth: t\r\nContent-Length: 50\r\n\r\n{",
-        true,
-    );
-    assert!(r.starts_with("HTTP/1.1 400 "), "{r}");
-    let r = exchange(
-        port,
-        b"POST /x HTTP/1.1\r\nContent-Length: 50\r\n\r\n{",
-        true,
-    );
-    assert!(r.starts_with("HTTP/1.1 401 "), "{r}");
+    // (request, shut the sending side after it, expected status)
+    for (raw, shutdown, status) in [
+        (&b"\x00\x01garbage\r\n\r\n"[..], false, 400),
+        (
+            b"POST /x HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n{",
+            false,
+            413,
+        ),
+        // A truncated body: 400 with the token; without one, 401 from the head alone.
+        (
+            b"POST /x HTTP/1.1\r\nX-ZT1-Auth: t\r\nContent-Length: 50\r\n\r\n{",
+            true,
+            400,
+        ),
+        (
+            b"POST /x HTTP/1.1\r\nContent-Length: 50\r\n\r\n{",
+            true,
+            401,
+        ),
+    ] {
+        let r = exchange(port, raw, shutdown);
+        assert!(r.starts_with(&format!("HTTP/1.1 {status} ")), "{r}");
+    }
     let r = exchange(port, b"", true);
     assert_eq!(r, "", "nothing sent, nothing answered");
     let r = exchange(

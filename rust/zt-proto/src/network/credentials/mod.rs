@@ -353,31 +353,24 @@ impl Credentials {
             return Ok(());
         }
         r.u8()?; // the 0x00 ending the COM list
-        if r.is_empty() {
-            return Ok(());
+        /// A counted list, unless the payload ended before its count.
+        fn list<'a, T>(
+            r: &mut Reader<'a>,
+            out: &mut Vec<T>,
+            read: impl Fn(&mut Reader<'a>) -> Result<T, CredentialError>,
+        ) -> Result<(), CredentialError> {
+            if r.is_empty() {
+                return Ok(());
+            }
+            for _ in 0..r.u16()? {
+                out.push(read(r)?);
+            }
+            Ok(())
         }
-        for _ in 0..r.u16()? {
-            self.capabilities.push(Capability::read(&mut r)?);
-        }
-        if r.is_empty() {
-            return Ok(());
-        }
-        for _ in 0..r.u16()? {
-            self.tags.push(Tag::read(&mut r)?);
-        }
-        if r.is_empty() {
-            return Ok(());
-        }
-        for _ in 0..r.u16()? {
-            self.revocations.push(Revocation::read(&mut r)?);
-        }
-        if r.is_empty() {
-            return Ok(());
-        }
-        for _ in 0..r.u16()? {
-            self.coos.push(Coo::read(&mut r)?);
-        }
-        Ok(())
+        list(&mut r, &mut self.capabilities, Capability::read)?;
+        list(&mut r, &mut self.tags, Tag::read)?;
+        list(&mut r, &mut self.revocations, Revocation::read)?;
+        list(&mut r, &mut self.coos, Coo::read)
     }
 
     /// The payload, every list present (a push carrying only revocations is
@@ -515,6 +508,42 @@ mod tests {
         NetworkId((controller.address().to_u64() << 24) | 0x00_0042)
     }
 
+    /// A credential's wire form `bytes` reads back (with `read`) as `original`, to its end.
+    fn reads_back<T: PartialEq + std::fmt::Debug>(
+        bytes: &[u8],
+        original: &T,
+        read: impl Fn(&mut Reader<'_>) -> Result<T, CredentialError>,
+    ) -> T {
+        let mut r = Reader::new(bytes);
+        let back = read(&mut r).unwrap();
+        r.finish().unwrap();
+        assert_eq!(&back, original);
+        back
+    }
+
+    /// `bytes` with one bit flipped (0x01 of byte `i`), for each `i`.
+    fn flipped(bytes: &[u8]) -> impl Iterator<Item = (usize, Vec<u8>)> + '_ {
+        (0..bytes.len()).map(|i| {
+            let mut b = bytes.to_vec();
+            b[i] ^= 0x01;
+            (i, b)
+        })
+    }
+
+    /// Any one flipped bit of the wire form `bytes` makes it fail to parse (`read`) or to
+    /// verify (`verify`).
+    fn tampering_is_caught<T>(
+        bytes: &[u8],
+        read: impl Fn(&mut Reader<'_>) -> Result<T, CredentialError>,
+        verify: impl Fn(&T) -> Result<(), CredentialError>,
+    ) {
+        for (i, b) in flipped(bytes) {
+            if let Ok(c) = read(&mut Reader::new(&b)) {
+                assert!(verify(&c).is_err(), "byte {i}");
+            }
+        }
+    }
+
     fn member() -> Address {
         Address::new(MEMBER).unwrap()
     }
@@ -627,10 +656,7 @@ mod tests {
         assert_eq!(&bytes[..3], &[1, 0, 7]);
         let hash = public_key_hash(m);
         assert_eq!(&bytes[3 + 3 * 24 + 8..3 + 3 * 24 + 16], &hash[..8]);
-        let mut r = Reader::new(&bytes);
-        let back = Com::read(&mut r).unwrap();
-        r.finish().unwrap();
-        assert_eq!(back, com);
+        let back = reads_back(&bytes, &com, Com::read);
         back.verify(ctl).unwrap();
         assert_eq!(back.timestamp(), Some(1000));
         assert_eq!(back.network_id(), Some(nwid));
@@ -650,13 +676,7 @@ mod tests {
         com.sign(ctl).unwrap();
         // Any flipped byte either fails to parse or fails to verify.
         let bytes = com.to_bytes();
-        for i in 0..bytes.len() {
-            let mut b = bytes.clone();
-            b[i] ^= 0x01;
-            if let Ok(c) = Com::read(&mut Reader::new(&b)) {
-                assert!(c.verify(ctl).is_err(), "byte {i}");
-            }
-        }
+        tampering_is_caught(&bytes, Com::read, |c| c.verify(ctl));
         let mut b = bytes.clone();
         b[35] ^= 0x80; // the network ID qualifier's value
         let c = Com::read(&mut Reader::new(&b)).unwrap();
@@ -786,10 +806,7 @@ mod tests {
         );
         let bytes = cap.to_bytes();
         assert_eq!(bytes.len(), 139 + rule_bytes.len());
-        let mut r = Reader::new(&bytes);
-        let back = Capability::read(&mut r).unwrap();
-        r.finish().unwrap();
-        assert_eq!(back, cap);
+        let back = reads_back(&bytes, &cap, Capability::read);
         back.verify(ctl).unwrap();
         assert_eq!(back.issued_to(), Some(m.address()));
         // The custody chain is not signed; the rest is.
@@ -798,9 +815,7 @@ mod tests {
             cap.signing_message()
                 .ends_with(&[0, 0, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f, 0x7f])
         );
-        for i in 0..bytes.len() {
-            let mut b = bytes.clone();
-            b[i] ^= 0x01;
+        for (i, b) in flipped(&bytes) {
             if let Ok(c) = Capability::read(&mut Reader::new(&b)) {
                 // The custody chain is not signed: a changed holder still verifies.
                 let mut holder_changed = cap.clone();
@@ -918,18 +933,8 @@ mod tests {
         tag.sign(ctl).unwrap();
         let bytes = tag.to_bytes();
         assert_eq!(bytes.len(), 135);
-        let mut r = Reader::new(&bytes);
-        let back = Tag::read(&mut r).unwrap();
-        r.finish().unwrap();
-        assert_eq!(back, tag);
-        back.verify(ctl).unwrap();
-        for i in 0..bytes.len() {
-            let mut b = bytes.clone();
-            b[i] ^= 0x01;
-            if let Ok(t) = Tag::read(&mut Reader::new(&b)) {
-                assert!(t.verify(ctl).is_err(), "byte {i}");
-            }
-        }
+        reads_back(&bytes, &tag, Tag::read).verify(ctl).unwrap();
+        tampering_is_caught(&bytes, Tag::read, |t| t.verify(ctl));
         let mut b = bytes.clone();
         b[24] ^= 1; // issued-to
         assert_eq!(
@@ -963,22 +968,13 @@ mod tests {
         coo.sign(ctl).unwrap();
         let bytes = coo.to_bytes();
         assert_eq!(bytes.len(), 141 + 17 * 3);
-        let mut r = Reader::new(&bytes);
-        let back = Coo::read(&mut r).unwrap();
-        r.finish().unwrap();
-        assert_eq!(back, coo);
+        let back = reads_back(&bytes, &coo, Coo::read);
         back.verify(ctl).unwrap();
         assert!(back.owns_ip(ip4) && back.owns_ip(ip6) && back.owns_mac(mac));
         assert!(!back.owns_ip("10.1.2.4".parse().unwrap()));
         assert!(!back.owns_ip("::ffff:10.1.2.3".parse().unwrap()));
         assert!(!back.owns_mac(Mac(0x0211_2233_4456)));
-        for i in 0..bytes.len() {
-            let mut b = bytes.clone();
-            b[i] ^= 0x01;
-            if let Ok(c) = Coo::read(&mut Reader::new(&b)) {
-                assert!(c.verify(ctl).is_err(), "byte {i}");
-            }
-        }
+        tampering_is_caught(&bytes, Coo::read, |c| c.verify(ctl));
         let mut forged = coo.clone();
         forged.sign(other).unwrap();
         assert_eq!(forged.verify(ctl), Err(CredentialError::WrongSigner));
@@ -1040,14 +1036,10 @@ mod tests {
         rev.sign(ctl).unwrap();
         let bytes = rev.to_bytes();
         assert_eq!(bytes.len(), 152);
-        let mut r = Reader::new(&bytes);
-        let back = Revocation::read(&mut r).unwrap();
-        r.finish().unwrap();
-        assert_eq!(back, rev);
-        back.verify(ctl).unwrap();
-        for i in 0..bytes.len() {
-            let mut b = bytes.clone();
-            b[i] ^= 0x01;
+        reads_back(&bytes, &rev, Revocation::read)
+            .verify(ctl)
+            .unwrap();
+        for (i, b) in flipped(&bytes) {
             let reserved = (0..4).contains(&i) || (16..20).contains(&i);
             match Revocation::read(&mut Reader::new(&b)) {
                 // The reserved words are neither kept nor signed.

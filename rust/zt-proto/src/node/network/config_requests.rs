@@ -4,21 +4,7 @@ use super::*;
 
 impl Node {
     pub(super) fn request_metadata(&self) -> Dictionary {
-        let v = self.options.software_version;
-        let mut d = Dictionary::new();
-        d.add_u64("v", config::CONFIG_VERSION);
-        d.add_u64("vend", 1);
-        d.add_u64("pv", u64::from(crate::packet::PROTOCOL_VERSION));
-        d.add_u64("majv", u64::from(v.0));
-        d.add_u64("minv", u64::from(v.1));
-        d.add_u64("revv", u64::from(v.2));
-        d.add_u64("mr", 1024);
-        d.add_u64("mc", 128);
-        d.add_u64("mcr", 64);
-        d.add_u64("mt", 128);
-        d.add_u64("f", 0);
-        d.add_u64("revr", 1);
-        d
+        config::request_metadata(self.options.software_version)
     }
 
     pub(in crate::node) fn request_config(&mut self, now: Timestamp, id: NetworkId) {

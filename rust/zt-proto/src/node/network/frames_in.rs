@@ -3,31 +3,37 @@
 use super::*;
 use crate::network::filter::Delivery;
 
+/// A frame verb (FRAME, EXT_FRAME or MULTICAST_FRAME) received from a peer, as its handler and
+/// the credential gate see it.
+#[derive(Clone, Copy)]
+struct FrameIn<'a> {
+    now: Timestamp,
+    src: Address,
+    verb: Verb,
+    wire_id: u64,
+    payload: &'a [u8],
+    /// A held frame tried again (not held a second time).
+    retry: bool,
+}
+
 impl Node {
-    pub(super) fn need_credentials(
-        &mut self,
-        now: Timestamp,
-        src: Address,
-        verb: Verb,
-        wire_id: u64,
-        id: NetworkId,
-        payload: &[u8],
-    ) {
-        let mut e = vec![verb as u8];
-        e.extend_from_slice(&wire_id.to_be_bytes());
+    /// Asks `m`'s sender for its credentials on network `id` and holds the frame meanwhile.
+    fn need_credentials(&mut self, m: FrameIn<'_>, id: NetworkId) {
+        let mut e = vec![m.verb as u8];
+        e.extend_from_slice(&m.wire_id.to_be_bytes());
         e.push(ERROR_NEED_MEMBERSHIP_CERTIFICATE);
         e.extend_from_slice(&id.0.to_be_bytes());
-        self.send(now, src, Verb::Error, e);
+        self.send(m.now, m.src, Verb::Error, e);
         if let Some(n) = self.nets.joined.get_mut(&id) {
             if n.held.len() >= HELD_MAX {
                 n.held.pop_front();
             }
             n.held.push_back(Held {
-                at: now,
-                src,
-                verb,
-                wire_id,
-                payload: payload.to_vec(),
+                at: m.now,
+                src: m.src,
+                verb: m.verb,
+                wire_id: m.wire_id,
+                payload: m.payload.to_vec(),
             });
         }
         self.drop_input(DropReason::NoCredentials);
@@ -65,41 +71,97 @@ impl Node {
         payload: &[u8],
         retry: bool,
     ) {
+        let m = FrameIn {
+            now,
+            src,
+            verb,
+            wire_id,
+            payload,
+            retry,
+        };
         match verb {
-            Verb::Frame => self.handle_frame_in(now, src, wire_id, payload, retry),
-            Verb::ExtFrame => self.handle_ext_frame(now, src, wire_id, payload, retry),
-            Verb::MulticastFrame => self.handle_multicast_frame(now, src, wire_id, payload, retry),
+            Verb::Frame => self.handle_frame_in(m),
+            Verb::ExtFrame => self.handle_ext_frame(m),
+            Verb::MulticastFrame => self.handle_multicast_frame(m),
             Verb::MulticastLike => self.handle_like(now, src, payload),
             Verb::MulticastGather => self.handle_gather(now, src, wire_id, payload),
             _ => {}
         }
     }
 
-    pub(super) fn handle_frame_in(
+    /// Reads what EXT_FRAME and MULTICAST_FRAME begin with (network, flags and, with
+    /// [`FrameFlags::COM`], an inline certificate of membership) and hands that COM to the
+    /// credential store before the rest of the frame is read. Some(network, flags, a reader at
+    /// the verb's own fields); None: malformed (counted).
+    fn read_frame_head<'a>(
         &mut self,
-        now: Timestamp,
-        src: Address,
-        wire_id: u64,
-        payload: &[u8],
-        retry: bool,
-    ) {
+        m: FrameIn<'a>,
+    ) -> Option<(NetworkId, FrameFlags, Reader<'a>)> {
+        let mut r = Reader::new(m.payload);
+        let (Ok(nwid), Ok(flags)) = (r.u64(), r.u8()) else {
+            self.drop_input(DropReason::Malformed);
+            return None;
+        };
+        let flags = FrameFlags(flags);
+        if flags.has(FrameFlags::COM) {
+            let Ok(com) = Com::read(&mut r) else {
+                self.drop_input(DropReason::Malformed);
+                return None;
+            };
+            self.add_inline_com(m.now, m.src, &com);
+        }
+        Some((NetworkId(nwid), flags, r))
+    }
+
+    /// The gate a parsed frame passes: network `id` is joined and the sender holds valid
+    /// credentials on it (else they are asked for and the frame held, unless it is a retry).
+    /// Some(our MAC on the network) when it passed.
+    fn admit_frame(&mut self, m: FrameIn<'_>, id: NetworkId) -> Option<Mac> {
+        let Some(net) = self.nets.joined.get(&id) else {
+            self.drop_input(DropReason::NotMember);
+            return None;
+        };
+        let my_mac = net.mac;
+        if !self.gate(id, m.src) {
+            if !m.retry {
+                self.need_credentials(m, id);
+            }
+            return None;
+        }
+        self.gate_passed(m.now, id, m.src);
+        Some(my_mac)
+    }
+
+    /// A frame from `src` with source MAC `mac`: one not `src`'s own is accepted only from an
+    /// active bridge, whose route to `mac` is then learned. False: refused (counted).
+    fn check_bridged(&mut self, id: NetworkId, src: Address, mac: Mac) -> bool {
+        if mac == id.mac(src) {
+            return true;
+        }
+        let Some(n) = self.nets.joined.get_mut(&id) else {
+            return false;
+        };
+        if !n.config.as_ref().is_some_and(|c| c.is_active_bridge(src)) {
+            self.drop_input(DropReason::NotBridge);
+            return false;
+        }
+        n.bridge_routes.insert(mac, src);
+        true
+    }
+
+    fn handle_frame_in(&mut self, m: FrameIn<'_>) {
+        let FrameIn {
+            now, src, payload, ..
+        } = m;
         if payload.len() < 10 {
             return self.drop_input(DropReason::Malformed);
         }
         let id = NetworkId(u64::from_be_bytes(
             payload[..8].try_into().unwrap_or([0; 8]),
         ));
-        let Some(net) = self.nets.joined.get(&id) else {
-            return self.drop_input(DropReason::NotMember);
-        };
-        let my_mac = net.mac;
-        if !self.gate(id, src) {
-            if !retry {
-                self.need_credentials(now, src, Verb::Frame, wire_id, id, payload);
-            }
+        let Some(my_mac) = self.admit_frame(m, id) else {
             return;
-        }
-        self.gate_passed(now, id, src);
+        };
         let ethertype = u16::from_be_bytes([payload[8], payload[9]]);
         let frame = Frame {
             network: id,
@@ -114,40 +176,18 @@ impl Node {
         self.nets.frames.push_back(frame);
     }
 
-    pub(super) fn handle_ext_frame(
-        &mut self,
-        now: Timestamp,
-        src: Address,
-        wire_id: u64,
-        payload: &[u8],
-        retry: bool,
-    ) {
-        let mut r = Reader::new(payload);
-        let (Ok(nwid), Ok(flags)) = (r.u64(), r.u8()) else {
-            return self.drop_input(DropReason::Malformed);
+    fn handle_ext_frame(&mut self, m: FrameIn<'_>) {
+        let Some((id, flags, mut r)) = self.read_frame_head(m) else {
+            return;
         };
-        let id = NetworkId(nwid);
-        if flags & 0x01 != 0 {
-            match Com::read(&mut r) {
-                Ok(com) => self.add_inline_com(now, src, &com),
-                Err(_) => return self.drop_input(DropReason::Malformed),
-            }
-        }
+        let FrameIn { now, src, .. } = m;
         let (Ok(dst), Ok(smac), Ok(et)) = (r.array::<6>(), r.array::<6>(), r.u16()) else {
             return self.drop_input(DropReason::Malformed);
         };
-        let body = &payload[r.position()..];
-        let Some(net) = self.nets.joined.get(&id) else {
-            return self.drop_input(DropReason::NotMember);
-        };
-        let my_mac = net.mac;
-        if !self.gate(id, src) {
-            if !retry {
-                self.need_credentials(now, src, Verb::ExtFrame, wire_id, id, payload);
-            }
+        let body = &m.payload[r.position()..];
+        let Some(my_mac) = self.admit_frame(m, id) else {
             return;
-        }
-        self.gate_passed(now, id, src);
+        };
         let frame = Frame {
             network: id,
             dst: Mac::from_bytes(&dst),
@@ -159,9 +199,9 @@ impl Node {
             return self.drop_input(DropReason::Filtered);
         }
         let verdict = self.filter_in(now, id, src, &frame);
-        if flags & 0x10 != 0 {
+        if flags.has(FrameFlags::EXT_ACK) {
             let mut ok = vec![Verb::ExtFrame as u8];
-            ok.extend_from_slice(&wire_id.to_be_bytes());
+            ok.extend_from_slice(&m.wire_id.to_be_bytes());
             ok.extend_from_slice(&id.0.to_be_bytes());
             self.send(now, src, Verb::Ok, ok);
         }
@@ -173,15 +213,8 @@ impl Node {
             }
             Delivery::Accept => {}
         }
-        let cfg = self.nets.joined[&id].config.as_ref();
-        let Some(cfg) = cfg else { return };
-        if frame.src != id.mac(src) {
-            if !cfg.is_active_bridge(src) {
-                return self.drop_input(DropReason::NotBridge);
-            }
-            if let Some(n) = self.nets.joined.get_mut(&id) {
-                n.bridge_routes.insert(frame.src, src);
-            }
+        if self.nets.joined[&id].config.is_none() || !self.check_bridged(id, src, frame.src) {
+            return;
         }
         let cfg = self.nets.joined[&id].config.as_ref();
         let Some(cfg) = cfg else { return };
@@ -205,26 +238,12 @@ impl Node {
         self.handle_credentials(now, src, &creds.write());
     }
 
-    pub(super) fn handle_multicast_frame(
-        &mut self,
-        now: Timestamp,
-        src: Address,
-        wire_id: u64,
-        payload: &[u8],
-        retry: bool,
-    ) {
-        let mut r = Reader::new(payload);
-        let (Ok(nwid), Ok(flags)) = (r.u64(), r.u8()) else {
-            return self.drop_input(DropReason::Malformed);
+    fn handle_multicast_frame(&mut self, m: FrameIn<'_>) {
+        let Some((id, flags, mut r)) = self.read_frame_head(m) else {
+            return;
         };
-        let id = NetworkId(nwid);
-        if flags & 0x01 != 0 {
-            match Com::read(&mut r) {
-                Ok(com) => self.add_inline_com(now, src, &com),
-                Err(_) => return self.drop_input(DropReason::Malformed),
-            }
-        }
-        let gather_limit = if flags & 0x02 != 0 {
+        let FrameIn { now, src, .. } = m;
+        let gather_limit = if flags.has(FrameFlags::MULTICAST_GATHER) {
             match r.array::<4>() {
                 Ok(b) => u32::from_be_bytes(b),
                 Err(_) => return self.drop_input(DropReason::Malformed),
@@ -232,7 +251,7 @@ impl Node {
         } else {
             0
         };
-        let smac = if flags & 0x04 != 0 {
+        let smac = if flags.has(FrameFlags::MULTICAST_SOURCE_MAC) {
             match r.array::<6>() {
                 Ok(b) => Some(Mac::from_bytes(&b)),
                 Err(_) => return self.drop_input(DropReason::Malformed),
@@ -243,18 +262,10 @@ impl Node {
         let (Ok(dst), Ok(adi), Ok(et)) = (r.array::<6>(), r.array::<4>(), r.u16()) else {
             return self.drop_input(DropReason::Malformed);
         };
-        let body = &payload[r.position()..];
-        let Some(net) = self.nets.joined.get(&id) else {
-            return self.drop_input(DropReason::NotMember);
-        };
-        let my_mac = net.mac;
-        if !self.gate(id, src) {
-            if !retry {
-                self.need_credentials(now, src, Verb::MulticastFrame, wire_id, id, payload);
-            }
+        let body = &m.payload[r.position()..];
+        let Some(my_mac) = self.admit_frame(m, id) else {
             return;
-        }
-        self.gate_passed(now, id, src);
+        };
         let Some(cfg) = &self.nets.joined[&id].config else {
             return;
         };
@@ -275,13 +286,8 @@ impl Node {
         {
             return self.drop_input(DropReason::Malformed);
         }
-        if from_mac != id.mac(src) {
-            if !cfg.is_active_bridge(src) {
-                return self.drop_input(DropReason::NotBridge);
-            }
-            if let Some(n) = self.nets.joined.get_mut(&id) {
-                n.bridge_routes.insert(from_mac, src);
-            }
+        if !self.check_bridged(id, src, from_mac) {
+            return;
         }
         let frame = Frame {
             network: id,
@@ -295,21 +301,7 @@ impl Node {
         }
         self.nets.frames.push_back(frame);
         if gather_limit > 0 {
-            let (total, addrs) = self.gather(id, group, src, gather_limit);
-            if !addrs.is_empty() {
-                let mut ok = vec![Verb::MulticastFrame as u8];
-                ok.extend_from_slice(&wire_id.to_be_bytes());
-                ok.extend_from_slice(&id.0.to_be_bytes());
-                ok.extend_from_slice(&group.mac.to_bytes());
-                ok.extend_from_slice(&group.adi.to_be_bytes());
-                ok.push(0x02);
-                ok.extend_from_slice(&total.to_be_bytes());
-                ok.extend_from_slice(&(addrs.len() as u16).to_be_bytes());
-                for a in addrs {
-                    ok.extend_from_slice(&a.to_bytes());
-                }
-                self.send(now, src, Verb::Ok, ok);
-            }
+            self.answer_gather(now, src, m.verb, m.wire_id, id, group, gather_limit);
         }
     }
 

@@ -58,6 +58,8 @@ impl Node {
         d.accept
     }
 
+    /// EXT_FRAME of `f` to `to`, carrying the first `len` bytes of `payload` (all of it when
+    /// `len` is 0) and flags byte `flags` (0: a plain bridged frame).
     pub(super) fn send_ext_copy(
         &mut self,
         now: Timestamp,
@@ -149,14 +151,7 @@ impl Node {
             }
             self.push_credentials(now, id, peer, false);
             if bridged {
-                let mut p = Vec::with_capacity(f.payload.len() + 23);
-                p.extend_from_slice(&id.0.to_be_bytes());
-                p.push(0);
-                p.extend_from_slice(&f.dst.to_bytes());
-                p.extend_from_slice(&f.src.to_bytes());
-                p.extend_from_slice(&f.ethertype.to_be_bytes());
-                p.extend_from_slice(&f.payload);
-                self.send(now, peer, Verb::ExtFrame, p);
+                self.send_ext_copy(now, peer, &f, &f.payload, 0, 0);
             } else {
                 let mut p = Vec::with_capacity(f.payload.len() + 10);
                 p.extend_from_slice(&id.0.to_be_bytes());
@@ -191,14 +186,7 @@ impl Node {
                 continue;
             }
             self.push_credentials(now, id, t, false);
-            let mut p = Vec::with_capacity(f.payload.len() + 23);
-            p.extend_from_slice(&id.0.to_be_bytes());
-            p.push(0);
-            p.extend_from_slice(&f.dst.to_bytes());
-            p.extend_from_slice(&f.src.to_bytes());
-            p.extend_from_slice(&f.ethertype.to_be_bytes());
-            p.extend_from_slice(&f.payload);
-            self.send(now, t, Verb::ExtFrame, p);
+            self.send_ext_copy(now, t, &f, &f.payload, 0, 0);
         }
         Ok(())
     }

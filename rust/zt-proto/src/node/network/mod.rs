@@ -69,6 +69,28 @@ pub const ERROR_UNWANTED_MULTICAST: u8 = 0x08;
 /// ERROR code: authentication (SSO) required.
 pub const ERROR_AUTHENTICATION_REQUIRED: u8 = 0x09;
 
+/// The flags byte of EXT_FRAME and MULTICAST_FRAME (also MULTICAST_GATHER's). Bit
+/// [`FrameFlags::COM`] means the same in every verb; the others depend on the verb.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct FrameFlags(pub(super) u8);
+
+impl FrameFlags {
+    /// Every verb: a certificate of membership follows the flags.
+    pub(super) const COM: u8 = 0x01;
+    /// EXT_FRAME: the sender asks for OK(EXT_FRAME).
+    pub(super) const EXT_ACK: u8 = 0x10;
+    /// MULTICAST_FRAME: a 4-byte gather limit follows (answered with known members); in
+    /// OK(MULTICAST_FRAME): gather results follow.
+    pub(super) const MULTICAST_GATHER: u8 = 0x02;
+    /// MULTICAST_FRAME: a 6-byte source MAC follows (a bridged frame).
+    pub(super) const MULTICAST_SOURCE_MAC: u8 = 0x04;
+
+    /// Whether `bit` (one of the constants) is set.
+    pub(super) fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+}
+
 /// Where a network stands, with ZeroTier's status numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum NetworkStatus {

@@ -222,15 +222,8 @@ impl Node {
         if subscribed {
             out.push(self.address());
         }
-        let mut known: Vec<Address> = self
-            .nets
-            .multicast
-            .members
-            .get(&(id, g))
-            .map(|m| m.keys().copied().filter(|a| *a != not).collect())
-            .unwrap_or_default();
+        let known = self.shuffled_members(id, g, not);
         let total = known.len() as u32 + u32::from(subscribed);
-        self.shuffle(&mut known);
         let max = (limit.min(65_535) as usize).min(1_900);
         for a in known {
             if out.len() >= max {
@@ -240,6 +233,20 @@ impl Node {
         }
         out.truncate(max);
         (total, out)
+    }
+
+    /// The known members of group `g` on network `id` (from their LIKEs and gathers), but
+    /// `not`, in random order.
+    fn shuffled_members(&mut self, id: NetworkId, g: MulticastGroup, not: Address) -> Vec<Address> {
+        let mut known: Vec<Address> = self
+            .nets
+            .multicast
+            .members
+            .get(&(id, g))
+            .map(|m| m.keys().copied().filter(|a| *a != not).collect())
+            .unwrap_or_default();
+        self.shuffle(&mut known);
+        known
     }
 
     pub(super) fn shuffle<T>(&mut self, v: &mut [T]) {
@@ -269,7 +276,7 @@ impl Node {
             return self.drop_input(DropReason::Malformed);
         };
         let id = NetworkId(nwid);
-        if flags & 0x01 != 0
+        if FrameFlags(flags).has(FrameFlags::COM)
             && let Ok(com) = Com::read(&mut r)
         {
             self.add_inline_com(now, src, &com);
@@ -282,15 +289,35 @@ impl Node {
             mac: Mac::from_bytes(&mac),
             adi: u32::from_be_bytes(adi),
         };
+        self.answer_gather(now, src, Verb::MulticastGather, wire_id, id, g, limit);
+    }
+
+    /// Answers a gather from `src` (MULTICAST_GATHER, or MULTICAST_FRAME with a gather limit):
+    /// OK(`verb`) listing up to `limit` known members of `g`, unless none is known.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn answer_gather(
+        &mut self,
+        now: Timestamp,
+        src: Address,
+        verb: Verb,
+        wire_id: u64,
+        id: NetworkId,
+        g: MulticastGroup,
+        limit: u32,
+    ) {
         let (total, addrs) = self.gather(id, g, src, limit);
         if addrs.is_empty() {
             return;
         }
-        let mut ok = vec![Verb::MulticastGather as u8];
+        let mut ok = vec![verb as u8];
         ok.extend_from_slice(&wire_id.to_be_bytes());
         ok.extend_from_slice(&id.0.to_be_bytes());
         ok.extend_from_slice(&g.mac.to_bytes());
         ok.extend_from_slice(&g.adi.to_be_bytes());
+        if verb == Verb::MulticastFrame {
+            // OK(MULTICAST_FRAME)'s flags: gather results follow.
+            ok.push(FrameFlags::MULTICAST_GATHER);
+        }
         ok.extend_from_slice(&total.to_be_bytes());
         ok.extend_from_slice(&(addrs.len() as u16).to_be_bytes());
         for a in addrs {
@@ -311,10 +338,11 @@ impl Node {
         };
         if frame_ok {
             let Ok(flags) = r.u8() else { return };
-            if flags & 0x01 != 0 && Com::read(r).is_err() {
+            let flags = FrameFlags(flags);
+            if flags.has(FrameFlags::COM) && Com::read(r).is_err() {
                 return;
             }
-            if flags & 0x02 == 0 {
+            if !flags.has(FrameFlags::MULTICAST_GATHER) {
                 return;
             }
         }
@@ -369,10 +397,10 @@ impl Node {
         p.extend_from_slice(&id.0.to_be_bytes());
         let mut flags = 0u8;
         if gather_limit > 0 {
-            flags |= 0x02;
+            flags |= FrameFlags::MULTICAST_GATHER;
         }
         if src.is_some() {
-            flags |= 0x04;
+            flags |= FrameFlags::MULTICAST_SOURCE_MAC;
         }
         p.push(flags);
         if gather_limit > 0 {
@@ -403,14 +431,7 @@ impl Node {
         };
         let limit = cfg.multicast_limit as usize;
         let me = self.address();
-        let mut known: Vec<Address> = self
-            .nets
-            .multicast
-            .members
-            .get(&(id, g))
-            .map(|m| m.keys().copied().filter(|a| *a != me).collect())
-            .unwrap_or_default();
-        self.shuffle(&mut known);
+        let known = self.shuffled_members(id, g, me);
         let bridges: Vec<Address> = cfg
             .specialists_with(config::SPECIALIST_ACTIVE_BRIDGE)
             .into_iter()
