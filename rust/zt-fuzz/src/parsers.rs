@@ -3,6 +3,7 @@
 //! encoder that disagree are a bug too). Nothing here may panic on any input.
 
 use zt_proto::address::Address;
+use zt_proto::cursor::Reader;
 use zt_proto::dictionary::Dictionary;
 use zt_proto::inet::InetAddress;
 use zt_proto::network::config::{ChunkOutcome, ConfigAssembler, ConfigChunk, NetworkConfig};
@@ -11,7 +12,6 @@ use zt_proto::network::filter::{self, FilterContext, FrameInfo};
 use zt_proto::network::rules::{self, Rule};
 use zt_proto::network::{Mac, NetworkId};
 use zt_proto::packet::{self, Cipher, PeerKeys, Verb};
-use zt_proto::wire::Reader;
 use zt_proto::{Identity, World};
 
 use crate::fixtures::{self, fixtures};

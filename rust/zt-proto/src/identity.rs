@@ -7,7 +7,7 @@ use crate::address::Address;
 use crate::crypto::SecureRandom;
 use crate::crypto::c25519::{self, KeyPair, PUBLIC_KEY_LEN, PublicKey, SECRET_KEY_LEN, Signature};
 use crate::crypto::identity_hash::{self, Scratch};
-use crate::wire::{Reader, WireError};
+use crate::cursor::{Reader, WireError};
 
 /// An identity is acceptable when the first byte of its memory-hard hash is below this.
 pub const HASHCASH_FIRST_BYTE_LESS_THAN: u8 = 17;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
-use crate::wire::{Reader, WireError};
+use crate::cursor::{Reader, WireError};
 
 /// A physical endpoint as ZeroTier carries it: `None` is the null address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

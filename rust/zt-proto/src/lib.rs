@@ -7,15 +7,17 @@
 //!
 //! The caller (the `zt-runtime` crate, or a simulator) owns time, randomness and I/O:
 //!
-//! 1. Feed inputs with `handle_*` methods, each given `now` (a [`time::Timestamp`]).
-//! 2. After **any** input, drain every output queue — [`node::Node::poll_event`],
-//!    [`node::Node::poll_store`] (and, as the wire protocol lands, transmits and frames) — until
+//! 1. Feed inputs with `handle_*` methods (`handle_datagram`, `handle_timeout`, …), each given
+//!    `now` (a [`time::Timestamp`]).
+//! 2. After **any** input, drain every output queue — [`node::Node::poll_transmit`],
+//!    [`node::Node::poll_event`], [`node::Node::poll_store`], [`node::Node::poll_frame`] — until
 //!    each returns `None`.
 //! 3. Sleep until [`node::Node::poll_timeout`] (or until the next input), then call
 //!    [`node::Node::handle_timeout`] with the current time.
 //!
 //! ```text
-//!   runtime ── handle_timeout(now) ──▶ Node ──▶ poll_event / poll_store
+//!   runtime ── handle_datagram / handle_timeout(now) ──▶ Node ──▶ poll_transmit / poll_event /
+//!                                                                 poll_store / poll_frame
 //!           ◀──────── poll_timeout() ──┘
 //! ```
 //!
@@ -25,6 +27,7 @@
 
 pub mod address;
 pub mod crypto;
+pub mod cursor;
 pub mod dictionary;
 pub mod identity;
 pub mod inet;
@@ -33,7 +36,6 @@ pub mod node;
 pub mod packet;
 pub mod planet;
 pub mod time;
-pub mod wire;
 pub mod world;
 
 pub use address::Address;

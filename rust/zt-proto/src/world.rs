@@ -1,9 +1,9 @@
 //! ZeroTier worlds: planets (the root set every node starts from) and moons (extra roots).
 
 use crate::crypto::c25519::{self, KeyPair, PUBLIC_KEY_LEN, PublicKey, SIGNATURE_LEN, Signature};
+use crate::cursor::{Reader, WireError};
 use crate::identity::{Identity, IdentityError};
 use crate::inet::InetAddress;
-use crate::wire::{Reader, WireError};
 
 /// Most roots a world may list.
 pub const MAX_ROOTS: usize = 4;

@@ -15,7 +15,7 @@ use zt_controller::{self as ctl, Decision, NetworkSummary, Request};
 use zt_proto::dictionary::Dictionary;
 use zt_proto::network::NetworkId;
 use zt_proto::network::credentials::{CredentialType, Revocation};
-use zt_proto::node::network::{ERROR_NETWORK_ACCESS_DENIED, ERROR_OBJ_NOT_FOUND};
+use zt_proto::node::membership::{ERROR_NETWORK_ACCESS_DENIED, ERROR_OBJ_NOT_FOUND};
 use zt_proto::node::{ControllerRequest, LOCAL_REQUEST};
 use zt_proto::{Address, Identity, Node, Timestamp};
 

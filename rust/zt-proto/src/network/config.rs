@@ -4,13 +4,13 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use crate::address::Address;
+use crate::cursor::{Reader, WireError};
 use crate::dictionary::Dictionary;
 use crate::identity::Identity;
 use crate::inet::InetAddress;
 use crate::network::NetworkId;
 use crate::network::credentials::{Capability, Com, Coo, Tag};
 use crate::network::rules::{self, Rule};
-use crate::wire::{Reader, WireError};
 
 /// Netconfig format version written (members need ≥ 6).
 pub const CONFIG_VERSION: u64 = 7;

@@ -9,8 +9,8 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::address::Address;
+use crate::cursor::{Reader, WireError};
 use crate::network::Mac;
-use crate::wire::{Reader, WireError};
 
 /// Most entries in a network's base rule table.
 pub const MAX_RULES: usize = 1024;

@@ -9,11 +9,11 @@ use super::{
     budget,
 };
 use crate::address::Address;
+use crate::cursor::Reader;
 use crate::identity::Identity;
 use crate::inet::InetAddress;
 use crate::packet::{self, ArmorError, PeerKeys, Verb};
 use crate::time::Timestamp;
-use crate::wire::Reader;
 use crate::world::World;
 
 const ERROR_UNSUPPORTED_OPERATION: u8 = 0x05;

@@ -9,7 +9,7 @@ pub mod budget;
 #[cfg(test)]
 mod hello_tests;
 mod incoming;
-pub mod network;
+pub mod membership;
 pub mod peer;
 mod send;
 #[cfg(test)]
@@ -30,7 +30,7 @@ use crate::packet::{self, Cipher, PeerKeys, Verb};
 use crate::time::Timestamp;
 use crate::world::{World, WorldType, WorldUpdateRejected};
 
-pub use network::{
+pub use membership::{
     ControllerRequest, Frame, FrameError, JoinError, LOCAL_REQUEST, NetworkInfo, NetworkStatus,
 };
 pub use peer::{CachedPeer, LocalSocket, Path, Peer, RemoteVersion, ip_scope, usable_endpoint};
@@ -193,7 +193,7 @@ pub struct Node {
     store_ops: VecDeque<StoreOp>,
     transmits: VecDeque<Transmit>,
     stats: NodeStats,
-    nets: network::Networks,
+    nets: membership::Networks,
 }
 
 impl std::fmt::Debug for Node {
@@ -275,7 +275,7 @@ impl Node {
             store_ops: VecDeque::new(),
             transmits: VecDeque::new(),
             stats: NodeStats::default(),
-            nets: network::Networks::default(),
+            nets: membership::Networks::default(),
         };
         let mut store_planet = true;
         if let Some(stored) = stored_planet {

@@ -265,8 +265,8 @@ impl CachedPeer {
     ///
     /// # Errors
     /// Malformed input or an unknown format version.
-    pub fn parse(b: &[u8]) -> Result<Self, crate::wire::WireError> {
-        use crate::wire::{Reader, WireError};
+    pub fn parse(b: &[u8]) -> Result<Self, crate::cursor::WireError> {
+        use crate::cursor::{Reader, WireError};
         let mut r = Reader::new(b);
         let fmt = r.u8()?;
         if fmt != 2 {

@@ -30,10 +30,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use sha2::{Digest, Sha384};
 
 use crate::address::Address;
+use crate::cursor::{Reader, WireError};
 use crate::identity::Identity;
 use crate::network::rules::{MAX_CAPABILITY_RULES, Rule, read_rules, write_rules};
 use crate::network::{Mac, NetworkId};
-use crate::wire::{Reader, WireError};
 
 /// Length of a ZeroTier (C25519) signature.
 pub const SIGNATURE_LEN: usize = 96;

@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use super::{DropReason, Event, Node, StoreKey, StoreOp};
 use crate::address::Address;
+use crate::cursor::Reader;
 use crate::dictionary::Dictionary;
 use crate::identity::Identity;
 use crate::network::config::{
@@ -25,7 +26,6 @@ use crate::network::filter::{self, FilterContext, FrameInfo};
 use crate::network::{AdHoc, Mac, MulticastGroup, NetworkId};
 use crate::packet::Verb;
 use crate::time::Timestamp;
-use crate::wire::Reader;
 
 // The ethertypes have one home, the rules engine (whose rules match on them).
 pub use crate::network::filter::{ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};

@@ -1,4 +1,5 @@
-//! Bounds-checked reading of ZeroTier's big-endian wire structures.
+//! A bounds-checked byte cursor over ZeroTier's big-endian wire structures ([`Reader`]); the
+//! packet format itself is in `packet.rs`.
 
 /// Error decoding a wire structure. Decoders never panic; they return this.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
