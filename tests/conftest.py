@@ -15,7 +15,7 @@ import zt
 # Autouse fixtures: a test that leaves a socket to the garbage collector fails (see leaks.py).
 from .leaks import no_leaks_in_module, no_leaks_in_test  # noqa: F401
 from .overlay import Pair, adhoc_pair, ipv4_pair, lab_in
-from .test_networks import Lab
+from .support import Lab
 
 
 @pytest.fixture(scope="session")

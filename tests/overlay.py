@@ -1,23 +1,26 @@
 """Two zt nodes on loopback sharing one network, for the socket tests: an ad-hoc network (IPv6
-6plane addresses) or a controller network (IPv4)."""
+6plane addresses) or a controller network (IPv4); and an echo server and a bulk echo client
+for their (plain or TLS) stream sockets."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
 import pytest
 
 import zt
+import zt.ssl
 from zt.network import NetworkIdLike
 from zt.socket import AF_INET, AF_INET6
 
-from .test_networks import NETWORK, Lab
-from .test_root_and_peers import wait_until
+from .support import NETWORK, Lab, wait_until
 
 
 @dataclass
@@ -89,3 +92,55 @@ def raises_errno(code: int) -> Iterator[None]:
         yield
     err = info.value.errno
     assert err == code, f"errno {err} ({info.value}), not {errno.errorcode[code]}"
+
+
+Stream = Union[zt.socket.socket, zt.ssl.SSLSocket]
+
+
+def echo_server(
+    server: Stream,
+    count: int = 1,
+    *,
+    failed: tuple[type[Exception], ...] = (),
+    close: bool = False,
+) -> threading.Thread:
+    """A thread echoing ``count`` connections accepted on the listener ``server``, each until
+    EOF; an accept that raises one of ``failed`` counts as a connection too. ``close``: the
+    listener is closed once done."""
+
+    def run() -> None:
+        try:
+            for _ in range(count):
+                try:
+                    conn, _ = server.accept()
+                except failed:
+                    continue
+                with conn:
+                    while data := conn.recv(65536):
+                        conn.sendall(data)
+        finally:
+            if close:
+                server.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def bulk_echo(sock: Stream, blob: bytes, timeout: float = 60.0) -> bytes:
+    """Sends ``blob`` on the connected ``sock`` while a thread reads the echo (until as many
+    bytes came back, or EOF, waited for up to ``timeout``); what came back."""
+    got = bytearray()
+
+    def reader() -> None:
+        while len(got) < len(blob):
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            got.extend(chunk)
+
+    r = threading.Thread(target=reader)
+    r.start()
+    sock.sendall(blob)
+    r.join(timeout)
+    return bytes(got)

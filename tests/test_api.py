@@ -23,37 +23,9 @@ import pytest
 
 import zt
 
-from .test_root_and_peers import loopback_planet, wait_until
+from .support import loopback_planet, options, root_home, wait_until
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def options(
-    planet: zt.World,
-    *,
-    identity: Optional[zt.Identity] = None,
-    port: int = 0,
-    store: Optional[str] = None,
-    controller: bool = False,
-    api_port: Optional[int] = None,
-) -> zt.NodeOptions:
-    return zt.NodeOptions(
-        planet=planet,
-        allow_loopback=True,
-        ipv6=False,
-        identity=identity,
-        port=port,
-        store=store,
-        controller=controller,
-        api_port=api_port,
-    )
 
 
 @dataclass
@@ -647,16 +619,9 @@ def _rss_kb(pid: int) -> int:
 def test_unauthenticated_bodies_are_not_buffered(tmp_path: pathlib.Path) -> None:
     """64 connections without a token, each sending a 15 MiB body less one byte and holding
     it, add less than 20 MB to the serving process (they are answered 401 from the head)."""
-    root = zt.Identity.generate()
-    planet, port = loopback_planet(root)
-    (tmp_path / "planet").write_bytes(planet.to_bytes())
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "identity.secret").write_text(root.secret_string())
-    env = dict(os.environ, ZT_ALLOWED_DESTINATIONS="127.0.0.0/8")
-    cmd = [sys.executable, "-m", "zt", "run", "--home", str(home), "--port", str(port)]
-    cmd += ["--planet", str(tmp_path / "planet"), "--allow-loopback", "--no-ipv6"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    rh = root_home(tmp_path)
+    root, port, home = rh.identity, rh.port, rh.home
+    proc = rh.run(env=dict(os.environ, ZT_ALLOWED_DESTINATIONS="127.0.0.0/8"))
     socks: list[socket.socket] = []
     try:
         assert proc.stdout is not None

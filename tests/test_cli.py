@@ -14,6 +14,8 @@ import pytest
 import zt
 from zt.cli import demo
 
+from .support import root_home
+
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -255,44 +257,13 @@ def test_run_serves_as_root_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None
     import json
     import os
     import signal
-    import socket
     import urllib.request
 
-    root = zt.Identity.generate()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    planet = zt.planet.make_planet(
-        [(root, [f"127.0.0.1/{port}"])], signing_key=zt.KeyPair.generate()
-    )
-    (tmp_path / "planet.bin").write_bytes(planet.to_bytes())
-    home = tmp_path / "root"
-    home.mkdir()
-    (home / "identity.secret").write_text(root.secret_string())
+    rh = root_home(tmp_path)
+    root, planet, port, home = rh.identity, rh.planet, rh.port, rh.home
     env = dict(os.environ, ZT_ALLOWED_DESTINATIONS="127.0.0.0/8")
     adhoc = zt.network.adhoc_network_id(7000, 7001)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "zt",
-            "run",
-            "--home",
-            str(home),
-            "--port",
-            str(port),
-            "--planet",
-            str(tmp_path / "planet.bin"),
-            "--allow-loopback",
-            "--no-ipv6",
-            "--join",
-            f"{adhoc:016x}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proc = rh.run("--join", f"{adhoc:016x}", env=env)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

@@ -17,8 +17,7 @@ from typing import Optional
 import pytest
 
 import zt
-from tests.test_api import free_tcp_port, options
-from tests.test_root_and_peers import loopback_planet, wait_until
+from tests.support import free_tcp_port, loopback_planet, options, wait_until, zt_run
 
 LEAVE_NWID = "8056c2e21c000001"
 STATUSES = ("REQUESTING_CONFIGURATION", "NOT_FOUND", "ACCESS_DENIED")
@@ -281,25 +280,7 @@ def test_zt_run_writes_the_port_file(tmp_path: pathlib.Path) -> None:
     planet_file.write_bytes(planet.to_bytes())
     home = tmp_path / "home"
     with zt.Node(options(planet, identity=root_id, port=port)):
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "zt",
-                "run",
-                "--home",
-                str(home),
-                "--port",
-                "0",
-                "--planet",
-                str(planet_file),
-                "--allow-loopback",
-                "--no-ipv6",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = zt_run(home, 0, planet_file)
         try:
             wait_until(lambda: (home / "zerotier-one.port").exists(), 60, "zerotier-one.port")
             api_port = int((home / "zerotier-one.port").read_text())

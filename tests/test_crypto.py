@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 import zt
 from zt import crypto
 
+from .support import KNOWN_GOOD
+
 RAW = (Encoding.Raw, PublicFormat.Raw)
 
 
@@ -78,11 +80,3 @@ def test_identity_hash_matches_address() -> None:
     d = crypto.identity_hash(ident.public_key)
     assert d[0] < 17
     assert d[59:].hex() == ident.address
-
-
-# ZeroTier's self-test identity: a known answer for the memory-hard hash and address.
-KNOWN_GOOD = (
-    "8e4df28b72:0:ac3d46abe0c21f3cfe7a6c8d6a85cfcffcb82fbd55af6a4d6350657c68200843fa2e16f9418bbd"
-    "9702cae365f2af5fb4c420908b803a681d4daef6114d78a2d7:bd8dd6e4ce7022d2f812797a80c6ee8ad180dc4eb"
-    "f301dec8b06d1be08832bddd63a2f1cfa7b2c504474c75bdc8898ba476ef92e8e2d0509f8441985171ff16e"
-)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import zt
-from tests.test_crypto import KNOWN_GOOD
+from tests.support import KNOWN_GOOD
 
 
 def test_known_good_and_bad() -> None:

@@ -20,8 +20,7 @@ import zt.asyncio
 from zt.socket import AF_INET, AF_INET6, SOCK_DGRAM, SOCK_STREAM
 
 from .overlay import lab_in, raises_errno
-from .test_networks import NETWORK, Lab
-from .test_root_and_peers import wait_until
+from .support import NETWORK, Lab, wait_until
 
 IP, IPV6, SOL = std.IPPROTO_IP, std.IPPROTO_IPV6, std.SOL_SOCKET
 ANY4 = std.inet_aton("0.0.0.0")

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -20,24 +19,7 @@ import pytest
 import zt
 from zt.events import AddressEvent, EventCode, NetworkEvent
 
-from .test_root_and_peers import free_udp_port, wait_until
-
-# The lab's network with rfc4193 addresses too.
-NETWORK = {
-    **zt.lab.DEFAULT_NETWORK,
-    "name": "loopnet",
-    "v6AssignMode": {"rfc4193": True, "6plane": False, "zt": False},
-}
-
-
-class Lab(zt.lab.Lab):
-    """The public loopback lab (:mod:`zt.lab`) with the names these tests use: ``tmp`` (its
-    home) and ``ctl`` (the controller's node)."""
-
-    def __init__(self, tmp: Path) -> None:
-        super().__init__(tmp)
-        self.tmp = tmp
-        self.ctl = self.controller_node
+from .support import NETWORK, Lab, free_udp_port, wait_until, zt_run
 
 
 def arp_request(
@@ -222,11 +204,7 @@ def _start_controller_process(home: Path, planet: zt.World) -> tuple[subprocess.
     pfile = home.parent / "planet"
     pfile.write_bytes(planet.to_bytes())
     port = free_udp_port()
-    argv = [
-        sys.executable, "-m", "zt", "run", "--home", str(home), "--port", str(port),
-        "--planet", str(pfile), "--controller", "--allow-loopback", "--no-ipv6",
-    ]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = zt_run(home, port, pfile, "--controller")
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -10,49 +10,15 @@ import pathlib
 import socket
 import time
 from collections.abc import Iterator
-from typing import Callable
 
 import pytest
 
 import zt
 from zt.events import UserMessageEvent
-from zt.planet import make_planet
+
+from .support import loopback_planet, options, wait_until
 
 USER_TYPE = 0x10000
-
-
-free_udp_port = zt.lab.unused_udp_port
-
-
-def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def loopback_planet(root_id: zt.Identity) -> tuple[zt.World, int]:
-    port = free_udp_port()
-    planet = make_planet([(root_id, [f"127.0.0.1/{port}"])], signing_key=zt.KeyPair.generate())
-    return planet, port
-
-
-def options(
-    planet: zt.World,
-    *,
-    identity: zt.Identity | None = None,
-    port: int = 0,
-    store: str | None = None,
-) -> zt.NodeOptions:
-    return zt.NodeOptions(
-        planet=planet,
-        allow_loopback=True,
-        ipv6=False,
-        identity=identity,
-        port=port,
-        store=store,
-    )
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ import zt
 from zt.socket import AF_INET, AF_INET6, MSG_DONTWAIT, SOCK_DGRAM, SOCK_STREAM
 
 from .overlay import Pair, raises_errno
-from .test_root_and_peers import wait_until
+from .support import wait_until
 
 
 def serve(srv: zt.socket.socket, handler: str = "echo", count: int = 1) -> threading.Thread:

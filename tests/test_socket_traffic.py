@@ -27,31 +27,13 @@ import pytest
 import zt
 from zt.socket import AF_INET, AF_INET6, SOCK_DGRAM, SOCK_STREAM
 
-from .overlay import ipv4_pair
-from .test_networks import NETWORK, Lab
-from .test_root_and_peers import wait_until
-
-
-def echo_server(server: zt.socket.socket, count: int = 1) -> threading.Thread:
-    def run() -> None:
-        for _ in range(count):
-            conn, _ = server.accept()
-            with conn:
-                while data := conn.recv(65536):
-                    conn.sendall(data)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
+from .overlay import adhoc_pair, bulk_echo, echo_server, ipv4_pair
+from .support import Lab
 
 
 def test_tcp_echo_and_bulk_over_an_adhoc_ipv6_network(lab: Lab) -> None:
-    nwid = zt.network.adhoc_network_id(7000, 7000)
-    a, b = lab.node(), lab.node()
-    for n in (a, b):
-        n.join(nwid)
-        n.wait_network(nwid, 10)
-    server_ip = str(zt.network.sixplane_address(nwid, b.address))
+    pair = adhoc_pair(lab, 7000, 7000)
+    a, b, server_ip = pair.a, pair.b, pair.ip_b
     srv = b.socket(AF_INET6, SOCK_STREAM)
     srv.bind(("::", 7000))
     srv.listen(8)
@@ -61,20 +43,11 @@ def test_tcp_echo_and_bulk_over_an_adhoc_ipv6_network(lab: Lab) -> None:
         c.settimeout(20)
         c.connect((server_ip, 7000))
         assert c.getpeername() == (server_ip, 7000, 0, 0)
-        assert c.getsockname()[0] == str(zt.network.sixplane_address(nwid, a.address))
+        assert c.getsockname()[0] == pair.ip_a
         c.sendall(b"hello")
         assert c.recv(5) == b"hello"
         blob = os.urandom(4 << 20)
-        got = bytearray()
-
-        def reader() -> None:
-            while len(got) < len(blob):
-                got.extend(c.recv(1 << 20))
-
-        r = threading.Thread(target=reader)
-        r.start()
-        c.sendall(blob)
-        r.join(60)
+        got = bulk_echo(c, blob)
         assert hashlib.sha256(got).digest() == hashlib.sha256(blob).digest()
         # The sender's figures (as Linux's TCP_INFO): what it sent, its round trip, its
         # buffers (at least the default: left alone, they may grow with the path).
@@ -88,12 +61,8 @@ def test_tcp_echo_and_bulk_over_an_adhoc_ipv6_network(lab: Lab) -> None:
 
 
 def test_tcp_buffers_set_by_the_application_stay_fixed(lab: Lab) -> None:
-    nwid = zt.network.adhoc_network_id(7001, 7001)
-    a, b = lab.node(), lab.node()
-    for n in (a, b):
-        n.join(nwid)
-        n.wait_network(nwid, 10)
-    server_ip = str(zt.network.sixplane_address(nwid, b.address))
+    pair = adhoc_pair(lab, 7001, 7001)
+    a, b, server_ip = pair.a, pair.b, pair.ip_b
     with b.socket(AF_INET6, SOCK_STREAM) as srv, a.socket(AF_INET6, SOCK_STREAM) as c:
         srv.bind(("::", 7001))
         srv.listen(1)
@@ -122,19 +91,8 @@ def test_tcp_buffers_set_by_the_application_stay_fixed(lab: Lab) -> None:
 
 
 def test_tcp_over_ipv4_with_select_makefile_and_errors(lab: Lab) -> None:
-    assert lab.ctl.controller is not None
-    ctl = lab.ctl.controller
-    nwid = ctl.create_network(**NETWORK)["id"]
-    a, b = lab.node(), lab.node()
-    for n in (a, b):
-        n.join(nwid)
-    wait_until(lambda: len(ctl.members(nwid)) == 2, 10, "pending")
-    for n in (a, b):
-        ctl.authorize(nwid, n.address)
-    a.wait_network(nwid, 10)
-    nb = b.wait_network(nwid, 10)
-    assert nb.ipv4 is not None
-    ip = str(nb.ipv4.ip)
+    pair = ipv4_pair(lab)
+    a, b, ip = pair.a, pair.b, pair.ip_b
     srv = b.socket(AF_INET, SOCK_STREAM)
     srv.bind((ip, 8080))
     srv.listen()
@@ -181,13 +139,8 @@ def test_tcp_over_ipv4_with_select_makefile_and_errors(lab: Lab) -> None:
 
 
 def test_udp_request_response_both_ways(lab: Lab) -> None:
-    nwid = zt.network.adhoc_network_id(5353, 5353)
-    a, b = lab.node(), lab.node()
-    for n in (a, b):
-        n.join(nwid)
-        n.wait_network(nwid, 10)
-    ip_a = str(zt.network.sixplane_address(nwid, a.address))
-    ip_b = str(zt.network.sixplane_address(nwid, b.address))
+    pair = adhoc_pair(lab, 5353, 5353)
+    a, b, ip_a, ip_b = pair.a, pair.b, pair.ip_a, pair.ip_b
     sb = b.socket(AF_INET6, SOCK_DGRAM)
     sb.bind(("::", 5353))
     sa = a.socket(AF_INET6, SOCK_DGRAM)
@@ -239,12 +192,8 @@ def test_asyncio_echo_server_with_50_concurrent_clients(lab: Lab) -> None:
 
     import zt.asyncio
 
-    nwid = zt.network.adhoc_network_id(7100, 7100)
-    a, b = lab.node(), lab.node()
-    for n in (a, b):
-        n.join(nwid)
-        n.wait_network(nwid, 10)
-    server_ip = str(zt.network.sixplane_address(nwid, b.address))
+    pair = adhoc_pair(lab, 7100, 7100)
+    a, b, server_ip = pair.a, pair.b, pair.ip_b
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while data := await reader.read(65536):
@@ -279,18 +228,9 @@ def test_asyncio_echo_server_with_50_concurrent_clients(lab: Lab) -> None:
         asyncio.run(refused())
 
 
-def adhoc_pair(lab: Lab, port: int) -> tuple[zt.Node, zt.Node, str]:
-    """Two members of the ad-hoc network for ``port``; B's 6plane address."""
-    nwid = zt.network.adhoc_network_id(port, port)
-    a, b = lab.node(), lab.node()
-    for n in (a, b):
-        n.join(nwid)
-        n.wait_network(nwid, 10)
-    return a, b, str(zt.network.sixplane_address(nwid, b.address))
-
-
 def test_tcp_peer_vanishing_mid_transfer_times_out(lab: Lab) -> None:
-    a, b, server_ip = adhoc_pair(lab, 7210)
+    pair = adhoc_pair(lab, 7210, 7210)
+    a, b, server_ip = pair.a, pair.b, pair.ip_b
     srv = b.socket(AF_INET6, SOCK_STREAM)
     srv.bind(("::", 7210))
     srv.listen()
@@ -358,7 +298,8 @@ def test_tcp_peer_vanishing_mid_transfer_times_out(lab: Lab) -> None:
 
 
 def test_tcp_keepalive_detects_a_vanished_idle_peer(lab: Lab) -> None:
-    a, b, server_ip = adhoc_pair(lab, 7211)
+    pair = adhoc_pair(lab, 7211, 7211)
+    a, b, server_ip = pair.a, pair.b, pair.ip_b
     srv = b.socket(AF_INET6, SOCK_STREAM)
     srv.bind(("::", 7211))
     # Options set on the listener are inherited by the connections it accepts.

@@ -22,6 +22,7 @@ import zt
 import zt.asyncio
 from zt.socket import AF_INET6, SOCK_STREAM
 
+from .overlay import bulk_echo, echo_server
 from .tlsnet import SERVER_NAME, Overlay, overlay
 
 
@@ -35,21 +36,7 @@ def tls_echo_server(net: Overlay, port: int, count: int = 1) -> threading.Thread
     EOF; failed handshakes count too."""
     listener = zt.ssl.wrap_socket(net.listen(port), net.certs.server_context(), server_side=True)
     listener.settimeout(20)
-
-    def run() -> None:
-        with listener:
-            for _ in range(count):
-                try:
-                    conn, _ = listener.accept()
-                except ssl.SSLError:
-                    continue
-                with conn:
-                    while data := conn.recv(65536):
-                        conn.sendall(data)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
+    return echo_server(listener, count, failed=(ssl.SSLError,), close=True)
 
 
 def client(net: Overlay, context: Optional[ssl.SSLContext] = None) -> zt.ssl.SSLSocket:
@@ -75,19 +62,7 @@ def test_blocking_tls_echo_bulk_makefile_and_certificate(net: Overlay) -> None:
         c.sendall(b"hello over tls")
         assert c.recv(100) == b"hello over tls"
         blob = os.urandom(3 << 20)
-        got = bytearray()
-
-        def reader() -> None:
-            while len(got) < len(blob):
-                chunk = c.recv(1 << 20)
-                if not chunk:
-                    break
-                got.extend(chunk)
-
-        r = threading.Thread(target=reader)
-        r.start()
-        c.sendall(blob)
-        r.join(60)
+        got = bulk_echo(c, blob)
         assert hashlib.sha256(got).digest() == hashlib.sha256(blob).digest()
         f = c.makefile("rwb")
         f.write(b"line one\nline two\n")

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import zt
+from zt.network import NetworkIdLike
 from zt.socket import AF_INET6, SOCK_STREAM
 
-from .test_networks import Lab
+from .overlay import adhoc_pair
+from .support import Lab
 
 # Ports inside the ad-hoc range are open (a closed one answers RST: refused); outside it the
 # network's rules drop the packets (a connect then times out).
@@ -114,7 +116,7 @@ class Overlay:
     """Client node ``a`` and server node ``b`` on an ad-hoc IPv6 (6plane) network."""
 
     lab: Lab
-    nwid: int
+    nwid: NetworkIdLike
     a: zt.Node
     b: zt.Node
     ip_a: str
@@ -132,17 +134,11 @@ def overlay(tmp: pathlib.Path) -> Iterator[Overlay]:
     """The module fixtures' body: nodes up, the path between them warm, certificates made."""
     lab = Lab(tmp)
     try:
-        nwid = zt.network.adhoc_network_id(*PORTS)
-        a, b = lab.node(), lab.node()
-        for n in (a, b):
-            n.join(nwid)
-            n.wait_network(nwid, 10)
-        ip_a = str(zt.network.sixplane_address(nwid, a.address))
-        ip_b = str(zt.network.sixplane_address(nwid, b.address))
+        p = adhoc_pair(lab, *PORTS)
         # The first packets wait for the peers to find each other; later tests need not.
-        assert a.ping(nwid, ip_b, timeout=30) is not None, "no path between the nodes"
-        certs = make_certs(tmp, [SERVER_NAME], [ip_b])
-        yield Overlay(lab, nwid, a, b, ip_a, ip_b, certs)
+        assert p.a.ping(p.nwid, p.ip_b, timeout=30) is not None, "no path between the nodes"
+        certs = make_certs(tmp, [SERVER_NAME], [p.ip_b])
+        yield Overlay(lab, p.nwid, p.a, p.b, p.ip_a, p.ip_b, certs)
     finally:
         lab.close()
 

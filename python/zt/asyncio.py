@@ -702,28 +702,25 @@ class DatagramTransport(asyncio.DatagramTransport):
     def _maybe_pause_protocol(self) -> None:
         if self._buffer_size > self._high_water and not self._protocol_paused:
             self._protocol_paused = True
-            try:
-                self._protocol.pause_writing()
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._loop.call_exception_handler(
-                    {"message": "protocol.pause_writing() failed", "exception": exc,
-                     "transport": self, "protocol": self._protocol}
-                )  # fmt: skip
+            self._flow_control("pause_writing")
 
     def _maybe_resume_protocol(self) -> None:
         if self._protocol_paused and self._buffer_size <= self._low_water:
             self._protocol_paused = False
-            try:
-                self._protocol.resume_writing()
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._loop.call_exception_handler(
-                    {"message": "protocol.resume_writing() failed", "exception": exc,
-                     "transport": self, "protocol": self._protocol}
-                )  # fmt: skip
+            self._flow_control("resume_writing")
+
+    def _flow_control(self, method: str) -> None:
+        """Calls the protocol's ``pause_writing`` or ``resume_writing`` (``method``); what it
+        raises goes to the loop's exception handler."""
+        try:
+            getattr(self._protocol, method)()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler(
+                {"message": f"protocol.{method}() failed", "exception": exc,
+                 "transport": self, "protocol": self._protocol}
+            )  # fmt: skip
 
     def get_write_buffer_size(self) -> int:
         return self._buffer_size

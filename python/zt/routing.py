@@ -234,6 +234,32 @@ def _running(node: Node) -> bool:
         return False
 
 
+def _pull(sock: Union[_std.socket, zt_socket], buf: bytearray) -> bool:
+    """Appends what ``sock`` has to read (non-blocking) to ``buf``; whether its input ended (EOF
+    or an error)."""
+    try:
+        data = sock.recv(_CHUNK)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    buf += data
+    return not data
+
+
+def _push(sock: Union[_std.socket, zt_socket], buf: bytearray) -> bool:
+    """Sends what ``sock`` takes of ``buf`` (non-blocking) and drops it from ``buf``; whether
+    sending failed."""
+    try:
+        n = sock.send(buf)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    del buf[:n]
+    return False
+
+
 class _Pump:
     """Moves bytes between the Unix end and the zt socket until both directions end.
 
@@ -298,56 +324,22 @@ class _Pump:
                 down.clear()
             # application → overlay
             if not (app_eof or up or up_done):
-                try:
-                    data = end.recv(_CHUNK)
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    app_eof = True
-                else:
-                    if data:
-                        up += data
-                    else:
-                        app_eof = True
-            if up and not up_done:
-                try:
-                    n = zs.send(up)
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    # The overlay connection failed: the application's writes fail from now on.
-                    up_done = True
-                    up.clear()
-                    self._shutdown(_std.SHUT_RD)
-                else:
-                    del up[:n]
+                app_eof = _pull(end, up)
+            if up and not up_done and _push(zs, up):
+                # The overlay connection failed: the application's writes fail from now on.
+                up_done = True
+                up.clear()
+                self._shutdown(_std.SHUT_RD)
             if app_eof and not up and not up_done:
                 up_done = True
                 with contextlib.suppress(OSError):
                     zs.shutdown(SHUT_WR)
             # overlay → application
             if not (peer_eof or down or down_done):
-                try:
-                    data = zs.recv(_CHUNK)
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    peer_eof = True
-                else:
-                    if data:
-                        down += data
-                    else:
-                        peer_eof = True
-            if down and not down_done:
-                try:
-                    n = end.send(down)
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    down_done = True
-                    down.clear()
-                else:
-                    del down[:n]
+                peer_eof = _pull(zs, down)
+            if down and not down_done and _push(end, down):
+                down_done = True
+                down.clear()
             if peer_eof and not down and not down_done:
                 down_done = True
                 self._shutdown(_std.SHUT_WR)

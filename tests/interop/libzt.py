@@ -691,14 +691,24 @@ class NetnsNodeResult(TypedDict):
     managed: Optional[Json]  # the managed-network worker's report when `managed` was given
 
 
-def _check_adhoc(adhoc: Json) -> Json:
-    spec = dict(adhoc)
+def _spec_of(kind: str, given: Json, roles: tuple[str, ...], readers: str) -> Json:
+    """A copy of the ``kind`` argument ``given`` with its role checked against ``roles`` and
+    its exchange directory (which ``readers`` workers read) made absolute."""
+    spec = dict(given)
     role = spec.get("role")
-    if role not in _ADHOC_ROLES:
-        raise ValueError(f"adhoc['role'] must be one of {_ADHOC_ROLES}, got {role!r}")
+    if role not in roles:
+        raise ValueError(f"{kind}['role'] must be one of {roles}, got {role!r}")
     if not spec.get("exchange_dir"):
-        raise ValueError("adhoc['exchange_dir'] (a directory both workers can read) is required")
+        raise ValueError(
+            f"{kind}['exchange_dir'] (a directory {readers} workers can read) is required"
+        )
     spec["exchange_dir"] = os.path.abspath(os.fspath(spec["exchange_dir"]))
+    return spec
+
+
+def _check_adhoc(adhoc: Json) -> Json:
+    spec = _spec_of("adhoc", adhoc, _ADHOC_ROLES, "both")
+    role = spec["role"]
     start = int(spec.get("start_port", 5000))
     end = int(spec.get("end_port", start))
     port = int(spec.get("port", start))
@@ -727,13 +737,8 @@ _DIGEST_LEN = 32  # sha256
 
 
 def _check_managed(managed: Json) -> Json:
-    spec = dict(managed)
-    role = spec.get("role")
-    if role not in _MANAGED_ROLES:
-        raise ValueError(f"managed['role'] must be one of {_MANAGED_ROLES}, got {role!r}")
-    if not spec.get("exchange_dir"):
-        raise ValueError("managed['exchange_dir'] (a directory all workers can read) is required")
-    spec["exchange_dir"] = os.path.abspath(os.fspath(spec["exchange_dir"]))
+    spec = _spec_of("managed", managed, _MANAGED_ROLES, "all")
+    role = spec["role"]
     nwid = spec.get("nwid")
     if isinstance(nwid, str):
         if len(nwid) != 16:
@@ -1039,14 +1044,31 @@ def _thread_count() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def _wait_for(predicate: Callable[[], bool], seconds: float) -> bool:
+_FAST_POLL_S = 0.005
+
+
+def _wait_until(predicate: Callable[[], bool], seconds: float, step: float = 0.05) -> bool:
     deadline = time.monotonic() + seconds
     while True:
         if predicate():
             return True
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.005)
+        time.sleep(step)
+
+
+def _wait_node_id(lib: ctypes.CDLL, seconds: float, step: float) -> tuple[bool, int]:
+    """Waits up to ``seconds`` (polling every ``step``) for the started node's ID: (whether it
+    has one, the last zts_node_get_id())."""
+    node_id = 0
+
+    def has_id() -> bool:
+        nonlocal node_id
+        # Before the node is up this returns ZTS_ERR_SERVICE (-2) cast to uint64, or 0.
+        node_id = int(lib.zts_node_get_id())
+        return 0 < node_id <= MAX_NODE_ID
+
+    return _wait_until(has_id, seconds, step), node_id
 
 
 def _list_files(root: Path) -> list[str]:
@@ -1080,18 +1102,11 @@ def _cmd_start_node(args: Json) -> Json:
 
     started = time.perf_counter()
     _check("zts_node_start", int(lib.zts_node_start()))
-    node_id = 0
-
-    def has_id() -> bool:
-        nonlocal node_id
-        # Before the node is up this returns ZTS_ERR_SERVICE (-2) cast to uint64, or 0.
-        node_id = int(lib.zts_node_get_id())
-        return 0 < node_id <= MAX_NODE_ID
-
-    if not _wait_for(has_id, wait_s):
+    has_id, node_id = _wait_node_id(lib, wait_s, _FAST_POLL_S)
+    if not has_id:
         raise _WorkerError(f"no node id after {wait_s}s (last zts_node_get_id: {node_id:#x})")
     start_s = time.perf_counter() - started
-    if not _wait_for((storage / "roots").is_file, wait_s):
+    if not _wait_until((storage / "roots").is_file, wait_s, _FAST_POLL_S):
         raise _WorkerError(f"node wrote no 'roots' file within {wait_s}s")
     port = int(lib.zts_node_get_port())
     running_threads = _thread_count()
@@ -1099,7 +1114,9 @@ def _cmd_start_node(args: Json) -> Json:
     stopping = time.perf_counter()
     _check("zts_node_stop", int(lib.zts_node_stop()))
     # zts_node_stop only flags the service loop; wait until its thread has really exited.
-    if not _wait_for(lambda: _thread_count() < running_threads, _NODE_STOP_TIMEOUT_S):
+    if not _wait_until(
+        lambda: _thread_count() < running_threads, _NODE_STOP_TIMEOUT_S, _FAST_POLL_S
+    ):
         raise _WorkerError(f"node service thread still running {_NODE_STOP_TIMEOUT_S}s after stop")
     stop_s = time.perf_counter() - stopping
     return {
@@ -1123,6 +1140,8 @@ ZTS_IP_MAX_STR_LEN = 46  # ZTS_INET6_ADDRSTRLEN; zts_addr_*_str insist on exactl
 _RTF_REJECT = 0x0200
 _ONLINE_POLL_S = 0.05
 
+# zts_send / zts_recv's arguments (fd, buffer, length, flags), which the BSD calls extend.
+_IO_ARGS = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 _NETNS_SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "zts_net_compute_adhoc_id": (ctypes.c_uint64, [ctypes.c_ushort, ctypes.c_ushort]),
     "zts_net_join": (ctypes.c_int, [ctypes.c_uint64]),
@@ -1148,8 +1167,8 @@ _NETNS_SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
         [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_ushort)],
     ),
     "zts_connect": (ctypes.c_int, [ctypes.c_int, ctypes.c_char_p, ctypes.c_ushort, ctypes.c_int]),
-    "zts_send": (ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]),
-    "zts_recv": (ctypes.c_ssize_t, [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]),
+    "zts_send": (ctypes.c_ssize_t, _IO_ARGS),
+    "zts_recv": (ctypes.c_ssize_t, _IO_ARGS),
     "zts_close": (ctypes.c_int, [ctypes.c_int]),
     "zts_set_recv_timeout": (ctypes.c_int, [ctypes.c_int, ctypes.c_int, ctypes.c_int]),
     "zts_set_send_timeout": (ctypes.c_int, [ctypes.c_int, ctypes.c_int, ctypes.c_int]),
@@ -1162,27 +1181,10 @@ _NETNS_SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
         [ctypes.c_char_p, ctypes.c_ushort, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)],
     ),
     "zts_net_get_mac": (ctypes.c_uint64, [ctypes.c_uint64]),
-    "zts_bsd_sendto": (
-        ctypes.c_ssize_t,
-        [
-            ctypes.c_int,
-            ctypes.c_void_p,
-            ctypes.c_size_t,
-            ctypes.c_int,
-            ctypes.c_void_p,
-            ctypes.c_uint32,
-        ],
-    ),
+    "zts_bsd_sendto": (ctypes.c_ssize_t, [*_IO_ARGS, ctypes.c_void_p, ctypes.c_uint32]),
     "zts_bsd_recvfrom": (
         ctypes.c_ssize_t,
-        [
-            ctypes.c_int,
-            ctypes.c_void_p,
-            ctypes.c_size_t,
-            ctypes.c_int,
-            ctypes.c_void_p,
-            ctypes.POINTER(ctypes.c_uint32),
-        ],
+        [*_IO_ARGS, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)],
     ),
 }
 
@@ -1243,14 +1245,9 @@ def _ip_str(call: Callable[[ctypes.Array[ctypes.c_char]], int]) -> str | None:
     return buf.value.decode("ascii")
 
 
-def _wait_until(predicate: Callable[[], bool], seconds: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + seconds
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(step)
+def _endpoint(address: str, port: int) -> str:
+    """``address:port``, an IPv6 address in brackets."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 class _Adhoc:
@@ -1365,6 +1362,25 @@ class _Adhoc:
             raise self.socket_error("zts_socket", fd)
         return fd
 
+    def listen(self, fd: int, address: str, port: int, backlog: int) -> None:
+        """Binds ``fd`` to ``address``:``port`` and listens."""
+        rc = int(self.lib.zts_bind(fd, address.encode("ascii"), port))
+        if rc != 0:
+            raise self.socket_error(f"zts_bind({_endpoint(address, port)})", rc)
+        rc = int(self.lib.zts_listen(fd, backlog))
+        if rc != 0:
+            raise self.socket_error("zts_listen", rc)
+
+    def connect(self, fd: int, address: str, port: int, limit_s: float) -> None:
+        """Connects ``fd`` to ``address``:``port`` (a blocking zts_connect given ``limit_s`` at
+        most, at least 1 s, else what remains); reports the seconds it took as ``connect_s``."""
+        started = time.perf_counter()
+        timeout_ms = int(min(limit_s, max(1.0, self.remaining())) * 1000)
+        rc = int(self.lib.zts_connect(fd, address.encode("ascii"), port, timeout_ms))
+        if rc != 0:
+            raise self.socket_error(f"zts_connect({_endpoint(address, port)})", rc)
+        self.report["connect_s"] = time.perf_counter() - started
+
     def set_timeouts(self, fd: int, seconds: int) -> None:
         _check("zts_set_recv_timeout", int(self.lib.zts_set_recv_timeout(fd, seconds, 0)))
         _check("zts_set_send_timeout", int(self.lib.zts_set_send_timeout(fd, seconds, 0)))
@@ -1389,12 +1405,7 @@ class _Adhoc:
         fd = self.stream_socket()
         conn = -1
         try:
-            rc = int(lib.zts_bind(fd, address.encode("ascii"), port))
-            if rc != 0:
-                raise self.socket_error(f"zts_bind([{address}]:{port})", rc)
-            rc = int(lib.zts_listen(fd, 1))
-            if rc != 0:
-                raise self.socket_error("zts_listen", rc)
+            self.listen(fd, address, port, 1)
             # accept() gives up after this long (lwIP applies SO_RCVTIMEO to accept).
             self.set_timeouts(fd, max(1, int(self.remaining())))
             info = {"node_id": f"{self.node_id:010x}", "address": address, "port": port}
@@ -1446,12 +1457,7 @@ class _Adhoc:
         self.report["server_is_6plane_of_its_id"] = expected == address
         fd = self.stream_socket()
         try:
-            started = time.perf_counter()
-            timeout_ms = int(min(60.0, max(1.0, self.remaining())) * 1000)
-            rc = int(lib.zts_connect(fd, address.encode("ascii"), port, timeout_ms))
-            if rc != 0:
-                raise self.socket_error(f"zts_connect([{address}]:{port})", rc)
-            self.report["connect_s"] = time.perf_counter() - started
+            self.connect(fd, address, port, 60.0)
             lib.zts_set_no_delay(fd, 1)
             self.set_timeouts(fd, 30)
             self.exchange_messages(fd)
@@ -1672,12 +1678,7 @@ class _Managed(_Adhoc):
         address = str(self.report["ipv4"])
         fd = self.stream_socket4()
         try:
-            rc = int(lib.zts_bind(fd, address.encode("ascii"), port))
-            if rc != 0:
-                raise self.socket_error(f"zts_bind({address}:{port})", rc)
-            rc = int(lib.zts_listen(fd, 4))
-            if rc != 0:
-                raise self.socket_error("zts_listen", rc)
+            self.listen(fd, address, port, 4)
             self.publish(f"{self.name}.ready.json", self.ready_info())
             self.serve_bulk(fd)
             self.serve_probes(fd)
@@ -1756,12 +1757,7 @@ class _Managed(_Adhoc):
         data = _pseudo_random(int(self.spec["seed"]), size)
         fd = self.stream_socket4()
         try:
-            started = time.perf_counter()
-            timeout_ms = int(min(30.0, max(1.0, self.remaining())) * 1000)
-            rc = int(lib.zts_connect(fd, address.encode("ascii"), port, timeout_ms))
-            if rc != 0:
-                raise self.socket_error(f"zts_connect({address}:{port})", rc)
-            self.report["connect_s"] = time.perf_counter() - started
+            self.connect(fd, address, port, 30.0)
             self.set_timeouts(fd, 30)
             sending = time.perf_counter()
             for offset in range(0, size, chunk):
@@ -2007,13 +2003,7 @@ class _SocketAgent:
                 answer = digest.digest() if n == 0 else b"unexpected data"
         finally:
             lib.zts_close(fd)
-        elapsed = time.monotonic() - started
-        report.update(
-            seconds=elapsed,
-            mb_s=total / elapsed / 1e6,
-            digest_ok=answer == digest.digest(),
-            max_gap_s=gaps.max_gap,
-        )
+        report.update(proto.source_figures(started, total, answer == digest.digest(), gaps))
         return report
 
     def echo_server(self, args: Json, listening: Callable[[Json], None]) -> Json:
@@ -2051,12 +2041,8 @@ class _SocketAgent:
                     threads.append(t)
         finally:
             lib.zts_close(fd)
-        for t in threads:
-            t.join(timeout=max(0.0, deadline - time.monotonic()))
-        if len(served) < wanted:
-            errors.append(f"served {len(served)} of {wanted} connections")
-        return {"conns": len(served), "bytes": sum(served), "errors": errors,
-                "error": errors[0] if errors else None}  # fmt: skip
+        result: Json = self.proto.echo_served(threads, deadline, served, wanted, errors)
+        return result
 
     def echo_clients(self, args: Json, listening: Callable[[Json], None]) -> Json:
         proto = self.proto
@@ -2092,8 +2078,9 @@ class _SocketAgent:
             t.start()
         for t in threads:
             t.join(timeout=float(args.get("timeout_s", 120.0)))
-        return {"ok": len(moved), "bytes": sum(moved), "seconds": time.monotonic() - started,
-                "errors": errors, "error": errors[0] if errors else None}  # fmt: skip
+        report = {"ok": len(moved), "bytes": sum(moved), "seconds": time.monotonic() - started}
+        result: Json = proto.with_errors(report, errors)
+        return result
 
     def rr(self, args: Json, listening: Callable[[Json], None]) -> Json:
         size, count = int(args.get("size", 64)), int(args["count"])
@@ -2239,14 +2226,8 @@ def _cmd_netns_node(args: Json) -> Json:
         "managed": None,
     }
     try:
-        node_id = 0
-
-        def has_id() -> bool:
-            nonlocal node_id
-            node_id = int(lib.zts_node_get_id())
-            return 0 < node_id <= MAX_NODE_ID
-
-        if not _wait_until(has_id, online_timeout, _ONLINE_POLL_S):
+        has_id, node_id = _wait_node_id(lib, online_timeout, _ONLINE_POLL_S)
+        if not has_id:
             raise _WorkerError(f"no node id after {online_timeout}s")
         result["node_id"] = f"{node_id:010x}"
         remaining = max(0.0, online_timeout - (time.perf_counter() - started))
@@ -2268,7 +2249,7 @@ def _cmd_netns_node(args: Json) -> Json:
         stopping = time.perf_counter()
         lib.zts_node_stop()
         # zts_node_stop only flags the service loop; wait until its thread has really exited.
-        if _wait_for(lambda: _thread_count() < running, _NODE_STOP_TIMEOUT_S):
+        if _wait_until(lambda: _thread_count() < running, _NODE_STOP_TIMEOUT_S, _FAST_POLL_S):
             result["stop_s"] = time.perf_counter() - stopping
     return result
 

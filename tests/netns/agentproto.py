@@ -118,6 +118,36 @@ def message_size(seq: int, low: int, high: int) -> int:
     return low + (seq * 7919) % (high - low + 1)
 
 
+def source_figures(started: float, total: int, digest_ok: bool, gaps: Gaps) -> Json:
+    """A source's figures once it sent ``total`` bytes since ``started`` (``time.monotonic()``)
+    and the sink answered (``digest_ok``: the right digest)."""
+    elapsed = time.monotonic() - started
+    return {
+        "seconds": elapsed,
+        "mb_s": total / elapsed / 1e6,
+        "digest_ok": digest_ok,
+        "max_gap_s": gaps.max_gap,
+    }
+
+
+def with_errors(report: Json, errors: list[str]) -> Json:
+    """``report`` with the command's ``errors`` (the first also as ``error``)."""
+    return {**report, "errors": errors, "error": errors[0] if errors else None}
+
+
+def echo_served(
+    threads: list[threading.Thread], deadline: float, served: list[int], wanted: int,
+    errors: list[str],
+) -> Json:  # fmt: skip
+    """The echo server's report once its connection ``threads`` end (waited for until the
+    ``time.monotonic()`` ``deadline``): connections served (of ``wanted``), bytes echoed."""
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    if len(served) < wanted:
+        errors.append(f"served {len(served)} of {wanted} connections")
+    return with_errors({"conns": len(served), "bytes": sum(served)}, errors)
+
+
 class Gaps:
     """Longest interval between progress notes (after the first), and how many intervals were
     stalls (at least ``stall_s``); with ``total`` given to :meth:`note`, also ``timeline``:

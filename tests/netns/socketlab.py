@@ -24,8 +24,7 @@ import zt.lab
 from tests.interop.libzt import NetnsNodeResult
 from tests.netns.agentproto import Agent, AgentError
 from tests.netns.netlab import NetLab
-from tests.netns.test_libzt_with_zt_controller import api, zt_controller
-from tests.netns.test_libzt_with_zt_root import RootSetup, ZtRoot, libzt_node, make_root
+from tests.netns.ztroot import RootSetup, ZtRoot, api, libzt_node, make_root, zt_controller
 
 AGENT_SCRIPT = str(Path(__file__).with_name("ztagent.py"))
 # The lab's network (zt.lab.DEFAULT_NETWORK: its IPv4 assignment and 198.18.0.0/15 route), but

@@ -18,9 +18,7 @@ import ipaddress
 import json
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -31,14 +29,13 @@ import zt
 from tests.interop.libzt import NetnsNodeResult
 from tests.interop.marks import INTEROP
 from tests.netns.netlab import NetLab, require_netlab
-from tests.netns.test_libzt_with_zt_root import (
-    ROOT_PORT,
-    ROOT_START_TIMEOUT_S,
-    ROOT_STOP_TIMEOUT_S,
+from tests.netns.ztroot import (
     RootSetup,
     ZtRoot,
+    api,
     libzt_node,
     make_root,
+    zt_controller,
 )
 
 pytestmark = [pytest.mark.netns, *INTEROP]
@@ -62,65 +59,6 @@ TRANSFER_TIMEOUT_S = 60.0
 PROBE_WINDOW_S = 40.0
 WORKER_TIMEOUT_S = 150.0
 STOP_TIMEOUT_S = 30.0
-
-# Runs inside host 0: one call of the controller's local API (never through a proxy).
-_API_SCRIPT = """\
-import json, sys, urllib.error, urllib.request
-home, port, method, path, body = sys.argv[1:6]
-with open(home + "/authtoken.secret") as f:
-    token = f.read().strip()
-req = urllib.request.Request(
-    f"http://127.0.0.1:{port}{path}", method=method, data=body.encode() if body else None,
-    headers={"X-ZT1-Auth": token, "Content-Type": "application/json"})
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-try:
-    with opener.open(req, timeout=10) as r:
-        status, text = r.status, r.read().decode()
-except urllib.error.HTTPError as e:
-    status, text = e.code, e.read().decode()
-print(json.dumps({"status": status, "text": text}))
-"""
-
-
-def api(
-    lab: NetLab, home: Path, method: str, path: str, body: Optional[Any] = None
-) -> tuple[int, Any]:
-    """One call of the local JSON API of the ``zt run`` in host 0: (HTTP status, JSON body)."""
-    argv = [sys.executable, "-I", "-c", _API_SCRIPT, str(home), str(ROOT_PORT), method, path,
-            "" if body is None else json.dumps(body)]  # fmt: skip
-    out = json.loads(lab.run(0, argv, timeout=30).stdout)
-    text = str(out["text"])
-    return int(out["status"]), json.loads(text) if text.strip() else None
-
-
-@contextlib.contextmanager
-def zt_controller(lab: NetLab, host: int, setup: RootSetup, log: Path) -> Iterator[ZtRoot]:
-    """Runs ``zt run --controller`` as the root on ``host``; waits until its API is served."""
-    argv = [
-        sys.executable, "-m", "zt", "run", "--home", str(setup.home), "--port", str(ROOT_PORT),
-        "--planet", str(setup.planet_file), "--controller", "-v",
-    ]  # fmt: skip
-    with open(log, "w") as err:
-        proc = lab.popen(host, argv, stdout=subprocess.PIPE, stderr=err, text=True)
-    root = ZtRoot(proc=proc, log=log)
-    reader = threading.Thread(target=root._read, name="zt-run-stdout", daemon=True)
-    reader.start()
-    api_line = f"api on 127.0.0.1:{ROOT_PORT}"
-    try:
-        deadline = time.monotonic() + ROOT_START_TIMEOUT_S
-        while api_line not in root.lines:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"zt controller did not start:\n{root.describe()}")
-            time.sleep(0.05)
-        expected = f"root {setup.identity.address} listening on UDP port {ROOT_PORT}"
-        assert expected in root.lines, root.describe()
-        yield root
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=ROOT_STOP_TIMEOUT_S)
-        reader.join(timeout=5)
 
 
 class Scenario:

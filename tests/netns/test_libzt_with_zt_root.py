@@ -8,133 +8,28 @@ the lab's documentation ranges.
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Optional
+from typing import Any
 
 import pytest
 
-import zt
-from tests.ci import environment_lacks
-from tests.interop.libzt import LibztUnavailable, NetnsNodeResult, run_node_in_netns
 from tests.interop.marks import INTEROP
 from tests.netns.netlab import NetLab, require_netlab
+from tests.netns.ztroot import (
+    ONLINE_TIMEOUT_S,
+    ROOT_STOP_TIMEOUT_S,
+    libzt_node,
+    make_root,
+    zt_root,
+)
 
 pytestmark = [pytest.mark.netns, *INTEROP]
 
-ROOT_PORT = 9993
-LIBZT_PORT = 9994
-ONLINE_TIMEOUT_S = 30.0
-ROOT_START_TIMEOUT_S = 60.0
-ROOT_STOP_TIMEOUT_S = 10.0
 ADHOC_PORT = 5000
 ADHOC_MESSAGES = 1000
-
-
-@dataclass
-class RootSetup:
-    """A root identity, its home directory and the one-root planet naming it."""
-
-    identity: zt.Identity
-    home: Path
-    planet_file: Path
-    planet: bytes
-
-
-def make_root(tmp_path: Path, lab: NetLab, host: int = 0) -> RootSetup:
-    identity = zt.Identity.generate()
-    home = tmp_path / "root-home"
-    home.mkdir()
-    (home / "identity.secret").write_text(identity.secret_string())
-    endpoints = [f"{lab.host_ip4(host)}/{ROOT_PORT}", f"{lab.host_ip6(host)}/{ROOT_PORT}"]
-    world = zt.planet.make_planet([(identity, endpoints)], signing_key=zt.KeyPair.generate())
-    planet = world.to_bytes()
-    planet_file = tmp_path / "planet"
-    planet_file.write_bytes(planet)
-    return RootSetup(identity=identity, home=home, planet_file=planet_file, planet=planet)
-
-
-@dataclass
-class ZtRoot:
-    """A running ``zt run`` process; its stdout lines are collected by a thread."""
-
-    proc: subprocess.Popen[str]
-    log: Path
-    lines: list[str] = field(default_factory=list)
-    banner: threading.Event = field(default_factory=threading.Event)
-
-    def _read(self) -> None:
-        stdout: Optional[IO[str]] = self.proc.stdout
-        if stdout is None:
-            return
-        with contextlib.suppress(ValueError, OSError):  # closed by the lab's cleanup
-            for line in stdout:
-                self.lines.append(line.rstrip("\n"))
-                if line.startswith(("root ", "node ")):
-                    self.banner.set()
-
-    def describe(self) -> str:
-        log = self.log.read_text(errors="replace") if self.log.is_file() else ""
-        tail = "\n".join(log.strip().splitlines()[-40:])
-        return (
-            f"zt run exit={self.proc.poll()} stdout={self.lines!r}\n--- zt run stderr ---\n{tail}"
-        )
-
-    def stop(self, timeout: float) -> int:
-        """SIGTERM, then the exit code (raises TimeoutExpired after ``timeout``)."""
-        self.proc.terminate()
-        return self.proc.wait(timeout=timeout)
-
-
-@contextlib.contextmanager
-def zt_root(lab: NetLab, host: int, setup: RootSetup, log: Path) -> Iterator[ZtRoot]:
-    """Runs ``zt run`` as the root on ``host``; waits for its ``root ... listening`` line."""
-    argv = [
-        sys.executable, "-m", "zt", "run", "--home", str(setup.home), "--port", str(ROOT_PORT),
-        "--planet", str(setup.planet_file),
-    ]  # fmt: skip
-    with open(log, "w") as err:
-        proc = lab.popen(host, argv, stdout=subprocess.PIPE, stderr=err, text=True)
-    root = ZtRoot(proc=proc, log=log)
-    reader = threading.Thread(target=root._read, name="zt-run-stdout", daemon=True)
-    reader.start()
-    try:
-        deadline = time.monotonic() + ROOT_START_TIMEOUT_S
-        while not root.banner.wait(0.1):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"zt root did not start:\n{root.describe()}")
-        banner = next(line for line in root.lines if line.startswith(("root ", "node ")))
-        expected = f"root {setup.identity.address} listening on UDP port {ROOT_PORT}"
-        assert banner == expected, root.describe()
-        yield root
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=ROOT_STOP_TIMEOUT_S)
-        reader.join(timeout=5)
-
-
-def libzt_node(lab: NetLab, host: int, storage: Path, roots: bytes, **kw: Any) -> NetnsNodeResult:
-    storage.mkdir(parents=True, exist_ok=True)
-    try:
-        return run_node_in_netns(
-            lab.netns(host),
-            storage,
-            roots,
-            port=LIBZT_PORT,
-            online_timeout_s=ONLINE_TIMEOUT_S,
-            **kw,
-        )
-    except LibztUnavailable as exc:
-        environment_lacks(f"a libzt node cannot start: {exc.reason}")
 
 
 def test_libzt_node_comes_online_with_a_zt_root(tmp_path: Path) -> None:

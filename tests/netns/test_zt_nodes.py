@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.netns.netlab import NetLab, require_netlab
-from tests.netns.test_libzt_with_zt_root import make_root, zt_root
+from tests.netns.ztroot import make_root, zt_root
 
 pytestmark = [pytest.mark.netns]
 

@@ -197,14 +197,8 @@ class Agent:
                 report["tcp_info"] = tcp_info(s)
                 return report
             report["tcp_info"] = tcp_info(s)
-        elapsed = time.monotonic() - started
-        report.update(
-            seconds=elapsed,
-            mb_s=total / elapsed / 1e6,
-            digest_ok=answer == digest.digest(),
-            max_gap_s=gaps.max_gap,
-            cpu_s=cpu_s() - cpu0,
-        )
+        report.update(proto.source_figures(started, total, answer == digest.digest(), gaps))
+        report["cpu_s"] = cpu_s() - cpu0
         return report
 
     def echo_server(self, args: Json, listening: Listening) -> Json:
@@ -240,12 +234,8 @@ class Agent:
             server.close()
 
         asyncio.run(main())
-        return {
-            "conns": len(served),
-            "bytes": sum(served),
-            "errors": errors,
-            "error": errors[0] if errors else None,
-        }
+        result: Json = proto.with_errors({"conns": len(served), "bytes": sum(served)}, errors)
+        return result
 
     def echo_server_threads(self, args: Json, listening: Listening) -> Json:
         """The echo server with a blocking socket and a thread per connection (as libzt's)."""
@@ -281,12 +271,8 @@ class Agent:
                 t = threading.Thread(target=echo, args=(conn,), daemon=True)
                 t.start()
                 threads.append(t)
-        for t in threads:
-            t.join(timeout=max(0.0, deadline - time.monotonic()))
-        if len(served) < wanted:
-            errors.append(f"served {len(served)} of {wanted} connections")
-        return {"conns": len(served), "bytes": sum(served), "errors": errors,
-                "error": errors[0] if errors else None}  # fmt: skip
+        result: Json = proto.echo_served(threads, deadline, served, wanted, errors)
+        return result
 
     def echo_clients(self, args: Json, listening: Listening) -> Json:
         host, port = str(args["host"]), int(args["port"])
@@ -314,13 +300,13 @@ class Agent:
         started = time.monotonic()
         outcomes = asyncio.run(main())
         errors = [f"{type(o).__name__}: {o}" for o in outcomes if isinstance(o, BaseException)]
-        return {
+        report = {
             "ok": sum(1 for o in outcomes if isinstance(o, int)),
             "bytes": sum(o for o in outcomes if isinstance(o, int)),
             "seconds": time.monotonic() - started,
-            "errors": errors,
-            "error": errors[0] if errors else None,
         }
+        result: Json = proto.with_errors(report, errors)
+        return result
 
     def rr(self, args: Json, listening: Listening) -> Json:
         size, count = int(args.get("size", 64)), int(args["count"])

@@ -268,20 +268,46 @@ class _Cli:
         self.print(f"{code} {self.command} {body}")
         return 1
 
-    def get_json(self, path: str) -> tuple[int, Any, Optional[int]]:
-        """GET and parse as the read commands do: ``(status, json, exit code if done)``."""
+    def _get(self, path: str) -> tuple[int, str, Any, Optional[int]]:
+        """GET and parse: ``(status, body, json, exit code if nothing or no JSON came)``."""
         code, body = self.client.request("GET", path)
         if code == 0:
             self.print(f"Error connecting to the ZeroTier service: {body}\n\n{_CONNECT_HINT}")
-            return code, None, 1
+            return code, body, None, 1
         try:
             j = json.loads(body)
         except ValueError as e:
             self.print(f"{code} {self.command} invalid JSON response ({e})")
-            return code, None, 1
-        if code != 200:
-            return code, j, self.fail(code, body)
-        return code, j, None
+            return code, body, None, 1
+        return code, body, j, None
+
+    def get_json(self, path: str) -> tuple[int, Any, Optional[int]]:
+        """GET and parse as the read commands do: ``(status, json, exit code if done)``."""
+        code, body, j, done = self._get(path)
+        if done is None and code != 200:
+            done = self.fail(code, body)
+        return code, j, done
+
+    def _objects(self, path: str, *header: str) -> tuple[list[dict[str, Any]], Optional[int]]:
+        """GET a list as the listing commands do: ``(its objects, exit code if done)``; done
+        with ``-j`` once the JSON is printed, else the ``header`` lines are printed."""
+        _, j, done = self.get_json(path)
+        if done is not None:
+            return [], done
+        if self.as_json:
+            self.print(_dump(j))
+            return [], 0
+        for line in header:
+            self.print(line)
+        return [o for o in j if isinstance(o, dict)] if isinstance(j, list) else [], None
+
+    def _print_json(self, path: str) -> int:
+        """GET ``path`` and print its JSON (as ``-j`` would)."""
+        _, j, done = self.get_json(path)
+        if done is not None:
+            return done
+        self.print(_dump(j))
+        return 0
 
     # -- commands ------------------------------------------------------------------------
 
@@ -327,16 +353,12 @@ class _Cli:
         return f"{major}.{_int64(p.get('versionMinor'))}.{_int64(p.get('versionRev'))}"
 
     def listpeers(self) -> int:
-        _, j, done = self.get_json("/peer")
+        peers, done = self._objects(
+            "/peer", "200 listpeers <ztaddr> <path> <latency> <version> <role>"
+        )
         if done is not None:
             return done
-        if self.as_json:
-            self.print(_dump(j))
-            return 0
-        self.print("200 listpeers <ztaddr> <path> <latency> <version> <role>")
-        for p in j if isinstance(j, list) else []:
-            if not isinstance(p, dict):
-                continue
+        for p in peers:
             best = self._preferred(p)
             path = f"{best[0]};{best[1]};{best[2]}" if best else "-"
             latency = _as_c_int(_json_uint(p.get("latency"), 0))
@@ -347,18 +369,13 @@ class _Cli:
         return 0
 
     def peers(self) -> int:
-        _, j, done = self.get_json("/peer")
+        peers, done = self._objects(
+            "/peer", "200 peers", "<ztaddr>   <ver>  <role> <lat> <link>   <lastTX> <lastRX> <path>"
+        )
         if done is not None:
             return done
-        if self.as_json:
-            self.print(_dump(j))
-            return 0
-        self.print("200 peers")
-        self.print("<ztaddr>   <ver>  <role> <lat> <link>   <lastTX> <lastRX> <path>")
         any_tunneled = False
-        for p in j if isinstance(j, list) else []:
-            if not isinstance(p, dict):
-                continue
+        for p in peers:
             tunneled = _json_bool(p.get("tunneled"), False)
             any_tunneled = any_tunneled or tunneled
             best = self._preferred(p)
@@ -379,16 +396,13 @@ class _Cli:
         return 0
 
     def listnetworks(self) -> int:
-        _, j, done = self.get_json("/network")
+        networks, done = self._objects(
+            "/network",
+            "200 listnetworks <nwid> <name> <mac> <status> <type> <dev> <ZT assigned ips>",
+        )
         if done is not None:
             return done
-        if self.as_json:
-            self.print(_dump(j))
-            return 0
-        self.print("200 listnetworks <nwid> <name> <mac> <status> <type> <dev> <ZT assigned ips>")
-        for n in j if isinstance(j, list) else []:
-            if not isinstance(n, dict):
-                continue
+        for n in networks:
             addrs = n.get("assignedAddresses")
             aa = ",".join(a for a in addrs if isinstance(a, str)) if isinstance(addrs, list) else ""
             status = _json_string(n.get("status"), "-")
@@ -436,11 +450,7 @@ class _Cli:
         return self._write_ok("DELETE", f"/network/{nwid}", None, "200 leave OK")
 
     def listmoons(self) -> int:
-        _, j, done = self.get_json("/moon")
-        if done is not None:
-            return done
-        self.print(_dump(j))
-        return 0
+        return self._print_json("/moon")
 
     def orbit(self, world: str, seed: str) -> int:
         if not (_hex_to_u64(world) and _hex_to_u64(seed)):
@@ -455,12 +465,19 @@ class _Cli:
     def deorbit(self, world: str) -> int:
         return self._write_ok("DELETE", f"/moon/{world}", None, "200 deorbit OK")
 
-    def set(self, nwid: str, setting: str, prog: str) -> int:
+    @staticmethod
+    def _setting_refused(nwid: str, setting: str, verb: str) -> bool:
+        """Whether ``set``/``get`` (``verb``) refuses its arguments (after saying why)."""
         if len(nwid) != 16:
             sys.stderr.write("invalid format: must be a 16-digit (network) ID\n")
-            return 2
+            return True
         if not setting:
-            sys.stderr.write("invalid format: include a property name to set\n")
+            sys.stderr.write(f"invalid format: include a property name to {verb}\n")
+            return True
+        return False
+
+    def set(self, nwid: str, setting: str, prog: str) -> int:
+        if self._setting_refused(nwid, setting, "set"):
             return 2
         key, eq, value = setting.partition("=")
         if not eq:
@@ -476,21 +493,11 @@ class _Cli:
         return 0
 
     def get(self, nwid: str, setting: str) -> int:
-        if len(nwid) != 16:
-            sys.stderr.write("invalid format: must be a 16-digit (network) ID\n")
+        if self._setting_refused(nwid, setting, "get"):
             return 2
-        if not setting:
-            sys.stderr.write("invalid format: include a property name to get\n")
-            return 2
-        code, body = self.client.request("GET", "/network")
-        if code == 0:
-            self.print(f"Error connecting to the ZeroTier service: {body}\n\n{_CONNECT_HINT}")
-            return 1
-        try:
-            j = json.loads(body)
-        except ValueError as e:
-            self.print(f"{code} {self.command} invalid JSON response ({e})")
-            return 1
+        code, body, j, done = self._get("/network")
+        if done is not None:
+            return done
         found = False
         for n in j if isinstance(j, list) else []:
             if not isinstance(n, dict) or n.get("id") != nwid:
@@ -544,16 +551,14 @@ class _Cli:
         return self.fail(code, body)
 
     def listbonds(self) -> int:
-        _, j, done = self.get_json("/peer")
+        peers, done = self._objects(
+            "/peer", "    <peer>                        <bondtype>     <links>"
+        )
         if done is not None:
             return done
-        if self.as_json:
-            self.print(_dump(j))
-            return 0
-        self.print("    <peer>                        <bondtype>     <links>")
         found = False
-        for p in j if isinstance(j, list) else []:
-            if isinstance(p, dict) and _json_bool(p.get("isBonded"), False):
+        for p in peers:
+            if _json_bool(p.get("isBonded"), False):
                 found = True
                 policy = _json_string(p.get("bondingPolicyStr"), "none")
                 alive = _int64(p.get("numAliveLinks"))
@@ -568,20 +573,9 @@ class _Cli:
         if arg1 == "list":
             return self.listbonds()
         if len(arg1) == 10 and arg2 == "rotate":
-            code, text = self.client.request("POST", f"/bond/rotate/{arg1}", "{}")
-            if code != 200:
-                return self.fail(code, text)
-            if self.as_json:
-                self.out.write(text)
-            else:
-                self.print("200 rotate OK")
-            return 0
+            return self._write_ok("POST", f"/bond/rotate/{arg1}", "{}", "200 rotate OK")
         if len(arg1) == 10 and arg2 == "show":
-            _, j, done = self.get_json(f"/bond/show/{arg1}")
-            if done is not None:
-                return done
-            self.print(_dump(j))
-            return 0
+            return self._print_json(f"/bond/show/{arg1}")
         self.print("(bond) command is missing required arguments")
         return 2
 

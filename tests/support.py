@@ -1,0 +1,117 @@
+"""Helpers shared by the test modules (none of which imports another test module): waiting,
+free ports, a private planet on loopback and options for nodes under it, a ``zt run`` process,
+and the loopback lab with the network the tests use."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import zt
+from zt.planet import make_planet
+
+free_udp_port = zt.lab.unused_udp_port
+
+# ZeroTier's self-test identity: a known answer for the memory-hard hash and address.
+KNOWN_GOOD = (
+    "8e4df28b72:0:ac3d46abe0c21f3cfe7a6c8d6a85cfcffcb82fbd55af6a4d6350657c68200843fa2e16f9418bbd"
+    "9702cae365f2af5fb4c420908b803a681d4daef6114d78a2d7:bd8dd6e4ce7022d2f812797a80c6ee8ad180dc4eb"
+    "f301dec8b06d1be08832bddd63a2f1cfa7b2c504474c75bdc8898ba476ef92e8e2d0509f8441985171ff16e"
+)
+
+# The lab's network with rfc4193 addresses too.
+NETWORK = {
+    **zt.lab.DEFAULT_NETWORK,
+    "name": "loopnet",
+    "v6AssignMode": {"rfc4193": True, "6plane": False, "zt": False},
+}
+
+
+class Lab(zt.lab.Lab):
+    """The public loopback lab (:mod:`zt.lab`) with the names these tests use: ``tmp`` (its
+    home) and ``ctl`` (the controller's node)."""
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp)
+        self.tmp = tmp
+        self.ctl = self.controller_node
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def loopback_planet(root_id: zt.Identity) -> tuple[zt.World, int]:
+    """A one-root planet whose root ``root_id`` listens on a free 127.0.0.1 UDP port (returned
+    too)."""
+    port = free_udp_port()
+    planet = make_planet([(root_id, [f"127.0.0.1/{port}"])], signing_key=zt.KeyPair.generate())
+    return planet, port
+
+
+def options(planet: zt.World, **fields: Any) -> zt.NodeOptions:
+    """Options of a node under ``planet`` on loopback (IPv4 only); ``fields`` sets the others
+    (``identity``, ``port``, ``store``, ``controller``, ``api_port``, ...)."""
+    return zt.NodeOptions(planet=planet, allow_loopback=True, ipv6=False, **fields)
+
+
+def zt_run(
+    home: Path, port: int, planet_file: Path, *args: str, env: Optional[dict[str, str]] = None
+) -> subprocess.Popen[str]:
+    """``python -m zt run`` on loopback (IPv4 only) with ``home``, UDP ``port`` and the planet
+    in ``planet_file``, plus ``args``; its stdout and stderr are pipes (text)."""
+    argv = [
+        sys.executable, "-m", "zt", "run", "--home", str(home), "--port", str(port),
+        "--planet", str(planet_file), "--allow-loopback", "--no-ipv6", *args,
+    ]  # fmt: skip
+    return subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+@dataclass
+class RootHome:
+    """A new root identity, the one-root planet naming it on loopback UDP ``port`` (also in
+    ``planet_file``), and a home holding the root's identity for ``zt run``."""
+
+    identity: zt.Identity
+    planet: zt.World
+    port: int
+    planet_file: Path
+    home: Path
+
+    def run(self, *args: str, env: Optional[dict[str, str]] = None) -> subprocess.Popen[str]:
+        """``zt run`` as that root (see :func:`zt_run`)."""
+        return zt_run(self.home, self.port, self.planet_file, *args, env=env)
+
+
+def root_home(tmp: Path) -> RootHome:
+    """A :class:`RootHome` under ``tmp`` (files ``planet`` and ``root/``)."""
+    identity = zt.Identity.generate()
+    planet, port = loopback_planet(identity)
+    planet_file = tmp / "planet"
+    planet_file.write_bytes(planet.to_bytes())
+    home = tmp / "root"
+    home.mkdir()
+    (home / "identity.secret").write_text(identity.secret_string())
+    return RootHome(identity, planet, port, planet_file, home)
