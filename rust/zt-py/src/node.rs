@@ -306,7 +306,7 @@ impl NativeNode {
     fn networks_json(&self) -> String {
         self.rt().snapshot().map_or_else(
             || "[]".to_owned(),
-            |s| zt_runtime::api::networks_json(&s).to_string(),
+            |s| zt_runtime::http::views::networks_json(&s).to_string(),
         )
     }
 

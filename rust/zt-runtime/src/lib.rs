@@ -12,7 +12,6 @@
 //!   thread waiting for one may receive for its node (the leader/follower protocol in `lead.rs`,
 //!   over the descriptors of [`wake`]).
 
-pub mod api;
 pub mod clock;
 pub mod controller;
 pub mod controller_db;

@@ -91,6 +91,7 @@ mod routes;
 mod server;
 #[cfg(test)]
 mod tests;
+pub mod views;
 
 pub use parse::{MAX_BODY, ReadError, read_request};
 pub use routes::{Api, auth_token};

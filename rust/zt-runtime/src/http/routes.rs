@@ -10,8 +10,8 @@ use serde_json::{Map, Value, json};
 use zt_proto::Address;
 use zt_proto::network::NetworkId;
 
+use super::views::{self, LocalSettings};
 use super::{Request, Response, ct_eq, parse_query, percent_decode};
-use crate::api::{self, LocalSettings};
 use crate::controller::ApiError;
 use crate::runtime::{LoopCtx, NodeHandle};
 
@@ -172,7 +172,7 @@ impl Api {
         match (m, segs.as_slice()) {
             ("GET", ["health"]) => {
                 let online = self.node.snapshot().is_some_and(|s| s.online);
-                ok(api::health_json(online, now_ms()))
+                ok(views::health_json(online, now_ms()))
             }
             ("GET", ["status"]) => {
                 let port = self.port()?;
@@ -180,20 +180,21 @@ impl Api {
                 let local_conf = self.local_conf();
                 let now = now_ms();
                 ok(self.call(move |ctx| {
-                    api::status_json(ctx.node, now, port, home.as_deref(), local_conf)
+                    views::status_json(ctx.node, now, port, home.as_deref(), local_conf)
                 })?)
             }
             ("GET", ["peer"]) => {
                 let port = self.port()?;
-                ok(self.call(move |ctx| api::peers_json(ctx.node, ctx.now, port))?)
+                ok(self.call(move |ctx| views::peers_json(ctx.node, ctx.now, port))?)
             }
             ("GET", ["peer", a]) if is_hex(a, 10) => {
                 let port = self.port()?;
                 let a = Address::from_u64_truncating(hex_u64(a));
                 ok(self.call(move |ctx| {
-                    ctx.node
-                        .peer(a)
-                        .map_or_else(|| json!({}), |p| api::peer_json(ctx.node, p, ctx.now, port))
+                    ctx.node.peer(a).map_or_else(
+                        || json!({}),
+                        |p| views::peer_json(ctx.node, p, ctx.now, port),
+                    )
                 })?)
             }
             ("GET", ["network"]) => {
@@ -201,14 +202,14 @@ impl Api {
                 nets.sort_by_key(|n| n.id);
                 ok(Value::Array(
                     nets.iter()
-                        .map(|n| api::network_json_with(n, &self.settings(me, n.id)))
+                        .map(|n| views::network_json_with(n, &self.settings(me, n.id)))
                         .collect(),
                 ))
             }
             (_, ["network", id]) if is_hex(id, 16) => self.network(req, NetworkId(hex_u64(id))),
             ("GET", ["moon"]) => {
                 let s = self.node.snapshot().ok_or_else(|| Response::empty(503))?;
-                ok(Value::Array(s.moons.iter().map(api::moon_json).collect()))
+                ok(Value::Array(s.moons.iter().map(views::moon_json).collect()))
             }
             ("GET", ["moon", id]) if is_hex(id, 10) => {
                 let s = self.node.snapshot().ok_or_else(|| Response::empty(503))?;
@@ -216,7 +217,7 @@ impl Api {
                 ok(s.moons
                     .iter()
                     .find(|w| w.id == id)
-                    .map_or_else(|| json!({}), api::moon_json))
+                    .map_or_else(|| json!({}), views::moon_json))
             }
             ("GET", ["config"]) => ok(self.local_conf()),
             (_, ["config", "settings"]) if post => self.config_settings(req),
@@ -369,7 +370,7 @@ impl Api {
                 match n {
                     Some(n) => Ok(Response::json(
                         200,
-                        &api::network_json_with(&n, &self.settings(me, id)),
+                        &views::network_json_with(&n, &self.settings(me, id)),
                     )),
                     None => Ok(Response::content(404, String::new())),
                 }
@@ -389,7 +390,7 @@ impl Api {
                 let mut s = self.settings(me, id);
                 s.apply_post(&body);
                 self.store_settings(me, id, Some(s));
-                Ok(Response::json(200, &api::network_json_with(&n, &s)))
+                Ok(Response::json(200, &views::network_json_with(&n, &s)))
             }
             "DELETE" => {
                 let (me, left) = self.call(move |ctx| (ctx.node.address(), ctx.node.leave(id)))?;

@@ -1,7 +1,7 @@
-//! zerotier-one's local JSON objects (`/status`, `/health`, `/peer`, `/network`, `/moon`),
-//! rendered with the same field names, types and defaults, so tools written for zerotier-one
-//! read a `zt` node unchanged. (serde_json keeps object keys sorted, as zerotier-one's
-//! nlohmann::json does.)
+//! The views of the local JSON API: zerotier-one's objects (`/status`, `/health`, `/peer`,
+//! `/network`, `/moon`), rendered with the same field names, types and defaults, so tools
+//! written for zerotier-one read a `zt` node unchanged. (serde_json keeps object keys sorted,
+//! as zerotier-one's nlohmann::json does.)
 
 use serde_json::{Map, Value, json};
 use zt_controller::json::{json_bool, json_int, json_string};
