@@ -22,7 +22,6 @@ use crate::underlay::UdpSockets;
 pub(super) struct Core {
     pub(super) node: Node,
     pub(super) out: LoopState,
-    pub(super) clock: Clock,
     /// Which run of the loop this is (unique in the process): a thread that led the receiving
     /// of an earlier run of a restarted node must not touch this one.
     pub(super) epoch: u64,
@@ -46,7 +45,7 @@ impl Core {
     /// The next time the loop must run for timers.
     pub(super) fn deadline(&mut self) -> zt_proto::Timestamp {
         [
-            self.out.stacks.poll_at(self.clock.now_us()),
+            self.out.stacks.poll_at(self.out.clock.now_us()),
             self.out.sockets.poll_at().map(zt_proto::Timestamp),
         ]
         .into_iter()
@@ -92,7 +91,7 @@ impl Core {
     /// # Errors
     /// A receive error other than "would block" (it ends the loop).
     pub(super) fn read_udp(&mut self, index: usize, limit: usize) -> std::io::Result<()> {
-        let now = self.clock.now();
+        let now = self.out.clock.now();
         let Self {
             node,
             out,
@@ -108,7 +107,7 @@ impl Core {
     /// Executes the node's outputs after a pass on an application thread; whether the loop
     /// may go on waiting until `parked`.
     pub(super) fn settle(&mut self, shared: &Shared, parked: zt_proto::Timestamp) -> bool {
-        let now = self.clock.now();
+        let now = self.out.clock.now();
         self.out.drain(shared, &mut self.node, now);
         // Packets moved: the snapshot must not lag more than its period behind.
         let next = self.deadline().min(self.snapshot_at + SNAPSHOT_PERIOD_MS);
@@ -120,7 +119,7 @@ pub(super) struct LoopState {
     pub(super) udp: UdpSockets,
     pub(super) controller: Option<crate::controller::ControllerHost>,
     pub(super) stacks: zt_stack::Stacks,
-    /// The stacks' time (microseconds, on the node's clock's base).
+    /// The loop's clock (the node's milliseconds; the stacks' microseconds on the same base).
     pub(super) clock: Clock,
     pub(super) sockets: crate::sockets::SocketTable,
     pub(super) datagrams: crate::sockets::UdpTable,

@@ -111,7 +111,7 @@ pub(super) fn run_loop(shared: &Arc<Shared>) -> Result<(), LoopError> {
         }
         // Application threads may run passes while the loop waits (`Shared::flush` in `link.rs`).
         core.parked_until = Some(deadline);
-        let timeout = core.clock.until(deadline);
+        let timeout = core.out.clock.until(deadline);
         drop(guard);
         let polled = poll.poll(&mut events, Some(timeout));
         guard = shared.lock_core();
@@ -219,7 +219,6 @@ fn setup(shared: &Arc<Shared>) -> Result<(Core, Poll, Arc<Waker>, Snapshot), Loo
     let core = Core {
         node,
         out,
-        clock,
         epoch: {
             static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -248,9 +247,8 @@ impl Core {
     /// One turn of the loop: runs the requests, executes the node's outputs, refreshes the
     /// snapshot if someone may look at it, then answers the requests.
     fn turn(&mut self, shared: &Shared) -> Turn {
-        let Core {
-            node, out, clock, ..
-        } = self;
+        let clock = self.out.clock;
+        let Core { node, out, .. } = self;
         let (commands, snapshot_wanted): (Vec<Command>, bool) = {
             let mut c = shared.lock();
             (
@@ -356,7 +354,7 @@ impl Core {
             };
             self.read_udp(index, usize::MAX)?;
         }
-        let now = self.clock.now();
+        let now = self.out.clock.now();
         if now.since(self.interfaces_at) >= INTERFACE_REFRESH_MS {
             self.node.set_interface_addresses(interface_addresses());
             self.interfaces_at = now;

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use zt_proto::network::{MulticastGroup, NetworkId};
 use zt_proto::node::{Frame, FrameError, JoinError};
 
-use super::{NodeHandle, RuntimeError};
-use crate::sockets::{SockError, TcpShared, UdpShared};
+use super::{LoopCtx, NodeHandle, RuntimeError};
+use crate::sockets::{Kick, SockError, TcpShared, UdpShared};
 
 /// How long a socket operation waits for the loop thread to take it up and answer.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,6 +55,15 @@ fn flat<T, E>(r: Result<Result<T, E>, RuntimeError>) -> Result<T, OpError<E>> {
 }
 
 impl NodeHandle {
+    /// Creates a socket on the loop thread: `make` gets the loop and the socket's link to it.
+    fn open_socket<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(&mut LoopCtx<'_>, Kick) -> Result<T, SockError> + Send + 'static,
+    ) -> Result<T, OpError<SockError>> {
+        let wake = self.waker();
+        flat(self.call(move |ctx| make(ctx, wake), OP_TIMEOUT))
+    }
+
     /// Joins a network (idempotent).
     ///
     /// # Errors
@@ -105,14 +114,10 @@ impl NodeHandle {
         local: (Option<IpAddr>, u16),
         buffers: (usize, usize),
     ) -> Result<Arc<TcpShared>, OpError<SockError>> {
-        let wake = self.waker();
-        flat(self.call(
-            move |ctx| {
-                ctx.sockets
-                    .connect_from(ctx.stacks, remote, local, buffers, wake)
-            },
-            OP_TIMEOUT,
-        ))
+        self.open_socket(move |ctx, wake| {
+            ctx.sockets
+                .connect_from(ctx.stacks, remote, local, buffers, wake)
+        })
     }
 
     /// Listens on `local`: one address, `0.0.0.0` (the IPv4 addresses of every network,
@@ -128,14 +133,10 @@ impl NodeHandle {
         v6only: bool,
         buffers: (usize, usize),
     ) -> Result<Arc<TcpShared>, OpError<SockError>> {
-        let wake = self.waker();
-        flat(self.call(
-            move |ctx| {
-                ctx.sockets
-                    .listen(ctx.stacks, local, backlog, v6only, buffers, wake)
-            },
-            OP_TIMEOUT,
-        ))
+        self.open_socket(move |ctx, wake| {
+            ctx.sockets
+                .listen(ctx.stacks, local, backlog, v6only, buffers, wake)
+        })
     }
 
     /// Binds a UDP socket to `local` (port 0: ephemeral; `::`/`0.0.0.0`: every network).
@@ -147,11 +148,7 @@ impl NodeHandle {
         local: SocketAddr,
         buffers: (usize, usize),
     ) -> Result<Arc<UdpShared>, OpError<SockError>> {
-        let wake = self.waker();
-        flat(self.call(
-            move |ctx| ctx.udp.bind(ctx.stacks, local, buffers, wake),
-            OP_TIMEOUT,
-        ))
+        self.open_socket(move |ctx, wake| ctx.udp.bind(ctx.stacks, local, buffers, wake))
     }
 
     /// Joins (`join`) or leaves an IP multicast group on a UDP socket: on every network of the
