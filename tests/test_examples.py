@@ -19,6 +19,7 @@ from typing import Optional
 import pytest
 
 import zt
+from tests.ci import environment_lacks
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
@@ -159,7 +160,7 @@ def test_every_example_is_tested() -> None:
 def test_example(name: str, tmp_path: Path) -> None:
     args, needs, patterns = CASES[name]
     if needs is not None and importlib.util.find_spec(needs) is None:
-        pytest.skip(f"{name} needs {needs}, which is not installed (pip install 'zt[test]')")
+        environment_lacks(f"{name} needs {needs}, which is not installed (pip install 'zt[test]')")
     check(name, run(name, *args, cwd=tmp_path), patterns)
 
 
