@@ -1,6 +1,6 @@
 """Two zt nodes on loopback sharing one network, for the socket tests: an ad-hoc network (IPv6
-6plane addresses) or a controller network (IPv4); and an echo server and a bulk echo client
-for their (plain or TLS) stream sockets."""
+6plane addresses) or a controller network (IPv4); an echo server and a bulk echo client
+for their (plain or TLS) stream sockets; and their UDP sockets (:func:`udp`)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import pytest
 
 import zt
 import zt.ssl
 from zt.network import NetworkIdLike
-from zt.socket import AF_INET, AF_INET6
+from zt.socket import AF_INET, AF_INET6, SOCK_DGRAM
 
 from .support import NETWORK, Lab, wait_until
 
@@ -73,6 +73,16 @@ def ipv4_pair(lab: Lab) -> Pair:
     na, nb = a.wait_network(nwid, 10), b.wait_network(nwid, 10)
     assert na.ipv4 is not None and nb.ipv4 is not None
     return Pair(lab, a, b, nwid, str(na.ipv4.ip), str(nb.ipv4.ip), AF_INET)
+
+
+def udp(
+    node: zt.Node, family: int = AF_INET, bind: Optional[tuple[str, int]] = None
+) -> zt.socket.socket:
+    """A UDP socket of ``node``, bound to ``bind`` if given."""
+    s = node.socket(family, SOCK_DGRAM)
+    if bind is not None:
+        s.bind(bind)
+    return s
 
 
 @contextlib.contextmanager

@@ -1,6 +1,6 @@
 """Helpers shared by the test modules (none of which imports another test module): waiting,
-free ports, a private planet on loopback and options for nodes under it, a ``zt run`` process,
-and the loopback lab with the network the tests use."""
+free ports, a node's local HTTP API port and token, a private planet on loopback and options for
+nodes under it, a ``zt run`` process, and the loopback lab with the network the tests use."""
 
 from __future__ import annotations
 
@@ -48,6 +48,17 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+def api_port(node: zt.Node) -> int:
+    """The port of ``node``'s local HTTP API (the node was started with one)."""
+    assert node.api_port is not None, "the node serves no local HTTP API"
+    return node.api_port
+
+
+def api_token(home: Path) -> str:
+    """The local HTTP API's token of the node (or ``zt run``) whose home is ``home``."""
+    return (home / "authtoken.secret").read_text().strip()
 
 
 def free_tcp_port() -> int:

@@ -23,7 +23,7 @@ import pytest
 
 import zt
 
-from .support import loopback_planet, options, root_home, wait_until
+from .support import api_port, api_token, loopback_planet, options, root_home, wait_until
 
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -74,16 +74,8 @@ class Env:
     member_home: pathlib.Path
     ctl_token: str
     member_token: str
-
-    @property
-    def ctl_port(self) -> int:
-        assert self.ctl.api_port is not None
-        return self.ctl.api_port
-
-    @property
-    def member_port(self) -> int:
-        assert self.member.api_port is not None
-        return self.member.api_port
+    ctl_port: int
+    member_port: int
 
     def ctl_api(self, method: str, path: str, body: Any = None, **kw: Any) -> Reply:
         return http(self.ctl_port, method, path, body, token=self.ctl_token, **kw)
@@ -110,8 +102,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             member,
             ctl_home,
             member_home,
-            (ctl_home / "authtoken.secret").read_text().strip(),
-            (member_home / "authtoken.secret").read_text().strip(),
+            api_token(ctl_home),
+            api_token(member_home),
+            api_port(ctl),
+            api_port(member),
         )
     finally:
         for n in (member, ctl, root):
@@ -627,7 +621,7 @@ def test_unauthenticated_bodies_are_not_buffered(tmp_path: pathlib.Path) -> None
         assert proc.stdout is not None
         assert proc.stdout.readline().startswith(f"root {root.address} listening")
         assert proc.stdout.readline() == f"api on 127.0.0.1:{port}\n"
-        token = (home / "authtoken.secret").read_text().strip()
+        token = api_token(home)
         assert http(port, "GET", "/status", token=token).status == 200
         time.sleep(0.5)
         base = _rss_kb(proc.pid)
@@ -678,15 +672,14 @@ def test_joined_networks_are_capped(tmp_path: pathlib.Path) -> None:
     planet, port = loopback_planet(root_id)
     opts = options(planet, identity=root_id, port=port, store=str(tmp_path), api_port=0)
     with zt.Node(opts) as node:
-        assert node.api_port is not None
-        token = (tmp_path / "authtoken.secret").read_text().strip()
+        token = api_token(tmp_path)
         ids = [f"deadbeef00{i:06x}" for i in range(1025)]
         for nwid in ids[:1024]:
             node.join(nwid)
         node.join(ids[0])  # a member already: fine at the cap
         with pytest.raises(zt.errors.NetworkError, match="member of 1024 networks"):
             node.join(ids[1024])
-        r = http(node.api_port, "POST", f"/network/{ids[1024]}", {}, token=token)
+        r = http(api_port(node), "POST", f"/network/{ids[1024]}", {}, token=token)
         assert r.status == 403, r
         assert r.json()["description"].startswith("this node is a member of 1024 networks")
         assert len(node.networks()) == 1024

@@ -19,6 +19,7 @@ from zt.socket import AF_INET, AF_INET6, SOCK_DGRAM, SOCK_STREAM
 from .overlay import Pair, raises_errno
 
 T = TypeVar("T")
+P = TypeVar("P", bound=asyncio.DatagramProtocol)
 
 
 def run(coro: Callable[[], Awaitable[T]]) -> T:
@@ -133,14 +134,24 @@ async def exchange(
     return resends
 
 
+async def connected_to(
+    v6: Pair, server: Callable[[], P], port: int
+) -> tuple[zt.asyncio.DatagramTransport, P, zt.asyncio.DatagramTransport, Recorder]:
+    """An endpoint of ``server`` on b's ``port`` (any IPv6 address), and a :class:`Recorder`
+    endpoint on a's ``port + 1`` connected to it: (server transport, server protocol, client
+    transport, client protocol)."""
+    st, sp = await zt.asyncio.create_datagram_endpoint(
+        v6.b, server, local_addr=("", port), family=AF_INET6
+    )
+    ct, cp = await zt.asyncio.create_datagram_endpoint(
+        v6.a, Recorder, local_addr=("", port + 1), remote_addr=(v6.ip_b, port)
+    )
+    return st, sp, ct, cp
+
+
 def test_echo_both_ways_with_many_datagrams_over_ipv6(v6: Pair) -> None:
     async def main() -> None:
-        st, _ = await zt.asyncio.create_datagram_endpoint(
-            v6.b, Echo, local_addr=("", 7450), family=AF_INET6
-        )
-        ct, cp = await zt.asyncio.create_datagram_endpoint(
-            v6.a, Recorder, local_addr=("", 7451), remote_addr=(v6.ip_b, 7450)
-        )
+        st, _, ct, cp = await connected_to(v6, Echo, 7450)
         assert cp.made == 1, "connection_made() ran before the endpoint was returned"
         assert isinstance(ct, asyncio.DatagramTransport)  # a subclass of asyncio's
         assert ct.get_extra_info("sockname") == ("::", 7451, 0, 0)
@@ -307,12 +318,7 @@ def test_errors_go_to_error_received_and_bad_arguments_raise(v6: Pair) -> None:
 
 def test_pause_reading_close_and_limits(v6: Pair) -> None:
     async def main() -> None:
-        rt, rp = await zt.asyncio.create_datagram_endpoint(
-            v6.b, Recorder, local_addr=("", 7495), family=AF_INET6
-        )
-        st, sp = await zt.asyncio.create_datagram_endpoint(
-            v6.a, Recorder, local_addr=("", 7496), remote_addr=(v6.ip_b, 7495)
-        )
+        rt, rp, st, sp = await connected_to(v6, Recorder, 7495)
         assert rt.is_reading()
         rt.pause_reading()
         assert not rt.is_reading()

@@ -14,7 +14,7 @@ import pytest
 import zt
 from zt.cli import demo
 
-from .support import root_home
+from .support import api_token, root_home
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -270,7 +270,7 @@ def test_run_serves_as_root_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None
         assert line == f"root {root.address} listening on UDP port {port}\n"
         # The local JSON API is served at the UDP port's number, with the home's token.
         assert proc.stdout.readline() == f"api on 127.0.0.1:{port}\n"
-        token = (home / "authtoken.secret").read_text().strip()
+        token = api_token(home)
         req = urllib.request.Request(
             f"http://127.0.0.1:{port}/network/{adhoc:016x}", headers={"X-ZT1-Auth": token}
         )

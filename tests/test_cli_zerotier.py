@@ -17,7 +17,15 @@ from typing import Optional
 import pytest
 
 import zt
-from tests.support import free_tcp_port, loopback_planet, options, wait_until, zt_run
+from tests.support import (
+    api_port,
+    api_token,
+    free_tcp_port,
+    loopback_planet,
+    options,
+    wait_until,
+    zt_run,
+)
 
 LEAVE_NWID = "8056c2e21c000001"
 STATUSES = ("REQUESTING_CONFIGURATION", "NOT_FOUND", "ACCESS_DENIED")
@@ -47,15 +55,8 @@ class Env:
     root: zt.Node
     node: zt.Node
     home: pathlib.Path
-
-    @property
-    def port(self) -> int:
-        assert self.node.api_port is not None
-        return self.node.api_port
-
-    @property
-    def token(self) -> str:
-        return (self.home / "authtoken.secret").read_text().strip()
+    port: int
+    token: str
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +67,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     root = zt.Node(options(planet, identity=root_id, port=port)).start()
     node = zt.Node(options(planet, store=str(home), api_port=0)).start()
     try:
-        assert node.api_port is not None
-        (home / "zerotier-one.port").write_text(str(node.api_port))
+        (home / "zerotier-one.port").write_text(str(api_port(node)))
         node.wait_online(15)
         wait_until(lambda: (p := node.peer(root.address)) is not None and p.direct, 15, "root path")
-        yield Env(root, node, home)
+        yield Env(root, node, home, api_port(node), api_token(home))
     finally:
         node.close()
         root.close()

@@ -11,15 +11,15 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import pytest
 
 import zt
 import zt.asyncio
-from zt.socket import AF_INET, AF_INET6, SOCK_DGRAM, SOCK_STREAM
+from zt.socket import AF_INET, AF_INET6, SOCK_STREAM
 
-from .overlay import lab_in, raises_errno
+from .overlay import lab_in, raises_errno, udp
 from .support import NETWORK, Lab, wait_until
 
 IP, IPV6, SOL = std.IPPROTO_IP, std.IPPROTO_IPV6, std.SOL_SOCKET
@@ -68,13 +68,6 @@ def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trio]:
                 while x.ping(nwid, ip, 1.0) is None:
                     assert time.monotonic() < deadline, f"no ping answer from {ip}"
         yield Trio(lab, nodes, nwid, v4, v6)
-
-
-def udp(node: zt.Node, family: int = AF_INET, bind: Optional[tuple[str, int]] = None) -> Any:
-    s = node.socket(family, SOCK_DGRAM)
-    if bind is not None:
-        s.bind(bind)
-    return s
 
 
 def take(s: Any, got: list[tuple[bytes, Any]]) -> None:
@@ -432,7 +425,7 @@ def test_option_values_and_errors_match_linux(trio: Trio) -> None:
     with pytest.raises(TypeError):
         u.setsockopt(IP, std.IP_MULTICAST_IF, 2**40)
     with pytest.raises(TypeError):
-        u.setsockopt(IP, std.IP_ADD_MEMBERSHIP, "239.1.1.1")
+        u.setsockopt(IP, std.IP_ADD_MEMBERSHIP, "239.1.1.1")  # type: ignore[call-overload]
     u.setsockopt(IP, std.IP_ADD_MEMBERSHIP, mreq("239.1.1.1"))
     with raises_errno(errno.EADDRINUSE):
         u.setsockopt(IP, std.IP_ADD_MEMBERSHIP, mreq("239.1.1.1"))

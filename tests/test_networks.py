@@ -19,7 +19,7 @@ import pytest
 import zt
 from zt.events import AddressEvent, EventCode, NetworkEvent
 
-from .support import NETWORK, Lab, free_udp_port, wait_until, zt_run
+from .support import NETWORK, Lab, api_token, free_udp_port, wait_until, zt_run
 
 
 def arp_request(
@@ -222,7 +222,7 @@ def test_controller_changes_survive_kill_9(lab: Lab) -> None:
     home = lab.tmp / "crash"
     proc, api_port = _start_controller_process(home, lab.planet)
     try:
-        token = (home / "authtoken.secret").read_text().strip()
+        token = api_token(home)
 
         def call(method: str, path: str, body: object = None) -> Any:
             data = None if body is None else json.dumps(body).encode()

@@ -28,7 +28,7 @@ import pytest
 import zt
 from zt.socket import AF_INET, AF_INET6, MSG_DONTWAIT, SOCK_DGRAM, SOCK_STREAM
 
-from .overlay import Pair, raises_errno
+from .overlay import Pair, raises_errno, udp
 from .support import wait_until
 
 
@@ -467,8 +467,7 @@ def test_a_signal_handler_interrupts_blocked_calls_as_in_the_stdlib(
     call go on (PEP 475). Nothing queued is lost either way."""
     srv = v4.b.create_server((v4.ip_b, 7356))
     srv.settimeout(None)
-    u = v4.b.socket(AF_INET, SOCK_DGRAM)
-    u.bind((v4.ip_b, 7357))
+    u = udp(v4.b, AF_INET, (v4.ip_b, 7357))
     with srv, u, v4.a.create_connection((v4.ip_b, 7356), timeout=10) as c:
         conn, _ = srv.accept()
         with conn:
@@ -626,8 +625,7 @@ def recv_until(s: zt.socket.socket, want: bytes, timeout: float = 10) -> list[tu
 
 
 def test_udp_next_to_the_standard_library(v6: Pair) -> None:
-    r = v6.b.socket(AF_INET6, SOCK_DGRAM)
-    r.bind(("", 7400))
+    r = udp(v6.b, AF_INET6, ("", 7400))
     s = v6.a.socket(AF_INET6, SOCK_DGRAM)
     # Unbound: no descriptor yet; sendto binds an ephemeral port on every network.
     assert s.getsockname() == ("::", 0, 0, 0) and s.fileno() == -1
@@ -703,12 +701,9 @@ def test_udp_next_to_the_standard_library(v6: Pair) -> None:
 
 
 def test_udp_implicit_bind_and_connect_filtering(v6: Pair) -> None:
-    r = v6.b.socket(AF_INET6, SOCK_DGRAM)
-    r.bind(("", 7410))
-    s1 = v6.a.socket(AF_INET6, SOCK_DGRAM)
-    s1.bind((v6.ip_a, 7411))
-    s2 = v6.a.socket(AF_INET6, SOCK_DGRAM)
-    s2.bind(("", 7412))
+    r = udp(v6.b, AF_INET6, ("", 7410))
+    s1 = udp(v6.a, AF_INET6, (v6.ip_a, 7411))
+    s2 = udp(v6.a, AF_INET6, ("", 7412))
     assert s1.getsockname() == (v6.ip_a, 7411, 0, 0) and s2.getsockname() == ("::", 7412, 0, 0)
     # connect() fixes the peer: only its datagrams arrive, send() goes to it.
     r.connect((v6.ip_a, 7411))
@@ -741,12 +736,9 @@ def test_udp_implicit_bind_and_connect_filtering(v6: Pair) -> None:
 
 
 def test_udp_ipv4_sockets_and_dual_stack(v4: Pair) -> None:
-    r4 = v4.b.socket(AF_INET, SOCK_DGRAM)
-    r4.bind(("", 7420))
-    r6 = v4.b.socket(AF_INET6, SOCK_DGRAM)
-    r6.bind(("", 7421))
-    s = v4.a.socket(AF_INET, SOCK_DGRAM)
-    s.bind((v4.ip_a, 7422))
+    r4 = udp(v4.b, AF_INET, ("", 7420))
+    r6 = udp(v4.b, AF_INET6, ("", 7421))
+    s = udp(v4.a, AF_INET, (v4.ip_a, 7422))
     s.sendto(b"v4", (v4.ip_b, 7420))
     assert recv_until(r4, b"v4") == [(b"v4", (v4.ip_a, 7422))]
     # An AF_INET6 socket gets IPv4 datagrams with IPv4-mapped senders, and answers them.
@@ -921,12 +913,9 @@ def test_concurrent_readers_share_the_stream(v4: Pair) -> None:
 
 
 def test_udp_recvfrom_into_takes_only_accepted_datagrams(v6: Pair) -> None:
-    r = v6.b.socket(AF_INET6, SOCK_DGRAM)
-    r.bind(("", 7430))
-    s1 = v6.a.socket(AF_INET6, SOCK_DGRAM)
-    s1.bind(("", 7431))
-    s2 = v6.a.socket(AF_INET6, SOCK_DGRAM)
-    s2.bind(("", 7432))
+    r = udp(v6.b, AF_INET6, ("", 7430))
+    s1 = udp(v6.a, AF_INET6, ("", 7431))
+    s2 = udp(v6.a, AF_INET6, ("", 7432))
     r.connect((v6.ip_a, 7431))
     for _ in range(5):
         s2.sendto(b"X" * 50, (v6.ip_b, 7430))  # dropped: not from the peer

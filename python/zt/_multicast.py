@@ -53,6 +53,13 @@ _KEYS = {
     (_IPV6, IPV6_JOIN_GROUP),
     (_IPV6, IPV6_LEAVE_GROUP),
 }
+# The options Linux refuses on a TCP socket (EINVAL at the IP level, ENOPROTOOPT at IPv6's).
+_UDP_ONLY = {
+    (_IP, IP_MULTICAST_TTL),
+    (_IP, IP_MULTICAST_IF),
+    (_IPV6, IPV6_MULTICAST_HOPS),
+    (_IPV6, IPV6_MULTICAST_IF),
+}
 
 
 def _err(code: int, what: str = "") -> OSError:
@@ -74,6 +81,14 @@ def _int(value: Any, byte_ok: bool = False) -> int:
         # What the standard library raises for an int that is no C int.
         raise TypeError("a bytes-like object is required, not 'int' (out of a C int's range)")
     return v
+
+
+def _hop_limit(value: Any, name: str, byte_ok: bool = False) -> int:
+    """IP_MULTICAST_TTL's or IPV6_MULTICAST_HOPS's value: 0-255, or -1 for the default (1)."""
+    v = _int(value, byte_ok=byte_ok)
+    if not -1 <= v <= 255:
+        raise _err(_errno.EINVAL, f"{name} must be -1-255")
+    return 1 if v == -1 else v
 
 
 def _raw(value: Any) -> bytes:
@@ -121,6 +136,8 @@ class GroupOptions:
         if level == _IPV6 and self._family != _std.AF_INET6:
             raise _err(_errno.ENOPROTOOPT)
         key = (level, optname)
+        if self._stream and key in _UDP_ONLY:
+            raise _err(_errno.EINVAL if level == _IP else _errno.ENOPROTOOPT)
         if key == (_SOL, SO_BROADCAST):
             self.broadcast = int(_int(value) != 0)
             if udp is not None:
@@ -137,26 +154,12 @@ class GroupOptions:
             if udp is not None:
                 udp.set_option("multicast_loop_v6", v)
         elif key == (_IP, IP_MULTICAST_TTL):
-            if self._stream:
-                raise _err(_errno.EINVAL)
-            v = _int(value, byte_ok=True)
-            if not -1 <= v <= 255:
-                raise _err(_errno.EINVAL, "IP_MULTICAST_TTL must be -1-255")
-            self.ttl = 1 if v == -1 else v
+            self.ttl = _hop_limit(value, "IP_MULTICAST_TTL", byte_ok=True)
         elif key == (_IPV6, IPV6_MULTICAST_HOPS):
-            if self._stream:
-                raise _err(_errno.ENOPROTOOPT)
-            v = _int(value)
-            if not -1 <= v <= 255:
-                raise _err(_errno.EINVAL, "IPV6_MULTICAST_HOPS must be -1-255")
-            self.hops = 1 if v == -1 else v
+            self.hops = _hop_limit(value, "IPV6_MULTICAST_HOPS")
         elif key == (_IP, IP_MULTICAST_IF):
-            if self._stream:
-                raise _err(_errno.EINVAL)
             self._set_if4(node, udp, _raw(value))
         elif key == (_IPV6, IPV6_MULTICAST_IF):
-            if self._stream:
-                raise _err(_errno.ENOPROTOOPT)
             if _int(value) != 0:
                 raise _err(_errno.ENODEV, "zt networks have no interface index: use 0")
         else:

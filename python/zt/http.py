@@ -546,31 +546,18 @@ def _ssl_context(verify: Union[ssl.SSLContext, bool], cert: Any, trust_env: bool
 _DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 
-def _pool_options(
-    verify: Union[ssl.SSLContext, bool],
-    cert: Any,
-    trust_env: bool,
-    http1: bool,
-    http2: bool,
-    limits: httpx.Limits,
-    retries: int,
-    socket_options: Optional[Iterable[SocketOption]],
-) -> dict[str, Any]:
-    """The connection pool's settings from httpx.HTTPTransport's arguments (sync and async)."""
-    return {
-        "ssl_context": _ssl_context(verify, cert, trust_env),
-        "max_connections": limits.max_connections,
-        "max_keepalive_connections": limits.max_keepalive_connections,
-        "keepalive_expiry": limits.keepalive_expiry,
-        "http1": http1,
-        "http2": http2,
-        "retries": retries,
-        "socket_options": socket_options,
-    }
+def _httpx_response(
+    resp: httpcore.Response, stream: Union[httpx.SyncByteStream, httpx.AsyncByteStream]
+) -> httpx.Response:
+    """httpcore's response as httpx's, its body read through ``stream``."""
+    return httpx.Response(
+        status_code=resp.status, headers=resp.headers, stream=stream, extensions=resp.extensions
+    )
 
 
-class Transport(httpx.BaseTransport):
-    """An httpx transport whose connections are zt sockets on ``node`` (see :func:`transport`)."""
+class _PoolTransport:
+    """What :class:`Transport` and :class:`AsyncTransport` share: httpx.HTTPTransport's options
+    (plus ``hosts``), from which each opens its network backend and connection pool."""
 
     def __init__(
         self,
@@ -586,59 +573,60 @@ class Transport(httpx.BaseTransport):
         hosts: Optional[Mapping[str, str]] = None,
         socket_options: Optional[Iterable[SocketOption]] = None,
     ) -> None:
-        self.backend = NetworkBackend(node, hosts=hosts)
-        self._pool = httpcore.ConnectionPool(
-            network_backend=self.backend,
-            **_pool_options(verify, cert, trust_env, http1, http2, limits, retries, socket_options),
+        self._open(
+            node,
+            hosts,
+            {
+                "ssl_context": _ssl_context(verify, cert, trust_env),
+                "max_connections": limits.max_connections,
+                "max_keepalive_connections": limits.max_keepalive_connections,
+                "keepalive_expiry": limits.keepalive_expiry,
+                "http1": http1,
+                "http2": http2,
+                "retries": retries,
+                "socket_options": socket_options,
+            },
         )
+
+    def _open(
+        self, node: Node, hosts: Optional[Mapping[str, str]], options: dict[str, Any]
+    ) -> None:
+        """Sets ``self.backend`` and ``self._pool`` (``options``: the pool's keyword arguments)."""
+        raise NotImplementedError
+
+
+class Transport(_PoolTransport, httpx.BaseTransport):
+    """An httpx transport whose connections are zt sockets on ``node`` (see :func:`transport`)."""
+
+    def _open(
+        self, node: Node, hosts: Optional[Mapping[str, str]], options: dict[str, Any]
+    ) -> None:
+        self.backend = NetworkBackend(node, hosts=hosts)
+        self._pool = httpcore.ConnectionPool(network_backend=self.backend, **options)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         with _httpx_errors():
             resp = self._pool.handle_request(_core_request(request))
         assert isinstance(resp.stream, Iterable)
-        return httpx.Response(
-            status_code=resp.status,
-            headers=resp.headers,
-            stream=_ResponseStream(resp.stream),
-            extensions=resp.extensions,
-        )
+        return _httpx_response(resp, _ResponseStream(resp.stream))
 
     def close(self) -> None:
         self._pool.close()
 
 
-class AsyncTransport(httpx.AsyncBaseTransport):
+class AsyncTransport(_PoolTransport, httpx.AsyncBaseTransport):
     """An httpx async transport (asyncio) whose connections are zt sockets on ``node``."""
 
-    def __init__(
-        self,
-        node: Node,
-        *,
-        verify: Union[ssl.SSLContext, bool] = True,
-        cert: Any = None,
-        trust_env: bool = True,
-        http1: bool = True,
-        http2: bool = False,
-        limits: httpx.Limits = _DEFAULT_LIMITS,
-        retries: int = 0,
-        hosts: Optional[Mapping[str, str]] = None,
-        socket_options: Optional[Iterable[SocketOption]] = None,
+    def _open(
+        self, node: Node, hosts: Optional[Mapping[str, str]], options: dict[str, Any]
     ) -> None:
         self.backend = AsyncNetworkBackend(node, hosts=hosts)
-        self._pool = httpcore.AsyncConnectionPool(
-            network_backend=self.backend,
-            **_pool_options(verify, cert, trust_env, http1, http2, limits, retries, socket_options),
-        )
+        self._pool = httpcore.AsyncConnectionPool(network_backend=self.backend, **options)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         with _httpx_errors():
             resp = await self._pool.handle_async_request(_core_request(request))
-        return httpx.Response(
-            status_code=resp.status,
-            headers=resp.headers,
-            stream=_AsyncResponseStream(resp.stream),
-            extensions=resp.extensions,
-        )
+        return _httpx_response(resp, _AsyncResponseStream(resp.stream))
 
     async def aclose(self) -> None:
         await self._pool.aclose()

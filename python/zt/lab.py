@@ -24,7 +24,6 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Optional, TypeVar, Union
 
 from . import planet as _planet
@@ -182,10 +181,5 @@ class Lab:
     def __enter__(self: _L) -> _L:
         return self
 
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -45,12 +45,6 @@ def _public_string(key: str) -> str:
     return key.rsplit(":", 1)[0]
 
 
-def _sample(libzt_keys: list[str], zt_identities: list[zt.Identity]) -> list[str]:
-    """A few full identity strings from each library."""
-    half = SAMPLE // 2
-    return libzt_keys[:half] + [i.secret_string() for i in zt_identities[:half]]
-
-
 def _zt_accepts(text: str) -> bool:
     """True when zt both parses ``text`` and validates the result."""
     try:
@@ -71,6 +65,13 @@ def zt_identities() -> list[zt.Identity]:
     identities = [zt.Identity.generate() for _ in range(COUNT)]
     assert len({i.address for i in identities}) == COUNT
     return identities
+
+
+@pytest.fixture(scope="module")
+def sample(libzt_keys: list[str], zt_identities: list[zt.Identity]) -> list[str]:
+    """A few full identity strings from each library."""
+    half = SAMPLE // 2
+    return libzt_keys[:half] + [i.secret_string() for i in zt_identities[:half]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,62 +199,53 @@ def test_zt_identities_pass_libzt_validation(zt_identities: list[zt.Identity]) -
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("index", [ADDRESS_AT + 3, ADDRESS_AT + 9])
-def test_flipped_address_digit_rejected_by_both(
-    index: int, libzt_keys: list[str], zt_identities: list[zt.Identity]
-) -> None:
-    keys = _sample(libzt_keys, zt_identities)
-    tampered = [_flip_hex(k, index) for k in keys]
-    tampered_public = [_public_string(t) for t in tampered]
-    verdicts = id_pair_is_valid(keys + tampered + tampered_public)
-    assert verdicts == [True] * SAMPLE + [False] * (2 * SAMPLE)
-    for text in tampered + tampered_public:
-        # zt parses it (the keys themselves are consistent) but validation catches the address.
+def _assert_parsed_but_invalid(texts: list[str], match: str | None = None) -> None:
+    """zt parses each of ``texts`` but finds it invalid (``is_valid``, ``validate``)."""
+    for text in texts:
         ident = zt.Identity.from_string(text)
         assert not ident.is_valid()
-        with pytest.raises(zt.IdentityError, match="address"):
+        with pytest.raises(zt.IdentityError, match=match):
             ident.validate()
 
 
-@pytest.mark.parametrize(
-    "index",
-    [PUBLIC_AT + 5, PUBLIC_AT + 64 + 5],
-    ids=["curve25519-half", "ed25519-half"],
+# ``digit``: one hex digit in each half of a 128-digit key field (Curve25519, then Ed25519), in
+# byte 2 of the half: never one of the bits Curve25519 clamps away from a secret (bits 0-2 of
+# byte 0, bits 6-7 of byte 31), so a flipped secret really is a different key.
+in_each_key_half = pytest.mark.parametrize(
+    "digit", [5, 64 + 5], ids=["curve25519-half", "ed25519-half"]
 )
-def test_flipped_public_key_digit_rejected_by_both(
-    index: int, libzt_keys: list[str], zt_identities: list[zt.Identity]
-) -> None:
-    keys = _sample(libzt_keys, zt_identities)
-    tampered = [_flip_hex(k, index) for k in keys]
+
+
+@pytest.mark.parametrize("index", [ADDRESS_AT + 3, ADDRESS_AT + 9])
+def test_flipped_address_digit_rejected_by_both(index: int, sample: list[str]) -> None:
+    tampered = [_flip_hex(k, index) for k in sample]
+    tampered_public = [_public_string(t) for t in tampered]
+    verdicts = id_pair_is_valid(sample + tampered + tampered_public)
+    assert verdicts == [True] * SAMPLE + [False] * (2 * SAMPLE)
+    # zt parses them (the keys themselves are consistent) but validation catches the address.
+    _assert_parsed_but_invalid(tampered + tampered_public, match="address")
+
+
+@in_each_key_half
+def test_flipped_public_key_digit_rejected_by_both(digit: int, sample: list[str]) -> None:
+    tampered = [_flip_hex(k, PUBLIC_AT + digit) for k in sample]
     tampered_public = [_public_string(t) for t in tampered]
     assert id_pair_is_valid(tampered + tampered_public) == [False] * (2 * SAMPLE)
     for text in tampered:
         # With the secret present zt refuses at parse time: the secret no longer matches.
         with pytest.raises(zt.IdentityError):
             zt.Identity.from_string(text)
-    for text in tampered_public:
-        ident = zt.Identity.from_string(text)
-        assert not ident.is_valid()
-        with pytest.raises(zt.IdentityError):
-            ident.validate()
+    _assert_parsed_but_invalid(tampered_public)
 
 
-@pytest.mark.parametrize(
-    "index",
-    # Byte 2 of each secret half: never one of the bits Curve25519 clamps away (bits 0-2 of
-    # byte 0, bits 6-7 of byte 31), so the flipped secret really is a different key.
-    [SECRET_AT + 5, SECRET_AT + 64 + 5],
-    ids=["curve25519-half", "ed25519-half"],
-)
-def test_flipped_secret_key_digit(
-    index: int, libzt_keys: list[str], zt_identities: list[zt.Identity]
-) -> None:
-    keys = _sample(libzt_keys, zt_identities)
-    tampered = [_flip_hex(k, index) for k in keys]
+@in_each_key_half
+def test_flipped_secret_key_digit(digit: int, sample: list[str]) -> None:
+    tampered = [_flip_hex(k, SECRET_AT + digit) for k in sample]
     # A known difference: libzt 1.8.4's zts_id_pair_is_valid checks only that the secret is
     # 128 hex digits, never that it belongs to the public key, so it accepts these...
     assert id_pair_is_valid(tampered) == [True] * SAMPLE
-    assert id_pair_is_valid([k[:-2] for k in keys]) == [False] * SAMPLE  # (a short one it refuses)
+    # (A short one it refuses.)
+    assert id_pair_is_valid([k[:-2] for k in sample]) == [False] * SAMPLE
     # ...while zt derives the public key from the secret and refuses a mismatch at parse time.
     for text in tampered:
         with pytest.raises(zt.IdentityError, match="secret"):

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from types import TracebackType
 from typing import IO, Any, Optional
 
 from tests.ci import environment_lacks
@@ -149,12 +148,7 @@ class NetLab:
             raise
         return self
 
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _add_netns(self, name: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.util
 import json
 import os
 import socket
@@ -26,12 +25,9 @@ import zt
 from zt import asyncio as zt_asyncio
 from zt import socket as zsock
 
-_spec = importlib.util.spec_from_file_location(
-    "agentproto", Path(__file__).with_name("agentproto.py")
-)
-assert _spec is not None and _spec.loader is not None
-proto = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(proto)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: the repo root
+
+from tests.netns import agentproto as proto
 
 Json = dict[str, Any]
 Listening = Callable[[Json], None]

@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from typing import Any, Optional, TextIO
 
 __all__ = ["main"]
@@ -254,12 +255,14 @@ class _Client:
             return 0, "connection failed"
 
 
+@dataclass
 class _Cli:
-    def __init__(self, client: _Client, command: str, as_json: bool, out: TextIO) -> None:
-        self.client = client
-        self.command = command
-        self.as_json = as_json
-        self.out = out
+    """One command's run: the API client, the command's name, JSON or text output, and where to."""
+
+    client: _Client
+    command: str
+    as_json: bool
+    out: TextIO
 
     def print(self, text: str) -> None:
         self.out.write(text + "\n")
