@@ -360,7 +360,6 @@ impl Sim {
     ///
     /// # Panics
     /// If the node cannot be created (invalid test set-up).
-    #[allow(clippy::expect_used)]
     pub fn add_host(
         &mut self,
         identity: Identity,
@@ -377,23 +376,12 @@ impl Sim {
             networks: vec![],
             options: CoreOptions::default(),
         };
-        let seed = self.rng.next_u64();
-        let mut node = Node::new(config, Box::new(SimRng(seed)), self.now).expect("valid node");
-        node.set_local_sockets(vec![(LocalSocket(0), bind)]);
-        let nat = nat_public.map(|public| Nat {
+        let host = self.add_host_with(config, bind);
+        self.hosts[host].nat = nat_public.map(|public| Nat {
             public,
             allowed: BTreeSet::new(),
         });
-        self.hosts.push(Host {
-            node,
-            bind,
-            isolated: false,
-            handler: None,
-            events: std::collections::VecDeque::new(),
-            frames: std::collections::VecDeque::new(),
-            nat,
-        });
-        self.hosts.len() - 1
+        host
     }
 
     /// Delivers `data` to host `to` as if it came from `from` (for injecting garbage).
