@@ -27,7 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 use link::{Link, LinkProfile, LinkStats, PathProfile};
 
 use zt_proto::crypto::SecureRandom;
-use zt_proto::node::{CoreOptions, Event, Frame, LocalSocket, NodeConfig};
+use zt_proto::node::{CoreOptions, Event, Frame, LocalSocket, NodeConfig, Path, Peer};
 use zt_proto::{Identity, Node, Timestamp, World};
 
 /// Deterministic (NOT secure) random numbers: SplitMix64.
@@ -382,6 +382,27 @@ impl Sim {
             allowed: BTreeSet::new(),
         });
         host
+    }
+
+    /// Whether the path host `from` would use to reach host `to` (the one `pick` chooses among
+    /// its paths to that peer: [`Peer::best_path`], say) leads to `to`'s public address, not
+    /// through a root.
+    ///
+    /// # Panics
+    /// If a host index is out of range.
+    #[must_use]
+    pub fn goes_direct(
+        &self,
+        from: usize,
+        to: usize,
+        pick: impl for<'p> Fn(&'p Peer, Timestamp) -> Option<&'p Path>,
+    ) -> bool {
+        let peer = self.hosts[to].node.address();
+        self.hosts[from]
+            .node
+            .peer(peer)
+            .and_then(|p| pick(p, self.now))
+            .is_some_and(|p| p.remote == self.hosts[to].public_addr())
     }
 
     /// Delivers `data` to host `to` as if it came from `from` (for injecting garbage).
