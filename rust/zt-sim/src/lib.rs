@@ -27,7 +27,7 @@ use std::net::{IpAddr, SocketAddr};
 use link::{Link, LinkProfile, LinkStats, PathProfile};
 
 use zt_proto::crypto::SecureRandom;
-use zt_proto::node::{CoreOptions, Event, Frame, LocalSocket, NodeConfig};
+use zt_proto::node::{CoreOptions, Event, Frame, LocalSocket, NodeConfig, Path, Peer};
 use zt_proto::{Identity, Node, Timestamp, World};
 
 /// Deterministic (NOT secure) random numbers: SplitMix64.
@@ -360,7 +360,6 @@ impl Sim {
     ///
     /// # Panics
     /// If the node cannot be created (invalid test set-up).
-    #[allow(clippy::expect_used)]
     pub fn add_host(
         &mut self,
         identity: Identity,
@@ -377,23 +376,33 @@ impl Sim {
             networks: vec![],
             options: CoreOptions::default(),
         };
-        let seed = self.rng.next_u64();
-        let mut node = Node::new(config, Box::new(SimRng(seed)), self.now).expect("valid node");
-        node.set_local_sockets(vec![(LocalSocket(0), bind)]);
-        let nat = nat_public.map(|public| Nat {
+        let host = self.add_host_with(config, bind);
+        self.hosts[host].nat = nat_public.map(|public| Nat {
             public,
             allowed: BTreeSet::new(),
         });
-        self.hosts.push(Host {
-            node,
-            bind,
-            isolated: false,
-            handler: None,
-            events: std::collections::VecDeque::new(),
-            frames: std::collections::VecDeque::new(),
-            nat,
-        });
-        self.hosts.len() - 1
+        host
+    }
+
+    /// Whether the path host `from` would use to reach host `to` (the one `pick` chooses among
+    /// its paths to that peer: [`Peer::best_path`], say) leads to `to`'s public address, not
+    /// through a root.
+    ///
+    /// # Panics
+    /// If a host index is out of range.
+    #[must_use]
+    pub fn goes_direct(
+        &self,
+        from: usize,
+        to: usize,
+        pick: impl for<'p> Fn(&'p Peer, Timestamp) -> Option<&'p Path>,
+    ) -> bool {
+        let peer = self.hosts[to].node.address();
+        self.hosts[from]
+            .node
+            .peer(peer)
+            .and_then(|p| pick(p, self.now))
+            .is_some_and(|p| p.remote == self.hosts[to].public_addr())
     }
 
     /// Delivers `data` to host `to` as if it came from `from` (for injecting garbage).

@@ -5,6 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use serde_json::{Value, json};
+use zt_proto::Address;
 use zt_proto::network::credentials::{CredentialType, Revocation};
 use zt_proto::network::{Mac, MulticastGroup, NetworkId};
 use zt_proto::node::{DropReason, Frame, NetworkStatus};
@@ -17,6 +18,17 @@ use zt_sim::{Netem, Sim, public};
 
 fn lab(netem: Netem, n_members: usize, network: &Value) -> Lab {
     Lab::new(netem.link(), n_members, network)
+}
+
+/// A frame on network `id` (the fields of [`Frame`], in its order).
+fn ethernet_frame(id: NetworkId, dst: Mac, src: Mac, ethertype: u16, payload: Vec<u8>) -> Frame {
+    Frame {
+        network: id,
+        dst,
+        src,
+        ethertype,
+        payload,
+    }
 }
 
 fn arp_request(src_mac: Mac, src_ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
@@ -43,6 +55,16 @@ fn the_same_over_a_lossy_reordering_duplicating_network() {
     });
 }
 
+/// How many datagrams `host` dropped for `reason` so far.
+fn drops_of(lab: &Lab, host: usize, reason: DropReason) -> u64 {
+    *lab.sim.hosts[host]
+        .node
+        .stats()
+        .drops
+        .get(&reason)
+        .unwrap_or(&0)
+}
+
 fn send_until_delivered(lab: &mut Lab, from: usize, to: usize, f: &Frame) -> bool {
     // Loss may eat a frame (as on a real network); the upper layer retries.
     for _ in 0..5 {
@@ -59,6 +81,16 @@ fn send_until_delivered(lab: &mut Lab, from: usize, to: usize, f: &Frame) -> boo
         }
     }
     false
+}
+
+/// [`send_until_delivered`], asserting that `to` got `f` (`what` says so); the copy it got.
+fn delivered(lab: &mut Lab, from: usize, to: usize, f: &Frame, what: &str) -> Frame {
+    assert!(send_until_delivered(lab, from, to, f), "{what}");
+    let got = lab.sim.hosts[to]
+        .frames
+        .iter()
+        .find(|g| g.payload == f.payload);
+    got.unwrap().clone()
 }
 
 fn held_authorized_talk_revoked(netem: Netem) {
@@ -119,41 +151,19 @@ fn held_authorized_talk_revoked(netem: Netem) {
     let mac_b = id.mac(addr_b);
 
     // ARP request from A for B's IP: a multicast to B's ARP group, found by gathering.
-    let arp = Frame {
-        network: id,
-        dst: Mac::BROADCAST,
-        src: mac_a,
-        ethertype: 0x0806,
-        payload: arp_request(mac_a, ip_a, ip_b),
-    };
-    assert!(
-        send_until_delivered(&mut lab, a, b, &arp),
-        "B receives A's ARP request"
+    let arp = ethernet_frame(
+        id,
+        Mac::BROADCAST,
+        mac_a,
+        0x0806,
+        arp_request(mac_a, ip_a, ip_b),
     );
-    let got = lab.sim.hosts[b]
-        .frames
-        .iter()
-        .find(|f| f.ethertype == 0x0806)
-        .unwrap();
+    let got = delivered(&mut lab, a, b, &arp, "B receives A's ARP request");
     assert_eq!(got.src, mac_a);
     assert_eq!(got.dst, Mac::BROADCAST);
     // Unicast B → A (FRAME, after B pushed its credentials).
-    let uni = Frame {
-        network: id,
-        dst: mac_a,
-        src: mac_b,
-        ethertype: 0x0800,
-        payload: vec![0x45; 40],
-    };
-    assert!(
-        send_until_delivered(&mut lab, b, a, &uni),
-        "A receives B's unicast"
-    );
-    let got = lab.sim.hosts[a]
-        .frames
-        .iter()
-        .find(|f| f.payload == uni.payload)
-        .unwrap();
+    let uni = ethernet_frame(id, mac_a, mac_b, 0x0800, vec![0x45; 40]);
+    let got = delivered(&mut lab, b, a, &uni, "A receives B's unicast");
     assert_eq!((got.src, got.dst), (mac_b, mac_a));
 
     // Deauthorize B: the controller revokes it, A refuses B's frames from then on.
@@ -178,22 +188,11 @@ fn held_authorized_talk_revoked(netem: Netem) {
     lab.sim.pump();
     lab.sim.run_for(7_000);
     assert_eq!(status(&lab.sim, b, id), Some(NetworkStatus::AccessDenied));
-    let before = *lab.sim.hosts[a]
-        .node
-        .stats()
-        .drops
-        .get(&DropReason::NoCredentials)
-        .unwrap_or(&0);
+    let before = drops_of(&lab, a, DropReason::NoCredentials);
     let now = lab.sim.now;
     let _ = lab.sim.hosts[b].node.send_frame(
         now,
-        Frame {
-            network: id,
-            dst: mac_a,
-            src: mac_b,
-            ethertype: 0x0800,
-            payload: vec![0x46; 40],
-        },
+        ethernet_frame(id, mac_a, mac_b, 0x0800, vec![0x46; 40]),
     );
     lab.sim.pump();
     lab.sim.run_for(6_000);
@@ -204,12 +203,7 @@ fn held_authorized_talk_revoked(netem: Netem) {
             .all(|f| f.payload != vec![0x46; 40]),
         "revoked member's frame must not be delivered"
     );
-    let after = *lab.sim.hosts[a]
-        .node
-        .stats()
-        .drops
-        .get(&DropReason::NoCredentials)
-        .unwrap_or(&0);
+    let after = drops_of(&lab, a, DropReason::NoCredentials);
     assert!(after > before, "refused at the gate and counted");
 }
 
@@ -245,13 +239,7 @@ fn adhoc_networks_configure_locally_and_filter_ports() {
         p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
         p
     };
-    let frame = |payload| Frame {
-        network: id,
-        dst: id.mac(ab),
-        src: id.mac(aa),
-        ethertype: 0x86dd,
-        payload,
-    };
+    let frame = |payload| ethernet_frame(id, id.mac(ab), id.mac(aa), 0x86dd, payload);
     let now = sim.now;
     sim.hosts[a]
         .node
@@ -300,24 +288,12 @@ fn forged_unsigned_and_garbage_configs_are_dropped_and_counted() {
         zt_proto::network::rules::RuleKind::Accept,
     )];
     let chunks = zt_proto::network::config::make_chunks(id, &c.to_bytes(), 99, 0, &forger).unwrap();
-    let ctl = lab.ctl;
     let drops = |lab: &Lab| lab.sim.hosts[m].node.stats().drops.clone();
     let before = drops(&lab);
     // The controller node itself relays the forged chunk bytes as a NETWORK_CONFIG push.
-    let now = lab.sim.now;
-    lab.sim.hosts[ctl].node.send_raw_for_tests(
-        now,
-        me,
-        zt_proto::packet::Verb::NetworkConfig,
-        chunks[0].clone(),
-    );
+    send_config_packet(&mut lab, me, chunks[0].clone());
     // And plain garbage.
-    lab.sim.hosts[ctl].node.send_raw_for_tests(
-        now,
-        me,
-        zt_proto::packet::Verb::NetworkConfig,
-        vec![1, 2, 3],
-    );
+    send_config_packet(&mut lab, me, vec![1, 2, 3]);
     lab.sim.pump();
     lab.sim.run_for(1_000);
     let after = drops(&lab);
@@ -328,6 +304,17 @@ fn forged_unsigned_and_garbage_configs_are_dropped_and_counted() {
         status(&lab.sim, m, id),
         Some(NetworkStatus::Ok),
         "a forged config is never applied"
+    );
+}
+
+/// The controller's node sends `payload` to `to` as a NETWORK_CONFIG packet, as it is.
+fn send_config_packet(lab: &mut Lab, to: Address, payload: Vec<u8>) {
+    let (now, ctl) = (lab.sim.now, lab.ctl);
+    lab.sim.hosts[ctl].node.send_raw_for_tests(
+        now,
+        to,
+        zt_proto::packet::Verb::NetworkConfig,
+        payload,
     );
 }
 
@@ -353,13 +340,7 @@ fn a_member_whose_com_stops_being_refreshed_ages_out() {
         lab.sim.hosts[a].node.address(),
         lab.sim.hosts[b].node.address(),
     );
-    let frame = |n: u8| Frame {
-        network: id,
-        dst: id.mac(addr_b),
-        src: id.mac(addr_a),
-        ethertype: 0x0800,
-        payload: vec![n; 30],
-    };
+    let frame = |n: u8| ethernet_frame(id, id.mac(addr_b), id.mac(addr_a), 0x0800, vec![n; 30]);
     assert!(send_until_delivered(&mut lab, a, b, &frame(1)));
     // A loses its authorization without a revocation: it keeps its last config and COM, B keeps
     // refreshing its own every minute.
@@ -408,13 +389,7 @@ fn a_flood_of_partial_config_updates_stays_bounded_and_harmless() {
         )
         .unwrap();
         assert_eq!(chunks.len(), 2);
-        let now = lab.sim.now;
-        lab.sim.hosts[ctl].node.send_raw_for_tests(
-            now,
-            me,
-            zt_proto::packet::Verb::NetworkConfig,
-            chunks[0].clone(),
-        );
+        send_config_packet(&mut lab, me, chunks[0].clone());
         lab.sim.pump();
         lab.sim.run_for(5);
     }
@@ -503,13 +478,7 @@ fn fragmented_frames_survive_jitter_at_line_rate() {
     for i in 0..FRAMES {
         let mut payload = vec![0x45; 2800];
         payload[..4].copy_from_slice(&i.to_be_bytes());
-        let f = Frame {
-            network: id,
-            dst: mac_b,
-            src: mac_a,
-            ethertype: 0x0800,
-            payload,
-        };
+        let f = ethernet_frame(id, mac_b, mac_a, 0x0800, payload);
         let now = net.sim.now;
         net.sim.hosts[a].node.send_frame(now, f).unwrap();
         net.sim.pump();
@@ -570,13 +539,7 @@ fn multicast_until(
     let src = id.mac(lab.sim.hosts[from].node.address());
     for s in 0..limit_s {
         let now = lab.sim.now;
-        let f = Frame {
-            network: id,
-            dst: g.mac,
-            src,
-            ethertype: 0x0800,
-            payload: s.to_be_bytes().repeat(8),
-        };
+        let f = ethernet_frame(id, g.mac, src, 0x0800, s.to_be_bytes().repeat(8));
         lab.sim.hosts[from].node.send_frame(now, f).unwrap();
         lab.sim.pump();
         lab.sim.run_for(1_000);
@@ -659,12 +622,14 @@ fn the_largest_frame_arrives_and_a_larger_one_is_refused() {
     let (a, b) = (lab.members[0], lab.members[1]);
     let max = lab.sim.hosts[a].node.max_frame_payload();
     assert_eq!(max, 9_869);
-    let frame = |len: usize| Frame {
-        network: id,
-        dst: id.mac(lab.sim.hosts[b].node.address()),
-        src: id.mac(lab.sim.hosts[a].node.address()),
-        ethertype: 0x0800,
-        payload: (0..len).map(|i| (i * 7 % 251) as u8).collect(),
+    let frame = |len: usize| {
+        ethernet_frame(
+            id,
+            id.mac(lab.sim.hosts[b].node.address()),
+            id.mac(lab.sim.hosts[a].node.address()),
+            0x0800,
+            (0..len).map(|i| (i * 7 % 251) as u8).collect(),
+        )
     };
     let (largest, larger) = (frame(max), frame(max + 1));
     assert!(send_until_delivered(&mut lab, a, b, &largest));

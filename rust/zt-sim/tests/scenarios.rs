@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use zt_proto::crypto::c25519::KeyPair;
-use zt_proto::node::{DropReason, Event};
+use zt_proto::node::{DropReason, Event, Peer, SendError};
 use zt_proto::{Address, Identity, Root, Timestamp, World, WorldType};
 use zt_sim::{Netem, Sim, SimRng, public};
 
@@ -24,6 +24,25 @@ fn identity(seed: u64) -> Identity {
     Identity::generate(&mut SimRng(seed))
 }
 
+/// A simulator (`seed`, `netem` between every pair of hosts) with its planet's one root,
+/// `identity(root_seed)` at `public(1)`, the planet signed by a key made from `planet_seed`.
+/// Returns the simulator, the planet and the root's host index.
+fn sim_with_root(root_seed: u64, planet_seed: u64, seed: u64, netem: Netem) -> (Sim, World, usize) {
+    let root_id = identity(root_seed);
+    let planet = planet_with_root(&root_id, public(1), planet_seed);
+    let mut sim = Sim::new(seed, netem, START);
+    let root = sim.add_host(root_id, planet.clone(), public(1), None);
+    (sim, planet, root)
+}
+
+/// Host `from` sends `data` to node `dest` as a user message (type `USER_TYPE`), now.
+fn send_message(sim: &mut Sim, from: usize, dest: Address, data: &[u8]) -> Result<(), SendError> {
+    let now = sim.now;
+    sim.hosts[from]
+        .node
+        .send_user_message(now, dest, USER_TYPE, data)
+}
+
 fn drain_messages(sim: &mut Sim, host: usize) -> Vec<(Address, Vec<u8>)> {
     let mut out = Vec::new();
     while let Some(ev) = sim.hosts[host].node.poll_event() {
@@ -41,20 +60,12 @@ fn drain_messages(sim: &mut Sim, host: usize) -> Vec<(Address, Vec<u8>)> {
 }
 
 fn has_direct_path(sim: &Sim, a: usize, b: usize) -> bool {
-    let addr_b = sim.hosts[b].node.address();
-    sim.hosts[a]
-        .node
-        .peer(addr_b)
-        .and_then(|p| p.best_alive_path(sim.now))
-        .is_some_and(|p| p.remote == sim.hosts[b].public_addr())
+    sim.goes_direct(a, b, Peer::best_alive_path)
 }
 
 #[test]
 fn two_leaves_go_online_relay_then_go_direct() {
-    let root_id = identity(1);
-    let planet = planet_with_root(&root_id, public(1), 99);
-    let mut sim = Sim::new(7, Netem::default(), START);
-    let root = sim.add_host(root_id, planet.clone(), public(1), None);
+    let (mut sim, planet, root) = sim_with_root(1, 99, 7, Netem::default());
     let a = sim.add_host(identity(2), planet.clone(), public(2), None);
     let b = sim.add_host(identity(3), planet, public(3), None);
     assert!(sim.hosts[root].node.is_online(), "a root is always online");
@@ -62,11 +73,7 @@ fn two_leaves_go_online_relay_then_go_direct() {
     assert!(sim.hosts[a].node.is_online() && sim.hosts[b].node.is_online());
 
     let addr_b = sim.hosts[b].node.address();
-    let now = sim.now;
-    sim.hosts[a]
-        .node
-        .send_user_message(now, addr_b, USER_TYPE, b"hello b")
-        .unwrap();
+    send_message(&mut sim, a, addr_b, b"hello b").unwrap();
     sim.run_for(2_000);
     let got = drain_messages(&mut sim, b);
     assert_eq!(
@@ -85,11 +92,7 @@ fn two_leaves_go_online_relay_then_go_direct() {
     let relayed = sim.hosts[root].node.stats().relayed;
     let addr_a = sim.hosts[a].node.address();
     for i in 0..5u8 {
-        let now = sim.now;
-        sim.hosts[b]
-            .node
-            .send_user_message(now, addr_a, USER_TYPE, &[i])
-            .unwrap();
+        send_message(&mut sim, b, addr_a, &[i]).unwrap();
         sim.run_for(100);
     }
     assert_eq!(drain_messages(&mut sim, a).len(), 5);
@@ -98,16 +101,13 @@ fn two_leaves_go_online_relay_then_go_direct() {
 
 #[test]
 fn five_leaves_with_loss_reordering_duplication_and_nat() {
-    let root_id = identity(10);
-    let planet = planet_with_root(&root_id, public(1), 98);
     let netem = Netem {
         latency_ms: 20,
         jitter_ms: 40,
         loss: 0.05,
         duplicate: 0.05,
     };
-    let mut sim = Sim::new(11, netem, START);
-    let root = sim.add_host(root_id, planet.clone(), public(1), None);
+    let (mut sim, planet, root) = sim_with_root(10, 98, 11, netem);
     let mut leaves = Vec::new();
     for i in 0..4u8 {
         leaves.push(sim.add_host(
@@ -136,11 +136,7 @@ fn five_leaves_with_loss_reordering_duplication_and_nat() {
         for (i, &l) in leaves.iter().enumerate() {
             for (j, &dest) in addrs.iter().enumerate() {
                 if i != j {
-                    let now = sim.now;
-                    sim.hosts[l]
-                        .node
-                        .send_user_message(now, dest, USER_TYPE, &[round])
-                        .unwrap();
+                    send_message(&mut sim, l, dest, &[round]).unwrap();
                 }
             }
         }
@@ -186,10 +182,7 @@ fn five_leaves_with_loss_reordering_duplication_and_nat() {
 
 #[test]
 fn garbage_truncated_replayed_and_forged_datagrams_are_counted() {
-    let root_id = identity(40);
-    let planet = planet_with_root(&root_id, public(1), 97);
-    let mut sim = Sim::new(3, Netem::default(), START);
-    let _root = sim.add_host(root_id, planet.clone(), public(1), None);
+    let (mut sim, planet, _root) = sim_with_root(40, 97, 3, Netem::default());
     let a = sim.add_host(identity(41), planet, public(2), None);
     sim.run_for(6_000);
     let from = public(1);
@@ -240,19 +233,13 @@ fn garbage_truncated_replayed_and_forged_datagrams_are_counted() {
 #[test]
 fn a_root_serves_many_peers() {
     const LEAVES: u16 = 150;
-    let root_id = identity(50);
-    let planet = planet_with_root(&root_id, public(1), 96);
-    let mut sim = Sim::new(
-        13,
-        Netem {
-            latency_ms: 15,
-            jitter_ms: 10,
-            loss: 0.01,
-            duplicate: 0.0,
-        },
-        START,
-    );
-    let root = sim.add_host(root_id, planet.clone(), public(1), None);
+    let netem = Netem {
+        latency_ms: 15,
+        jitter_ms: 10,
+        loss: 0.01,
+        duplicate: 0.0,
+    };
+    let (mut sim, planet, root) = sim_with_root(50, 96, 13, netem);
     // Identities are costly to make (memory-hard): the leaves' were made once from seeds
     // 1000.. (as `identity(1000 + i)` would) and are read back; the root still checks each.
     let ids: Vec<Identity> = include_str!("fixtures/leaves.txt")
@@ -279,11 +266,7 @@ fn a_root_serves_many_peers() {
         for k in 0..20 {
             let (x, y) = (leaves[k], leaves[leaves.len() - 1 - k]);
             let dest = sim.hosts[y].node.address();
-            let now = sim.now;
-            sim.hosts[x]
-                .node
-                .send_user_message(now, dest, USER_TYPE, b"hi")
-                .unwrap();
+            send_message(&mut sim, x, dest, b"hi").unwrap();
         }
         sim.run_for(1_000);
     }
@@ -305,10 +288,7 @@ fn a_root_serves_many_peers() {
 
 #[test]
 fn nodes_go_offline_when_the_root_vanishes_and_back_online() {
-    let root_id = identity(60);
-    let planet = planet_with_root(&root_id, public(1), 95);
-    let mut sim = Sim::new(17, Netem::default(), START);
-    let root = sim.add_host(root_id, planet.clone(), public(1), None);
+    let (mut sim, planet, root) = sim_with_root(60, 95, 17, Netem::default());
     let a = sim.add_host(identity(61), planet, public(2), None);
     sim.run_for(6_000);
     assert!(sim.hosts[a].node.is_online());
@@ -330,27 +310,20 @@ fn nodes_go_offline_when_the_root_vanishes_and_back_online() {
 
 #[test]
 fn large_messages_are_fragmented_relayed_and_reassembled() {
-    let root_id = identity(70);
-    let planet = planet_with_root(&root_id, public(1), 94);
     let netem = Netem {
         latency_ms: 10,
         jitter_ms: 30,
         loss: 0.0,
         duplicate: 0.1,
     };
-    let mut sim = Sim::new(19, netem, START);
-    let _root = sim.add_host(root_id, planet.clone(), public(1), None);
+    let (mut sim, planet, _root) = sim_with_root(70, 94, 19, netem);
     let a = sim.add_host(identity(71), planet.clone(), public(2), None);
     let b = sim.add_host(identity(72), planet, public(3), None);
     sim.run_for(6_000);
     let dest = sim.hosts[b].node.address();
     let big: Vec<u8> = (0..8000u32).map(|i| (i * 7 % 251) as u8).collect();
     for _ in 0..10 {
-        let now = sim.now;
-        sim.hosts[a]
-            .node
-            .send_user_message(now, dest, USER_TYPE, &big)
-            .unwrap();
+        send_message(&mut sim, a, dest, &big).unwrap();
         sim.run_for(500);
     }
     sim.run_for(3_000);
@@ -360,22 +333,13 @@ fn large_messages_are_fragmented_relayed_and_reassembled() {
     assert_eq!(got.len(), 10);
     assert!(got.iter().all(|(_, d)| *d == big));
     let too_big = vec![0u8; 10_000];
-    let now = sim.now;
-    assert!(
-        sim.hosts[a]
-            .node
-            .send_user_message(now, dest, USER_TYPE, &too_big)
-            .is_err()
-    );
+    assert!(send_message(&mut sim, a, dest, &too_big).is_err());
 }
 
 #[test]
 fn cached_peers_are_greeted_at_start() {
     use zt_proto::node::{CachedPeer, CoreOptions, NodeConfig};
-    let root_id = identity(80);
-    let planet = planet_with_root(&root_id, public(1), 93);
-    let mut sim = Sim::new(23, Netem::default(), START);
-    let root = sim.add_host(root_id, planet.clone(), public(1), None);
+    let (mut sim, planet, root) = sim_with_root(80, 93, 23, Netem::default());
     let b = sim.add_host(identity(82), planet.clone(), public(3), None);
     let b_id = sim.hosts[b].node.identity().to_public();
     // a starts knowing b from its peer cache: it greets b at once, with no WHOIS.

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
+use zt_proto::node::Peer;
 use zt_stack::{NetStack, Stacks};
 
 use super::Lab;
@@ -104,15 +105,7 @@ impl OverlayLab {
     fn direct(&self) -> bool {
         let sim = &self.net.sim;
         let [a, b] = self.hosts;
-        let has = |from: usize, to: usize| {
-            let peer = sim.hosts[to].node.address();
-            sim.hosts[from]
-                .node
-                .peer(peer)
-                .and_then(|p| p.best_path(sim.now))
-                .is_some_and(|p| p.remote == sim.hosts[to].public_addr())
-        };
-        has(a, b) && has(b, a)
+        sim.goes_direct(a, b, Peer::best_path) && sim.goes_direct(b, a, Peer::best_path)
     }
 
     /// UDP datagrams A → B and B → A every 250 ms until both arrived and the path is direct;
