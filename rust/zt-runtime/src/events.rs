@@ -5,11 +5,11 @@
 //! non-empty or the subscription is closed, so `select`, `selectors` and asyncio's `add_reader`
 //! can wait on it.
 
-use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
+use crate::queue::{Bounded, wait_until};
 use crate::readiness::{LocalStream, RawDescriptor, local_pair, raw_descriptor};
 use zt_proto::Address;
 use zt_proto::network::NetworkId;
@@ -201,19 +201,11 @@ pub enum RecvError {
     Closed,
 }
 
-#[derive(Debug)]
-struct Queue {
-    events: VecDeque<NodeEvent>,
-    dropped: u64,
-    closed: bool,
-}
-
 /// One consumer's view of a node's events.
 #[derive(Debug)]
 pub struct Subscription {
-    queue: Mutex<Queue>,
+    queue: Mutex<Bounded<NodeEvent>>,
     cond: Condvar,
-    capacity: usize,
     ready_rx: LocalStream,
     ready_tx: LocalStream,
 }
@@ -222,19 +214,14 @@ impl Subscription {
     fn new(capacity: usize) -> std::io::Result<Self> {
         let (ready_rx, ready_tx) = local_pair()?;
         Ok(Self {
-            queue: Mutex::new(Queue {
-                events: VecDeque::new(),
-                dropped: 0,
-                closed: false,
-            }),
+            queue: Mutex::new(Bounded::new(capacity)),
             cond: Condvar::new(),
-            capacity: capacity.max(1),
             ready_rx,
             ready_tx,
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Queue> {
+    fn lock(&self) -> MutexGuard<'_, Bounded<NodeEvent>> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -254,24 +241,18 @@ impl Subscription {
 
     fn push(&self, event: NodeEvent) {
         let mut q = self.lock();
-        if q.closed {
-            return;
+        if q.push(event) {
+            // The queue was empty before this event (once any oldest one was dropped).
+            if q.items.len() == 1 {
+                self.signal();
+            }
+            self.cond.notify_all();
         }
-        if q.events.len() >= self.capacity {
-            q.events.pop_front();
-            q.dropped += 1;
-        }
-        let was_empty = q.events.is_empty();
-        q.events.push_back(event);
-        if was_empty {
-            self.signal();
-        }
-        self.cond.notify_all();
     }
 
-    fn take(&self, q: &mut Queue) -> Option<NodeEvent> {
-        let ev = q.events.pop_front()?;
-        if q.events.is_empty() && !q.closed {
+    fn take(&self, q: &mut Bounded<NodeEvent>) -> Option<NodeEvent> {
+        let ev = q.items.pop_front()?;
+        if q.items.is_empty() && !q.closed {
             self.unsignal();
         }
         Some(ev)
@@ -291,19 +272,7 @@ impl Subscription {
             if q.closed {
                 return Err(RecvError::Closed);
             }
-            q = match deadline {
-                None => self.cond.wait(q).unwrap_or_else(PoisonError::into_inner),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(RecvError::Timeout);
-                    }
-                    self.cond
-                        .wait_timeout(q, left)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
-                }
-            };
+            q = wait_until(&self.cond, q, deadline).ok_or(RecvError::Timeout)?;
         }
     }
 
@@ -331,7 +300,7 @@ impl Subscription {
         let mut q = self.lock();
         if !q.closed {
             q.closed = true;
-            if q.events.is_empty() {
+            if q.items.is_empty() {
                 self.signal();
             }
             self.cond.notify_all();

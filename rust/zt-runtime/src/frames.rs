@@ -1,26 +1,19 @@
 //! Taps on a network's virtual Ethernet: bounded queues of the frames the node delivers.
 
-use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use zt_proto::network::NetworkId;
 use zt_proto::node::Frame;
 
-#[derive(Debug)]
-struct Inner {
-    frames: VecDeque<Frame>,
-    dropped: u64,
-    closed: bool,
-}
+use crate::queue::{Bounded, wait_until};
 
 /// Frames of one network, for one consumer. When the consumer falls behind, the oldest frames
 /// are dropped and counted (like a NIC ring).
 #[derive(Debug)]
 pub struct FrameTap {
     network: NetworkId,
-    capacity: usize,
-    inner: Mutex<Inner>,
+    inner: Mutex<Bounded<Frame>>,
     cond: Condvar,
 }
 
@@ -30,17 +23,12 @@ impl FrameTap {
     pub fn new(network: NetworkId, capacity: usize) -> Self {
         Self {
             network,
-            capacity: capacity.max(1),
-            inner: Mutex::new(Inner {
-                frames: VecDeque::new(),
-                dropped: 0,
-                closed: false,
-            }),
+            inner: Mutex::new(Bounded::new(capacity)),
             cond: Condvar::new(),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Bounded<Frame>> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -53,16 +41,10 @@ impl FrameTap {
     /// Queues a frame (the runtime calls this).
     pub fn push(&self, f: Frame) {
         let mut q = self.lock();
-        if q.closed {
-            return;
+        if q.push(f) {
+            drop(q);
+            self.cond.notify_one();
         }
-        if q.frames.len() >= self.capacity {
-            q.frames.pop_front();
-            q.dropped += 1;
-        }
-        q.frames.push_back(f);
-        drop(q);
-        self.cond.notify_one();
     }
 
     /// The next frame, waiting up to `timeout` (None = forever). None when the time ran out or
@@ -71,28 +53,13 @@ impl FrameTap {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut q = self.lock();
         loop {
-            if let Some(f) = q.frames.pop_front() {
+            if let Some(f) = q.items.pop_front() {
                 return Some(f);
             }
             if q.closed {
                 return None;
             }
-            match deadline {
-                None => {
-                    q = self.cond.wait(q).unwrap_or_else(PoisonError::into_inner);
-                }
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return None;
-                    }
-                    q = self
-                        .cond
-                        .wait_timeout(q, d - now)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
-            }
+            q = wait_until(&self.cond, q, deadline)?;
         }
     }
 

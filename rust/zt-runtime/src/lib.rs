@@ -20,6 +20,7 @@ pub mod frames;
 pub mod http;
 pub mod keygen;
 mod lead;
+mod queue;
 pub mod readiness;
 pub mod rng;
 pub mod runtime;

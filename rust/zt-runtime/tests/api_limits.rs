@@ -24,13 +24,29 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A running root node with its API served on a free port.
-fn served() -> (NodeRuntime, HttpServer) {
+/// A running root node with its API served, held by one test at a time ([`serial`]); the
+/// fields drop in this order: the server, the node, then the turn.
+struct Served {
+    _server: HttpServer,
+    _rt: NodeRuntime,
+    _turn: MutexGuard<'static, ()>,
+}
+
+/// Waits for this test's turn, then starts a root node with its API served on a free port:
+/// the running API and that port.
+fn served() -> (Served, u16) {
+    let turn = serial();
     let (planet, id, port) = loopback_planet(0x7e57);
     let rt = node(&planet, Some(id), port, false);
     let api = Api::new(rt.handle(), TOKEN.to_owned(), None);
     let server = HttpServer::start(api, 0).expect("the API serves");
-    (rt, server)
+    let port = server.port();
+    let served = Served {
+        _server: server,
+        _rt: rt,
+        _turn: turn,
+    };
+    (served, port)
 }
 
 fn connect(port: u16) -> TcpStream {
@@ -79,9 +95,7 @@ fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
 
 #[test]
 fn an_unauthenticated_body_is_refused_from_the_head() {
-    let _s = serial();
-    let (_rt, server) = served();
-    let port = server.port();
+    let (_api, port) = served();
     // 15 MiB announced, none sent: the 401 comes from the head alone, at once.
     let started = Instant::now();
     let a = exchange(
@@ -133,9 +147,7 @@ fn an_unauthenticated_body_is_refused_from_the_head() {
 
 #[test]
 fn a_dripping_head_is_cut_off() {
-    let _s = serial();
-    let (_rt, server) = served();
-    let port = server.port();
+    let (_api, port) = served();
     let mut s = connect(port);
     s.set_read_timeout(Some(Duration::from_millis(250)))
         .unwrap();
@@ -166,9 +178,7 @@ fn a_dripping_head_is_cut_off() {
 
 #[test]
 fn slow_clients_leave_every_authenticated_request_answered() {
-    let _s = serial();
-    let (_rt, server) = served();
-    let port = server.port();
+    let (_api, port) = served();
     let stop = Arc::new(AtomicBool::new(false));
     let reconnects = Arc::new(AtomicUsize::new(0));
     // 100 slow clients without a token for ~8 s: 50 drip a header byte every 200 ms (and
@@ -227,9 +237,7 @@ fn slow_clients_leave_every_authenticated_request_answered() {
 
 #[test]
 fn more_idle_connections_than_slots_close_the_oldest() {
-    let _s = serial();
-    let (_rt, server) = served();
-    let port = server.port();
+    let (_api, port) = served();
     // 140 connections that never send anything (more than the 128 waiting for a head).
     let mut idle: Vec<TcpStream> = (0..140)
         .map(|_| {
@@ -252,9 +260,7 @@ fn more_idle_connections_than_slots_close_the_oldest() {
 
 #[test]
 fn requests_are_read_as_they_arrive() {
-    let _s = serial();
-    let (_rt, server) = served();
-    let port = server.port();
+    let (_api, port) = served();
     let mut times: Vec<Duration> = (0..200)
         .map(|_| {
             let t = Instant::now();

@@ -348,29 +348,24 @@ fn check(target_is_root: bool, flood: Flood) {
     }
 }
 
-#[test]
-fn wrong_mac_flood_at_a_root() {
-    check(true, Flood::WrongMac);
+/// A test of the short version ([`check`]) for each `name: target_is_root, flood;`.
+macro_rules! flood_tests {
+    ($($name:ident: $target_is_root:expr, $flood:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                check($target_is_root, $flood);
+            }
+        )*
+    };
 }
 
-#[test]
-fn wrong_mac_flood_at_a_leaf() {
-    check(false, Flood::WrongMac);
-}
-
-#[test]
-fn underived_identity_flood_at_a_root() {
-    check(true, Flood::Underived);
-}
-
-#[test]
-fn underived_identity_flood_at_a_leaf() {
-    check(false, Flood::Underived);
-}
-
-#[test]
-fn relayed_flood_from_invented_sources() {
-    check(true, Flood::Relayed);
+flood_tests! {
+    wrong_mac_flood_at_a_root: true, Flood::WrongMac;
+    wrong_mac_flood_at_a_leaf: false, Flood::WrongMac;
+    underived_identity_flood_at_a_root: true, Flood::Underived;
+    underived_identity_flood_at_a_leaf: false, Flood::Underived;
+    relayed_flood_from_invented_sources: true, Flood::Relayed;
 }
 
 /// The benchmark (issue 15's "must show"): each flood for 10 s, three rounds, min/median/max of

@@ -155,6 +155,18 @@ impl Pair {
         }
         false
     }
+
+    /// Runs until b's `server` has the FIN of a's `client`; fails the test if it has not within
+    /// `limit_ms`.
+    fn await_fin(&mut self, (client, server): (SocketHandle, SocketHandle), limit_ms: i64) {
+        let fin = self.run_until(limit_ms, |p| !p.b.tcp(server).may_recv());
+        assert!(
+            fin,
+            "the client's FIN arrives (client {:?}, server {:?})",
+            self.a.tcp(client).state(),
+            self.b.tcp(server).state()
+        );
+    }
 }
 
 fn pattern(n: usize) -> Vec<u8> {
@@ -185,13 +197,7 @@ fn transfer(remote: IpAddr, drop_every: usize) -> (usize, i64) {
         got.len(),
         data.len()
     );
-    let fin = p.run_until(120_000, |p| !p.b.tcp(server).may_recv());
-    assert!(
-        fin,
-        "the client's FIN arrives (client {:?}, server {:?})",
-        p.a.tcp(client).state(),
-        p.b.tcp(server).state()
-    );
+    p.await_fin((client, server), 120_000);
     assert_eq!(got, data);
     (got.len(), p.now - start)
 }
@@ -328,13 +334,7 @@ fn a_lost_fin_is_retransmitted() {
         p.a.tcp(client).send_queue(),
         p.b.tcp(server).state()
     );
-    let fin = p.run_until(60_000, |p| !p.b.tcp(server).may_recv());
-    assert!(
-        fin,
-        "FIN: client {:?}, server {:?}",
-        p.a.tcp(client).state(),
-        p.b.tcp(server).state()
-    );
+    p.await_fin((client, server), 60_000);
     // The server closes too: both ends finish (TIME-WAIT / CLOSED).
     p.b.tcp(server).close();
     let closed = p.run_until(60_000, |p| {

@@ -292,19 +292,9 @@ impl Api {
         let body: Value =
             serde_json::from_slice(&req.body).map_err(|e| Response::error(500, &e.to_string()))?;
         if let (Value::Object(b), Some(path)) = (&body, self.home_file("local.conf")) {
-            let mut lc = match self.local_conf() {
-                Value::Object(m) => m,
-                _ => Map::new(),
-            };
-            let settings = lc
-                .entry("settings")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !settings.is_object() {
-                *settings = Value::Object(Map::new());
-            }
-            if let Value::Object(s) = settings {
+            let lc = views::with_settings(self.local_conf(), |s| {
                 s.extend(b.iter().map(|(k, v)| (k.clone(), v.clone())));
-            }
+            });
             if let Err(e) = std::fs::write(&path, pretty4(&Value::Object(lc))) {
                 log::warn!(target: "zt.api", "cannot write {}: {e}", path.display());
             }

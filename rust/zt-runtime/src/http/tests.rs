@@ -124,28 +124,37 @@ fn refuses_bad_content_lengths_and_encodings() {
     }
 }
 
+/// Lines that make a head bad (400) whether it ends after them or not.
+const BAD_LINES: [&[u8]; 4] = [
+    b"BREW / HTTP/1.1\r\n",
+    b"GET / HTTP/2.0\r\n",
+    b"GET / HTTP/1.1\r\nBad Name: x\r\n",
+    b"GET / HTTP/1.1\r\nA: b\r\n folded\r\n",
+];
+
 #[test]
 fn refuses_malformed_heads() {
     assert!(matches!(parse(b""), Err(ReadError::Closed)));
     assert!(matches!(parse(b"\r\n"), Err(ReadError::Closed)));
+    // The bad lines, each ending a head.
+    let ended = BAD_LINES.map(|line| [line, b"\r\n"].concat());
     for raw in [
         &b"GET /\r\n\r\n"[..],
         b"GET  / HTTP/1.1\r\n\r\n",
         b"get / HTTP/1.1\r\n\r\n",
-        b"BREW / HTTP/1.1\r\n\r\n",
-        b"GET / HTTP/2.0\r\n\r\n",
         b"GET / HTTP/1.1 extra\r\n\r\n",
         b"GET status HTTP/1.1\r\n\r\n",
         b"GET /\x01 HTTP/1.1\r\n\r\n",
         b"GET /\xff HTTP/1.1\r\n\r\n",
         b"GET / HTTP/1.1\r\nNoColon\r\n\r\n",
-        b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
         b"GET / HTTP/1.1\r\n: x\r\n\r\n",
-        b"GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n",
         b"GET / HTTP/1.1\r\nA: b\r\n",
         b"GET / HTTP/1.1",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
-    ] {
+    ]
+    .into_iter()
+    .chain(ended.iter().map(Vec::as_slice))
+    {
         assert_eq!(status_of(raw), 400, "{:?}", String::from_utf8_lossy(raw));
     }
     let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_REQUEST_LINE));
@@ -182,14 +191,10 @@ impl Read for Stalled<'_> {
 
 #[test]
 fn bad_lines_are_refused_before_the_head_is_complete() {
-    for raw in [
-        &b"BREW / HTTP/1.1\r\n"[..],
-        b"GET / HTTP/2.0\r\n",
-        b"GET status HTTP/1.1\n",
-        b"GET / HTTP/1.1\r\nBad Name: x\r\n",
-        b"GET / HTTP/1.1\r\nA: b\r\n folded\r\n",
+    for raw in BAD_LINES.into_iter().chain([
+        &b"GET status HTTP/1.1\n"[..],
         b"\x16\x03\x01\x00\xa5\x01\n\x0b\x0c\r\x0e",
-    ] {
+    ]) {
         let r = HeadBuf::default().fill(&mut Stalled(raw));
         assert!(
             matches!(r, Err(ReadError::Bad(400, _))),

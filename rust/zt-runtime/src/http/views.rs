@@ -285,6 +285,28 @@ pub fn health_json(online: bool, now_ms: i64) -> Value {
     })
 }
 
+/// `local_conf` (a JSON object, else an empty one) after `f` changed its `settings` object
+/// (an empty one where there is none, or something else).
+pub(crate) fn with_settings(
+    local_conf: Value,
+    f: impl FnOnce(&mut Map<String, Value>),
+) -> Map<String, Value> {
+    let mut conf = match local_conf {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    let settings = conf
+        .entry("settings")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !settings.is_object() {
+        *settings = Value::Object(Map::new());
+    }
+    if let Value::Object(s) = settings {
+        f(s);
+    }
+    conf
+}
+
 /// `GET /status`. `local_conf` is the home's `local.conf` (or `{}`); its `settings` are
 /// completed as zerotier-one does (values present in the file win where it lets them).
 #[must_use]
@@ -295,17 +317,7 @@ pub fn status_json(
     home: Option<&str>,
     local_conf: Value,
 ) -> Value {
-    let mut config = match local_conf {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
-    let settings = config
-        .entry("settings")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !settings.is_object() {
-        *settings = Value::Object(Map::new());
-    }
-    if let Value::Object(s) = settings {
+    let config = with_settings(local_conf, |s| {
         let null = Value::Null;
         let b = |s: &Map<String, Value>, k: &str, d: bool| json_bool(s.get(k).unwrap_or(&null), d);
         let i = |s: &Map<String, Value>, k: &str, d: u64| {
@@ -334,7 +346,7 @@ pub fn status_json(
         if let Value::Object(v) = v {
             s.extend(v);
         }
-    }
+    });
     let planet = node.planet();
     json!({
         "address": node.address().to_string(),

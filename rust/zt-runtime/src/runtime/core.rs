@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::PoisonError;
 
 use zt_proto::Node;
+use zt_proto::network::config::IpPrefix;
 use zt_proto::node::{Event, StoreKey, StoreOp};
 
 use super::{
@@ -281,6 +282,12 @@ impl LoopState {
             self.networks_changed = true;
         }
         let net = |code, network| NodeEvent::Network { code, network };
+        // An address event, with the code (IPv4, IPv6) of the address's family.
+        let addr = |(v4, v6), network, address: IpPrefix| NodeEvent::Address {
+            code: if address.ip.is_ipv4() { v4 } else { v6 },
+            network,
+            address,
+        };
         let ev = match ev {
             Event::Up { address } => NodeEvent::Up { address },
             Event::PlanetChanged { id, timestamp } => NodeEvent::PlanetChanged { id, timestamp },
@@ -334,24 +341,12 @@ impl LoopState {
                 self.stacks_dirty = true;
                 net(C::NetworkDown, network)
             }
-            Event::NetworkAddressAdded { network, address } => NodeEvent::Address {
-                code: if address.ip.is_ipv4() {
-                    C::AddrAddedIp4
-                } else {
-                    C::AddrAddedIp6
-                },
-                network,
-                address,
-            },
-            Event::NetworkAddressRemoved { network, address } => NodeEvent::Address {
-                code: if address.ip.is_ipv4() {
-                    C::AddrRemovedIp4
-                } else {
-                    C::AddrRemovedIp6
-                },
-                network,
-                address,
-            },
+            Event::NetworkAddressAdded { network, address } => {
+                addr((C::AddrAddedIp4, C::AddrAddedIp6), network, address)
+            }
+            Event::NetworkAddressRemoved { network, address } => {
+                addr((C::AddrRemovedIp4, C::AddrRemovedIp6), network, address)
+            }
             Event::ControllerRequest(req) => {
                 match self.controller.as_mut() {
                     Some(c) => c.handle_request(node, now, &req),

@@ -14,6 +14,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+mod shared;
 mod tcp;
 mod udp;
 

@@ -9,7 +9,7 @@ mod tests;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use zt_proto::network::NetworkId;
@@ -18,8 +18,7 @@ use zt_stack::smoltcp::iface::SocketHandle;
 use zt_stack::smoltcp::socket::tcp;
 
 use super::SockError;
-use crate::lead::{Kick, Waiters};
-use crate::readiness::Readiness;
+use super::shared::SocketCore;
 
 /// Default buffer size each way.
 pub const DEFAULT_BUFFER: usize = zt_stack::TCP_BUFFER;
@@ -231,37 +230,18 @@ struct TcpState {
     options: TcpOptions,
     /// The loop left data in the stack because `rx` was full: a read must wake it.
     rx_blocked: bool,
-    /// Threads waiting on the condition variable.
-    waiters: usize,
-    /// A leading thread waits for this socket ([`Waiters::leader_waits`]).
-    leader_waits: bool,
-    /// (readable, writable) as of the last refresh: waiters are woken when either turns true.
-    signalled: std::cell::Cell<(bool, bool)>,
     /// The connection's sender and receiver figures as of the loop's last pass.
     info: tcp::TcpInfo,
 }
 
-impl Waiters for TcpState {
-    fn waiters(&mut self) -> &mut usize {
-        &mut self.waiters
-    }
-
-    fn leader_waits(&mut self) -> &mut bool {
-        &mut self.leader_waits
-    }
-}
-
 /// What application threads and the loop share for one TCP socket.
 pub struct TcpShared {
-    state: Mutex<TcpState>,
-    cond: Condvar,
-    readiness: Readiness,
-    wake: Kick,
+    core: SocketCore<TcpState>,
 }
 
 impl std::fmt::Debug for TcpShared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let st = self.lock();
+        let st = self.core.lock();
         f.debug_struct("TcpShared")
             .field("phase", &st.phase)
             .field("local", &st.local)

@@ -2,115 +2,87 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zt_stack::smoltcp::socket::tcp;
 
+use super::super::shared::{SocketCore, SocketState};
 use super::super::{FLUSH_MAX, SockError};
 use super::{Congestion, Phase, TcpOption, TcpOptions, TcpShared, TcpState};
-use crate::lead::{Kick, Waitable, wait_on};
-use crate::readiness::Readiness;
+use crate::lead::Kick;
+
+impl SocketState for TcpState {
+    fn readiness(&self) -> (bool, bool) {
+        let readable = !self.rx.is_empty()
+            || self.eof
+            || self.error.is_some()
+            || !self.accept.is_empty()
+            || self.phase == Phase::Closed;
+        let writable =
+            (self.phase == Phase::Connected && self.tx.len() < self.tx_cap && !self.write_shutdown)
+                || self.error.is_some()
+                || self.phase == Phase::Closed;
+        (readable, writable)
+    }
+
+    /// Every wait is for the socket to become readable (data, EOF, error, a connection to
+    /// accept) or writable (room, connected, error); closing or shutting down from another
+    /// thread must wake a blocked call too.
+    fn wake_waiters(&self, (readable, writable): (bool, bool)) -> (bool, bool) {
+        (
+            readable || self.released,
+            writable || self.released || self.write_shutdown,
+        )
+    }
+
+    /// Data, EOF, an error, or a socket that cannot receive.
+    fn recv_ready(&self) -> bool {
+        !self.rx.is_empty()
+            || self.error.is_some()
+            || self.eof
+            || self.released
+            || matches!(self.phase, Phase::Idle | Phase::Listening)
+    }
+}
 
 impl TcpShared {
     pub(super) fn new(rx_cap: usize, tx_cap: usize, wake: Kick) -> std::io::Result<Arc<Self>> {
+        let state = TcpState {
+            phase: Phase::Idle,
+            rx: VecDeque::new(),
+            rx_cap,
+            tx: VecDeque::new(),
+            tx_cap,
+            eof: false,
+            error: None,
+            local: None,
+            peer: None,
+            write_shutdown: false,
+            released: false,
+            accept: VecDeque::new(),
+            backlog: 0,
+            options: TcpOptions::default(),
+            rx_blocked: false,
+            info: tcp::TcpInfo::default(),
+        };
         Ok(Arc::new(Self {
-            state: Mutex::new(TcpState {
-                phase: Phase::Idle,
-                rx: VecDeque::new(),
-                rx_cap,
-                tx: VecDeque::new(),
-                tx_cap,
-                eof: false,
-                error: None,
-                local: None,
-                peer: None,
-                write_shutdown: false,
-                released: false,
-                accept: VecDeque::new(),
-                backlog: 0,
-                options: TcpOptions::default(),
-                rx_blocked: false,
-                info: tcp::TcpInfo::default(),
-                waiters: 0,
-                leader_waits: false,
-                signalled: std::cell::Cell::new((false, false)),
-            }),
-            cond: Condvar::new(),
-            readiness: Readiness::new()?,
-            wake,
+            core: SocketCore::new(state, wake)?,
         }))
-    }
-
-    pub(super) fn lock(&self) -> MutexGuard<'_, TcpState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(super) fn waitable(&self) -> Waitable<'_, TcpState> {
-        Waitable {
-            state: &self.state,
-            cond: &self.cond,
-            kick: &self.wake,
-        }
     }
 
     /// The readiness descriptor.
     #[must_use]
     pub fn fd(&self) -> crate::readiness::RawDescriptor {
-        self.readiness.fd()
-    }
-
-    pub(super) fn refresh(&self, st: &TcpState) {
-        let readable = !st.rx.is_empty()
-            || st.eof
-            || st.error.is_some()
-            || !st.accept.is_empty()
-            || st.phase == Phase::Closed;
-        let writable =
-            (st.phase == Phase::Connected && st.tx.len() < st.tx_cap && !st.write_shutdown)
-                || st.error.is_some()
-                || st.phase == Phase::Closed;
-        self.readiness.set(readable, writable);
-        // Every wait is for the socket to become readable (data, EOF, error, a connection to
-        // accept) or writable (room, connected, error): wake waiters when one of them turns
-        // true, not on each of the loop's passes.
-        // Closing or shutting down from another thread must wake a blocked call too.
-        let (r, w) = (
-            readable || st.released,
-            writable || st.released || st.write_shutdown,
-        );
-        let (was_r, was_w) = st.signalled.replace((r, w));
-        if st.waiters > 0 && ((r && !was_r) || (w && !was_w)) {
-            self.cond.notify_all();
-        }
-        if st.leader_waits && r && !was_r {
-            self.wake.interrupt();
-        }
+        self.core.fd()
     }
 
     /// Ends the socket with `error` (unless it already failed) and wakes everyone waiting.
     pub(super) fn fail(&self, error: SockError) {
-        let mut st = self.lock();
+        let mut st = self.core.lock();
         st.error.get_or_insert(error);
         st.phase = Phase::Closed;
-        self.refresh(&st);
-    }
-
-    pub(super) fn wait<'a>(
-        &'a self,
-        st: MutexGuard<'a, TcpState>,
-        deadline: Option<Instant>,
-    ) -> Result<MutexGuard<'a, TcpState>, SockError> {
-        Ok(wait_on(&self.cond, st, deadline)?)
-    }
-
-    /// Whether a read returns at once: data, EOF, an error, or a socket that cannot receive.
-    pub(super) fn recv_ready(st: &TcpState) -> bool {
-        !st.rx.is_empty()
-            || st.error.is_some()
-            || st.eof
-            || st.released
-            || matches!(st.phase, Phase::Idle | Phase::Listening)
+        self.core.refresh(&st);
     }
 
     /// Whether a send returns at once: room for data, an error, or a socket that cannot send.
@@ -132,10 +104,7 @@ impl TcpShared {
     /// # Errors
     /// `WouldBlock` once `deadline` has passed.
     pub fn wait_readable(&self, deadline: Option<Instant>) -> Result<(), SockError> {
-        self.waitable()
-            .until(self.lock(), Self::recv_ready, deadline)
-            .map(drop)
-            .map_err(SockError::from)
+        self.core.wait_readable(deadline)
     }
 
     /// Reads without blocking, straight from the receive buffer into wherever `take` puts the
@@ -155,7 +124,7 @@ impl TcpShared {
         max: usize,
         take: impl FnOnce(&[u8], &[u8]) -> (usize, R),
     ) -> Result<Option<R>, SockError> {
-        let mut st = self.lock();
+        let mut st = self.core.lock();
         if !st.rx.is_empty() {
             let n = max.min(st.rx.len());
             let (a, b) = st.rx.as_slices();
@@ -167,10 +136,10 @@ impl TcpShared {
                 // The loop needs to hear of it only when it stopped moving data for want of
                 // room.
                 let wake = std::mem::take(&mut st.rx_blocked);
-                self.refresh(&st);
+                self.core.refresh(&st);
                 drop(st);
                 if wake {
-                    self.wake.wake();
+                    self.core.wake.wake();
                 }
             }
             return Ok(Some(r));
@@ -214,9 +183,9 @@ impl TcpShared {
     /// # Errors
     /// `WouldBlock` once `deadline` has passed.
     pub fn wait_writable(&self, deadline: Option<Instant>) -> Result<(), SockError> {
-        let mut st = self.lock();
+        let mut st = self.core.lock();
         while !Self::send_ready(&st) {
-            st = self.wait(st, deadline)?;
+            st = self.core.wait(st, deadline)?;
         }
         Ok(())
     }
@@ -228,7 +197,7 @@ impl TcpShared {
     /// # Errors
     /// Not connected, write side shut down, or the connection failed.
     pub fn try_send(&self, data: &[u8]) -> Result<Option<usize>, SockError> {
-        let mut st = self.lock();
+        let mut st = self.core.lock();
         if let Some(e) = st.error {
             return Err(e);
         }
@@ -247,12 +216,12 @@ impl TcpShared {
                 let wake = st.tx.is_empty();
                 st.tx.extend(&data[..n]);
                 let small = st.tx.len() <= FLUSH_MAX;
-                self.refresh(&st);
+                self.core.refresh(&st);
                 drop(st);
                 if wake && small {
-                    self.wake.flush();
+                    self.core.wake.flush();
                 } else if wake {
-                    self.wake.wake();
+                    self.core.wake.wake();
                 }
                 Ok(Some(n))
             }
@@ -281,7 +250,7 @@ impl TcpShared {
     /// Refused, timed out, reset.
     pub fn wait_connected(&self, timeout: Option<Duration>) -> Result<(), SockError> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let mut st = self.lock();
+        let mut st = self.core.lock();
         loop {
             if let Some(e) = st.error {
                 return Err(e);
@@ -292,7 +261,7 @@ impl TcpShared {
                 Phase::Closed => return Err(SockError::Refused),
                 _ => return Err(SockError::NotConnected),
             }
-            st = self.wait(st, deadline)?;
+            st = self.core.wait(st, deadline)?;
         }
     }
 
@@ -302,7 +271,7 @@ impl TcpShared {
     /// Not listening, closed (also while waiting: `Closed`), or none in time.
     pub fn accept(&self, timeout: Option<Duration>) -> Result<Arc<TcpShared>, SockError> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let mut st = self.lock();
+        let mut st = self.core.lock();
         loop {
             // A closed listener hands out nothing (the loop closes what it had queued), and a
             // close from another thread ends a blocked accept.
@@ -311,11 +280,11 @@ impl TcpShared {
             }
             if let Some(c) = st.accept.pop_front() {
                 let was_full = st.accept.len() + 1 >= st.backlog;
-                self.refresh(&st);
+                self.core.refresh(&st);
                 drop(st);
                 if was_full {
                     // Connections may wait for room in their sockets: the loop hands one over.
-                    self.wake.wake();
+                    self.core.wake.wake();
                 }
                 return Ok(c);
             }
@@ -325,53 +294,47 @@ impl TcpShared {
             if st.phase != Phase::Listening {
                 return Err(SockError::Invalid);
             }
-            st = self.wait(st, deadline)?;
+            st = self.core.wait(st, deadline)?;
         }
     }
 
     /// Stops sending (FIN once the queued bytes are out).
     pub fn shutdown_write(&self) {
-        let mut st = self.lock();
-        st.write_shutdown = true;
-        self.refresh(&st);
-        drop(st);
-        self.wake.wake();
+        self.core.change_and_wake(|st| st.write_shutdown = true);
     }
 
     /// Closes the socket (a graceful close: queued bytes still go out).
     pub fn close(&self) {
-        let mut st = self.lock();
-        st.released = true;
-        st.write_shutdown = true;
-        self.refresh(&st);
-        drop(st);
-        self.wake.wake();
+        self.core.change_and_wake(|st| {
+            st.released = true;
+            st.write_shutdown = true;
+        });
     }
 
     /// Local and peer addresses.
     #[must_use]
     pub fn addresses(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
-        let st = self.lock();
+        let st = self.core.lock();
         (st.local, st.peer)
     }
 
     /// The current phase.
     #[must_use]
     pub fn phase(&self) -> Phase {
-        self.lock().phase
+        self.core.lock().phase
     }
 
     /// The connection's round-trip estimates, windows and retransmission counters (as Linux's
     /// `TCP_INFO`), as of the loop's last pass over it.
     #[must_use]
     pub fn tcp_info(&self) -> tcp::TcpInfo {
-        self.lock().info
+        self.core.lock().info
     }
 
     /// Bytes waiting to be read.
     #[must_use]
     pub fn readable_bytes(&self) -> usize {
-        self.lock().rx.len()
+        self.core.lock().rx.len()
     }
 
     /// Sets a socket option (connections accepted by a listener inherit its options).
@@ -387,7 +350,7 @@ impl TcpShared {
             }
         };
         {
-            let mut st = self.lock();
+            let mut st = self.core.lock();
             let o = &mut st.options;
             match opt {
                 TcpOption::NoDelay => o.nodelay = value != 0,
@@ -401,14 +364,14 @@ impl TcpShared {
                 }
             }
         }
-        self.wake.wake();
+        self.core.wake.wake();
         Ok(())
     }
 
     /// A socket option's value.
     #[must_use]
     pub fn option(&self, opt: TcpOption) -> i64 {
-        let o = self.lock().options;
+        let o = self.core.lock().options;
         match opt {
             TcpOption::NoDelay => i64::from(o.nodelay),
             TcpOption::KeepAlive => i64::from(o.keepalive),

@@ -178,7 +178,7 @@ impl SocketTable {
         let shared =
             TcpShared::new(buffers.rx, buffers.tx, wake).map_err(|_| SockError::Invalid)?;
         {
-            let mut st = shared.lock();
+            let mut st = shared.core.lock();
             st.phase = Phase::Connecting;
             st.peer = Some(remote);
             st.local = stack
@@ -241,7 +241,7 @@ impl SocketTable {
             TcpShared::new(buffers.rx, buffers.tx, wake).map_err(|_| SockError::Invalid)?;
         let backlog = backlog.max(1);
         {
-            let mut st = shared.lock();
+            let mut st = shared.core.lock();
             st.phase = Phase::Listening;
             st.local = Some(local);
             st.backlog = backlog;
@@ -323,7 +323,7 @@ impl SocketTable {
             Kind::Listener(l) => {
                 l.port == port
                     && scope.is_none_or(|s| l.scope.overlaps(s))
-                    && !e.shared.lock().released
+                    && !e.shared.core.lock().released
             }
             Kind::Conn(_) => false,
         })
@@ -387,14 +387,14 @@ pub(super) fn service_listener(
     new_entries: &mut Vec<Entry>,
 ) -> bool {
     let (released, backlog, options) = {
-        let st = shared.lock();
+        let st = shared.core.lock();
         (st.released, st.backlog, st.options)
     };
     let buffers = l.buffers;
     if released {
         l.disarm(stacks);
         // Connections nobody accepted are closed with it.
-        let queued: Vec<_> = shared.lock().accept.drain(..).collect();
+        let queued: Vec<_> = shared.core.lock().accept.drain(..).collect();
         for c in queued {
             c.close();
         }
@@ -423,7 +423,7 @@ pub(super) fn service_listener(
                 i += 1;
                 continue;
             }
-            if shared.lock().accept.len() >= backlog {
+            if shared.core.lock().accept.len() >= backlog {
                 // The accept queue is full: the connection waits in its socket, established
                 // (what it receives is buffered and acknowledged up to its window), until
                 // accept() makes room, as the kernel keeps a completed handshake. It is not
@@ -433,12 +433,12 @@ pub(super) fn service_listener(
             // A connection: hand it to accept() (a new listener is armed below).
             a.handles.remove(i);
             taken += 1;
-            let Ok(c) = TcpShared::new(buffers.rx, buffers.tx, shared.wake.clone()) else {
+            let Ok(c) = TcpShared::new(buffers.rx, buffers.tx, shared.core.wake.clone()) else {
                 stack.tcp(h).abort();
                 continue;
             };
             {
-                let mut st = c.lock();
+                let mut st = c.core.lock();
                 st.phase = Phase::Connected;
                 st.local = local;
                 st.peer = peer;
@@ -450,9 +450,9 @@ pub(super) fn service_listener(
                 shared: c.clone(),
                 kind: Kind::Conn(conn),
             });
-            let mut st = shared.lock();
+            let mut st = shared.core.lock();
             st.accept.push_back(c);
-            shared.refresh(&st);
+            shared.core.refresh(&st);
         }
         if taken > 0 {
             let want = a.handles.len() + taken;
@@ -561,7 +561,7 @@ impl Conn {
         now_ms: i64,
     ) -> (bool, bool) {
         let mut sent = false;
-        let mut st = shared.lock();
+        let mut st = shared.core.lock();
         if st.phase == Phase::Closed {
             self.deadline = None;
         } else {
@@ -626,7 +626,7 @@ impl Conn {
         }
         let done = st.released && (st.phase == Phase::Closed || !s.is_open());
         st.info = s.info();
-        shared.refresh(&st);
+        shared.core.refresh(&st);
         drop(st);
         if done {
             self.unwatch(stack);

@@ -1,4 +1,5 @@
 use super::*;
+use crate::lead::Kick;
 
 #[test]
 fn listener_scopes_overlap_as_on_linux() {
@@ -61,7 +62,7 @@ fn options_validate_their_ranges() {
         assert_eq!(s.set_option(opt, good), Ok(()));
         assert_eq!(s.option(opt), good);
     }
-    let o = s.lock().options;
+    let o = s.core.lock().options;
     assert_eq!(o.user_timeout_ms(), 5);
     assert_eq!(o.keepalive_limit_ms(), (32_767 + 127) * 1000);
     assert_eq!(

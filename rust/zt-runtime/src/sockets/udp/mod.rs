@@ -7,7 +7,7 @@ mod tests;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zt_proto::network::NetworkId;
@@ -15,9 +15,9 @@ use zt_stack::smoltcp::iface::SocketHandle;
 use zt_stack::smoltcp::wire::IpListenEndpoint;
 use zt_stack::{Policy, Stacks};
 
+use super::shared::{SocketCore, SocketState};
 use super::{FLUSH_MAX, SockError, endpoint};
-use crate::lead::{Kick, Waitable, Waiters, wait_on};
-use crate::readiness::Readiness;
+use crate::lead::Kick;
 use multicast::{is_directed_broadcast, net_views, send_group};
 
 /// Largest datagram accepted (the network MTU limits what actually fits).
@@ -39,12 +39,6 @@ struct UdpState {
     opts: UdpOptions,
     /// The socket's networks as its senders need them (kept by the loop).
     nets: Vec<NetView>,
-    /// Threads waiting on the condition variable.
-    waiters: usize,
-    /// A leading thread waits for this socket ([`Waiters::leader_waits`]).
-    leader_waits: bool,
-    /// (readable, writable) as of the last refresh: waiters are woken when either turns true.
-    signalled: std::cell::Cell<(bool, bool)>,
     /// Emptied datagram buffers, reused for the next datagrams either way.
     spare: Vec<Vec<u8>>,
 }
@@ -69,74 +63,49 @@ impl UdpState {
     }
 }
 
-impl Waiters for UdpState {
-    fn waiters(&mut self) -> &mut usize {
-        &mut self.waiters
+impl SocketState for UdpState {
+    fn readiness(&self) -> (bool, bool) {
+        let readable = !self.rx.is_empty() || self.error.is_some() || self.released;
+        let writable = self.tx_bytes < self.tx_cap || self.error.is_some();
+        (readable, writable)
     }
 
-    fn leader_waits(&mut self) -> &mut bool {
-        &mut self.leader_waits
+    /// A datagram, an error, or closed.
+    fn recv_ready(&self) -> bool {
+        !self.rx.is_empty() || self.released || self.error.is_some()
     }
 }
 
 /// What application threads and the loop share for one UDP socket.
 pub struct UdpShared {
-    state: Mutex<UdpState>,
-    cond: Condvar,
-    readiness: Readiness,
-    wake: Kick,
+    core: SocketCore<UdpState>,
 }
 
 impl std::fmt::Debug for UdpShared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UdpShared")
-            .field("local", &self.lock().local)
+            .field("local", &self.core.lock().local)
             .finish_non_exhaustive()
     }
 }
 
 impl UdpShared {
-    fn lock(&self) -> MutexGuard<'_, UdpState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn waitable(&self) -> Waitable<'_, UdpState> {
-        Waitable {
-            state: &self.state,
-            cond: &self.cond,
-            kick: &self.wake,
-        }
-    }
-
-    fn refresh(&self, st: &UdpState) {
-        let readable = !st.rx.is_empty() || st.error.is_some() || st.released;
-        let writable = st.tx_bytes < st.tx_cap || st.error.is_some();
-        self.readiness.set(readable, writable);
-        let (was_r, was_w) = st.signalled.replace((readable, writable));
-        if st.waiters > 0 && ((readable && !was_r) || (writable && !was_w)) {
-            self.cond.notify_all();
-        }
-        if st.leader_waits && readable && !was_r {
-            self.wake.interrupt();
-        }
-    }
-
     /// The readiness descriptor.
     #[must_use]
     pub fn fd(&self) -> crate::readiness::RawDescriptor {
-        self.readiness.fd()
+        self.core.fd()
     }
 
     /// The bound address.
     #[must_use]
     pub fn local(&self) -> Option<SocketAddr> {
-        self.lock().local
+        self.core.lock().local
     }
 
     /// Datagrams lost to a full receive buffer.
     #[must_use]
     pub fn dropped(&self) -> u64 {
-        self.lock().dropped
+        self.core.lock().dropped
     }
 
     /// Pops the next datagram `accept` takes, dropping those it refuses before it.
@@ -154,11 +123,6 @@ impl UdpShared {
         None
     }
 
-    /// Whether a read returns at once: a datagram, an error, or closed.
-    fn recv_ready(st: &UdpState) -> bool {
-        !st.rx.is_empty() || st.released || st.error.is_some()
-    }
-
     /// The next datagram (truncated to `max`) and its sender.
     ///
     /// # Errors
@@ -169,11 +133,11 @@ impl UdpShared {
         timeout: Option<Duration>,
     ) -> Result<(Vec<u8>, SocketAddr), SockError> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let mut st = self.lock();
+        let mut st = self.core.lock();
         loop {
             if let Some((from, mut d)) = Self::next_datagram(&mut st, |_| true) {
                 d.truncate(max);
-                self.refresh(&st);
+                self.core.refresh(&st);
                 return Ok((d, from));
             }
             if st.released {
@@ -182,7 +146,7 @@ impl UdpShared {
             if let Some(e) = st.error {
                 return Err(e);
             }
-            st = self.waitable().until(st, Self::recv_ready, deadline)?;
+            st = self.core.until(st, UdpState::recv_ready, deadline)?;
         }
     }
 
@@ -192,10 +156,7 @@ impl UdpShared {
     /// # Errors
     /// `WouldBlock` once `deadline` has passed.
     pub fn wait_readable(&self, deadline: Option<Instant>) -> Result<(), SockError> {
-        self.waitable()
-            .until(self.lock(), Self::recv_ready, deadline)
-            .map(drop)
-            .map_err(SockError::from)
+        self.core.wait_readable(deadline)
     }
 
     /// Reads the next datagram without blocking: datagrams whose sender `accept` refuses are
@@ -214,7 +175,7 @@ impl UdpShared {
         accept: impl Fn(SocketAddr) -> bool,
         take: impl FnOnce(&[u8], SocketAddr) -> (bool, R),
     ) -> Result<Option<R>, SockError> {
-        let mut st = self.lock();
+        let mut st = self.core.lock();
         let before = st.rx.len();
         if let Some((from, d)) = Self::next_datagram(&mut st, accept) {
             let (used, r) = take(&d[..max.min(d.len())], from);
@@ -224,11 +185,11 @@ impl UdpShared {
                 st.rx_bytes += d.len();
                 st.rx.push_front((from, d));
             }
-            self.refresh(&st);
+            self.core.refresh(&st);
             return Ok(Some(r));
         }
         if st.rx.len() != before {
-            self.refresh(&st);
+            self.core.refresh(&st);
         }
         if st.released {
             return Err(SockError::Closed);
@@ -245,9 +206,9 @@ impl UdpShared {
     /// # Errors
     /// `WouldBlock` once `deadline` has passed.
     pub fn wait_writable(&self, len: usize, deadline: Option<Instant>) -> Result<(), SockError> {
-        let mut st = self.lock();
+        let mut st = self.core.lock();
         while !(st.released || st.error.is_some() || st.has_room(len)) {
-            st = wait_on(&self.cond, st, deadline)?;
+            st = self.core.wait(st, deadline)?;
         }
         Ok(())
     }
@@ -261,7 +222,7 @@ impl UdpShared {
         if data.len() > MAX_DATAGRAM {
             return Err(SockError::Invalid);
         }
-        let mut st = self.lock();
+        let mut st = self.core.lock();
         if st.released {
             return Err(SockError::Closed);
         }
@@ -280,12 +241,12 @@ impl UdpShared {
         st.tx_bytes += d.len();
         st.tx.push_back((to, d));
         let small = st.tx_bytes <= FLUSH_MAX;
-        self.refresh(&st);
+        self.core.refresh(&st);
         drop(st);
         if small {
-            self.wake.flush();
+            self.core.wake.flush();
         } else {
-            self.wake.wake();
+            self.core.wake.wake();
         }
         Ok(Some(data.len()))
     }
@@ -311,11 +272,7 @@ impl UdpShared {
 
     /// Closes the socket.
     pub fn close(&self) {
-        let mut st = self.lock();
-        st.released = true;
-        self.refresh(&st);
-        drop(st);
-        self.wake.wake();
+        self.core.change_and_wake(|st| st.released = true);
     }
 }
 
@@ -362,9 +319,9 @@ impl Drop for UdpTable {
     /// The node stopped: every socket fails with `NetDown` (nothing stays blocked).
     fn drop(&mut self) {
         for e in &self.entries {
-            let mut st = e.shared.lock();
+            let mut st = e.shared.core.lock();
             st.error.get_or_insert(SockError::NetDown);
-            e.shared.refresh(&st);
+            e.shared.core.refresh(&st);
         }
     }
 }
@@ -407,7 +364,7 @@ impl UdpTable {
             local.port()
         };
         let taken = self.entries.iter().any(|e| {
-            !e.shared.lock().released
+            !e.shared.core.lock().released
                 && e.shared.local().map(|l| l.port()) == Some(port)
                 && e.handles.iter().any(|(n, _)| nets.contains(n))
         });
@@ -434,32 +391,27 @@ impl UdpTable {
             }
             handles.push((n, h));
         }
+        let state = UdpState {
+            rx: VecDeque::new(),
+            rx_bytes: 0,
+            rx_cap: buffers.0,
+            tx: VecDeque::new(),
+            tx_bytes: 0,
+            tx_cap: buffers.1,
+            local: Some(SocketAddr::new(local.ip(), port)),
+            released: false,
+            dropped: 0,
+            error: None,
+            opts: UdpOptions::default(),
+            nets: net_views(stacks, &handles),
+            spare: Vec::new(),
+        };
         let shared = Arc::new(UdpShared {
-            state: Mutex::new(UdpState {
-                rx: VecDeque::new(),
-                rx_bytes: 0,
-                rx_cap: buffers.0,
-                tx: VecDeque::new(),
-                tx_bytes: 0,
-                tx_cap: buffers.1,
-                local: Some(SocketAddr::new(local.ip(), port)),
-                released: false,
-                dropped: 0,
-                error: None,
-                waiters: 0,
-                leader_waits: false,
-                signalled: std::cell::Cell::new((false, false)),
-                opts: UdpOptions::default(),
-                nets: net_views(stacks, &handles),
-                spare: Vec::new(),
-            }),
-            cond: Condvar::new(),
-            readiness: Readiness::new().map_err(|_| SockError::Invalid)?,
-            wake,
+            core: SocketCore::new(state, wake).map_err(|_| SockError::Invalid)?,
         });
         {
-            let st = shared.lock();
-            shared.refresh(&st);
+            let st = shared.core.lock();
+            shared.core.refresh(&st);
         }
         self.entries.push(UdpEntry {
             closed_at: None,
@@ -485,7 +437,7 @@ impl UdpTable {
         let mut looped = Vec::new();
         let mut groups_gone = false;
         self.entries.retain_mut(|e| {
-            let mut st = e.shared.lock();
+            let mut st = e.shared.core.lock();
             // A closed socket first sends what sendto() took before the close (as the kernel
             // does), for at most UDP_LINGER; then its stack sockets go.
             let closed_since = if st.released {
@@ -583,7 +535,7 @@ impl UdpTable {
                     return false;
                 }
             }
-            e.shared.refresh(&st);
+            e.shared.core.refresh(&st);
             true
         });
         self.groups_dirty |= groups_gone;

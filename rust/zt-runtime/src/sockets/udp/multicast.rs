@@ -162,7 +162,7 @@ pub(super) fn allows(p: Policy, kind: Dest) -> bool {
 impl UdpShared {
     /// Sets an option.
     pub fn set_option(&self, opt: UdpOption, value: i64) {
-        let mut st = self.lock();
+        let mut st = self.core.lock();
         let on = value != 0;
         match opt {
             UdpOption::Broadcast => st.opts.broadcast = on,
@@ -174,7 +174,7 @@ impl UdpShared {
     /// An option's value.
     #[must_use]
     pub fn option(&self, opt: UdpOption) -> i64 {
-        let o = self.lock().opts;
+        let o = self.core.lock().opts;
         i64::from(match opt {
             UdpOption::Broadcast => o.broadcast,
             UdpOption::MulticastLoopV4 => o.loop_v4,
@@ -190,13 +190,13 @@ impl UdpShared {
     /// when no network of the socket takes a broadcast or multicast to `to`, `NotPermitted`
     /// when their configs disable it.
     pub fn check_destination(&self, to: IpAddr) -> Result<(), SockError> {
-        self.lock().permit(to)
+        self.core.lock().permit(to)
     }
 
     /// Queues a datagram for the application as if it had arrived (a copy of a broadcast or
     /// multicast this node sent).
     pub(super) fn deliver(&self, from: SocketAddr, data: &[u8]) {
-        let mut st = self.lock();
+        let mut st = self.core.lock();
         if st.released {
             return;
         }
@@ -206,7 +206,7 @@ impl UdpShared {
             st.rx_bytes += data.len();
             st.rx.push_back((from, data.to_vec()));
         }
-        self.refresh(&st);
+        self.core.refresh(&st);
     }
 }
 
@@ -298,7 +298,7 @@ impl UdpTable {
             held.extend(e.handles.iter().map(|(n, _)| (*n, e.port)));
         }
         for e in &mut self.entries {
-            if e.shared.lock().released {
+            if e.shared.core.lock().released {
                 continue;
             }
             if e.follows {
@@ -321,7 +321,7 @@ impl UdpTable {
                 }
             }
             let views = net_views(stacks, &e.handles);
-            e.shared.lock().nets = views;
+            e.shared.core.lock().nets = views;
         }
         self.groups_dirty = true;
     }
@@ -350,7 +350,7 @@ impl UdpTable {
                     && e.port == l.to.port()
                     && e.only.is_none_or(|o| o == l.to.ip())
                     && e.handles.iter().any(|(n, _)| *n == net)
-                    && !e.shared.lock().released
+                    && !e.shared.core.lock().released
                 {
                     *done = true;
                     e.shared.deliver(SocketAddr::new(src, l.from.1), &l.data);
@@ -366,7 +366,7 @@ impl UdpTable {
     pub(super) fn entry(&mut self, shared: &Arc<UdpShared>) -> Result<&mut UdpEntry, SockError> {
         self.entries
             .iter_mut()
-            .find(|e| Arc::ptr_eq(&e.shared, shared) && !e.shared.lock().released)
+            .find(|e| Arc::ptr_eq(&e.shared, shared) && !e.shared.core.lock().released)
             .ok_or(SockError::Closed)
     }
 
@@ -461,7 +461,7 @@ impl UdpTable {
                 Self::network_with(stacks, e, IpAddr::V4(a)).ok_or(SockError::AddrNotAvailable)?,
             ),
         };
-        shared.lock().opts.multicast_if = net;
+        shared.core.lock().opts.multicast_if = net;
         Ok(())
     }
 
@@ -496,7 +496,7 @@ impl UdpTable {
         use zt_proto::network::MulticastGroup;
         let mut wanted = BTreeSet::new();
         for e in &self.entries {
-            if e.groups.is_empty() || e.shared.lock().released {
+            if e.groups.is_empty() || e.shared.core.lock().released {
                 continue;
             }
             for (n, _) in &e.handles {

@@ -40,9 +40,6 @@ fn broadcast_and_multicast_destinations_are_recognised_and_permitted() {
             net(2, &[(Ipv4Addr::new(10, 0, 0, 5), 24)], false, false),
             net(3, &[], true, true),
         ],
-        waiters: 0,
-        leader_waits: false,
-        signalled: std::cell::Cell::new((false, false)),
         spare: Vec::new(),
     };
     for (to, kind) in [
