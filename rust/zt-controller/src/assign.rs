@@ -355,8 +355,8 @@ pub fn assign_ips(ctx: &AssignContext<'_>, rng: &mut impl SecureRandom) -> Assig
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_rng::TestRng;
     use serde_json::json;
+    use zt_proto::crypto::test_rng::TestRng;
 
     const NWID: NetworkId = NetworkId(0x8056_c2e2_1c00_0001);
 
