@@ -202,15 +202,8 @@ impl Com {
             }
             .into());
         }
-        let count = r.u16()?;
-        if usize::from(count) > MAX_COM_QUALIFIERS {
-            return Err(WireError::BadValue {
-                what: "COM qualifier count",
-                value: u64::from(count),
-            }
-            .into());
-        }
-        let mut qualifiers: Vec<Qualifier> = Vec::with_capacity(usize::from(count));
+        let count = r.u16_count(MAX_COM_QUALIFIERS, "COM qualifier count")?;
+        let mut qualifiers: Vec<Qualifier> = Vec::with_capacity(count);
         for _ in 0..count {
             let q = Qualifier {
                 id: r.u64()?,
