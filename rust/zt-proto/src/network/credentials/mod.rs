@@ -266,14 +266,6 @@ macro_rules! framed_credential {
                 write_no_additional(out);
             }
 
-            /// The wire form.
-            #[must_use]
-            pub fn to_bytes(&self) -> Vec<u8> {
-                let mut out = Vec::new();
-                self.write(&mut out);
-                out
-            }
-
             #[doc = concat!("Verifies that the ", $what, " is signed by `controller`, the controller of its network.")]
             ///
             /// # Errors
@@ -291,6 +283,25 @@ macro_rules! framed_credential {
         }
     };
 }
+
+/// Gives each credential type (which has `write`) its `to_bytes`.
+macro_rules! wire_form_to_bytes {
+    ($($t:ty),+) => {
+        $(
+            impl $t {
+                /// The wire form.
+                #[must_use]
+                pub fn to_bytes(&self) -> Vec<u8> {
+                    let mut out = Vec::new();
+                    self.write(&mut out);
+                    out
+                }
+            }
+        )+
+    };
+}
+
+wire_form_to_bytes!(Com, Capability, Tag, Coo, Revocation);
 
 mod capability;
 mod com;
