@@ -386,51 +386,19 @@ impl NetworkConfig {
             com.write(&mut tmp);
             d.add("C", &tmp);
         }
-        tmp.clear();
-        for c in &self.capabilities {
-            c.write(&mut tmp);
-        }
-        if !tmp.is_empty() {
-            d.add("CAP", &tmp);
-        }
-        tmp.clear();
-        for t in &self.tags {
-            t.write(&mut tmp);
-        }
-        if !tmp.is_empty() {
-            d.add("TAG", &tmp);
-        }
-        tmp.clear();
-        for c in self.coos.iter().take(MAX_COOS) {
-            c.write(&mut tmp);
-        }
-        if !tmp.is_empty() {
-            d.add("COO", &tmp);
-        }
-        tmp.clear();
-        for s in &self.specialists {
-            tmp.extend_from_slice(&s.to_be_bytes());
-        }
-        if !tmp.is_empty() {
-            d.add("S", &tmp);
-        }
-        tmp.clear();
-        for r in &self.routes {
-            r.target.write(&mut tmp);
-            InetAddress(r.via.map(|v| SocketAddr::new(v, 0))).write(&mut tmp);
-            tmp.extend_from_slice(&r.flags.to_be_bytes());
-            tmp.extend_from_slice(&r.metric.to_be_bytes());
-        }
-        if !tmp.is_empty() {
-            d.add("RT", &tmp);
-        }
-        tmp.clear();
-        for ip in &self.static_ips {
-            ip.write(&mut tmp);
-        }
-        if !tmp.is_empty() {
-            d.add("I", &tmp);
-        }
+        add_packed(&mut d, "CAP", &self.capabilities, Capability::write);
+        add_packed(&mut d, "TAG", &self.tags, Tag::write);
+        add_packed(&mut d, "COO", self.coos.iter().take(MAX_COOS), Coo::write);
+        add_packed(&mut d, "S", &self.specialists, |s, out| {
+            out.extend_from_slice(&s.to_be_bytes());
+        });
+        add_packed(&mut d, "RT", &self.routes, |r, out| {
+            r.target.write(out);
+            InetAddress(r.via.map(|v| SocketAddr::new(v, 0))).write(out);
+            out.extend_from_slice(&r.flags.to_be_bytes());
+            out.extend_from_slice(&r.metric.to_be_bytes());
+        });
+        add_packed(&mut d, "I", &self.static_ips, IpPrefix::write);
         if !self.rules.is_empty() {
             tmp.clear();
             rules::write_rules(&mut tmp, &self.rules);
@@ -599,6 +567,23 @@ fn read_packed<T, E>(
         }
     }
     out
+}
+
+/// Adds `key` holding what `write` makes of each of `items`, back to back (the counterpart of
+/// [`read_packed`]); no entry when that is empty.
+fn add_packed<T>(
+    d: &mut Dictionary,
+    key: &str,
+    items: impl IntoIterator<Item = T>,
+    write: impl Fn(T, &mut Vec<u8>),
+) {
+    let mut blob = Vec::new();
+    for item in items {
+        write(item, &mut blob);
+    }
+    if !blob.is_empty() {
+        d.add(key, &blob);
+    }
 }
 
 fn truncate_utf8(s: &str, max: usize) -> &str {
