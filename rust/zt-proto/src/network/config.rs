@@ -113,28 +113,26 @@ impl IpPrefix {
     /// Whether `ip` is within this prefix.
     #[must_use]
     pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = u32::from(self.bits);
         match (self.ip, ip) {
             (IpAddr::V4(a), IpAddr::V4(b)) => {
-                let bits = u32::from(self.bits.min(32));
-                let mask = if bits == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - bits)
-                };
-                u32::from(a) & mask == u32::from(b) & mask
+                same_leading_bits(u32::from(a).into(), u32::from(b).into(), bits, 32)
             }
-            (IpAddr::V6(a), IpAddr::V6(b)) => {
-                let bits = u32::from(self.bits.min(128));
-                let mask = if bits == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - bits)
-                };
-                u128::from(a) & mask == u128::from(b) & mask
-            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => same_leading_bits(a.into(), b.into(), bits, 128),
             _ => false,
         }
     }
+}
+
+/// Whether the `width`-bit numbers `a` and `b` agree in their leading `bits` bits (all of them
+/// when `bits` exceeds `width`).
+fn same_leading_bits(a: u128, b: u128, bits: u32, width: u32) -> bool {
+    let bits = bits.min(width);
+    if bits == 0 {
+        return true;
+    }
+    let shift = width - bits;
+    a >> shift == b >> shift
 }
 
 impl std::fmt::Display for IpPrefix {
@@ -829,6 +827,25 @@ mod tests {
     use crate::network::credentials::Thing;
     use crate::network::rules::RuleKind;
     use proptest::prelude::*;
+
+    #[test]
+    fn prefix_contains_compares_the_leading_bits() {
+        let p = |ip: &str, bits| IpPrefix {
+            ip: ip.parse().unwrap(),
+            bits,
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(p("10.147.17.9", 24).contains(ip("10.147.17.200")));
+        assert!(!p("10.147.17.9", 24).contains(ip("10.147.18.1")));
+        assert!(p("10.0.0.0", 0).contains(ip("192.0.2.1")));
+        assert!(p("10.0.0.1", 40).contains(ip("10.0.0.1")));
+        assert!(!p("10.0.0.1", 40).contains(ip("10.0.0.2")));
+        assert!(p("fd00::1", 64).contains(ip("fd00::ffff")));
+        assert!(!p("fd00::1", 64).contains(ip("fd00:0:0:1::1")));
+        assert!(p("fd00::1", 0).contains(ip("2001:db8::1")));
+        assert!(!p("fd00::1", 200).contains(ip("fd00::2")));
+        assert!(!p("fd00::1", 8).contains(ip("10.0.0.1")));
+    }
 
     #[test]
     fn a_name_with_invalid_utf8_stays_within_its_limit_and_survives_a_round_trip() {
