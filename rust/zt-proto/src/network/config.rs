@@ -1017,33 +1017,27 @@ mod tests {
 
     #[test]
     fn member_side_checks() {
-        let mut d = Dictionary::new();
-        d.add_u64("v", 5);
-        d.add_u64("nwid", 1);
-        d.add("id", b"0102030405");
-        assert_eq!(
-            NetworkConfig::from_dictionary(&d),
-            Err(ConfigError::Version(5))
-        );
-        let mut d = Dictionary::new();
-        d.add_u64("v", 7);
-        d.add("id", b"0102030405");
-        assert_eq!(
-            NetworkConfig::from_dictionary(&d),
-            Err(ConfigError::NoNetwork)
-        );
-        let mut d = Dictionary::new();
-        d.add_u64("v", 7);
-        d.add_u64("nwid", 1);
-        assert_eq!(
-            NetworkConfig::from_dictionary(&d),
-            Err(ConfigError::NoIssuedTo)
-        );
+        // Version `v`, with or without the network ID and the issued-to address.
+        let head = |v: u64, nwid: bool, id: bool| {
+            let mut d = Dictionary::new();
+            d.add_u64("v", v);
+            if nwid {
+                d.add_u64("nwid", 1);
+            }
+            if id {
+                d.add("id", b"0102030405");
+            }
+            d
+        };
+        for (d, err) in [
+            (head(5, true, true), ConfigError::Version(5)),
+            (head(7, false, true), ConfigError::NoNetwork),
+            (head(7, true, false), ConfigError::NoIssuedTo),
+        ] {
+            assert_eq!(NetworkConfig::from_dictionary(&d), Err(err));
+        }
         // MTU clamps, long names truncate, a bad COM rejects, a bad CAP list truncates.
-        let mut d = Dictionary::new();
-        d.add_u64("v", 7);
-        d.add_u64("nwid", 1);
-        d.add("id", b"0102030405");
+        let mut d = head(7, true, true);
         d.add_u64("mtu", 100);
         d.add("n", &[b'x'; 300]);
         d.add("CAP", &[1, 2, 3]);
