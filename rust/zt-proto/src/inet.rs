@@ -43,6 +43,11 @@ impl InetAddress {
         }
     }
 
+    /// The endpoint `ip` with the port that follows its address on the wire.
+    fn read_port_for(ip: IpAddr, r: &mut Reader<'_>) -> Result<Self, WireError> {
+        Ok(Self(Some(SocketAddr::new(ip, r.u16()?))))
+    }
+
     /// Reads the wire form; the reserved kinds 1, 2 and 3 are skipped and read as null.
     ///
     /// # Errors
@@ -50,22 +55,8 @@ impl InetAddress {
     pub fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
         match r.u8()? {
             0 => Ok(Self(None)),
-            4 => {
-                let ip: [u8; 4] = r.array()?;
-                let port = r.u16()?;
-                Ok(Self(Some(SocketAddr::new(
-                    IpAddr::V4(Ipv4Addr::from(ip)),
-                    port,
-                ))))
-            }
-            6 => {
-                let ip: [u8; 16] = r.array()?;
-                let port = r.u16()?;
-                Ok(Self(Some(SocketAddr::new(
-                    IpAddr::V6(Ipv6Addr::from(ip)),
-                    port,
-                ))))
-            }
+            4 => Self::read_port_for(IpAddr::from(r.array::<4>()?), r),
+            6 => Self::read_port_for(IpAddr::from(r.array::<16>()?), r),
             1 | 2 => {
                 r.bytes(6)?;
                 Ok(Self(None))
