@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::json::{Inet, field, ip_to_string, json_bool, json_string, parse_inet};
 use zt_proto::address::Address;
 use zt_proto::crypto::SecureRandom;
+use zt_proto::inet::{ipv4_prefix_contains, ipv6_prefix_contains};
 use zt_proto::network::NetworkId;
 
 /// Most routes in a config.
@@ -77,39 +78,13 @@ pub fn routes_from_network(network: &Value) -> Vec<Route> {
     out
 }
 
-fn v6_mask(bits: u16) -> u128 {
-    let bits = u32::from(bits);
-    if bits == 0 {
-        return 0;
-    }
-    let hi = if bits >= 64 {
-        u64::MAX
-    } else {
-        u64::MAX << (64 - bits)
-    };
-    // Beyond 128 the stock shift wraps (x86 masks the count); reproduce that.
-    let lo = if bits <= 64 {
-        0
-    } else {
-        u64::MAX.wrapping_shl(128u32.wrapping_sub(bits))
-    };
-    (u128::from(hi) << 64) | u128::from(lo)
-}
-
 /// Whether route `target/prefix` contains `ip` (`InetAddress::containsAddress`): IPv4 compares
 /// the leading `prefix` bits of both; IPv6 masks `ip` and compares it with the whole target.
 #[must_use]
 pub fn route_contains(target: IpAddr, prefix: u16, ip: IpAddr) -> bool {
     match (target, ip) {
-        (IpAddr::V4(t), IpAddr::V4(a)) => {
-            let bits = u32::from(prefix);
-            if bits == 0 {
-                return true;
-            }
-            let shift = 32u32.wrapping_sub(bits);
-            u32::from(a).wrapping_shr(shift) == u32::from(t).wrapping_shr(shift)
-        }
-        (IpAddr::V6(t), IpAddr::V6(a)) => u128::from(a) & v6_mask(prefix) == u128::from(t),
+        (IpAddr::V4(t), IpAddr::V4(a)) => ipv4_prefix_contains(t, u32::from(prefix), a),
+        (IpAddr::V6(t), IpAddr::V6(a)) => ipv6_prefix_contains(t, u32::from(prefix), a),
         _ => false,
     }
 }
@@ -355,8 +330,8 @@ pub fn assign_ips(ctx: &AssignContext<'_>, rng: &mut impl SecureRandom) -> Assig
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_rng::TestRng;
     use serde_json::json;
+    use zt_proto::crypto::test_rng::TestRng;
 
     const NWID: NetworkId = NetworkId(0x8056_c2e2_1c00_0001);
 

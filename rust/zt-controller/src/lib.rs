@@ -546,6 +546,4 @@ fn rules_caps_tags(network: &Value, m: &mut Value, new_member: bool) -> Option<R
 }
 
 #[cfg(test)]
-mod test_rng;
-#[cfg(test)]
 mod tests;

@@ -139,23 +139,23 @@ pub fn init_member(member: &mut Value, nwid: NetworkId, address: Address, now: T
 
 /// Removes the computed fields a network record never stores (`DB::cleanNetwork`).
 pub fn clean_network(network: &mut Value) {
-    if let Value::Object(m) = network {
-        for k in [
+    remove_keys(
+        network,
+        &[
             "clock",
             "authorizedMemberCount",
             "activeMemberCount",
             "totalMemberCount",
             "lastModified",
-        ] {
-            m.remove(k);
-        }
-    }
+        ],
+    );
 }
 
 /// Removes the computed fields a member record never stores (`DB::cleanMember`).
 pub fn clean_member(member: &mut Value) {
-    if let Value::Object(m) = member {
-        for k in [
+    remove_keys(
+        member,
+        &[
             "clock",
             "physicalAddr",
             "recentLog",
@@ -163,8 +163,15 @@ pub fn clean_member(member: &mut Value) {
             "lastRequestMetaData",
             "authenticationURL",
             "authenticationClientID",
-        ] {
-            m.remove(k);
+        ],
+    );
+}
+
+/// Removes `keys` from a record (an object; anything else is left as it is).
+fn remove_keys(record: &mut Value, keys: &[&str]) {
+    if let Value::Object(m) = record {
+        for k in keys {
+            m.remove(*k);
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use super::records::{member_update_from_post, network_update_from_post};
 use super::*;
-use crate::test_rng::TestRng;
+use zt_proto::crypto::test_rng::TestRng;
 
 const NWID: NetworkId = NetworkId(0x8056_c2e2_1c00_0001);
 const T0: Timestamp = Timestamp(1_700_000_000_000);

@@ -80,16 +80,22 @@ impl FromStr for Address {
 
     /// Parses exactly 10 hex digits and rejects reserved addresses.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != 10 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
-            return Err(AddressError::Syntax(s.to_owned()));
-        }
-        let v = u64::from_str_radix(s, 16).map_err(|_| AddressError::Syntax(s.to_owned()))?;
+        let v = parse_hex_digits(s, 10).ok_or_else(|| AddressError::Syntax(s.to_owned()))?;
         let a = Self(v);
         if a.is_reserved() {
             return Err(AddressError::Reserved(a));
         }
         Ok(a)
     }
+}
+
+/// The value of `s` if it is exactly `digits` hexadecimal digits (no sign, no prefix), the
+/// text form of addresses and network IDs.
+pub(crate) fn parse_hex_digits(s: &str, digits: usize) -> Option<u64> {
+    if s.len() != digits || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(s, 16).ok()
 }
 
 #[cfg(test)]

@@ -100,6 +100,25 @@ impl<'a> Reader<'a> {
         Ok(u16::from_be_bytes(self.array()?))
     }
 
+    /// A one-byte count of items that follow, at most `max`.
+    ///
+    /// # Errors
+    /// [`WireError::Truncated`] at the end; [`WireError::BadValue`] naming `what` above `max`.
+    pub fn u8_count(&mut self, max: usize, what: &'static str) -> Result<usize, WireError> {
+        let n = self.u8()?;
+        at_most(usize::from(n), max, what)
+    }
+
+    /// A big-endian two-byte count of items that follow, at most `max`.
+    ///
+    /// # Errors
+    /// [`WireError::Truncated`] if fewer than 2 bytes remain; [`WireError::BadValue`] naming
+    /// `what` above `max`.
+    pub fn u16_count(&mut self, max: usize, what: &'static str) -> Result<usize, WireError> {
+        let n = self.u16()?;
+        at_most(usize::from(n), max, what)
+    }
+
     /// A big-endian u64.
     ///
     /// # Errors
@@ -119,4 +138,15 @@ impl<'a> Reader<'a> {
             Err(WireError::Trailing(self.remaining()))
         }
     }
+}
+
+/// `n`, or [`WireError::BadValue`] naming `what` if it exceeds `max`.
+fn at_most(n: usize, max: usize, what: &'static str) -> Result<usize, WireError> {
+    if n > max {
+        return Err(WireError::BadValue {
+            what,
+            value: n as u64,
+        });
+    }
+    Ok(n)
 }

@@ -43,6 +43,11 @@ impl InetAddress {
         }
     }
 
+    /// The endpoint `ip` with the port that follows its address on the wire.
+    fn read_port_for(ip: IpAddr, r: &mut Reader<'_>) -> Result<Self, WireError> {
+        Ok(Self(Some(SocketAddr::new(ip, r.u16()?))))
+    }
+
     /// Reads the wire form; the reserved kinds 1, 2 and 3 are skipped and read as null.
     ///
     /// # Errors
@@ -50,22 +55,8 @@ impl InetAddress {
     pub fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
         match r.u8()? {
             0 => Ok(Self(None)),
-            4 => {
-                let ip: [u8; 4] = r.array()?;
-                let port = r.u16()?;
-                Ok(Self(Some(SocketAddr::new(
-                    IpAddr::V4(Ipv4Addr::from(ip)),
-                    port,
-                ))))
-            }
-            6 => {
-                let ip: [u8; 16] = r.array()?;
-                let port = r.u16()?;
-                Ok(Self(Some(SocketAddr::new(
-                    IpAddr::V6(Ipv6Addr::from(ip)),
-                    port,
-                ))))
-            }
+            4 => Self::read_port_for(IpAddr::from(r.array::<4>()?), r),
+            6 => Self::read_port_for(IpAddr::from(r.array::<16>()?), r),
             1 | 2 => {
                 r.bytes(6)?;
                 Ok(Self(None))
@@ -115,6 +106,41 @@ impl From<SocketAddr> for InetAddress {
     }
 }
 
+/// Whether `addr` lies in `net`/`bits` as ZeroTier tests it (`InetAddress::containsAddress`, the
+/// IPv4 rule matches): the leading `bits` bits of both are compared. Out-of-range prefix
+/// lengths shift as x86-64 stock builds do (the count is taken modulo 32).
+#[must_use]
+pub fn ipv4_prefix_contains(net: Ipv4Addr, bits: u32, addr: Ipv4Addr) -> bool {
+    if bits == 0 {
+        return true;
+    }
+    let shift = 32u32.wrapping_sub(bits) & 31;
+    (u32::from(addr) >> shift) == (u32::from(net) >> shift)
+}
+
+/// Whether `addr` masked to `bits` equals `net` (`InetAddress::containsAddress`, the IPv6 rule
+/// matches). As stock, `net` itself is not masked, so an address with host bits set never
+/// contains anything; prefix lengths above 128 shift as x86-64 stock builds do.
+#[must_use]
+pub fn ipv6_prefix_contains(net: Ipv6Addr, bits: u32, addr: Ipv6Addr) -> bool {
+    let mask = if bits == 0 {
+        0
+    } else {
+        let high = if bits >= 64 {
+            u64::MAX
+        } else {
+            u64::MAX << (64 - bits)
+        };
+        let low = if bits <= 64 {
+            0
+        } else {
+            u64::MAX << (128u32.wrapping_sub(bits) & 63)
+        };
+        (u128::from(high) << 64) | u128::from(low)
+    };
+    u128::from(addr) & mask == u128::from(net)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +170,29 @@ mod tests {
         assert!(InetAddress::read(&mut r).is_err());
         let mut r = Reader::new(&[3u8, 0, 2, 1, 1]);
         assert_eq!(InetAddress::read(&mut r).unwrap(), InetAddress(None));
+    }
+
+    #[test]
+    fn odd_prefix_lengths() {
+        let v4 = |s: &str| s.parse::<Ipv4Addr>().expect("literal");
+        let v6 = |s: &str| s.parse::<Ipv6Addr>().expect("literal");
+        // Beyond the address width, x86-64 shift semantics: /33 compares the top bit only.
+        assert!(ipv4_prefix_contains(v4("128.0.0.0"), 33, v4("200.1.2.3")));
+        assert!(!ipv4_prefix_contains(v4("128.0.0.0"), 33, v4("100.1.2.3")));
+        assert!(ipv4_prefix_contains(v4("10.0.0.1"), 64, v4("10.0.0.1")));
+        // /129 keeps the top 64 bits and the top bit of the low half.
+        assert!(ipv6_prefix_contains(
+            v6("fd00::"),
+            129,
+            v6("fd00::7fff:0:0:1")
+        ));
+        assert!(!ipv6_prefix_contains(
+            v6("fd00::"),
+            129,
+            v6("fd00::8000:0:0:0")
+        ));
+        assert!(ipv6_prefix_contains(v6("fd00::1"), 128, v6("fd00::1")));
+        assert!(ipv6_prefix_contains(v6("::"), 0, v6("fd00::1")));
+        assert!(!ipv6_prefix_contains(v6("fd00::1"), 0, v6("fd00::1")));
     }
 }

@@ -167,23 +167,11 @@ impl World {
         let timestamp = r.u64()?;
         let update_key: PublicKey = r.array()?;
         let signature: Signature = r.array()?;
-        let n = usize::from(r.u8()?);
-        if n > MAX_ROOTS {
-            return Err(WireError::BadValue {
-                what: "world root count",
-                value: n as u64,
-            })?;
-        }
+        let n = r.u8_count(MAX_ROOTS, "world root count")?;
         let mut roots = Vec::with_capacity(n);
         for _ in 0..n {
             let identity = Identity::read(r)?.to_public();
-            let e = usize::from(r.u8()?);
-            if e > MAX_ENDPOINTS_PER_ROOT {
-                return Err(WireError::BadValue {
-                    what: "root endpoint count",
-                    value: e as u64,
-                })?;
-            }
+            let e = r.u8_count(MAX_ENDPOINTS_PER_ROOT, "root endpoint count")?;
             let mut stable_endpoints = Vec::with_capacity(e);
             for _ in 0..e {
                 stable_endpoints.push(InetAddress::read(r)?);

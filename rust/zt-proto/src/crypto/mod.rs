@@ -106,12 +106,14 @@ impl<R: SecureRandom + ?Sized> SecureRandom for &mut R {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod test_rng {
+/// A deterministic random source for tests (this crate's, and with the `test-support` feature
+/// its dependents').
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_rng {
     use super::SecureRandom;
 
     /// Deterministic, NOT secure: xorshift for reproducible tests.
-    pub(crate) struct TestRng(pub(crate) u64);
+    pub struct TestRng(pub u64);
 
     impl SecureRandom for TestRng {
         fn fill(&mut self, dest: &mut [u8]) {

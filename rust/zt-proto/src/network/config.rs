@@ -113,28 +113,26 @@ impl IpPrefix {
     /// Whether `ip` is within this prefix.
     #[must_use]
     pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = u32::from(self.bits);
         match (self.ip, ip) {
             (IpAddr::V4(a), IpAddr::V4(b)) => {
-                let bits = u32::from(self.bits.min(32));
-                let mask = if bits == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - bits)
-                };
-                u32::from(a) & mask == u32::from(b) & mask
+                same_leading_bits(u32::from(a).into(), u32::from(b).into(), bits, 32)
             }
-            (IpAddr::V6(a), IpAddr::V6(b)) => {
-                let bits = u32::from(self.bits.min(128));
-                let mask = if bits == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - bits)
-                };
-                u128::from(a) & mask == u128::from(b) & mask
-            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => same_leading_bits(a.into(), b.into(), bits, 128),
             _ => false,
         }
     }
+}
+
+/// Whether the `width`-bit numbers `a` and `b` agree in their leading `bits` bits (all of them
+/// when `bits` exceeds `width`).
+fn same_leading_bits(a: u128, b: u128, bits: u32, width: u32) -> bool {
+    let bits = bits.min(width);
+    if bits == 0 {
+        return true;
+    }
+    let shift = width - bits;
+    a >> shift == b >> shift
 }
 
 impl std::fmt::Display for IpPrefix {
@@ -386,51 +384,19 @@ impl NetworkConfig {
             com.write(&mut tmp);
             d.add("C", &tmp);
         }
-        tmp.clear();
-        for c in &self.capabilities {
-            c.write(&mut tmp);
-        }
-        if !tmp.is_empty() {
-            d.add("CAP", &tmp);
-        }
-        tmp.clear();
-        for t in &self.tags {
-            t.write(&mut tmp);
-        }
-        if !tmp.is_empty() {
-            d.add("TAG", &tmp);
-        }
-        tmp.clear();
-        for c in self.coos.iter().take(MAX_COOS) {
-            c.write(&mut tmp);
-        }
-        if !tmp.is_empty() {
-            d.add("COO", &tmp);
-        }
-        tmp.clear();
-        for s in &self.specialists {
-            tmp.extend_from_slice(&s.to_be_bytes());
-        }
-        if !tmp.is_empty() {
-            d.add("S", &tmp);
-        }
-        tmp.clear();
-        for r in &self.routes {
-            r.target.write(&mut tmp);
-            InetAddress(r.via.map(|v| SocketAddr::new(v, 0))).write(&mut tmp);
-            tmp.extend_from_slice(&r.flags.to_be_bytes());
-            tmp.extend_from_slice(&r.metric.to_be_bytes());
-        }
-        if !tmp.is_empty() {
-            d.add("RT", &tmp);
-        }
-        tmp.clear();
-        for ip in &self.static_ips {
-            ip.write(&mut tmp);
-        }
-        if !tmp.is_empty() {
-            d.add("I", &tmp);
-        }
+        add_packed(&mut d, "CAP", &self.capabilities, Capability::write);
+        add_packed(&mut d, "TAG", &self.tags, Tag::write);
+        add_packed(&mut d, "COO", self.coos.iter().take(MAX_COOS), Coo::write);
+        add_packed(&mut d, "S", &self.specialists, |s, out| {
+            out.extend_from_slice(&s.to_be_bytes());
+        });
+        add_packed(&mut d, "RT", &self.routes, |r, out| {
+            r.target.write(out);
+            InetAddress(r.via.map(|v| SocketAddr::new(v, 0))).write(out);
+            out.extend_from_slice(&r.flags.to_be_bytes());
+            out.extend_from_slice(&r.metric.to_be_bytes());
+        });
+        add_packed(&mut d, "I", &self.static_ips, IpPrefix::write);
         if !self.rules.is_empty() {
             tmp.clear();
             rules::write_rules(&mut tmp, &self.rules);
@@ -599,6 +565,23 @@ fn read_packed<T, E>(
         }
     }
     out
+}
+
+/// Adds `key` holding what `write` makes of each of `items`, back to back (the counterpart of
+/// [`read_packed`]); no entry when that is empty.
+fn add_packed<T>(
+    d: &mut Dictionary,
+    key: &str,
+    items: impl IntoIterator<Item = T>,
+    write: impl Fn(T, &mut Vec<u8>),
+) {
+    let mut blob = Vec::new();
+    for item in items {
+        write(item, &mut blob);
+    }
+    if !blob.is_empty() {
+        d.add(key, &blob);
+    }
 }
 
 fn truncate_utf8(s: &str, max: usize) -> &str {
@@ -846,6 +829,25 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn prefix_contains_compares_the_leading_bits() {
+        let p = |ip: &str, bits| IpPrefix {
+            ip: ip.parse().unwrap(),
+            bits,
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(p("10.147.17.9", 24).contains(ip("10.147.17.200")));
+        assert!(!p("10.147.17.9", 24).contains(ip("10.147.18.1")));
+        assert!(p("10.0.0.0", 0).contains(ip("192.0.2.1")));
+        assert!(p("10.0.0.1", 40).contains(ip("10.0.0.1")));
+        assert!(!p("10.0.0.1", 40).contains(ip("10.0.0.2")));
+        assert!(p("fd00::1", 64).contains(ip("fd00::ffff")));
+        assert!(!p("fd00::1", 64).contains(ip("fd00:0:0:1::1")));
+        assert!(p("fd00::1", 0).contains(ip("2001:db8::1")));
+        assert!(!p("fd00::1", 200).contains(ip("fd00::2")));
+        assert!(!p("fd00::1", 8).contains(ip("10.0.0.1")));
+    }
+
+    #[test]
     fn a_name_with_invalid_utf8_stays_within_its_limit_and_survives_a_round_trip() {
         // Found by fuzzing (fuzz/corpus/netconfig/crash-*): 126 bytes and two invalid ones
         // read as a 129-byte name, written back cut to 127 bytes.
@@ -1015,33 +1017,27 @@ mod tests {
 
     #[test]
     fn member_side_checks() {
-        let mut d = Dictionary::new();
-        d.add_u64("v", 5);
-        d.add_u64("nwid", 1);
-        d.add("id", b"0102030405");
-        assert_eq!(
-            NetworkConfig::from_dictionary(&d),
-            Err(ConfigError::Version(5))
-        );
-        let mut d = Dictionary::new();
-        d.add_u64("v", 7);
-        d.add("id", b"0102030405");
-        assert_eq!(
-            NetworkConfig::from_dictionary(&d),
-            Err(ConfigError::NoNetwork)
-        );
-        let mut d = Dictionary::new();
-        d.add_u64("v", 7);
-        d.add_u64("nwid", 1);
-        assert_eq!(
-            NetworkConfig::from_dictionary(&d),
-            Err(ConfigError::NoIssuedTo)
-        );
+        // Version `v`, with or without the network ID and the issued-to address.
+        let head = |v: u64, nwid: bool, id: bool| {
+            let mut d = Dictionary::new();
+            d.add_u64("v", v);
+            if nwid {
+                d.add_u64("nwid", 1);
+            }
+            if id {
+                d.add("id", b"0102030405");
+            }
+            d
+        };
+        for (d, err) in [
+            (head(5, true, true), ConfigError::Version(5)),
+            (head(7, false, true), ConfigError::NoNetwork),
+            (head(7, true, false), ConfigError::NoIssuedTo),
+        ] {
+            assert_eq!(NetworkConfig::from_dictionary(&d), Err(err));
+        }
         // MTU clamps, long names truncate, a bad COM rejects, a bad CAP list truncates.
-        let mut d = Dictionary::new();
-        d.add_u64("v", 7);
-        d.add_u64("nwid", 1);
-        d.add("id", b"0102030405");
+        let mut d = head(7, true, true);
         d.add_u64("mtu", 100);
         d.add("n", &[b'x'; 300]);
         d.add("CAP", &[1, 2, 3]);

@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use crate::address::Address;
+use crate::address::{Address, parse_hex_digits};
 
 pub mod config;
 pub mod credentials;
@@ -145,12 +145,9 @@ impl FromStr for NetworkId {
     type Err = NetworkIdParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != 16 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
-            return Err(NetworkIdParseError(s.to_owned()));
-        }
-        u64::from_str_radix(s, 16)
+        parse_hex_digits(s, 16)
             .map(Self)
-            .map_err(|_| NetworkIdParseError(s.to_owned()))
+            .ok_or_else(|| NetworkIdParseError(s.to_owned()))
     }
 }
 

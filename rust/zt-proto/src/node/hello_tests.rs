@@ -14,6 +14,13 @@ pub(super) fn node(now: Timestamp) -> Node {
     node_as(now, false)
 }
 
+/// The start of most tests here: time 1 s, the node under test (a leaf), and a random source
+/// seeded with `seed` for the identities it meets.
+fn start(seed: u64) -> (Timestamp, Node, TestRng) {
+    let now = Timestamp(1_000);
+    (now, node(now), TestRng(seed))
+}
+
 /// The node under test: a leaf of a one-root planet, or (`root`) that planet's root.
 pub(super) fn node_as(now: Timestamp, root: bool) -> Node {
     let identity = Identity::generate(&mut TestRng(7));
@@ -84,6 +91,15 @@ pub(super) fn hello_checked(n: &mut Node, now: Timestamp, at: SocketAddr, p: &[u
     n.handle_identity_checked(now, &id, true);
 }
 
+/// A new peer of `n`: a throw-away identity whose first HELLO, from `at`, was checked and
+/// answered.
+fn befriend(n: &mut Node, rng: &mut TestRng, now: Timestamp, at: SocketAddr) -> Identity {
+    let friend = throwaway(rng);
+    hello_checked(n, now, at, &hello(&friend, n, 1, true));
+    assert_eq!(answered(n), [at].into());
+    friend
+}
+
 /// The endpoints the node answered (an OK(HELLO), and whatever else it sends a new peer).
 pub(super) fn answered(n: &mut Node) -> std::collections::BTreeSet<SocketAddr> {
     std::iter::from_fn(|| n.poll_transmit())
@@ -93,9 +109,7 @@ pub(super) fn answered(n: &mut Node) -> std::collections::BTreeSet<SocketAddr> {
 
 #[test]
 fn forged_hellos_with_a_wrong_mac_spend_their_source_networks_budget() {
-    let now = Timestamp(1_000);
-    let mut n = node(now);
-    let mut rng = TestRng(11);
+    let (now, mut n, mut rng) = start(11);
     let from: SocketAddr = "203.0.113.50:9993".parse().unwrap();
     for i in 0..1_000 {
         let p = hello(&throwaway(&mut rng), &n, i, false);
@@ -126,9 +140,7 @@ fn forged_hellos_with_a_wrong_mac_spend_their_source_networks_budget() {
 
 #[test]
 fn a_valid_mac_from_an_underived_address_is_checked_once_off_the_node() {
-    let now = Timestamp(1_000);
-    let mut n = node(now);
-    let mut rng = TestRng(12);
+    let (now, mut n, mut rng) = start(12);
     let forged = throwaway(&mut rng);
     let from: SocketAddr = "203.0.113.60:9993".parse().unwrap();
     n.handle_datagram(now, LocalSocket(0), from, &hello(&forged, &n, 1, true));
@@ -158,9 +170,7 @@ fn a_valid_mac_from_an_underived_address_is_checked_once_off_the_node() {
 
 #[test]
 fn newcomers_behind_one_address_are_answered_together() {
-    let now = Timestamp(1_000);
-    let mut n = node(now);
-    let mut rng = TestRng(13);
+    let (now, mut n, mut rng) = start(13);
     let nat: SocketAddr = "203.0.113.70:9993".parse().unwrap();
     let members: Vec<Identity> = (0..20).map(|_| throwaway(&mut rng)).collect();
     for (i, m) in members.iter().enumerate() {
@@ -191,14 +201,9 @@ fn newcomers_behind_one_address_are_answered_together() {
 
 #[test]
 fn known_peers_are_served_while_a_flood_is_refused() {
-    let now = Timestamp(1_000);
-    let mut n = node(now);
-    let mut rng = TestRng(14);
-    let friend = throwaway(&mut rng);
+    let (now, mut n, mut rng) = start(14);
     let friend_at: SocketAddr = "198.51.100.20:9993".parse().unwrap();
-    let p = hello(&friend, &n, 1, true);
-    hello_checked(&mut n, now, friend_at, &p);
-    assert_eq!(answered(&mut n), [friend_at].into());
+    let friend = befriend(&mut n, &mut rng, now, friend_at);
     // A flood from many /24s, valid MACs from underived addresses: the node-wide budgets cap
     // the work (agreements, and checks asked for), and nothing is answered.
     let mut asked = 0;
@@ -223,9 +228,7 @@ fn known_peers_are_served_while_a_flood_is_refused() {
 
 #[test]
 fn unanswered_checks_expire() {
-    let now = Timestamp(1_000);
-    let mut n = node(now);
-    let mut rng = TestRng(15);
+    let (now, mut n, mut rng) = start(15);
     let m = throwaway(&mut rng);
     let from: SocketAddr = "203.0.113.80:9993".parse().unwrap();
     n.handle_datagram(now, LocalSocket(0), from, &hello(&m, &n, 1, true));
@@ -245,14 +248,9 @@ fn unanswered_checks_expire() {
 
 #[test]
 fn a_valid_identity_seen_before_needs_no_agreement_again() {
-    let now = Timestamp(1_000);
-    let mut n = node(now);
-    let mut rng = TestRng(16);
-    let friend = throwaway(&mut rng);
+    let (now, mut n, mut rng) = start(16);
     let at: SocketAddr = "203.0.113.90:9993".parse().unwrap();
-    let p = hello(&friend, &n, 1, true);
-    hello_checked(&mut n, now, at, &p);
-    assert_eq!(answered(&mut n), [at].into());
+    let friend = befriend(&mut n, &mut rng, now, at);
     // Its peer is forgotten (as an idle peer is evicted), and a flood from its network spends
     // that network's budget.
     n.peers.remove(&friend.address());
@@ -300,9 +298,8 @@ fn alive_paths(n: &Node, a: Address, now: Timestamp) -> Vec<SocketAddr> {
 
 #[test]
 fn a_newer_hello_from_a_new_port_moves_the_peer_there_at_once() {
-    let now = Timestamp(1_000);
-    let mut n = node(now);
-    let friend = throwaway(&mut TestRng(17));
+    let (now, mut n, mut rng) = start(17);
+    let friend = throwaway(&mut rng);
     let old: SocketAddr = "203.0.113.91:9993".parse().unwrap();
     let new: SocketAddr = "203.0.113.91:40000".parse().unwrap();
     let elsewhere: SocketAddr = "203.0.113.66:9993".parse().unwrap();
@@ -318,23 +315,16 @@ fn a_newer_hello_from_a_new_port_moves_the_peer_there_at_once() {
     // The peer restarts on a new port: its newer HELLO makes that port its path, and the old
     // one is no longer alive (what is sent to it goes where it now listens).
     let later = now + 2_000;
-    n.handle_datagram(
-        later,
-        LocalSocket(0),
-        new,
-        &hello_at(&friend, &n, 2, 600_000),
-    );
-    assert_eq!(alive_paths(&n, friend.address(), later), vec![new]);
+    // The friend's HELLO `k` stamped `stamp`, from `at`, later; the peer's live paths after it.
+    let paths_after_hello = |n: &mut Node, at: SocketAddr, k: u64, stamp: i64| {
+        n.handle_datagram(later, LocalSocket(0), at, &hello_at(&friend, n, k, stamp));
+        alive_paths(n, friend.address(), later)
+    };
+    assert_eq!(paths_after_hello(&mut n, new, 2, 600_000), vec![new]);
     assert_eq!(answered(&mut n), [new].into());
     // An older HELLO of the peer's, replayed from elsewhere, moves nothing: it is answered,
     // and its endpoint only asked to confirm (a HELLO of ours goes there).
-    n.handle_datagram(
-        later,
-        LocalSocket(0),
-        elsewhere,
-        &hello_at(&friend, &n, 3, 550_000),
-    );
-    assert_eq!(alive_paths(&n, friend.address(), later), vec![new]);
+    assert_eq!(paths_after_hello(&mut n, elsewhere, 3, 550_000), vec![new]);
     let to: Vec<SocketAddr> = std::iter::from_fn(|| n.poll_transmit())
         .map(|t| t.to)
         .collect();
@@ -344,11 +334,5 @@ fn a_newer_hello_from_a_new_port_moves_the_peer_there_at_once() {
         "the OK(HELLO) and a confirming HELLO"
     );
     // So does the same HELLO again (the replay filter drops it before it counts).
-    n.handle_datagram(
-        later,
-        LocalSocket(0),
-        elsewhere,
-        &hello_at(&friend, &n, 2, 600_000),
-    );
-    assert_eq!(alive_paths(&n, friend.address(), later), vec![new]);
+    assert_eq!(paths_after_hello(&mut n, elsewhere, 2, 600_000), vec![new]);
 }

@@ -315,7 +315,7 @@ impl Node {
     ) {
         let src = packet::source(&p);
         if packet::cipher_bits(&p) == 0 && p[packet::IDX_VERB] & 0x1f == Verb::Hello as u8 {
-            self.handle_hello(now, local, from, p);
+            self.handle_hello(now, local, from, src, p);
             return;
         }
         let Some(peer) = self.peers.get(&src) else {
@@ -395,7 +395,7 @@ impl Node {
             other => {
                 self.received(now, at, false);
                 match other {
-                    Verb::Hello => self.handle_hello(now, at.local, at.from, p),
+                    Verb::Hello => self.handle_hello(now, at.local, at.from, at.src, p),
                     Verb::Whois => self.handle_whois(now, at, wire_id, payload),
                     Verb::Echo => self.handle_echo(now, at, wire_id, payload),
                     Verb::Rendezvous => self.handle_rendezvous(now, at.src, payload),
@@ -517,14 +517,15 @@ impl Node {
         }
     }
 
+    /// A HELLO from `src` (its packet's source address, which the caller has read).
     fn handle_hello(
         &mut self,
         now: Timestamp,
         local: LocalSocket,
         from: SocketAddr,
+        src: Address,
         mut p: Vec<u8>,
     ) {
-        let src = packet::source(&p);
         let mut r = Reader::new(p.get(packet::IDX_PAYLOAD..).unwrap_or(&[]));
         // Protocol, version (major, minor, revision) and timestamp: read again when answered.
         let (Ok(proto), Ok(_), Ok(_), Ok(_), Ok(_)) = (r.u8(), r.u8(), r.u8(), r.u16(), r.u64())

@@ -47,13 +47,7 @@ impl Node {
         }
         self.flush_tx_queue(now);
         self.retry_unreachable_roots(now);
-        let stale: Vec<u64> = self
-            .fragments
-            .iter()
-            .filter(|(_, f)| now.since(f.created) >= QUEUE_TIMEOUT_MS)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in stale {
+        for k in timed_out(&self.fragments, now, |f| f.created) {
             self.remove_fragment_set(k);
             self.drop_input(DropReason::FragmentTimeout);
         }
@@ -62,13 +56,7 @@ impl Node {
         self.echo_gate.retain(|_, t| now.since(*t) < 1_000);
         self.budgets.forget_refilled(now);
         // A driver that never answers a check must not pin its HELLO forever.
-        let expired: Vec<Address> = self
-            .validating
-            .iter()
-            .filter(|(_, v)| now.since(v.since) >= QUEUE_TIMEOUT_MS)
-            .map(|(a, _)| *a)
-            .collect();
-        for a in expired {
+        for a in timed_out(&self.validating, now, |v| v.since) {
             self.validating.remove(&a);
             self.drop_input(DropReason::QueueTimeout);
         }
@@ -236,4 +224,17 @@ impl Node {
             .collect();
         self.store_ops.extend(ops);
     }
+}
+
+/// The keys of the entries of `map` that started (`since`) at least [`QUEUE_TIMEOUT_MS`] before
+/// `now`.
+fn timed_out<K: Copy, V>(
+    map: &BTreeMap<K, V>,
+    now: Timestamp,
+    since: impl Fn(&V) -> Timestamp,
+) -> Vec<K> {
+    map.iter()
+        .filter(|(_, v)| now.since(since(v)) >= QUEUE_TIMEOUT_MS)
+        .map(|(k, _)| *k)
+        .collect()
 }

@@ -196,15 +196,8 @@ impl Capability {
         let network_id = NetworkId(r.u64()?);
         let timestamp = r.u64()? as i64;
         let id = read_u32(r)?;
-        let count = r.u16()?;
-        if usize::from(count) > MAX_CAPABILITY_RULES {
-            return Err(WireError::BadValue {
-                what: "capability rule count",
-                value: u64::from(count),
-            }
-            .into());
-        }
-        let rules = read_rules(r, usize::from(count))?;
+        let count = r.u16_count(MAX_CAPABILITY_RULES, "capability rule count")?;
+        let rules = read_rules(r, count)?;
         let max_custody = r.u8()?;
         if !(1..=MAX_CUSTODY_CHAIN).contains(&max_custody) {
             return Err(WireError::BadValue {
@@ -261,14 +254,6 @@ impl Capability {
         }
         out.extend_from_slice(&[0; Address::LEN]);
         write_no_additional(out);
-    }
-
-    /// The wire form.
-    #[must_use]
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.write(&mut out);
-        out
     }
 }
 

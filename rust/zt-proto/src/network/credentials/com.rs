@@ -202,15 +202,8 @@ impl Com {
             }
             .into());
         }
-        let count = r.u16()?;
-        if usize::from(count) > MAX_COM_QUALIFIERS {
-            return Err(WireError::BadValue {
-                what: "COM qualifier count",
-                value: u64::from(count),
-            }
-            .into());
-        }
-        let mut qualifiers: Vec<Qualifier> = Vec::with_capacity(usize::from(count));
+        let count = r.u16_count(MAX_COM_QUALIFIERS, "COM qualifier count")?;
+        let mut qualifiers: Vec<Qualifier> = Vec::with_capacity(count);
         for _ in 0..count {
             let q = Qualifier {
                 id: r.u64()?,
@@ -254,14 +247,6 @@ impl Com {
         if signer.is_some() {
             out.extend_from_slice(&self.signature.unwrap_or([0; SIGNATURE_LEN]));
         }
-    }
-
-    /// The wire form.
-    #[must_use]
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.write(&mut out);
-        out
     }
 }
 

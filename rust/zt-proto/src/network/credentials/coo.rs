@@ -179,15 +179,8 @@ impl Coo {
         let timestamp = r.u64()? as i64;
         let flags = r.u64()?;
         let id = read_u32(r)?;
-        let count = r.u16()?;
-        if usize::from(count) > MAX_COO_THINGS {
-            return Err(WireError::BadValue {
-                what: "COO thing count",
-                value: u64::from(count),
-            }
-            .into());
-        }
-        let mut things = Vec::with_capacity(usize::from(count));
+        let count = r.u16_count(MAX_COO_THINGS, "COO thing count")?;
+        let mut things = Vec::with_capacity(count);
         for _ in 0..count {
             let kind = r.u8()?;
             things.push(Thing::from_wire(kind, r.array()?));

@@ -266,14 +266,6 @@ macro_rules! framed_credential {
                 write_no_additional(out);
             }
 
-            /// The wire form.
-            #[must_use]
-            pub fn to_bytes(&self) -> Vec<u8> {
-                let mut out = Vec::new();
-                self.write(&mut out);
-                out
-            }
-
             #[doc = concat!("Verifies that the ", $what, " is signed by `controller`, the controller of its network.")]
             ///
             /// # Errors
@@ -291,6 +283,25 @@ macro_rules! framed_credential {
         }
     };
 }
+
+/// Gives each credential type (which has `write`) its `to_bytes`.
+macro_rules! wire_form_to_bytes {
+    ($($t:ty),+) => {
+        $(
+            impl $t {
+                /// The wire form.
+                #[must_use]
+                pub fn to_bytes(&self) -> Vec<u8> {
+                    let mut out = Vec::new();
+                    self.write(&mut out);
+                    out
+                }
+            }
+        )+
+    };
+}
+
+wire_form_to_bytes!(Com, Capability, Tag, Coo, Revocation);
 
 mod capability;
 mod com;
@@ -428,7 +439,7 @@ mod tests {
     // 0x86dd, IPv4 source 10.147.17.0/24, ACCEPT; custody 1, to 1122334455); tag 7 =
     // 0xdeadbeef; revocation 0x01020304 (COM, fast propagate); COO 1 (10.147.17.5,
     // fd00::1, 02:89:e9:30:0c:27); and the NETWORK_CREDENTIALS payload a member pushes with
-    // the COM, capability, tag and COO.
+    // the COM, capability, tag and COO (written below as those pieces and its framing).
     const STOCK_COM: &[&str] = &[
         "01000700000000000000000000018bcfe5680000000000006ddd0000000000000000018e4df28b72abcdef00",
         "0000000000000000000000000000020000008e4df28b72ffffffffffffffff0000000000000003e9994e84f3",
@@ -463,25 +474,17 @@ mod tests {
         "91e6ed5a303dc1944e02be9e94171585994f52e7408fc22a110ff5d91eca4b1d1a1dbf54c8ec81481a227ea4",
         "9b80efb3b0ee86ede00ec02ba07e0000",
     ];
-    const STOCK_CREDENTIALS: &[&str] = &[
-        "01000700000000000000000000018bcfe5680000000000006ddd0000000000000000018e4df28b72abcdef00",
-        "0000000000000000000000000000020000008e4df28b72ffffffffffffffff0000000000000003e9994e84f3",
-        "977ec3ffffffffffffffff0000000000000004b4b7a70a8df7e25affffffffffffffff0000000000000005d4",
-        "8b8f4cde290920ffffffffffffffff000000000000000681078525f4b6a995ffffffffffffffff8e4df28b72",
-        "b45c809798b3ba423e0153ace02fc6635c70e01970e7d53908525a1f3c8324bd86e48d92749e3f6627d1fe82",
-        "15585047dd50aa0509ae095f4744467834e6bd07d1914aef128aab7bfc616a34c524178f81de928f738638a2",
-        "aeff0e7027f30b730000018e4df28b72abcdef0000018bcfe56800000000050003a50286dd1f050a93110018",
-        "01000111223344558e4df28b7201006021db68a6e5fd64d9daeff78b5451bab9fd1d4b0904e82d45ba86240b",
-        "9ba9bb48c519dea555e26571b4287e19dfe6840bf663de7e8c619fe0a67f524e8afeb006c1b34b5d4abff70a",
-        "9db7468a25e63c413d9bcf5fe843c38bc04b241781f841340000000000000000018e4df28b72abcdef000001",
-        "8bcfe5680000000007deadbeef11223344558e4df28b72010060973f4b0e28fbdfb877f79cec8e18df45fa9e",
-        "17ddd8a4f78ae2b5695e2e095e62af124b3b38bc2029d8ef9fd15d81640dc98d0858dbcebb0802683a7219ba",
-        "29057bea7f9637511c5205ff263c1a520a6c65e1bec63c12a3795f83647974b804070000000000018e4df28b",
-        "72abcdef0000018bcfe568000000000000000000000000010003020a93110500000000000000000000000003",
-        "fd000000000000000000000000000001010289e9300c270000000000000000000011223344558e4df28b7201",
-        "0060d219910b90a2387fecffce4828193fe38cc703400972a3a31f2215cfb403cd27df2c198510e091e6ed5a",
-        "303dc1944e02be9e94171585994f52e7408fc22a110ff5d91eca4b1d1a1dbf54c8ec81481a227ea49b80efb3",
-        "b0ee86ede00ec02ba07e0000",
+    /// The NETWORK_CREDENTIALS payload stock writes for them (byte for byte): the COM, 00 (the
+    /// end of the COMs), then counted lists (2-byte counts) of one capability, one tag, no
+    /// revocation and one COO.
+    const STOCK_CREDENTIALS: &[&[&str]] = &[
+        STOCK_COM,
+        &["00", "0001"],
+        STOCK_CAPABILITY,
+        &["0001"],
+        STOCK_TAG,
+        &["0000", "0001"],
+        STOCK_COO,
     ];
 
     fn unhex(parts: &[&str]) -> Vec<u8> {
@@ -614,13 +617,13 @@ mod tests {
             revocations: vec![],
             coos: vec![stock_coo()],
         };
-        assert_eq!(creds.write(), unhex(STOCK_CREDENTIALS));
+        assert_eq!(creds.write(), unhex(&STOCK_CREDENTIALS.concat()));
     }
 
     #[test]
     fn stock_vectors_parse_and_verify() {
         let c = known_good();
-        let creds = Credentials::read(&unhex(STOCK_CREDENTIALS)).unwrap();
+        let creds = Credentials::read(&unhex(&STOCK_CREDENTIALS.concat())).unwrap();
         assert_eq!(creds.coms, [stock_com()]);
         assert_eq!(creds.capabilities, [stock_capability()]);
         assert_eq!(creds.tags, [stock_tag()]);
@@ -1149,7 +1152,7 @@ mod tests {
             flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8),
             cut in any::<usize>(),
         ) {
-            let mut data = unhex(STOCK_CREDENTIALS);
+            let mut data = unhex(&STOCK_CREDENTIALS.concat());
             for (i, v) in flips {
                 let n = data.len();
                 data[i % n] = v;
