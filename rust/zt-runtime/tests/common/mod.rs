@@ -16,6 +16,9 @@ use zt_runtime::underlay::parse_prefixes;
 
 /// How long a node may take to start.
 pub const T: Duration = Duration::from_secs(10);
+/// How long a node without a stored identity may take to start: it first generates one (a
+/// memory-hard search of random length that, with both cores busy, has taken over 10 s).
+pub const KEYGEN_START: Duration = Duration::from_secs(60);
 
 /// A UDP port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
@@ -67,7 +70,7 @@ pub fn node(
         },
     );
     rt.start().expect("start");
-    rt.wait_running(Some(T)).expect("running");
+    rt.wait_running(Some(KEYGEN_START)).expect("running");
     rt
 }
 
