@@ -4,8 +4,7 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use zt_proto::network::NetworkId;
-use zt_proto::node::Frame;
+use zt_proto::{Frame, NetworkId};
 
 #[derive(Debug)]
 struct Inner {
@@ -118,7 +117,7 @@ impl FrameTap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zt_proto::network::Mac;
+    use zt_proto::Mac;
 
     fn frame(n: u8) -> Frame {
         Frame {

@@ -11,8 +11,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 
 use mio::Waker;
-use zt_proto::Identity;
-use zt_proto::crypto::identity_hash::Scratch;
+use zt_proto::{Identity, crypto::identity_hash::Scratch};
 
 /// The worker, or (if no thread could be started) the checks done inline.
 pub(crate) struct Validator {
@@ -26,8 +25,7 @@ pub(crate) struct Validator {
 impl Validator {
     /// Starts the worker; it wakes the loop through `waker` after each result.
     pub(crate) fn start(waker: Arc<Waker>) -> Self {
-        let (req_tx, req_rx) =
-            mpsc::sync_channel::<Identity>(zt_proto::node::budget::VALIDATIONS_PENDING);
+        let (req_tx, req_rx) = mpsc::sync_channel::<Identity>(zt_proto::VALIDATIONS_PENDING);
         let (res_tx, results) = mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("zt-validate".into())

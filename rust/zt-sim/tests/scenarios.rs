@@ -3,9 +3,10 @@
 
 use std::net::SocketAddr;
 
-use zt_proto::crypto::c25519::KeyPair;
-use zt_proto::node::{DropReason, Event};
-use zt_proto::{Address, Identity, Root, Timestamp, World, WorldType};
+use zt_proto::{
+    Address, DropReason, Event, Identity, Root, Timestamp, World, WorldType,
+    crypto::c25519::KeyPair,
+};
 use zt_sim::{Netem, Sim, SimRng, public};
 
 const START: Timestamp = Timestamp(1_700_000_000_000);
@@ -371,7 +372,7 @@ fn large_messages_are_fragmented_relayed_and_reassembled() {
 
 #[test]
 fn cached_peers_are_greeted_at_start() {
-    use zt_proto::node::{CachedPeer, CoreOptions, NodeConfig};
+    use zt_proto::{CachedPeer, CoreOptions, NodeConfig};
     let root_id = identity(80);
     let planet = planet_with_root(&root_id, public(1), 93);
     let mut sim = Sim::new(23, Netem::default(), START);

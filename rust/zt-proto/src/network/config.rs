@@ -13,50 +13,49 @@ use crate::network::credentials::{Capability, Com, Coo, Tag};
 use crate::network::rules::{self, Rule};
 
 /// Netconfig format version written (members need ≥ 6).
-pub const CONFIG_VERSION: u64 = 7;
+pub(crate) const CONFIG_VERSION: u64 = 7;
 /// Default MTU of a network.
-pub const DEFAULT_MTU: u16 = 2800;
+pub(crate) const DEFAULT_MTU: u16 = 2800;
 /// Smallest MTU a config may set.
-pub const MIN_MTU: u16 = 1280;
+pub(crate) const MIN_MTU: u16 = 1280;
 /// Largest MTU a config may set.
-pub const MAX_MTU: u16 = 10000;
+pub(crate) const MAX_MTU: u16 = 10000;
 /// Most bytes kept of a network's name.
-pub const MAX_NAME_LEN: usize = 127;
+pub(crate) const MAX_NAME_LEN: usize = 127;
 /// Most routes kept.
-pub const MAX_ROUTES: usize = 128;
+pub(crate) const MAX_ROUTES: usize = 128;
 /// Most static (managed) IPs kept.
-pub const MAX_STATIC_IPS: usize = 32;
+pub(crate) const MAX_STATIC_IPS: usize = 32;
 /// Most specialists kept.
-pub const MAX_SPECIALISTS: usize = 256;
+pub(crate) const MAX_SPECIALISTS: usize = 256;
 /// Most capabilities kept.
-pub const MAX_CAPABILITIES: usize = 128;
+pub(crate) const MAX_CAPABILITIES: usize = 128;
 /// Most tags kept.
-pub const MAX_TAGS: usize = 128;
+pub(crate) const MAX_TAGS: usize = 128;
 /// Most certificates of ownership kept.
-pub const MAX_COOS: usize = 4;
+pub(crate) const MAX_COOS: usize = 4;
 /// Largest assembled netconfig dictionary accepted (stock 1.8.4 is the smaller of the two).
-pub const MAX_DICT_LEN: usize = 422_527;
+pub(crate) const MAX_DICT_LEN: usize = 422_527;
 
 /// Flag: ff:ff:ff:ff:ff:ff frames allowed.
-pub const FLAG_ENABLE_BROADCAST: u64 = 0x02;
+pub(crate) const FLAG_ENABLE_BROADCAST: u64 = 0x02;
 /// Flag: emulate IPv6 NDP for rfc4193 and 6plane addresses.
-pub const FLAG_ENABLE_IPV6_NDP_EMULATION: u64 = 0x04;
+pub(crate) const FLAG_ENABLE_IPV6_NDP_EMULATION: u64 = 0x04;
 /// Flag: what an unknown MATCH rule evaluates to.
-pub const FLAG_RULES_RESULT_OF_UNSUPPORTED_MATCH: u64 = 0x08;
-/// Flag: do not compress multicast frames.
-pub const FLAG_DISABLE_COMPRESSION: u64 = 0x10;
+pub(crate) const FLAG_RULES_RESULT_OF_UNSUPPORTED_MATCH: u64 = 0x08;
 
 /// Specialist role: active bridge.
-pub const SPECIALIST_ACTIVE_BRIDGE: u64 = 0x0000_0200_0000_0000;
+pub(crate) const SPECIALIST_ACTIVE_BRIDGE: u64 = 0x0000_0200_0000_0000;
 /// Specialist role: anchor.
-pub const SPECIALIST_ANCHOR: u64 = 0x0000_0400_0000_0000;
+pub(crate) const SPECIALIST_ANCHOR: u64 = 0x0000_0400_0000_0000;
 /// Specialist role: multicast replicator.
-pub const SPECIALIST_MULTICAST_REPLICATOR: u64 = 0x0000_0800_0000_0000;
+pub(crate) const SPECIALIST_MULTICAST_REPLICATOR: u64 = 0x0000_0800_0000_0000;
 
 /// Default credential time window a controller uses (30 minutes).
-pub const DEFAULT_CREDENTIAL_MAX_DELTA: i64 = 1_800_000;
+#[cfg(test)]
+const DEFAULT_CREDENTIAL_MAX_DELTA: i64 = 1_800_000;
 /// Largest credential time window (also what ad-hoc networks use).
-pub const MAX_CREDENTIAL_MAX_DELTA: i64 = 7_200_000;
+pub(crate) const MAX_CREDENTIAL_MAX_DELTA: i64 = 7_200_000;
 
 /// The metadata a member sends with a config request (stock 1.14.1's fields and limits),
 /// announcing software version `(major, minor, revision)`.
@@ -615,7 +614,7 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
 /// Flag of a config chunk: forward it to the network's other members.
 pub const CHUNK_FLAG_FAST_PROPAGATE: u8 = 0x01;
 /// Largest dictionary slice in one chunk (as stock controllers cut them).
-pub const MAX_CHUNK_LEN: usize = 10024 - (28 + 256);
+pub(crate) const MAX_CHUNK_LEN: usize = 10024 - (28 + 256);
 
 /// One signed piece of a netconfig.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -754,9 +753,9 @@ pub fn make_chunks(
 }
 
 /// Maximum number of updates reassembled at once.
-pub const MAX_INCOMING_UPDATES: usize = 3;
+pub(crate) const MAX_INCOMING_UPDATES: usize = 3;
 /// Most chunks accepted for one update.
-pub const MAX_UPDATE_CHUNKS: usize = MAX_DICT_LEN / 1024 + 1;
+pub(crate) const MAX_UPDATE_CHUNKS: usize = MAX_DICT_LEN / 1024 + 1;
 
 #[derive(Clone, Debug, Default)]
 struct UpdateSlot {

@@ -39,16 +39,16 @@ use crate::network::rules::{
 };
 
 /// Ethertype of IPv4.
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub(crate) const ETHERTYPE_IPV4: u16 = 0x0800;
 /// Ethertype of ARP.
-pub const ETHERTYPE_ARP: u16 = 0x0806;
+pub(crate) const ETHERTYPE_ARP: u16 = 0x0806;
 /// Ethertype of IPv6.
-pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+pub(crate) const ETHERTYPE_IPV6: u16 = 0x86dd;
 
 /// EXT_FRAME flags byte of a frame redirected on the sending side.
-pub const EXT_FRAME_FLAGS_REDIRECT_OUTBOUND: u8 = 0x04;
+pub(crate) const EXT_FRAME_FLAGS_REDIRECT_OUTBOUND: u8 = 0x04;
 /// EXT_FRAME flags byte of a frame redirected on the receiving side.
-pub const EXT_FRAME_FLAGS_REDIRECT_INBOUND: u8 = 0x0a;
+pub(crate) const EXT_FRAME_FLAGS_REDIRECT_INBOUND: u8 = 0x0a;
 
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
@@ -108,9 +108,11 @@ pub trait FilterContext {
 }
 
 /// A context without tags or certificates of ownership (ad-hoc networks, tests).
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, Default)]
-pub struct NoCredentials;
+struct NoCredentials;
 
+#[cfg(test)]
 impl FilterContext for NoCredentials {
     fn local_tag(&self, _id: u32) -> Option<u32> {
         None

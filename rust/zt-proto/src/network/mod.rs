@@ -7,10 +7,10 @@ use std::str::FromStr;
 
 use crate::address::Address;
 
-pub mod config;
-pub mod credentials;
-pub mod filter;
-pub mod rules;
+pub(crate) mod config;
+pub(crate) mod credentials;
+pub(crate) mod filter;
+pub(crate) mod rules;
 
 /// A 64-bit network ID: the controller's address in the top 40 bits, a number below.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -11,13 +11,13 @@ use crate::time::Timestamp;
 pub struct LocalSocket(pub u16);
 
 /// A path is alive while something arrived within this long (heartbeat period + 5 s).
-pub const PATH_ALIVE_MS: i64 = 19_000;
+pub(crate) const PATH_ALIVE_MS: i64 = 19_000;
 /// A path with nothing sent for this long gets a heartbeat.
-pub const PATH_HEARTBEAT_MS: i64 = 14_000;
+pub(crate) const PATH_HEARTBEAT_MS: i64 = 14_000;
 /// A path slot with no authenticated receive for this long expires.
-pub const PATH_EXPIRATION_MS: i64 = 243_000;
+pub(crate) const PATH_EXPIRATION_MS: i64 = 243_000;
 /// Most path slots per peer.
-pub const MAX_PATHS: usize = 64;
+pub(crate) const MAX_PATHS: usize = 64;
 
 /// One physical path to a peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -306,7 +306,7 @@ impl CachedPeer {
 
 /// ZeroTier's IP scope classes (higher is more local); 0 means unusable.
 #[must_use]
-pub fn ip_scope(addr: &SocketAddr) -> u8 {
+pub(crate) fn ip_scope(addr: &SocketAddr) -> u8 {
     use std::net::IpAddr;
     match addr.ip() {
         IpAddr::V4(ip) => {
@@ -360,7 +360,7 @@ pub fn ip_scope(addr: &SocketAddr) -> u8 {
 /// Whether ZeroTier traffic may use this endpoint: no link-local, multicast or unspecified
 /// addresses, and loopback only when `allow_loopback` (stock nodes never use loopback).
 #[must_use]
-pub fn usable_endpoint(addr: &SocketAddr, allow_loopback: bool) -> bool {
+pub(crate) fn usable_endpoint(addr: &SocketAddr, allow_loopback: bool) -> bool {
     addr.port() != 0
         && match ip_scope(addr) {
             3 | 4 | 6 | 7 => true,

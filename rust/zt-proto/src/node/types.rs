@@ -3,11 +3,11 @@
 use super::*;
 
 /// Interval of the quick housekeeping pass (WHOIS retries, queued packets).
-pub const QUICK_TASK_INTERVAL_MS: i64 = 500;
+pub(crate) const QUICK_TASK_INTERVAL_MS: i64 = 500;
 /// Interval of the ping check (keepalives, online test, network config refresh).
-pub const PING_CHECK_INTERVAL_MS: i64 = 5_000;
+pub(crate) const PING_CHECK_INTERVAL_MS: i64 = 5_000;
 /// Interval of the slow housekeeping pass (peer/path cleanup).
-pub const HOUSEKEEPING_INTERVAL_MS: i64 = 30_000;
+pub(crate) const HOUSEKEEPING_INTERVAL_MS: i64 = 30_000;
 
 /// A persisted object, named as zerotier-one names its files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -332,7 +332,7 @@ pub struct CoreOptions {
 /// Networks a node may be a member of at once unless [`CoreOptions::max_networks`] says
 /// otherwise. zerotier-one has no such cap; each network costs a config, a TCP/IP stack, timers
 /// and requests to its controller, and every listing walks them all.
-pub const MAX_NETWORKS: usize = 1024;
+pub(crate) const MAX_NETWORKS: usize = 1024;
 
 impl Default for CoreOptions {
     fn default() -> Self {

@@ -36,14 +36,14 @@ use crate::network::rules::{MAX_CAPABILITY_RULES, Rule, read_rules, write_rules}
 use crate::network::{Mac, NetworkId};
 
 /// Length of a ZeroTier (C25519) signature.
-pub const SIGNATURE_LEN: usize = 96;
+pub(crate) const SIGNATURE_LEN: usize = 96;
 
 /// Most qualifiers a COM may carry.
-pub const MAX_COM_QUALIFIERS: usize = 8;
+pub(crate) const MAX_COM_QUALIFIERS: usize = 8;
 /// Longest capability custody chain.
-pub const MAX_CUSTODY_CHAIN: u8 = 7;
+pub(crate) const MAX_CUSTODY_CHAIN: u8 = 7;
 /// Most things a COO may list.
-pub const MAX_COO_THINGS: usize = 16;
+pub(crate) const MAX_COO_THINGS: usize = 16;
 
 /// Framing around the signed body of tags, COOs, revocations and capabilities.
 const SIGN_FRAME: [u8; 8] = [0x7f; 8];
@@ -53,7 +53,7 @@ const SIGNATURE_TYPE_C25519: u8 = 1;
 const THING_VALUE_LEN: usize = 16;
 
 /// A 96-byte ZeroTier signature.
-pub type SignatureBytes = [u8; SIGNATURE_LEN];
+pub(crate) type SignatureBytes = [u8; SIGNATURE_LEN];
 
 /// Error parsing, signing or verifying a credential.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,7 +132,7 @@ impl CredentialType {
 
 /// SHA-384 over an identity's 5-byte address and 64-byte public key (what a COM embeds).
 #[must_use]
-pub fn public_key_hash(identity: &Identity) -> [u8; 48] {
+pub(crate) fn public_key_hash(identity: &Identity) -> [u8; 48] {
     let mut h = Sha384::new();
     h.update(identity.address().to_bytes());
     h.update(identity.public_key());
@@ -298,8 +298,12 @@ mod coo;
 mod revocation;
 mod tag;
 
-pub use capability::{Capability, Custody};
-pub use com::{Com, Qualifier};
+pub use capability::Capability;
+#[cfg(test)]
+use capability::Custody;
+pub use com::Com;
+#[cfg(test)]
+use com::Qualifier;
 pub use coo::{Coo, Thing};
 pub use revocation::Revocation;
 pub use tag::Tag;
