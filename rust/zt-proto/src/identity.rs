@@ -261,7 +261,7 @@ impl Identity {
     ///
     /// # Errors
     /// Truncation, an unsupported type, or a bad secret length.
-    pub fn read(r: &mut Reader<'_>) -> Result<Self, IdentityError> {
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, IdentityError> {
         let address = Address::from_bytes(&r.array()?);
         let ty = r.u8()?;
         if ty != 0 {
@@ -291,7 +291,7 @@ impl Identity {
     /// Parses a complete binary identity (no trailing bytes).
     ///
     /// # Errors
-    /// As [`Identity::read`], or trailing bytes.
+    /// As `Identity::read`, or trailing bytes.
     pub fn from_bytes(b: &[u8]) -> Result<Self, IdentityError> {
         let mut r = Reader::new(b);
         let id = Self::read(&mut r)?;

@@ -50,21 +50,21 @@ pub use address::{Address, AddressError};
 pub use cursor::WireError;
 pub use dictionary::Dictionary;
 pub use identity::{Identity, IdentityError};
-pub use inet::InetAddress;
+pub use inet::{InetAddress, InetAddressParseError};
 pub use network::config::{
-    Dns, IpPrefix, NetworkConfig, NetworkType, Route, make_chunks, request_metadata,
+    ConfigError, Dns, IpPrefix, NetworkConfig, NetworkType, Route, make_chunks, request_metadata,
 };
-pub use network::{Mac, MulticastGroup, NetworkId, NetworkIdParseError};
+pub use network::{AdHoc, Mac, MulticastGroup, NetworkId, NetworkIdParseError};
 pub use node::budget::VALIDATIONS_PENDING;
 pub use node::membership::{ERROR_NETWORK_ACCESS_DENIED, ERROR_OBJ_NOT_FOUND};
 pub use node::{
     CachedPeer, ControllerRequest, CoreOptions, DropReason, Event, Frame, FrameError, JoinError,
     LOCAL_REQUEST, LocalSocket, NetworkInfo, NetworkStatus, Node, NodeConfig, NodeError, NodeStats,
-    Peer, SendError, StoreKey, StoreOp, Transmit, hello_packet,
+    Path, Peer, RemoteVersion, SendError, StoreKey, StoreOp, Transmit, hello_packet,
 };
 pub use planet::default_planet;
 pub use time::Timestamp;
-pub use world::{Root, World, WorldType, WorldUpdateRejected};
+pub use world::{Root, World, WorldError, WorldType, WorldUpdateRejected};
 
 pub mod rules {
     //! Flow rules: the entries of a network's rule table ([`NetworkConfig::rules`]) and of
@@ -97,8 +97,9 @@ pub mod fuzzing {
     };
     pub use crate::network::credentials::Credentials;
     pub use crate::network::filter::{
-        FilterContext, FrameInfo, adhoc_port_rules, characteristics, evaluate_table,
-        filter_inbound, filter_outbound, ownership_source,
+        Evaluation, FilterContext, FrameInfo, InboundDecision, OutboundDecision, OwnershipSource,
+        adhoc_port_rules, characteristics, evaluate_table, filter_inbound, filter_outbound,
+        ownership_source,
     };
     pub use crate::network::rules::{parse_rules, read_rules, write_rules};
 }

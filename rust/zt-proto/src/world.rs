@@ -83,8 +83,8 @@ impl World {
     /// conventionally the one named in `update_key`).
     ///
     /// # Errors
-    /// More than [`MAX_ROOTS`] roots, more than [`MAX_ENDPOINTS_PER_ROOT`] endpoints on a root,
-    /// or a serialized size over [`MAX_SERIALIZED_LEN`].
+    /// More than `MAX_ROOTS` roots, more than `MAX_ENDPOINTS_PER_ROOT` endpoints on a root,
+    /// or a serialized size over `MAX_SERIALIZED_LEN`.
     pub fn make(
         world_type: WorldType,
         id: u64,

@@ -197,15 +197,15 @@ impl Dns {
 
 /// Single sign-on settings (carried, not acted upon).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct Sso {
+pub(crate) struct Sso {
     /// 0 implicit, 1 OIDC.
-    pub version: u64,
+    pub(crate) version: u64,
     /// Whether SSO is on.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Authentication URL.
-    pub authentication_url: String,
+    pub(crate) authentication_url: String,
     /// Authentication expiry (ms).
-    pub authentication_expiry: i64,
+    pub(crate) authentication_expiry: i64,
 }
 
 /// Why a netconfig was refused.
@@ -238,7 +238,7 @@ pub struct NetworkConfig {
     /// Revision counter.
     pub revision: u64,
     /// The member this config is for.
-    pub issued_to: Address,
+    pub(crate) issued_to: Address,
     /// Remote trace target.
     pub remote_trace_target: Option<Address>,
     /// Remote trace level.
@@ -272,7 +272,7 @@ pub struct NetworkConfig {
     /// DNS.
     pub dns: Dns,
     /// SSO.
-    pub sso: Sso,
+    pub(crate) sso: Sso,
 }
 
 impl NetworkConfig {
@@ -319,7 +319,7 @@ impl NetworkConfig {
 
     /// Whether `address` is an active bridge.
     #[must_use]
-    pub fn is_active_bridge(&self, address: Address) -> bool {
+    pub(crate) fn is_active_bridge(&self, address: Address) -> bool {
         self.specialists
             .iter()
             .any(|s| s & 0xff_ffff_ffff == address.to_u64() && s & SPECIALIST_ACTIVE_BRIDGE != 0)
@@ -338,7 +338,7 @@ impl NetworkConfig {
     /// Our rfc4193 or 6plane address that shares its prefix with `ip`, if any (for NDP
     /// emulation: such addresses resolve by computation).
     #[must_use]
-    pub fn emulated_v6_prefix_owner(&self, ip: Ipv6Addr) -> Option<Address> {
+    pub(crate) fn emulated_v6_prefix_owner(&self, ip: Ipv6Addr) -> Option<Address> {
         let b = ip.octets();
         for p in &self.static_ips {
             let IpAddr::V6(mine) = p.ip else { continue };
@@ -355,7 +355,7 @@ impl NetworkConfig {
 
     /// The netconfig dictionary (in stock 1.14.1's key order).
     #[must_use]
-    pub fn to_dictionary(&self) -> Dictionary {
+    pub(crate) fn to_dictionary(&self) -> Dictionary {
         let mut d = Dictionary::new();
         d.add_u64("v", CONFIG_VERSION);
         d.add_u64("nwid", self.network_id.0);
@@ -454,7 +454,7 @@ impl NetworkConfig {
     /// # Errors
     /// Missing version, network or issued-to; a malformed COM or COO blob (malformed
     /// capability and tag blobs are truncated at the first bad entry, as stock does).
-    pub fn from_dictionary(d: &Dictionary) -> Result<Self, ConfigError> {
+    pub(crate) fn from_dictionary(d: &Dictionary) -> Result<Self, ConfigError> {
         let version = d.get_u64("v").unwrap_or(0);
         if version < 6 {
             return Err(ConfigError::Version(version));
@@ -576,7 +576,7 @@ impl NetworkConfig {
     /// Parses dictionary text.
     ///
     /// # Errors
-    /// As [`Self::from_dictionary`].
+    /// As `Self::from_dictionary`.
     pub fn from_bytes(b: &[u8]) -> Result<Self, ConfigError> {
         Self::from_dictionary(&Dictionary::parse(b))
     }
@@ -620,21 +620,21 @@ pub(crate) const MAX_CHUNK_LEN: usize = 10024 - (28 + 256);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigChunk<'a> {
     /// Network.
-    pub network_id: NetworkId,
+    pub(crate) network_id: NetworkId,
     /// Dictionary bytes [index, index + len).
-    pub data: &'a [u8],
+    pub(crate) data: &'a [u8],
     /// `CHUNK_FLAG_*`.
-    pub flags: u8,
+    pub(crate) flags: u8,
     /// Same for all chunks of one update.
-    pub update_id: u64,
+    pub(crate) update_id: u64,
     /// Length of the whole dictionary.
-    pub total_len: u32,
+    pub(crate) total_len: u32,
     /// Byte offset of this chunk.
-    pub index: u32,
+    pub(crate) index: u32,
     /// Controller signature over everything before it (None in the legacy unsigned form).
-    pub signature: Option<[u8; 96]>,
+    pub(crate) signature: Option<[u8; 96]>,
     /// The signed bytes (network ID through index).
-    pub signed: &'a [u8],
+    pub(crate) signed: &'a [u8],
     /// The whole chunk as received (network ID through signature), for forwarding.
     pub raw: &'a [u8],
 }

@@ -125,7 +125,7 @@ impl FilterContext for NoCredentials {
 
 /// The outcome of one table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Nothing decided (end of table, or BREAK).
     NoMatch,
     /// DROP.
@@ -141,20 +141,20 @@ pub enum Verdict {
 
 /// A TEE or WATCH copy to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrameCopy {
+pub(crate) struct FrameCopy {
     /// Where to.
-    pub to: Address,
+    pub(crate) to: Address,
     /// How many payload bytes to copy (already limited to the payload length).
-    pub length: usize,
+    pub(crate) length: usize,
     /// WATCH (the copy asks for an acknowledgement) rather than TEE.
-    pub watch: bool,
+    pub(crate) watch: bool,
 }
 
 impl FrameCopy {
     /// The EXT_FRAME flags byte that announces this copy: 0x02 TEE / 0x16 WATCH on the sending
     /// side, 0x08 / 0x1c on the receiving side.
     #[must_use]
-    pub fn ext_frame_flags(&self, inbound: bool) -> u8 {
+    pub(crate) fn ext_frame_flags(&self, inbound: bool) -> u8 {
         match (inbound, self.watch) {
             (false, false) => 0x02,
             (false, true) => 0x16,
@@ -168,30 +168,30 @@ impl FrameCopy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Evaluation {
     /// What the table decided.
-    pub verdict: Verdict,
+    pub(crate) verdict: Verdict,
     /// The last TEE/WATCH copy the table asked for (sent only if the frame is accepted).
-    pub copy: Option<FrameCopy>,
+    pub(crate) copy: Option<FrameCopy>,
 }
 
 /// The decision for a frame this node is about to send.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OutboundDecision {
     /// Send the frame to its destination as usual.
-    pub accept: bool,
+    pub(crate) accept: bool,
     /// Send the whole frame as EXT_FRAME (flags [`EXT_FRAME_FLAGS_REDIRECT_OUTBOUND`]) to this
     /// node instead; `accept` is then false.
-    pub redirect: Option<Address>,
+    pub(crate) redirect: Option<Address>,
     /// Copies to send (the winning capability's first, then the base table's), flags from
     /// [`FrameCopy::ext_frame_flags`]. Stock skips them in the per-recipient passes of bridge
     /// fan-out. Empty unless the frame is accepted or redirected.
-    pub copies: Vec<FrameCopy>,
+    pub(crate) copies: Vec<FrameCopy>,
     /// Index (in the order given) of the capability that accepted, if it was one.
-    pub capability: Option<usize>,
+    pub(crate) capability: Option<usize>,
 }
 
 /// What to do locally with a received frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Delivery {
+pub(crate) enum Delivery {
     /// Do not deliver (stock result 0).
     #[default]
     Drop,
@@ -205,21 +205,22 @@ pub enum Delivery {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InboundDecision {
     /// Local delivery.
-    pub delivery: Delivery,
+    pub(crate) delivery: Delivery,
     /// Forward the whole frame as EXT_FRAME (flags [`EXT_FRAME_FLAGS_REDIRECT_INBOUND`]) to this
     /// node; `delivery` is then [`Delivery::Drop`].
-    pub redirect: Option<Address>,
+    pub(crate) redirect: Option<Address>,
     /// Copies to send (the winning capability's first, then the base table's), flags from
     /// [`FrameCopy::ext_frame_flags`].
-    pub copies: Vec<FrameCopy>,
+    pub(crate) copies: Vec<FrameCopy>,
     /// Index (in the order given) of the sender's capability that accepted, if it was one.
-    pub capability: Option<usize>,
+    pub(crate) capability: Option<usize>,
 }
 
 impl InboundDecision {
     /// Stock's integer result: 0 drop, 1 accept, 2 accept bypassing the MAC/bridge checks.
+    #[cfg(test)]
     #[must_use]
-    pub fn code(&self) -> u8 {
+    pub(crate) fn code(&self) -> u8 {
         match self.delivery {
             Delivery::Drop => 0,
             Delivery::Accept => 1,

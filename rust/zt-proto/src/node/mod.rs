@@ -33,7 +33,7 @@ use crate::world::{World, WorldType, WorldUpdateRejected};
 pub use membership::{
     ControllerRequest, Frame, FrameError, JoinError, LOCAL_REQUEST, NetworkInfo, NetworkStatus,
 };
-pub use peer::{CachedPeer, LocalSocket, Peer};
+pub use peer::{CachedPeer, LocalSocket, Path, Peer, RemoteVersion};
 pub(crate) use peer::{ip_scope, usable_endpoint};
 
 pub use types::*;
@@ -425,7 +425,7 @@ impl Node {
     /// Endpoints where peers may reach this node directly: interface addresses with the bound
     /// port of their family, then external addresses reported by roots.
     #[must_use]
-    pub fn direct_endpoints(&self) -> Vec<SocketAddr> {
+    pub(crate) fn direct_endpoints(&self) -> Vec<SocketAddr> {
         let mut eps: Vec<SocketAddr> = Vec::new();
         for ip in &self.interfaces {
             let port = self

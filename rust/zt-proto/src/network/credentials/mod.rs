@@ -111,7 +111,7 @@ pub enum CredentialType {
 impl CredentialType {
     /// The type with wire code `v`, if any.
     #[must_use]
-    pub fn from_u8(v: u8) -> Option<Self> {
+    pub(crate) fn from_u8(v: u8) -> Option<Self> {
         Some(match v {
             0 => Self::Null,
             1 => Self::Com,
@@ -125,7 +125,7 @@ impl CredentialType {
 
     /// The wire code.
     #[must_use]
-    pub fn to_u8(self) -> u8 {
+    pub(crate) fn to_u8(self) -> u8 {
         self as u8
     }
 }
@@ -237,7 +237,7 @@ macro_rules! framed_credential {
             #[doc = concat!("The signed message of the ", $what, ": `7f×8`, its wire form without the")]
             /// signature fields, `7f×8`.
             #[must_use]
-            pub fn signing_message(&self) -> Vec<u8> {
+            pub(crate) fn signing_message(&self) -> Vec<u8> {
                 let mut m = Vec::with_capacity(256);
                 m.extend_from_slice(&SIGN_FRAME);
                 self.write_body(&mut m);
@@ -267,8 +267,9 @@ macro_rules! framed_credential {
             }
 
             /// The wire form.
+            #[cfg(test)]
             #[must_use]
-            pub fn to_bytes(&self) -> Vec<u8> {
+            pub(crate) fn to_bytes(&self) -> Vec<u8> {
                 let mut out = Vec::new();
                 self.write(&mut out);
                 out
@@ -399,16 +400,6 @@ impl Credentials {
         list(&mut out, &self.revocations, Revocation::write);
         list(&mut out, &self.coos, Coo::write);
         out
-    }
-
-    /// True when no credential is held.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.coms.is_empty()
-            && self.capabilities.is_empty()
-            && self.tags.is_empty()
-            && self.revocations.is_empty()
-            && self.coos.is_empty()
     }
 }
 

@@ -145,14 +145,6 @@ impl Frame {
         })
     }
 
-    /// The Ethernet II bytes.
-    #[must_use]
-    pub fn to_ethernet(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(14 + self.payload.len());
-        self.write_ethernet(&mut out);
-        out
-    }
-
     /// Appends the Ethernet II bytes to `out` (a reused buffer: no allocation once it is large
     /// enough).
     pub fn write_ethernet(&self, out: &mut Vec<u8>) {
