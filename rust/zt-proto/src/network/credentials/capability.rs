@@ -262,15 +262,6 @@ impl Capability {
         out.extend_from_slice(&[0; Address::LEN]);
         write_no_additional(out);
     }
-
-    /// The wire form.
-    #[cfg(test)]
-    #[must_use]
-    pub(crate) fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.write(&mut out);
-        out
-    }
 }
 
 // ------------------------------------------------------------------------------------------

@@ -255,15 +255,6 @@ impl Com {
             out.extend_from_slice(&self.signature.unwrap_or([0; SIGNATURE_LEN]));
         }
     }
-
-    /// The wire form.
-    #[cfg(test)]
-    #[must_use]
-    pub(crate) fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.write(&mut out);
-        out
-    }
 }
 
 /// The first 32 bytes of the public-key hash as four big-endian words.

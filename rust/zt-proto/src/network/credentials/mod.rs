@@ -266,15 +266,6 @@ macro_rules! framed_credential {
                 write_no_additional(out);
             }
 
-            /// The wire form.
-            #[cfg(test)]
-            #[must_use]
-            pub(crate) fn to_bytes(&self) -> Vec<u8> {
-                let mut out = Vec::new();
-                self.write(&mut out);
-                out
-            }
-
             #[doc = concat!("Verifies that the ", $what, " is signed by `controller`, the controller of its network.")]
             ///
             /// # Errors
@@ -410,6 +401,24 @@ mod tests {
     use crate::network::rules::RuleKind;
     use proptest::prelude::*;
     use std::sync::OnceLock;
+
+    /// A credential's wire form in a buffer of its own (what the tests compare and parse).
+    trait ToBytes {
+        fn to_bytes(&self) -> Vec<u8>;
+    }
+
+    macro_rules! to_bytes {
+        ($($credential:ty),*) => {$(
+            impl ToBytes for $credential {
+                fn to_bytes(&self) -> Vec<u8> {
+                    let mut out = Vec::new();
+                    self.write(&mut out);
+                    out
+                }
+            }
+        )*};
+    }
+    to_bytes!(Com, Capability, Tag, Revocation, Coo);
 
     /// ZeroTier's self-test identity (with secret), used as controller for the stock vectors.
     const KNOWN_GOOD: &str = "8e4df28b72:0:ac3d46abe0c21f3cfe7a6c8d6a85cfcffcb82fbd55af6a4d6350657c68200843fa2e16f9418bbd9702cae365f2af5fb4c420908b803a681d4daef6114d78a2d7:bd8dd6e4ce7022d2f812797a80c6ee8ad180dc4ebf301dec8b06d1be08832bddd63a2f1cfa7b2c504474c75bdc8898ba476ef92e8e2d0509f8441985171ff16e";
