@@ -4,7 +4,8 @@
 //! from its key: a memory-hard hash of ≈ 14 ms (2 MB of scratch). The node asks for it
 //! ([`zt_proto::Node::poll_identity_check`]) and this worker does it, so that the loop thread
 //! never spends those milliseconds while known peers' packets wait. The node bounds how many
-//! checks are asked for and how often ([`zt_proto::node::budget`]); the channel holds as many.
+//! checks are asked for and how often (docs/security.md); the channel holds as many as may be
+//! pending ([`zt_proto::VALIDATIONS_PENDING`]).
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
