@@ -4,10 +4,11 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use zt_proto::crypto::c25519::KeyPair;
-use zt_proto::node::LocalSocket;
-use zt_proto::packet::{self, Cipher, PeerKeys, Verb};
-use zt_proto::{Address, Identity, Root, Timestamp, World, WorldType};
+use zt_proto::{
+    Address, Identity, LocalSocket, Root, Timestamp, World, WorldType,
+    crypto::c25519::KeyPair,
+    packet::{self, Cipher, PeerKeys, Verb},
+};
 use zt_sim::{Netem, Sim, SimRng, public};
 
 fn armor_dearmor(c: &mut Criterion) {

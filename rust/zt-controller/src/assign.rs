@@ -12,10 +12,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde_json::Value;
 
 use crate::json::{Inet, field, ip_to_string, json_bool, json_string, parse_inet};
-use zt_proto::address::Address;
-use zt_proto::crypto::SecureRandom;
-use zt_proto::inet::{ipv4_prefix_contains, ipv6_prefix_contains};
-use zt_proto::network::NetworkId;
+use zt_proto::{
+    Address, NetworkId, crypto::SecureRandom, ipv4_prefix_contains, ipv6_prefix_contains,
+};
 
 /// Most routes in a config.
 pub const MAX_ROUTES: usize = 128;

@@ -5,9 +5,10 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::ConfigPlan;
-use zt_proto::identity::Identity;
-use zt_proto::network::config::{Dns, IpPrefix, NetworkConfig, NetworkType, Route};
-use zt_proto::network::credentials::{Capability, Com, Coo, CredentialError, Tag, Thing};
+use zt_proto::{
+    Dns, Identity, IpPrefix, NetworkConfig, NetworkType, Route,
+    credentials::{Capability, Com, Coo, CredentialError, Tag, Thing},
+};
 
 /// ID of the certificate of ownership listing the static IPs (as stock controllers issue it).
 pub const COO_ID: u32 = 1;

@@ -51,14 +51,11 @@ use self::json::{
 };
 use self::records::{clean_member, commit_record, init_member};
 use self::rule_json::parse_rule_checked;
-use zt_proto::address::Address;
-use zt_proto::crypto::SecureRandom;
-use zt_proto::dictionary::Dictionary;
-use zt_proto::identity::Identity;
-use zt_proto::inet::InetAddress;
-use zt_proto::network::NetworkId;
-use zt_proto::network::rules::{MAX_CAPABILITY_RULES, MAX_RULES, Rule, RuleKind};
-use zt_proto::time::Timestamp;
+use zt_proto::{
+    Address, Dictionary, Identity, InetAddress, NetworkId, Timestamp,
+    crypto::SecureRandom,
+    rules::{MAX_CAPABILITY_RULES, MAX_RULES, Rule, RuleKind},
+};
 
 /// Default credential time max delta (`ctmd`): 30 minutes.
 pub const DEFAULT_CREDENTIAL_MAX_DELTA: i64 = 1_800_000;

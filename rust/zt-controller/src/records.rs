@@ -21,9 +21,7 @@ use crate::json::{
     parse_inet,
 };
 use crate::rule_json::{parse_rule_checked, render_rule};
-use zt_proto::address::Address;
-use zt_proto::network::NetworkId;
-use zt_proto::time::Timestamp;
+use zt_proto::{Address, NetworkId, Timestamp};
 
 /// Most entries the API keeps in any array field (`ZT_CONTROLLER_MAX_ARRAY_SIZE`).
 pub const MAX_ARRAY_SIZE: usize = 16384;

@@ -13,9 +13,10 @@ use serde_json::{Map, Value, json};
 use crate::error::PostError;
 use crate::json::{Inet, field, ip_to_string, json_bool, json_int, json_string, number_to_u64};
 use crate::json::{parse_inet, strtoull};
-use zt_proto::address::Address;
-use zt_proto::network::Mac;
-use zt_proto::network::rules::{Forward, Rule, RuleKind, TagOp};
+use zt_proto::{
+    Address, Mac,
+    rules::{Forward, Rule, RuleKind, TagOp},
+};
 
 /// The JSON name of a rule type, `None` for types without one (PRIORITY and unknown types).
 #[must_use]
@@ -319,7 +320,7 @@ pub fn render_rule(rule: &Rule) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zt_proto::network::rules::{CHAR_INBOUND, CHAR_TCP_SYN};
+    use zt_proto::rules::{CHAR_INBOUND, CHAR_TCP_SYN};
 
     fn every_type() -> Vec<Rule> {
         let a = Address::new(0x0089_e92c_eee5).unwrap();

@@ -17,7 +17,7 @@ fn identity(key_byte: u8) -> Identity {
 
 /// Metadata as ZeroTier 1.14.1 sends it (optionally with extra entries).
 fn metadata(extra: &[(&str, &str)]) -> Dictionary {
-    let mut d = zt_proto::network::config::request_metadata((1, 14, 1));
+    let mut d = zt_proto::request_metadata((1, 14, 1));
     for (k, v) in extra {
         d.add(k, v.as_bytes());
     }

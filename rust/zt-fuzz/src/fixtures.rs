@@ -9,13 +9,12 @@ use serde_json::{Value, json};
 use zt_controller::records::{member_update_from_post, network_update_from_post};
 use zt_controller::rule_json::render_rule;
 use zt_controller::{self as ctl, Decision, NetworkSummary, Request};
-use zt_proto::crypto::c25519::KeyPair;
-use zt_proto::dictionary::Dictionary;
-use zt_proto::network::NetworkId;
-use zt_proto::network::config::{self, NetworkConfig};
-use zt_proto::network::rules::{Forward, Rule, RuleKind, TagOp};
-use zt_proto::packet::PeerKeys;
-use zt_proto::{Address, Identity, Root, Timestamp, World, WorldType};
+use zt_proto::{
+    Address, Dictionary, Identity, NetworkConfig, NetworkId, Root, Timestamp, World, WorldType,
+    crypto::c25519::KeyPair,
+    packet::PeerKeys,
+    rules::{Forward, Rule, RuleKind, TagOp},
+};
 use zt_sim::SimRng;
 
 /// The time every harness starts at.
@@ -166,7 +165,7 @@ pub fn rules(watcher: &Identity) -> Vec<Rule> {
             flags: 0,
         }),
         Rule::new(K::Tee(forward(watcher))),
-        Rule::new(K::Characteristics(zt_proto::network::rules::CHAR_TCP_NS)),
+        Rule::new(K::Characteristics(zt_proto::rules::CHAR_TCP_NS)),
         Rule::new(K::Watch(forward(watcher))),
         Rule::new(K::Tags {
             op: TagOp::Equal,
@@ -251,7 +250,7 @@ pub fn records(nwid: NetworkId, watcher: &Identity, members: &[&Identity]) -> zt
 /// controller sends an accept-all rule table).
 #[must_use]
 pub fn member_metadata() -> Dictionary {
-    config::request_metadata((1, 14, 1))
+    zt_proto::request_metadata((1, 14, 1))
 }
 
 /// The controller's decision on `member`'s request for `nwid` at `now`, from its records: the

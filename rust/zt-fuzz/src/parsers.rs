@@ -2,17 +2,16 @@
 //! checks that writing it and parsing that again gives the same value (a decoder and its
 //! encoder that disagree are a bug too). Nothing here may panic on any input.
 
-use zt_proto::address::Address;
-use zt_proto::cursor::Reader;
-use zt_proto::dictionary::Dictionary;
-use zt_proto::inet::InetAddress;
-use zt_proto::network::config::{ChunkOutcome, ConfigAssembler, ConfigChunk, NetworkConfig};
-use zt_proto::network::credentials::{Capability, Com, Coo, Credentials, Revocation, Tag};
-use zt_proto::network::filter::{self, FilterContext, FrameInfo};
-use zt_proto::network::rules::{self, Rule};
-use zt_proto::network::{Mac, NetworkId};
-use zt_proto::packet::{self, Cipher, PeerKeys, Verb};
-use zt_proto::{Identity, World};
+use zt_proto::{
+    Address, Dictionary, Identity, InetAddress, Mac, NetworkConfig, NetworkId, World,
+    credentials::{Capability, Com, Coo, Revocation, Tag},
+    fuzzing::{
+        self, ChunkOutcome, ConfigAssembler, ConfigChunk, Credentials, FilterContext, FrameInfo,
+        Reader,
+    },
+    packet::{self, Cipher, PeerKeys, Verb},
+    rules::{self, Rule},
+};
 
 use crate::fixtures::{self, fixtures};
 use crate::input::Input;
@@ -254,14 +253,14 @@ pub fn rules(data: &[u8]) {
     let count = usize::from(input.u8());
     let blob = input.blob(4096);
     let mut r = Reader::new(blob);
-    let Ok(table) = rules::read_rules(&mut r, count) else {
-        let _ = rules::parse_rules(blob);
+    let Ok(table) = fuzzing::read_rules(&mut r, count) else {
+        let _ = fuzzing::parse_rules(blob);
         return;
     };
     let mut out = Vec::new();
-    rules::write_rules(&mut out, &table);
+    fuzzing::write_rules(&mut out, &table);
     assert_eq!(
-        rules::read_rules(&mut Reader::new(&out), table.len()).as_ref(),
+        fuzzing::read_rules(&mut Reader::new(&out), table.len()).as_ref(),
         Ok(&table),
         "rules do not survive a round trip"
     );
@@ -291,16 +290,16 @@ pub fn rules(data: &[u8]) {
             random_seed,
         };
         let unsupported = flags & 2 != 0;
-        let _ = filter::evaluate_table(&table, &frame, &ctx, unsupported);
+        let _ = fuzzing::evaluate_table(&table, &frame, &ctx, unsupported);
         let caps = [&table[..], &table[table.len() / 2..]];
         if inbound {
-            let _ = filter::filter_inbound(&[], caps, &frame, &ctx, unsupported);
+            let _ = fuzzing::filter_inbound(&[], caps, &frame, &ctx, unsupported);
         } else {
-            let _ = filter::filter_outbound(&table, caps, &frame, &ctx, unsupported);
+            let _ = fuzzing::filter_outbound(&table, caps, &frame, &ctx, unsupported);
         }
-        let _ = filter::characteristics(&frame, &ctx);
+        let _ = fuzzing::characteristics(&frame, &ctx);
     }
-    let _ = filter::ownership_source(ethertype, payload);
+    let _ = fuzzing::ownership_source(ethertype, payload);
 }
 
 fn rule_json_round_trip(rule: &Rule) {
@@ -428,5 +427,5 @@ pub fn identity(data: &[u8]) {
 
 /// The stored peer format (`peers.d/<address>.peer`), alone.
 pub fn peer_record(data: &[u8]) {
-    let _ = zt_proto::node::CachedPeer::parse(data);
+    let _ = zt_proto::CachedPeer::parse(data);
 }

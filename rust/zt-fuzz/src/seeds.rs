@@ -4,13 +4,13 @@
 
 use serde_json::json;
 use zt_controller::rule_json::render_rule;
-use zt_proto::inet::InetAddress;
-use zt_proto::network::config::{NetworkConfig, make_chunks};
-use zt_proto::network::credentials::Credentials;
-use zt_proto::network::rules::{self, Rule, RuleKind};
-use zt_proto::network::{MulticastGroup, NetworkId};
-use zt_proto::node::Peer;
-use zt_proto::packet::Verb;
+use zt_proto::{
+    InetAddress, MulticastGroup, NetworkConfig, NetworkId, Peer,
+    fuzzing::{self, Credentials},
+    make_chunks,
+    packet::Verb,
+    rules::{self, Rule, RuleKind},
+};
 
 use crate::fixtures::{self, fixtures};
 use crate::input::Script;
@@ -61,7 +61,7 @@ fn packet() -> Vec<Vec<u8>> {
 }
 
 fn dictionary() -> Vec<Vec<u8>> {
-    let mut d = zt_proto::dictionary::Dictionary::new();
+    let mut d = zt_proto::Dictionary::new();
     d.add("a", b"line\nbreak=and\\back\rslash\0nul");
     d.add_u64("v", 7);
     let mut s = Script::new();
@@ -76,7 +76,7 @@ fn dictionary() -> Vec<Vec<u8>> {
 fn netconfig() -> Vec<Vec<u8>> {
     let mut public = leaf_config();
     public.com = None;
-    public.network_type = zt_proto::network::config::NetworkType::Public;
+    public.network_type = zt_proto::NetworkType::Public;
     vec![
         scenario(Role::Leaf).stored_config.clone(),
         public.to_bytes(),
@@ -160,7 +160,7 @@ fn rules_seeds() -> Vec<Vec<u8>> {
     let f = fixtures();
     let tables = [
         fixtures::rules(&f.ids[2]),
-        zt_proto::network::filter::adhoc_port_rules(22, 80),
+        fuzzing::adhoc_port_rules(22, 80),
         vec![
             Rule::new(RuleKind::IntegerRange {
                 start: 5,
@@ -184,7 +184,7 @@ fn rules_seeds() -> Vec<Vec<u8>> {
         .enumerate()
         .map(|(i, t)| {
             let mut blob = Vec::new();
-            rules::write_rules(&mut blob, t);
+            fuzzing::write_rules(&mut blob, t);
             let mut s = Script::new();
             s.u8(t.len() as u8).blob(&blob);
             s.bytes(&(i as u64 * 0x0102_0304).to_be_bytes()).u8(i as u8);
@@ -236,8 +236,8 @@ fn peer_record() -> Vec<u8> {
     let f = fixtures();
     let mut p = Peer::new(f.ids[2].to_public(), fixtures::keys(&f.ids[0], &f.ids[2]));
     let now = fixtures::START;
-    p.learn_path(zt_proto::node::LocalSocket(0), fixtures::endpoint(2), now);
-    p.learn_path(zt_proto::node::LocalSocket(1), fixtures::endpoint6(2), now);
+    p.learn_path(zt_proto::LocalSocket(0), fixtures::endpoint(2), now);
+    p.learn_path(zt_proto::LocalSocket(1), fixtures::endpoint6(2), now);
     p.to_cache()
 }
 
@@ -247,7 +247,7 @@ fn stored_state() -> Vec<Vec<u8>> {
     let other = {
         let mut p = Peer::new(f.ids[3].to_public(), fixtures::keys(&f.ids[0], &f.ids[3]));
         p.learn_path(
-            zt_proto::node::LocalSocket(0),
+            zt_proto::LocalSocket(0),
             fixtures::endpoint(3),
             fixtures::START,
         );
@@ -320,9 +320,8 @@ fn controller_json() -> Vec<Vec<u8>> {
 
 fn datagrams() -> Vec<Vec<u8>> {
     let f = fixtures();
-    let hello =
-        zt_proto::node::hello_packet(&f.ids[3], &f.ids[0], [9; 8], fixtures::START, (1, 14, 1))
-            .unwrap_or_default();
+    let hello = zt_proto::hello_packet(&f.ids[3], &f.ids[0], [9; 8], fixtures::START, (1, 14, 1))
+        .unwrap_or_default();
     let mut frag = vec![1, 2, 3, 4, 5, 6, 7, 8];
     frag.extend_from_slice(&f.ids[0].address().to_bytes());
     frag.extend_from_slice(&[0xff, 0x31, 0, 9, 9, 9]);

@@ -6,10 +6,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use zt_controller::rule_json::{parse_rule_checked, render_rule};
 use zt_controller::{self as ctl, Decision};
-use zt_proto::dictionary::Dictionary;
-use zt_proto::network::config::NetworkConfig;
-use zt_proto::node::{CoreOptions, LocalSocket};
-use zt_proto::{Node, Timestamp};
+use zt_proto::{CoreOptions, Dictionary, LocalSocket, NetworkConfig, Node, Timestamp};
 use zt_runtime::controller::ControllerHost;
 use zt_runtime::controller_db::ControllerDb;
 use zt_runtime::http::{self, Api};
@@ -116,7 +113,7 @@ pub fn controller_json(data: &[u8]) {
         }
     }
     // The same request through the host, as the runtime answers it.
-    let req = zt_proto::node::ControllerRequest {
+    let req = zt_proto::ControllerRequest {
         network: nwid,
         requester: member.to_public(),
         metadata,

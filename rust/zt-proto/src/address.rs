@@ -24,7 +24,7 @@ pub enum AddressError {
 
 impl Address {
     /// Length of the binary form.
-    pub const LEN: usize = 5;
+    pub(crate) const LEN: usize = 5;
 
     /// The address `value`, which must fit in 40 bits. Reserved values are allowed here.
     ///
@@ -64,7 +64,7 @@ impl Address {
 
     /// Zero and every address starting with 0xff are reserved.
     #[must_use]
-    pub fn is_reserved(self) -> bool {
+    pub(crate) fn is_reserved(self) -> bool {
         self.0 == 0 || (self.0 >> 32) == 0xff
     }
 }

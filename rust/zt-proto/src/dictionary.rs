@@ -96,7 +96,7 @@ impl Dictionary {
     }
 
     /// Appends a signed integer as 16 lowercase hex digits, negative ones with a leading `-`.
-    pub fn add_i64(&mut self, key: &str, v: i64) -> bool {
+    pub(crate) fn add_i64(&mut self, key: &str, v: i64) -> bool {
         if v < 0 {
             self.add(key, format!("-{:016x}", v.unsigned_abs()).as_bytes())
         } else {
@@ -105,7 +105,7 @@ impl Dictionary {
     }
 
     /// Appends a boolean as `1`/`0`.
-    pub fn add_bool(&mut self, key: &str, v: bool) -> bool {
+    pub(crate) fn add_bool(&mut self, key: &str, v: bool) -> bool {
         self.add(key, if v { b"1" } else { b"0" })
     }
 
@@ -166,18 +166,6 @@ impl Dictionary {
     pub fn get_bool(&self, key: &str) -> Option<bool> {
         self.get(key)
             .map(|v| matches!(v.first(), Some(b'1' | b't' | b'T')))
-    }
-
-    /// Number of entries.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether there are no entries.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }
 

@@ -10,15 +10,16 @@ use crate::crypto::identity_hash::{self, Scratch};
 use crate::cursor::{Reader, WireError};
 
 /// An identity is acceptable when the first byte of its memory-hard hash is below this.
-pub const HASHCASH_FIRST_BYTE_LESS_THAN: u8 = 17;
+pub(crate) const HASHCASH_FIRST_BYTE_LESS_THAN: u8 = 17;
 /// Length of the public text form.
-pub const PUBLIC_STRING_LEN: usize = 141;
+#[cfg(test)]
+const PUBLIC_STRING_LEN: usize = 141;
 /// Length of the public binary form.
-pub const PUBLIC_BINARY_LEN: usize = 71;
+pub(crate) const PUBLIC_BINARY_LEN: usize = 71;
 /// Length of the binary form with secret.
-pub const SECRET_BINARY_LEN: usize = 135;
+pub(crate) const SECRET_BINARY_LEN: usize = 135;
 /// Symmetric key length that peers derive.
-pub const SYMMETRIC_KEY_LEN: usize = 48;
+pub(crate) const SYMMETRIC_KEY_LEN: usize = 48;
 
 /// Error parsing, validating or using an identity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -260,7 +261,7 @@ impl Identity {
     ///
     /// # Errors
     /// Truncation, an unsupported type, or a bad secret length.
-    pub fn read(r: &mut Reader<'_>) -> Result<Self, IdentityError> {
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, IdentityError> {
         let address = Address::from_bytes(&r.array()?);
         let ty = r.u8()?;
         if ty != 0 {
@@ -290,7 +291,7 @@ impl Identity {
     /// Parses a complete binary identity (no trailing bytes).
     ///
     /// # Errors
-    /// As [`Identity::read`], or trailing bytes.
+    /// As `Identity::read`, or trailing bytes.
     pub fn from_bytes(b: &[u8]) -> Result<Self, IdentityError> {
         let mut r = Reader::new(b);
         let id = Self::read(&mut r)?;

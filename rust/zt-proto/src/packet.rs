@@ -14,7 +14,7 @@ use crate::crypto::{Salsa, SalsaRounds, ct_eq, poly1305};
 /// Offset of the destination address.
 pub const IDX_DEST: usize = 8;
 /// Offset of the source address.
-pub const IDX_SOURCE: usize = 13;
+pub(crate) const IDX_SOURCE: usize = 13;
 /// Offset of the flags byte.
 pub const IDX_FLAGS: usize = 18;
 /// Offset of the MAC.
@@ -22,7 +22,7 @@ pub const IDX_MAC: usize = 19;
 /// Offset of the verb byte.
 pub const IDX_VERB: usize = 27;
 /// Offset of the payload.
-pub const IDX_PAYLOAD: usize = 28;
+pub(crate) const IDX_PAYLOAD: usize = 28;
 /// Shortest packet.
 pub const MIN_PACKET_LEN: usize = 28;
 /// Longest packet (7 × 1432).
@@ -36,9 +36,9 @@ pub const DEFAULT_PHYSICAL_MTU: usize = 1432;
 /// Protocol version spoken (AES-GMAC-SIV capable).
 pub const PROTOCOL_VERSION: u8 = 12;
 /// Oldest protocol version accepted.
-pub const PROTOCOL_VERSION_MIN: u8 = 4;
+pub(crate) const PROTOCOL_VERSION_MIN: u8 = 4;
 /// Relays forward a packet only while its hop count is below this.
-pub const RELAY_MAX_HOPS: u8 = 3;
+pub(crate) const RELAY_MAX_HOPS: u8 = 3;
 
 const FLAG_FRAGMENTED: u8 = 0x40;
 const FLAG_ENCRYPTED_LEGACY: u8 = 0x80;
@@ -76,7 +76,7 @@ pub enum Verb {
 impl Verb {
     /// The verb with this number, if any.
     #[must_use]
-    pub fn from_u8(v: u8) -> Option<Self> {
+    pub(crate) fn from_u8(v: u8) -> Option<Self> {
         use Verb::*;
         Some(match v & 0x1f {
             0x00 => Nop,
@@ -142,12 +142,6 @@ impl PeerKeys {
             salsa,
             aes: AesSivKeys::derive(shared),
         }
-    }
-
-    /// The unmangled Salsa20 key (first 32 bytes of the agreement).
-    #[must_use]
-    pub fn salsa_key(&self) -> &[u8; 32] {
-        &self.salsa
     }
 }
 
@@ -385,7 +379,7 @@ pub fn uncompress(p: &mut Vec<u8>) -> Result<(), ArmorError> {
 /// Splits an armored packet (whose fragmented flag was set before armoring if it exceeds
 /// `mtu`) into the head datagram and fragment datagrams. An MTU too small to carry a fragment
 /// (at most [`FRAGMENT_HEADER_LEN`] bytes) yields the packet whole. Receivers accept the
-/// pieces of packets up to [`max_packet_len`] only.
+/// pieces of packets up to `max_packet_len` only.
 #[must_use]
 pub fn fragment(p: &[u8], mtu: usize) -> Vec<Vec<u8>> {
     if p.len() <= mtu || mtu <= FRAGMENT_HEADER_LEN {
@@ -410,8 +404,9 @@ pub fn fragment(p: &[u8], mtu: usize) -> Vec<Vec<u8>> {
 }
 
 /// How many datagrams (the head included) [`fragment`] makes of a `len`-byte packet at `mtu`.
+#[cfg(test)]
 #[must_use]
-pub fn fragment_count(len: usize, mtu: usize) -> usize {
+pub(crate) fn fragment_count(len: usize, mtu: usize) -> usize {
     if len <= mtu || mtu <= FRAGMENT_HEADER_LEN {
         return 1;
     }
@@ -422,7 +417,7 @@ pub fn fragment_count(len: usize, mtu: usize) -> usize {
 /// datagram or in at most [`MAX_FRAGMENTS`] (receivers refuse more). At the default MTU that is
 /// 9928 bytes, not 10024: each fragment carries its own 16-byte header.
 #[must_use]
-pub fn max_packet_len(mtu: usize) -> usize {
+pub(crate) fn max_packet_len(mtu: usize) -> usize {
     let pieces = mtu.saturating_sub(FRAGMENT_HEADER_LEN) * (MAX_FRAGMENTS - 1);
     (mtu + pieces).min(MAX_PACKET_LEN)
 }

@@ -3,10 +3,11 @@
 use crate::world::World;
 
 /// The serialized default planet (world ID 0x8eac90a, "Earth").
-pub const DEFAULT_PLANET_BYTES: &[u8] = include_bytes!("../data/default.planet");
+pub(crate) const DEFAULT_PLANET_BYTES: &[u8] = include_bytes!("../data/default.planet");
 
 /// World ID of the default planet.
-pub const EARTH_WORLD_ID: u64 = 149_604_618;
+#[cfg(test)]
+const EARTH_WORLD_ID: u64 = 149_604_618;
 
 /// The parsed default planet.
 ///

@@ -6,11 +6,11 @@ use crate::identity::{Identity, IdentityError};
 use crate::inet::InetAddress;
 
 /// Most roots a world may list.
-pub const MAX_ROOTS: usize = 4;
+pub(crate) const MAX_ROOTS: usize = 4;
 /// Most stable endpoints per root.
-pub const MAX_ENDPOINTS_PER_ROOT: usize = 32;
+pub(crate) const MAX_ENDPOINTS_PER_ROOT: usize = 32;
 /// Largest serialized world.
-pub const MAX_SERIALIZED_LEN: usize = 8480;
+pub(crate) const MAX_SERIALIZED_LEN: usize = 8480;
 
 /// Kind of world.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -83,8 +83,8 @@ impl World {
     /// conventionally the one named in `update_key`).
     ///
     /// # Errors
-    /// More than [`MAX_ROOTS`] roots, more than [`MAX_ENDPOINTS_PER_ROOT`] endpoints on a root,
-    /// or a serialized size over [`MAX_SERIALIZED_LEN`].
+    /// More than `MAX_ROOTS` roots, more than `MAX_ENDPOINTS_PER_ROOT` endpoints on a root,
+    /// or a serialized size over `MAX_SERIALIZED_LEN`.
     pub fn make(
         world_type: WorldType,
         id: u64,

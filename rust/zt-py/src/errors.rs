@@ -11,7 +11,7 @@ pyo3::import_exception!(zt.errors, NodeStateError);
 pyo3::import_exception!(zt.errors, NodeFaultedError);
 pyo3::import_exception!(zt.errors, NetworkError);
 
-pub(crate) fn identity(e: zt_proto::identity::IdentityError) -> PyErr {
+pub(crate) fn identity(e: zt_proto::IdentityError) -> PyErr {
     IdentityError::new_err(e.to_string())
 }
 

@@ -1,7 +1,9 @@
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use zt_proto::crypto::c25519::{self, KeyPair as CoreKeyPair};
-use zt_proto::identity::IdentityError as CoreIdentityError;
+use zt_proto::{
+    IdentityError as CoreIdentityError,
+    crypto::c25519::{self, KeyPair as CoreKeyPair},
+};
 
 use crate::errors;
 

@@ -1,12 +1,11 @@
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use zt_proto::Address;
-use zt_proto::network::NetworkId;
+use zt_proto::{Address, NetworkId};
 
 fn node(address: &str) -> PyResult<Address> {
     address
         .parse()
-        .map_err(|e: zt_proto::address::AddressError| PyValueError::new_err(e.to_string()))
+        .map_err(|e: zt_proto::AddressError| PyValueError::new_err(e.to_string()))
 }
 
 /// The rfc4193 address of `node` on network `nwid`.

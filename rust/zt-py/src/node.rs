@@ -18,9 +18,9 @@ use crate::socket::{TcpSocket, UdpSocket};
 use crate::store::to_store;
 use crate::world::World;
 
-fn network_id(nwid: &str) -> PyResult<zt_proto::network::NetworkId> {
+fn network_id(nwid: &str) -> PyResult<zt_proto::NetworkId> {
     nwid.parse()
-        .map_err(|e: zt_proto::network::NetworkIdParseError| PyValueError::new_err(e.to_string()))
+        .map_err(|e: zt_proto::NetworkIdParseError| PyValueError::new_err(e.to_string()))
 }
 
 /// The native node: a loop thread driving the protocol core.
@@ -73,7 +73,7 @@ impl NativeNode {
                     .map_err(PyValueError::new_err)?,
             ),
         };
-        let core = zt_proto::node::CoreOptions {
+        let core = zt_proto::CoreOptions {
             allow_loopback,
             ..Default::default()
         };
@@ -249,7 +249,7 @@ impl NativeNode {
     ) -> PyResult<()> {
         let dest: zt_proto::Address = address
             .parse()
-            .map_err(|e: zt_proto::address::AddressError| PyValueError::new_err(e.to_string()))?;
+            .map_err(|e: zt_proto::AddressError| PyValueError::new_err(e.to_string()))?;
         let t = duration(Some(timeout))?.unwrap_or_default();
         let data = data.to_vec();
         let rt = self.rt();
@@ -314,7 +314,7 @@ impl NativeNode {
     #[pyo3(signature = (nwid, frame, timeout = 10.0))]
     fn send_frame(&self, py: Python<'_>, nwid: &str, frame: &[u8], timeout: f64) -> PyResult<()> {
         let id = network_id(nwid)?;
-        let f = zt_proto::node::Frame::from_ethernet(id, frame)
+        let f = zt_proto::Frame::from_ethernet(id, frame)
             .ok_or_else(|| PyValueError::new_err("a frame needs at least a 14-byte header"))?;
         let t = duration(Some(timeout))?.unwrap_or_default();
         let rt = self.rt();
@@ -347,8 +347,8 @@ impl NativeNode {
             .ok()
             .filter(|_| hex.len() == 12)
             .ok_or_else(|| PyValueError::new_err(format!("{mac:?} is not a MAC address")))?;
-        let g = zt_proto::network::MulticastGroup {
-            mac: zt_proto::network::Mac(m),
+        let g = zt_proto::MulticastGroup {
+            mac: zt_proto::Mac(m),
             adi,
         };
         let t = duration(Some(timeout))?.unwrap_or_default();

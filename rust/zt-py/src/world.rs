@@ -1,6 +1,6 @@
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use zt_proto::world::{Root as CoreRoot, World as CoreWorld, WorldType};
+use zt_proto::{Root as CoreRoot, World as CoreWorld, WorldType};
 
 use crate::errors;
 use crate::identity::{Identity, KeyPair};
@@ -201,5 +201,5 @@ impl World {
 /// ZeroTier's default planet as a stock 1.14.1 install has it.
 #[pyfunction]
 pub(crate) fn default_planet() -> World {
-    World(zt_proto::planet::default_planet())
+    World(zt_proto::default_planet())
 }

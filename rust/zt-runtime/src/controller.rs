@@ -12,12 +12,11 @@ use zt_controller::records::{
     clean_member, clean_network, member_update_from_post, network_update_from_post,
 };
 use zt_controller::{self as ctl, Decision, NetworkSummary, Request};
-use zt_proto::dictionary::Dictionary;
-use zt_proto::network::NetworkId;
-use zt_proto::network::credentials::{CredentialType, Revocation};
-use zt_proto::node::membership::{ERROR_NETWORK_ACCESS_DENIED, ERROR_OBJ_NOT_FOUND};
-use zt_proto::node::{ControllerRequest, LOCAL_REQUEST};
-use zt_proto::{Address, Identity, Node, Timestamp};
+use zt_proto::{
+    Address, ControllerRequest, Dictionary, ERROR_NETWORK_ACCESS_DENIED, ERROR_OBJ_NOT_FOUND,
+    Identity, LOCAL_REQUEST, NetworkId, Node, Timestamp,
+    credentials::{CredentialType, Revocation},
+};
 
 use crate::controller_db::{ControllerDb, DbError};
 use crate::rng::OsRng;

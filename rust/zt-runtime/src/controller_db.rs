@@ -15,8 +15,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::Value;
-use zt_proto::Address;
-use zt_proto::network::NetworkId;
+use zt_proto::{Address, NetworkId};
 
 /// A database failure.
 #[derive(Debug, thiserror::Error)]

@@ -11,10 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::queue::{Bounded, wait_until};
 use crate::readiness::{LocalStream, RawDescriptor, local_pair, raw_descriptor};
-use zt_proto::Address;
-use zt_proto::network::NetworkId;
-use zt_proto::network::config::IpPrefix;
-use zt_proto::node::StoreKey;
+use zt_proto::{Address, IpPrefix, NetworkId, StoreKey};
 
 /// Numeric event codes. 2xx are libzt's `ZTS_EVENT_*` values; 275 and 3xx are `zt`'s own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

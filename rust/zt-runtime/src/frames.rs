@@ -3,8 +3,7 @@
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use zt_proto::network::NetworkId;
-use zt_proto::node::Frame;
+use zt_proto::{Frame, NetworkId};
 
 use crate::queue::{Bounded, wait_until};
 
@@ -85,7 +84,7 @@ impl FrameTap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zt_proto::network::Mac;
+    use zt_proto::Mac;
 
     fn frame(n: u8) -> Frame {
         Frame {

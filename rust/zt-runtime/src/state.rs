@@ -10,9 +10,9 @@
 //! - The planet is `planet`, or libzt's `roots` when there is no `planet`. A corrupt one fails
 //!   loading, naming the file. Moons are `moons.d/*.moon`.
 
-use zt_proto::node::{CachedPeer, CoreOptions, StoreKey};
-use zt_proto::planet::default_planet;
-use zt_proto::{Identity, NodeConfig, World, WorldType};
+use zt_proto::{
+    CachedPeer, CoreOptions, Identity, NodeConfig, StoreKey, World, WorldType, default_planet,
+};
 
 use crate::store::{Store, StoreError};
 
@@ -208,7 +208,7 @@ pub fn load(store: &dyn Store, options: &LoadOptions) -> Result<Loaded, StoreErr
             continue;
         };
         let data = store.get(&key)?.unwrap_or_default();
-        networks.push((zt_proto::network::NetworkId(id), data));
+        networks.push((zt_proto::NetworkId(id), data));
     }
 
     Ok(Loaded {

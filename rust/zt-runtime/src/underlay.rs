@@ -8,8 +8,7 @@ use std::str::FromStr;
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
-use zt_proto::crypto::SecureRandom;
-use zt_proto::node::{LocalSocket, Transmit};
+use zt_proto::{LocalSocket, Transmit, crypto::SecureRandom};
 
 use crate::rng::OsRng;
 

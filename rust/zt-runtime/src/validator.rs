@@ -4,15 +4,15 @@
 //! from its key: a memory-hard hash of ≈ 14 ms (2 MB of scratch). The node asks for it
 //! ([`zt_proto::Node::poll_identity_check`]) and this worker does it, so that the loop thread
 //! never spends those milliseconds while known peers' packets wait. The node bounds how many
-//! checks are asked for and how often ([`zt_proto::node::budget`]); the channel holds as many.
+//! checks are asked for and how often (docs/security.md); the channel holds as many as may be
+//! pending ([`zt_proto::VALIDATIONS_PENDING`]).
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 
 use mio::Waker;
-use zt_proto::Identity;
-use zt_proto::crypto::identity_hash::Scratch;
+use zt_proto::{Identity, crypto::identity_hash::Scratch};
 
 /// The worker, or (if no thread could be started) the checks done inline.
 pub(crate) struct Validator {
@@ -26,8 +26,7 @@ pub(crate) struct Validator {
 impl Validator {
     /// Starts the worker; it wakes the loop through `waker` after each result.
     pub(crate) fn start(waker: Arc<Waker>) -> Self {
-        let (req_tx, req_rx) =
-            mpsc::sync_channel::<Identity>(zt_proto::node::budget::VALIDATIONS_PENDING);
+        let (req_tx, req_rx) = mpsc::sync_channel::<Identity>(zt_proto::VALIDATIONS_PENDING);
         let (res_tx, results) = mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("zt-validate".into())

@@ -9,8 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zt_proto::network::{MulticastGroup, NetworkId};
-use zt_proto::node::NetworkStatus;
+use zt_proto::{MulticastGroup, NetworkId, NetworkStatus};
 use zt_runtime::runtime::{Lifecycle, NodeRuntime};
 use zt_runtime::sockets::{SockError, UdpOption, UdpShared};
 

@@ -8,9 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zt_proto::network::NetworkId;
-use zt_proto::node::NetworkStatus;
-use zt_proto::{Identity, World};
+use zt_proto::{Identity, NetworkId, NetworkStatus, World};
 use zt_runtime::runtime::NodeRuntime;
 use zt_runtime::sockets::{Phase, SockError, TcpOption, TcpShared};
 

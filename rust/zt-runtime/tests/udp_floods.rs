@@ -30,9 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use zt_proto::crypto::c25519::KeyPair;
-use zt_proto::node::{DropReason, hello_packet};
-use zt_proto::{Address, Identity, Timestamp};
+use zt_proto::{Address, DropReason, Identity, Timestamp, crypto::c25519::KeyPair, hello_packet};
 use zt_runtime::events::NodeEvent;
 use zt_runtime::rng::OsRng;
 use zt_runtime::runtime::NodeRuntime;

@@ -10,11 +10,10 @@ use std::sync::OnceLock;
 use serde_json::{Value, json};
 use zt_controller::records::{member_update_from_post, network_update_from_post};
 use zt_controller::{self as ctl, Decision, NetworkSummary, Request};
-use zt_proto::crypto::c25519::KeyPair;
-use zt_proto::network::NetworkId;
-use zt_proto::node::membership::{ERROR_NETWORK_ACCESS_DENIED, ERROR_OBJ_NOT_FOUND};
-use zt_proto::node::{Event, NetworkStatus};
-use zt_proto::{Address, Identity, Node, Root, Timestamp, World, WorldType};
+use zt_proto::{
+    Address, ERROR_NETWORK_ACCESS_DENIED, ERROR_OBJ_NOT_FOUND, Event, Identity, NetworkId,
+    NetworkStatus, Node, Root, Timestamp, World, WorldType, crypto::c25519::KeyPair,
+};
 
 use crate::link::LinkProfile;
 use crate::{EventHandler, Sim, SimRng, public};

@@ -26,9 +26,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use link::{Link, LinkProfile, LinkStats, PathProfile};
 
-use zt_proto::crypto::SecureRandom;
-use zt_proto::node::{CoreOptions, Event, Frame, LocalSocket, NodeConfig, Path, Peer};
-use zt_proto::{Identity, Node, Timestamp, World};
+use zt_proto::{
+    CoreOptions, Event, Frame, Identity, LocalSocket, Node, NodeConfig, Path, Peer, Timestamp,
+    World, crypto::SecureRandom,
+};
 
 /// Deterministic (NOT secure) random numbers: SplitMix64.
 #[derive(Clone, Debug)]

@@ -5,10 +5,10 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use serde_json::{Value, json};
-use zt_proto::Address;
-use zt_proto::network::credentials::{CredentialType, Revocation};
-use zt_proto::network::{Mac, MulticastGroup, NetworkId};
-use zt_proto::node::{DropReason, Frame, NetworkStatus};
+use zt_proto::{
+    Address, DropReason, Frame, Mac, MulticastGroup, NetworkId, NetworkStatus,
+    credentials::{CredentialType, Revocation},
+};
 use zt_sim::lab::{
     NetworkLab as Lab, START, authorize, identity, ipv4_of, planet, private_network, status,
 };
@@ -257,7 +257,7 @@ fn adhoc_networks_configure_locally_and_filter_ports() {
         .node
         .send_frame(now, frame(v6(22, 0x02)))
         .unwrap_err();
-    assert_eq!(err, zt_proto::node::FrameError::Filtered);
+    assert_eq!(err, zt_proto::FrameError::Filtered);
     // IPv4 is not allowed on a port-range ad-hoc network.
     let mut f = frame(vec![0x45; 40]);
     f.ethertype = 0x0800;
@@ -282,12 +282,12 @@ fn forged_unsigned_and_garbage_configs_are_dropped_and_counted() {
     let me = lab.sim.hosts[m].node.address();
     // A config for us signed by someone who is not the controller, pushed by the root host.
     let forger = identity(2_000);
-    let mut c = zt_proto::network::config::NetworkConfig::new(id, me);
+    let mut c = zt_proto::NetworkConfig::new(id, me);
     c.timestamp = now.as_millis();
-    c.rules = vec![zt_proto::network::rules::Rule::new(
-        zt_proto::network::rules::RuleKind::Accept,
+    c.rules = vec![zt_proto::rules::Rule::new(
+        zt_proto::rules::RuleKind::Accept,
     )];
-    let chunks = zt_proto::network::config::make_chunks(id, &c.to_bytes(), 99, 0, &forger).unwrap();
+    let chunks = zt_proto::make_chunks(id, &c.to_bytes(), 99, 0, &forger).unwrap();
     let drops = |lab: &Lab| lab.sim.hosts[m].node.stats().drops.clone();
     let before = drops(&lab);
     // The controller node itself relays the forged chunk bytes as a NETWORK_CONFIG push.
@@ -380,14 +380,9 @@ fn a_flood_of_partial_config_updates_stays_bounded_and_harmless() {
         .chain(vec![b' '; 12_000])
         .collect();
     for u in 0..500u64 {
-        let chunks = zt_proto::network::config::make_chunks(
-            id,
-            &dict,
-            1_000 + u,
-            0,
-            lab.sim.hosts[ctl].node.identity(),
-        )
-        .unwrap();
+        let chunks =
+            zt_proto::make_chunks(id, &dict, 1_000 + u, 0, lab.sim.hosts[ctl].node.identity())
+                .unwrap();
         assert_eq!(chunks.len(), 2);
         send_config_packet(&mut lab, me, chunks[0].clone());
         lab.sim.pump();
@@ -636,6 +631,6 @@ fn the_largest_frame_arrives_and_a_larger_one_is_refused() {
     let now = lab.sim.now;
     assert_eq!(
         lab.sim.hosts[a].node.send_frame(now, larger),
-        Err(zt_proto::node::FrameError::TooLarge)
+        Err(zt_proto::FrameError::TooLarge)
     );
 }

@@ -3,9 +3,10 @@
 
 use std::net::SocketAddr;
 
-use zt_proto::crypto::c25519::KeyPair;
-use zt_proto::node::{DropReason, Event, Peer, SendError};
-use zt_proto::{Address, Identity, Root, Timestamp, World, WorldType};
+use zt_proto::{
+    Address, DropReason, Event, Identity, Peer, Root, SendError, Timestamp, World, WorldType,
+    crypto::c25519::KeyPair,
+};
 use zt_sim::{Netem, Sim, SimRng, public};
 
 const START: Timestamp = Timestamp(1_700_000_000_000);
@@ -338,7 +339,7 @@ fn large_messages_are_fragmented_relayed_and_reassembled() {
 
 #[test]
 fn cached_peers_are_greeted_at_start() {
-    use zt_proto::node::{CachedPeer, CoreOptions, NodeConfig};
+    use zt_proto::{CachedPeer, CoreOptions, NodeConfig};
     let (mut sim, planet, root) = sim_with_root(80, 93, 23, Netem::default());
     let b = sim.add_host(identity(82), planet.clone(), public(3), None);
     let b_id = sim.hosts[b].node.identity().to_public();

@@ -10,9 +10,7 @@ use std::net::IpAddr;
 
 use crate::NetStack;
 use crate::smoltcp::iface::SocketHandle;
-use zt_proto::network::NetworkId;
-use zt_proto::node::{Frame, NetworkStatus};
-use zt_proto::{Node, Timestamp};
+use zt_proto::{Frame, NetworkId, NetworkStatus, Node, Timestamp};
 
 /// The stacks, by network.
 #[derive(Debug, Default)]
@@ -285,7 +283,7 @@ impl Stacks {
         self.by_net.iter().find_map(|(id, s)| {
             s.address_iter()
                 .any(|(a, bits)| {
-                    let p = zt_proto::network::config::IpPrefix { ip: a, bits };
+                    let p = zt_proto::IpPrefix { ip: a, bits };
                     p.contains(ip) && !matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local())
                 })
                 .then_some(*id)

@@ -23,10 +23,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use zt_proto::network::config::NetworkConfig;
-use zt_proto::node::{CachedPeer, LocalSocket, StoreKey, StoreOp, Transmit};
-use zt_proto::packet::{self, Cipher, Verb};
-use zt_proto::{Address, Node, Timestamp};
+use zt_proto::{
+    Address, CachedPeer, LocalSocket, NetworkConfig, Node, StoreKey, StoreOp, Timestamp, Transmit,
+    packet::{self, Cipher, Verb},
+};
 use zt_sim::EventHandler;
 use zt_sim::lab::MemController;
 

@@ -12,11 +12,10 @@
 //! | 6 local | sub, … | the application: send_frame, subscribe, join, leave, user message, ping… |
 //! | 7 raw | sel, u16 len + bytes | an unauthenticated datagram |
 
-use zt_proto::inet::InetAddress;
-use zt_proto::network::{Mac, MulticastGroup, NetworkId};
-use zt_proto::node::Frame;
-use zt_proto::packet::{self, Cipher, Verb};
-use zt_proto::{World, WorldType};
+use zt_proto::{
+    Frame, InetAddress, Mac, MulticastGroup, NetworkId, World, WorldType,
+    packet::{self, Cipher, Verb},
+};
 
 use super::{Driver, Role};
 use crate::fixtures::{self, fixtures};

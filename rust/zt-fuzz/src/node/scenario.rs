@@ -4,14 +4,15 @@
 
 use std::sync::OnceLock;
 
-use zt_proto::crypto::c25519::KeyPair;
-use zt_proto::network::NetworkId;
-use zt_proto::network::config::{self, NetworkConfig, NetworkType};
-use zt_proto::network::credentials::{CredentialType, Credentials, Revocation};
-use zt_proto::network::rules::{Rule, RuleKind};
-use zt_proto::node::{CoreOptions, LocalSocket, NodeConfig};
-use zt_proto::packet::PeerKeys;
-use zt_proto::{Node, World};
+use zt_proto::{
+    CoreOptions, LocalSocket, NetworkConfig, NetworkId, NetworkType, Node, NodeConfig, World,
+    credentials::{CredentialType, Revocation},
+    crypto::c25519::KeyPair,
+    fuzzing::{CHUNK_FLAG_FAST_PROPAGATE, Credentials},
+    make_chunks,
+    packet::PeerKeys,
+    rules::{Rule, RuleKind},
+};
 use zt_sim::SimRng;
 use zt_sim::lab::Records;
 
@@ -72,8 +73,7 @@ pub fn scenario(role: Role) -> &'static Scenario {
 
 fn chunks(c: &NetworkConfig, update_id: u64, flags: u8) -> Vec<Vec<u8>> {
     let f = fixtures();
-    config::make_chunks(c.network_id, &c.to_bytes(), update_id, flags, &f.ids[1])
-        .unwrap_or_default()
+    make_chunks(c.network_id, &c.to_bytes(), update_id, flags, &f.ids[1]).unwrap_or_default()
 }
 
 fn credentials(c: &NetworkConfig) -> Vec<u8> {
@@ -176,7 +176,7 @@ impl Scenario {
             config_chunks = vec![
                 chunks(mine, 1, 0),
                 chunks(&newer, 2, 0),
-                chunks(&big, 3, config::CHUNK_FLAG_FAST_PROPAGATE),
+                chunks(&big, 3, CHUNK_FLAG_FAST_PROPAGATE),
                 issued[2]
                     .as_ref()
                     .map(|c| chunks(c, 4, 0))

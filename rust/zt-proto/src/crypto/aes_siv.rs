@@ -17,7 +17,7 @@ use super::ct_eq;
 
 /// The two AES keys derived from a 48-byte peer key.
 #[derive(Clone)]
-pub struct AesSivKeys {
+pub(crate) struct AesSivKeys {
     gmac: Aes256Gcm,
     block: Aes256,
 }
@@ -41,7 +41,7 @@ fn kbkdf(key: &[u8; 48], label: u8) -> [u8; 32] {
 impl AesSivKeys {
     /// Derives K0 (GMAC) and K1 (AES block/CTR) from the 48-byte peer key.
     #[must_use]
-    pub fn derive(peer_key: &[u8; 48]) -> Self {
+    pub(crate) fn derive(peer_key: &[u8; 48]) -> Self {
         let k0 = kbkdf(peer_key, b'0');
         let k1 = kbkdf(peer_key, b'1');
         Self {
@@ -81,7 +81,7 @@ impl AesSivKeys {
     }
 
     /// Encrypts `data` in place and returns the 16-byte SIV tag.
-    pub fn seal(&self, iv: &[u8; 8], aad: &[u8; 11], data: &mut [u8]) -> [u8; 16] {
+    pub(crate) fn seal(&self, iv: &[u8; 8], aad: &[u8; 11], data: &mut [u8]) -> [u8; 16] {
         let f = self.gmac_fold(iv, aad, data);
         let mut block = [0u8; 16];
         block[..8].copy_from_slice(iv);
@@ -95,7 +95,7 @@ impl AesSivKeys {
 
     /// Decrypts `data` in place; false (with `data` garbled) if it is not authentic.
     #[must_use]
-    pub fn open(&self, tag: &[u8; 16], aad: &[u8; 11], data: &mut [u8]) -> bool {
+    pub(crate) fn open(&self, tag: &[u8; 16], aad: &[u8; 11], data: &mut [u8]) -> bool {
         self.ctr(tag, data);
         let mut b = (*tag).into();
         self.block.decrypt_block(&mut b);

@@ -10,16 +10,16 @@ use zeroize::Zeroizing;
 use super::{SecureRandom, ct_eq, sha512};
 
 /// Length of a C25519 public key.
-pub const PUBLIC_KEY_LEN: usize = 64;
+pub(crate) const PUBLIC_KEY_LEN: usize = 64;
 /// Length of a C25519 secret key.
-pub const SECRET_KEY_LEN: usize = 64;
+pub(crate) const SECRET_KEY_LEN: usize = 64;
 /// Length of a ZeroTier signature.
-pub const SIGNATURE_LEN: usize = 96;
+pub(crate) const SIGNATURE_LEN: usize = 96;
 
 /// A C25519 public key.
-pub type PublicKey = [u8; PUBLIC_KEY_LEN];
+pub(crate) type PublicKey = [u8; PUBLIC_KEY_LEN];
 /// A ZeroTier signature.
-pub type Signature = [u8; SIGNATURE_LEN];
+pub(crate) type Signature = [u8; SIGNATURE_LEN];
 
 /// A C25519 key pair (public and secret halves).
 #[derive(Clone)]
@@ -83,7 +83,7 @@ impl KeyPair {
     /// The raw X25519 agreement with `their_public`, hashed with SHA-512 and stretched to
     /// `N` bytes by re-hashing, as ZeroTier derives per-peer keys.
     #[must_use]
-    pub fn agree<const N: usize>(&self, their_public: &PublicKey) -> Zeroizing<[u8; N]> {
+    pub(crate) fn agree<const N: usize>(&self, their_public: &PublicKey) -> Zeroizing<[u8; N]> {
         let mine: [u8; 32] = self.secret[..32].try_into().unwrap_or([0; 32]);
         let theirs: [u8; 32] = their_public[..32].try_into().unwrap_or([0; 32]);
         let shared = x25519_dalek::StaticSecret::from(mine)

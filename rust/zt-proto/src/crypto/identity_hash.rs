@@ -11,7 +11,7 @@ use super::salsa_wide::Salsa20Wide;
 use super::sha512;
 
 /// Size of the scratch buffer.
-pub const MEMORY: usize = 2 * 1024 * 1024;
+pub(crate) const MEMORY: usize = 2 * 1024 * 1024;
 const WORDS: usize = MEMORY / 8;
 const BATCH_BLOCKS: usize = 256;
 

@@ -4,10 +4,10 @@
 //! algorithms are the key-pair layout and signature format ([`c25519`]) and the memory-hard
 //! identity hash ([`identity_hash`]).
 
-pub mod aes_siv;
+pub(crate) mod aes_siv;
 pub mod c25519;
 pub mod identity_hash;
-pub mod salsa_wide;
+pub(crate) mod salsa_wide;
 
 use poly1305::Poly1305;
 use poly1305::universal_hash::KeyInit;
@@ -18,16 +18,6 @@ use sha2::{Digest, Sha512};
 #[must_use]
 pub fn sha512(data: &[u8]) -> [u8; 64] {
     Sha512::digest(data).into()
-}
-
-/// SHA-512 over several slices, as if they were concatenated.
-#[must_use]
-pub fn sha512_parts(parts: &[&[u8]]) -> [u8; 64] {
-    let mut h = Sha512::new();
-    for p in parts {
-        h.update(p);
-    }
-    h.finalize().into()
 }
 
 /// Number of Salsa20 rounds.
@@ -87,7 +77,7 @@ pub fn poly1305(key: &[u8; 32], data: &[u8]) -> [u8; 16] {
 
 /// Constant-time equality of two byte strings (length is not secret).
 #[must_use]
-pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }

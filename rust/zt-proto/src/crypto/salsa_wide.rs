@@ -9,7 +9,7 @@
 type Lanes = [u32; 4];
 const CONSTANTS: [u32; 4] = [0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574];
 /// Bytes produced per call of the wide core.
-pub const WIDE_BYTES: usize = 256;
+pub(crate) const WIDE_BYTES: usize = 256;
 
 #[inline(always)]
 fn add(a: Lanes, b: Lanes) -> Lanes {
@@ -41,7 +41,7 @@ fn quarter(s: &mut [Lanes; 16], a: usize, b: usize, c: usize, d: usize) {
 
 /// A Salsa20/20 keystream positioned at a block counter.
 #[derive(Clone, Debug)]
-pub struct Salsa20Wide {
+pub(crate) struct Salsa20Wide {
     input: [u32; 16],
     counter: u64,
 }
@@ -49,7 +49,7 @@ pub struct Salsa20Wide {
 impl Salsa20Wide {
     /// A keystream for `key` and `nonce` starting at block 0.
     #[must_use]
-    pub fn new(key: &[u8; 32], nonce: &[u8; 8]) -> Self {
+    pub(crate) fn new(key: &[u8; 32], nonce: &[u8; 8]) -> Self {
         let w = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         let mut input = [0u32; 16];
         input[0] = CONSTANTS[0];
@@ -67,7 +67,7 @@ impl Salsa20Wide {
 
     /// Writes the next `out.len() / 64` keystream blocks into `out` (whose length must be a
     /// multiple of [`WIDE_BYTES`]; any other tail is left untouched).
-    pub fn fill(&mut self, out: &mut [u8]) {
+    pub(crate) fn fill(&mut self, out: &mut [u8]) {
         for chunk in out.chunks_exact_mut(WIDE_BYTES) {
             let mut start: [Lanes; 16] = self.input.map(|word| [word; 4]);
             let counters: [u64; 4] = std::array::from_fn(|l| self.counter.wrapping_add(l as u64));

@@ -13,50 +13,49 @@ use crate::network::credentials::{Capability, Com, Coo, Tag};
 use crate::network::rules::{self, Rule};
 
 /// Netconfig format version written (members need ≥ 6).
-pub const CONFIG_VERSION: u64 = 7;
+pub(crate) const CONFIG_VERSION: u64 = 7;
 /// Default MTU of a network.
-pub const DEFAULT_MTU: u16 = 2800;
+pub(crate) const DEFAULT_MTU: u16 = 2800;
 /// Smallest MTU a config may set.
-pub const MIN_MTU: u16 = 1280;
+pub(crate) const MIN_MTU: u16 = 1280;
 /// Largest MTU a config may set.
-pub const MAX_MTU: u16 = 10000;
+pub(crate) const MAX_MTU: u16 = 10000;
 /// Most bytes kept of a network's name.
-pub const MAX_NAME_LEN: usize = 127;
+pub(crate) const MAX_NAME_LEN: usize = 127;
 /// Most routes kept.
-pub const MAX_ROUTES: usize = 128;
+pub(crate) const MAX_ROUTES: usize = 128;
 /// Most static (managed) IPs kept.
-pub const MAX_STATIC_IPS: usize = 32;
+pub(crate) const MAX_STATIC_IPS: usize = 32;
 /// Most specialists kept.
-pub const MAX_SPECIALISTS: usize = 256;
+pub(crate) const MAX_SPECIALISTS: usize = 256;
 /// Most capabilities kept.
-pub const MAX_CAPABILITIES: usize = 128;
+pub(crate) const MAX_CAPABILITIES: usize = 128;
 /// Most tags kept.
-pub const MAX_TAGS: usize = 128;
+pub(crate) const MAX_TAGS: usize = 128;
 /// Most certificates of ownership kept.
-pub const MAX_COOS: usize = 4;
+pub(crate) const MAX_COOS: usize = 4;
 /// Largest assembled netconfig dictionary accepted (stock 1.8.4 is the smaller of the two).
-pub const MAX_DICT_LEN: usize = 422_527;
+pub(crate) const MAX_DICT_LEN: usize = 422_527;
 
 /// Flag: ff:ff:ff:ff:ff:ff frames allowed.
-pub const FLAG_ENABLE_BROADCAST: u64 = 0x02;
+pub(crate) const FLAG_ENABLE_BROADCAST: u64 = 0x02;
 /// Flag: emulate IPv6 NDP for rfc4193 and 6plane addresses.
-pub const FLAG_ENABLE_IPV6_NDP_EMULATION: u64 = 0x04;
+pub(crate) const FLAG_ENABLE_IPV6_NDP_EMULATION: u64 = 0x04;
 /// Flag: what an unknown MATCH rule evaluates to.
-pub const FLAG_RULES_RESULT_OF_UNSUPPORTED_MATCH: u64 = 0x08;
-/// Flag: do not compress multicast frames.
-pub const FLAG_DISABLE_COMPRESSION: u64 = 0x10;
+pub(crate) const FLAG_RULES_RESULT_OF_UNSUPPORTED_MATCH: u64 = 0x08;
 
 /// Specialist role: active bridge.
-pub const SPECIALIST_ACTIVE_BRIDGE: u64 = 0x0000_0200_0000_0000;
+pub(crate) const SPECIALIST_ACTIVE_BRIDGE: u64 = 0x0000_0200_0000_0000;
 /// Specialist role: anchor.
-pub const SPECIALIST_ANCHOR: u64 = 0x0000_0400_0000_0000;
+pub(crate) const SPECIALIST_ANCHOR: u64 = 0x0000_0400_0000_0000;
 /// Specialist role: multicast replicator.
-pub const SPECIALIST_MULTICAST_REPLICATOR: u64 = 0x0000_0800_0000_0000;
+pub(crate) const SPECIALIST_MULTICAST_REPLICATOR: u64 = 0x0000_0800_0000_0000;
 
 /// Default credential time window a controller uses (30 minutes).
-pub const DEFAULT_CREDENTIAL_MAX_DELTA: i64 = 1_800_000;
+#[cfg(test)]
+const DEFAULT_CREDENTIAL_MAX_DELTA: i64 = 1_800_000;
 /// Largest credential time window (also what ad-hoc networks use).
-pub const MAX_CREDENTIAL_MAX_DELTA: i64 = 7_200_000;
+pub(crate) const MAX_CREDENTIAL_MAX_DELTA: i64 = 7_200_000;
 
 /// The metadata a member sends with a config request (stock 1.14.1's fields and limits),
 /// announcing software version `(major, minor, revision)`.
@@ -196,15 +195,15 @@ impl Dns {
 
 /// Single sign-on settings (carried, not acted upon).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct Sso {
+pub(crate) struct Sso {
     /// 0 implicit, 1 OIDC.
-    pub version: u64,
+    pub(crate) version: u64,
     /// Whether SSO is on.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Authentication URL.
-    pub authentication_url: String,
+    pub(crate) authentication_url: String,
     /// Authentication expiry (ms).
-    pub authentication_expiry: i64,
+    pub(crate) authentication_expiry: i64,
 }
 
 /// Why a netconfig was refused.
@@ -237,7 +236,7 @@ pub struct NetworkConfig {
     /// Revision counter.
     pub revision: u64,
     /// The member this config is for.
-    pub issued_to: Address,
+    pub(crate) issued_to: Address,
     /// Remote trace target.
     pub remote_trace_target: Option<Address>,
     /// Remote trace level.
@@ -271,7 +270,7 @@ pub struct NetworkConfig {
     /// DNS.
     pub dns: Dns,
     /// SSO.
-    pub sso: Sso,
+    pub(crate) sso: Sso,
 }
 
 impl NetworkConfig {
@@ -318,7 +317,7 @@ impl NetworkConfig {
 
     /// Whether `address` is an active bridge.
     #[must_use]
-    pub fn is_active_bridge(&self, address: Address) -> bool {
+    pub(crate) fn is_active_bridge(&self, address: Address) -> bool {
         self.specialists
             .iter()
             .any(|s| s & 0xff_ffff_ffff == address.to_u64() && s & SPECIALIST_ACTIVE_BRIDGE != 0)
@@ -337,7 +336,7 @@ impl NetworkConfig {
     /// Our rfc4193 or 6plane address that shares its prefix with `ip`, if any (for NDP
     /// emulation: such addresses resolve by computation).
     #[must_use]
-    pub fn emulated_v6_prefix_owner(&self, ip: Ipv6Addr) -> Option<Address> {
+    pub(crate) fn emulated_v6_prefix_owner(&self, ip: Ipv6Addr) -> Option<Address> {
         let b = ip.octets();
         for p in &self.static_ips {
             let IpAddr::V6(mine) = p.ip else { continue };
@@ -354,7 +353,7 @@ impl NetworkConfig {
 
     /// The netconfig dictionary (in stock 1.14.1's key order).
     #[must_use]
-    pub fn to_dictionary(&self) -> Dictionary {
+    pub(crate) fn to_dictionary(&self) -> Dictionary {
         let mut d = Dictionary::new();
         d.add_u64("v", CONFIG_VERSION);
         d.add_u64("nwid", self.network_id.0);
@@ -421,7 +420,7 @@ impl NetworkConfig {
     /// # Errors
     /// Missing version, network or issued-to; a malformed COM or COO blob (malformed
     /// capability and tag blobs are truncated at the first bad entry, as stock does).
-    pub fn from_dictionary(d: &Dictionary) -> Result<Self, ConfigError> {
+    pub(crate) fn from_dictionary(d: &Dictionary) -> Result<Self, ConfigError> {
         let version = d.get_u64("v").unwrap_or(0);
         if version < 6 {
             return Err(ConfigError::Version(version));
@@ -543,7 +542,7 @@ impl NetworkConfig {
     /// Parses dictionary text.
     ///
     /// # Errors
-    /// As [`Self::from_dictionary`].
+    /// As `Self::from_dictionary`.
     pub fn from_bytes(b: &[u8]) -> Result<Self, ConfigError> {
         Self::from_dictionary(&Dictionary::parse(b))
     }
@@ -598,27 +597,27 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
 /// Flag of a config chunk: forward it to the network's other members.
 pub const CHUNK_FLAG_FAST_PROPAGATE: u8 = 0x01;
 /// Largest dictionary slice in one chunk (as stock controllers cut them).
-pub const MAX_CHUNK_LEN: usize = 10024 - (28 + 256);
+pub(crate) const MAX_CHUNK_LEN: usize = 10024 - (28 + 256);
 
 /// One signed piece of a netconfig.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigChunk<'a> {
     /// Network.
-    pub network_id: NetworkId,
+    pub(crate) network_id: NetworkId,
     /// Dictionary bytes [index, index + len).
-    pub data: &'a [u8],
+    pub(crate) data: &'a [u8],
     /// `CHUNK_FLAG_*`.
-    pub flags: u8,
+    pub(crate) flags: u8,
     /// Same for all chunks of one update.
-    pub update_id: u64,
+    pub(crate) update_id: u64,
     /// Length of the whole dictionary.
-    pub total_len: u32,
+    pub(crate) total_len: u32,
     /// Byte offset of this chunk.
-    pub index: u32,
+    pub(crate) index: u32,
     /// Controller signature over everything before it (None in the legacy unsigned form).
-    pub signature: Option<[u8; 96]>,
+    pub(crate) signature: Option<[u8; 96]>,
     /// The signed bytes (network ID through index).
-    pub signed: &'a [u8],
+    pub(crate) signed: &'a [u8],
     /// The whole chunk as received (network ID through signature), for forwarding.
     pub raw: &'a [u8],
 }
@@ -737,9 +736,9 @@ pub fn make_chunks(
 }
 
 /// Maximum number of updates reassembled at once.
-pub const MAX_INCOMING_UPDATES: usize = 3;
+pub(crate) const MAX_INCOMING_UPDATES: usize = 3;
 /// Most chunks accepted for one update.
-pub const MAX_UPDATE_CHUNKS: usize = MAX_DICT_LEN / 1024 + 1;
+pub(crate) const MAX_UPDATE_CHUNKS: usize = MAX_DICT_LEN / 1024 + 1;
 
 #[derive(Clone, Debug, Default)]
 struct UpdateSlot {

@@ -40,16 +40,16 @@ use crate::network::rules::{
 };
 
 /// Ethertype of IPv4.
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub(crate) const ETHERTYPE_IPV4: u16 = 0x0800;
 /// Ethertype of ARP.
-pub const ETHERTYPE_ARP: u16 = 0x0806;
+pub(crate) const ETHERTYPE_ARP: u16 = 0x0806;
 /// Ethertype of IPv6.
-pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+pub(crate) const ETHERTYPE_IPV6: u16 = 0x86dd;
 
 /// EXT_FRAME flags byte of a frame redirected on the sending side.
-pub const EXT_FRAME_FLAGS_REDIRECT_OUTBOUND: u8 = 0x04;
+pub(crate) const EXT_FRAME_FLAGS_REDIRECT_OUTBOUND: u8 = 0x04;
 /// EXT_FRAME flags byte of a frame redirected on the receiving side.
-pub const EXT_FRAME_FLAGS_REDIRECT_INBOUND: u8 = 0x0a;
+pub(crate) const EXT_FRAME_FLAGS_REDIRECT_INBOUND: u8 = 0x0a;
 
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
@@ -109,9 +109,11 @@ pub trait FilterContext {
 }
 
 /// A context without tags or certificates of ownership (ad-hoc networks, tests).
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, Default)]
-pub struct NoCredentials;
+struct NoCredentials;
 
+#[cfg(test)]
 impl FilterContext for NoCredentials {
     fn local_tag(&self, _id: u32) -> Option<u32> {
         None
@@ -124,7 +126,7 @@ impl FilterContext for NoCredentials {
 
 /// The outcome of one table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Nothing decided (end of table, or BREAK).
     NoMatch,
     /// DROP.
@@ -140,20 +142,20 @@ pub enum Verdict {
 
 /// A TEE or WATCH copy to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrameCopy {
+pub(crate) struct FrameCopy {
     /// Where to.
-    pub to: Address,
+    pub(crate) to: Address,
     /// How many payload bytes to copy (already limited to the payload length).
-    pub length: usize,
+    pub(crate) length: usize,
     /// WATCH (the copy asks for an acknowledgement) rather than TEE.
-    pub watch: bool,
+    pub(crate) watch: bool,
 }
 
 impl FrameCopy {
     /// The EXT_FRAME flags byte that announces this copy: 0x02 TEE / 0x16 WATCH on the sending
     /// side, 0x08 / 0x1c on the receiving side.
     #[must_use]
-    pub fn ext_frame_flags(&self, inbound: bool) -> u8 {
+    pub(crate) fn ext_frame_flags(&self, inbound: bool) -> u8 {
         match (inbound, self.watch) {
             (false, false) => 0x02,
             (false, true) => 0x16,
@@ -167,30 +169,30 @@ impl FrameCopy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Evaluation {
     /// What the table decided.
-    pub verdict: Verdict,
+    pub(crate) verdict: Verdict,
     /// The last TEE/WATCH copy the table asked for (sent only if the frame is accepted).
-    pub copy: Option<FrameCopy>,
+    pub(crate) copy: Option<FrameCopy>,
 }
 
 /// The decision for a frame this node is about to send.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OutboundDecision {
     /// Send the frame to its destination as usual.
-    pub accept: bool,
+    pub(crate) accept: bool,
     /// Send the whole frame as EXT_FRAME (flags [`EXT_FRAME_FLAGS_REDIRECT_OUTBOUND`]) to this
     /// node instead; `accept` is then false.
-    pub redirect: Option<Address>,
+    pub(crate) redirect: Option<Address>,
     /// Copies to send (the winning capability's first, then the base table's), flags from
     /// [`FrameCopy::ext_frame_flags`]. Stock skips them in the per-recipient passes of bridge
     /// fan-out. Empty unless the frame is accepted or redirected.
-    pub copies: Vec<FrameCopy>,
+    pub(crate) copies: Vec<FrameCopy>,
     /// Index (in the order given) of the capability that accepted, if it was one.
-    pub capability: Option<usize>,
+    pub(crate) capability: Option<usize>,
 }
 
 /// What to do locally with a received frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Delivery {
+pub(crate) enum Delivery {
     /// Do not deliver (stock result 0).
     #[default]
     Drop,
@@ -204,21 +206,22 @@ pub enum Delivery {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InboundDecision {
     /// Local delivery.
-    pub delivery: Delivery,
+    pub(crate) delivery: Delivery,
     /// Forward the whole frame as EXT_FRAME (flags [`EXT_FRAME_FLAGS_REDIRECT_INBOUND`]) to this
     /// node; `delivery` is then [`Delivery::Drop`].
-    pub redirect: Option<Address>,
+    pub(crate) redirect: Option<Address>,
     /// Copies to send (the winning capability's first, then the base table's), flags from
     /// [`FrameCopy::ext_frame_flags`].
-    pub copies: Vec<FrameCopy>,
+    pub(crate) copies: Vec<FrameCopy>,
     /// Index (in the order given) of the sender's capability that accepted, if it was one.
-    pub capability: Option<usize>,
+    pub(crate) capability: Option<usize>,
 }
 
 impl InboundDecision {
     /// Stock's integer result: 0 drop, 1 accept, 2 accept bypassing the MAC/bridge checks.
+    #[cfg(test)]
     #[must_use]
-    pub fn code(&self) -> u8 {
+    pub(crate) fn code(&self) -> u8 {
         match self.delivery {
             Delivery::Drop => 0,
             Delivery::Accept => 1,

@@ -7,10 +7,10 @@ use std::str::FromStr;
 
 use crate::address::{Address, parse_hex_digits};
 
-pub mod config;
-pub mod credentials;
-pub mod filter;
-pub mod rules;
+pub(crate) mod config;
+pub(crate) mod credentials;
+pub(crate) mod filter;
+pub(crate) mod rules;
 
 /// A 64-bit network ID: the controller's address in the top 40 bits, a number below.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -108,7 +108,7 @@ impl NetworkId {
     /// The node a member MAC on this network belongs to (`None` if the MAC is not a member MAC
     /// of this network).
     #[must_use]
-    pub fn node_of(self, mac: Mac) -> Option<Address> {
+    pub(crate) fn node_of(self, mac: Mac) -> Option<Address> {
         if (mac.0 >> 40) as u8 != first_octet(self) {
             return None;
         }
@@ -174,7 +174,7 @@ impl Mac {
 
     /// Whether the group bit is set.
     #[must_use]
-    pub fn is_multicast(self) -> bool {
+    pub(crate) fn is_multicast(self) -> bool {
         (self.0 >> 40) & 1 == 1
     }
 }
@@ -231,7 +231,7 @@ impl MulticastGroup {
 
     /// The IPv6 solicited-node group of `ip` (33:33:ff:xx:yy:zz, ADI 0).
     #[must_use]
-    pub fn for_ndp(ip: Ipv6Addr) -> Self {
+    pub(crate) fn for_ndp(ip: Ipv6Addr) -> Self {
         let o = ip.octets();
         let mac = (0x3333_ff00_0000u64)
             | (u64::from(o[13]) << 16)

@@ -217,7 +217,7 @@ impl Rule {
 
     /// The 6-bit rule type number.
     #[must_use]
-    pub fn type_number(&self) -> u8 {
+    pub(crate) fn type_number(&self) -> u8 {
         use RuleKind as K;
         match self.kind {
             K::Drop => 0,
@@ -268,7 +268,7 @@ impl Rule {
     }
 
     /// Appends the wire form.
-    pub fn write(&self, out: &mut Vec<u8>) {
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
         use RuleKind as K;
         let t =
             self.type_number() | if self.not { 0x80 } else { 0 } | if self.or { 0x40 } else { 0 };
@@ -335,7 +335,7 @@ impl Rule {
     ///
     /// # Errors
     /// Truncated input, or an operand shorter than its type needs.
-    pub fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, WireError> {
         use RuleKind as K;
         let t = r.u8()?;
         let n = usize::from(r.u8()?);

@@ -49,34 +49,34 @@ use crate::packet::PeerKeys;
 use crate::time::Timestamp;
 
 /// HELLOs of unknown identities one source network may have handled at once.
-pub const SOURCE_BURST: u32 = 32;
+pub(crate) const SOURCE_BURST: u32 = 32;
 /// One more HELLO per source network this often, up to [`SOURCE_BURST`].
-pub const SOURCE_REFILL_MS: i64 = 250;
+pub(crate) const SOURCE_REFILL_MS: i64 = 250;
 /// Source networks tracked at most.
-pub const SOURCES_MAX: usize = 8192;
+pub(crate) const SOURCES_MAX: usize = 8192;
 /// X25519 agreements for unknown identities per second, node-wide (≈ 60 µs each: ≈ 3 % of a
 /// core at this rate).
-pub const AGREEMENTS_PER_S: u32 = 500;
+pub(crate) const AGREEMENTS_PER_S: u32 = 500;
 /// Identity validations per second, node-wide (≈ 14 ms each, off the node's thread).
-pub const VALIDATIONS_PER_S: u32 = 32;
+pub(crate) const VALIDATIONS_PER_S: u32 = 32;
 /// Identities waiting for validation at once.
 pub const VALIDATIONS_PENDING: usize = 64;
 /// Identities whose verdict is remembered.
-pub const VERDICTS: usize = 4096;
+pub(crate) const VERDICTS: usize = 4096;
 /// Lookups (WHOIS) per second for packets from unknown addresses, node-wide.
-pub const WHOIS_PER_S: u32 = 64;
+pub(crate) const WHOIS_PER_S: u32 = 64;
 /// Such lookups one physical source network may cause at once.
-pub const LOOKUP_SOURCE_BURST: u32 = 16;
+pub(crate) const LOOKUP_SOURCE_BURST: u32 = 16;
 /// One more lookup per source network this often (ms): 16 a second.
-pub const LOOKUP_SOURCE_REFILL_MS: i64 = 62;
+pub(crate) const LOOKUP_SOURCE_REFILL_MS: i64 = 62;
 /// Packets a root relays at once for a source network none of whose paths is a known peer's.
-pub const RELAY_BURST: u32 = 256;
+pub(crate) const RELAY_BURST: u32 = 256;
 /// One more such relayed packet this often (ms): 500 a second.
-pub const RELAY_REFILL_MS: i64 = 2;
+pub(crate) const RELAY_REFILL_MS: i64 = 2;
 /// Physical paths remembered as known peers' for relaying (the oldest go first).
-pub const RELAY_TRUSTED_PATHS: usize = 16_384;
+pub(crate) const RELAY_TRUSTED_PATHS: usize = 16_384;
 /// How long a path stays trusted for relaying after a packet of its peer crossed it (ms).
-pub const RELAY_TRUST_MS: i64 = 120_000;
+pub(crate) const RELAY_TRUST_MS: i64 = 120_000;
 
 /// A token bucket: `burst` tokens, one more every `refill_ms`.
 #[derive(Clone, Copy, Debug)]

@@ -5,12 +5,12 @@
 //! relays, HELLO, WHOIS); `timers.rs` its periodic work; `peer.rs` peers and paths;
 //! `budget.rs` the budgets for unauthenticated work; `network/` network membership.
 
-pub mod budget;
+pub(crate) mod budget;
 #[cfg(test)]
 mod hello_tests;
 mod incoming;
-pub mod membership;
-pub mod peer;
+pub(crate) mod membership;
+pub(crate) mod peer;
 mod send;
 #[cfg(test)]
 mod source_tests;
@@ -33,12 +33,13 @@ use crate::world::{World, WorldType, WorldUpdateRejected};
 pub use membership::{
     ControllerRequest, Frame, FrameError, JoinError, LOCAL_REQUEST, NetworkInfo, NetworkStatus,
 };
-pub use peer::{CachedPeer, LocalSocket, Path, Peer, RemoteVersion, ip_scope, usable_endpoint};
+pub use peer::{CachedPeer, LocalSocket, Path, Peer, RemoteVersion};
+pub(crate) use peer::{ip_scope, usable_endpoint};
 
 pub use types::*;
 
 /// A root silent this long makes the node offline (stock SDK builds use 30 s).
-pub const ACTIVITY_TIMEOUT_MS: i64 = 30_000;
+pub(crate) const ACTIVITY_TIMEOUT_MS: i64 = 30_000;
 const FULL_HELLO_INTERVAL_MS: i64 = 60_000;
 const WHOIS_RETRY_MS: i64 = 500;
 const QUEUE_TIMEOUT_MS: i64 = 5_000;
@@ -424,7 +425,7 @@ impl Node {
     /// Endpoints where peers may reach this node directly: interface addresses with the bound
     /// port of their family, then external addresses reported by roots.
     #[must_use]
-    pub fn direct_endpoints(&self) -> Vec<SocketAddr> {
+    pub(crate) fn direct_endpoints(&self) -> Vec<SocketAddr> {
         let mut eps: Vec<SocketAddr> = Vec::new();
         for ip in &self.interfaces {
             let port = self

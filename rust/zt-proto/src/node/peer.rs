@@ -11,13 +11,13 @@ use crate::time::Timestamp;
 pub struct LocalSocket(pub u16);
 
 /// A path is alive while something arrived within this long (heartbeat period + 5 s).
-pub const PATH_ALIVE_MS: i64 = 19_000;
+pub(crate) const PATH_ALIVE_MS: i64 = 19_000;
 /// A path with nothing sent for this long gets a heartbeat.
-pub const PATH_HEARTBEAT_MS: i64 = 14_000;
+pub(crate) const PATH_HEARTBEAT_MS: i64 = 14_000;
 /// A path slot with no authenticated receive for this long expires.
-pub const PATH_EXPIRATION_MS: i64 = 243_000;
+pub(crate) const PATH_EXPIRATION_MS: i64 = 243_000;
 /// Most path slots per peer.
-pub const MAX_PATHS: usize = 64;
+pub(crate) const MAX_PATHS: usize = 64;
 
 /// One physical path to a peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,7 +49,7 @@ impl Path {
 
     /// Lower is better: latency (or 0xffff unknown), penalised when not alive, scaled by scope.
     #[must_use]
-    pub fn quality(&self, now: Timestamp) -> u64 {
+    pub(crate) fn quality(&self, now: Timestamp) -> u64 {
         let lat = u64::from(self.latency.unwrap_or(0xffff));
         let q = if self.is_alive(now) {
             lat
@@ -79,28 +79,28 @@ pub struct Peer {
     /// Its identity.
     pub identity: Identity,
     /// Keys shared with it.
-    pub keys: PeerKeys,
+    pub(crate) keys: PeerKeys,
     /// Its version, once known.
     pub version: Option<RemoteVersion>,
     /// Physical paths.
     pub paths: Vec<Path>,
     /// Last authenticated packet from it (any path, direct or relayed).
-    pub last_receive: Timestamp,
+    pub(crate) last_receive: Timestamp,
     /// Last authenticated packet from it that came relayed or from an endpoint not (yet) known
     /// as one of its paths: a path not heard from since then may be one it no longer reads.
-    pub last_indirect: Timestamp,
+    pub(crate) last_indirect: Timestamp,
     /// Last full HELLO sent.
-    pub last_hello: Timestamp,
+    pub(crate) last_hello: Timestamp,
     /// The greatest timestamp of a HELLO received from it (0: none yet).
-    pub hello_stamp: u64,
+    pub(crate) hello_stamp: u64,
     /// Last packet that shows the peer is in use (not keepalive traffic).
-    pub last_trust: Timestamp,
+    pub(crate) last_trust: Timestamp,
     /// Last PUSH_DIRECT_PATHS sent.
-    pub last_push: Timestamp,
+    pub(crate) last_push: Timestamp,
     /// PUSH_DIRECT_PATHS receive gate: when the current burst started and its count.
-    pub push_gate: (Timestamp, u32),
+    pub(crate) push_gate: (Timestamp, u32),
     /// Last HELLO sent to confirm an unknown path, per endpoint.
-    pub confirm_sent: Vec<(SocketAddr, Timestamp)>,
+    pub(crate) confirm_sent: Vec<(SocketAddr, Timestamp)>,
 }
 
 impl Peer {
@@ -126,7 +126,7 @@ impl Peer {
 
     /// Whether the peer speaks AES-GMAC-SIV (protocol ≥ 12).
     #[must_use]
-    pub fn supports_aes(&self) -> bool {
+    pub(crate) fn supports_aes(&self) -> bool {
         self.version.is_some_and(|v| v.protocol >= 12)
     }
 
@@ -156,22 +156,28 @@ impl Peer {
     /// root or from its new endpoint; until that endpoint is confirmed, its old paths look
     /// alive but lead nowhere, and sending through a root reaches it.
     #[must_use]
-    pub fn best_current_path(&self, now: Timestamp) -> Option<&Path> {
+    pub(crate) fn best_current_path(&self, now: Timestamp) -> Option<&Path> {
         self.best_where(now, |p| {
             p.is_alive(now) && p.last_receive >= self.last_indirect
         })
     }
 
     /// Whether `remote` on `local` is a known path.
+    #[cfg(test)]
     #[must_use]
-    pub fn has_path(&self, local: LocalSocket, remote: SocketAddr) -> bool {
+    pub(crate) fn has_path(&self, local: LocalSocket, remote: SocketAddr) -> bool {
         self.paths
             .iter()
             .any(|p| p.local == local && p.remote == remote)
     }
 
     /// Records an authenticated receive on a known path; false if the path is not known.
-    pub fn refresh_path(&mut self, local: LocalSocket, remote: SocketAddr, now: Timestamp) -> bool {
+    pub(crate) fn refresh_path(
+        &mut self,
+        local: LocalSocket,
+        remote: SocketAddr,
+        now: Timestamp,
+    ) -> bool {
         match self
             .paths
             .iter_mut()
@@ -306,7 +312,7 @@ impl CachedPeer {
 
 /// ZeroTier's IP scope classes (higher is more local); 0 means unusable.
 #[must_use]
-pub fn ip_scope(addr: &SocketAddr) -> u8 {
+pub(crate) fn ip_scope(addr: &SocketAddr) -> u8 {
     use std::net::IpAddr;
     match addr.ip() {
         IpAddr::V4(ip) => {
@@ -360,7 +366,7 @@ pub fn ip_scope(addr: &SocketAddr) -> u8 {
 /// Whether ZeroTier traffic may use this endpoint: no link-local, multicast or unspecified
 /// addresses, and loopback only when `allow_loopback` (stock nodes never use loopback).
 #[must_use]
-pub fn usable_endpoint(addr: &SocketAddr, allow_loopback: bool) -> bool {
+pub(crate) fn usable_endpoint(addr: &SocketAddr, allow_loopback: bool) -> bool {
     addr.port() != 0
         && match ip_scope(addr) {
             3 | 4 | 6 | 7 => true,

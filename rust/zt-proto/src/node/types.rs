@@ -3,11 +3,11 @@
 use super::*;
 
 /// Interval of the quick housekeeping pass (WHOIS retries, queued packets).
-pub const QUICK_TASK_INTERVAL_MS: i64 = 500;
+pub(crate) const QUICK_TASK_INTERVAL_MS: i64 = 500;
 /// Interval of the ping check (keepalives, online test, network config refresh).
-pub const PING_CHECK_INTERVAL_MS: i64 = 5_000;
+pub(crate) const PING_CHECK_INTERVAL_MS: i64 = 5_000;
 /// Interval of the slow housekeeping pass (peer/path cleanup).
-pub const HOUSEKEEPING_INTERVAL_MS: i64 = 30_000;
+pub(crate) const HOUSEKEEPING_INTERVAL_MS: i64 = 30_000;
 
 /// A persisted object, named as zerotier-one names its files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -179,7 +179,7 @@ pub enum DropReason {
     /// A HELLO from a different identity with a known address.
     IdentityCollision,
     /// A HELLO of an unknown identity over budget (its source network's, or the node's; see
-    /// [`budget`]).
+    /// `budget`).
     RateLimited,
     /// A HELLO of an identity whose validation is under way (an earlier HELLO started it).
     AwaitingValidation,
@@ -190,10 +190,10 @@ pub enum DropReason {
     /// Relaying is not this node's job (not a root), or hop limit reached.
     RelayRefused,
     /// A packet to relay that came over no known peer's path, over its source network's
-    /// relay budget (see [`budget`]).
+    /// relay budget (see `budget`).
     RelayBudget,
     /// A packet from an unknown address that would need a lookup (WHOIS) over the node's
-    /// lookup budget (see [`budget`]).
+    /// lookup budget (see `budget`).
     LookupBudget,
     /// Nowhere to relay to.
     RelayNoRoute,
@@ -323,7 +323,7 @@ pub struct CoreOptions {
     pub activity_timeout_ms: i64,
     /// Software version reported in HELLO (major, minor, revision).
     pub software_version: (u8, u8, u16),
-    /// Networks the node may be a member of at once ([`MAX_NETWORKS`] by default); a join
+    /// Networks the node may be a member of at once (`MAX_NETWORKS` by default); a join
     /// beyond is refused with [`JoinError::TooManyNetworks`], and networks stored beyond it
     /// are not rejoined at start-up.
     pub max_networks: usize,
@@ -332,7 +332,7 @@ pub struct CoreOptions {
 /// Networks a node may be a member of at once unless [`CoreOptions::max_networks`] says
 /// otherwise. zerotier-one has no such cap; each network costs a config, a TCP/IP stack, timers
 /// and requests to its controller, and every listing walks them all.
-pub const MAX_NETWORKS: usize = 1024;
+pub(crate) const MAX_NETWORKS: usize = 1024;
 
 impl Default for CoreOptions {
     fn default() -> Self {

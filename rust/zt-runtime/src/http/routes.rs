@@ -7,8 +7,7 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
-use zt_proto::Address;
-use zt_proto::network::NetworkId;
+use zt_proto::{Address, NetworkId};
 
 use super::views::{self, LocalSettings};
 use super::{Request, Response, ct_eq, parse_query, percent_decode};

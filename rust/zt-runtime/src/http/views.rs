@@ -5,9 +5,7 @@
 
 use serde_json::{Map, Value, json};
 use zt_controller::json::{json_bool, json_int, json_string};
-use zt_proto::network::config::NetworkType;
-use zt_proto::node::{NetworkInfo, NetworkStatus, Peer};
-use zt_proto::{Address, Node, Timestamp, World};
+use zt_proto::{Address, NetworkInfo, NetworkStatus, NetworkType, Node, Peer, Timestamp, World};
 
 use crate::runtime::Snapshot;
 

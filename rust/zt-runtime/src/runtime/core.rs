@@ -4,9 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::PoisonError;
 
-use zt_proto::Node;
-use zt_proto::network::config::IpPrefix;
-use zt_proto::node::{Event, StoreKey, StoreOp};
+use zt_proto::{Event, IpPrefix, Node, StoreKey, StoreOp};
 
 use super::{
     ALLOWED_DESTINATIONS_ENV, FIRST_SOCKET, LEAD_BATCH, REFUSED_LOGGED_MAX, SNAPSHOT_PERIOD_MS,
@@ -241,7 +239,7 @@ impl LoopState {
         progress
     }
 
-    pub(super) fn deliver(&mut self, shared: &Shared, f: zt_proto::node::Frame) {
+    pub(super) fn deliver(&mut self, shared: &Shared, f: zt_proto::Frame) {
         let stacked = self.stacks.deliver(&f);
         let taps = shared
             .taps
@@ -306,7 +304,7 @@ impl LoopState {
                 data,
             },
             Event::NetworkStatus { network, status } => {
-                use zt_proto::node::NetworkStatus as S;
+                use zt_proto::NetworkStatus as S;
                 self.stacks_dirty = true;
                 let code = match status {
                     S::RequestingConfiguration => C::NetworkRequestConfig,

@@ -24,7 +24,7 @@ pub(super) enum LoopError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Node(#[from] zt_proto::node::NodeError),
+    Node(#[from] zt_proto::NodeError),
     #[error("event loop: {0}")]
     Io(#[from] std::io::Error),
     #[error("cannot bind UDP port {port}: {source}")]

@@ -5,9 +5,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
-use zt_proto::World;
-use zt_proto::node::SendError;
-use zt_proto::world::WorldUpdateRejected;
+use zt_proto::{SendError, World, WorldUpdateRejected};
 
 use super::{
     Command, Control, Lifecycle, Link, LoopCtx, RuntimeError, RuntimeOptions, Shared, Snapshot,
@@ -347,11 +345,7 @@ impl NodeRuntime {
 
     /// A tap receiving the frames the node delivers on `network` (dropped with the tap).
     #[must_use]
-    pub fn tap_frames(
-        &self,
-        network: zt_proto::network::NetworkId,
-        capacity: usize,
-    ) -> Arc<FrameTap> {
+    pub fn tap_frames(&self, network: zt_proto::NetworkId, capacity: usize) -> Arc<FrameTap> {
         let tap = Arc::new(FrameTap::new(network, capacity));
         let mut taps = self
             .shared

@@ -11,9 +11,7 @@ use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
 use mio::{Token, Waker};
-use zt_proto::node::SendError;
-use zt_proto::world::WorldUpdateRejected;
-use zt_proto::{Node, World};
+use zt_proto::{Node, SendError, World, WorldUpdateRejected};
 
 use crate::events::EventHub;
 use crate::frames::FrameTap;

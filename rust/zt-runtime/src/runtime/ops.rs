@@ -8,8 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zt_proto::network::{MulticastGroup, NetworkId};
-use zt_proto::node::{Frame, FrameError, JoinError};
+use zt_proto::{Frame, FrameError, JoinError, MulticastGroup, NetworkId};
 
 use super::{LoopCtx, NodeHandle, RuntimeError};
 use crate::sockets::{Kick, SockError, TcpShared, UdpShared};

@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use zt_proto::node::NodeStats;
-use zt_proto::{Identity, Node, World};
+use zt_proto::{Identity, Node, NodeStats, World};
 
 use super::core::LoopState;
 
@@ -66,7 +65,7 @@ pub struct Snapshot {
     /// Peers.
     pub peers: Vec<PeerInfo>,
     /// Networks joined (shared: copied from the node only when they change).
-    pub networks: Arc<Vec<zt_proto::node::NetworkInfo>>,
+    pub networks: Arc<Vec<zt_proto::NetworkInfo>>,
     /// Frames delivered while no tap listened.
     pub frames_untapped: u64,
     /// Loop passes run by application threads right after they queued something to send (it
@@ -83,7 +82,7 @@ pub(super) fn build_snapshot(
     node: &Node,
     out: &mut LoopState,
     now: zt_proto::Timestamp,
-    previous: Option<Arc<Vec<zt_proto::node::NetworkInfo>>>,
+    previous: Option<Arc<Vec<zt_proto::NetworkInfo>>>,
 ) -> Snapshot {
     let networks = match previous {
         Some(p) if !out.networks_changed => p,

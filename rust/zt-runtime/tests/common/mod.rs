@@ -5,9 +5,7 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zt_proto::crypto::c25519::KeyPair;
-use zt_proto::node::CoreOptions;
-use zt_proto::{Identity, Root, World, WorldType};
+use zt_proto::{CoreOptions, Identity, Root, World, WorldType, crypto::c25519::KeyPair};
 use zt_runtime::MemoryStore;
 use zt_runtime::rng::OsRng;
 use zt_runtime::runtime::{ControllerStorage, NodeRuntime, RuntimeOptions};

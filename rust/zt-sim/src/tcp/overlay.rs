@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
-use zt_proto::node::Peer;
+use zt_proto::Peer;
 use zt_stack::{NetStack, Stacks};
 
 use super::Lab;

@@ -4,13 +4,13 @@ use super::*;
 
 /// One link of a capability's chain of custody.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Custody {
+pub(crate) struct Custody {
     /// The node the capability was handed to.
-    pub to: Address,
+    pub(crate) to: Address,
     /// The node handing it over (the controller for the first link).
-    pub from: Address,
+    pub(crate) from: Address,
     /// `from`'s signature over the capability (the same message for every link).
-    pub signature: SignatureBytes,
+    pub(crate) signature: SignatureBytes,
 }
 
 /// A capability: a numbered rule table that the holder may apply to its traffic, evaluated
@@ -18,17 +18,17 @@ pub struct Custody {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Capability {
     /// The network.
-    pub network_id: NetworkId,
+    pub(crate) network_id: NetworkId,
     /// Issue time (ms).
-    pub timestamp: i64,
+    pub(crate) timestamp: i64,
     /// Capability ID (also its evaluation order).
     pub id: u32,
     /// The rules, at most [`MAX_CAPABILITY_RULES`].
-    pub rules: Vec<Rule>,
+    pub(crate) rules: Vec<Rule>,
     /// Longest allowed custody chain, 1..=7 (controllers use 1).
-    pub max_custody: u8,
+    pub(crate) max_custody: u8,
     /// The chain of custody, at most `max_custody` links.
-    pub custody: Vec<Custody>,
+    pub(crate) custody: Vec<Custody>,
 }
 
 impl Capability {
@@ -70,7 +70,7 @@ impl Capability {
     /// The signed message: `7f×8`, network ID, timestamp, ID, rule count, rules, max custody,
     /// additional-fields length (0), `7f×8` — the custody chain is not signed.
     #[must_use]
-    pub fn signing_message(&self) -> Vec<u8> {
+    pub(crate) fn signing_message(&self) -> Vec<u8> {
         let mut m = Vec::new();
         m.extend_from_slice(&SIGN_FRAME);
         self.write_head(&mut m);

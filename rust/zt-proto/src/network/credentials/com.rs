@@ -4,13 +4,13 @@ use super::*;
 
 /// One COM qualifier: a numbered value and how far another COM's value may differ from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct Qualifier {
+pub(crate) struct Qualifier {
     /// Qualifier ID (0 timestamp, 1 network ID, 2 issued-to, 3..6 identity hash).
-    pub id: u64,
+    pub(crate) id: u64,
     /// The value.
-    pub value: u64,
+    pub(crate) value: u64,
     /// Largest |mine − theirs| that still agrees.
-    pub max_delta: u64,
+    pub(crate) max_delta: u64,
 }
 
 /// A certificate of membership: a list of qualifiers signed by the network's controller.
@@ -20,22 +20,22 @@ pub struct Qualifier {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Com {
     /// The qualifiers, ids non-decreasing, at most [`MAX_COM_QUALIFIERS`].
-    pub qualifiers: Vec<Qualifier>,
+    pub(crate) qualifiers: Vec<Qualifier>,
     /// The signer (`None` when unsigned; written as the zero address).
-    pub signed_by: Option<Address>,
+    pub(crate) signed_by: Option<Address>,
     /// The signature, present on the wire only when `signed_by` is set.
-    pub signature: Option<SignatureBytes>,
+    pub(crate) signature: Option<SignatureBytes>,
 }
 
 impl Com {
     /// Qualifier ID of the timestamp.
-    pub const ID_TIMESTAMP: u64 = 0;
+    pub(crate) const ID_TIMESTAMP: u64 = 0;
     /// Qualifier ID of the network ID.
-    pub const ID_NETWORK_ID: u64 = 1;
+    pub(crate) const ID_NETWORK_ID: u64 = 1;
     /// Qualifier ID of the member's address.
-    pub const ID_ISSUED_TO: u64 = 2;
+    pub(crate) const ID_ISSUED_TO: u64 = 2;
     /// First of the four qualifier IDs holding the member's public-key hash (3..=6).
-    pub const ID_KEY_HASH: u64 = 3;
+    pub(crate) const ID_KEY_HASH: u64 = 3;
 
     /// The unsigned COM a ZeroTier 1.14.1 controller issues: timestamp (with `max_delta`),
     /// network ID (delta 0), issued-to address and the first 32 bytes of the member's
@@ -101,7 +101,7 @@ impl Com {
 
     /// The signed message: the qualifiers only, 24 bytes each.
     #[must_use]
-    pub fn signing_message(&self) -> Vec<u8> {
+    pub(crate) fn signing_message(&self) -> Vec<u8> {
         let mut m = Vec::with_capacity(self.qualifiers.len() * 24);
         for q in &self.qualifiers {
             m.extend_from_slice(&q.id.to_be_bytes());
@@ -115,7 +115,7 @@ impl Com {
     ///
     /// # Errors
     /// [`CredentialError::NoSecret`] without a secret key; [`CredentialError::Malformed`] with
-    /// more than [`MAX_COM_QUALIFIERS`] qualifiers.
+    /// more than `MAX_COM_QUALIFIERS` qualifiers.
     pub fn sign(&mut self, signer: &Identity) -> Result<(), CredentialError> {
         if self.qualifiers.len() > MAX_COM_QUALIFIERS {
             return Err(CredentialError::Malformed("more than 8 COM qualifiers"));

@@ -24,11 +24,11 @@ pub enum Thing {
 
 impl Thing {
     /// Wire type of a MAC thing.
-    pub const TYPE_MAC: u8 = 1;
+    pub(crate) const TYPE_MAC: u8 = 1;
     /// Wire type of an IPv4 thing.
-    pub const TYPE_IPV4: u8 = 2;
+    pub(crate) const TYPE_IPV4: u8 = 2;
     /// Wire type of an IPv6 thing.
-    pub const TYPE_IPV6: u8 = 3;
+    pub(crate) const TYPE_IPV6: u8 = 3;
 
     /// The thing for an IP address.
     #[must_use]
@@ -41,7 +41,7 @@ impl Thing {
 
     /// The wire type byte.
     #[must_use]
-    pub fn kind(&self) -> u8 {
+    pub(crate) fn kind(&self) -> u8 {
         match self {
             Self::Mac(_) => Self::TYPE_MAC,
             Self::Ipv4(_) => Self::TYPE_IPV4,
@@ -52,7 +52,7 @@ impl Thing {
 
     /// The 16 wire value bytes.
     #[must_use]
-    pub fn value(&self) -> [u8; 16] {
+    pub(crate) fn value(&self) -> [u8; 16] {
         let mut v = [0u8; THING_VALUE_LEN];
         match self {
             Self::Mac(m) => v[..6].copy_from_slice(&m.to_bytes()),
@@ -65,7 +65,7 @@ impl Thing {
 
     /// The thing for a wire type and value (known types only when their padding is zero).
     #[must_use]
-    pub fn from_wire(kind: u8, value: [u8; 16]) -> Self {
+    pub(crate) fn from_wire(kind: u8, value: [u8; 16]) -> Self {
         let padded = |n: usize| value[n..].iter().all(|&b| b == 0);
         match kind {
             Self::TYPE_MAC if padded(6) => {
@@ -87,21 +87,21 @@ impl Thing {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Coo {
     /// The network.
-    pub network_id: NetworkId,
+    pub(crate) network_id: NetworkId,
     /// Issue time (ms).
-    pub timestamp: i64,
+    pub(crate) timestamp: i64,
     /// Flags (none defined; 0).
-    pub flags: u64,
+    pub(crate) flags: u64,
     /// COO ID (controllers issue ID 1).
-    pub id: u32,
+    pub(crate) id: u32,
     /// What is owned; only the first [`MAX_COO_THINGS`] are written.
-    pub things: Vec<Thing>,
+    pub(crate) things: Vec<Thing>,
     /// The owner.
-    pub issued_to: Address,
+    pub(crate) issued_to: Address,
     /// The signer (`None`: written as the zero address).
-    pub signed_by: Option<Address>,
+    pub(crate) signed_by: Option<Address>,
     /// The signature (all zero when unsigned, or when the wire held a non-C25519 signature).
-    pub signature: SignatureBytes,
+    pub(crate) signature: SignatureBytes,
 }
 
 impl Coo {
@@ -120,7 +120,7 @@ impl Coo {
         }
     }
 
-    /// Adds a thing unless [`MAX_COO_THINGS`] are already listed; returns whether it was added.
+    /// Adds a thing unless `MAX_COO_THINGS` are already listed; returns whether it was added.
     pub fn add_thing(&mut self, thing: Thing) -> bool {
         if self.things.len() >= MAX_COO_THINGS {
             return false;

@@ -36,14 +36,14 @@ use crate::network::rules::{MAX_CAPABILITY_RULES, Rule, read_rules, write_rules}
 use crate::network::{Mac, NetworkId};
 
 /// Length of a ZeroTier (C25519) signature.
-pub const SIGNATURE_LEN: usize = 96;
+pub(crate) const SIGNATURE_LEN: usize = 96;
 
 /// Most qualifiers a COM may carry.
-pub const MAX_COM_QUALIFIERS: usize = 8;
+pub(crate) const MAX_COM_QUALIFIERS: usize = 8;
 /// Longest capability custody chain.
-pub const MAX_CUSTODY_CHAIN: u8 = 7;
+pub(crate) const MAX_CUSTODY_CHAIN: u8 = 7;
 /// Most things a COO may list.
-pub const MAX_COO_THINGS: usize = 16;
+pub(crate) const MAX_COO_THINGS: usize = 16;
 
 /// Framing around the signed body of tags, COOs, revocations and capabilities.
 const SIGN_FRAME: [u8; 8] = [0x7f; 8];
@@ -53,7 +53,7 @@ const SIGNATURE_TYPE_C25519: u8 = 1;
 const THING_VALUE_LEN: usize = 16;
 
 /// A 96-byte ZeroTier signature.
-pub type SignatureBytes = [u8; SIGNATURE_LEN];
+pub(crate) type SignatureBytes = [u8; SIGNATURE_LEN];
 
 /// Error parsing, signing or verifying a credential.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,7 +111,7 @@ pub enum CredentialType {
 impl CredentialType {
     /// The type with wire code `v`, if any.
     #[must_use]
-    pub fn from_u8(v: u8) -> Option<Self> {
+    pub(crate) fn from_u8(v: u8) -> Option<Self> {
         Some(match v {
             0 => Self::Null,
             1 => Self::Com,
@@ -125,14 +125,14 @@ impl CredentialType {
 
     /// The wire code.
     #[must_use]
-    pub fn to_u8(self) -> u8 {
+    pub(crate) fn to_u8(self) -> u8 {
         self as u8
     }
 }
 
 /// SHA-384 over an identity's 5-byte address and 64-byte public key (what a COM embeds).
 #[must_use]
-pub fn public_key_hash(identity: &Identity) -> [u8; 48] {
+pub(crate) fn public_key_hash(identity: &Identity) -> [u8; 48] {
     let mut h = Sha384::new();
     h.update(identity.address().to_bytes());
     h.update(identity.public_key());
@@ -237,7 +237,7 @@ macro_rules! framed_credential {
             #[doc = concat!("The signed message of the ", $what, ": `7f×8`, its wire form without the")]
             /// signature fields, `7f×8`.
             #[must_use]
-            pub fn signing_message(&self) -> Vec<u8> {
+            pub(crate) fn signing_message(&self) -> Vec<u8> {
                 let mut m = Vec::with_capacity(256);
                 m.extend_from_slice(&SIGN_FRAME);
                 self.write_body(&mut m);
@@ -284,33 +284,18 @@ macro_rules! framed_credential {
     };
 }
 
-/// Gives each credential type (which has `write`) its `to_bytes`.
-macro_rules! wire_form_to_bytes {
-    ($($t:ty),+) => {
-        $(
-            impl $t {
-                /// The wire form.
-                #[must_use]
-                pub fn to_bytes(&self) -> Vec<u8> {
-                    let mut out = Vec::new();
-                    self.write(&mut out);
-                    out
-                }
-            }
-        )+
-    };
-}
-
-wire_form_to_bytes!(Com, Capability, Tag, Coo, Revocation);
-
 mod capability;
 mod com;
 mod coo;
 mod revocation;
 mod tag;
 
-pub use capability::{Capability, Custody};
-pub use com::{Com, Qualifier};
+pub use capability::Capability;
+#[cfg(test)]
+use capability::Custody;
+pub use com::Com;
+#[cfg(test)]
+use com::Qualifier;
 pub use coo::{Coo, Thing};
 pub use revocation::Revocation;
 pub use tag::Tag;
@@ -407,16 +392,6 @@ impl Credentials {
         list(&mut out, &self.coos, Coo::write);
         out
     }
-
-    /// True when no credential is held.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.coms.is_empty()
-            && self.capabilities.is_empty()
-            && self.tags.is_empty()
-            && self.revocations.is_empty()
-            && self.coos.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -426,6 +401,24 @@ mod tests {
     use crate::network::rules::RuleKind;
     use proptest::prelude::*;
     use std::sync::OnceLock;
+
+    /// A credential's wire form in a buffer of its own (what the tests compare and parse).
+    trait ToBytes {
+        fn to_bytes(&self) -> Vec<u8>;
+    }
+
+    macro_rules! to_bytes {
+        ($($credential:ty),*) => {$(
+            impl ToBytes for $credential {
+                fn to_bytes(&self) -> Vec<u8> {
+                    let mut out = Vec::new();
+                    self.write(&mut out);
+                    out
+                }
+            }
+        )*};
+    }
+    to_bytes!(Com, Capability, Tag, Revocation, Coo);
 
     /// ZeroTier's self-test identity (with secret), used as controller for the stock vectors.
     const KNOWN_GOOD: &str = "8e4df28b72:0:ac3d46abe0c21f3cfe7a6c8d6a85cfcffcb82fbd55af6a4d6350657c68200843fa2e16f9418bbd9702cae365f2af5fb4c420908b803a681d4daef6114d78a2d7:bd8dd6e4ce7022d2f812797a80c6ee8ad180dc4ebf301dec8b06d1be08832bddd63a2f1cfa7b2c504474c75bdc8898ba476ef92e8e2d0509f8441985171ff16e";

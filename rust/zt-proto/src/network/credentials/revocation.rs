@@ -7,23 +7,23 @@ use super::*;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Revocation {
     /// Revocation ID (random).
-    pub id: u32,
+    pub(crate) id: u32,
     /// The network.
-    pub network_id: NetworkId,
+    pub(crate) network_id: NetworkId,
     /// ID of the revoked credential (0 for COMs).
-    pub credential_id: u32,
+    pub(crate) credential_id: u32,
     /// Credentials with a timestamp ≤ this (ms) are revoked.
-    pub threshold: i64,
+    pub(crate) threshold: i64,
     /// Flags ([`Revocation::FLAG_FAST_PROPAGATE`]).
-    pub flags: u64,
+    pub(crate) flags: u64,
     /// The member whose credentials are revoked.
-    pub target: Address,
+    pub(crate) target: Address,
     /// The signer (`None`: written as the zero address).
-    pub signed_by: Option<Address>,
+    pub(crate) signed_by: Option<Address>,
     /// Type of the revoked credential.
-    pub credential_type: CredentialType,
+    pub(crate) credential_type: CredentialType,
     /// The signature (all zero when unsigned, or when the wire held a non-C25519 signature).
-    pub signature: SignatureBytes,
+    pub(crate) signature: SignatureBytes,
 }
 
 impl Revocation {

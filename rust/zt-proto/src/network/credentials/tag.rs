@@ -6,19 +6,19 @@ use super::*;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tag {
     /// The network.
-    pub network_id: NetworkId,
+    pub(crate) network_id: NetworkId,
     /// Issue time (ms).
-    pub timestamp: i64,
+    pub(crate) timestamp: i64,
     /// Tag ID.
-    pub id: u32,
+    pub(crate) id: u32,
     /// Tag value.
-    pub value: u32,
+    pub(crate) value: u32,
     /// The member holding the tag.
-    pub issued_to: Address,
+    pub(crate) issued_to: Address,
     /// The signer (`None`: written as the zero address).
-    pub signed_by: Option<Address>,
+    pub(crate) signed_by: Option<Address>,
     /// The signature (all zero when unsigned, or when the wire held a non-C25519 signature).
-    pub signature: SignatureBytes,
+    pub(crate) signature: SignatureBytes,
 }
 
 framed_credential!(Tag, "tag");

@@ -261,7 +261,7 @@ fn arp_request_target(ethertype: u16, p: &[u8]) -> Option<std::net::Ipv4Addr> {
 
 /// The ICMPv6 checksum over the pseudo-header and `icmp` (checksum field zero).
 #[must_use]
-pub fn icmpv6_checksum(src: &[u8; 16], dst: &[u8; 16], icmp: &[u8]) -> u16 {
+pub(super) fn icmpv6_checksum(src: &[u8; 16], dst: &[u8; 16], icmp: &[u8]) -> u16 {
     let mut sum: u32 = 0;
     let mut add = |b: &[u8]| {
         for c in b.chunks(2) {

@@ -28,7 +28,7 @@ use crate::packet::Verb;
 use crate::time::Timestamp;
 
 // The ethertypes have one home, the rules engine (whose rules match on them).
-pub use crate::network::filter::{ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+pub(crate) use crate::network::filter::{ETHERTYPE_ARP, ETHERTYPE_IPV6};
 
 /// Config refresh interval once configured.
 const AUTOCONF_DELAY_MS: i64 = 60_000;
@@ -59,15 +59,15 @@ const MAX_MULTICAST_ENTRIES: usize = 1_000_000;
 /// ERROR code: object not found.
 pub const ERROR_OBJ_NOT_FOUND: u8 = 0x03;
 /// ERROR code: unsupported operation.
-pub const ERROR_UNSUPPORTED_OPERATION: u8 = 0x05;
+pub(crate) const ERROR_UNSUPPORTED_OPERATION: u8 = 0x05;
 /// ERROR code: the sender must present credentials.
-pub const ERROR_NEED_MEMBERSHIP_CERTIFICATE: u8 = 0x06;
+pub(crate) const ERROR_NEED_MEMBERSHIP_CERTIFICATE: u8 = 0x06;
 /// ERROR code: network access denied.
 pub const ERROR_NETWORK_ACCESS_DENIED: u8 = 0x07;
 /// ERROR code: unwanted multicast.
-pub const ERROR_UNWANTED_MULTICAST: u8 = 0x08;
+pub(crate) const ERROR_UNWANTED_MULTICAST: u8 = 0x08;
 /// ERROR code: authentication (SSO) required.
-pub const ERROR_AUTHENTICATION_REQUIRED: u8 = 0x09;
+pub(crate) const ERROR_AUTHENTICATION_REQUIRED: u8 = 0x09;
 
 /// The flags byte of EXT_FRAME and MULTICAST_FRAME (also MULTICAST_GATHER's). Bit
 /// [`FrameFlags::COM`] means the same in every verb; the others depend on the verb.
@@ -143,14 +143,6 @@ impl Frame {
             ethertype: u16::from_be_bytes([b[12], b[13]]),
             payload: b[14..].to_vec(),
         })
-    }
-
-    /// The Ethernet II bytes.
-    #[must_use]
-    pub fn to_ethernet(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(14 + self.payload.len());
-        self.write_ethernet(&mut out);
-        out
     }
 
     /// Appends the Ethernet II bytes to `out` (a reused buffer: no allocation once it is large
@@ -613,5 +605,3 @@ mod credentials;
 mod frames_in;
 mod frames_out;
 mod multicast;
-
-pub use frames_out::icmpv6_checksum;

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use zt_proto::network::NetworkId;
+use zt_proto::NetworkId;
 use zt_stack::NetStack;
 use zt_stack::smoltcp::iface::SocketHandle;
 use zt_stack::smoltcp::socket::tcp;

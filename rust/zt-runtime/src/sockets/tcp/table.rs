@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use zt_proto::network::NetworkId;
+use zt_proto::NetworkId;
 use zt_stack::smoltcp::iface::SocketHandle;
 use zt_stack::smoltcp::socket::tcp;
 use zt_stack::smoltcp::wire::IpListenEndpoint;

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zt_proto::network::NetworkId;
+use zt_proto::NetworkId;
 use zt_stack::smoltcp::iface::SocketHandle;
 use zt_stack::smoltcp::wire::IpListenEndpoint;
 use zt_stack::{Policy, Stacks};

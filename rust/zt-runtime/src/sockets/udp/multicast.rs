@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use zt_proto::network::NetworkId;
+use zt_proto::NetworkId;
 use zt_stack::smoltcp::iface::SocketHandle;
 use zt_stack::smoltcp::wire::IpListenEndpoint;
 use zt_stack::{Policy, Stacks};
@@ -493,7 +493,7 @@ impl UdpTable {
         now: zt_proto::Timestamp,
         stacks: &mut Stacks,
     ) -> Vec<(NetworkId, IpAddr)> {
-        use zt_proto::network::MulticastGroup;
+        use zt_proto::MulticastGroup;
         let mut wanted = BTreeSet::new();
         for e in &self.entries {
             if e.groups.is_empty() || e.shared.core.lock().released {
