@@ -27,8 +27,8 @@ use std::net::{IpAddr, SocketAddr};
 use link::{Link, LinkProfile, LinkStats, PathProfile};
 
 use zt_proto::{
-    CoreOptions, Event, Frame, Identity, LocalSocket, Node, NodeConfig, Path, Peer, Timestamp,
-    World, crypto::SecureRandom,
+    Event, Frame, Identity, LocalSocket, Node, NodeConfig, Path, Peer, Timestamp, World,
+    crypto::SecureRandom,
 };
 
 /// Deterministic (NOT secure) random numbers: SplitMix64.
@@ -368,16 +368,7 @@ impl Sim {
         bind: SocketAddr,
         nat_public: Option<SocketAddr>,
     ) -> usize {
-        let config = NodeConfig {
-            identity,
-            stored_planet: None,
-            default_planet: planet,
-            moons: vec![],
-            peers: vec![],
-            networks: vec![],
-            options: CoreOptions::default(),
-        };
-        let host = self.add_host_with(config, bind);
+        let host = self.add_host_with(NodeConfig::new(identity, planet), bind);
         self.hosts[host].nat = nat_public.map(|public| Nat {
             public,
             allowed: BTreeSet::new(),

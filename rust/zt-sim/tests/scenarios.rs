@@ -339,23 +339,18 @@ fn large_messages_are_fragmented_relayed_and_reassembled() {
 
 #[test]
 fn cached_peers_are_greeted_at_start() {
-    use zt_proto::{CachedPeer, CoreOptions, NodeConfig};
+    use zt_proto::{CachedPeer, NodeConfig};
     let (mut sim, planet, root) = sim_with_root(80, 93, 23, Netem::default());
     let b = sim.add_host(identity(82), planet.clone(), public(3), None);
     let b_id = sim.hosts[b].node.identity().to_public();
     // a starts knowing b from its peer cache: it greets b at once, with no WHOIS.
     let config = NodeConfig {
-        identity: identity(81),
-        stored_planet: None,
-        default_planet: planet,
-        moons: vec![],
         peers: vec![CachedPeer {
             identity: b_id.clone(),
             version: None,
             endpoints: vec![public(3)],
         }],
-        networks: vec![],
-        options: CoreOptions::default(),
+        ..NodeConfig::new(identity(81), planet)
     };
     let a = sim.add_host_with(config, public(2));
     sim.run_for(2_000);

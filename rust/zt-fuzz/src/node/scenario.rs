@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use zt_proto::{
-    CoreOptions, LocalSocket, NetworkConfig, NetworkId, NetworkType, Node, NodeConfig, World,
+    LocalSocket, NetworkConfig, NetworkId, NetworkType, Node, NodeConfig, World,
     credentials::{CredentialType, Revocation},
     crypto::c25519::KeyPair,
     fuzzing::{CHUNK_FLAG_FAST_PROPAGATE, Credentials},
@@ -246,13 +246,9 @@ impl Scenario {
             Role::Root => (vec![], vec![]),
         };
         let config = NodeConfig {
-            identity: f.ids[0].clone(),
-            stored_planet: None,
-            default_planet: self.planet.clone(),
             moons,
-            peers: vec![],
             networks,
-            options: CoreOptions::default(),
+            ..NodeConfig::new(f.ids[0].clone(), self.planet.clone())
         };
         let mut node = Node::new(config, Box::new(SimRng(0x5eed)), START).expect("a node");
         node.set_local_sockets(vec![

@@ -34,20 +34,7 @@ pub(super) fn node_as(now: Timestamp, root: bool) -> Node {
     };
     let k = KeyPair::generate(&mut TestRng(6));
     let planet = World::make(WorldType::Planet, 1, 1, *k.public(), vec![root], &k).unwrap();
-    let mut n = Node::new(
-        NodeConfig {
-            identity,
-            stored_planet: None,
-            default_planet: planet,
-            moons: vec![],
-            peers: vec![],
-            networks: vec![],
-            options: CoreOptions::default(),
-        },
-        Box::new(TestRng(8)),
-        now,
-    )
-    .unwrap();
+    let mut n = Node::new(NodeConfig::new(identity, planet), Box::new(TestRng(8)), now).unwrap();
     n.set_local_sockets(vec![(LocalSocket(0), NODE_AT.parse().unwrap())]);
     while n.poll_event().is_some() {}
     while n.poll_store().is_some() {}

@@ -610,13 +610,8 @@ mod tests {
 
     fn config(stored: Option<World>, default: World) -> NodeConfig {
         NodeConfig {
-            identity: Identity::generate(&mut TestRng(99)),
             stored_planet: stored,
-            default_planet: default,
-            moons: vec![],
-            peers: vec![],
-            networks: vec![],
-            options: CoreOptions::default(),
+            ..NodeConfig::new(Identity::generate(&mut TestRng(99)), default)
         }
     }
 

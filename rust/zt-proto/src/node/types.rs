@@ -364,3 +364,19 @@ pub struct NodeConfig {
     /// Protocol settings.
     pub options: CoreOptions,
 }
+
+impl NodeConfig {
+    /// A node that starts fresh: `identity` on `default_planet`, nothing stored, default options.
+    #[must_use]
+    pub fn new(identity: Identity, default_planet: World) -> Self {
+        Self {
+            identity,
+            stored_planet: None,
+            default_planet,
+            moons: vec![],
+            peers: vec![],
+            networks: vec![],
+            options: CoreOptions::default(),
+        }
+    }
+}
