@@ -106,6 +106,97 @@ impl From<SocketAddr> for InetAddress {
     }
 }
 
+/// How far an IP address reaches, as ZeroTier classes addresses (`InetAddress::ipScope`): path
+/// selection prefers the more local, and a device takes managed addresses and routes by it.
+/// The discriminants are stock's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum IpScope {
+    /// Not an address anything can use (0.0.0.0/8, 255.0.0.0/8, `::`).
+    None = 0,
+    /// Multicast (224.0.0.0/4, ff00::/8).
+    Multicast = 1,
+    /// Loopback (127.0.0.0/8, `::1`, fe80::1, ::ffff:127.x.x.x).
+    Loopback = 2,
+    /// IPv4 blocks that are public but often used privately (several military /8s, 240.0.0.0/4).
+    PseudoPrivate = 3,
+    /// Everything else: routable on the Internet.
+    Global = 4,
+    /// Link-local (169.254.0.0/16, fe80::/10).
+    LinkLocal = 5,
+    /// Unused by 1.x (it once meant carrier-grade NAT space, which is [`IpScope::Private`] now).
+    Shared = 6,
+    /// Private and test ranges (RFC 1918, 100.64.0.0/10, the documentation and benchmarking
+    /// ranges, fc00::/7).
+    Private = 7,
+}
+
+impl IpScope {
+    /// The scope of `ip`. IPv4-mapped IPv6 addresses are global unless they map loopback, as in
+    /// stock.
+    #[must_use]
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(ip) => Self::of_v4(ip),
+            IpAddr::V6(ip) => Self::of_v6(ip),
+        }
+    }
+
+    fn of_v4(ip: Ipv4Addr) -> Self {
+        let o = ip.octets();
+        let inside = |net: [u8; 4], bits| ipv4_prefix_contains(Ipv4Addr::from(net), bits, ip);
+        match o[0] {
+            0 | 255 => Self::None,
+            6 | 11 | 21 | 22 | 25 | 26 | 28 | 29 | 30 | 51 | 55 | 56 => Self::PseudoPrivate,
+            10 => Self::Private,
+            127 => Self::Loopback,
+            224..=239 => Self::Multicast,
+            240..=254 => Self::PseudoPrivate,
+            _ if inside([169, 254, 0, 0], 16) => Self::LinkLocal,
+            _ if inside([100, 64, 0, 0], 10)
+                || inside([172, 16, 0, 0], 12)
+                || inside([192, 168, 0, 0], 16)
+                || inside([192, 0, 2, 0], 24)
+                || inside([198, 18, 0, 0], 15)
+                || inside([198, 51, 100, 0], 24)
+                || inside([203, 0, 113, 0], 24) =>
+            {
+                Self::Private
+            }
+            _ => Self::Global,
+        }
+    }
+
+    fn of_v6(ip: Ipv6Addr) -> Self {
+        let b = ip.octets();
+        if b[0] == 0xff {
+            return Self::Multicast;
+        }
+        if b[0] == 0xfe && b[1] & 0xc0 == 0x80 {
+            // fe80::1 is loopback to stock; the rest of fe80::/10 is link-local.
+            return if b[2..15].iter().all(|&x| x == 0) && b[15] == 1 {
+                Self::Loopback
+            } else {
+                Self::LinkLocal
+            };
+        }
+        if b[0] & 0xfe == 0xfc {
+            return Self::Private;
+        }
+        if b[..9].iter().all(|&x| x == 0) && b[10] == 0xff && b[11] == 0xff && b[12] == 0x7f {
+            return Self::Loopback;
+        }
+        if b[..15].iter().all(|&x| x == 0) {
+            match b[15] {
+                0 => return Self::None,
+                1 => return Self::Loopback,
+                _ => {}
+            }
+        }
+        Self::Global
+    }
+}
+
 /// Whether `addr` lies in `net`/`bits` as ZeroTier tests it (`InetAddress::containsAddress`, the
 /// IPv4 rule matches): the leading `bits` bits of both are compared. Out-of-range prefix
 /// lengths shift as x86-64 stock builds do (the count is taken modulo 32).
@@ -152,6 +243,59 @@ mod tests {
         let mut r = Reader::new(&v);
         assert_eq!(InetAddress::read(&mut r).unwrap(), a);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn scopes_are_stocks() {
+        use IpScope::*;
+        let cases = [
+            ("0.0.0.0", None),
+            ("0.1.2.3", None),
+            ("255.1.2.3", None),
+            ("255.255.255.255", None),
+            ("224.0.0.1", Multicast),
+            ("239.255.255.250", Multicast),
+            ("127.0.0.1", Loopback),
+            ("127.9.9.9", Loopback),
+            ("6.1.1.1", PseudoPrivate),
+            ("28.0.0.1", PseudoPrivate),
+            ("56.7.8.9", PseudoPrivate),
+            ("240.0.0.1", PseudoPrivate),
+            ("254.1.1.1", PseudoPrivate),
+            ("169.254.1.1", LinkLocal),
+            ("169.253.1.1", Global),
+            ("10.1.2.3", Private),
+            ("100.64.0.1", Private),
+            ("100.127.255.255", Private),
+            ("100.128.0.1", Global),
+            ("172.16.0.1", Private),
+            ("172.31.255.255", Private),
+            ("172.32.0.1", Global),
+            ("192.168.1.1", Private),
+            ("192.0.2.1", Private),
+            ("192.0.3.1", Global),
+            ("198.18.0.1", Private),
+            ("198.19.255.255", Private),
+            ("198.20.0.1", Global),
+            ("198.51.100.7", Private),
+            ("203.0.113.9", Private),
+            ("8.8.8.8", Global),
+            ("::", None),
+            ("::1", Loopback),
+            ("::2", Global),
+            ("fe80::1", Loopback),
+            ("fe80::2", LinkLocal),
+            ("febf::1:1", LinkLocal),
+            ("ff02::1", Multicast),
+            ("fd00::1", Private),
+            ("fc00::1", Private),
+            ("2001:db8::1", Global),
+            ("::ffff:127.0.0.1", Loopback),
+            ("::ffff:10.0.0.1", Global),
+        ];
+        for (ip, scope) in cases {
+            assert_eq!(IpScope::of(ip.parse().unwrap()), scope, "{ip}");
+        }
     }
 
     #[test]

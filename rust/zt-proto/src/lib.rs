@@ -50,7 +50,9 @@ pub use address::{Address, AddressError};
 pub use cursor::WireError;
 pub use dictionary::Dictionary;
 pub use identity::{Identity, IdentityError};
-pub use inet::{InetAddress, InetAddressParseError, ipv4_prefix_contains, ipv6_prefix_contains};
+pub use inet::{
+    InetAddress, InetAddressParseError, IpScope, ipv4_prefix_contains, ipv6_prefix_contains,
+};
 pub use network::config::{
     ConfigError, Dns, IpPrefix, NetworkConfig, NetworkType, Route, make_chunks, request_metadata,
 };

@@ -11,7 +11,7 @@ use super::{
 use crate::address::Address;
 use crate::cursor::Reader;
 use crate::identity::Identity;
-use crate::inet::InetAddress;
+use crate::inet::{InetAddress, IpScope};
 use crate::packet::{self, ArmorError, PeerKeys, Verb};
 use crate::time::Timestamp;
 use crate::world::World;
@@ -983,7 +983,7 @@ impl Node {
             return self.drop_input(DropReason::Malformed);
         };
         let mut targets: Vec<SocketAddr> = Vec::new();
-        let mut per_class: std::collections::BTreeMap<(u8, bool), usize> = Default::default();
+        let mut per_class: std::collections::BTreeMap<(IpScope, bool), usize> = Default::default();
         for _ in 0..count {
             let (Ok(flags), Ok(ext)) = (r.u8(), r.u16()) else {
                 break;
@@ -1019,7 +1019,7 @@ impl Node {
                 .get(&src)
                 .is_some_and(|p| p.paths.iter().any(|x| x.remote == ep && !x.is_expired(now)));
             let class = per_class
-                .entry((super::ip_scope(&ep), ep.is_ipv6()))
+                .entry((IpScope::of(ep.ip()), ep.is_ipv6()))
                 .or_insert(0);
             if !has && *class < PUSH_MAX_PER_SCOPE_FAMILY {
                 *class += 1;

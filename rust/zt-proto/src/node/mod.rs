@@ -33,8 +33,8 @@ use crate::world::{World, WorldType, WorldUpdateRejected};
 pub use membership::{
     ControllerRequest, Frame, FrameError, JoinError, LOCAL_REQUEST, NetworkInfo, NetworkStatus,
 };
+pub(crate) use peer::usable_endpoint;
 pub use peer::{CachedPeer, LocalSocket, Path, Peer, RemoteVersion};
-pub(crate) use peer::{ip_scope, usable_endpoint};
 
 pub use types::*;
 

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use crate::identity::Identity;
+use crate::inet::IpScope;
 use crate::packet::PeerKeys;
 use crate::time::Timestamp;
 
@@ -56,7 +57,7 @@ impl Path {
         } else {
             lat + 0xffff + (now.since(self.last_receive).clamp(0, 140_000) as u64)
         };
-        q * (8 - u64::from(ip_scope(&self.remote)))
+        q * (8 - IpScope::of(self.remote.ip()) as u64)
     }
 }
 
@@ -310,68 +311,15 @@ impl CachedPeer {
     }
 }
 
-/// ZeroTier's IP scope classes (higher is more local); 0 means unusable.
-#[must_use]
-pub(crate) fn ip_scope(addr: &SocketAddr) -> u8 {
-    use std::net::IpAddr;
-    match addr.ip() {
-        IpAddr::V4(ip) => {
-            let o = ip.octets();
-            if ip.is_unspecified() {
-                0
-            } else if ip.is_multicast() {
-                1
-            } else if ip.is_loopback() {
-                2
-            } else if ip.is_link_local() {
-                5
-            } else if o[0] == 10
-                || (o[0] == 172 && (16..32).contains(&o[1]))
-                || (o[0] == 192 && o[1] == 168)
-                || (o[0] == 100 && (64..128).contains(&o[1]))
-                || (o[0] == 192 && o[1] == 0 && o[2] == 2)
-                || (o[0] == 198 && (o[1] == 18 || o[1] == 19))
-                || (o[0] == 198 && o[1] == 51 && o[2] == 100)
-                || (o[0] == 203 && o[1] == 0 && o[2] == 113)
-            {
-                7
-            } else if [6, 11, 21, 22, 25, 26, 28, 29, 30, 51, 55, 56].contains(&o[0]) || o[0] >= 240
-            {
-                3
-            } else {
-                4
-            }
-        }
-        IpAddr::V6(ip) => {
-            let s = ip.segments();
-            if ip.is_unspecified() {
-                0
-            } else if ip.is_multicast() {
-                1
-            } else if ip.is_loopback() {
-                2
-            } else if (s[0] & 0xffc0) == 0xfe80 {
-                5
-            } else if (s[0] & 0xfe00) == 0xfc00 {
-                7
-            } else if let Some(v4) = ip.to_ipv4_mapped() {
-                ip_scope(&SocketAddr::new(v4.into(), addr.port()))
-            } else {
-                4
-            }
-        }
-    }
-}
-
 /// Whether ZeroTier traffic may use this endpoint: no link-local, multicast or unspecified
 /// addresses, and loopback only when `allow_loopback` (stock nodes never use loopback).
 #[must_use]
 pub(crate) fn usable_endpoint(addr: &SocketAddr, allow_loopback: bool) -> bool {
     addr.port() != 0
-        && match ip_scope(addr) {
-            3 | 4 | 6 | 7 => true,
-            2 => allow_loopback,
-            _ => false,
+        && match IpScope::of(addr.ip()) {
+            IpScope::PseudoPrivate | IpScope::Global | IpScope::Shared | IpScope::Private => true,
+            IpScope::Loopback => allow_loopback,
+            IpScope::None | IpScope::Multicast | IpScope::LinkLocal => false,
         }
 }
 
