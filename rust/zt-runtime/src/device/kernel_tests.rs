@@ -282,5 +282,12 @@ fn frames_go_through_the_tap_both_ways() {
         assert_eq!(reply[28..32], [198, 18, 0, 10], "sender protocol address");
         assert_eq!(reply[32..38], neighbour);
         assert_eq!(reply[38..42], [198, 18, 0, 1]);
+
+        // A frame longer than the buffer comes cut to the buffer's length.
+        assert!(tap.write_frame(&request).unwrap());
+        let mut fds = [PollFd::new(tap.as_fd(), PollFlags::POLLIN)];
+        assert_eq!(poll(&mut fds, PollTimeout::from(5000u16)).unwrap(), 1);
+        let mut small = [0u8; 20];
+        assert_eq!(tap.read_frame(&mut small).unwrap(), Some(20));
     });
 }
