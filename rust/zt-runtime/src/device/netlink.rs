@@ -313,7 +313,11 @@ impl Netlink {
         packet.serialize(&mut self.buffer[..length]);
         self.socket.send(&self.buffer[..length], 0)?;
         loop {
-            let received = self.socket.recv(&mut &mut self.buffer[..], 0)?;
+            let received = match self.socket.recv(&mut &mut self.buffer[..], 0) {
+                Ok(n) => n.min(self.buffer.len()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
             let mut at = 0;
             while at < received {
                 let packet =
