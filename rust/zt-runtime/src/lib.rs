@@ -8,8 +8,9 @@
 //!   waited on by blocking call or by a readiness descriptor (for `select` and asyncio).
 //! - [`runtime`]: one loop thread per node that drives the core and executes its outputs, over
 //!   the node's physical UDP sockets ([`underlay`]).
-//! - [`device`]: attaching a network to an OS device (a TAP): its name and which managed
-//!   addresses and routes go on it.
+//! - [`device`]: attaching a network to an OS device (a TAP): its name, which managed
+//!   addresses and routes go on it, and on Linux the TAP itself and the netlink requests that
+//!   put them on and take them off.
 //! - [`sockets`]: the overlay's TCP and UDP sockets on the networks' stacks ([`zt_stack::Stacks`]); a
 //!   thread waiting for one may receive for its node (the leader/follower protocol in `lead.rs`,
 //!   over the descriptors of [`wake`]).

@@ -174,6 +174,59 @@ impl Changes {
             && self.add_addresses.is_empty()
             && self.add_routes.is_empty()
     }
+
+    /// The changes one by one, in the order to make them.
+    pub fn steps(&self) -> impl Iterator<Item = Step> + '_ {
+        let remove_routes = self.remove_routes.iter().copied().map(Step::RemoveRoute);
+        let remove_addresses = self
+            .remove_addresses
+            .iter()
+            .copied()
+            .map(Step::RemoveAddress);
+        let add_addresses = self.add_addresses.iter().copied().map(Step::AddAddress);
+        let add_routes = self.add_routes.iter().copied().map(Step::AddRoute);
+        remove_routes
+            .chain(remove_addresses)
+            .chain(add_addresses)
+            .chain(add_routes)
+    }
+}
+
+/// One change to a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// Take a route off.
+    RemoveRoute(DeviceRoute),
+    /// Take an address off.
+    RemoveAddress(IpPrefix),
+    /// Put an address on.
+    AddAddress(IpPrefix),
+    /// Put a route on.
+    AddRoute(DeviceRoute),
+}
+
+impl std::fmt::Display for DeviceRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.target)?;
+        if let Some(via) = self.via {
+            write!(f, " via {via}")?;
+        }
+        if self.metric != 0 {
+            write!(f, " metric {}", self.metric)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::RemoveRoute(r) => write!(f, "removing route {r}"),
+            Self::RemoveAddress(a) => write!(f, "removing address {a}"),
+            Self::AddAddress(a) => write!(f, "adding address {a}"),
+            Self::AddRoute(r) => write!(f, "adding route {r}"),
+        }
+    }
 }
 
 impl Plan {
@@ -483,5 +536,17 @@ mod tests {
         assert_eq!(off.remove_addresses, vec![p("198.18.0.11/15")]);
         assert_eq!(off.remove_routes.len(), 2);
         assert!(off.add_addresses.is_empty() && off.add_routes.is_empty());
+        // One by one, in order: routes off, addresses off, addresses on, routes on.
+        let steps: Vec<String> = changes.steps().map(|s| s.to_string()).collect();
+        assert_eq!(
+            steps,
+            [
+                "removing route 10.0.0.0/8 via 198.18.0.1 metric 5000",
+                "removing address 198.18.0.10/15",
+                "adding address 198.18.0.11/15",
+                "adding route 10.0.0.0/8 via 198.18.0.2 metric 5000",
+                "adding route 172.16.0.0/12",
+            ]
+        );
     }
 }
