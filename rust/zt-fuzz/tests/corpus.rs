@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use zt_fuzz::{TARGETS, harness, seeds::seeds};
+use zt_proto::splitmix64;
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus")
@@ -51,15 +52,6 @@ fn every_target_has_seeds_that_run() {
     }
 }
 
-/// SplitMix64, for reproducible mutations.
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 #[test]
 fn mutated_seeds_do_not_crash() {
     let mut state = 15;
@@ -67,11 +59,11 @@ fn mutated_seeds_do_not_crash() {
         for seed in seeds(name) {
             for _ in 0..64 {
                 let mut d = seed.clone();
-                for _ in 0..=(next(&mut state) % 4) {
+                for _ in 0..=(splitmix64(&mut state) % 4) {
                     if d.is_empty() {
                         break;
                     }
-                    let r = next(&mut state);
+                    let r = splitmix64(&mut state);
                     let i = (r as usize >> 8) % d.len();
                     match r % 4 {
                         0 => d[i] ^= 1 << ((r >> 4) % 8),

@@ -43,6 +43,7 @@ mod network;
 mod node;
 pub mod packet;
 mod planet;
+mod splitmix;
 mod time;
 mod world;
 
@@ -65,6 +66,7 @@ pub use node::{
     Path, Peer, RemoteVersion, SendError, StoreKey, StoreOp, Transmit, hello_packet,
 };
 pub use planet::default_planet;
+pub use splitmix::splitmix64;
 pub use time::Timestamp;
 pub use world::{Root, World, WorldError, WorldType, WorldUpdateRejected};
 

@@ -60,14 +60,7 @@ impl Pair {
         match &mut self.loss {
             Loss::Every(0) => false,
             Loss::Every(n) => self.frames.is_multiple_of(*n),
-            Loss::Random { seed, per_mille } => {
-                // SplitMix64.
-                *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let mut z = *seed;
-                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                (z ^ (z >> 31)) % 1000 < *per_mille
-            }
+            Loss::Random { seed, per_mille } => zt_proto::splitmix64(seed) % 1000 < *per_mille,
         }
     }
 

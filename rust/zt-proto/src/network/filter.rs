@@ -382,13 +382,9 @@ impl<'e, 'a, C: FilterContext + ?Sized> Evaluator<'e, 'a, C> {
         }
     }
 
-    /// splitmix64.
+    /// The low 32 bits of the next SplitMix64 value.
     fn random(&mut self) -> u32 {
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) as u32
+        crate::splitmix::splitmix64(&mut self.rng) as u32
     }
 
     fn table(&mut self, rules: &[Rule]) -> Evaluation {

@@ -313,11 +313,7 @@ impl Node {
             self.rng.fill(&mut b);
             self.nets.frame_seed = u64::from_le_bytes(b) | 1;
         }
-        self.nets.frame_seed = self.nets.frame_seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.nets.frame_seed;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        crate::splitmix::splitmix64(&mut self.nets.frame_seed)
     }
 
     /// Inbound filter: drop, accept, or accept bypassing the MAC and bridging checks. Sends
