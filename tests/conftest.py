@@ -15,7 +15,22 @@ import zt
 # Autouse fixtures: a test that leaves a socket to the garbage collector fails (see leaks.py).
 from .leaks import no_leaks_in_module, no_leaks_in_test  # noqa: F401
 from .overlay import Pair, adhoc_pair, ipv4_pair, lab_in
-from .support import Lab
+from .support import Lab, turn
+
+
+@pytest.fixture(autouse=True)
+def _alone_or_side_by_side(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Under pytest-xdist, a test marked ``alone`` (a throughput floor) runs while no other
+    test does on any worker; the others run side by side as usual."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    alone = request.node.get_closest_marker("alone") is not None
+    # Each worker's base temp is a directory of the run's: their parent is shared.
+    with turn(tmp_path_factory.getbasetemp().parent, alone):
+        yield
 
 
 @pytest.fixture(scope="session")

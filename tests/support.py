@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -16,6 +18,31 @@ import zt
 from zt.planet import make_planet
 
 free_udp_port = zt.lab.unused_udp_port
+
+
+@contextmanager
+def turn(directory: Path, alone: bool) -> Iterator[None]:
+    """A test's turn among the processes that share ``directory`` (pytest-xdist's workers):
+    ``alone`` waits until no other test runs and keeps the others out until it ends; the rest
+    run side by side. Two ``flock`` files: one taken alone waits on the gate, which new comers
+    must pass, so a stream of others cannot starve it. (POSIX only: imported here.)"""
+    import fcntl
+
+    mode = fcntl.LOCK_EX if alone else fcntl.LOCK_SH
+    with open(directory / "turn.gate", "a+b") as gate, open(directory / "turn.run", "a+b") as run:
+        fcntl.flock(gate, mode)
+        try:
+            fcntl.flock(run, mode)
+        finally:
+            if not alone:
+                fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(run, fcntl.LOCK_UN)
+            if alone:
+                fcntl.flock(gate, fcntl.LOCK_UN)
+
 
 # ZeroTier's self-test identity: a known answer for the memory-hard hash and address.
 KNOWN_GOOD = (

@@ -48,7 +48,8 @@ from tests.netns.impair import BY_NAME, Impairer, Transfer, tools_available, zt_
 from tests.netns.netlab import require_netlab
 from tests.netns.socketlab import SocketLab
 
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
+# Throughput floors: measured while no other test runs (see conftest's `alone`).
+pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.alone]
 
 MB = 4
 DEADLINE_S = 12.0  # per transfer: the sender before issue 14 needed ≤ 7 s for 1 % loss
