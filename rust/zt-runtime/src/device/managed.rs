@@ -27,6 +27,13 @@ use zt_proto::{IpPrefix, IpScope, Route};
 /// usual routes, so a network's route does not take over a path the host already has.
 pub const VIA_METRIC: u32 = 5000;
 
+/// Whether a `.local.conf` boolean (`allowGlobal=1`, …) is true: zerotier-one reads only its
+/// first character, `1`, `t` or `T`.
+#[must_use]
+pub fn conf_true(value: &str) -> bool {
+    matches!(value.as_bytes().first(), Some(b'1' | b't' | b'T'))
+}
+
 /// What a network's local settings let onto its device.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -62,10 +69,7 @@ impl Policy {
     #[must_use]
     pub fn allow_managed_from(value: &str) -> (bool, Vec<IpPrefix>) {
         if value.len() <= 5 {
-            return (
-                matches!(value.as_bytes().first(), Some(b'1' | b't' | b'T')),
-                Vec::new(),
-            );
+            return (conf_true(value), Vec::new());
         }
         let within: Vec<IpPrefix> = value.split(',').filter_map(parse_prefix).collect();
         (!within.is_empty(), within)

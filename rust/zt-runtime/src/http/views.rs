@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 use zt_controller::json::{json_bool, json_int, json_string};
 use zt_proto::{Address, NetworkInfo, NetworkStatus, NetworkType, Node, Peer, Timestamp, World};
 
+use crate::device::managed::conf_true;
 use crate::runtime::Snapshot;
 
 /// The software version reported (the ZeroTier release whose protocol and API `zt` follows).
@@ -71,17 +72,16 @@ impl LocalSettings {
     #[must_use]
     pub fn from_conf(text: &str) -> Self {
         let mut s = Self::default();
-        let truthy = |v: &str| matches!(v.as_bytes().first(), Some(b'1' | b't' | b'T'));
         for line in text.lines() {
             let Some((k, v)) = line.split_once('=') else {
                 continue;
             };
             let v = v.trim_end_matches('\r');
             match k {
-                "allowManaged" if !v.is_empty() => s.allow_managed = v.len() > 5 || truthy(v),
-                "allowGlobal" => s.allow_global = truthy(v),
-                "allowDefault" => s.allow_default = truthy(v),
-                "allowDNS" => s.allow_dns = truthy(v),
+                "allowManaged" if !v.is_empty() => s.allow_managed = v.len() > 5 || conf_true(v),
+                "allowGlobal" => s.allow_global = conf_true(v),
+                "allowDefault" => s.allow_default = conf_true(v),
+                "allowDNS" => s.allow_dns = conf_true(v),
                 _ => {}
             }
         }
